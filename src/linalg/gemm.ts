@@ -1,22 +1,47 @@
 /**
- * General matrix product C = op(A)·op(B) in float32.
- * Plain-TypeScript fallback; faster backends (WASM SIMD, WebGPU) plug in behind the same function.
+ * General matrix products C = alpha·op(A)·op(B) + beta·C, float32 ({@link matmul}) and float64
+ * ({@link matmul64}), and in place into a preallocated C ({@link gemmInto}).
+ *
+ * Dispatch: the WebAssembly SIMD kernels (loaded at import, see `backend.ts`) for every product but the
+ * tiniest, split over worker threads when `initLinalg({ threads })` started some and the product is large;
+ * the plain-TypeScript loops here otherwise (no WebAssembly, `backend: "ts"`, or fewer than
+ * {@link SMALL_WORK} multiply-adds, where copying into wasm memory costs more than it saves).
+ *
+ * Accuracy: the float32 wasm kernel accumulates in float32 (error ~ k·ε₃₂·max|a|·max|b| per entry); the
+ * TypeScript path accumulates in float64. Non-finite inputs are not checked here (hot path): NaN and ±Inf
+ * propagate as IEEE arithmetic does, except that with beta = 0 the prior C is never read.
  *
  * @module
  */
 import { ShapeError } from "../errors.ts";
-import type { Matrix } from "./matrix.ts";
+import type { FloatArray, Matrix, Matrix64 } from "./matrix.ts";
+import { activeBackend, activePool } from "./backend.ts";
+import { gemmWasm } from "./wasm/gemm_wasm.ts";
+import { wasmRuntime } from "./wasm/runtime.ts";
 
-/** Options of {@link matmul}. */
+/** Options of {@link matmul} and {@link matmul64}. */
 export interface MatmulOptions {
   /** Use Aᵀ instead of A. */
   transA?: boolean;
   /** Use Bᵀ instead of B (the usual case for y = x·Wᵀ with W stored out×in). */
   transB?: boolean;
+  /** Force a backend for this call (default: the active one, see `initLinalg`). */
+  backend?: "wasm" | "ts";
 }
 
+/** Options of {@link gemmInto}. */
+export interface GemmOptions extends MatmulOptions {
+  /** Scale of the product (default 1). */
+  alpha?: number;
+  /** Scale of C's prior values (default 0: C is overwritten and never read). */
+  beta?: number;
+}
+
+/** Products with fewer multiply-adds than this run in TypeScript (wasm call and copies cost more). */
+export const SMALL_WORK = 4096;
+
 /**
- * C = op(A)·op(B). Shapes: op(A) m×k, op(B) k×n → C m×n.
+ * C = op(A)·op(B) in float32. Shapes: op(A) m×k, op(B) k×n → C m×n.
  *
  * @example
  * ```ts
@@ -28,36 +53,114 @@ export interface MatmulOptions {
  * ```
  */
 export function matmul(a: Matrix, b: Matrix, opts: MatmulOptions = {}): Matrix {
+  const [m, n] = shapeOf("matmul", a, b, opts);
+  const c: Matrix = { rows: m, cols: n, data: new Float32Array(m * n) };
+  return gemmInto(a, b, c, opts);
+}
+
+/**
+ * C = op(A)·op(B) in float64. Shapes: op(A) m×k, op(B) k×n → C m×n.
+ *
+ * @example
+ * ```ts
+ * import { matmul64 } from "./gemm.ts";
+ * import { matrix64 } from "./matrix.ts";
+ * const x = matrix64(2, 2, new Float64Array([1, 2, 3, 4]));
+ * const g = matmul64(x, x, { transA: true }); // Gram xᵀx = [10, 14, 14, 20]
+ * ```
+ */
+export function matmul64(a: Matrix64, b: Matrix64, opts: MatmulOptions = {}): Matrix64 {
+  const [m, n] = shapeOf("matmul64", a, b, opts);
+  const c: Matrix64 = { rows: m, cols: n, data: new Float64Array(m * n) };
+  return gemmInto(a, b, c, opts);
+}
+
+/**
+ * In place: C ← alpha·op(A)·op(B) + beta·C, all three of one element type (float32 or float64); returns C.
+ * With beta = 0 (default) C's prior values are ignored, so a reused buffer need not be cleared.
+ *
+ * @example
+ * ```ts
+ * import { gemmInto } from "./gemm.ts";
+ * import { matrix64 } from "./matrix.ts";
+ * const a = matrix64(2, 2, new Float64Array([1, 2, 3, 4]));
+ * const c = matrix64(2, 2, new Float64Array([1, 1, 1, 1]));
+ * gemmInto(a, a, c, { transB: true, alpha: -1, beta: 1 }); // c = 1 − a·aᵀ
+ * ```
+ */
+export function gemmInto<T extends FloatArray>(
+  a: Matrix<T>,
+  b: Matrix<T>,
+  c: Matrix<T>,
+  opts: GemmOptions = {},
+): Matrix<T> {
+  const [m, n, k] = shapeOf("gemmInto", a, b, opts);
+  if (c.rows !== m || c.cols !== n) {
+    throw new ShapeError(`gemmInto: C is ${c.rows}×${c.cols} but op(A)·op(B) is ${m}×${n}`);
+  }
+  const f64 = c.data instanceof Float64Array;
+  if ((a.data instanceof Float64Array) !== f64 || (b.data instanceof Float64Array) !== f64) {
+    throw new ShapeError("gemmInto: A, B and C must share one element type (all float32 or all float64)");
+  }
+  const alpha = opts.alpha ?? 1, beta = opts.beta ?? 0;
+  const transA = !!opts.transA, transB = !!opts.transB;
+  const rt = wasmRuntime();
+  const useWasm = rt !== null &&
+    (opts.backend ?? (m * n * k < SMALL_WORK ? "ts" : activeBackend())) === "wasm";
+  if (useWasm) {
+    gemmWasm(rt, { transA, transB, m, n, k, alpha, a: a.data, b: b.data, beta, c: c.data }, activePool());
+  } else gemmTs(transA, transB, m, n, k, alpha, a.data, b.data, beta, c.data);
+  return c;
+}
+
+function shapeOf(
+  what: string,
+  a: Matrix<FloatArray>,
+  b: Matrix<FloatArray>,
+  opts: MatmulOptions,
+): [number, number, number] {
   const m = opts.transA ? a.cols : a.rows;
   const k = opts.transA ? a.rows : a.cols;
   const kb = opts.transB ? b.cols : b.rows;
   const n = opts.transB ? b.rows : b.cols;
   if (k !== kb) {
-    throw new ShapeError(
-      `matmul: inner dimensions differ: op(A) is ${m}×${k}, op(B) is ${kb}×${n}`,
-    );
+    throw new ShapeError(`${what}: inner dimensions differ: op(A) is ${m}×${k}, op(B) is ${kb}×${n}`);
   }
-  const c = new Float32Array(m * n);
-  // Bring both operands to the cache-friendly layout (A row-major m×k, B row-major k×n) once.
-  const ad = opts.transA ? transposeData(a.data, a.rows, a.cols) : a.data;
-  const bd = opts.transB ? transposeData(b.data, b.rows, b.cols) : b.data;
+  return [m, n, k];
+}
+
+/** The TypeScript fallback: float64 accumulation over cache-friendly layouts (A m×k, B k×n row-major). */
+function gemmTs(
+  transA: boolean,
+  transB: boolean,
+  m: number,
+  n: number,
+  k: number,
+  alpha: number,
+  a: FloatArray,
+  b: FloatArray,
+  beta: number,
+  c: FloatArray,
+): void {
+  const ad = transA ? transposeData(a, k, m) : a;
+  const bd = transB ? transposeData(b, n, k) : b;
   const row = new Float64Array(n);
   for (let i = 0; i < m; i++) {
     row.fill(0);
     const ai = i * k;
     for (let p = 0; p < k; p++) {
       const av = ad[ai + p];
-      if (av === 0) continue;
       const bp = p * n;
       for (let j = 0; j < n; j++) row[j] += av * bd[bp + j];
     }
-    c.set(row, i * n);
+    const ci = i * n;
+    if (beta === 0) { for (let j = 0; j < n; j++) c[ci + j] = alpha * row[j]; }
+    else for (let j = 0; j < n; j++) c[ci + j] = alpha * row[j] + beta * c[ci + j];
   }
-  return { rows: m, cols: n, data: c };
 }
 
-function transposeData(d: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(rows * cols);
+function transposeData(d: FloatArray, rows: number, cols: number): Float64Array | FloatArray {
+  const out = new (d.constructor as { new (n: number): FloatArray })(rows * cols);
   for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = d[i * cols + j];
   return out;
 }

@@ -1,0 +1,44 @@
+/**
+ * The io room's public API: byte sources (file, URL, Blob, bytes), the tensor reader interface, safetensors
+ * reading (single file and sharded) and streaming writing, dtype conversion and atomic writes.
+ *
+ * @module
+ */
+export { type ByteSource, checkRange, openFile } from "./byte_source.ts";
+export type { DType, TensorInfo, TensorReader } from "./tensor_reader.ts";
+export { openUrl, type OpenUrlOptions } from "./url_source.ts";
+export { openBlob } from "./blob_source.ts";
+export { openBytes } from "./memory_source.ts";
+export { isByteSource, openSource, type SourceInput } from "./open_source.ts";
+export {
+  decodeInto,
+  decodeToFloat32,
+  DTYPE_SIZE,
+  dtypeSize,
+  encodeFromFloat32,
+  f16BitsToNumber,
+  isDType,
+  numberToBf16Bits,
+  numberToF16Bits,
+  type WritableDType,
+} from "./dtype.ts";
+export {
+  MAX_HEADER_BYTES,
+  openSafetensors,
+  readSafetensorsHeader,
+  readTensorFloat32,
+  type SafetensorsEntry,
+  type SafetensorsHeader,
+  type SafetensorsReader,
+} from "./safetensors_reader.ts";
+export { INDEX_FILE, openModelWeights, openShardedSafetensors } from "./sharded.ts";
+export {
+  buildSafetensorsHeader,
+  createSafetensorsWriter,
+  type SafetensorsWriter,
+  type SafetensorsWriterOptions,
+  type TensorPlan,
+  withSafetensorsWriter,
+} from "./safetensors_writer.ts";
+export { type AtomicWriteOptions, writeFileAtomic } from "./atomic_write.ts";
+// export * from "./gguf.ts"; // the model engineer adds the GGUF reader's exports here

@@ -1,0 +1,185 @@
+/**
+ * Sharded safetensors (`model.safetensors.index.json` + shards) as one {@link TensorReader}, and
+ * {@link openModelWeights}, which finds a model's weights in a folder.
+ *
+ * @module
+ */
+import type { TensorInfo, TensorReader } from "./tensor_reader.ts";
+import { openSafetensors, type SafetensorsReader } from "./safetensors_reader.ts";
+import { FormatError } from "../errors.ts";
+
+/** The index file name Hugging Face uses for sharded safetensors. */
+export const INDEX_FILE = "model.safetensors.index.json";
+
+/**
+ * Open a sharded safetensors model from its index (`{"metadata": {...}, "weight_map": {tensor: shard file}}`,
+ * shard paths relative to the index's folder). Every shard's header is read and checked now (each tensor of
+ * the map must be in its shard); shard files are then opened again lazily, on the first read of one of
+ * their tensors, and stay open until `close()`. Tensors present in a shard but absent from the map are ignored.
+ *
+ * @example
+ * ```ts ignore
+ * import { openShardedSafetensors } from "./sharded.ts";
+ * const r = await openShardedSafetensors("llama/model.safetensors.index.json");
+ * const w = await r.read("model.layers.0.self_attn.q_proj.weight");
+ * await r.close();
+ * ```
+ */
+export async function openShardedSafetensors(indexPath: string): Promise<TensorReader> {
+  const { readFile } = await import("node:fs/promises");
+  const { dirname, isAbsolute, join, normalize } = await import("node:path");
+  const fail = (msg: string): never => {
+    throw new FormatError(indexPath, `sharded safetensors index: ${msg}`);
+  };
+  let text: string;
+  try {
+    text = await readFile(indexPath, "utf8");
+  } catch (e) {
+    return fail(`cannot read the index: ${(e as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    return fail(`not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) fail("must be a JSON object");
+  const { weight_map: map, metadata: rawMeta } = json as Record<string, unknown>;
+  if (typeof map !== "object" || map === null || Array.isArray(map)) fail('missing "weight_map" object');
+  const metadata: Record<string, string> = {};
+  if (rawMeta !== undefined && rawMeta !== null) {
+    if (typeof rawMeta !== "object" || Array.isArray(rawMeta)) fail('"metadata" must be an object');
+    for (const [k, v] of Object.entries(rawMeta as Record<string, unknown>)) {
+      // HF writes numbers here (total_size); render every value as a string
+      Object.defineProperty(metadata, k, { value: typeof v === "string" ? v : JSON.stringify(v), enumerable: true });
+    }
+  }
+  const folder = dirname(indexPath);
+  const shardOf = new Map<string, string>(); // tensor → shard path
+  const shardNames = new Map<string, string>(); // shard path → file name as written in the index
+  for (const [tensor, file] of Object.entries(map as Record<string, unknown>)) {
+    if (typeof file !== "string" || file === "") {
+      fail(`weight_map[${JSON.stringify(tensor)}] must be a file name`);
+    }
+    const f = file as string;
+    // shards live beside the index: no absolute paths, no climbing out of the folder
+    if (isAbsolute(f) || normalize(f).split(/[\\/]/).includes("..")) {
+      fail(`weight_map[${JSON.stringify(tensor)}] = ${JSON.stringify(f)} points outside the index's folder`);
+    }
+    const p = join(folder, f);
+    shardOf.set(tensor, p);
+    shardNames.set(p, f);
+  }
+  if (shardOf.size === 0) fail("weight_map is empty");
+
+  // Read every shard's header once: validates the shards and gives dtypes/shapes without reading data.
+  const infos: TensorInfo[] = [];
+  const infoByName = new Map<string, TensorInfo>();
+  for (const [shard, file] of shardNames) {
+    let r: SafetensorsReader;
+    try {
+      r = await openSafetensors(shard);
+    } catch (e) {
+      if (e instanceof FormatError && /cannot open file/.test(e.message)) {
+        return fail(`shard ${JSON.stringify(file)} is missing or unreadable (${e.message})`);
+      }
+      throw e;
+    }
+    try {
+      for (const [tensor, s] of shardOf) {
+        if (s !== shard) continue;
+        if (!r.has(tensor)) {
+          fail(`tensor ${JSON.stringify(tensor)} is mapped to shard ${JSON.stringify(file)}, which lacks it`);
+        }
+      }
+      for (const t of r.tensors()) {
+        if (shardOf.get(t.name) === shard) {
+          infos.push(t);
+          infoByName.set(t.name, t);
+        }
+      }
+      for (const [k, v] of Object.entries(r.metadata)) {
+        if (!Object.hasOwn(metadata, k)) Object.defineProperty(metadata, k, { value: v, enumerable: true });
+      }
+    } finally {
+      await r.close();
+    }
+  }
+
+  const open = new Map<string, Promise<SafetensorsReader>>();
+  const shardReader = (shard: string): Promise<SafetensorsReader> => {
+    let p = open.get(shard);
+    if (!p) {
+      p = openSafetensors(shard);
+      open.set(shard, p);
+    }
+    return p;
+  };
+  const info = (name: string): TensorInfo => {
+    const i = infoByName.get(name);
+    if (!i) throw new FormatError(indexPath, `no tensor named ${JSON.stringify(name)} in this sharded model`);
+    return i;
+  };
+  return {
+    name: indexPath,
+    metadata: Object.freeze(metadata),
+    tensors: () => infos,
+    has: (name: string) => infoByName.has(name),
+    info,
+    async read(name: string): Promise<Float32Array> {
+      info(name);
+      return await (await shardReader(shardOf.get(name)!)).read(name);
+    },
+    async close(): Promise<void> {
+      const all = [...open.values()];
+      open.clear();
+      for (const p of all) await (await p.catch(() => undefined))?.close();
+    },
+  };
+}
+
+/**
+ * Open a model's weights from a folder or a file: a folder's `model.safetensors`, else its
+ * `model.safetensors.index.json`, else its only `*.safetensors` file; a file path ending in `.json` is read as
+ * a shard index, any other file as safetensors. GGUF files are not handled here: use the GGUF reader.
+ *
+ * @example
+ * ```ts ignore
+ * import { openModelWeights } from "./sharded.ts";
+ * const r = await openModelWeights("/models/tinylm-brown");
+ * console.log(r.tensors().length);
+ * ```
+ */
+export async function openModelWeights(dirOrFile: string): Promise<TensorReader> {
+  const fs = await import("node:fs/promises");
+  const { join } = await import("node:path");
+  if (/\.gguf$/i.test(dirOrFile)) {
+    throw new FormatError(
+      dirOrFile,
+      "open model weights: this is a GGUF file; open it with the GGUF reader (gguf.ts)",
+    );
+  }
+  let st;
+  try {
+    st = await fs.stat(dirOrFile);
+  } catch (e) {
+    throw new FormatError(dirOrFile, `open model weights: no such file or folder (${(e as Error).message})`);
+  }
+  if (!st.isDirectory()) {
+    return /\.json$/i.test(dirOrFile)
+      ? await openShardedSafetensors(dirOrFile)
+      : await openSafetensors(dirOrFile);
+  }
+  const names = await fs.readdir(dirOrFile);
+  if (names.includes("model.safetensors")) return await openSafetensors(join(dirOrFile, "model.safetensors"));
+  if (names.includes(INDEX_FILE)) return await openShardedSafetensors(join(dirOrFile, INDEX_FILE));
+  const st_ = names.filter((n) => /\.safetensors$/i.test(n));
+  if (st_.length === 1) return await openSafetensors(join(dirOrFile, st_[0]));
+  const ggufs = names.filter((n) => /\.gguf$/i.test(n));
+  throw new FormatError(
+    dirOrFile,
+    `open model weights: no model.safetensors or ${INDEX_FILE} in this folder${
+      st_.length > 1 ? ` (several .safetensors files and no index: ${st_.slice(0, 4).join(", ")})` : ""
+    }${ggufs.length ? `; GGUF files found (${ggufs.join(", ")}): open them with the GGUF reader` : ""}`,
+  );
+}

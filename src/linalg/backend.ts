@@ -1,0 +1,136 @@
+/**
+ * Which numeric backend the linear algebra uses, and its threads.
+ *
+ * Nothing needs to be called: importing the library compiles the WebAssembly SIMD kernels (top-level await
+ * in `wasm/runtime.ts`), and products run in wasm on one thread, or in plain TypeScript where WebAssembly is
+ * unavailable. {@link initLinalg} opts in to worker threads (`threads: 2`, or `"auto"`), or forces a backend.
+ * Threads are opt-in because workers cost memory and start-up time that short scripts and tests don't need;
+ * call {@link closeLinalg} (or `initLinalg({ threads: 1 })`) to stop them. Idle workers never keep a Deno,
+ * Bun or Node process alive.
+ *
+ * WebGPU is separate and asynchronous: see `webgpu/gemm_gpu.ts` (`matmulGpu`).
+ *
+ * @example
+ * ```ts
+ * import { closeLinalg, initLinalg } from "./backend.ts";
+ * const info = await initLinalg({ threads: 2 }); // { backend: "wasm", threads: 2, simd: true, ... }
+ * // ... heavy work ...
+ * await closeLinalg();
+ * ```
+ *
+ * @module
+ */
+import { OptionError } from "../errors.ts";
+import { canBlock, ThreadPool } from "./threads/pool.ts";
+import { initWasm, sharedMemoryPossible, wasmInitError, wasmRuntime } from "./wasm/runtime.ts";
+
+/** A backend choice: `"auto"` takes wasm when it loaded, else TypeScript. */
+export type BackendChoice = "auto" | "wasm" | "ts";
+
+/** Options of {@link initLinalg}. */
+export interface LinalgOptions {
+  /** Backend for CPU products. Default `"auto"`. `"wasm"` throws if WebAssembly could not be loaded. */
+  backend?: BackendChoice;
+  /**
+   * Threads for large wasm products, the calling thread included. Default 1. `"auto"`: the hardware
+   * concurrency, capped at 8. Needs shared memory and a thread that may block (not a browser main thread);
+   * otherwise stays at 1 and {@link LinalgInfo.threadsNote} says why.
+   */
+  threads?: number | "auto";
+}
+
+/** What the linear algebra currently runs on. */
+export interface LinalgInfo {
+  /** Backend of CPU products. */
+  backend: "wasm" | "ts";
+  /** Threads used for large products (1 = no workers). */
+  threads: number;
+  /** Whether the wasm kernels (128-bit SIMD) are loaded. */
+  simd: boolean;
+  /** Whether wasm memory is shared (threads possible). */
+  sharedMemory: boolean;
+  /** Whether `navigator.gpu` exists (an adapter may still be missing). */
+  webgpu: boolean;
+  /** Why threads were not started, when asked for more than 1 and not given. */
+  threadsNote?: string;
+}
+
+let backend: "wasm" | "ts" = wasmRuntime() ? "wasm" : "ts";
+let pool: ThreadPool | null = null;
+let threadsNote: string | undefined;
+
+/** The backend of CPU products now (for `gemm.ts`). */
+export function activeBackend(): "wasm" | "ts" {
+  return backend;
+}
+
+/** The worker pool, or null when single-threaded (for `gemm.ts`). */
+export function activePool(): ThreadPool | null {
+  return pool;
+}
+
+/** Describe the current backend. */
+export function linalgInfo(): LinalgInfo {
+  const rt = wasmRuntime();
+  const nav = (globalThis as { navigator?: { gpu?: unknown } }).navigator;
+  const info: LinalgInfo = {
+    backend,
+    threads: pool ? pool.size : 1,
+    simd: rt !== null,
+    sharedMemory: rt?.shared ?? false,
+    webgpu: !!nav?.gpu,
+  };
+  if (threadsNote) info.threadsNote = threadsNote;
+  return info;
+}
+
+/**
+ * Choose the backend and thread count. Safe to call again (threads are restarted when the count changes).
+ * Throws {@link OptionError} for an unknown backend, a bad thread count, or `backend: "wasm"` without wasm.
+ */
+export async function initLinalg(opts: LinalgOptions = {}): Promise<LinalgInfo> {
+  const choice = opts.backend ?? "auto";
+  if (choice !== "auto" && choice !== "wasm" && choice !== "ts") {
+    throw new OptionError(
+      `initLinalg: backend must be "auto", "wasm" or "ts", got ${JSON.stringify(choice)}`,
+    );
+  }
+  let want = opts.threads ?? 1;
+  if (want === "auto") {
+    const hc = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator
+      ?.hardwareConcurrency;
+    want = Math.max(1, Math.min(8, hc ?? 1));
+  }
+  if (!Number.isInteger(want) || want < 1 || want > 64) {
+    throw new OptionError(`initLinalg: threads must be an integer in 1..64 or "auto", got ${opts.threads}`);
+  }
+  const rt = await initWasm();
+  if (choice === "wasm" && !rt) {
+    throw new OptionError(`initLinalg: backend "wasm" requested but WebAssembly failed: ${wasmInitError()}`);
+  }
+  backend = choice === "ts" || !rt ? "ts" : "wasm";
+  threadsNote = undefined;
+  if (pool && (pool.size !== want || backend === "ts")) await closeLinalg();
+  if (backend === "wasm" && want > 1 && !pool) {
+    if (!rt!.shared) {
+      threadsNote = sharedMemoryPossible()
+        ? "wasm memory could not be made shared"
+        : "no shared memory here (SharedArrayBuffer missing or page not cross-origin isolated)";
+    } else if (!canBlock()) threadsNote = "this thread may not block (browser main thread): use a Worker";
+    else {
+      try {
+        pool = await ThreadPool.create(rt!, want);
+      } catch (e) {
+        threadsNote = e instanceof Error ? e.message : String(e);
+      }
+    }
+  }
+  return linalgInfo();
+}
+
+/** Stop the worker threads (products continue on one thread). Idempotent. */
+export async function closeLinalg(): Promise<void> {
+  const p = pool;
+  pool = null;
+  if (p) await p.close();
+}

@@ -1,0 +1,79 @@
+/**
+ * Thin QR factorisation by Householder reflections (float64), plus the checks the SVD tests use:
+ * orthonormality error and reconstruction U·diag(s)·Vᵀ.
+ *
+ * @module
+ */
+import { ShapeError } from "../errors.ts";
+import { checkFinite, gemm64, householder, reflectCols, reflectRows } from "./factor_kernels.ts";
+import type { FloatArray, Matrix, Matrix64 } from "./matrix.ts";
+import { transpose } from "./matrix.ts";
+
+/** Result of {@link qr}: A = Q·R. */
+export interface QrResult {
+  /** m×r with orthonormal columns, r = min(m, n). */
+  q: Matrix64;
+  /** r×n upper triangular (upper trapezoidal when n > m). */
+  r: Matrix64;
+}
+
+/**
+ * Thin QR of `a: m×n` (float32 or float64, computed in float64): Q m×r, R r×n, r = min(m, n).
+ * Throws NumericError on non-finite input.
+ *
+ * @example
+ * ```ts
+ * import { qr } from "./qr.ts";
+ * import { matrix64 } from "./matrix.ts";
+ * const { q, r } = qr(matrix64(2, 1, new Float64Array([3, 4]))); // q = ±[0.6, 0.8], r = ±[5]
+ * ```
+ */
+export function qr(a: Matrix<FloatArray>): QrResult {
+  checkFinite(a, "qr");
+  const m = a.rows, n = a.cols, r = Math.min(m, n);
+  const w = Float64Array.from(a.data);
+  const vs: Float64Array[] = [];
+  const taus = new Float64Array(r);
+  const scratch = new Float64Array(n);
+  for (let k = 0; k < r; k++) {
+    const len = m - k;
+    const v = new Float64Array(len);
+    for (let i = 0; i < len; i++) v[i] = w[(k + i) * n + k];
+    const [tau, beta] = householder(v, 0, 1, len);
+    reflectCols(w, n, k, len, k + 1, n, tau, v, scratch);
+    w[k * n + k] = beta;
+    for (let i = 1; i < len; i++) w[(k + i) * n + k] = 0;
+    vs.push(v);
+    taus[k] = tau;
+  }
+  const rd = new Float64Array(r * n);
+  for (let i = 0; i < r; i++) for (let j = i; j < n; j++) rd[i * n + j] = w[i * n + j];
+  // Qᵀ = [I 0]·H_{r−1}·…·H_0, applied right to left; rows < k are untouched by H_k.
+  const qt = new Float64Array(r * m);
+  for (let i = 0; i < r; i++) qt[i * m + i] = 1;
+  for (let k = r - 1; k >= 0; k--) reflectRows(qt, m, k, r, k, m - k, taus[k], vs[k]);
+  return { q: transpose({ rows: r, cols: m, data: qt }), r: { rows: r, cols: n, data: rd } };
+}
+
+/** max |QᵀQ − I| over all entries, for `q: m×r` (0 for exactly orthonormal columns). */
+export function orthonormalityError(q: Matrix<FloatArray>): number {
+  const g = gemm64(q, q, { transA: true });
+  let err = 0;
+  for (let i = 0; i < g.rows; i++) {
+    for (let j = 0; j < g.cols; j++) {
+      err = Math.max(err, Math.abs(g.data[i * g.cols + j] - (i === j ? 1 : 0)));
+    }
+  }
+  return err;
+}
+
+/** U·diag(s)·Vᵀ for `u: m×r`, `s: r`, `vt: r×n` → m×n (float64). Extra entries of s beyond r are ignored. */
+export function reconstruct(u: Matrix<FloatArray>, s: ArrayLike<number>, vt: Matrix<FloatArray>): Matrix64 {
+  const r = u.cols;
+  if (vt.rows !== r || s.length < r) {
+    throw new ShapeError(`reconstruct: u is ${u.rows}×${r}, s has ${s.length}, vt is ${vt.rows}×${vt.cols}`);
+  }
+  const us = Float64Array.from(u.data);
+  for (let i = 0; i < u.rows; i++) for (let j = 0; j < r; j++) us[i * r + j] *= s[j];
+  return gemm64({ rows: u.rows, cols: r, data: us }, vt);
+}

@@ -1,0 +1,164 @@
+/**
+ * A pool of worker threads running kernels of the shared-memory WebAssembly runtime.
+ *
+ * Each worker instantiates the same module over the same `shared: true` memory, with its own C stack (the
+ * kernels keep no static state; scratch is passed per call). The calling thread posts one job per worker,
+ * runs the first job itself, then blocks in `Atomics.wait` on a completion counter in wasm memory: the API
+ * stays synchronous. Blocking needs a thread that may block: Deno, Bun and Node main threads may, a browser
+ * main thread may not ({@link canBlock} is false there and callers stay single-threaded).
+ *
+ * Workers come from `node:worker_threads` where it exists (Deno, Bun, Node: they are `unref`'d, so an idle
+ * pool never keeps a process alive) and from the web `Worker` otherwise. {@link ThreadPool.close} terminates
+ * them; tests must call it (leak checks).
+ *
+ * @module
+ */
+import type { WasmRuntime } from "../wasm/runtime.ts";
+
+/** One kernel call: an export name and its numeric arguments. */
+export interface Job {
+  /** Exported function of the kernel module. */
+  fn: string;
+  /** Its arguments (byte offsets, sizes, scalars). */
+  args: number[];
+}
+
+const STACK_BYTES = 65536;
+const DONE = 0, ERRORS = 1;
+
+interface Port {
+  post(msg: unknown): void;
+  /** Stop the worker from keeping the process alive (after it started: the start-up wait needs it alive). */
+  unref(): void;
+  terminate(): Promise<unknown> | void;
+}
+
+/** Whether this thread may block in `Atomics.wait` (false on a browser main thread). */
+export function canBlock(): boolean {
+  if (typeof SharedArrayBuffer !== "function") return false;
+  try {
+    const probe = new Int32Array(new SharedArrayBuffer(4));
+    Atomics.wait(probe, 0, 1, 0); // value differs: returns at once, or throws where blocking is forbidden
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function spawn(onMessage: (m: unknown) => void, onError: (e: unknown) => void): Promise<Port> {
+  const url = new URL("./worker.ts", import.meta.url);
+  let wt: typeof import("node:worker_threads") | null = null;
+  try {
+    wt = await import("node:worker_threads");
+  } catch {
+    wt = null;
+  }
+  if (wt?.Worker) {
+    const w = new wt.Worker(url);
+    w.on("message", onMessage);
+    w.on("error", onError);
+    return { post: (m) => w.postMessage(m), unref: () => w.unref(), terminate: () => w.terminate() };
+  }
+  const w = new Worker(url, { type: "module" });
+  w.onmessage = (e) => onMessage(e.data);
+  w.onerror = (e) => onError(e);
+  return { post: (m) => w.postMessage(m), unref: () => {}, terminate: () => w.terminate() };
+}
+
+/** Worker threads sharing the runtime's memory; `size` counts the calling thread too. */
+export class ThreadPool {
+  /** Threads that run jobs, the calling thread included. */
+  readonly size: number;
+  #rt: WasmRuntime;
+  #ports: Port[];
+  #ctrl: number;
+  #stacks: number[];
+  #closed = false;
+
+  private constructor(rt: WasmRuntime, ports: Port[], ctrl: number, stacks: number[]) {
+    this.#rt = rt;
+    this.#ports = ports;
+    this.#ctrl = ctrl;
+    this.#stacks = stacks;
+    this.size = ports.length + 1;
+  }
+
+  /**
+   * Start `threads - 1` workers over `rt`'s shared memory. Rejects if the memory is not shared, this thread
+   * cannot block, or a worker fails to start.
+   */
+  static async create(rt: WasmRuntime, threads: number): Promise<ThreadPool> {
+    if (!Number.isInteger(threads) || threads < 2) {
+      throw new RangeError(`start threads: need an integer ≥ 2 threads, got ${threads}`);
+    }
+    if (!rt.shared) throw new Error("start threads: the wasm memory is not shared in this runtime");
+    if (!canBlock()) throw new Error("start threads: this thread may not block (browser main thread?)");
+    const ctrl = rt.alloc(64);
+    rt.i32(ctrl, 16).fill(0);
+    const stacks: number[] = [];
+    const ports: Port[] = [];
+    try {
+      for (let i = 1; i < threads; i++) {
+        const stack = rt.alloc(STACK_BYTES);
+        stacks.push(stack);
+        let ready!: () => void, fail!: (e: unknown) => void;
+        const started = new Promise<void>((res, rej) => (ready = res, fail = rej));
+        const port = await spawn(
+          (m) => (m as { type?: string }).type === "ready" ? ready() : fail(new Error(String(m))),
+          (e) => fail(e),
+        );
+        ports.push(port);
+        port.post({ type: "init", module: rt.module, memory: rt.memory, stackTop: stack + STACK_BYTES });
+        await started;
+        port.unref();
+      }
+    } catch (e) {
+      await Promise.all(ports.map((p) => p.terminate()));
+      for (const s of stacks) rt.free(s);
+      rt.free(ctrl);
+      throw new Error(`start threads: a worker failed to start: ${e instanceof Error ? e.message : e}`);
+    }
+    return new ThreadPool(rt, ports, ctrl, stacks);
+  }
+
+  /**
+   * Run `jobs` (at most {@link ThreadPool.size}) in parallel: job 0 on this thread, the others on workers.
+   * Returns when all are done; throws if any failed.
+   */
+  run(jobs: Job[]): void {
+    if (this.#closed) throw new Error("run threads: the pool is closed");
+    if (jobs.length > this.size) {
+      throw new RangeError(`run threads: ${jobs.length} jobs for ${this.size} threads`);
+    }
+    const ctrl = this.#rt.i32(this.#ctrl, 4);
+    Atomics.store(ctrl, DONE, 0);
+    Atomics.store(ctrl, ERRORS, 0);
+    const others = jobs.length - 1;
+    for (let i = 1; i < jobs.length; i++) {
+      this.#ports[i - 1].post({ type: "run", fn: jobs[i].fn, args: jobs[i].args, ctrl: this.#ctrl });
+    }
+    let error: unknown = null;
+    try {
+      if (jobs.length > 0) this.#rt.fn(jobs[0].fn)(...jobs[0].args);
+    } catch (e) {
+      error = e;
+    }
+    // Wait for the workers even if our part failed: they write into memory the caller will reuse.
+    for (;;) {
+      const done = Atomics.load(ctrl, DONE);
+      if (done >= others) break;
+      Atomics.wait(ctrl, DONE, done, 1000);
+    }
+    if (error) throw error;
+    if (Atomics.load(ctrl, ERRORS) > 0) throw new Error(`run threads: a worker failed running ${jobs[1].fn}`);
+  }
+
+  /** Terminate the workers and free their memory. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.all(this.#ports.map((p) => p.terminate()));
+    for (const s of this.#stacks) this.#rt.free(s);
+    this.#rt.free(this.#ctrl);
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * ASVD, activation-aware SVD (Yuan et al., arXiv 2312.05821). Input channels that carry large activations
+ * matter more, so the weight is scaled by them before truncation:
+ *
+ *   S = diag(s^α + ε),  s_j = mean over calibration tokens of |x_j|  (or max |x_j|),
+ *   W S = U Σ Vᵀ,  A = U_k Σ_k^½,  B = Σ_k^½ V_kᵀ S⁻¹,
+ *
+ * so A·B·x = U_k Σ_k V_kᵀ (S⁻¹ x): the truncation error is measured on scaled inputs. The reference code
+ * uses a randomized SVD with 2 power iterations here, which loses accuracy (stories260K at 20 % removed:
+ * ppl 209 against 159 exact); this implementation uses an exact SVD.
+ *
+ * @module
+ */
+import { NumericError, OptionError, ShapeError } from "../errors.ts";
+import type { FloatArray, Matrix } from "../linalg/matrix.ts";
+import { svd } from "../linalg/svd.ts";
+import {
+  checkWeight,
+  type Factors,
+  leftFactor,
+  rightFactor64,
+  since,
+  tailEnergy,
+  toF32Checked,
+} from "./factors.ts";
+
+/** Per-channel activation statistics of one layer's inputs (from {@link AbsMeanObserver}). */
+export interface AsvdStats {
+  /** Mean |x_j| per input channel (length in). */
+  absMean: Float64Array;
+  /** Max |x_j| per input channel (length in); needed only for `scaling: "abs_max"`. */
+  absMax?: Float64Array;
+}
+
+/** Options of {@link compressAsvd}. */
+export interface AsvdOptions {
+  /** Exponent α of the scale (default 0.5, the paper's). */
+  alpha?: number;
+  /** ε added to s^α so silent channels do not divide by zero (default 1e-6). */
+  eps?: number;
+  /** Which statistic scales the channels (default "abs_mean", the reference's). */
+  scaling?: "abs_mean" | "abs_max";
+}
+
+/** The ASVD scale S_jj = s_j^α + ε for each input channel. */
+export function asvdScale(stats: AsvdStats, cols: number, opts: AsvdOptions = {}): Float64Array {
+  const alpha = opts.alpha ?? 0.5, eps = opts.eps ?? 1e-6, scaling = opts.scaling ?? "abs_mean";
+  if (!Number.isFinite(alpha) || alpha < 0) throw new OptionError(`asvd: alpha must be ≥ 0, got ${alpha}`);
+  if (!Number.isFinite(eps) || eps <= 0) throw new OptionError(`asvd: eps must be > 0, got ${eps}`);
+  if (scaling !== "abs_mean" && scaling !== "abs_max") {
+    throw new OptionError(`asvd: scaling must be "abs_mean" or "abs_max", got ${String(scaling)}`);
+  }
+  const s = scaling === "abs_mean" ? stats.absMean : stats.absMax;
+  if (!s) throw new OptionError(`asvd: scaling "${scaling}" needs the absMax statistic, which was not given`);
+  if (s.length !== cols) {
+    throw new ShapeError(
+      `asvd: activation statistic has ${s.length} channels, the weight has ${cols} inputs`,
+    );
+  }
+  const out = new Float64Array(cols);
+  for (let j = 0; j < cols; j++) {
+    if (!(s[j] >= 0) || !Number.isFinite(s[j])) {
+      throw new NumericError(`asvd: activation statistic of channel ${j} is ${s[j]} (must be finite, ≥ 0)`);
+    }
+    out[j] = Math.pow(s[j], alpha) + eps;
+  }
+  return out;
+}
+
+/**
+ * ASVD factors of `w: out×in` at rank k, from per-channel activation statistics. Returns `a: out×k`,
+ * `b: k×in`. Throws ShapeError/NumericError/OptionError on bad input.
+ *
+ * @example
+ * ```ts ignore
+ * import { compressAsvd } from "./asvd.ts";
+ * const { a, b } = compressAsvd(w, { absMean: observer.mean() }, 32, { alpha: 0.5 });
+ * ```
+ */
+export function compressAsvd(
+  w: Matrix<FloatArray>,
+  stats: AsvdStats,
+  rank: number,
+  opts: AsvdOptions = {},
+): Factors {
+  const t0 = performance.now();
+  checkWeight(w, rank, "asvd compress");
+  const m = w.rows, n = w.cols;
+  const scale = asvdScale(stats, n, opts);
+  // W·S: column j scaled by S_jj.
+  const ws = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) ws[i * n + j] = w.data[i * n + j] * scale[j];
+  const { u, s, vt } = svd({ rows: m, cols: n, data: ws });
+  const a = leftFactor(u, s, rank);
+  const b64 = rightFactor64(vt, s, rank);
+  // Fold S⁻¹ back into B: column j divided by S_jj.
+  for (let r = 0; r < rank; r++) for (let j = 0; j < n; j++) b64.data[r * n + j] /= scale[j];
+  const { tail, total } = tailEnergy(s, rank);
+  return {
+    a,
+    b: toF32Checked(b64, "asvd compress"),
+    report: {
+      method: "asvd",
+      rank,
+      rows: m,
+      cols: n,
+      singularValues: s,
+      energyKept: total > 0 ? 1 - tail / total : 1,
+      seconds: since(t0),
+    },
+  };
+}

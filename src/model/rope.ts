@@ -1,0 +1,94 @@
+/**
+ * Rotary position embeddings (RoPE) in both conventions, and the q/k row permutation that converts between
+ * them: Hugging Face checkpoints rotate the pairs (x[i], x[i + d/2]) of each head ("halves", `rotate_half`);
+ * Meta's original code and llama.cpp rotate (x[2i], x[2i+1]) ("interleaved"), and llama.cpp's converter
+ * permutes the rows of q_proj and k_proj so that the same model computes the same thing in either layout.
+ *
+ * @module
+ */
+import { ShapeError } from "../errors.ts";
+import type { Matrix } from "../linalg/matrix.ts";
+
+/** cos/sin of every (position, pair) for one head width: both positions×(headDim/2), row-major. */
+export interface RopeTables {
+  /** Number of positions covered (0..positions-1). */
+  readonly positions: number;
+  /** headDim / 2. */
+  readonly pairs: number;
+  /** cos(p·θ^(−2i/headDim)) at [p·pairs + i]. */
+  readonly cos: Float32Array;
+  /** sin(p·θ^(−2i/headDim)) at [p·pairs + i]. */
+  readonly sin: Float32Array;
+}
+
+/** Tables for positions 0..positions-1 (angles computed in float64, stored float32). */
+export function ropeTables(positions: number, headDim: number, theta: number): RopeTables {
+  const pairs = headDim / 2;
+  const cos = new Float32Array(positions * pairs), sin = new Float32Array(positions * pairs);
+  for (let i = 0; i < pairs; i++) {
+    const freq = Math.pow(theta, (-2 * i) / headDim);
+    for (let p = 0; p < positions; p++) {
+      cos[p * pairs + i] = Math.cos(p * freq);
+      sin[p * pairs + i] = Math.sin(p * freq);
+    }
+  }
+  return { positions, pairs, cos, sin };
+}
+
+/**
+ * Rotate, in place, every head of `x` (tokens×(heads·headDim)); row t sits at position `positionOf(t)`.
+ *
+ * @param style "halves" pairs (i, i + headDim/2); "interleaved" pairs (2i, 2i+1)
+ */
+export function applyRope(
+  x: Matrix,
+  heads: number,
+  headDim: number,
+  tables: RopeTables,
+  style: "halves" | "interleaved",
+  positionOf: (row: number) => number,
+): void {
+  if (x.cols !== heads * headDim) throw new ShapeError(`rope: ${x.cols} columns, expected ${heads}×${headDim}`);
+  const pairs = headDim / 2, d = x.data, { cos, sin } = tables;
+  // element offsets of the two members of pair i, relative to the head start
+  const lo = new Int32Array(pairs), hi = new Int32Array(pairs);
+  for (let i = 0; i < pairs; i++) {
+    lo[i] = style === "halves" ? i : 2 * i;
+    hi[i] = style === "halves" ? i + pairs : 2 * i + 1;
+  }
+  for (let t = 0; t < x.rows; t++) {
+    const p = positionOf(t);
+    if (p >= tables.positions) throw new ShapeError(`rope: position ${p} beyond the tables (${tables.positions})`);
+    const tb = p * pairs;
+    for (let h = 0; h < heads; h++) {
+      const base = t * x.cols + h * headDim;
+      for (let i = 0; i < pairs; i++) {
+        const a = d[base + lo[i]], b = d[base + hi[i]], c = cos[tb + i], s = sin[tb + i];
+        d[base + lo[i]] = a * c - b * s;
+        d[base + hi[i]] = b * c + a * s;
+      }
+    }
+  }
+}
+
+/**
+ * Reorder the rows of a q or k projection (out×in with out = heads·headDim) from the "halves" layout to the
+ * "interleaved" one, as llama.cpp's converter does: new row 2i+j of a head is old row j·headDim/2 + i.
+ * With `inverse`, undo it. Applied to the output rows only, so biases permute the same way (pass cols = 1).
+ */
+export function permuteQK(w: Matrix, heads: number, inverse = false): Matrix {
+  if (w.rows % heads !== 0) throw new ShapeError(`permuteQK: ${w.rows} rows not divisible by ${heads} heads`);
+  const hd = w.rows / heads, half = hd / 2;
+  if (hd % 2 !== 0) throw new ShapeError(`permuteQK: head width ${hd} must be even`);
+  const out = new Float32Array(w.data.length);
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let j = 0; j < 2; j++) {
+        const inter = h * hd + 2 * i + j, halves = h * hd + j * half + i;
+        const [dst, src] = inverse ? [halves, inter] : [inter, halves];
+        out.set(w.data.subarray(src * w.cols, (src + 1) * w.cols), dst * w.cols);
+      }
+    }
+  }
+  return { rows: w.rows, cols: w.cols, data: out };
+}

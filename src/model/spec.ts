@@ -1,0 +1,195 @@
+/**
+ * The typed model spec: everything the forward pass needs to know about a LLaMA-family model, built from a
+ * Hugging Face `config.json` ({@link specFromHfConfig}) or GGUF metadata ({@link specFromGguf}).
+ *
+ * @module
+ */
+import { FormatError, OptionError } from "../errors.ts";
+import type { GgufValue } from "../io/gguf.ts";
+
+/** A LLaMA-architecture decoder (also Mistral and Qwen2, which differ only in the fields below). */
+export interface LlamaSpec {
+  /** Always "llama": the block structure every supported model shares. */
+  readonly architecture: "llama";
+  /** Model width d (embedding and residual stream). */
+  readonly hiddenSize: number;
+  /** SwiGLU width f (gate/up: f×d, down: d×f). */
+  readonly intermediateSize: number;
+  /** Number of decoder blocks. */
+  readonly numLayers: number;
+  /** Query heads. */
+  readonly numHeads: number;
+  /** Key/value heads (GQA when fewer than numHeads; divides numHeads). */
+  readonly numKvHeads: number;
+  /** Width of one head (q: numHeads·headDim, k/v: numKvHeads·headDim). */
+  readonly headDim: number;
+  /** Vocabulary size (embedding rows, logits). */
+  readonly vocabSize: number;
+  /** RMSNorm epsilon. */
+  readonly rmsNormEps: number;
+  /** RoPE base θ. */
+  readonly ropeTheta: number;
+  /**
+   * How RoPE pairs the dimensions of a head: "halves" rotates (x[i], x[i + headDim/2]) (Hugging Face
+   * `rotate_half`); "interleaved" rotates (x[2i], x[2i+1]) (Meta's original and llama.cpp, whose GGUF files store
+   * q/k rows permuted to suit it).
+   */
+  readonly ropeStyle: "halves" | "interleaved";
+  /** Longest context the model was trained for. */
+  readonly maxPositions: number;
+  /** lm_head shares the embedding matrix. */
+  readonly tieWordEmbeddings: boolean;
+  /** q/k/v projections carry biases (Qwen2). */
+  readonly attentionBias: boolean;
+  /** Beginning-of-sequence token id (-1 if none). */
+  readonly bosTokenId: number;
+  /** End-of-sequence token id (-1 if none). */
+  readonly eosTokenId: number;
+}
+
+/** model_type values {@link specFromHfConfig} accepts. */
+export const SUPPORTED_MODEL_TYPES = ["llama", "mistral", "qwen2"] as const;
+
+function positiveInt(where: string, field: string, v: unknown): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) {
+    throw new FormatError(where, `field "${field}" must be a positive integer, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function positiveNumber(where: string, field: string, v: unknown): number {
+  if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
+    throw new FormatError(where, `field "${field}" must be a positive number, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function tokenId(v: unknown): number {
+  if (Array.isArray(v)) v = v[0]; // some configs list several eos ids; the first is the canonical one
+  return typeof v === "number" && Number.isInteger(v) && v >= 0 ? v : -1;
+}
+
+function checkHeads(where: string, s: LlamaSpec): LlamaSpec {
+  if (s.numHeads % s.numKvHeads !== 0) {
+    throw new FormatError(where, `num_attention_heads ${s.numHeads} is not a multiple of num_key_value_heads ${s.numKvHeads}`);
+  }
+  if (s.headDim % 2 !== 0) throw new FormatError(where, `head_dim ${s.headDim} must be even for RoPE`);
+  return Object.freeze(s);
+}
+
+/**
+ * Build a {@link LlamaSpec} from a parsed Hugging Face `config.json` (model_type llama, mistral or qwen2).
+ * Throws an {@link OptionError} for another model_type, a {@link FormatError} naming the field for a missing or
+ * invalid one, and refuses features the forward pass does not implement (rope_scaling, sliding windows, MLP
+ * biases) rather than computing something else silently.
+ *
+ * @param config the parsed config.json
+ * @param where file name for messages
+ */
+export function specFromHfConfig(config: Record<string, unknown>, where = "config.json"): LlamaSpec {
+  const type = config.model_type;
+  if (typeof type !== "string" || !(SUPPORTED_MODEL_TYPES as readonly string[]).includes(type)) {
+    throw new OptionError(
+      `${where}: model_type ${JSON.stringify(type)} is not supported (supported: ${SUPPORTED_MODEL_TYPES.join(", ")})`,
+    );
+  }
+  if (config.hidden_act !== undefined && config.hidden_act !== "silu") {
+    throw new OptionError(`${where}: hidden_act ${JSON.stringify(config.hidden_act)} is not supported (only "silu")`);
+  }
+  const scaling = config.rope_scaling;
+  if (scaling !== undefined && scaling !== null) {
+    const t = (scaling as Record<string, unknown>).rope_type ?? (scaling as Record<string, unknown>).type;
+    if (t !== "default") throw new OptionError(`${where}: rope_scaling ${JSON.stringify(scaling)} is not supported`);
+  }
+  if (config.mlp_bias === true) throw new OptionError(`${where}: mlp_bias true is not supported`);
+  if (type !== "qwen2" && config.use_sliding_window === true) {
+    throw new OptionError(`${where}: sliding-window attention is not supported`);
+  }
+  const hidden = positiveInt(where, "hidden_size", config.hidden_size);
+  const heads = positiveInt(where, "num_attention_heads", config.num_attention_heads);
+  const kvHeads = config.num_key_value_heads === undefined || config.num_key_value_heads === null
+    ? heads
+    : positiveInt(where, "num_key_value_heads", config.num_key_value_heads);
+  const headDim = config.head_dim === undefined || config.head_dim === null
+    ? hidden / heads
+    : positiveInt(where, "head_dim", config.head_dim);
+  if (!Number.isInteger(headDim)) {
+    throw new FormatError(where, `hidden_size ${hidden} is not a multiple of num_attention_heads ${heads} (and no head_dim)`);
+  }
+  const ropeTheta = config.rope_theta ?? (config.rope_parameters as Record<string, unknown> | undefined)?.rope_theta ??
+    10000;
+  return checkHeads(where, {
+    architecture: "llama",
+    hiddenSize: hidden,
+    intermediateSize: positiveInt(where, "intermediate_size", config.intermediate_size),
+    numLayers: positiveInt(where, "num_hidden_layers", config.num_hidden_layers),
+    numHeads: heads,
+    numKvHeads: kvHeads,
+    headDim,
+    vocabSize: positiveInt(where, "vocab_size", config.vocab_size),
+    rmsNormEps: positiveNumber(where, "rms_norm_eps", config.rms_norm_eps ?? 1e-6),
+    ropeTheta: positiveNumber(where, "rope_theta", ropeTheta),
+    ropeStyle: "halves",
+    maxPositions: positiveInt(where, "max_position_embeddings", config.max_position_embeddings ?? 2048),
+    tieWordEmbeddings: config.tie_word_embeddings === true,
+    attentionBias: type === "qwen2" ? config.attention_bias !== false : config.attention_bias === true,
+    bosTokenId: tokenId(config.bos_token_id),
+    eosTokenId: tokenId(config.eos_token_id),
+  });
+}
+
+/**
+ * Build a {@link LlamaSpec} from GGUF metadata (general.architecture "llama"; keys `llama.*`). GGUF files
+ * converted by llama.cpp store q/k rows permuted for interleaved-pairs RoPE, so the spec says "interleaved".
+ * Missing optional keys take llama.cpp's defaults (rope.freq_base 10000, head_count_kv = head_count);
+ * the vocabulary size comes from `llama.vocab_size`, else the token list, else `token_embd.weight`'s rows.
+ *
+ * @param kv GGUF metadata
+ * @param where file name for messages
+ * @param embedRows rows of token_embd.weight, if known (vocabulary size fallback)
+ */
+export function specFromGguf(kv: ReadonlyMap<string, GgufValue>, where = "model.gguf", embedRows?: number): LlamaSpec {
+  const arch = kv.get("general.architecture");
+  if (arch !== "llama") {
+    throw new OptionError(
+      `${where}: GGUF general.architecture ${JSON.stringify(arch)} is not supported (supported: "llama")`,
+    );
+  }
+  const num = (key: string, fallback?: number): number => {
+    const v = kv.get(key) ?? fallback;
+    if (typeof v !== "number") throw new FormatError(where, `GGUF metadata "${key}" is missing or not a number`);
+    return v;
+  };
+  const hidden = positiveInt(where, "llama.embedding_length", num("llama.embedding_length"));
+  const heads = positiveInt(where, "llama.attention.head_count", num("llama.attention.head_count"));
+  const kvHeads = positiveInt(where, "llama.attention.head_count_kv", num("llama.attention.head_count_kv", heads));
+  const headDim = positiveInt(where, "llama.attention.key_length", num("llama.attention.key_length", hidden / heads));
+  const ropeDims = num("llama.rope.dimension_count", headDim);
+  if (ropeDims !== headDim) {
+    throw new OptionError(`${where}: partial RoPE (rope.dimension_count ${ropeDims} < head dim ${headDim}) is not supported`);
+  }
+  const tokens = kv.get("tokenizer.ggml.tokens");
+  const vocab = kv.get("llama.vocab_size") ?? (Array.isArray(tokens) ? tokens.length : embedRows);
+  const id = (key: string): number => {
+    const v = kv.get(key);
+    return typeof v === "number" && v >= 0 && v < 0xffffffff ? v : -1;
+  };
+  return checkHeads(where, {
+    architecture: "llama",
+    hiddenSize: hidden,
+    intermediateSize: positiveInt(where, "llama.feed_forward_length", num("llama.feed_forward_length")),
+    numLayers: positiveInt(where, "llama.block_count", num("llama.block_count")),
+    numHeads: heads,
+    numKvHeads: kvHeads,
+    headDim,
+    vocabSize: positiveInt(where, "llama.vocab_size", vocab),
+    rmsNormEps: positiveNumber(where, "llama.attention.layer_norm_rms_epsilon", num("llama.attention.layer_norm_rms_epsilon", 1e-5)),
+    ropeTheta: positiveNumber(where, "llama.rope.freq_base", num("llama.rope.freq_base", 10000)),
+    ropeStyle: "interleaved",
+    maxPositions: positiveInt(where, "llama.context_length", num("llama.context_length", 2048)),
+    tieWordEmbeddings: false, // decided by the loader from whether output.weight exists
+    attentionBias: false,
+    bosTokenId: id("tokenizer.ggml.bos_token_id"),
+    eosTokenId: id("tokenizer.ggml.eos_token_id"),
+  });
+}

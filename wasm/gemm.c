@@ -1,0 +1,389 @@
+// General matrix products for @svd/llm: sgemm (f32x4) and dgemm (f64x2), GotoBLAS-style.
+//
+//   C (m×n, row stride ldc) = alpha · op(A) · op(B) + beta · C
+//   op(A) is m×k: A row-major m×k (ta = 0) or k×m read transposed (ta = 1); likewise op(B) k×n.
+//
+// Loop nest: columns of C in NC blocks, k in KC blocks (B block packed into NR-wide panels that stay in L2/L1),
+// rows in MC blocks (A block packed into MR-tall panels), then an MR×NR register-tile micro-kernel.
+// Transposes are absorbed by the packing routines, so the micro-kernel only ever sees one layout.
+//
+// The micro-kernels keep 8 vector accumulators: V8 on x64 has 16 vector registers, and tiles with 12–16
+// accumulators spill and run at half speed (measured). No static data: every buffer is passed in by the
+// caller (`work`, sized by *_work_size), so any number of instances may share one memory as threads.
+// Non-finite inputs propagate as IEEE arithmetic does; nothing is checked here (hot path).
+
+#include <wasm_simd128.h>
+
+#define EXPORT(name) __attribute__((export_name(name)))
+
+// ---------------------------------------------------------------- float32
+
+#define SMR 4
+#define SNR 8
+// Cache blocks (tuning knobs): a KC×NR panel of B stays in L1, an MC×KC block of A in L2.
+#ifndef SKC
+#define SKC 512
+#endif
+#ifndef SMC
+#define SMC 64
+#endif
+#define SNC 2048
+
+// Floats of scratch sgemm needs: packed A block, packed B block, one edge tile.
+EXPORT("sgemm_work_size") int sgemm_work_size(void) {
+  return SMC * SKC + SKC * SNC + SMR * SNR + 64;
+}
+
+// Pack op(A)[i0.., p0..] (mc×kc) into MR-tall panels: panel r holds, for each p, MR consecutive values.
+static void spack_a(int ta, const float* A, int lda, int mc, int kc, float* dst) {
+  for (int i = 0; i < mc; i += SMR) {
+    int mr = mc - i < SMR ? mc - i : SMR;
+    if (!ta) {
+      const float* r0 = A + (long)i * lda;
+      if (mr == SMR) {
+        const float* r1 = r0 + lda;
+        const float* r2 = r1 + lda;
+        const float* r3 = r2 + lda;
+        for (int p = 0; p < kc; p++) {
+          dst[0] = r0[p];
+          dst[1] = r1[p];
+          dst[2] = r2[p];
+          dst[3] = r3[p];
+          dst += SMR;
+        }
+      } else {
+        for (int p = 0; p < kc; p++) {
+          for (int r = 0; r < SMR; r++) dst[r] = r < mr ? r0[(long)r * lda + p] : 0.0f;
+          dst += SMR;
+        }
+      }
+    } else {
+      // op(A)[i][p] = A[p][i]: the MR values of one p are contiguous.
+      const float* c0 = A + i;
+      if (mr == SMR) {
+        for (int p = 0; p < kc; p++) {
+          wasm_v128_store(dst, wasm_v128_load(c0 + (long)p * lda));
+          dst += SMR;
+        }
+      } else {
+        for (int p = 0; p < kc; p++) {
+          for (int r = 0; r < SMR; r++) dst[r] = r < mr ? c0[(long)p * lda + r] : 0.0f;
+          dst += SMR;
+        }
+      }
+    }
+  }
+}
+
+// Pack op(B) (kc×nc) into NR-wide panels: panel j holds, for each p, NR consecutive values.
+static void spack_b(int tb, const float* B, int ldb, int kc, int nc, float* dst) {
+  for (int j = 0; j < nc; j += SNR) {
+    int nr = nc - j < SNR ? nc - j : SNR;
+    if (!tb) {
+      const float* c0 = B + j;
+      if (nr == SNR) {
+        for (int p = 0; p < kc; p++) {
+          const float* s = c0 + (long)p * ldb;
+          wasm_v128_store(dst, wasm_v128_load(s));
+          wasm_v128_store(dst + 4, wasm_v128_load(s + 4));
+          dst += SNR;
+        }
+      } else {
+        for (int p = 0; p < kc; p++) {
+          for (int c = 0; c < SNR; c++) dst[c] = c < nr ? c0[(long)p * ldb + c] : 0.0f;
+          dst += SNR;
+        }
+      }
+    } else {
+      // op(B)[p][j] = B[j][p]: NR rows of B, each read along p; transpose 4×4 blocks in registers.
+      const float* r0 = B + (long)j * ldb;
+      if (nr == SNR) {
+        int p = 0;
+        for (; p + 4 <= kc; p += 4) {
+          for (int h = 0; h < 2; h++) {
+            const float* q = r0 + (long)(4 * h) * ldb + p;
+            v128_t x0 = wasm_v128_load(q);
+            v128_t x1 = wasm_v128_load(q + ldb);
+            v128_t x2 = wasm_v128_load(q + 2 * (long)ldb);
+            v128_t x3 = wasm_v128_load(q + 3 * (long)ldb);
+            v128_t t0 = wasm_i32x4_shuffle(x0, x1, 0, 4, 1, 5);
+            v128_t t1 = wasm_i32x4_shuffle(x0, x1, 2, 6, 3, 7);
+            v128_t t2 = wasm_i32x4_shuffle(x2, x3, 0, 4, 1, 5);
+            v128_t t3 = wasm_i32x4_shuffle(x2, x3, 2, 6, 3, 7);
+            wasm_v128_store(dst + 4 * h, wasm_i64x2_shuffle(t0, t2, 0, 2));
+            wasm_v128_store(dst + 4 * h + SNR, wasm_i64x2_shuffle(t0, t2, 1, 3));
+            wasm_v128_store(dst + 4 * h + 2 * SNR, wasm_i64x2_shuffle(t1, t3, 0, 2));
+            wasm_v128_store(dst + 4 * h + 3 * SNR, wasm_i64x2_shuffle(t1, t3, 1, 3));
+          }
+          dst += 4 * SNR;
+        }
+        for (; p < kc; p++) {
+          for (int c = 0; c < SNR; c++) dst[c] = r0[(long)c * ldb + p];
+          dst += SNR;
+        }
+      } else {
+        for (int p = 0; p < kc; p++) {
+          for (int c = 0; c < SNR; c++) dst[c] = c < nr ? r0[(long)c * ldb + p] : 0.0f;
+          dst += SNR;
+        }
+      }
+    }
+  }
+}
+
+// C tile (MR×NR at c, stride ldc) = alpha · a·b + beta · C, with beta == 0 meaning "overwrite" (no 0·NaN).
+static inline void skernel(int kc, const float* a, const float* b, float* c, long ldc, float alpha,
+                           float beta) {
+  v128_t c00 = wasm_f32x4_splat(0), c01 = c00, c10 = c00, c11 = c00;
+  v128_t c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+  for (int p = 0; p < kc; p++) {
+    v128_t b0 = wasm_v128_load(b);
+    v128_t b1 = wasm_v128_load(b + 4);
+    // One load and four register shuffles measured faster than four load-splats.
+    v128_t av = wasm_v128_load(a);
+    v128_t a0 = wasm_i32x4_shuffle(av, av, 0, 0, 0, 0);
+    v128_t a1 = wasm_i32x4_shuffle(av, av, 1, 1, 1, 1);
+    v128_t a2 = wasm_i32x4_shuffle(av, av, 2, 2, 2, 2);
+    v128_t a3 = wasm_i32x4_shuffle(av, av, 3, 3, 3, 3);
+    c00 = wasm_f32x4_add(c00, wasm_f32x4_mul(a0, b0));
+    c01 = wasm_f32x4_add(c01, wasm_f32x4_mul(a0, b1));
+    c10 = wasm_f32x4_add(c10, wasm_f32x4_mul(a1, b0));
+    c11 = wasm_f32x4_add(c11, wasm_f32x4_mul(a1, b1));
+    c20 = wasm_f32x4_add(c20, wasm_f32x4_mul(a2, b0));
+    c21 = wasm_f32x4_add(c21, wasm_f32x4_mul(a2, b1));
+    c30 = wasm_f32x4_add(c30, wasm_f32x4_mul(a3, b0));
+    c31 = wasm_f32x4_add(c31, wasm_f32x4_mul(a3, b1));
+    a += SMR;
+    b += SNR;
+  }
+  v128_t va = wasm_f32x4_splat(alpha);
+  if (beta == 0.0f) {
+    wasm_v128_store(c, wasm_f32x4_mul(va, c00));
+    wasm_v128_store(c + 4, wasm_f32x4_mul(va, c01));
+    wasm_v128_store(c + ldc, wasm_f32x4_mul(va, c10));
+    wasm_v128_store(c + ldc + 4, wasm_f32x4_mul(va, c11));
+    wasm_v128_store(c + 2 * ldc, wasm_f32x4_mul(va, c20));
+    wasm_v128_store(c + 2 * ldc + 4, wasm_f32x4_mul(va, c21));
+    wasm_v128_store(c + 3 * ldc, wasm_f32x4_mul(va, c30));
+    wasm_v128_store(c + 3 * ldc + 4, wasm_f32x4_mul(va, c31));
+  } else {
+    v128_t vb = wasm_f32x4_splat(beta);
+#define SUPD(off, acc) \
+  wasm_v128_store(c + (off), wasm_f32x4_add(wasm_f32x4_mul(vb, wasm_v128_load(c + (off))), wasm_f32x4_mul(va, acc)))
+    SUPD(0, c00);
+    SUPD(4, c01);
+    SUPD(ldc, c10);
+    SUPD(ldc + 4, c11);
+    SUPD(2 * ldc, c20);
+    SUPD(2 * ldc + 4, c21);
+    SUPD(3 * ldc, c30);
+    SUPD(3 * ldc + 4, c31);
+#undef SUPD
+  }
+}
+
+// Scale C by beta (beta == 0: set to zero), used when k == 0.
+static void sscale(int m, int n, float* C, long ldc, float beta) {
+  for (int i = 0; i < m; i++) {
+    float* r = C + i * ldc;
+    for (int j = 0; j < n; j++) r[j] = beta == 0.0f ? 0.0f : beta * r[j];
+  }
+}
+
+// C = alpha·op(A)·op(B) + beta·C. Pointers are byte offsets into memory; leading dimensions in elements;
+// work holds sgemm_work_size() floats, 16-byte aligned. beta == 0 overwrites C without reading it.
+EXPORT("sgemm")
+void sgemm(int ta, int tb, int m, int n, int k, float alpha, const float* A, int lda, const float* B, int ldb,
+           float beta, float* C, int ldc, float* work) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0 || alpha == 0.0f) {
+    sscale(m, n, C, ldc, beta);
+    return;
+  }
+  float* pa = work;
+  float* pb = pa + SMC * SKC;
+  float* tile = pb + SKC * SNC;
+  for (int jc = 0; jc < n; jc += SNC) {
+    int nc = n - jc < SNC ? n - jc : SNC;
+    for (int pc = 0; pc < k; pc += SKC) {
+      int kc = k - pc < SKC ? k - pc : SKC;
+      float bt = pc == 0 ? beta : 1.0f;
+      const float* bs = tb ? B + (long)jc * ldb + pc : B + (long)pc * ldb + jc;
+      spack_b(tb, bs, ldb, kc, nc, pb);
+      for (int ic = 0; ic < m; ic += SMC) {
+        int mc = m - ic < SMC ? m - ic : SMC;
+        const float* as = ta ? A + (long)pc * lda + ic : A + (long)ic * lda + pc;
+        spack_a(ta, as, lda, mc, kc, pa);
+        for (int jr = 0; jr < nc; jr += SNR) {
+          int nr = nc - jr < SNR ? nc - jr : SNR;
+          const float* bp = pb + (long)jr * kc;
+          for (int ir = 0; ir < mc; ir += SMR) {
+            int mr = mc - ir < SMR ? mc - ir : SMR;
+            const float* ap = pa + (long)ir * kc;
+            float* cp = C + (long)(ic + ir) * ldc + jc + jr;
+            if (mr == SMR && nr == SNR) {
+              skernel(kc, ap, bp, cp, ldc, alpha, bt);
+            } else {
+              skernel(kc, ap, bp, tile, SNR, alpha, 0.0f);
+              for (int r = 0; r < mr; r++) {
+                for (int c = 0; c < nr; c++) {
+                  float v = tile[r * SNR + c];
+                  float* d = cp + (long)r * ldc + c;
+                  *d = bt == 0.0f ? v : bt * *d + v;
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- float64
+
+#define DMR 4
+#define DNR 4
+#define DKC 256
+#define DMC 64
+#define DNC 1024
+
+// Doubles of scratch dgemm needs.
+EXPORT("dgemm_work_size") int dgemm_work_size(void) {
+  return DMC * DKC + DKC * DNC + DMR * DNR + 32;
+}
+
+static void dpack_a(int ta, const double* A, int lda, int mc, int kc, double* dst) {
+  for (int i = 0; i < mc; i += DMR) {
+    int mr = mc - i < DMR ? mc - i : DMR;
+    for (int p = 0; p < kc; p++) {
+      for (int r = 0; r < DMR; r++) {
+        dst[r] = r < mr ? (ta ? A[(long)p * lda + i + r] : A[(long)(i + r) * lda + p]) : 0.0;
+      }
+      dst += DMR;
+    }
+  }
+}
+
+static void dpack_b(int tb, const double* B, int ldb, int kc, int nc, double* dst) {
+  for (int j = 0; j < nc; j += DNR) {
+    int nr = nc - j < DNR ? nc - j : DNR;
+    if (!tb && nr == DNR) {
+      for (int p = 0; p < kc; p++) {
+        const double* s = B + (long)p * ldb + j;
+        wasm_v128_store(dst, wasm_v128_load(s));
+        wasm_v128_store(dst + 2, wasm_v128_load(s + 2));
+        dst += DNR;
+      }
+      continue;
+    }
+    for (int p = 0; p < kc; p++) {
+      for (int c = 0; c < DNR; c++) {
+        dst[c] = c < nr ? (tb ? B[(long)(j + c) * ldb + p] : B[(long)p * ldb + j + c]) : 0.0;
+      }
+      dst += DNR;
+    }
+  }
+}
+
+static inline void dkernel(int kc, const double* a, const double* b, double* c, long ldc, double alpha,
+                           double beta) {
+  v128_t c00 = wasm_f64x2_splat(0), c01 = c00, c10 = c00, c11 = c00;
+  v128_t c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+  for (int p = 0; p < kc; p++) {
+    v128_t b0 = wasm_v128_load(b);
+    v128_t b1 = wasm_v128_load(b + 2);
+    v128_t a01 = wasm_v128_load(a);
+    v128_t a23 = wasm_v128_load(a + 2);
+    v128_t a0 = wasm_i64x2_shuffle(a01, a01, 0, 0);
+    v128_t a1 = wasm_i64x2_shuffle(a01, a01, 1, 1);
+    v128_t a2 = wasm_i64x2_shuffle(a23, a23, 0, 0);
+    v128_t a3 = wasm_i64x2_shuffle(a23, a23, 1, 1);
+    c00 = wasm_f64x2_add(c00, wasm_f64x2_mul(a0, b0));
+    c01 = wasm_f64x2_add(c01, wasm_f64x2_mul(a0, b1));
+    c10 = wasm_f64x2_add(c10, wasm_f64x2_mul(a1, b0));
+    c11 = wasm_f64x2_add(c11, wasm_f64x2_mul(a1, b1));
+    c20 = wasm_f64x2_add(c20, wasm_f64x2_mul(a2, b0));
+    c21 = wasm_f64x2_add(c21, wasm_f64x2_mul(a2, b1));
+    c30 = wasm_f64x2_add(c30, wasm_f64x2_mul(a3, b0));
+    c31 = wasm_f64x2_add(c31, wasm_f64x2_mul(a3, b1));
+    a += DMR;
+    b += DNR;
+  }
+  v128_t va = wasm_f64x2_splat(alpha);
+  if (beta == 0.0) {
+    wasm_v128_store(c, wasm_f64x2_mul(va, c00));
+    wasm_v128_store(c + 2, wasm_f64x2_mul(va, c01));
+    wasm_v128_store(c + ldc, wasm_f64x2_mul(va, c10));
+    wasm_v128_store(c + ldc + 2, wasm_f64x2_mul(va, c11));
+    wasm_v128_store(c + 2 * ldc, wasm_f64x2_mul(va, c20));
+    wasm_v128_store(c + 2 * ldc + 2, wasm_f64x2_mul(va, c21));
+    wasm_v128_store(c + 3 * ldc, wasm_f64x2_mul(va, c30));
+    wasm_v128_store(c + 3 * ldc + 2, wasm_f64x2_mul(va, c31));
+  } else {
+    v128_t vb = wasm_f64x2_splat(beta);
+#define DUPD(off, acc) \
+  wasm_v128_store(c + (off), wasm_f64x2_add(wasm_f64x2_mul(vb, wasm_v128_load(c + (off))), wasm_f64x2_mul(va, acc)))
+    DUPD(0, c00);
+    DUPD(2, c01);
+    DUPD(ldc, c10);
+    DUPD(ldc + 2, c11);
+    DUPD(2 * ldc, c20);
+    DUPD(2 * ldc + 2, c21);
+    DUPD(3 * ldc, c30);
+    DUPD(3 * ldc + 2, c31);
+#undef DUPD
+  }
+}
+
+// C = alpha·op(A)·op(B) + beta·C in float64; same conventions as sgemm, work holds dgemm_work_size() doubles.
+EXPORT("dgemm")
+void dgemm(int ta, int tb, int m, int n, int k, double alpha, const double* A, int lda, const double* B, int ldb,
+           double beta, double* C, int ldc, double* work) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0 || alpha == 0.0) {
+    for (int i = 0; i < m; i++) {
+      double* r = C + (long)i * ldc;
+      for (int j = 0; j < n; j++) r[j] = beta == 0.0 ? 0.0 : beta * r[j];
+    }
+    return;
+  }
+  double* pa = work;
+  double* pb = pa + DMC * DKC;
+  double* tile = pb + DKC * DNC;
+  for (int jc = 0; jc < n; jc += DNC) {
+    int nc = n - jc < DNC ? n - jc : DNC;
+    for (int pc = 0; pc < k; pc += DKC) {
+      int kc = k - pc < DKC ? k - pc : DKC;
+      double bt = pc == 0 ? beta : 1.0;
+      const double* bs = tb ? B + (long)jc * ldb + pc : B + (long)pc * ldb + jc;
+      dpack_b(tb, bs, ldb, kc, nc, pb);
+      for (int ic = 0; ic < m; ic += DMC) {
+        int mc = m - ic < DMC ? m - ic : DMC;
+        const double* as = ta ? A + (long)pc * lda + ic : A + (long)ic * lda + pc;
+        dpack_a(ta, as, lda, mc, kc, pa);
+        for (int jr = 0; jr < nc; jr += DNR) {
+          int nr = nc - jr < DNR ? nc - jr : DNR;
+          const double* bp = pb + (long)jr * kc;
+          for (int ir = 0; ir < mc; ir += DMR) {
+            int mr = mc - ir < DMR ? mc - ir : DMR;
+            const double* ap = pa + (long)ir * kc;
+            double* cp = C + (long)(ic + ir) * ldc + jc + jr;
+            if (mr == DMR && nr == DNR) {
+              dkernel(kc, ap, bp, cp, ldc, alpha, bt);
+            } else {
+              dkernel(kc, ap, bp, tile, DNR, alpha, 0.0);
+              for (int r = 0; r < mr; r++) {
+                for (int c = 0; c < nr; c++) {
+                  double v = tile[r * DNR + c];
+                  double* d = cp + (long)r * ldc + c;
+                  *d = bt == 0.0 ? v : bt * *d + v;
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
