@@ -4,7 +4,8 @@
  * time (discarding each), samples the process RSS after each tensor and reports peak RSS growth against the
  * file size. The file is deleted at the end.
  *
- * Run: `node_modules/.bin/deno run -A bench/io_memory.ts [--gb 1] [--tensors 64]`
+ * Run: `node_modules/.bin/deno run -A bench/io_memory.ts [--gb 1] [--tensors 64] [--json]`
+ * (add `--v8-flags=--expose-gc` to also measure the memory kept after forced collections)
  *
  * @module
  */
@@ -27,6 +28,11 @@ export interface ReadMemoryReport {
   peakRss: number;
   /** (peak − baseline) / file size. */
   growthRatio: number;
+  /**
+   * Same, with a forced garbage collection before each sample: memory the reader really keeps (≈ one tensor).
+   * Only when a `gc()` is exposed (Bun; Deno with `--v8-flags=--expose-gc`), else undefined.
+   */
+  retainedRatio?: number;
   /** Seconds spent writing and reading. */
   writeSeconds: number;
   /** Seconds spent reading. */
@@ -44,6 +50,14 @@ function fillRandom(out: Float32Array, seed: number): void {
     s >>>= 0;
     out[i] = (s / 2147483648) - 1;
   }
+}
+
+/** A synchronous full garbage collection, if the runtime exposes one. */
+function findGc(): (() => void) | undefined {
+  const g = globalThis as { gc?: () => void; Bun?: { gc(force: boolean): void } };
+  if (typeof g.gc === "function") return () => g.gc!();
+  if (g.Bun && typeof g.Bun.gc === "function") return () => g.Bun!.gc(true);
+  return undefined;
 }
 
 /**
@@ -84,8 +98,21 @@ export async function measureReadMemory(fileBytes: number, tensors: number): Pro
       checksum += v[v.length - 1]; // touch the data so the read is not optimised away
       peakRss = Math.max(peakRss, process.memoryUsage().rss);
     }
-    await r.close();
     const t2 = performance.now();
+    const gc = findGc();
+    let retainedRatio: number | undefined;
+    if (gc) {
+      gc();
+      const base = process.memoryUsage().rss;
+      let peak = base;
+      for (const t of r.tensors()) {
+        checksum += (await r.read(t.name))[0];
+        gc();
+        peak = Math.max(peak, process.memoryUsage().rss);
+      }
+      retainedRatio = (peak - base) / size;
+    }
+    await r.close();
     if (!Number.isFinite(checksum)) throw new Error("io_memory: non-finite data read back");
     return {
       fileBytes: size,
@@ -93,6 +120,7 @@ export async function measureReadMemory(fileBytes: number, tensors: number): Pro
       baselineRss,
       peakRss,
       growthRatio: (peakRss - baselineRss) / size,
+      retainedRatio,
       writeSeconds: (t1 - t0) / 1000,
       readSeconds: (t2 - t1) / 1000,
     };
@@ -111,9 +139,22 @@ if (import.meta.main) {
   const tensors = arg("tensors", 64);
   const mb = (x: number) => (x / 2 ** 20).toFixed(1) + " MB";
   const r = await measureReadMemory(gb * 2 ** 30, tensors);
+  if (args.includes("--json")) {
+    console.log(JSON.stringify(r));
+    process.exit(0);
+  }
   console.log(`file: ${mb(r.fileBytes)} in ${r.tensors} tensors of ${mb(r.fileBytes / r.tensors)}`);
-  console.log(`write: ${r.writeSeconds.toFixed(1)} s (${(r.fileBytes / 2 ** 20 / r.writeSeconds).toFixed(0)} MB/s)`);
-  console.log(`read:  ${r.readSeconds.toFixed(1)} s (${(r.fileBytes / 2 ** 20 / r.readSeconds).toFixed(0)} MB/s)`);
+  console.log(
+    `write: ${r.writeSeconds.toFixed(1)} s (${(r.fileBytes / 2 ** 20 / r.writeSeconds).toFixed(0)} MB/s)`,
+  );
+  console.log(
+    `read:  ${r.readSeconds.toFixed(1)} s (${(r.fileBytes / 2 ** 20 / r.readSeconds).toFixed(0)} MB/s)`,
+  );
   console.log(`RSS before reading ${mb(r.baselineRss)}, peak while reading ${mb(r.peakRss)}`);
   console.log(`peak RSS growth / file size = ${(r.growthRatio * 100).toFixed(1)} %`);
+  if (r.retainedRatio !== undefined) {
+    console.log(
+      `with a forced GC before each sample: ${(r.retainedRatio * 100).toFixed(1)} % (memory actually kept)`,
+    );
+  }
 }

@@ -44,7 +44,24 @@ static void spack_a(int ta, const float* A, int lda, int mc, int kc, float* dst)
         const float* r1 = r0 + lda;
         const float* r2 = r1 + lda;
         const float* r3 = r2 + lda;
-        for (int p = 0; p < kc; p++) {
+        int p = 0;
+        // 4×4 blocks transposed in registers: 4 vector loads and stores instead of 16 scalar ones.
+        for (; p + 4 <= kc; p += 4) {
+          v128_t x0 = wasm_v128_load(r0 + p);
+          v128_t x1 = wasm_v128_load(r1 + p);
+          v128_t x2 = wasm_v128_load(r2 + p);
+          v128_t x3 = wasm_v128_load(r3 + p);
+          v128_t t0 = wasm_i32x4_shuffle(x0, x1, 0, 4, 1, 5);
+          v128_t t1 = wasm_i32x4_shuffle(x0, x1, 2, 6, 3, 7);
+          v128_t t2 = wasm_i32x4_shuffle(x2, x3, 0, 4, 1, 5);
+          v128_t t3 = wasm_i32x4_shuffle(x2, x3, 2, 6, 3, 7);
+          wasm_v128_store(dst, wasm_i64x2_shuffle(t0, t2, 0, 2));
+          wasm_v128_store(dst + 4, wasm_i64x2_shuffle(t0, t2, 1, 3));
+          wasm_v128_store(dst + 8, wasm_i64x2_shuffle(t1, t3, 0, 2));
+          wasm_v128_store(dst + 12, wasm_i64x2_shuffle(t1, t3, 1, 3));
+          dst += 16;
+        }
+        for (; p < kc; p++) {
           dst[0] = r0[p];
           dst[1] = r1[p];
           dst[2] = r2[p];
@@ -256,11 +273,43 @@ EXPORT("dgemm_work_size") int dgemm_work_size(void) {
 static void dpack_a(int ta, const double* A, int lda, int mc, int kc, double* dst) {
   for (int i = 0; i < mc; i += DMR) {
     int mr = mc - i < DMR ? mc - i : DMR;
-    for (int p = 0; p < kc; p++) {
-      for (int r = 0; r < DMR; r++) {
-        dst[r] = r < mr ? (ta ? A[(long)p * lda + i + r] : A[(long)(i + r) * lda + p]) : 0.0;
+    if (mr == DMR && ta) {
+      // op(A)[i][p] = A[p][i]: the MR values of one p are contiguous.
+      const double* c0 = A + i;
+      for (int p = 0; p < kc; p++) {
+        wasm_v128_store(dst, wasm_v128_load(c0 + (long)p * lda));
+        wasm_v128_store(dst + 2, wasm_v128_load(c0 + (long)p * lda + 2));
+        dst += DMR;
       }
-      dst += DMR;
+    } else if (mr == DMR) {
+      const double* r0 = A + (long)i * lda;
+      const double* r1 = r0 + lda;
+      const double* r2 = r1 + lda;
+      const double* r3 = r2 + lda;
+      int p = 0;
+      for (; p + 2 <= kc; p += 2) {
+        v128_t x0 = wasm_v128_load(r0 + p), x1 = wasm_v128_load(r1 + p);
+        v128_t x2 = wasm_v128_load(r2 + p), x3 = wasm_v128_load(r3 + p);
+        wasm_v128_store(dst, wasm_i64x2_shuffle(x0, x1, 0, 2));
+        wasm_v128_store(dst + 2, wasm_i64x2_shuffle(x2, x3, 0, 2));
+        wasm_v128_store(dst + 4, wasm_i64x2_shuffle(x0, x1, 1, 3));
+        wasm_v128_store(dst + 6, wasm_i64x2_shuffle(x2, x3, 1, 3));
+        dst += 2 * DMR;
+      }
+      for (; p < kc; p++) {
+        dst[0] = r0[p];
+        dst[1] = r1[p];
+        dst[2] = r2[p];
+        dst[3] = r3[p];
+        dst += DMR;
+      }
+    } else {
+      for (int p = 0; p < kc; p++) {
+        for (int r = 0; r < DMR; r++) {
+          dst[r] = r < mr ? (ta ? A[(long)p * lda + i + r] : A[(long)(i + r) * lda + p]) : 0.0;
+        }
+        dst += DMR;
+      }
     }
   }
 }
@@ -275,13 +324,36 @@ static void dpack_b(int tb, const double* B, int ldb, int kc, int nc, double* ds
         wasm_v128_store(dst + 2, wasm_v128_load(s + 2));
         dst += DNR;
       }
-      continue;
-    }
-    for (int p = 0; p < kc; p++) {
-      for (int c = 0; c < DNR; c++) {
-        dst[c] = c < nr ? (tb ? B[(long)(j + c) * ldb + p] : B[(long)p * ldb + j + c]) : 0.0;
+    } else if (nr == DNR) {
+      // op(B)[p][j] = B[j][p]: 2×2 blocks transposed in registers.
+      const double* r0 = B + (long)j * ldb;
+      const double* r1 = r0 + ldb;
+      const double* r2 = r1 + ldb;
+      const double* r3 = r2 + ldb;
+      int p = 0;
+      for (; p + 2 <= kc; p += 2) {
+        v128_t x0 = wasm_v128_load(r0 + p), x1 = wasm_v128_load(r1 + p);
+        v128_t x2 = wasm_v128_load(r2 + p), x3 = wasm_v128_load(r3 + p);
+        wasm_v128_store(dst, wasm_i64x2_shuffle(x0, x1, 0, 2));
+        wasm_v128_store(dst + 2, wasm_i64x2_shuffle(x2, x3, 0, 2));
+        wasm_v128_store(dst + 4, wasm_i64x2_shuffle(x0, x1, 1, 3));
+        wasm_v128_store(dst + 6, wasm_i64x2_shuffle(x2, x3, 1, 3));
+        dst += 2 * DNR;
       }
-      dst += DNR;
+      for (; p < kc; p++) {
+        dst[0] = r0[p];
+        dst[1] = r1[p];
+        dst[2] = r2[p];
+        dst[3] = r3[p];
+        dst += DNR;
+      }
+    } else {
+      for (int p = 0; p < kc; p++) {
+        for (int c = 0; c < DNR; c++) {
+          dst[c] = c < nr ? (tb ? B[(long)(j + c) * ldb + p] : B[(long)p * ldb + j + c]) : 0.0;
+        }
+        dst += DNR;
+      }
     }
   }
 }

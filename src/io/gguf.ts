@@ -140,7 +140,21 @@ const VT_SIZE: Readonly<Record<number, number>> = {
   12: 8,
 };
 
-const VT_NAMES = ["u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "string", "array", "u64", "i64", "f64"];
+const VT_NAMES = [
+  "u8",
+  "i8",
+  "u16",
+  "i16",
+  "u32",
+  "i32",
+  "f32",
+  "bool",
+  "string",
+  "array",
+  "u64",
+  "i64",
+  "f64",
+];
 
 /** Thrown inside the parser when the bytes read so far end before the header does: read more and retry. */
 class NeedMore {
@@ -160,7 +174,9 @@ class Cursor {
   /** Make sure `n` more bytes exist in the file (else FormatError) and in the buffer (else NeedMore). */
   need(n: number, what: string): void {
     if (!Number.isSafeInteger(n) || n < 0 || this.pos + n > this.fileSize) {
-      this.fail(`${what} at offset ${this.pos} needs ${n} bytes, past the end of the file (${this.fileSize} bytes)`);
+      this.fail(
+        `${what} at offset ${this.pos} needs ${n} bytes, past the end of the file (${this.fileSize} bytes)`,
+      );
     }
     if (this.pos + n > this.buf.length) throw new NeedMore(this.pos + n);
   }
@@ -175,7 +191,9 @@ class Cursor {
     this.need(8, what);
     const lo = this.dv.getUint32(this.pos, true), hi = this.dv.getUint32(this.pos + 4, true);
     this.pos += 8;
-    if (hi >= 0x200000) this.fail(`${what} at offset ${this.pos - 8} is too large (${(BigInt(hi) << 32n) + BigInt(lo)})`);
+    if (hi >= 0x200000) {
+      this.fail(`${what} at offset ${this.pos - 8} is too large (${(BigInt(hi) << 32n) + BigInt(lo)})`);
+    }
     return hi * 4294967296 + lo;
   }
   str(what: string): string {
@@ -311,7 +329,11 @@ function parseHeader(buf: Uint8Array, fileSize: number, fail: (msg: string) => n
   c.need(4, "magic");
   const magic = String.fromCharCode(buf[0], buf[1], buf[2], buf[3]);
   if (magic !== "GGUF") {
-    fail(`not a GGUF file: magic is ${JSON.stringify(magic)} (bytes ${Array.from(buf.subarray(0, 4))}), expected "GGUF"`);
+    fail(
+      `not a GGUF file: magic is ${JSON.stringify(magic)} (bytes ${
+        Array.from(buf.subarray(0, 4))
+      }), expected "GGUF"`,
+    );
   }
   c.pos = 4;
   const version = c.u32("version");
@@ -327,7 +349,9 @@ function parseHeader(buf: Uint8Array, fileSize: number, fail: (msg: string) => n
   const nKv = c.u64("key/value count");
   // a key/value takes at least 8 (key length) + 4 (type) + 1 bytes; a tensor info at least 8 + 4 + 4 + 8
   if (c.pos + nKv * 13 + nTensors * 24 > fileSize) {
-    fail(`header claims ${nKv} key/values and ${nTensors} tensors, more than a ${fileSize}-byte file can hold`);
+    fail(
+      `header claims ${nKv} key/values and ${nTensors} tensors, more than a ${fileSize}-byte file can hold`,
+    );
   }
   const kv = new Map<string, GgufValue>();
   for (let i = 0; i < nKv; i++) {
@@ -407,14 +431,19 @@ async function parse(src: ByteSource, opts: OpenGgufOptions): Promise<GgufFile> 
     }
   }
   const alignValue = h.kv.get("general.alignment") ?? 32;
-  if (typeof alignValue !== "number" || !Number.isInteger(alignValue) || alignValue < 1 || alignValue > 1 << 30 ||
-    (alignValue & (alignValue - 1)) !== 0) {
+  if (
+    typeof alignValue !== "number" || !Number.isInteger(alignValue) || alignValue < 1 ||
+    alignValue > 1 << 30 ||
+    (alignValue & (alignValue - 1)) !== 0
+  ) {
     fail(`general.alignment is ${render(alignValue)}, expected a power of two`);
   }
   const align = alignValue as number;
   const dataStart = Math.ceil(h.headerEnd / align) * align;
   if (dataStart > src.size && h.tensors.length > 0) {
-    fail(`the data section would start at ${dataStart}, past the end of the file (${src.size} bytes): truncated?`);
+    fail(
+      `the data section would start at ${dataStart}, past the end of the file (${src.size} bytes): truncated?`,
+    );
   }
   const dataSize = src.size - dataStart;
   const infos: TensorInfo[] = [];
@@ -424,11 +453,15 @@ async function parse(src: ByteSource, opts: OpenGgufOptions): Promise<GgufFile> 
     const dtype = READABLE[t.type];
     if (dtype === undefined && !opts.allowUnsupportedTypes) {
       fail(
-        `${what} has type ${typeName(t.type)}, which this library cannot read (supported: F32, F16, BF16, F64); ` +
+        `${what} has type ${
+          typeName(t.type)
+        }, which this library cannot read (supported: F32, F16, BF16, F64); ` +
           `convert the model to F16 or F32 GGUF, or use its safetensors checkpoint`,
       );
     }
-    if (t.offset % align !== 0) fail(`${what} data offset ${t.offset} is not a multiple of the alignment ${align}`);
+    if (t.offset % align !== 0) {
+      fail(`${what} data offset ${t.offset} is not a multiple of the alignment ${align}`);
+    }
     const count = t.ne.reduce((a, b) => a * b, 1);
     const byteLength = dtype === undefined ? 0 : count * DTYPE_SIZE[dtype];
     if (t.offset + byteLength > dataSize) {
@@ -467,7 +500,10 @@ async function parse(src: ByteSource, opts: OpenGgufOptions): Promise<GgufFile> 
     async read(name: string): Promise<Float32Array> {
       const w = lookup(name);
       if (!w.readable) {
-        throw new FormatError(file, `GGUF: tensor ${JSON.stringify(name)} has type ${typeName(w.type)}, which this library cannot read`);
+        throw new FormatError(
+          file,
+          `GGUF: tensor ${JSON.stringify(name)} has type ${typeName(w.type)}, which this library cannot read`,
+        );
       }
       return decodeToFloat32(w.info.dtype, await src.read(w.offset, w.info.byteLength));
     },

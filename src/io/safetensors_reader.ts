@@ -173,13 +173,15 @@ export async function readSafetensorsHeader(src: ByteSource): Promise<Safetensor
 
 /** Read elements in chunks of this many bytes when converting, so a conversion never doubles a tensor's memory. */
 const CHUNK_BYTES = 1 << 22;
+/** Largest float32 tensor read in one piece (file reads are limited to 2 GiB per call); larger ones are chunked. */
+const SINGLE_READ_MAX = 1 << 30;
 
 /** Read one tensor described by `entry` from `src` as float32, allocating only the result (plus a small chunk). */
 export async function readTensorFloat32(src: ByteSource, entry: SafetensorsEntry): Promise<Float32Array> {
   const size = DTYPE_SIZE[entry.dtype];
   const count = entry.byteLength / size;
   if (count === 0) return new Float32Array(0);
-  if (entry.dtype === "F32" && LITTLE_ENDIAN) {
+  if (entry.dtype === "F32" && LITTLE_ENDIAN && entry.byteLength <= SINGLE_READ_MAX) {
     const bytes = await src.read(entry.offset, entry.byteLength);
     // A fresh, whole, aligned buffer becomes the result as it is: no copy.
     if (
@@ -241,7 +243,9 @@ export async function openSafetensors(input: SourceInput): Promise<SafetensorsRe
     ),
   );
   const infoByName = new Map(infos.map((i) => [i.name, i]));
+  let closed = false;
   const entry = (name: string): SafetensorsEntry => {
+    if (closed) throw new Error(`${src.name}: read of tensor ${JSON.stringify(name)} after close()`);
     const e = byName.get(name);
     if (!e) {
       throw new FormatError(src.name, `no tensor named ${JSON.stringify(name)} in this safetensors file`);
@@ -254,8 +258,11 @@ export async function openSafetensors(input: SourceInput): Promise<SafetensorsRe
     tensors: () => infos,
     has: (name: string) => byName.has(name),
     info(name: string): TensorInfo {
-      entry(name);
-      return infoByName.get(name)!;
+      const i = infoByName.get(name);
+      if (!i) {
+        throw new FormatError(src.name, `no tensor named ${JSON.stringify(name)} in this safetensors file`);
+      }
+      return i;
     },
     entry,
     async read(name: string): Promise<Float32Array> {
@@ -265,6 +272,9 @@ export async function openSafetensors(input: SourceInput): Promise<SafetensorsRe
       const e = entry(name);
       return await src.read(e.offset, e.byteLength);
     },
-    close: () => src.close(),
+    close(): Promise<void> {
+      closed = true;
+      return src.close();
+    },
   };
 }

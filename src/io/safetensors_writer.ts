@@ -203,7 +203,9 @@ export async function createSafetensorsWriter(
   async function writeAll(bytes: Uint8Array): Promise<void> {
     let done = 0;
     while (done < bytes.byteLength) {
-      const { bytesWritten } = await handle.write(bytes, done, bytes.byteLength - done, position);
+      // at most 1 GiB per call: file writes are limited to 2 GiB each
+      const n = Math.min(bytes.byteLength - done, 1 << 30);
+      const { bytesWritten } = await handle.write(bytes, done, n, position);
       done += bytesWritten;
       position += bytesWritten;
     }

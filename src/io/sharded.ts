@@ -11,9 +11,22 @@ import { FormatError } from "../errors.ts";
 /** The index file name Hugging Face uses for sharded safetensors. */
 export const INDEX_FILE = "model.safetensors.index.json";
 
+/** A local path for paths and `file:` URLs; undefined for http(s) URLs, which are read remotely. */
+async function localPath(input: string | URL): Promise<string | undefined> {
+  const url = input instanceof URL ? input : /^(https?:\/\/|file:)/i.test(input) ? new URL(input) : undefined;
+  if (!url) return input as string;
+  if (url.protocol === "file:") return (await import("node:url")).fileURLToPath(url);
+  if (url.protocol === "http:" || url.protocol === "https:") return undefined;
+  throw new FormatError(
+    url.href,
+    `open model weights: unsupported URL scheme ${url.protocol} (use http, https, file)`,
+  );
+}
+
 /**
  * Open a sharded safetensors model from its index (`{"metadata": {...}, "weight_map": {tensor: shard file}}`,
- * shard paths relative to the index's folder). Every shard's header is read and checked now (each tensor of
+ * shard paths relative to the index's folder). The index may be a path, a `file:` URL or an `http(s)` URL
+ * (then the index is fetched and the shards are read with Range requests beside it). Every shard's header is read and checked now (each tensor of
  * the map must be in its shard); shard files are then opened again lazily, on the first read of one of
  * their tensors, and stay open until `close()`. Tensors present in a shard but absent from the map are ignored.
  *
@@ -25,15 +38,27 @@ export const INDEX_FILE = "model.safetensors.index.json";
  * await r.close();
  * ```
  */
-export async function openShardedSafetensors(indexPath: string): Promise<TensorReader> {
-  const { readFile } = await import("node:fs/promises");
+export async function openShardedSafetensors(index: string | URL): Promise<TensorReader> {
   const { dirname, isAbsolute, join, normalize } = await import("node:path");
+  const local = await localPath(index);
+  const remote = local === undefined;
+  const indexPath = local ?? new URL(index).href;
   const fail = (msg: string): never => {
     throw new FormatError(indexPath, `sharded safetensors index: ${msg}`);
   };
   let text: string;
   try {
-    text = await readFile(indexPath, "utf8");
+    if (remote) {
+      const res = await fetch(indexPath);
+      if (!res.ok) {
+        await res.body?.cancel();
+        throw new Error(`HTTP status ${res.status}`);
+      }
+      text = await res.text();
+    } else {
+      const { readFile } = await import("node:fs/promises");
+      text = await readFile(indexPath, "utf8");
+    }
   } catch (e) {
     return fail(`cannot read the index: ${(e as Error).message}`);
   }
@@ -51,22 +76,28 @@ export async function openShardedSafetensors(indexPath: string): Promise<TensorR
     if (typeof rawMeta !== "object" || Array.isArray(rawMeta)) fail('"metadata" must be an object');
     for (const [k, v] of Object.entries(rawMeta as Record<string, unknown>)) {
       // HF writes numbers here (total_size); render every value as a string
-      Object.defineProperty(metadata, k, { value: typeof v === "string" ? v : JSON.stringify(v), enumerable: true });
+      Object.defineProperty(metadata, k, {
+        value: typeof v === "string" ? v : JSON.stringify(v),
+        enumerable: true,
+      });
     }
   }
-  const folder = dirname(indexPath);
-  const shardOf = new Map<string, string>(); // tensor → shard path
-  const shardNames = new Map<string, string>(); // shard path → file name as written in the index
+  const folder = remote ? new URL(".", indexPath).href : dirname(indexPath);
+  const shardOf = new Map<string, string>(); // tensor → shard path or URL
+  const shardNames = new Map<string, string>(); // shard path or URL → file name as written in the index
   for (const [tensor, file] of Object.entries(map as Record<string, unknown>)) {
     if (typeof file !== "string" || file === "") {
       fail(`weight_map[${JSON.stringify(tensor)}] must be a file name`);
     }
     const f = file as string;
-    // shards live beside the index: no absolute paths, no climbing out of the folder
-    if (isAbsolute(f) || normalize(f).split(/[\\/]/).includes("..")) {
+    // shards live beside the index: no absolute paths, no other hosts, no climbing out of the folder
+    const p = remote ? new URL(f, folder).href : join(folder, f);
+    if (
+      isAbsolute(f) || normalize(f).split(/[\\/]/).includes("..") || /^[a-z][a-z0-9+.-]*:/i.test(f) ||
+      (remote && !p.startsWith(folder))
+    ) {
       fail(`weight_map[${JSON.stringify(tensor)}] = ${JSON.stringify(f)} points outside the index's folder`);
     }
-    const p = join(folder, f);
     shardOf.set(tensor, p);
     shardNames.set(p, f);
   }
@@ -80,7 +111,7 @@ export async function openShardedSafetensors(indexPath: string): Promise<TensorR
     try {
       r = await openSafetensors(shard);
     } catch (e) {
-      if (e instanceof FormatError && /cannot open file/.test(e.message)) {
+      if (e instanceof FormatError && /cannot open file|HTTP status 404/.test(e.message)) {
         return fail(`shard ${JSON.stringify(file)} is missing or unreadable (${e.message})`);
       }
       throw e;
@@ -141,7 +172,9 @@ export async function openShardedSafetensors(indexPath: string): Promise<TensorR
 /**
  * Open a model's weights from a folder or a file: a folder's `model.safetensors`, else its
  * `model.safetensors.index.json`, else its only `*.safetensors` file; a file path ending in `.json` is read as
- * a shard index, any other file as safetensors. GGUF files are not handled here: use the GGUF reader.
+ * a shard index, any other file as safetensors. An `http(s)` URL is read remotely the same way (a `.json` URL as
+ * an index, anything else as one safetensors file; folders cannot be listed over HTTP). GGUF files are not
+ * handled here: use the GGUF reader.
  *
  * @example
  * ```ts ignore
@@ -150,7 +183,19 @@ export async function openShardedSafetensors(indexPath: string): Promise<TensorR
  * console.log(r.tensors().length);
  * ```
  */
-export async function openModelWeights(dirOrFile: string): Promise<TensorReader> {
+export async function openModelWeights(input: string | URL): Promise<TensorReader> {
+  const local = await localPath(input);
+  if (local === undefined) {
+    const url = new URL(input);
+    if (/\.gguf$/i.test(url.pathname)) {
+      throw new FormatError(
+        url.href,
+        "open model weights: this is a GGUF file; open it with the GGUF reader (gguf.ts)",
+      );
+    }
+    return /\.json$/i.test(url.pathname) ? await openShardedSafetensors(url) : await openSafetensors(url);
+  }
+  const dirOrFile = local;
   const fs = await import("node:fs/promises");
   const { join } = await import("node:path");
   if (/\.gguf$/i.test(dirOrFile)) {

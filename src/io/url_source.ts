@@ -13,6 +13,10 @@ export interface OpenUrlOptions {
   fetch?: typeof fetch;
   /** Extra request headers sent with every request (e.g. `Authorization`). */
   headers?: Record<string, string>;
+  /** Retries of a request after a network error or a 502/503/504 answer (default 2). */
+  retries?: number;
+  /** Pause before the first retry in milliseconds, growing linearly (default 250). */
+  retryDelayMs?: number;
 }
 
 /** Name a URL in messages without any user:password part. */
@@ -73,13 +77,33 @@ export async function openUrl(url: string | URL, opts: OpenUrlOptions = {}): Pro
   // identity encoding: byte ranges must address the stored bytes, not a compressed rendition
   const baseHeaders = { "accept-encoding": "identity", ...opts.headers };
 
+  const retries = opts.retries ?? 2;
+  const retryDelayMs = opts.retryDelayMs ?? 250;
+
+  /** One request, retried on network errors and 502/503/504 (transient), with a growing pause. */
   async function request(method: string, range: string | undefined, what: string): Promise<Response> {
     const headers: Record<string, string> = { ...baseHeaders };
     if (range) headers.range = range;
-    try {
-      return await doFetch(parsed.href, { method, headers });
-    } catch (e) {
-      throw new FormatError(name, `${what}: request failed: ${(e as Error).message}`);
+    for (let attempt = 0;; attempt++) {
+      let res: Response;
+      try {
+        res = await doFetch(parsed.href, { method, headers });
+      } catch (e) {
+        if (attempt < retries) {
+          await new Promise((r) => setTimeout(r, retryDelayMs * (attempt + 1)));
+          continue;
+        }
+        throw new FormatError(
+          name,
+          `${what}: request failed after ${attempt + 1} tries: ${(e as Error).message}`,
+        );
+      }
+      if ((res.status === 502 || res.status === 503 || res.status === 504) && attempt < retries) {
+        await discard(res);
+        await new Promise((r) => setTimeout(r, retryDelayMs * (attempt + 1)));
+        continue;
+      }
+      return res;
     }
   }
 

@@ -5,7 +5,14 @@
  * @module
  */
 import { NumericError } from "../errors.ts";
-import { checkFinite, checkSquare, householder, reflectRows, rotateRowsSeq } from "./factor_kernels.ts";
+import {
+  checkFinite,
+  checkSquare,
+  householder,
+  RotationBatch,
+  rotationBatchSize,
+  Workspace,
+} from "./factor_kernels.ts";
 import type { Matrix64 } from "./matrix.ts";
 
 /** Result of {@link eigh}. */
@@ -76,13 +83,22 @@ export function eigh(a: Matrix64): EighResult {
   d[n - 1] = w[(n - 1) * n + n - 1];
 
   // Zᵀ: rows are eigenvectors of T; rotations of QR steps act on consecutive rows.
+  const capSweeps = 32, capRot = capSweeps * n;
+  const bs = rotationBatchSize(capRot, capSweeps);
+  const ws = new Workspace(2 * n * n + bs.f64, bs.i32);
   const zt = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) zt[i * n + i] = 1;
-  tridiagonalQr(d, e, zt, n);
-
-  // Vᵀ = Zᵀ·Qᵀ = Zᵀ·H_{n−3}·…·H_0.
-  for (let k = n - 3; k >= 0; k--) {
-    reflectRows(zt, n, 0, n, k + 1, n - k - 1, taus[k], w.subarray(k * n + k + 1, (k + 1) * n));
+  try {
+    const z = ws.f64(n * n), vs = ws.f64(n * n);
+    for (let i = 0; i < n; i++) z[i * n + i] = 1;
+    vs.set(w);
+    tridiagonalQr(d, e, new RotationBatch(ws, z, n, n, n, capRot, capSweeps));
+    // Vᵀ = Zᵀ·Qᵀ = Zᵀ·H_{n−3}·…·H_0.
+    for (let k = n - 3; k >= 0; k--) {
+      ws.reflectRows(z, n, 0, n, k + 1, n - k - 1, taus[k], vs.subarray(k * n + k + 1, (k + 1) * n));
+    }
+    zt.set(z);
+  } finally {
+    ws.dispose();
   }
   const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => d[y] - d[x]);
   const values = new Float64Array(n), vec = new Float64Array(n * n);
@@ -94,9 +110,9 @@ export function eigh(a: Matrix64): EighResult {
   return { values, vectors: { rows: n, cols: n, data: vec } };
 }
 
-/** Implicit-shift symmetric QR on tridiagonal (d, e), rotating rows of `zt` (n×n); d ends as eigenvalues. */
-function tridiagonalQr(d: Float64Array, e: Float64Array, zt: Float64Array, n: number): void {
-  const cs = new Float64Array(n), sn = new Float64Array(n);
+/** Implicit-shift symmetric QR on tridiagonal (d, e), rotations recorded in `batch`; d ends as eigenvalues. */
+function tridiagonalQr(d: Float64Array, e: Float64Array, batch: RotationBatch): void {
+  const n = d.length, cs = batch.c, sn = batch.s;
   const small = (i: number) =>
     Math.abs(e[i]) <= EPS * (Math.abs(d[i]) + Math.abs(d[i + 1])) || Math.abs(e[i]) < 1e-300;
   let iter = 0;
@@ -118,6 +134,7 @@ function tridiagonalQr(d: Float64Array, e: Float64Array, zt: Float64Array, n: nu
     const delta = 0.5 * (d[h - 1] - d[h]);
     const mu = d[h] - (b * b) / (delta + (delta >= 0 ? 1 : -1) * Math.hypot(delta, b));
     let x = d[l] - mu, z = e[l];
+    const off = batch.reserve(h - l);
     for (let k = l; k < h; k++) {
       const r = Math.hypot(x, z);
       const c = r === 0 ? 1 : x / r, s = r === 0 ? 0 : z / r;
@@ -131,9 +148,10 @@ function tridiagonalQr(d: Float64Array, e: Float64Array, zt: Float64Array, n: nu
         e[k + 1] *= c;
         x = e[k];
       }
-      cs[k - l] = c;
-      sn[k - l] = s;
+      cs[off + k - l] = c;
+      sn[off + k - l] = s;
     }
-    rotateRowsSeq(zt, n, n, l, cs, sn, h - l);
+    batch.commit(l, h - l);
   }
+  batch.flush();
 }

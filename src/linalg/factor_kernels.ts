@@ -9,7 +9,8 @@ import { NumericError, ShapeError } from "../errors.ts";
 import { matmul64 } from "./gemm.ts";
 import type { FloatArray, Matrix, Matrix64 } from "./matrix.ts";
 import { toFloat64 } from "./matrix.ts";
-import { wasmRuntime } from "./wasm/runtime.ts";
+import { activeBackend } from "./backend.ts";
+import { type Kernel, type WasmRuntime, wasmRuntime } from "./wasm/runtime.ts";
 
 /** Options of {@link gemm64}. */
 export interface Gemm64Options {
@@ -192,5 +193,335 @@ export function reflectCols(
     if (vi === 0) continue;
     const o = (r0 + i) * ld + c0;
     for (let j = 0; j < nc; j++) data[o + j] -= vi * w[j];
+  }
+}
+
+/**
+ * Scratch memory of one factorisation, and the level-2 kernels over it. With the WASM backend the arrays
+ * live in WASM memory (one allocation, freed by {@link Workspace.dispose}) and the kernels are the SIMD ones
+ * of `wasm/factor.c`; otherwise they are plain arrays and the TypeScript loops above. Arrays handed to the
+ * kernels must come from the same workspace. Nothing may allocate WASM memory while a workspace is in use
+ * (growth would detach its views), so no products are called in between.
+ */
+export class Workspace {
+  /** Whether the arrays live in WASM memory. */
+  readonly wasm: boolean;
+  #rt: WasmRuntime | null;
+  #ptr = 0;
+  #bytes = 0;
+  #used = 0;
+  #k: Record<string, Kernel> = {};
+
+  /** Reserve room for `f64` doubles and `i32` ints in total (a few extra for alignment are added). */
+  constructor(f64: number, i32 = 0) {
+    const rt = wasmRuntime();
+    this.wasm = rt !== null && activeBackend() === "wasm" && rt.has("drot_sweeps");
+    this.#rt = this.wasm ? rt : null;
+    if (this.#rt) {
+      this.#bytes = 8 * f64 + 4 * i32 + 64 * 32;
+      this.#ptr = this.#rt.alloc(this.#bytes);
+      for (const name of ["dlarf_right", "dlarf_left", "drot_rows", "drot_sweeps", "dgemm"]) {
+        this.#k[name] = this.#rt.fn(name);
+      }
+    }
+  }
+
+  /** Doubles {@link Workspace.gemm} needs as scratch (reserve them in the constructor's count). */
+  static gemmScratch(): number {
+    const rt = wasmRuntime();
+    return rt && rt.has("dgemm_work_size") ? rt.fn("dgemm_work_size")() + 8 : 0;
+  }
+
+  #gemmWork: Float64Array | null = null;
+
+  /**
+   * C ← alpha·op(A)·op(B) + beta·C on this workspace's arrays (row-major, leading dimensions lda, ldb, ldc,
+   * element offsets ao, bo, co). Shapes: op(A) m×k, op(B) k×n, C m×n.
+   */
+  gemm(
+    ta: boolean,
+    tb: boolean,
+    m: number,
+    n: number,
+    k: number,
+    alpha: number,
+    a: Float64Array,
+    ao: number,
+    lda: number,
+    b: Float64Array,
+    bo: number,
+    ldb: number,
+    beta: number,
+    c: Float64Array,
+    co: number,
+    ldc: number,
+  ): void {
+    if (m <= 0 || n <= 0) return;
+    if (this.#rt) {
+      if (!this.#gemmWork) this.#gemmWork = this.f64(this.#rt.fn("dgemm_work_size")());
+      const ab = a.byteOffset + 8 * ao, bb = b.byteOffset + 8 * bo, cb = c.byteOffset + 8 * co;
+      this.#k.dgemm(
+        ta ? 1 : 0,
+        tb ? 1 : 0,
+        m,
+        n,
+        k,
+        alpha,
+        ab,
+        lda,
+        bb,
+        ldb,
+        beta,
+        cb,
+        ldc,
+        this.#gemmWork.byteOffset,
+      );
+      return;
+    }
+    const row = new Float64Array(n);
+    for (let i = 0; i < m; i++) {
+      row.fill(0);
+      for (let p = 0; p < k; p++) {
+        const av = ta ? a[ao + p * lda + i] : a[ao + i * lda + p];
+        if (av === 0) continue;
+        if (tb) { for (let j = 0; j < n; j++) row[j] += av * b[bo + j * ldb + p]; }
+        else {
+          const bp = bo + p * ldb;
+          for (let j = 0; j < n; j++) row[j] += av * b[bp + j];
+        }
+      }
+      const ci = co + i * ldc;
+      for (let j = 0; j < n; j++) c[ci + j] = alpha * row[j] + (beta === 0 ? 0 : beta * c[ci + j]);
+    }
+  }
+
+  /**
+   * Apply a block of nb reflectors from the right to rows [r0, r1) × columns [c0, c0+len) of `x`:
+   * X ← X·(H_1·…·H_nb)ᵀ = X·(I − Y·Tᵀ·Yᵀ), i.e. H_nb first. `y` holds Y (len×nb row-major, unit lower
+   * trapezoidal, zeros above the unit diagonal), `t` the nb×nb upper triangular T of
+   * {@link Workspace.blockT}, `tmp` ≥ 2·(r1 − r0)·nb scratch.
+   */
+  applyBlockRight(
+    x: Float64Array,
+    ld: number,
+    r0: number,
+    r1: number,
+    c0: number,
+    len: number,
+    y: Float64Array,
+    t: Float64Array,
+    nb: number,
+    tmp: Float64Array,
+  ): void {
+    const rows = r1 - r0;
+    if (rows <= 0) return;
+    // W = X·Y (rows×nb); W2 = W·Tᵀ; X −= W2·Yᵀ.
+    this.gemm(false, false, rows, nb, len, 1, x, r0 * ld + c0, ld, y, 0, nb, 0, tmp, 0, nb);
+    const w2 = rows * nb;
+    for (let i = 0; i < rows; i++) {
+      for (let j = 0; j < nb; j++) {
+        // (W·Tᵀ)[i][j] = Σ_{p ≥ j} W[i][p]·T[j][p]
+        let acc = 0;
+        for (let p = j; p < nb; p++) acc += tmp[i * nb + p] * t[j * nb + p];
+        tmp[w2 + i * nb + j] = acc;
+      }
+    }
+    this.gemm(false, true, rows, len, nb, -1, tmp, w2, nb, y, 0, nb, 1, x, r0 * ld + c0, ld);
+  }
+
+  /**
+   * The upper triangular T (nb×nb) with H_1·…·H_nb = I − Y·T·Yᵀ (LAPACK dlarft, forward, columnwise), from
+   * Y (len×nb row-major) and the taus; `g` ≥ nb² scratch.
+   */
+  blockT(
+    y: Float64Array,
+    len: number,
+    nb: number,
+    taus: ArrayLike<number>,
+    t: Float64Array,
+    g: Float64Array,
+  ): void {
+    this.gemm(true, false, nb, nb, len, 1, y, 0, nb, y, 0, nb, 0, g, 0, nb);
+    t.fill(0, 0, nb * nb);
+    for (let j = 0; j < nb; j++) {
+      const tau = taus[j];
+      t[j * nb + j] = tau;
+      // T[0:j, j] = −tau·T[0:j, 0:j]·G[0:j, j]
+      for (let i = 0; i < j; i++) {
+        let acc = 0;
+        for (let p = i; p < j; p++) acc += t[i * nb + p] * g[p * nb + j];
+        t[i * nb + j] = -tau * acc;
+      }
+    }
+  }
+
+  /** A zeroed float64 array of `len` values. */
+  f64(len: number): Float64Array {
+    if (!this.#rt) return new Float64Array(len);
+    const off = this.#take(len * 8);
+    const v = new Float64Array(this.#rt.memory.buffer, off, len);
+    v.fill(0);
+    return v;
+  }
+
+  /** A zeroed int32 array of `len` values. */
+  i32(len: number): Int32Array {
+    if (!this.#rt) return new Int32Array(len);
+    const off = this.#take(len * 4);
+    const v = new Int32Array(this.#rt.memory.buffer, off, len);
+    v.fill(0);
+    return v;
+  }
+
+  #take(bytes: number): number {
+    const start = Math.ceil(this.#used / 64) * 64;
+    if (start + bytes > this.#bytes) throw new RangeError(`Workspace: ${bytes} bytes do not fit`);
+    this.#used = start + bytes;
+    return this.#ptr + start;
+  }
+
+  /** Release the WASM memory (the arrays must not be used afterwards). */
+  dispose(): void {
+    if (this.#rt && this.#ptr) this.#rt.free(this.#ptr);
+    this.#ptr = 0;
+  }
+
+  /** {@link reflectRows} on this workspace's arrays. */
+  reflectRows(
+    data: Float64Array,
+    ld: number,
+    r0: number,
+    r1: number,
+    c0: number,
+    len: number,
+    tau: number,
+    v: Float64Array,
+  ) {
+    if (this.#rt) this.#k.dlarf_right(data.byteOffset, ld, r0, r1, c0, len, tau, v.byteOffset);
+    else reflectRows(data, ld, r0, r1, c0, len, tau, v);
+  }
+
+  /** {@link reflectCols} on this workspace's arrays. */
+  reflectCols(
+    data: Float64Array,
+    ld: number,
+    r0: number,
+    len: number,
+    c0: number,
+    c1: number,
+    tau: number,
+    v: Float64Array,
+    w: Float64Array,
+  ) {
+    if (this.#rt) this.#k.dlarf_left(data.byteOffset, ld, r0, len, c0, c1, tau, v.byteOffset, w.byteOffset);
+    else reflectCols(data, ld, r0, len, c0, c1, tau, v, w);
+  }
+
+  /** {@link rotateRows} on this workspace's arrays. */
+  rotateRows(data: Float64Array, ld: number, len: number, rx: number, ry: number, c: number, s: number) {
+    if (this.#rt) this.#k.drot_rows(data.byteOffset, ld, len, rx, ry, c, s);
+    else rotateRows(data, ld, len, rx, ry, c, s);
+  }
+
+  /** Apply `nsweeps` recorded sweeps (see {@link RotationBatch}). */
+  rotateSweeps(
+    data: Float64Array,
+    ld: number,
+    len: number,
+    nsweeps: number,
+    first: Int32Array,
+    count: Int32Array,
+    c: Float64Array,
+    s: Float64Array,
+    rows: number,
+  ) {
+    if (this.#rt) {
+      this.#k.drot_sweeps(
+        data.byteOffset,
+        ld,
+        len,
+        nsweeps,
+        first.byteOffset,
+        count.byteOffset,
+        c.byteOffset,
+        s.byteOffset,
+        rows,
+      );
+      return;
+    }
+    let off = 0;
+    for (let q = 0; q < nsweeps; q++) {
+      rotateRowsSeq(data, ld, len, first[q], c.subarray(off), s.subarray(off), count[q]);
+      off += count[q];
+    }
+  }
+}
+
+/** Doubles and ints a {@link RotationBatch} of the given capacity takes from its workspace. */
+export function rotationBatchSize(capRotations: number, capSweeps: number): { f64: number; i32: number } {
+  return { f64: 2 * capRotations, i32: 2 * capSweeps };
+}
+
+/**
+ * Sweeps of plane rotations on consecutive rows, recorded and applied together (one pass over the
+ * matrix per batch instead of one per sweep). Call {@link RotationBatch.flush} before touching the matrix.
+ */
+export class RotationBatch {
+  /** Cosines; write a sweep's values at `c[reserve(count) + t]`. */
+  readonly c: Float64Array;
+  /** Sines, same layout. */
+  readonly s: Float64Array;
+  #first: Int32Array;
+  #count: Int32Array;
+  #nrot = 0;
+  #nsw = 0;
+
+  /** A batch for `data` (rows × len row-major, leading dimension ld), storage from `ws`. */
+  constructor(
+    readonly ws: Workspace,
+    readonly data: Float64Array,
+    readonly ld: number,
+    readonly len: number,
+    readonly rows: number,
+    capRotations: number,
+    capSweeps: number,
+  ) {
+    this.c = ws.f64(capRotations);
+    this.s = ws.f64(capRotations);
+    this.#first = ws.i32(capSweeps);
+    this.#count = ws.i32(capSweeps);
+  }
+
+  /** Offset in c/s where a sweep of `count` rotations goes (flushing first if full). */
+  reserve(count: number): number {
+    if (this.#nrot + count > this.c.length || this.#nsw >= this.#first.length) this.flush();
+    if (count > this.c.length) throw new RangeError(`RotationBatch: sweep of ${count} exceeds capacity`);
+    return this.#nrot;
+  }
+
+  /** Record the sweep just written at the reserved offset: rotations of rows first+t, first+t+1. */
+  commit(first: number, count: number): void {
+    this.#first[this.#nsw] = first;
+    this.#count[this.#nsw] = count;
+    this.#nsw++;
+    this.#nrot += count;
+  }
+
+  /** Apply every recorded sweep, in order. */
+  flush(): void {
+    if (this.#nsw === 0) return;
+    this.ws.rotateSweeps(
+      this.data,
+      this.ld,
+      this.len,
+      this.#nsw,
+      this.#first,
+      this.#count,
+      this.c,
+      this.s,
+      this.rows,
+    );
+    this.#nsw = 0;
+    this.#nrot = 0;
   }
 }

@@ -18,6 +18,7 @@ import type { FloatArray, Matrix, Matrix64 } from "./matrix.ts";
 import { activeBackend, activePool } from "./backend.ts";
 import { gemmWasm } from "./wasm/gemm_wasm.ts";
 import { wasmRuntime } from "./wasm/runtime.ts";
+import { gpuInfo, matmulGpu } from "./webgpu/gemm_gpu.ts";
 
 /** Options of {@link matmul} and {@link matmul64}. */
 export interface MatmulOptions {
@@ -37,8 +38,36 @@ export interface GemmOptions extends MatmulOptions {
   beta?: number;
 }
 
+/** Options of {@link matmulAsync}. */
+export interface MatmulAsyncOptions {
+  /** Use Aᵀ instead of A. */
+  transA?: boolean;
+  /** Use Bᵀ instead of B. */
+  transB?: boolean;
+  /** `"webgpu"` forces the GPU (rejects without one); default: GPU only for large products on a hardware adapter. */
+  backend?: "wasm" | "ts" | "webgpu";
+}
+
+/** {@link matmulAsync} sends products with at least this many multiply-adds to a hardware GPU. */
+export const GPU_MIN_WORK = 1 << 27;
+
+/**
+ * C = op(A)·op(B) in float32, on the GPU when one is present (not a software adapter) and the product is
+ * large enough to repay the transfers ({@link GPU_MIN_WORK}); otherwise the same as {@link matmul}.
+ */
+export async function matmulAsync(a: Matrix, b: Matrix, opts: MatmulAsyncOptions = {}): Promise<Matrix> {
+  const [m, n, k] = shapeOf("matmulAsync", a, b, opts);
+  const { backend, ...rest } = opts;
+  if (backend === "webgpu") return await matmulGpu(a, b, rest);
+  if (backend === undefined && m * n * k >= GPU_MIN_WORK) {
+    const info = await gpuInfo();
+    if (info && !info.fallback) return await matmulGpu(a, b, rest);
+  }
+  return matmul(a, b, { ...rest, backend });
+}
+
 /** Products with fewer multiply-adds than this run in TypeScript (wasm call and copies cost more). */
-export const SMALL_WORK = 4096;
+export const SMALL_WORK = 512;
 
 /**
  * C = op(A)·op(B) in float32. Shapes: op(A) m×k, op(B) k×n → C m×n.
@@ -117,7 +146,7 @@ function shapeOf(
   what: string,
   a: Matrix<FloatArray>,
   b: Matrix<FloatArray>,
-  opts: MatmulOptions,
+  opts: { transA?: boolean; transB?: boolean },
 ): [number, number, number] {
   const m = opts.transA ? a.cols : a.rows;
   const k = opts.transA ? a.rows : a.cols;

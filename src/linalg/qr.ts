@@ -5,9 +5,8 @@
  * @module
  */
 import { ShapeError } from "../errors.ts";
-import { checkFinite, gemm64, householder, reflectCols, reflectRows } from "./factor_kernels.ts";
+import { checkFinite, gemm64, householder, Workspace } from "./factor_kernels.ts";
 import type { FloatArray, Matrix, Matrix64 } from "./matrix.ts";
-import { transpose } from "./matrix.ts";
 
 /** Result of {@link qr}: A = Q·R. */
 export interface QrResult {
@@ -31,28 +30,35 @@ export interface QrResult {
 export function qr(a: Matrix<FloatArray>): QrResult {
   checkFinite(a, "qr");
   const m = a.rows, n = a.cols, r = Math.min(m, n);
-  const w = Float64Array.from(a.data);
-  const vs: Float64Array[] = [];
-  const taus = new Float64Array(r);
-  const scratch = new Float64Array(n);
-  for (let k = 0; k < r; k++) {
-    const len = m - k;
-    const v = new Float64Array(len);
-    for (let i = 0; i < len; i++) v[i] = w[(k + i) * n + k];
-    const [tau, beta] = householder(v, 0, 1, len);
-    reflectCols(w, n, k, len, k + 1, n, tau, v, scratch);
-    w[k * n + k] = beta;
-    for (let i = 1; i < len; i++) w[(k + i) * n + k] = 0;
-    vs.push(v);
-    taus[k] = tau;
+  const ws = new Workspace(m * n + r * m + 2 * m + n);
+  try {
+    const w = ws.f64(m * n), qt = ws.f64(r * m), v = ws.f64(m), scratch = ws.f64(m + n);
+    w.set(a.data);
+    const taus = new Float64Array(r);
+    for (let k = 0; k < r; k++) {
+      // Reflector k zeroes column k below the diagonal; its vector stays there (v[0] = 1 implied).
+      const len = m - k;
+      const [tau, beta] = householder(w, k * n + k, n, len);
+      v[0] = 1;
+      for (let i = 1; i < len; i++) v[i] = w[(k + i) * n + k];
+      ws.reflectCols(w, n, k, len, k + 1, n, tau, v, scratch);
+      w[k * n + k] = beta;
+      taus[k] = tau;
+    }
+    // Qᵀ = [I 0]·H_{r−1}·…·H_0, applied right to left; rows < k are untouched by H_k.
+    for (let i = 0; i < r; i++) qt[i * m + i] = 1;
+    for (let k = r - 1; k >= 0; k--) {
+      for (let i = 1; i < m - k; i++) v[i] = w[(k + i) * n + k];
+      ws.reflectRows(qt, m, k, r, k, m - k, taus[k], v);
+    }
+    const rd = new Float64Array(r * n);
+    for (let i = 0; i < r; i++) for (let j = i; j < n; j++) rd[i * n + j] = w[i * n + j];
+    const qd = new Float64Array(m * r);
+    for (let i = 0; i < r; i++) for (let j = 0; j < m; j++) qd[j * r + i] = qt[i * m + j];
+    return { q: { rows: m, cols: r, data: qd }, r: { rows: r, cols: n, data: rd } };
+  } finally {
+    ws.dispose();
   }
-  const rd = new Float64Array(r * n);
-  for (let i = 0; i < r; i++) for (let j = i; j < n; j++) rd[i * n + j] = w[i * n + j];
-  // Qᵀ = [I 0]·H_{r−1}·…·H_0, applied right to left; rows < k are untouched by H_k.
-  const qt = new Float64Array(r * m);
-  for (let i = 0; i < r; i++) qt[i * m + i] = 1;
-  for (let k = r - 1; k >= 0; k--) reflectRows(qt, m, k, r, k, m - k, taus[k], vs[k]);
-  return { q: transpose({ rows: r, cols: m, data: qt }), r: { rows: r, cols: n, data: rd } };
 }
 
 /** max |QᵀQ − I| over all entries, for `q: m×r` (0 for exactly orthonormal columns). */

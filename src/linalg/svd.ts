@@ -10,10 +10,9 @@ import {
   checkFinite,
   gemm64,
   householder,
-  reflectCols,
-  reflectRows,
-  rotateRows,
-  rotateRowsSeq,
+  RotationBatch,
+  rotationBatchSize,
+  Workspace,
 } from "./factor_kernels.ts";
 import type { FloatArray, Matrix, Matrix64 } from "./matrix.ts";
 import { transpose } from "./matrix.ts";
@@ -53,14 +52,14 @@ export function svd(a: Matrix<FloatArray>): SvdResult {
 /** m ≥ n. Clearly tall matrices are first reduced to their n×n R factor: the rotations then act on short rows. */
 function svdTallQr(a: Matrix<FloatArray>): SvdResult {
   const m = a.rows, n = a.cols;
-  if (m < 1.5 * n || n < 8) return svdTall(m, n, Float64Array.from(a.data));
+  if (m < 1.5 * n || n < 8) return svdTall(m, n, a.data);
   const f = qr(a);
   const r = svdTall(n, n, f.r.data);
   return { u: gemm64(f.q, r.u), s: r.s, vt: r.vt };
 }
 
-/** SVD of a row-major m×n matrix with m ≥ n; `w` is overwritten. */
-function svdTall(m: number, n: number, w: Float64Array): SvdResult {
+/** SVD of a row-major m×n matrix with m ≥ n (`src` is read, not modified). */
+function svdTall(m: number, n: number, src: FloatArray): SvdResult {
   if (n === 0) {
     return {
       u: { rows: m, cols: 0, data: new Float64Array(0) },
@@ -68,87 +67,152 @@ function svdTall(m: number, n: number, w: Float64Array): SvdResult {
       vt: { rows: 0, cols: 0, data: new Float64Array(0) },
     };
   }
+  const capSweeps = 32, capRot = capSweeps * n;
+  const batch = rotationBatchSize(capRot, capSweeps);
+  const blockF64 = m * NB + 2 * m * NB + 2 * NB * NB + Workspace.gemmScratch();
+  const ws = new Workspace(m * n + n * m + n * n + 2 * m + n + 2 * batch.f64 + blockF64, 2 * batch.i32);
+  try {
+    return svdTallIn(ws, m, n, src, capRot, capSweeps);
+  } finally {
+    ws.dispose();
+  }
+}
+
+function svdTallIn(ws: Workspace, m: number, n: number, src: FloatArray, capRot: number, capSweeps: number) {
   // Scale to unit max so squares in the shift computation cannot overflow or underflow.
   let amax = 0;
-  for (let i = 0; i < w.length; i++) amax = Math.max(amax, Math.abs(w[i]));
+  for (let i = 0; i < src.length; i++) amax = Math.max(amax, Math.abs(src[i]));
   if (amax === 0) amax = 1;
-  for (let i = 0; i < w.length; i++) w[i] /= amax;
+  const w = ws.f64(m * n), ut = ws.f64(n * m), vt = ws.f64(n * n);
+  const vbuf = ws.f64(m), wbuf = ws.f64(m + n);
+  const ubatch = new RotationBatch(ws, ut, m, m, n, capRot, capSweeps);
+  const vbatch = new RotationBatch(ws, vt, n, n, n, capRot, capSweeps);
+  for (let i = 0; i < src.length; i++) w[i] = src[i] / amax;
 
+  const P0 = performance.now();
   const d = new Float64Array(n), e = new Float64Array(n);
-  const lv: Float64Array[] = [], lt = new Float64Array(n);
-  const rv: Float64Array[] = [], rtau = new Float64Array(n);
-  const scratch = new Float64Array(n);
+  const lt = new Float64Array(n), rtau = new Float64Array(n);
   for (let k = 0; k < n; k++) {
-    // Left reflector: zero column k below the diagonal.
+    // Left reflector: zero column k below the diagonal; v stays in that column (v[0] = 1 implied).
     const len = m - k;
-    const v = new Float64Array(len);
-    for (let i = 0; i < len; i++) v[i] = w[(k + i) * n + k];
-    const [tau, beta] = householder(v, 0, 1, len);
-    reflectCols(w, n, k, len, k + 1, n, tau, v, scratch);
+    const [tau, beta] = householder(w, k * n + k, n, len);
+    vbuf[0] = 1;
+    for (let i = 1; i < len; i++) vbuf[i] = w[(k + i) * n + k];
+    ws.reflectCols(w, n, k, len, k + 1, n, tau, vbuf, wbuf);
     d[k] = beta;
-    lv.push(v);
     lt[k] = tau;
     if (k < n - 1) {
-      // Right reflector: zero row k beyond the superdiagonal.
+      // Right reflector: zero row k beyond the superdiagonal; v stays in that row.
       const o = k * n + k + 1, rl = n - k - 1;
       const [t2, b2] = householder(w, o, 1, rl);
       e[k] = b2;
-      const vr = w.slice(o, o + rl);
-      rv.push(vr);
       rtau[k] = t2;
-      reflectRows(w, n, k + 1, m, k + 1, rl, t2, vr);
+      ws.reflectRows(w, n, k + 1, m, k + 1, rl, t2, w.subarray(o, o + rl));
     }
   }
-  // Uᵀ (n×m) = [I 0]·H_{n−1}·…·H_0 and Vᵀ (n×n) = G_{n−2}·…·G_0, built right to left.
-  const ut = new Float64Array(n * m);
+  const P1 = performance.now();
+  // Uᵀ (n×m) = [I 0]·H_{n−1}·…·H_0 and Vᵀ (n×n) = G_{n−2}·…·G_0, built right to left in blocks of NB
+  // reflectors (compact WY, so the work is matrix products).
   for (let i = 0; i < n; i++) ut[i * m + i] = 1;
-  for (let k = n - 1; k >= 0; k--) reflectRows(ut, m, k, n, k, m - k, lt[k], lv[k]);
-  const vt = new Float64Array(n * n);
   for (let i = 0; i < n; i++) vt[i * n + i] = 1;
-  for (let k = n - 2; k >= 0; k--) reflectRows(vt, n, k + 1, n, k + 1, n - k - 1, rtau[k], rv[k]);
+  const y = ws.f64(m * NB), tmp = ws.f64(2 * m * NB), tb = ws.f64(NB * NB), g = ws.f64(NB * NB);
+  // Left reflector k: coordinates k.., vector in column k of w below the diagonal.
+  formBlocked(ws, ut, m, n, n, 0, NB, y, tmp, tb, g, lt, (k, i) => w[(k + i) * n + k], (k) => m - k);
+  // Right reflector k (k ≤ n−2): coordinates k+1.., vector in row k of w right of the superdiagonal.
+  formBlocked(
+    ws,
+    vt,
+    n,
+    n,
+    n - 1,
+    1,
+    NB,
+    y,
+    tmp,
+    tb,
+    g,
+    rtau,
+    (k, i) => w[k * n + k + 1 + i],
+    (k) => n - k - 1,
+  );
 
-  bidiagonalQr(d, e, ut, m, vt, n);
+  const P2 = performance.now();
+  bidiagonalQr(d, e, ws, ubatch, vbatch);
+  console.error('bidiag', P1-P0, 'form', P2-P1, 'qr', performance.now()-P2);
 
   // Signs, then descending order.
-  for (let i = 0; i < n; i++) {
-    if (d[i] < 0) {
-      d[i] = -d[i];
-      for (let j = 0; j < n; j++) vt[i * n + j] = -vt[i * n + j];
-    }
-  }
-  const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => d[y] - d[x]);
+  const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => Math.abs(d[y]) - Math.abs(d[x]));
   const s = new Float64Array(n), u = new Float64Array(m * n), vto = new Float64Array(n * n);
   for (let q = 0; q < n; q++) {
     const src = order[q];
-    s[q] = d[src] * amax;
+    s[q] = Math.abs(d[src]) * amax;
     for (let i = 0; i < m; i++) u[i * n + q] = ut[src * m + i];
-    vto.set(vt.subarray(src * n, src * n + n), q * n);
+    const row = vt.subarray(src * n, src * n + n);
+    if (d[src] < 0) { for (let j = 0; j < n; j++) vto[q * n + j] = -row[j]; }
+    else vto.set(row, q * n);
   }
   return { u: { rows: m, cols: n, data: u }, s, vt: { rows: n, cols: n, data: vto } };
 }
 
+/** Reflectors per block when forming U and V. */
+const NB = 32;
+
 /**
- * Golub–Kahan implicit-shift QR on the upper bidiagonal (d, e[0..n−2]) until e vanishes; rotations are
- * applied to rows of `ut` (n×m) and `vt` (n×n). Deflation is absolute (|e_i| ≤ ε·‖B‖), which is what
- * backward stability needs and avoids crawling on tiny singular values.
+ * X ← X·H_{count−1}·…·H_0 for reflectors k = 0..count−1 acting on coordinates k+shift.. of the rows of
+ * `x` (rows × ld); reflector k's vector entry i (i ≥ 1) is `vec(k, i)`, its length `len(k)`. Rows below
+ * k+shift are untouched by reflector k (X starts as [I 0]), so each block only updates rows ≥ its start.
  */
-export function bidiagonalQr(
-  d: Float64Array,
-  e: Float64Array,
-  ut: Float64Array,
-  m: number,
-  vt: Float64Array,
-  n: number,
-) {
+function formBlocked(
+  ws: Workspace,
+  x: Float64Array,
+  ld: number,
+  rows: number,
+  count: number,
+  shift: number,
+  nb: number,
+  y: Float64Array,
+  tmp: Float64Array,
+  t: Float64Array,
+  g: Float64Array,
+  taus: Float64Array,
+  vec: (k: number, i: number) => number,
+  len: (k: number) => number,
+): void {
+  for (let k1 = count; k1 > 0; k1 -= nb) {
+    const k0 = Math.max(0, k1 - nb), b = k1 - k0, span = len(k0);
+    if (b < 4 || span < 2 * b) {
+      // Small trailing blocks: one reflector at a time.
+      for (let k = k1 - 1; k >= k0; k--) {
+        const l = len(k);
+        for (let i = 1; i < l; i++) y[i] = vec(k, i);
+        ws.reflectRows(x, ld, k + shift, rows, k + shift, l, taus[k], y);
+      }
+      continue;
+    }
+    // Y: span×b, column j = reflector k0+j placed at row j (unit diagonal, zeros above).
+    y.fill(0, 0, span * b);
+    for (let j = 0; j < b; j++) {
+      y[j * b + j] = 1;
+      const l = len(k0 + j);
+      for (let i = 1; i < l; i++) y[(j + i) * b + j] = vec(k0 + j, i);
+    }
+    ws.blockT(y, span, b, taus.subarray(k0, k1), t, g);
+    ws.applyBlockRight(x, ld, k0 + shift, rows, k0 + shift, span, y, t, b, tmp);
+  }
+}
+
+/**
+ * Golub–Kahan implicit-shift QR on the upper bidiagonal (d, e[0..n−2]) until e vanishes; rotations go to
+ * the rows of Uᵀ and Vᵀ through the batches. Deflation is absolute (|e_i| ≤ ε·‖B‖) or relative
+ * (|e_i| ≤ ε·(|d_i| + |d_{i+1}|)): what backward stability needs, without crawling on tiny singular values.
+ */
+function bidiagonalQr(d: Float64Array, e: Float64Array, ws: Workspace, ub: RotationBatch, vb: RotationBatch) {
+  const n = d.length, ut = ub.data, vt = vb.data, m = ub.len;
   let bnorm = 0;
   for (let i = 0; i < n; i++) bnorm = Math.max(bnorm, Math.abs(d[i]) + (i < n - 1 ? Math.abs(e[i]) : 0));
   const tol = EPS * bnorm;
   const smallE = (i: number) =>
     Math.abs(e[i]) <= tol || Math.abs(e[i]) <= EPS * (Math.abs(d[i]) + Math.abs(d[i + 1]));
-  const cu = new Float64Array(n),
-    su = new Float64Array(n),
-    cv = new Float64Array(n),
-    sv = new Float64Array(n);
   let iter = 0;
   const maxIter = 40 * n + 40;
   let h = n - 1;
@@ -163,6 +227,7 @@ export function bidiagonalQr(
     if (++iter > maxIter) throw new NumericError(`svd: bidiagonal QR did not converge (n = ${n})`);
     if (Math.abs(d[h]) <= tol) {
       // Zero at the bottom of the block: chase e[h−1] up column h with right rotations.
+      vb.flush();
       d[h] = 0;
       let f = e[h - 1];
       e[h - 1] = 0;
@@ -173,7 +238,7 @@ export function bidiagonalQr(
           f = -s * e[j - 1];
           e[j - 1] *= c;
         }
-        rotateRows(vt, n, n, j, h, c, s);
+        ws.rotateRows(vt, n, n, j, h, c, s);
       }
       continue;
     }
@@ -186,6 +251,7 @@ export function bidiagonalQr(
     }
     if (zi >= 0) {
       // Zero on the diagonal inside the block: chase e[zi] along row zi with left rotations.
+      ub.flush();
       d[zi] = 0;
       let f = e[zi];
       e[zi] = 0;
@@ -196,7 +262,7 @@ export function bidiagonalQr(
           f = -s * e[j];
           e[j] *= c;
         }
-        rotateRows(ut, m, m, j, zi, c, s);
+        ws.rotateRows(ut, m, m, j, zi, c, s);
       }
       continue;
     }
@@ -208,6 +274,8 @@ export function bidiagonalQr(
     const den = delta + (delta >= 0 ? 1 : -1) * Math.hypot(delta, t12);
     const mu = den === 0 ? t22 : t22 - (t12 * t12) / den;
     let y = d[l] * d[l] - mu, z = d[l] * e[l];
+    const ou = ub.reserve(h - l), ov = vb.reserve(h - l);
+    const cu = ub.c, su = ub.s, cv = vb.c, sv = vb.s;
     for (let k = l; k < h; k++) {
       // Right rotation on columns k, k+1.
       let r = Math.hypot(y, z);
@@ -217,8 +285,8 @@ export function bidiagonalQr(
       e[k] = c * e[k] - s * d[k];
       const bulge = s * d[k + 1];
       d[k + 1] *= c;
-      cv[k - l] = c;
-      sv[k - l] = s;
+      cv[ov + k - l] = c;
+      sv[ov + k - l] = s;
       // Left rotation on rows k, k+1 to remove the bulge at (k+1, k).
       r = Math.hypot(dk, bulge);
       c = r === 0 ? 1 : dk / r;
@@ -232,10 +300,12 @@ export function bidiagonalQr(
         e[k + 1] *= c;
         y = e[k];
       }
-      cu[k - l] = c;
-      su[k - l] = s;
+      cu[ou + k - l] = c;
+      su[ou + k - l] = s;
     }
-    rotateRowsSeq(vt, n, n, l, cv, sv, h - l);
-    rotateRowsSeq(ut, m, m, l, cu, su, h - l);
+    ub.commit(l, h - l);
+    vb.commit(l, h - l);
   }
+  ub.flush();
+  vb.flush();
 }

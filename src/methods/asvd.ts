@@ -12,7 +12,7 @@
  * @module
  */
 import { NumericError, OptionError, ShapeError } from "../errors.ts";
-import type { FloatArray, Matrix } from "../linalg/matrix.ts";
+import type { FloatArray, Matrix, Matrix64 } from "../linalg/matrix.ts";
 import { svd } from "../linalg/svd.ts";
 import {
   checkWeight,
@@ -67,6 +67,45 @@ export function asvdScale(stats: AsvdStats, cols: number, opts: AsvdOptions = {}
   return out;
 }
 
+/** The SVD of W·S with its scale, from which factors of any rank follow by truncation. */
+export interface AsvdSpectrum {
+  /** U of W·S, m×r. */
+  u: Matrix64;
+  /** Singular values of W·S, descending. */
+  s: Float64Array;
+  /** Vᵀ of W·S, r×n. */
+  vt: Matrix64;
+  /** S_jj per input channel. */
+  scale: Float64Array;
+}
+
+/**
+ * The exact SVD of W·S (`w: out×in`), computed once so that several ranks can be cut from it (the sensitivity
+ * sweep tries six). Throws like {@link compressAsvd}.
+ */
+export function asvdSpectrum(w: Matrix<FloatArray>, stats: AsvdStats, opts: AsvdOptions = {}): AsvdSpectrum {
+  checkWeight(w, 1, "asvd compress");
+  const m = w.rows, n = w.cols;
+  const scale = asvdScale(stats, n, opts);
+  // W·S: column j scaled by S_jj.
+  const ws = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) ws[i * n + j] = w.data[i * n + j] * scale[j];
+  return { ...svd({ rows: m, cols: n, data: ws }), scale };
+}
+
+/** Rank-k factors from a spectrum: A = U_k Σ_k^½ (out×k), B = Σ_k^½ V_kᵀ S⁻¹ (k×in). */
+export function asvdFactors(sp: AsvdSpectrum, rank: number): { a: Matrix; b: Matrix } {
+  const n = sp.vt.cols;
+  if (!Number.isInteger(rank) || rank < 1 || rank > sp.s.length) {
+    throw new ShapeError(`asvd compress: rank ${rank} is outside [1, ${sp.s.length}]`);
+  }
+  const a = leftFactor(sp.u, sp.s, rank);
+  const b64 = rightFactor64(sp.vt, sp.s, rank);
+  // Fold S⁻¹ back into B: column j divided by S_jj.
+  for (let r = 0; r < rank; r++) for (let j = 0; j < n; j++) b64.data[r * n + j] /= sp.scale[j];
+  return { a, b: toF32Checked(b64, "asvd compress") };
+}
+
 /**
  * ASVD factors of `w: out×in` at rank k, from per-channel activation statistics. Returns `a: out×k`,
  * `b: k×in`. Throws ShapeError/NumericError/OptionError on bad input.
@@ -85,26 +124,18 @@ export function compressAsvd(
 ): Factors {
   const t0 = performance.now();
   checkWeight(w, rank, "asvd compress");
-  const m = w.rows, n = w.cols;
-  const scale = asvdScale(stats, n, opts);
-  // W·S: column j scaled by S_jj.
-  const ws = new Float64Array(m * n);
-  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) ws[i * n + j] = w.data[i * n + j] * scale[j];
-  const { u, s, vt } = svd({ rows: m, cols: n, data: ws });
-  const a = leftFactor(u, s, rank);
-  const b64 = rightFactor64(vt, s, rank);
-  // Fold S⁻¹ back into B: column j divided by S_jj.
-  for (let r = 0; r < rank; r++) for (let j = 0; j < n; j++) b64.data[r * n + j] /= scale[j];
-  const { tail, total } = tailEnergy(s, rank);
+  const sp = asvdSpectrum(w, stats, opts);
+  const { a, b } = asvdFactors(sp, rank);
+  const { tail, total } = tailEnergy(sp.s, rank);
   return {
     a,
-    b: toF32Checked(b64, "asvd compress"),
+    b,
     report: {
       method: "asvd",
       rank,
-      rows: m,
-      cols: n,
-      singularValues: s,
+      rows: w.rows,
+      cols: w.cols,
+      singularValues: sp.s,
       energyKept: total > 0 ? 1 - tail / total : 1,
       seconds: since(t0),
     },

@@ -48,7 +48,9 @@ export function applyRope(
   style: "halves" | "interleaved",
   positionOf: (row: number) => number,
 ): void {
-  if (x.cols !== heads * headDim) throw new ShapeError(`rope: ${x.cols} columns, expected ${heads}×${headDim}`);
+  if (x.cols !== heads * headDim) {
+    throw new ShapeError(`rope: ${x.cols} columns, expected ${heads}×${headDim}`);
+  }
   const pairs = headDim / 2, d = x.data, { cos, sin } = tables;
   // element offsets of the two members of pair i, relative to the head start
   const lo = new Int32Array(pairs), hi = new Int32Array(pairs);
@@ -58,7 +60,9 @@ export function applyRope(
   }
   for (let t = 0; t < x.rows; t++) {
     const p = positionOf(t);
-    if (p >= tables.positions) throw new ShapeError(`rope: position ${p} beyond the tables (${tables.positions})`);
+    if (p >= tables.positions) {
+      throw new ShapeError(`rope: position ${p} beyond the tables (${tables.positions})`);
+    }
     const tb = p * pairs;
     for (let h = 0; h < heads; h++) {
       const base = t * x.cols + h * headDim;

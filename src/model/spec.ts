@@ -71,7 +71,10 @@ function tokenId(v: unknown): number {
 
 function checkHeads(where: string, s: LlamaSpec): LlamaSpec {
   if (s.numHeads % s.numKvHeads !== 0) {
-    throw new FormatError(where, `num_attention_heads ${s.numHeads} is not a multiple of num_key_value_heads ${s.numKvHeads}`);
+    throw new FormatError(
+      where,
+      `num_attention_heads ${s.numHeads} is not a multiple of num_key_value_heads ${s.numKvHeads}`,
+    );
   }
   if (s.headDim % 2 !== 0) throw new FormatError(where, `head_dim ${s.headDim} must be even for RoPE`);
   return Object.freeze(s);
@@ -90,16 +93,22 @@ export function specFromHfConfig(config: Record<string, unknown>, where = "confi
   const type = config.model_type;
   if (typeof type !== "string" || !(SUPPORTED_MODEL_TYPES as readonly string[]).includes(type)) {
     throw new OptionError(
-      `${where}: model_type ${JSON.stringify(type)} is not supported (supported: ${SUPPORTED_MODEL_TYPES.join(", ")})`,
+      `${where}: model_type ${JSON.stringify(type)} is not supported (supported: ${
+        SUPPORTED_MODEL_TYPES.join(", ")
+      })`,
     );
   }
   if (config.hidden_act !== undefined && config.hidden_act !== "silu") {
-    throw new OptionError(`${where}: hidden_act ${JSON.stringify(config.hidden_act)} is not supported (only "silu")`);
+    throw new OptionError(
+      `${where}: hidden_act ${JSON.stringify(config.hidden_act)} is not supported (only "silu")`,
+    );
   }
   const scaling = config.rope_scaling;
   if (scaling !== undefined && scaling !== null) {
     const t = (scaling as Record<string, unknown>).rope_type ?? (scaling as Record<string, unknown>).type;
-    if (t !== "default") throw new OptionError(`${where}: rope_scaling ${JSON.stringify(scaling)} is not supported`);
+    if (t !== "default") {
+      throw new OptionError(`${where}: rope_scaling ${JSON.stringify(scaling)} is not supported`);
+    }
   }
   if (config.mlp_bias === true) throw new OptionError(`${where}: mlp_bias true is not supported`);
   if (type !== "qwen2" && config.use_sliding_window === true) {
@@ -114,9 +123,13 @@ export function specFromHfConfig(config: Record<string, unknown>, where = "confi
     ? hidden / heads
     : positiveInt(where, "head_dim", config.head_dim);
   if (!Number.isInteger(headDim)) {
-    throw new FormatError(where, `hidden_size ${hidden} is not a multiple of num_attention_heads ${heads} (and no head_dim)`);
+    throw new FormatError(
+      where,
+      `hidden_size ${hidden} is not a multiple of num_attention_heads ${heads} (and no head_dim)`,
+    );
   }
-  const ropeTheta = config.rope_theta ?? (config.rope_parameters as Record<string, unknown> | undefined)?.rope_theta ??
+  const ropeTheta = config.rope_theta ??
+    (config.rope_parameters as Record<string, unknown> | undefined)?.rope_theta ??
     10000;
   return checkHeads(where, {
     architecture: "llama",
@@ -148,7 +161,11 @@ export function specFromHfConfig(config: Record<string, unknown>, where = "confi
  * @param where file name for messages
  * @param embedRows rows of token_embd.weight, if known (vocabulary size fallback)
  */
-export function specFromGguf(kv: ReadonlyMap<string, GgufValue>, where = "model.gguf", embedRows?: number): LlamaSpec {
+export function specFromGguf(
+  kv: ReadonlyMap<string, GgufValue>,
+  where = "model.gguf",
+  embedRows?: number,
+): LlamaSpec {
   const arch = kv.get("general.architecture");
   if (arch !== "llama") {
     throw new OptionError(
@@ -157,16 +174,28 @@ export function specFromGguf(kv: ReadonlyMap<string, GgufValue>, where = "model.
   }
   const num = (key: string, fallback?: number): number => {
     const v = kv.get(key) ?? fallback;
-    if (typeof v !== "number") throw new FormatError(where, `GGUF metadata "${key}" is missing or not a number`);
+    if (typeof v !== "number") {
+      throw new FormatError(where, `GGUF metadata "${key}" is missing or not a number`);
+    }
     return v;
   };
   const hidden = positiveInt(where, "llama.embedding_length", num("llama.embedding_length"));
   const heads = positiveInt(where, "llama.attention.head_count", num("llama.attention.head_count"));
-  const kvHeads = positiveInt(where, "llama.attention.head_count_kv", num("llama.attention.head_count_kv", heads));
-  const headDim = positiveInt(where, "llama.attention.key_length", num("llama.attention.key_length", hidden / heads));
+  const kvHeads = positiveInt(
+    where,
+    "llama.attention.head_count_kv",
+    num("llama.attention.head_count_kv", heads),
+  );
+  const headDim = positiveInt(
+    where,
+    "llama.attention.key_length",
+    num("llama.attention.key_length", hidden / heads),
+  );
   const ropeDims = num("llama.rope.dimension_count", headDim);
   if (ropeDims !== headDim) {
-    throw new OptionError(`${where}: partial RoPE (rope.dimension_count ${ropeDims} < head dim ${headDim}) is not supported`);
+    throw new OptionError(
+      `${where}: partial RoPE (rope.dimension_count ${ropeDims} < head dim ${headDim}) is not supported`,
+    );
   }
   const tokens = kv.get("tokenizer.ggml.tokens");
   const vocab = kv.get("llama.vocab_size") ?? (Array.isArray(tokens) ? tokens.length : embedRows);
@@ -183,7 +212,11 @@ export function specFromGguf(kv: ReadonlyMap<string, GgufValue>, where = "model.
     numKvHeads: kvHeads,
     headDim,
     vocabSize: positiveInt(where, "llama.vocab_size", vocab),
-    rmsNormEps: positiveNumber(where, "llama.attention.layer_norm_rms_epsilon", num("llama.attention.layer_norm_rms_epsilon", 1e-5)),
+    rmsNormEps: positiveNumber(
+      where,
+      "llama.attention.layer_norm_rms_epsilon",
+      num("llama.attention.layer_norm_rms_epsilon", 1e-5),
+    ),
     ropeTheta: positiveNumber(where, "llama.rope.freq_base", num("llama.rope.freq_base", 10000)),
     ropeStyle: "interleaved",
     maxPositions: positiveInt(where, "llama.context_length", num("llama.context_length", 2048)),

@@ -80,7 +80,10 @@ function nearestCheck(x: number, code: number, decode: (c: number) => number, ma
     const z = decode(other & 0xffff);
     if (!Number.isFinite(z) || Math.sign(z) !== Math.sign(y) && z !== 0 && y !== 0) continue;
     const e2 = Math.abs(x - z);
-    assert.ok(err < e2 || (err === e2 && (code & 1) === 0), `x=${x} code=${code} neighbour ${other} is nearer`);
+    assert.ok(
+      err < e2 || (err === e2 && (code & 1) === 0),
+      `x=${x} code=${code} neighbour ${other} is nearer`,
+    );
   }
 }
 
@@ -95,6 +98,27 @@ test("f16 / bf16 encoders pick the nearest value, ties to even (property)", () =
   );
 });
 
+test("f16 / bf16 encoders round exact midpoints to the even neighbour (property)", () => {
+  const bf16 = (c: number) => new Float32Array(new Uint32Array([c << 16]).buffer)[0];
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: 0x7bfe }),
+      fc.integer({ min: 0, max: 0x7f7e }),
+      fc.boolean(),
+      (h, b, neg) => {
+        // the midpoint of two adjacent finite halves (or bf16s) is exact in float32
+        const sign = neg ? 0x8000 : 0;
+        const even = h % 2 === 0 ? h : h + 1;
+        const mid = (f16BitsToNumber(h | sign) + f16BitsToNumber((h + 1) | sign)) / 2;
+        assert.equal(numberToF16Bits(mid), even | sign, `f16 midpoint ${mid}`);
+        const bmid = (bf16(b | sign) + bf16((b + 1) | sign)) / 2;
+        assert.equal(numberToBf16Bits(bmid), (b % 2 === 0 ? b : b + 1) | sign, `bf16 midpoint ${bmid}`);
+      },
+    ),
+    { numRuns: 1000 },
+  );
+});
+
 test("decode is unaligned-safe and matches DataView for every dtype", () => {
   const n = 37;
   const cases = [
@@ -103,7 +127,11 @@ test("decode is unaligned-safe and matches DataView for every dtype", () => {
     ["I32", (dv: DataView, i: number) => f32(dv.getInt32(i * 4, true))],
     ["I64", (dv: DataView, i: number) => f32(Number(dv.getBigInt64(i * 8, true)))],
     ["U8", (dv: DataView, i: number) => dv.getUint8(i)],
-    ["BF16", (dv: DataView, i: number) => new Float32Array(new Uint32Array([dv.getUint16(i * 2, true) << 16]).buffer)[0]],
+    [
+      "BF16",
+      (dv: DataView, i: number) =>
+        new Float32Array(new Uint32Array([dv.getUint16(i * 2, true) << 16]).buffer)[0],
+    ],
     ["F16", (dv: DataView, i: number) => f16BitsToNumber(dv.getUint16(i * 2, true))],
   ] as const;
   for (const [dtype, ref] of cases) {

@@ -48,7 +48,10 @@ test("fuzz: mutated header bytes give success or a FormatError, nothing else", a
   const seen = new Map<string, number>();
   await fc.assert(
     fc.asyncProperty(
-      fc.array(fc.tuple(fc.integer({ min: 0, max: headerEnd - 1 }), printable), { minLength: 1, maxLength: 6 }),
+      fc.array(fc.tuple(fc.integer({ min: 0, max: headerEnd - 1 }), printable), {
+        minLength: 1,
+        maxLength: 6,
+      }),
       async (mutations) => {
         const bytes = valid.slice();
         for (const [pos, b] of mutations) bytes[pos] = b;

@@ -58,7 +58,9 @@ async function checkAll(r: TensorReader): Promise<void> {
   await assert.rejects(() => r.read("nope"), /no tensor named "nope"/);
 }
 
-test("round trip: writer → reader from a file, a Blob and a URL (F32/F16/BF16, 0-d, empty, odd shapes)", async () => {
+test("round trip: writer → reader from a file, a Blob and a URL (F32/F16/BF16, 0-d, empty, odd shapes)", {
+  timeout: 60_000,
+}, async () => {
   const { dir, cleanup } = await tempDir();
   const server = await startRangeServer();
   try {
@@ -78,6 +80,8 @@ test("round trip: writer → reader from a file, a Blob and a URL (F32/F16/BF16,
     const fromFile = await openSafetensors(path);
     await checkAll(fromFile);
     await fromFile.close();
+    await fromFile.close(); // twice is fine
+    await assert.rejects(() => fromFile.read("scalar"), /after close/);
 
     const fromBlob = await openSafetensors(new Blob([bytes]));
     await checkAll(fromBlob);

@@ -1,11 +1,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { pathToFileURL } from "node:url";
 import { join } from "node:path";
 import { createSafetensorsWriter, type TensorPlan } from "../../src/io/safetensors_writer.ts";
 import { openModelWeights, openShardedSafetensors } from "../../src/io/sharded.ts";
 import { FormatError } from "../../src/errors.ts";
-import { numel, randomFloats, tempDir } from "./_helpers.ts";
+import { numel, randomFloats, startRangeServer, tempDir } from "./_helpers.ts";
 
 async function writeShard(path: string, plan: TensorPlan[], seed: number): Promise<void> {
   const w = await createSafetensorsWriter(path, plan, { metadata: { format: "pt" } });
@@ -41,7 +42,13 @@ test("sharded: index → one reader over the shards, tensors read from the right
   const { dir, cleanup } = await tempDir();
   try {
     const index = await sharded(dir);
-    for (const r of [await openShardedSafetensors(index), await openModelWeights(dir), await openModelWeights(index)]) {
+    for (
+      const r of [
+        await openShardedSafetensors(index),
+        await openModelWeights(dir),
+        await openModelWeights(index),
+      ]
+    ) {
       assert.deepEqual(r.tensors().map((t) => t.name), ["embed", "layer.0.w", "layer.1.w", "norm"]);
       assert.equal(r.metadata.total_size, "1234");
       assert.equal(r.metadata.format, "pt");
@@ -70,9 +77,18 @@ test("sharded: a missing shard, a tensor absent from its shard, bad indexes", as
         return true;
       });
     };
-    await expectError({ weight_map: { ...weightMap, extra: "model-00003-of-00003.safetensors" } }, /shard "model-00003-of-00003\.safetensors" is missing/);
-    await expectError({ weight_map: { ...weightMap, ghost: "model-00002-of-00002.safetensors" } }, /tensor "ghost" is mapped to shard "model-00002-of-00002\.safetensors", which lacks it/);
-    await expectError({ weight_map: { embed: "../escape.safetensors" } }, /points outside the index's folder/);
+    await expectError(
+      { weight_map: { ...weightMap, extra: "model-00003-of-00003.safetensors" } },
+      /shard "model-00003-of-00003\.safetensors" is missing/,
+    );
+    await expectError(
+      { weight_map: { ...weightMap, ghost: "model-00002-of-00002.safetensors" } },
+      /tensor "ghost" is mapped to shard "model-00002-of-00002\.safetensors", which lacks it/,
+    );
+    await expectError(
+      { weight_map: { embed: "../escape.safetensors" } },
+      /points outside the index's folder/,
+    );
     await expectError({ weight_map: { embed: "/etc/passwd" } }, /points outside the index's folder/);
     await expectError({ weight_map: { embed: 3 } }, /weight_map\["embed"\] must be a file name/);
     await expectError({ metadata: {} }, /missing "weight_map" object/);
@@ -98,7 +114,10 @@ test("openModelWeights: picks model.safetensors, the index, a single file; refus
     }
   };
   try {
-    await assert.rejects(openModelWeights(join(dir, "stories.gguf")), /GGUF file; open it with the GGUF reader/);
+    await assert.rejects(
+      openModelWeights(join(dir, "stories.gguf")),
+      /GGUF file; open it with the GGUF reader/,
+    );
     await assert.rejects(openModelWeights(join(dir, "nothing")), /no such file or folder/);
     await assert.rejects(openModelWeights(dir), /no model\.safetensors or model\.safetensors\.index\.json/);
     await writeFile(join(dir, "m.gguf"), "GGUF");
@@ -117,6 +136,52 @@ test("openModelWeights: picks model.safetensors, the index, a single file; refus
     await assert.rejects(openModelWeights(sub), /several \.safetensors files and no index/);
     await rm(sub, { recursive: true });
   } finally {
+    await cleanup();
+  }
+});
+
+test("sharded over HTTP and file: URLs: index fetched, shards read with Range requests beside it", async () => {
+  const { dir, cleanup } = await tempDir();
+  const server = await startRangeServer();
+  try {
+    const index = await sharded(dir);
+    for (const f of ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]) {
+      server.put(`/m/${f}`, new Uint8Array(await readFile(join(dir, f))));
+    }
+    server.put("/m/model.safetensors.index.json", new Uint8Array(await readFile(index)));
+    for (const input of [server.base + "/m/model.safetensors.index.json", pathToFileURL(index)]) {
+      const r = await openModelWeights(input);
+      assert.deepEqual(r.tensors().map((t) => t.name), ["embed", "layer.0.w", "layer.1.w", "norm"]);
+      assert.deepEqual(Array.from(await r.read("norm")), Array.from(randomFloats(3, 21)));
+      await r.close();
+    }
+    const shardReads = server.log.filter((l) => l.path.endsWith(".safetensors"));
+    assert.ok(shardReads.length > 0 && shardReads.every((l) => l.range !== undefined));
+    // a shard missing on the server, a shard on another host
+    server.put(
+      "/m/bad.json",
+      new TextEncoder().encode(JSON.stringify({ weight_map: { a: "gone.safetensors" } })),
+    );
+    await assert.rejects(
+      openShardedSafetensors(server.base + "/m/bad.json"),
+      /shard "gone\.safetensors" is missing/,
+    );
+    server.put(
+      "/m/evil.json",
+      new TextEncoder().encode(
+        JSON.stringify({ weight_map: { a: "http://elsewhere.example/x.safetensors" } }),
+      ),
+    );
+    await assert.rejects(
+      openShardedSafetensors(server.base + "/m/evil.json"),
+      /points outside the index's folder/,
+    );
+    await assert.rejects(
+      openShardedSafetensors(server.base + "/m/none.json"),
+      /cannot read the index: HTTP status 404/,
+    );
+  } finally {
+    await server.close();
     await cleanup();
   }
 });

@@ -90,9 +90,18 @@ test("plan validation: duplicates, bad shapes, bad dtypes, bad metadata", async 
   try {
     const dest = join(dir, "x.safetensors");
     await assert.rejects(createSafetensorsWriter(dest, [plan[0], plan[0]]), /"a" planned twice/);
-    await assert.rejects(createSafetensorsWriter(dest, [{ name: "a", dtype: "F32", shape: [2, -1] }]), ShapeError);
-    await assert.rejects(createSafetensorsWriter(dest, [{ name: "a", dtype: "F64" as "F32", shape: [2] }]), /not writable/);
-    await assert.rejects(createSafetensorsWriter(dest, [{ name: "__metadata__", dtype: "F32", shape: [] }]), OptionError);
+    await assert.rejects(
+      createSafetensorsWriter(dest, [{ name: "a", dtype: "F32", shape: [2, -1] }]),
+      ShapeError,
+    );
+    await assert.rejects(
+      createSafetensorsWriter(dest, [{ name: "a", dtype: "F64" as "F32", shape: [2] }]),
+      /not writable/,
+    );
+    await assert.rejects(
+      createSafetensorsWriter(dest, [{ name: "__metadata__", dtype: "F32", shape: [] }]),
+      OptionError,
+    );
     await assert.rejects(
       createSafetensorsWriter(dest, plan, { metadata: { n: 3 as unknown as string } }),
       /metadata "n" must be a string/,
@@ -121,7 +130,9 @@ test("existing destination needs overwrite; an input file is never overwritten",
     assert.deepEqual((await readdir(dir)).sort(), ["late.safetensors", "model.safetensors"]);
 
     // overwrite: true replaces
-    const w2 = await createSafetensorsWriter(dest, [{ name: "s", dtype: "F32", shape: [] }], { overwrite: true });
+    const w2 = await createSafetensorsWriter(dest, [{ name: "s", dtype: "F32", shape: [] }], {
+      overwrite: true,
+    });
     await w2.write("s", new Float32Array([2]));
     await w2.close();
     const r2 = await openSafetensors(dest);

@@ -48,7 +48,10 @@ export function withSingularValues(m: number, n: number, sigma: ArrayLike<number
 }
 
 /** Frobenius norm of A − B. */
-export function diffNorm(a: Matrix<Float32Array | Float64Array>, b: Matrix<Float32Array | Float64Array>): number {
+export function diffNorm(
+  a: Matrix<Float32Array | Float64Array>,
+  b: Matrix<Float32Array | Float64Array>,
+): number {
   let s = 0;
   for (let i = 0; i < a.data.length; i++) s += (a.data[i] - b.data[i]) ** 2;
   return Math.sqrt(s);

@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { closeGpu, gpuAvailable, matmulGpu } from "../../src/linalg/webgpu/gemm_gpu.ts";
-import { matmul } from "../../src/linalg/gemm.ts";
+import { matmul, matmulAsync } from "../../src/linalg/gemm.ts";
 import { matrix } from "../../src/linalg/matrix.ts";
 import { ShapeError } from "../../src/errors.ts";
 
@@ -18,6 +18,27 @@ function fill(out: Float32Array, seed: number): Float32Array {
   }
   return out;
 }
+
+test("matmulAsync: the CPU result for small products, the GPU one when forced", async () => {
+  const a = matrix(33, 20, fill(new Float32Array(660), 1));
+  const b = matrix(17, 20, fill(new Float32Array(340), 2));
+  const cpu = matmul(a, b, { transB: true });
+  assert.deepEqual((await matmulAsync(a, b, { transB: true })).data, cpu.data);
+  assert.deepEqual(
+    (await matmulAsync(a, b, { transB: true, backend: "ts" })).data,
+    matmul(a, b, { transB: true, backend: "ts" }).data,
+  );
+  if (await gpuAvailable()) {
+    try {
+      const g = await matmulAsync(a, b, { transB: true, backend: "webgpu" });
+      for (let i = 0; i < g.data.length; i++) {
+        assert.ok(Math.abs(g.data[i] - cpu.data[i]) <= 4 * 20 * 2 ** -23);
+      }
+    } finally {
+      await closeGpu();
+    }
+  } else await assert.rejects(matmulAsync(a, b, { transB: true, backend: "webgpu" }), /no WebGPU adapter/);
+});
 
 test("WebGPU GEMM agrees with the TypeScript product within k·ε·max|a|·max|b|", async (t) => {
   if (!(await gpuAvailable())) {

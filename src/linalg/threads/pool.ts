@@ -2,9 +2,11 @@
  * A pool of worker threads running kernels of the shared-memory WebAssembly runtime.
  *
  * Each worker instantiates the same module over the same `shared: true` memory, with its own C stack (the
- * kernels keep no static state; scratch is passed per call). The calling thread posts one job per worker,
- * runs the first job itself, then blocks in `Atomics.wait` on a completion counter in wasm memory: the API
- * stays synchronous. Blocking needs a thread that may block: Deno, Bun and Node main threads may, a browser
+ * kernels keep no static state; scratch is passed per call), then sleeps in `Atomics.wait` on its own slot of
+ * a control block in wasm memory. The calling thread writes a job (kernel index and numeric arguments) into
+ * each worker's slot and bumps its generation word, runs the first job itself, then blocks in `Atomics.wait`
+ * on the completion counter: the API stays synchronous, and a round trip costs ~10 µs (posting messages
+ * measured ~80 µs). Blocking needs a thread that may block: Deno, Bun and Node main threads may, a browser
  * main thread may not ({@link canBlock} is false there and callers stay single-threaded).
  *
  * Workers come from `node:worker_threads` where it exists (Deno, Bun, Node: they are `unref`'d, so an idle
@@ -24,7 +26,15 @@ export interface Job {
 }
 
 const STACK_BYTES = 65536;
+// Control block: header (done count, error count), then one slot per worker:
+// i32 generation (the worker waits on it), i32 kernel index, i32 argument count, f64 arguments from byte 16.
 const DONE = 0, ERRORS = 1;
+const HEADER_BYTES = 64, SLOT_BYTES = 256, MAX_ARGS = (SLOT_BYTES - 16) / 8;
+
+/** Names of the exported functions, in export order: workers and caller agree on kernel indices. */
+export function kernelNames(module: WebAssembly.Module): string[] {
+  return WebAssembly.Module.exports(module).filter((e) => e.kind === "function").map((e) => e.name);
+}
 
 interface Port {
   post(msg: unknown): void;
@@ -73,6 +83,7 @@ export class ThreadPool {
   #ports: Port[];
   #ctrl: number;
   #stacks: number[];
+  #names: Map<string, number>;
   #closed = false;
 
   private constructor(rt: WasmRuntime, ports: Port[], ctrl: number, stacks: number[]) {
@@ -80,6 +91,7 @@ export class ThreadPool {
     this.#ports = ports;
     this.#ctrl = ctrl;
     this.#stacks = stacks;
+    this.#names = new Map(kernelNames(rt.module).map((n, i) => [n, i]));
     this.size = ports.length + 1;
   }
 
@@ -93,8 +105,9 @@ export class ThreadPool {
     }
     if (!rt.shared) throw new Error("start threads: the wasm memory is not shared in this runtime");
     if (!canBlock()) throw new Error("start threads: this thread may not block (browser main thread?)");
-    const ctrl = rt.alloc(64);
-    rt.i32(ctrl, 16).fill(0);
+    const ctrlBytes = HEADER_BYTES + SLOT_BYTES * (threads - 1);
+    const ctrl = rt.alloc(ctrlBytes);
+    rt.i32(ctrl, ctrlBytes / 4).fill(0);
     const stacks: number[] = [];
     const ports: Port[] = [];
     try {
@@ -108,7 +121,8 @@ export class ThreadPool {
           (e) => fail(e),
         );
         ports.push(port);
-        port.post({ type: "init", module: rt.module, memory: rt.memory, stackTop: stack + STACK_BYTES });
+        const slot = ctrl + HEADER_BYTES + SLOT_BYTES * (i - 1);
+        port.post({ module: rt.module, memory: rt.memory, stackTop: stack + STACK_BYTES, ctrl, slot });
         await started;
         port.unref();
       }
@@ -130,12 +144,25 @@ export class ThreadPool {
     if (jobs.length > this.size) {
       throw new RangeError(`run threads: ${jobs.length} jobs for ${this.size} threads`);
     }
-    const ctrl = this.#rt.i32(this.#ctrl, 4);
+    const rt = this.#rt;
+    const ctrl = rt.i32(this.#ctrl, 2);
     Atomics.store(ctrl, DONE, 0);
     Atomics.store(ctrl, ERRORS, 0);
     const others = jobs.length - 1;
     for (let i = 1; i < jobs.length; i++) {
-      this.#ports[i - 1].post({ type: "run", fn: jobs[i].fn, args: jobs[i].args, ctrl: this.#ctrl });
+      const { fn, args } = jobs[i];
+      const index = this.#names.get(fn);
+      if (index === undefined) throw new Error(`run threads: this build exports no function "${fn}"`);
+      if (args.length > MAX_ARGS) {
+        throw new RangeError(`run threads: ${fn} has more than ${MAX_ARGS} arguments`);
+      }
+      const slot = this.#ctrl + HEADER_BYTES + SLOT_BYTES * (i - 1);
+      const words = rt.i32(slot, 3);
+      words[1] = index;
+      words[2] = args.length;
+      rt.f64(slot + 16, args.length).set(args);
+      Atomics.add(words, 0, 1); // publishes the job: the worker reads it after seeing the new generation
+      Atomics.notify(words, 0);
     }
     let error: unknown = null;
     try {
@@ -157,6 +184,11 @@ export class ThreadPool {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    for (let i = 0; i < this.#ports.length; i++) {
+      const words = this.#rt.i32(this.#ctrl + HEADER_BYTES + SLOT_BYTES * i, 1);
+      Atomics.store(words, 0, -1); // stop: leaves its wait loop
+      Atomics.notify(words, 0);
+    }
     await Promise.all(this.#ports.map((p) => p.terminate()));
     for (const s of this.#stacks) this.#rt.free(s);
     this.#rt.free(this.#ctrl);

@@ -1,49 +1,49 @@
 /**
  * Worker side of the thread pool: instantiate the kernel module over the shared memory with a private C
- * stack, then run jobs as they arrive and count them done in the control words.
- *
- * Messages: `{type: "init", module, memory, stackTop}` → replies `{type: "ready"}`;
- * `{type: "run", fn, args, ctrl}` → runs `fn(...args)`, increments the error word on failure and then the done
- * word at `ctrl`, and wakes the waiting thread.
+ * stack, answer `{type: "ready"}`, then serve jobs from this worker's slot of the control block until told
+ * to stop (generation −1) or terminated. Protocol and layout: see `pool.ts`.
  *
  * @module
  */
 
 interface InitMessage {
-  type: "init";
   module: WebAssembly.Module;
   memory: WebAssembly.Memory;
   stackTop: number;
-}
-
-interface RunMessage {
-  type: "run";
-  fn: string;
-  args: number[];
+  /** Byte offset of the control block header (done count, error count). */
   ctrl: number;
+  /** Byte offset of this worker's slot. */
+  slot: number;
 }
 
-let exports: Record<string, unknown> | null = null;
-let memory: WebAssembly.Memory | null = null;
-
-function handle(msg: InitMessage | RunMessage, reply: (m: unknown) => void): void {
-  if (msg.type === "init") {
-    memory = msg.memory;
-    // Synchronous instantiation keeps messages in order: a run never overtakes the init.
-    const instance = new WebAssembly.Instance(msg.module, { env: { memory } });
-    exports = instance.exports as Record<string, unknown>;
-    (exports.__stack_pointer as WebAssembly.Global).value = msg.stackTop;
-    reply({ type: "ready" });
-    return;
+function serve(msg: InitMessage, reply: (m: unknown) => void): void {
+  const { memory } = msg;
+  const instance = new WebAssembly.Instance(msg.module, { env: { memory } });
+  const exports = instance.exports as Record<string, unknown>;
+  (exports.__stack_pointer as WebAssembly.Global).value = msg.stackTop;
+  const fns = WebAssembly.Module.exports(msg.module).filter((e) => e.kind === "function").map((e) =>
+    exports[e.name] as (...a: number[]) => unknown
+  );
+  // A shared memory's buffer never detaches when it grows, so views taken once stay valid.
+  const header = new Int32Array(memory.buffer, msg.ctrl, 2);
+  const words = new Int32Array(memory.buffer, msg.slot, 3);
+  const args = new Float64Array(memory.buffer, msg.slot + 16, (256 - 16) / 8);
+  reply({ type: "ready" });
+  let gen = Atomics.load(words, 0);
+  for (;;) {
+    Atomics.wait(words, 0, gen);
+    const g = Atomics.load(words, 0);
+    if (g === gen) continue;
+    if (g < 0) return;
+    gen = g;
+    try {
+      fns[words[1]](...args.subarray(0, words[2]));
+    } catch {
+      Atomics.add(header, 1, 1);
+    }
+    Atomics.add(header, 0, 1);
+    Atomics.notify(header, 0);
   }
-  const ctrl = new Int32Array(memory!.buffer, msg.ctrl, 4);
-  try {
-    (exports![msg.fn] as (...a: number[]) => unknown)(...msg.args);
-  } catch {
-    Atomics.add(ctrl, 1, 1);
-  }
-  Atomics.add(ctrl, 0, 1);
-  Atomics.notify(ctrl, 0);
 }
 
 let wt: typeof import("node:worker_threads") | null = null;
@@ -54,11 +54,14 @@ try {
 }
 const port = wt?.parentPort;
 if (port) {
-  port.on("message", (m: InitMessage | RunMessage) => handle(m, (r) => port.postMessage(r)));
+  port.once("message", (m: InitMessage) => serve(m, (r) => port.postMessage(r)));
 } else {
   const scope = globalThis as unknown as {
     onmessage: ((e: MessageEvent) => void) | null;
     postMessage(m: unknown): void;
   };
-  scope.onmessage = (e) => handle(e.data, (r) => scope.postMessage(r));
+  scope.onmessage = (e) => {
+    scope.onmessage = null;
+    serve(e.data, (r) => scope.postMessage(r));
+  };
 }

@@ -105,6 +105,15 @@ interface GpuState {
   device: GPUDevice;
   pipeline: GPUComputePipeline;
   maxBinding: number;
+  info: GpuInfo;
+}
+
+/** The adapter behind {@link matmulGpu}. */
+export interface GpuInfo {
+  /** Adapter description (driver name), e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
+  description: string;
+  /** A software adapter (lavapipe, SwiftShader): correct but slower than the wasm kernels. */
+  fallback: boolean;
 }
 
 let state: Promise<GpuState | null> | null = null;
@@ -124,7 +133,10 @@ async function setup(): Promise<GpuState | null> {
       layout: "auto",
       compute: { module, entryPoint: "main" },
     });
-    return { device, pipeline, maxBinding };
+    const ai = (adapter as { info?: { description?: string; isFallbackAdapter?: boolean } }).info;
+    const fallback =
+      !!(ai?.isFallbackAdapter ?? (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter);
+    return { device, pipeline, maxBinding, info: { description: ai?.description ?? "", fallback } };
   } catch {
     return null;
   }
@@ -138,6 +150,11 @@ function gpuState(): Promise<GpuState | null> {
 /** Whether a WebGPU adapter and device could be obtained (cached after the first call). */
 export async function gpuAvailable(): Promise<boolean> {
   return (await gpuState()) !== null;
+}
+
+/** The adapter in use, or null when WebGPU is unavailable. */
+export async function gpuInfo(): Promise<GpuInfo | null> {
+  return (await gpuState())?.info ?? null;
 }
 
 /** Release the GPU device (tests; long-lived programs may keep it). A later call sets it up again. */

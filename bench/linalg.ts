@@ -1,0 +1,149 @@
+/**
+ * Benchmark of the factorisations (`src/linalg/`): thin SVD, rank-k randomized SVD and Cholesky, beside
+ * numpy/OpenBLAS on one thread (Debian's python3-numpy through `/usr/bin/python3`, when present) and
+ * ml-matrix (the SVD at 768² only). Prints seconds and ratios; one run per case (the machine is shared).
+ *
+ * Usage: `node_modules/.bin/deno run -A bench/linalg.ts [--quick]` (`--quick`: small sizes, a smoke run).
+ *
+ * @module
+ */
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { cholesky } from "../src/linalg/cholesky.ts";
+import { gramAccumulate } from "../src/linalg/gram.ts";
+import { matrix64 } from "../src/linalg/matrix.ts";
+import { orthonormalityError } from "../src/linalg/qr.ts";
+import { createRng, randomNormal } from "../src/linalg/random.ts";
+import { svd } from "../src/linalg/svd.ts";
+import { svdTruncated } from "../src/linalg/svd_truncated.ts";
+import { linalgInfo } from "../src/linalg/backend.ts";
+
+const quick = typeof process !== "undefined" && process.argv.includes("--quick");
+
+interface Case {
+  kind: "svd" | "rsvd" | "chol";
+  m: number;
+  n: number;
+  k?: number;
+  mlMatrix?: boolean;
+}
+
+const OVERSAMPLE = 10, POWER = 4;
+const cases: Case[] = quick
+  ? [
+    { kind: "svd", m: 256, n: 256, mlMatrix: true },
+    { kind: "svd", m: 128, n: 512 },
+    { kind: "rsvd", m: 1024, n: 1024, k: 32 },
+    { kind: "chol", m: 512, n: 512 },
+  ]
+  : [
+    { kind: "svd", m: 768, n: 768, mlMatrix: true },
+    { kind: "svd", m: 768, n: 3072 },
+    { kind: "svd", m: 2048, n: 2048 },
+    { kind: "rsvd", m: 4096, n: 4096, k: 256 },
+    { kind: "chol", m: 2048, n: 2048 },
+    { kind: "chol", m: 4096, n: 4096 },
+  ];
+
+const label = (c: Case) =>
+  c.kind === "svd"
+    ? `svd ${c.m}×${c.n}`
+    : c.kind === "rsvd"
+    ? `rank-${c.k} svd ${c.m}×${c.n}`
+    : `cholesky ${c.n}`;
+
+/** numpy timings (seconds) of the same cases, or null when numpy is not installed. */
+function numpyTimes(): (number | null)[] | null {
+  const aptDone = !existsSync("/tmp/apt.log") || /apt done/.test(readFileSync("/tmp/apt.log", "utf8"));
+  if (!aptDone || !existsSync("/usr/bin/python3")) return null;
+  const script = `
+import json, sys, time
+import numpy as np
+cases = json.loads(sys.argv[1])
+rng = np.random.default_rng(0)
+def rsvd(a, k, p, q):
+    o = rng.standard_normal((a.shape[1], k + p))
+    Q, _ = np.linalg.qr(a @ o)
+    for _ in range(q):
+        Z, _ = np.linalg.qr(a.T @ Q)
+        Q, _ = np.linalg.qr(a @ Z)
+    u, s, vt = np.linalg.svd(Q.T @ a, full_matrices=False)
+    return (Q @ u)[:, :k], s[:k], vt[:k]
+out = []
+for c in cases:
+    a = rng.standard_normal((c["m"], c["n"]))
+    if c["kind"] == "chol":
+        x = rng.standard_normal((2 * c["n"], c["n"]))
+        a = x.T @ x / (2 * c["n"])
+    t = time.perf_counter()
+    if c["kind"] == "svd": np.linalg.svd(a, full_matrices=False)
+    elif c["kind"] == "rsvd": rsvd(a, c["k"], ${OVERSAMPLE}, ${POWER})
+    else: np.linalg.cholesky(a)
+    out.append(time.perf_counter() - t)
+print(json.dumps(out))
+`;
+  try {
+    const env = { ...process.env, OPENBLAS_NUM_THREADS: "1", OMP_NUM_THREADS: "1", MKL_NUM_THREADS: "1" };
+    const text = execFileSync("/usr/bin/python3", ["-c", script, JSON.stringify(cases)], {
+      env,
+      encoding: "utf8",
+    });
+    return JSON.parse(text.trim().split("\n").pop()!);
+  } catch (e) {
+    console.log(`numpy: not available (${e instanceof Error ? e.message.split("\n")[0] : e})`);
+    return null;
+  }
+}
+
+async function mlMatrixSvd(m: number, n: number): Promise<number | null> {
+  try {
+    const { Matrix, SVD } = await import("ml-matrix");
+    const a = randomNormal(m, n, createRng(5));
+    const rows: number[][] = [];
+    for (let i = 0; i < m; i++) rows.push(Array.from(a.data.subarray(i * n, (i + 1) * n)));
+    const mat = new Matrix(rows);
+    const t = performance.now();
+    new SVD(mat, { autoTranspose: true });
+    return (performance.now() - t) / 1000;
+  } catch (e) {
+    console.log(`ml-matrix: not available (${e instanceof Error ? e.message : e})`);
+    return null;
+  }
+}
+
+function ours(c: Case): { seconds: number; note: string } {
+  const rng = createRng(1);
+  if (c.kind === "chol") {
+    const n = c.n, x = randomNormal(2 * n, n, rng);
+    const g = matrix64(n, n);
+    gramAccumulate(g, x, 1 / (2 * n));
+    const t = performance.now();
+    const r = cholesky(g);
+    return { seconds: (performance.now() - t) / 1000, note: `shift ${r.shift}` };
+  }
+  const a = randomNormal(c.m, c.n, rng);
+  const t = performance.now();
+  const r = c.kind === "svd"
+    ? svd(a)
+    : svdTruncated(a, c.k!, { oversample: OVERSAMPLE, powerIterations: POWER });
+  const seconds = (performance.now() - t) / 1000;
+  const orth = c.m * c.n <= 1024 * 1024 ? ` ‖UᵀU−I‖max ${orthonormalityError(r.u).toExponential(1)}` : "";
+  return { seconds, note: `σ1 ${r.s[0].toFixed(3)}${orth}` };
+}
+
+const info = linalgInfo();
+console.log(`backend ${info.backend}, threads ${info.threads}, simd ${info.simd}${quick ? " (quick)" : ""}`);
+const np = numpyTimes();
+const fmt = (v: number | null) => v === null ? "—" : v.toFixed(3);
+console.log("case                      | ours s   | numpy s  | ours/numpy | ml-matrix s | ml/ours | note");
+for (let i = 0; i < cases.length; i++) {
+  const c = cases[i];
+  const r = ours(c);
+  const npT = np ? np[i] : null;
+  const ml = c.mlMatrix ? await mlMatrixSvd(c.m, c.n) : null;
+  console.log(
+    `${label(c).padEnd(25)} | ${fmt(r.seconds).padStart(8)} | ${fmt(npT).padStart(8)} | ${
+      (npT ? (r.seconds / npT).toFixed(2) + "×" : "—").padStart(10)
+    } | ${fmt(ml).padStart(11)} | ${(ml ? (ml / r.seconds).toFixed(1) + "×" : "—").padStart(7)} | ${r.note}`,
+  );
+}

@@ -1,0 +1,16 @@
+import { matmul } from "./src/linalg/gemm.ts";
+import { linalgInfo } from "./src/linalg/backend.ts";
+console.log(linalgInfo());
+const a = { rows: 512, cols: 8, data: new Float32Array(512 * 8).fill(0.5) };
+let t0 = performance.now();
+for (let i = 0; i < 100; i++) matmul(a, a, { transB: true });
+console.log("512x8x512 x100", performance.now() - t0);
+const x = { rows: 5120, cols: 64, data: new Float32Array(5120 * 64).fill(0.5) };
+const w = { rows: 172, cols: 64, data: new Float32Array(172 * 64).fill(0.5) };
+t0 = performance.now();
+for (let i = 0; i < 10; i++) matmul(x, w, { transB: true });
+console.log("5120x64x172 x10", performance.now() - t0);
+const s = { rows: 512, cols: 512, data: new Float32Array(512 * 512).fill(0.5) };
+t0 = performance.now();
+for (let i = 0; i < 100; i++) matmul(s, a);
+console.log("512x512x8 x100", performance.now() - t0);

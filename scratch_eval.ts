@@ -1,0 +1,17 @@
+import { loadModel } from "./src/model/load.ts";
+import { perplexity } from "./src/eval/perplexity.ts";
+import { generate } from "./src/eval/generate.ts";
+import { readFileSync } from "node:fs";
+const m = await loadModel("models/stories260K/stories260K.gguf");
+const ids = m.tokenizer.encode(readFileSync("data/tinystories-valid.part1.txt", "utf8"), { bos: true });
+let t0 = performance.now();
+const r = await perplexity(m, ids, { window: 512 });
+console.log(r, performance.now() - t0);
+t0 = performance.now();
+const g = await generate(m, m.tokenizer.encode("Once upon a time", { bos: true }), 30);
+console.log(JSON.stringify(m.tokenizer.decode(g)), performance.now() - t0);
+const b = await loadModel("/work/shared/models/tinylm-brown");
+const bi = b.tokenizer.encode(readFileSync("/work/shared/data/brown-valid.txt", "utf8"), { bos: true });
+t0 = performance.now();
+const rb = await perplexity(b, bi, { window: 256 });
+console.log(rb.tokens, rb.meanNll, rb.ppl, rb.windows, performance.now() - t0);

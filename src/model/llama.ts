@@ -1,0 +1,502 @@
+/**
+ * The LLaMA forward pass, float32, one block at a time (llama2.c in spirit: every field carries its shape).
+ *
+ * One code path serves evaluation, calibration and generation: {@link embed} turns token windows into the
+ * residual stream x ((batch·seq)×hidden), {@link forwardBlock} runs one decoder block over it (causal attention
+ * inside each window, GQA, RoPE, SwiGLU) and can show each linear's exact input to an observer, and
+ * {@link tokenNll} / {@link finalLogits} apply the final norm and lm_head chunk by chunk so that a long window
+ * over a large vocabulary never holds all its logits. {@link forwardBlockCached} is the same block with a
+ * key/value cache, for incremental decoding.
+ *
+ * y = x·Wᵀ everywhere (weights stored out×in), through `matmul(x, w, { transB: true })`.
+ *
+ * @module
+ */
+import { ShapeError } from "../errors.ts";
+import { matmul } from "../linalg/gemm.ts";
+import type { Matrix } from "../linalg/matrix.ts";
+import type { TensorReader } from "../io/tensor_reader.ts";
+import {
+  EMBED,
+  FINAL_NORM,
+  inputNormName,
+  type LinearName,
+  linearPrefix,
+  LM_HEAD,
+  postNormName,
+  SVD_A,
+  SVD_B,
+} from "./names.ts";
+import { applyRope, type RopeTables, ropeTables } from "./rope.ts";
+import type { LlamaSpec } from "./spec.ts";
+
+/** A linear layer y = W·x (+ bias), dense or factored as W ≈ A·B. */
+export type Linear =
+  | { kind: "dense"; weight: Matrix /* out×in */; bias?: Float32Array /* out */ }
+  | { kind: "lowrank"; a: Matrix /* out×rank */; b: Matrix /* rank×in */; bias?: Float32Array /* out */ };
+
+/** The weights of one decoder block (d = hidden, f = intermediate, q = heads·headDim, kv = kvHeads·headDim). */
+export interface LlamaBlock {
+  /** RMSNorm before attention: d. */
+  inputNorm: Float32Array;
+  /** q×d. */
+  q: Linear;
+  /** kv×d. */
+  k: Linear;
+  /** kv×d. */
+  v: Linear;
+  /** d×q. */
+  o: Linear;
+  /** RMSNorm before the MLP: d. */
+  postNorm: Float32Array;
+  /** f×d. */
+  gate: Linear;
+  /** f×d. */
+  up: Linear;
+  /** d×f. */
+  down: Linear;
+}
+
+/** The model's boundary, held in memory: embedding, final norm, output projection. */
+export interface LlamaHead {
+  /** vocab×d. */
+  embed: Matrix;
+  /** d. */
+  norm: Float32Array;
+  /** vocab×d (the embedding itself when tied). */
+  lmHead: Matrix;
+}
+
+/** How the rows of x are grouped: `batch` windows of `seq` consecutive positions (0..seq-1). */
+export interface Layout {
+  /** Number of windows. */
+  batch: number;
+  /** Tokens per window. */
+  seq: number;
+}
+
+/** Sees the exact input of each linear (tokens×in); q/k/v share one input and are reported once each. */
+export type LinearObserver = (linear: LinearName, input: Matrix) => void;
+
+/** y = x·Wᵀ (+ b) for x: tokens×in → tokens×out; a low-rank linear computes (x·Bᵀ)·Aᵀ. */
+export function applyLinear(lin: Linear, x: Matrix): Matrix {
+  const y = lin.kind === "dense"
+    ? matmul(x, lin.weight, { transB: true })
+    : matmul(matmul(x, lin.b, { transB: true }), lin.a, { transB: true });
+  if (lin.bias) {
+    const b = lin.bias, n = y.cols, d = y.data;
+    for (let t = 0; t < y.rows; t++) for (let j = 0; j < n; j++) d[t * n + j] += b[j];
+  }
+  return y;
+}
+
+/** Output width of a linear. */
+export function linearOut(lin: Linear): number {
+  return lin.kind === "dense" ? lin.weight.rows : lin.a.rows;
+}
+
+/** Input width of a linear. */
+export function linearIn(lin: Linear): number {
+  return lin.kind === "dense" ? lin.weight.cols : lin.b.cols;
+}
+
+async function readShaped(
+  reader: TensorReader,
+  name: string,
+  shape: readonly number[],
+): Promise<Float32Array> {
+  const info = reader.info(name);
+  if (info.shape.length !== shape.length || info.shape.some((n, i) => n !== shape[i])) {
+    throw new ShapeError(
+      `load ${name} from ${reader.name}: shape [${info.shape.join(", ")}], the model spec expects [${
+        shape.join(", ")
+      }]`,
+    );
+  }
+  return await reader.read(name);
+}
+
+/**
+ * Read the linear at `prefix` (out×in): `<prefix>.weight`, or the factor pair `<prefix>.svd_a` (out×rank) and
+ * `<prefix>.svd_b` (rank×in); `<prefix>.bias` when present (required when `needBias`). Shapes are checked.
+ */
+export async function loadLinear(
+  reader: TensorReader,
+  prefix: string,
+  out: number,
+  inDim: number,
+  needBias = false,
+): Promise<Linear> {
+  const biasName = `${prefix}.bias`;
+  if (needBias && !reader.has(biasName)) {
+    throw new ShapeError(
+      `load ${prefix} from ${reader.name}: the spec says it has a bias, but ${biasName} is missing`,
+    );
+  }
+  const bias = reader.has(biasName) ? await readShaped(reader, biasName, [out]) : undefined;
+  if (reader.has(`${prefix}.weight`)) {
+    const w = await readShaped(reader, `${prefix}.weight`, [out, inDim]);
+    return { kind: "dense", weight: { rows: out, cols: inDim, data: w }, bias };
+  }
+  const aName = `${prefix}.${SVD_A}`, bName = `${prefix}.${SVD_B}`;
+  if (!reader.has(aName) || !reader.has(bName)) {
+    throw new ShapeError(
+      `load ${prefix} from ${reader.name}: neither ${prefix}.weight nor ${aName} + ${bName} exist`,
+    );
+  }
+  const rank = reader.info(aName).shape[1];
+  const a = await readShaped(reader, aName, [out, rank]);
+  const b = await readShaped(reader, bName, [rank, inDim]);
+  return {
+    kind: "lowrank",
+    a: { rows: out, cols: rank, data: a },
+    b: { rows: rank, cols: inDim, data: b },
+    bias,
+  };
+}
+
+/** Read block `i` (dense or low-rank linears), checking every shape against the spec. */
+export async function loadBlock(reader: TensorReader, spec: LlamaSpec, i: number): Promise<LlamaBlock> {
+  const d = spec.hiddenSize, f = spec.intermediateSize;
+  const q = spec.numHeads * spec.headDim, kv = spec.numKvHeads * spec.headDim;
+  const lin = (name: LinearName, out: number, inDim: number, bias = false) =>
+    loadLinear(reader, linearPrefix(i, name), out, inDim, bias);
+  return {
+    inputNorm: await readShaped(reader, inputNormName(i), [d]),
+    q: await lin("self_attn.q_proj", q, d, spec.attentionBias),
+    k: await lin("self_attn.k_proj", kv, d, spec.attentionBias),
+    v: await lin("self_attn.v_proj", kv, d, spec.attentionBias),
+    o: await lin("self_attn.o_proj", d, q),
+    postNorm: await readShaped(reader, postNormName(i), [d]),
+    gate: await lin("mlp.gate_proj", f, d),
+    up: await lin("mlp.up_proj", f, d),
+    down: await lin("mlp.down_proj", d, f),
+  };
+}
+
+const headCache = new WeakMap<TensorReader, Promise<LlamaHead>>();
+
+/** Read embedding, final norm and lm_head (the embedding when tied or absent); cached per reader. */
+export function loadHead(reader: TensorReader, spec: LlamaSpec): Promise<LlamaHead> {
+  let p = headCache.get(reader);
+  if (!p) {
+    p = (async () => {
+      const v = spec.vocabSize, d = spec.hiddenSize;
+      const embed = { rows: v, cols: d, data: await readShaped(reader, EMBED, [v, d]) };
+      const norm = await readShaped(reader, FINAL_NORM, [d]);
+      const tied = spec.tieWordEmbeddings || !reader.has(LM_HEAD);
+      const lmHead = tied ? embed : { rows: v, cols: d, data: await readShaped(reader, LM_HEAD, [v, d]) };
+      return { embed, norm, lmHead };
+    })();
+    p.catch(() => headCache.delete(reader));
+    headCache.set(reader, p);
+  }
+  return p;
+}
+
+/** Look up token embeddings: windows (batch of equal-length Int32Arrays) → x: (batch·seq)×hidden. */
+export function embed(table: Matrix | LlamaHead, spec: LlamaSpec, windows: readonly Int32Array[]): Matrix {
+  const e = "embed" in table ? table.embed : table;
+  const d = spec.hiddenSize, seq = windows.length ? windows[0].length : 0;
+  const x = new Float32Array(windows.length * seq * d);
+  let r = 0;
+  for (const w of windows) {
+    if (w.length !== seq) throw new ShapeError(`embed: windows of unequal length (${w.length} and ${seq})`);
+    for (let t = 0; t < w.length; t++, r++) {
+      const id = w[t];
+      if (!(id >= 0 && id < e.rows)) {
+        throw new ShapeError(`embed: token id ${id} outside the vocabulary (${e.rows})`);
+      }
+      x.set(e.data.subarray(id * d, (id + 1) * d), r * d);
+    }
+  }
+  return { rows: windows.length * seq, cols: d, data: x };
+}
+
+/** RMSNorm of each row of x (tokens×d) times the weight w (d), into a new matrix. */
+export function rmsNorm(x: Matrix, w: Float32Array, eps: number): Matrix {
+  const n = x.cols, out = new Float32Array(x.data.length), d = x.data;
+  for (let t = 0; t < x.rows; t++) {
+    let ss = 0;
+    for (let j = 0; j < n; j++) ss += d[t * n + j] * d[t * n + j];
+    const s = 1 / Math.sqrt(ss / n + eps);
+    for (let j = 0; j < n; j++) out[t * n + j] = d[t * n + j] * s * w[j];
+  }
+  return { rows: x.rows, cols: n, data: out };
+}
+
+const ropeCache = new Map<string, RopeTables>();
+
+function ropeFor(spec: LlamaSpec, positions: number): RopeTables {
+  const key = `${spec.headDim}/${spec.ropeTheta}`;
+  let t = ropeCache.get(key);
+  if (!t || t.positions < positions) {
+    t = ropeTables(Math.max(positions, spec.maxPositions, 64), spec.headDim, spec.ropeTheta);
+    ropeCache.set(key, t);
+  }
+  return t;
+}
+
+/** Copy head `h` of rows [r0, r0+n) of m (rows×(heads·hd)) into a contiguous n×hd matrix. */
+function gatherHead(m: Matrix, r0: number, n: number, h: number, hd: number): Matrix {
+  const out = new Float32Array(n * hd);
+  for (let t = 0; t < n; t++) {
+    out.set(m.data.subarray((r0 + t) * m.cols + h * hd, (r0 + t) * m.cols + (h + 1) * hd), t * hd);
+  }
+  return { rows: n, cols: hd, data: out };
+}
+
+// 2^-n for n = 0..127: the integer part of expNeg's argument in base 2
+const POW2_NEG = Float64Array.from({ length: 128 }, (_, n) => 2 ** -n);
+
+/**
+ * e^x for x ≤ 0, to about 1e-8 relative (well below float32 rounding), 0 below −87 (float32 underflow).
+ * Softmax spends most of its time in exp, and Math.exp costs several times this.
+ */
+export function expNeg(x: number): number {
+  if (x < -87) return 0;
+  const t = x * Math.LOG2E; // in [-125.6, 0]
+  const n = Math.round(t);
+  const u = (t - n) * Math.LN2; // |u| ≤ ln2/2: degree-7 Taylor error < 5e-9
+  const p = 1 + u * (1 + u * (1 / 2 + u * (1 / 6 + u * (1 / 24 + u * (1 / 120 + u * (1 / 720 + u / 5040))))));
+  return p * POW2_NEG[-n];
+}
+
+/** In place: row[off..off+n) ← softmax(scale · row[off..off+n)). Kept small so it optimises. */
+function softmaxRow(d: Float32Array, off: number, n: number, scale: number): void {
+  let max = -Infinity;
+  for (let j = off; j < off + n; j++) if (d[j] > max) max = d[j];
+  if (!Number.isFinite(max)) {
+    d.fill(NaN, off, off + n); // NaN/Inf scores: let them show in the loss rather than hide
+    return;
+  }
+  let sum = 0;
+  for (let j = off; j < off + n; j++) {
+    const e = expNeg((d[j] - max) * scale);
+    d[j] = e;
+    sum += e;
+  }
+  const inv = 1 / sum;
+  for (let j = off; j < off + n; j++) d[j] *= inv;
+}
+
+/** Query rows handled at once: a causal block only multiplies against the keys it can see. */
+const QUERY_BLOCK = 64;
+
+/**
+ * Causal multi-head attention with GQA. q: (batch·nq)×(H·hd); k, v: (batch·nk)×(KV·hd), where query i of a
+ * window sits at position `past + i` and sees keys 0..past+i of its own window (nk = past + nq).
+ * Returns (batch·nq)×(H·hd).
+ */
+function attend(spec: LlamaSpec, q: Matrix, k: Matrix, v: Matrix, batch: number, nq: number, nk: number): Matrix {
+  const H = spec.numHeads, hd = spec.headDim, group = H / spec.numKvHeads, past = nk - nq;
+  const scale = 1 / Math.sqrt(hd);
+  const out = new Float32Array(batch * nq * H * hd);
+  for (let b = 0; b < batch; b++) {
+    for (let kh = 0; kh < spec.numKvHeads; kh++) {
+      const kb = gatherHead(k, b * nk, nk, kh, hd); // nk×hd
+      const vb = gatherHead(v, b * nk, nk, kh, hd); // nk×hd
+      for (let h = kh * group; h < (kh + 1) * group; h++) {
+        const qb = gatherHead(q, b * nq, nq, h, hd); // nq×hd
+        for (let i0 = 0; i0 < nq; i0 += QUERY_BLOCK) {
+          const rows = Math.min(QUERY_BLOCK, nq - i0), keys = past + i0 + rows; // keys 0..keys-1 visible
+          const qs = { rows, cols: hd, data: qb.data.subarray(i0 * hd, (i0 + rows) * hd) };
+          const ks = { rows: keys, cols: hd, data: kb.data.subarray(0, keys * hd) };
+          const s = matmul(qs, ks, { transB: true }); // rows×keys scores
+          const sd = s.data;
+          for (let i = 0; i < rows; i++) {
+            const visible = past + i0 + i + 1;
+            softmaxRow(sd, i * keys, visible, scale);
+            sd.fill(0, i * keys + visible, (i + 1) * keys); // causal mask
+          }
+          const o = matmul(s, { rows: keys, cols: hd, data: vb.data.subarray(0, keys * hd) }); // rows×hd
+          for (let i = 0; i < rows; i++) {
+            out.set(o.data.subarray(i * hd, (i + 1) * hd), (b * nq + i0 + i) * H * hd + h * hd);
+          }
+        }
+      }
+    }
+  }
+  return { rows: batch * nq, cols: H * hd, data: out };
+}
+
+/** x += y, in place (both tokens×d). */
+function addInto(x: Matrix, y: Matrix): void {
+  for (let i = 0; i < x.data.length; i++) x.data[i] += y.data[i];
+}
+
+/** The MLP half of a block: x += down(silu(gate(n)) ⊙ up(n)), n = RMSNorm(x). */
+function mlp(spec: LlamaSpec, block: LlamaBlock, x: Matrix, observe?: LinearObserver): void {
+  const n = rmsNorm(x, block.postNorm, spec.rmsNormEps); // tokens×d
+  observe?.("mlp.gate_proj", n);
+  observe?.("mlp.up_proj", n);
+  const g = applyLinear(block.gate, n), u = applyLinear(block.up, n); // tokens×f
+  const gd = g.data, ud = u.data;
+  for (let i = 0; i < gd.length; i++) gd[i] = (gd[i] / (1 + Math.exp(-gd[i]))) * ud[i];
+  observe?.("mlp.down_proj", g);
+  addInto(x, applyLinear(block.down, g));
+}
+
+/**
+ * One decoder block over x ((batch·seq)×hidden, windows of `seq` consecutive rows at positions 0..seq-1),
+ * returning the new residual stream (x is not modified). `observe` sees each linear's exact input.
+ */
+export function forwardBlock(
+  spec: LlamaSpec,
+  block: LlamaBlock,
+  x: Matrix,
+  layout: Layout,
+  observe?: LinearObserver,
+): Matrix {
+  const { batch, seq } = layout;
+  if (x.rows !== batch * seq || x.cols !== spec.hiddenSize) {
+    throw new ShapeError(
+      `forwardBlock: x is ${x.rows}×${x.cols}, layout needs ${batch * seq}×${spec.hiddenSize}`,
+    );
+  }
+  const h: Matrix = { rows: x.rows, cols: x.cols, data: Float32Array.from(x.data) }; // residual stream copy
+  const n = rmsNorm(h, block.inputNorm, spec.rmsNormEps); // tokens×d
+  observe?.("self_attn.q_proj", n);
+  observe?.("self_attn.k_proj", n);
+  observe?.("self_attn.v_proj", n);
+  const q = applyLinear(block.q, n); // tokens×(H·hd)
+  const k = applyLinear(block.k, n); // tokens×(KV·hd)
+  const v = applyLinear(block.v, n); // tokens×(KV·hd)
+  const tables = ropeFor(spec, seq);
+  applyRope(q, spec.numHeads, spec.headDim, tables, spec.ropeStyle, (t) => t % seq);
+  applyRope(k, spec.numKvHeads, spec.headDim, tables, spec.ropeStyle, (t) => t % seq);
+  const att = attend(spec, q, k, v, batch, seq, seq); // tokens×(H·hd)
+  observe?.("self_attn.o_proj", att);
+  addInto(h, applyLinear(block.o, att));
+  mlp(spec, block, h, observe);
+  return h;
+}
+
+/** One block's key/value cache for incremental decoding of a single sequence. */
+export interface LayerCache {
+  /** capacity×(KV·hd) rotated keys. */
+  k: Float32Array;
+  /** capacity×(KV·hd) values. */
+  v: Float32Array;
+  /** Positions filled so far. */
+  length: number;
+  /** Positions the buffers hold. */
+  capacity: number;
+}
+
+/** An empty cache for `capacity` positions. */
+export function newLayerCache(spec: LlamaSpec, capacity: number): LayerCache {
+  const w = spec.numKvHeads * spec.headDim;
+  return { k: new Float32Array(capacity * w), v: new Float32Array(capacity * w), length: 0, capacity };
+}
+
+/**
+ * The same block as {@link forwardBlock} for one sequence, continuing from the cached positions: x holds the
+ * next n tokens (n×hidden, positions cache.length..cache.length+n-1); their keys/values are appended.
+ */
+export function forwardBlockCached(spec: LlamaSpec, block: LlamaBlock, x: Matrix, cache: LayerCache): Matrix {
+  const nq = x.rows, past = cache.length, w = spec.numKvHeads * spec.headDim;
+  if (past + nq > cache.capacity) {
+    throw new ShapeError(`forwardBlockCached: cache holds ${cache.capacity} positions`);
+  }
+  const h: Matrix = { rows: x.rows, cols: x.cols, data: Float32Array.from(x.data) };
+  const n = rmsNorm(h, block.inputNorm, spec.rmsNormEps);
+  const q = applyLinear(block.q, n), k = applyLinear(block.k, n), v = applyLinear(block.v, n);
+  const tables = ropeFor(spec, past + nq);
+  applyRope(q, spec.numHeads, spec.headDim, tables, spec.ropeStyle, (t) => past + t);
+  applyRope(k, spec.numKvHeads, spec.headDim, tables, spec.ropeStyle, (t) => past + t);
+  cache.k.set(k.data, past * w);
+  cache.v.set(v.data, past * w);
+  cache.length = past + nq;
+  const nk = cache.length;
+  const kAll = { rows: nk, cols: w, data: cache.k.subarray(0, nk * w) };
+  const vAll = { rows: nk, cols: w, data: cache.v.subarray(0, nk * w) };
+  const att = attend(spec, q, kAll, vAll, 1, nq, nk);
+  addInto(h, applyLinear(block.o, att));
+  mlp(spec, block, h);
+  return h;
+}
+
+/** Logits (rows×vocab) of a few rows of the final residual stream h (rows×hidden): lm_head(RMSNorm(h)). */
+export function finalLogits(spec: LlamaSpec, head: LlamaHead, h: Matrix): Matrix {
+  return matmul(rmsNorm(h, head.norm, spec.rmsNormEps), head.lmHead, { transB: true });
+}
+
+/** Rows of logits computed at once by {@link tokenNll}: about 4M floats (16 MB) whatever the vocabulary. */
+function chunkRows(vocab: number): number {
+  return Math.max(1, Math.floor((1 << 22) / vocab));
+}
+
+/**
+ * Negative log-likelihood (natural log) of `targets[t]` under the logits of row t of the final residual stream
+ * h (tokens×hidden), computed chunk by chunk. A target < 0 means "no prediction" and gives NaN. A row whose
+ * logits are not finite gives a non-finite NLL (reported, not hidden).
+ */
+export function tokenNll(spec: LlamaSpec, head: LlamaHead, h: Matrix, targets: Int32Array): Float64Array {
+  if (targets.length !== h.rows) {
+    throw new ShapeError(`tokenNll: ${targets.length} targets for ${h.rows} rows`);
+  }
+  const out = new Float64Array(h.rows), V = spec.vocabSize, step = chunkRows(V), d = h.cols;
+  for (let r0 = 0; r0 < h.rows; r0 += step) {
+    const n = Math.min(step, h.rows - r0);
+    const logits = finalLogits(spec, head, { rows: n, cols: d, data: h.data.subarray(r0 * d, (r0 + n) * d) });
+    for (let i = 0; i < n; i++) {
+      const tgt = targets[r0 + i];
+      if (tgt < 0) {
+        out[r0 + i] = NaN;
+        continue;
+      }
+      out[r0 + i] = logSumExp(logits.data, i * V, V) - logits.data[i * V + tgt];
+    }
+  }
+  return out;
+}
+
+/** log Σ exp(a[off..off+n)) in float64, stable. */
+export function logSumExp(a: Float32Array, off: number, n: number): number {
+  let max = -Infinity;
+  for (let j = 0; j < n; j++) if (a[off + j] > max) max = a[off + j];
+  if (!Number.isFinite(max)) return max === -Infinity ? -Infinity : NaN;
+  let s = 0;
+  for (let j = 0; j < n; j++) s += Math.exp(a[off + j] - max);
+  return max + Math.log(s);
+}
+
+/** Progress of a long model computation. */
+export interface ProgressEvent {
+  /** What is being done ("blocks", "windows", …). */
+  stage: string;
+  /** Units done. */
+  done: number;
+  /** Units in all. */
+  total: number;
+}
+
+/** Anything with a spec and a reader of canonical tensor names: a loaded model or a compressed one. */
+export interface ModelWeights {
+  /** Architecture. */
+  readonly spec: LlamaSpec;
+  /** Tensors under Hugging Face names. */
+  readonly reader: TensorReader;
+}
+
+/**
+ * Run windows (equal lengths) through every block, streaming: embed, then for each layer load the block,
+ * forward, drop it. Returns the final residual stream (batch·seq)×hidden, before the final norm.
+ */
+export async function forwardHidden(
+  model: ModelWeights,
+  windows: readonly Int32Array[],
+  opts: { onBlock?: (layer: number) => void; observe?: (layer: number) => LinearObserver | undefined } = {},
+): Promise<Matrix> {
+  const { spec, reader } = model;
+  const head = await loadHead(reader, spec);
+  const layout = { batch: windows.length, seq: windows.length ? windows[0].length : 0 };
+  let x = embed(head, spec, windows);
+  for (let i = 0; i < spec.numLayers; i++) {
+    const block = await loadBlock(reader, spec, i);
+    x = forwardBlock(spec, block, x, layout, opts.observe?.(i));
+    opts.onBlock?.(i);
+  }
+  return x;
+}

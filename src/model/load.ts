@@ -1,0 +1,125 @@
+/**
+ * Open a model for evaluation, calibration or generation: a Hugging Face folder (config.json, safetensors,
+ * tokenizer.json) or a GGUF file. Only the headers are read here; weights are read block by block later.
+ *
+ * @module
+ */
+import { FormatError } from "../errors.ts";
+import { type GgufFile, openGguf } from "../io/gguf.ts";
+import { openModelWeights } from "../io/sharded.ts";
+import type { TensorInfo, TensorReader } from "../io/tensor_reader.ts";
+import { loadHfTokenizer } from "../tokenize/hf.ts";
+import { GgufSentencePieceTokenizer } from "../tokenize/sentencepiece.ts";
+import type { Tokenizer } from "../tokenize/tokenizer.ts";
+import { ggufToHfName, LM_HEAD } from "./names.ts";
+import { type LlamaSpec, specFromGguf, specFromHfConfig } from "./spec.ts";
+
+/** An opened model: spec, weights under canonical names, tokenizer. Close it when done. */
+export interface LoadedModel {
+  /** Architecture. */
+  readonly spec: LlamaSpec;
+  /** Weights under Hugging Face names (a GGUF file's names are mapped). */
+  readonly reader: TensorReader;
+  /** The model's tokenizer. */
+  readonly tokenizer: Tokenizer;
+  /** Raw config.json, or for GGUF an object of the metadata's scalar values. */
+  readonly config: Record<string, unknown>;
+  /** Display name: the folder or file name. */
+  readonly name: string;
+  /** Release the weight files. */
+  close(): Promise<void>;
+}
+
+/**
+ * View a GGUF file under Hugging Face tensor names (`blk.0.attn_q.weight` → `model.layers.0.self_attn.q_proj.weight`).
+ * Tensors outside the LLaMA map keep their GGUF names. Shapes are as stored: q/k rows stay in llama.cpp's
+ * interleaved layout, which is why a GGUF spec has ropeStyle "interleaved".
+ */
+export function ggufAsHfReader(g: GgufFile): TensorReader {
+  const toGguf = new Map<string, string>();
+  const infos: TensorInfo[] = [];
+  for (const t of g.tensors()) {
+    const hf = ggufToHfName(t.name) ?? t.name;
+    if (toGguf.has(hf)) throw new FormatError(g.name, `GGUF: two tensors map to ${hf}`);
+    toGguf.set(hf, t.name);
+    infos.push(Object.freeze({ ...t, name: hf }));
+  }
+  const byName = new Map(infos.map((i) => [i.name, i]));
+  const frozen = Object.freeze(infos);
+  const gg = (name: string): string => {
+    const n = toGguf.get(name);
+    if (n === undefined) {
+      throw new FormatError(g.name, `no tensor named ${JSON.stringify(name)} in this GGUF file`);
+    }
+    return n;
+  };
+  return {
+    name: g.name,
+    metadata: g.metadata,
+    tensors: () => frozen,
+    has: (name) => byName.has(name),
+    info: (name) => byName.get(name) ?? g.info(gg(name)),
+    read: (name) => g.read(gg(name)),
+    close: () => g.close(),
+  };
+}
+
+async function loadGgufModel(path: string): Promise<LoadedModel> {
+  const g = await openGguf(path);
+  try {
+    const reader = ggufAsHfReader(g);
+    const embedRows = reader.has("model.embed_tokens.weight")
+      ? reader.info("model.embed_tokens.weight").shape[0]
+      : undefined;
+    const spec = Object.freeze({
+      ...specFromGguf(g.kv, path, embedRows),
+      tieWordEmbeddings: !reader.has(LM_HEAD),
+    });
+    const tokenizer = new GgufSentencePieceTokenizer(g.kv, path);
+    const config: Record<string, unknown> = {};
+    for (const [k, v] of g.kv) if (typeof v !== "object") config[k] = typeof v === "bigint" ? String(v) : v;
+    const name = path.split(/[\\/]/).pop()!.replace(/\.gguf$/i, "");
+    return { spec, reader, tokenizer, config, name, close: () => reader.close() };
+  } catch (e) {
+    await g.close();
+    throw e;
+  }
+}
+
+/**
+ * Open a model: a `.gguf` file, or a Hugging Face folder with config.json, model.safetensors (or a sharded
+ * index) and tokenizer.json.
+ *
+ * @example
+ * ```ts
+ * import { loadModel } from "./load.ts";
+ * const m = await loadModel("models/stories260K/stories260K.gguf");
+ * console.log(m.spec.numLayers, m.tokenizer.encode("Once upon a time", { bos: true }));
+ * await m.close();
+ * ```
+ */
+export async function loadModel(path: string): Promise<LoadedModel> {
+  if (/\.gguf$/i.test(path)) return await loadGgufModel(path);
+  const { readFile, stat } = await import("node:fs/promises");
+  const { join, basename } = await import("node:path");
+  const st = await stat(path).catch((e: Error) => {
+    throw new FormatError(path, `load model: no such file or folder (${e.message})`);
+  });
+  if (!st.isDirectory()) {
+    throw new FormatError(
+      path,
+      "load model: expected a .gguf file or a Hugging Face model folder (config.json + safetensors)",
+    );
+  }
+  const cfgPath = join(path, "config.json");
+  let config: Record<string, unknown>;
+  try {
+    config = JSON.parse(await readFile(cfgPath, "utf8"));
+  } catch (e) {
+    throw new FormatError(cfgPath, `load model: cannot read config.json (${(e as Error).message})`);
+  }
+  const spec = specFromHfConfig(config, cfgPath);
+  const tokenizer = await loadHfTokenizer(path, { bosId: spec.bosTokenId, eosId: spec.eosTokenId });
+  const reader = await openModelWeights(path);
+  return { spec, reader, tokenizer, config, name: basename(path), close: () => reader.close() };
+}

@@ -1,0 +1,773 @@
+/**
+ * `compress()`: read a model block by block, observe each block's linear inputs on calibration data,
+ * factor its seven linears with the chosen method, run the compressed block to get the next block's inputs,
+ * stream the block's tensors to disk, drop it. Only one block's weights, its observers and the calibration
+ * hidden states are in memory at a time (the ASVD sensitivity sweep, when asked for, holds the model).
+ *
+ * Calibration streams. `sequential: true` (default) feeds block i the outputs of the already-compressed blocks
+ * 0…i−1 (GPTQ style), so later blocks are fitted to the errors of earlier ones. `sequential: false` uses the
+ * original model's activations throughout (what the ASVD reference does). SVD-LLM's `update: true` needs
+ * both: the whitening is built from the original activations and A is then refitted by least squares on the
+ * compressed prefix's activations against the original layer's outputs (refitting on the whitening's own
+ * inputs would change nothing, see methods.md).
+ *
+ * Output: a folder with `model.safetensors` (`<prefix>.svd_a`/`<prefix>.svd_b` pairs instead of
+ * `<prefix>.weight`, every other tensor unchanged), `config.json` (the original plus an `svd_llm` section)
+ * and the tokenizer files, written under a temporary name and renamed when complete. A GGUF input is written
+ * as a Hugging Face folder: q/k rows are put back into the Hugging Face RoPE layout and its SentencePiece
+ * vocabulary is saved as `tokenizer_gguf.json`.
+ *
+ * @module
+ */
+import { NumericError, OptionError } from "../errors.ts";
+import { AbsMeanObserver } from "../calib/abs_mean.ts";
+import { GramObserver } from "../calib/gram.ts";
+import { calibrationWindows } from "../calib/windows.ts";
+import { createSafetensorsWriter, type TensorPlan } from "../io/safetensors_writer.ts";
+import type { WritableDType } from "../io/dtype.ts";
+import type { Matrix } from "../linalg/matrix.ts";
+import { type Linear, type LlamaBlock, loadBlock, loadHead } from "../model/llama.ts";
+import { loadModel } from "../model/load.ts";
+import { blockPrefix, LINEAR_NAMES, type LinearName, linearPrefix, SVD_A, SVD_B } from "../model/names.ts";
+import { permuteQK } from "../model/rope.ts";
+import type { LlamaSpec } from "../model/spec.ts";
+import type { TensorReader } from "../io/tensor_reader.ts";
+import type { Tokenizer } from "../tokenize/tokenizer.ts";
+import { compressAsvd } from "../methods/asvd.ts";
+import { allocateBySensitivity, type LayerShape, SENSITIVITY_RATIOS } from "../methods/asvd_sensitivity.ts";
+import type { Factors, MethodReport } from "../methods/factors.ts";
+import {
+  describeRatio,
+  keptFraction,
+  layerParams,
+  type ParamSummary,
+  rankFor,
+  type Ratio,
+  summarizeParams,
+} from "../methods/ratio.ts";
+import { compressSvd } from "../methods/svd.ts";
+import { KV_LINEARS, type KvCacheReport, kvCacheSavings, kvRank } from "../methods/kvcache.ts";
+import { compressSvdLlm, crossFromLayer, updateA } from "../methods/svdllm.ts";
+import { embedWindows, type HiddenStates, runBlock } from "./hidden.ts";
+import { openOutputDir } from "./output_dir.ts";
+import { sensitivitySweep } from "./sensitivity.ts";
+import { createPeakMemory } from "./memory.ts";
+
+/** Version recorded in the output's config.json. */
+export const PIPELINE_VERSION = "0.1.0";
+
+/** The compression methods. */
+export type CompressMethod = "svd" | "asvd" | "svdllm";
+
+/** Where calibration tokens come from and how they are cut. */
+export interface CalibrationOptions {
+  /** Calibration text, tokenized with the model's tokenizer (one BOS at the start). */
+  text?: string;
+  /** Or token ids directly. */
+  ids?: ArrayLike<number>;
+  /** Windows (default 32). */
+  samples?: number;
+  /** Tokens per window (default min(256, the model's context)). */
+  seqlen?: number;
+  /** Seed of the random window starts (default 0). */
+  seed?: number;
+  /** "random" (default, as the references) or "consecutive"; see `calibrationWindows`. */
+  layout?: "random" | "consecutive";
+}
+
+/** A progress event: what is being done, and how far along. */
+export interface CompressProgress {
+  /** "calibrate" (embedding windows), "sensitivity" (ASVD sweep), "compress" (a layer), "write", "done". */
+  stage: "calibrate" | "sensitivity" | "compress" | "write" | "done";
+  /** Block index, when the event concerns one. */
+  block?: number;
+  /** Layer name (tensor prefix), when the event concerns one. */
+  layer?: string;
+  /** Units done in this stage. */
+  done: number;
+  /** Units in this stage. */
+  total: number;
+  /** Estimated seconds left in this stage. */
+  etaSeconds?: number;
+}
+
+/** Options of {@link compress}. */
+export interface CompressOptions {
+  /** The method. */
+  method: CompressMethod;
+  /** Target, in one explicit convention: `{ removed: 0.2 }` (SVD-LLM) or `{ kept: 0.8 }` (ASVD). */
+  ratio: Ratio;
+  /** Calibration data (required by asvd and svdllm, ignored by svd). */
+  calibration?: CalibrationOptions;
+  /** Feed each block the compressed prefix's outputs (default true); false: the original activations. */
+  sequential?: boolean;
+  /** SVD-LLM closed-form update of A (default false). */
+  update?: boolean;
+  /** ASVD: α (default 0.5). */
+  alpha?: number;
+  /** ASVD: "uniform" (default: every linear at the ratio) or "sensitivity" (the paper's sweep + search). */
+  allocation?: "uniform" | "sensitivity";
+  /** ASVD sensitivity sweep: JSON cache file (resumable), the ratio grid and how many windows it uses. */
+  sensitivity?: { cacheFile?: string; ratios?: readonly number[]; samples?: number };
+  /** Linears to compress (default all seven). */
+  linears?: readonly LinearName[];
+  /**
+   * ASVD's KV-cache mode: compress only k_proj and v_proj, and read `ratio` as the fraction of the KV cache
+   * kept (rank = floor(kvDim·kept)); the report gives the cache bytes per token saved.
+   */
+  kvCache?: boolean;
+  /** SVD-LLM Cholesky damping (default "auto"). */
+  damping?: "none" | "auto" | number;
+  /** Windows per forward batch (default 8). */
+  batchSize?: number;
+  /** Storage type of the factors (default "F32"). */
+  dtype?: WritableDType;
+  /** Accept ranks that save nothing. */
+  force?: boolean;
+  /** Replace an existing output folder. */
+  overwrite?: boolean;
+  /** Progress events (no printing happens here). */
+  onProgress?: (event: CompressProgress) => void;
+}
+
+/** One compressed linear in the report. */
+export interface LayerReport {
+  /** Tensor prefix. */
+  name: string;
+  /** Output features. */
+  rows: number;
+  /** Input features. */
+  cols: number;
+  /** Rank kept, null when left dense. */
+  rank: number | null;
+  /** Values before (m·n) and after (k·(m+n)). */
+  before: number;
+  /** Values stored after compression. */
+  after: number;
+  /** Fraction of Σσ² kept (of W, W·S or W·L). */
+  energyKept?: number;
+  /** SVD-LLM: predicted relative layer loss ‖(W − AB)Xᵀ‖/‖WXᵀ‖ on the calibration inputs. */
+  relativeLoss?: number;
+  /** SVD-LLM: Cholesky shift added to the Gram matrix. */
+  shift?: number;
+  /** SVD-LLM update: shift added to B P Bᵀ. */
+  updateShift?: number;
+  /** Seconds spent factoring. */
+  seconds: number;
+}
+
+/** What {@link compress} did. */
+export interface CompressReport {
+  /** Output folder. */
+  output: string;
+  /** Method. */
+  method: CompressMethod;
+  /** The ratio as given. */
+  ratio: Ratio;
+  /** Human label of the ratio. */
+  ratioLabel: string;
+  /** Per-layer results. */
+  layers: LayerReport[];
+  /** Parameter counts over the block linears and the whole model. */
+  params: ParamSummary;
+  /** Calibration used (absent for svd). */
+  calibration?: { samples: number; seqlen: number; tokens: number; seed: number; layout: string };
+  /** Sequential calibration. */
+  sequential: boolean;
+  /** SVD-LLM update. */
+  update: boolean;
+  /** Rank allocation used. */
+  allocation: "uniform" | "sensitivity";
+  /** ASVD sweep facts when run. */
+  sensitivity?: { seconds: number; fromCache: boolean; densePpl: number; achievedKept: number };
+  /** KV-cache mode: cache bytes per token, full versus latent (fp16 values). */
+  kvCache?: KvCacheReport;
+  /** Wall time, seconds. */
+  seconds: number;
+  /** Peak resident memory seen during the run, bytes (0 where the runtime does not tell). */
+  peakRssBytes: number;
+}
+
+/** A model already opened (as `loadModel` returns), for {@link compressModel}. */
+export interface ModelInput {
+  /** Architecture. */
+  spec: LlamaSpec;
+  /** Weights under Hugging Face names. */
+  reader: TensorReader;
+  /** Tokenizer (needed for `calibration.text`). */
+  tokenizer?: Tokenizer;
+  /** config.json (or GGUF scalar metadata). */
+  config?: Record<string, unknown>;
+  /** Display name. */
+  name: string;
+}
+
+const BLOCK_KEY: Readonly<Record<LinearName, keyof LlamaBlock>> = {
+  "self_attn.q_proj": "q",
+  "self_attn.k_proj": "k",
+  "self_attn.v_proj": "v",
+  "self_attn.o_proj": "o",
+  "mlp.gate_proj": "gate",
+  "mlp.up_proj": "up",
+  "mlp.down_proj": "down",
+};
+
+/** Linears that read the same input share one observer. */
+const INPUT_GROUP: Readonly<Record<LinearName, string>> = {
+  "self_attn.q_proj": "attn",
+  "self_attn.k_proj": "attn",
+  "self_attn.v_proj": "attn",
+  "self_attn.o_proj": "o",
+  "mlp.gate_proj": "mlp",
+  "mlp.up_proj": "mlp",
+  "mlp.down_proj": "down",
+};
+
+/** Output × input features of each linear. */
+export function linearShape(spec: LlamaSpec, name: LinearName): [number, number] {
+  const d = spec.hiddenSize, f = spec.intermediateSize;
+  const q = spec.numHeads * spec.headDim, kv = spec.numKvHeads * spec.headDim;
+  switch (name) {
+    case "self_attn.q_proj":
+      return [q, d];
+    case "self_attn.k_proj":
+    case "self_attn.v_proj":
+      return [kv, d];
+    case "self_attn.o_proj":
+      return [d, q];
+    case "mlp.gate_proj":
+    case "mlp.up_proj":
+      return [f, d];
+    case "mlp.down_proj":
+      return [d, f];
+  }
+}
+
+/**
+ * Compress the model at `input` (a Hugging Face folder or a GGUF file) into the folder `output`.
+ * Throws OptionError for bad options (ratio outside (0, 1), missing or too-short calibration, an existing
+ * output without `overwrite`, output onto the input), NumericError for NaN weights or activations; on any
+ * failure nothing is left under `output`.
+ *
+ * @example
+ * ```ts ignore
+ * import { compress } from "./compress.ts";
+ * const report = await compress("models/tinylm-brown", "out/tinylm-svdllm", {
+ *   method: "svdllm",
+ *   ratio: { removed: 0.2 },
+ *   calibration: { text: calibText, samples: 64, seqlen: 256 },
+ * });
+ * ```
+ */
+export async function compress(
+  input: string,
+  output: string,
+  opts: CompressOptions,
+): Promise<CompressReport> {
+  validate(opts);
+  const model = await loadModel(input);
+  try {
+    return await compressModel(model, output, opts, { inputPath: input });
+  } finally {
+    await model.close();
+  }
+}
+
+function validate(opts: CompressOptions): void {
+  if (!opts || !["svd", "asvd", "svdllm"].includes(opts.method)) {
+    throw new OptionError(
+      `compress: method must be "svd", "asvd" or "svdllm", got ${JSON.stringify(opts?.method)}`,
+    );
+  }
+  keptFraction(opts.ratio);
+  if (opts.update && opts.method !== "svdllm") {
+    throw new OptionError(`compress: update applies to method "svdllm" only, not "${opts.method}"`);
+  }
+  if (opts.kvCache && (opts.linears || opts.allocation === "sensitivity")) {
+    throw new OptionError(`compress: kvCache chooses the linears and ranks itself; drop linears/allocation`);
+  }
+  if (opts.allocation === "sensitivity" && opts.method !== "asvd") {
+    throw new OptionError(`compress: allocation "sensitivity" applies to method "asvd" only`);
+  }
+  if (opts.method !== "svd" && !opts.calibration?.text && !opts.calibration?.ids) {
+    throw new OptionError(
+      `compress: method "${opts.method}" needs calibration data (calibration.text or calibration.ids)`,
+    );
+  }
+  const b = opts.batchSize ?? 8;
+  if (!Number.isInteger(b) || b < 1) {
+    throw new OptionError(`compress: batchSize must be a positive integer, got ${b}`);
+  }
+  for (const l of opts.linears ?? []) {
+    if (!LINEAR_NAMES.includes(l)) throw new OptionError(`compress: unknown linear ${JSON.stringify(l)}`);
+  }
+}
+
+/**
+ * {@link compress} for a model already opened; `inputPath` (the folder or file it came from) is used to
+ * refuse writing onto it and to copy the tokenizer files.
+ */
+export async function compressModel(
+  model: ModelInput,
+  output: string,
+  opts: CompressOptions,
+  { inputPath }: { inputPath?: string } = {},
+): Promise<CompressReport> {
+  validate(opts);
+  const t0 = performance.now();
+  const peak = createPeakMemory();
+  const { spec, reader } = model;
+  const method = opts.method;
+  const linears = opts.kvCache ? KV_LINEARS : opts.linears ?? LINEAR_NAMES;
+  const sequential = opts.sequential ?? true;
+  const update = opts.update ?? false;
+  const batch = opts.batchSize ?? 8;
+  const allocation = opts.allocation ?? "uniform";
+  const emit = (e: CompressProgress) => {
+    peak.sample();
+    opts.onProgress?.(e);
+  };
+  const gguf = spec.ropeStyle === "interleaved";
+
+  // Refuse a bad destination before any expensive work.
+  const out = await openOutputDir(output, {
+    overwrite: opts.overwrite,
+    inputs: inputPath ? [inputPath] : [],
+  });
+  try {
+    // Calibration windows.
+    let windows: Int32Array[] | undefined;
+    let calibration: CompressReport["calibration"];
+    if (method !== "svd") {
+      const c = opts.calibration!;
+      const seqlen = c.seqlen ?? Math.min(256, spec.maxPositions);
+      const samples = c.samples ?? 32;
+      if (seqlen > spec.maxPositions) {
+        throw new OptionError(
+          `compress: calibration seqlen ${seqlen} exceeds the model's context ${spec.maxPositions}`,
+        );
+      }
+      let ids: ArrayLike<number>;
+      if (c.ids) ids = c.ids;
+      else {
+        if (!model.tokenizer) throw new OptionError(`compress: calibration.text needs the model's tokenizer`);
+        ids = model.tokenizer.encode(c.text!, { bos: true });
+      }
+      windows = calibrationWindows(ids, { samples, seqlen, seed: c.seed ?? 0, layout: c.layout ?? "random" });
+      for (const w of windows) {
+        for (const id of w) {
+          if (!(id >= 0 && id < spec.vocabSize)) {
+            throw new OptionError(
+              `compress: calibration token id ${id} is outside the vocabulary (${spec.vocabSize})`,
+            );
+          }
+        }
+      }
+      calibration = { samples, seqlen, tokens: ids.length, seed: c.seed ?? 0, layout: c.layout ?? "random" };
+    }
+
+    // Ranks: known from shapes (uniform), or after the ASVD sweep.
+    const shapes: LayerShape[] = [];
+    for (let i = 0; i < spec.numLayers; i++) {
+      for (const name of linears) {
+        const [m, n] = linearShape(spec, name);
+        shapes.push({ name: linearPrefix(i, name), rows: m, cols: n });
+      }
+    }
+    const ranks: Record<string, number | null> = {};
+    let sensitivity: CompressReport["sensitivity"];
+    if (allocation === "sensitivity") {
+      const sw = opts.sensitivity ?? {};
+      const sweepWindows = windows!.slice(0, sw.samples ?? windows!.length);
+      const res = await sensitivitySweep(model, sweepWindows, {
+        ratios: sw.ratios ?? SENSITIVITY_RATIOS,
+        alpha: opts.alpha,
+        linears,
+        batchSize: batch,
+        cacheFile: sw.cacheFile,
+        onProgress: (e) => emit({ stage: "sensitivity", ...e }),
+      });
+      const alloc = allocateBySensitivity(res.table, shapes, keptFraction(opts.ratio));
+      Object.assign(ranks, alloc.ranks);
+      sensitivity = {
+        seconds: res.seconds,
+        fromCache: res.fromCache,
+        densePpl: res.densePpl,
+        achievedKept: alloc.achievedKept,
+      };
+    } else {
+      for (const s of shapes) {
+        ranks[s.name] = rankFor(s.rows, s.cols, opts.ratio, { force: opts.force, layer: s.name });
+      }
+    }
+
+    // Tensor plan: non-block tensors first, then each block's tensors in reader order with factor pairs.
+    const factorDtype = opts.dtype ?? "F32";
+    const keepDtype = (d: string): WritableDType => (d === "F16" || d === "BF16" ? d : "F32");
+    const all = reader.tensors().filter((t) => !gguf || /^(model\.|lm_head\.)/.test(t.name));
+    const blockOf = (name: string): number => {
+      const m = /^model\.layers\.(\d+)\./.exec(name);
+      return m ? Number(m[1]) : -1;
+    };
+    const plan: TensorPlan[] = [];
+    const copyPlan: { name: string; block: number }[] = [];
+    const addBlockTensors = (i: number) => {
+      for (const t of all) {
+        if (blockOf(t.name) !== i) continue;
+        const prefix = t.name.replace(/\.weight$/, "");
+        const rank = t.name.endsWith(".weight") ? ranks[prefix] : undefined;
+        if (typeof rank === "number") {
+          plan.push({ name: `${prefix}.${SVD_A}`, dtype: factorDtype, shape: [t.shape[0], rank] });
+          plan.push({ name: `${prefix}.${SVD_B}`, dtype: factorDtype, shape: [rank, t.shape[1]] });
+        } else {
+          plan.push({ name: t.name, dtype: keepDtype(t.dtype), shape: [...t.shape] });
+        }
+      }
+    };
+    for (const t of all) {
+      if (blockOf(t.name) < 0) {
+        plan.push({ name: t.name, dtype: keepDtype(t.dtype), shape: [...t.shape] });
+        copyPlan.push({ name: t.name, block: -1 });
+      }
+    }
+    for (let i = 0; i < spec.numLayers; i++) addBlockTensors(i);
+
+    const { join } = await import("node:path");
+    const writer = await createSafetensorsWriter(join(out.temp, "model.safetensors"), plan, {
+      metadata: { format: "pt", svd_llm_method: method },
+      inputs: inputPath ? [inputPath] : [],
+    });
+    try {
+      for (const c of copyPlan) await writer.write(c.name, await reader.read(c.name));
+
+      // Calibration streams.
+      const head = windows ? await loadHead(reader, spec) : undefined;
+      const useOrig = windows !== undefined && (!sequential || update);
+      const useComp = windows !== undefined && (sequential || update);
+      let orig: HiddenStates | undefined = useOrig ? embedWindows(spec, head!, windows!) : undefined;
+      let comp: HiddenStates | undefined = useComp
+        ? (orig ?? embedWindows(spec, head!, windows!))
+        : undefined;
+      emit({ stage: "calibrate", done: 1, total: 1 });
+
+      const layerReports: LayerReport[] = [];
+      const totalLayers = shapes.filter((s) => ranks[s.name] !== null).length;
+      let doneLayers = 0;
+      const tLayers = performance.now();
+      for (let i = 0; i < spec.numLayers; i++) {
+        const block = await loadBlock(reader, spec, i);
+        // Statistics of this block's linear inputs.
+        const statsStream = update ? orig : sequential ? comp : orig;
+        const groups = new Map<string, AbsMeanObserver | GramObserver>();
+        const updateGroups = new Map<string, GramObserver>();
+        const wanted = new Set(linears.filter((l) => ranks[linearPrefix(i, l)] !== null));
+        const observer =
+          (target: Map<string, AbsMeanObserver | GramObserver>, gram: boolean) =>
+          (linear: LinearName, x: Matrix) => {
+            if (!wanted.has(linear)) return;
+            const g = INPUT_GROUP[linear];
+            if (g === "attn" && linear !== firstOf(wanted, "attn")) return; // q/k/v share one input
+            if (g === "mlp" && linear !== firstOf(wanted, "mlp")) return;
+            let o = target.get(g);
+            if (!o) {
+              o = gram
+                ? new GramObserver(linearPrefix(i, linear), x.cols)
+                : new AbsMeanObserver(linearPrefix(i, linear), x.cols);
+              target.set(g, o);
+            }
+            o.addBatch(x);
+          };
+        let nextOrig: HiddenStates | undefined;
+        if (statsStream) {
+          const next = runBlock(spec, block, statsStream, batch, observer(groups, method === "svdllm"));
+          if (statsStream === orig) nextOrig = next;
+          peak.sample();
+        }
+        if (update && comp) {
+          runBlock(
+            spec,
+            block,
+            comp,
+            batch,
+            observer(updateGroups as Map<string, GramObserver | AbsMeanObserver>, true),
+          );
+          peak.sample();
+        }
+        // Factor each linear.
+        const factored = new Map<LinearName, Factors & { updateShift?: number }>();
+        for (const name of linears) {
+          const prefix = linearPrefix(i, name);
+          const rank = ranks[prefix];
+          if (rank === null) continue;
+          const lin = block[BLOCK_KEY[name]] as Linear;
+          if (lin.kind !== "dense") {
+            throw new OptionError(`compress: ${prefix} is already low-rank in the input`);
+          }
+          const w = lin.weight;
+          let f: Factors & { updateShift?: number };
+          if (method === "svd") f = compressSvd(w, rank);
+          else if (method === "asvd") {
+            const o = groups.get(INPUT_GROUP[name]) as AbsMeanObserver;
+            f = compressAsvd(w, { absMean: o.mean(), absMax: o.max() }, rank, { alpha: opts.alpha });
+          } else {
+            const o = groups.get(INPUT_GROUP[name]) as GramObserver;
+            f = compressSvdLlm(w, { gram: o.gram() }, rank, { damping: opts.damping });
+            if (update) {
+              const p = (updateGroups.get(INPUT_GROUP[name]) as GramObserver).gram();
+              const u = updateA(f.b, { gram: p, cross: crossFromLayer(w, p) });
+              f = { ...f, a: u.a, updateShift: u.shift };
+            }
+          }
+          factored.set(name, f);
+          layerReports.push(reportOf(prefix, f.report, f.updateShift));
+          doneLayers++;
+          const el = (performance.now() - tLayers) / 1000;
+          emit({
+            stage: "compress",
+            block: i,
+            layer: prefix,
+            done: doneLayers,
+            total: totalLayers,
+            etaSeconds: (el / doneLayers) * (totalLayers - doneLayers),
+          });
+        }
+        groups.clear();
+        updateGroups.clear();
+        // The compressed block, and the next block's inputs.
+        const cblock: LlamaBlock = { ...block };
+        for (const [name, f] of factored) {
+          const lin = block[BLOCK_KEY[name]] as Linear;
+          (cblock as unknown as Record<string, Linear>)[BLOCK_KEY[name]] = {
+            kind: "lowrank",
+            a: f.a,
+            b: f.b,
+            bias: lin.bias,
+          };
+        }
+        if (comp) {
+          comp = runBlock(spec, cblock, comp, batch);
+          assertFiniteStream(comp, i);
+        }
+        if (orig) orig = nextOrig ?? runBlock(spec, block, orig, batch);
+        peak.sample();
+        // Write this block's tensors in plan order.
+        await writeBlock(writer, reader, spec, i, all, factored, gguf, blockOf);
+        emit({ stage: "write", block: i, done: i + 1, total: spec.numLayers });
+      }
+      await writer.close();
+
+      // config.json and tokenizer files.
+      const summary = summarizeParams(
+        shapes.map((s) => layerParams(s.name, s.rows, s.cols, ranks[s.name])),
+        otherParams(reader, shapes, gguf),
+      );
+      const config = await outputConfig(model, spec, gguf);
+      config.svd_llm = {
+        version: PIPELINE_VERSION,
+        method,
+        ratio: "removed" in opts.ratio
+          ? { convention: "removed", value: opts.ratio.removed }
+          : { convention: "kept", value: opts.ratio.kept },
+        allocation,
+        sequential,
+        update,
+        alpha: method === "asvd" ? (opts.alpha ?? 0.5) : undefined,
+        calibration,
+        ranks,
+        achieved: { linears_removed: summary.linears.removed, model_removed: summary.model.removed },
+        source: model.name,
+        date: new Date().toISOString(),
+      };
+      const fs = await import("node:fs/promises");
+      await fs.writeFile(join(out.temp, "config.json"), JSON.stringify(config, null, 2) + "\n");
+      await copyTokenizer(inputPath, out.temp, gguf);
+      await out.commit();
+      emit({ stage: "done", done: 1, total: 1 });
+      return {
+        output,
+        method,
+        ratio: opts.ratio,
+        ratioLabel: describeRatio(opts.ratio),
+        layers: layerReports,
+        params: summary,
+        calibration,
+        sequential,
+        update,
+        allocation,
+        sensitivity,
+        kvCache: opts.kvCache ? kvCacheSavings(spec, ranks) : undefined,
+        seconds: (performance.now() - t0) / 1000,
+        peakRssBytes: peak.peak(),
+      };
+    } catch (e) {
+      await writer.abort();
+      throw e;
+    }
+  } catch (e) {
+    await out.abort();
+    throw e;
+  } finally {
+    peak.stop();
+  }
+}
+
+function firstOf(wanted: Set<LinearName>, group: string): LinearName | undefined {
+  for (const l of LINEAR_NAMES) if (wanted.has(l) && INPUT_GROUP[l] === group) return l;
+  return undefined;
+}
+
+function assertFiniteStream(h: HiddenStates, block: number): void {
+  const d = h.x.data;
+  for (let i = 0; i < d.length; i++) {
+    if (!Number.isFinite(d[i])) {
+      throw new NumericError(
+        `compress: the compressed block ${block} produced a non-finite activation at token ${
+          Math.floor(i / h.x.cols)
+        } (check the input weights and the calibration data)`,
+      );
+    }
+  }
+}
+
+function reportOf(name: string, r: MethodReport, updateShift?: number): LayerReport {
+  const p = layerParams(name, r.rows, r.cols, r.rank);
+  return {
+    name,
+    rows: r.rows,
+    cols: r.cols,
+    rank: r.rank,
+    before: p.before,
+    after: p.after,
+    energyKept: r.energyKept,
+    relativeLoss: r.relativeLoss,
+    shift: r.shift,
+    updateShift,
+    seconds: r.seconds,
+  };
+}
+
+/** Count of every value not in a listed linear (embeddings, norms, lm_head, dense linears left out). */
+function otherParams(reader: TensorReader, shapes: LayerShape[], gguf: boolean): number {
+  const listed = new Set(shapes.map((s) => `${s.name}.weight`));
+  let n = 0;
+  for (const t of reader.tensors()) {
+    if (gguf && !/^(model\.|lm_head\.)/.test(t.name)) continue;
+    if (!listed.has(t.name)) n += t.shape.reduce((a, b) => a * b, 1);
+  }
+  return n;
+}
+
+async function writeBlock(
+  writer: { write(name: string, data: Float32Array): Promise<void> },
+  reader: TensorReader,
+  spec: LlamaSpec,
+  i: number,
+  all: readonly { name: string }[],
+  factored: Map<LinearName, Factors>,
+  gguf: boolean,
+  blockOf: (name: string) => number,
+): Promise<void> {
+  const byPrefix = new Map<string, [LinearName, Factors]>();
+  for (const [name, f] of factored) byPrefix.set(linearPrefix(i, name), [name, f]);
+  // GGUF stores q/k rows in the interleaved RoPE layout; the Hugging Face folder wants halves.
+  const heads = (name: string): number => {
+    if (!gguf) return 0;
+    if (name.includes("self_attn.q_proj")) return spec.numHeads;
+    if (name.includes("self_attn.k_proj")) return spec.numKvHeads;
+    return 0;
+  };
+  const unpermute = (m: Matrix, name: string): Matrix => {
+    const h = heads(name);
+    return h ? permuteQK(m, h, true) : m;
+  };
+  for (const t of all) {
+    if (blockOf(t.name) !== i) continue;
+    const prefix = t.name.replace(/\.(weight|bias)$/, "");
+    const hit = t.name.endsWith(".weight") ? byPrefix.get(prefix) : undefined;
+    if (hit) {
+      const f = hit[1];
+      await writer.write(`${prefix}.${SVD_A}`, unpermute(f.a, prefix).data);
+      await writer.write(`${prefix}.${SVD_B}`, f.b.data);
+    } else {
+      const data = await reader.read(t.name);
+      const info = reader.info(t.name);
+      const h = heads(t.name);
+      if (h && (t.name.endsWith(".weight") || t.name.endsWith(".bias"))) {
+        const cols = info.shape.length === 2 ? info.shape[1] : 1;
+        await writer.write(t.name, permuteQK({ rows: info.shape[0], cols, data }, h, true).data);
+      } else {
+        await writer.write(t.name, data);
+      }
+    }
+  }
+  void blockPrefix;
+}
+
+/** The output config.json: the input's, or for a GGUF input one built from the spec. */
+async function outputConfig(
+  model: ModelInput,
+  spec: LlamaSpec,
+  gguf: boolean,
+): Promise<Record<string, unknown>> {
+  if (!gguf && model.config) return structuredClone(model.config);
+  return {
+    architectures: ["LlamaForCausalLM"],
+    model_type: "llama",
+    hidden_act: "silu",
+    hidden_size: spec.hiddenSize,
+    intermediate_size: spec.intermediateSize,
+    num_hidden_layers: spec.numLayers,
+    num_attention_heads: spec.numHeads,
+    num_key_value_heads: spec.numKvHeads,
+    head_dim: spec.headDim,
+    rms_norm_eps: spec.rmsNormEps,
+    rope_theta: spec.ropeTheta,
+    max_position_embeddings: spec.maxPositions,
+    tie_word_embeddings: spec.tieWordEmbeddings,
+    vocab_size: spec.vocabSize,
+    bos_token_id: spec.bosTokenId >= 0 ? spec.bosTokenId : null,
+    eos_token_id: spec.eosTokenId >= 0 ? spec.eosTokenId : null,
+    torch_dtype: "float32",
+  };
+}
+
+const TOKENIZER_FILES = [
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "generation_config.json",
+  "tokenizer.model",
+];
+
+async function copyTokenizer(inputPath: string | undefined, dir: string, gguf: boolean): Promise<void> {
+  if (!inputPath) return;
+  const fs = await import("node:fs/promises");
+  const { join } = await import("node:path");
+  if (gguf) {
+    // Keep the SentencePiece vocabulary of the GGUF metadata, so the tokenizer can be rebuilt.
+    const { openGguf } = await import("../io/gguf.ts");
+    const g = await openGguf(inputPath);
+    try {
+      const tok: Record<string, unknown> = {};
+      for (const [k, v] of g.kv) {
+        if (k.startsWith("tokenizer.")) {
+          tok[k] = ArrayBuffer.isView(v) ? Array.from(v as ArrayLike<number>) : v;
+        }
+      }
+      await fs.writeFile(
+        join(dir, "tokenizer_gguf.json"),
+        JSON.stringify(tok, (_k, v) => (typeof v === "bigint" ? Number(v) : v)),
+      );
+    } finally {
+      await g.close();
+    }
+    return;
+  }
+  for (const f of TOKENIZER_FILES) {
+    try {
+      await fs.copyFile(join(inputPath, f), join(dir, f));
+    } catch (e) {
+      if ((e as { code?: string }).code !== "ENOENT") throw e;
+    }
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * Calibration hidden states: the residual stream of every calibration window at one block boundary, and a
+ * batched run of one block over them (batches bound the attention and MLP temporaries).
+ *
+ * @module
+ */
+import type { Matrix } from "../linalg/matrix.ts";
+import { embed, forwardBlock, type LinearObserver, type LlamaBlock, type LlamaHead } from "../model/llama.ts";
+import type { LlamaSpec } from "../model/spec.ts";
+
+/** The residual stream of `samples` windows of `seq` tokens: x is (samples·seq)×hidden. */
+export interface HiddenStates {
+  /** (samples·seq)×hidden. */
+  x: Matrix;
+  /** Windows. */
+  samples: number;
+  /** Tokens per window. */
+  seq: number;
+}
+
+/** Embed calibration windows (equal lengths) into the residual stream entering block 0. */
+export function embedWindows(spec: LlamaSpec, head: LlamaHead, windows: readonly Int32Array[]): HiddenStates {
+  return { x: embed(head, spec, windows), samples: windows.length, seq: windows[0]?.length ?? 0 };
+}
+
+/**
+ * Run `block` over all windows, `batch` windows at a time, returning the block's output stream. `observe`
+ * sees every linear's input for every batch.
+ */
+export function runBlock(
+  spec: LlamaSpec,
+  block: LlamaBlock,
+  h: HiddenStates,
+  batch: number,
+  observe?: LinearObserver,
+): HiddenStates {
+  const d = h.x.cols, seq = h.seq;
+  const out = new Float32Array(h.x.data.length);
+  for (let s0 = 0; s0 < h.samples; s0 += batch) {
+    const nb = Math.min(batch, h.samples - s0);
+    const rows = nb * seq;
+    const x = { rows, cols: d, data: h.x.data.subarray(s0 * seq * d, (s0 * seq + rows) * d) };
+    const y = forwardBlock(spec, block, x, { batch: nb, seq }, observe);
+    out.set(y.data, s0 * seq * d);
+  }
+  return { x: { rows: h.x.rows, cols: d, data: out }, samples: h.samples, seq };
+}

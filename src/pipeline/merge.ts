@@ -1,0 +1,125 @@
+/**
+ * Merge a compressed model's low-rank factors back into dense weights: `<prefix>.svd_a` (out×k) and
+ * `<prefix>.svd_b` (k×in) become `<prefix>.weight` = A·B. The result is an ordinary Hugging Face folder
+ * (bigger again, but loadable by any LLaMA implementation), written atomically like {@link compress}'s.
+ *
+ * @module
+ */
+import { FormatError } from "../errors.ts";
+import { createSafetensorsWriter, type TensorPlan } from "../io/safetensors_writer.ts";
+import { openModelWeights } from "../io/sharded.ts";
+import type { WritableDType } from "../io/dtype.ts";
+import { matmul } from "../linalg/gemm.ts";
+import { SVD_A, SVD_B } from "../model/names.ts";
+import { openOutputDir } from "./output_dir.ts";
+
+/** Options of {@link merge}. */
+export interface MergeOptions {
+  /** Replace an existing output folder. */
+  overwrite?: boolean;
+}
+
+/** What {@link merge} did. */
+export interface MergeReport {
+  /** Linears merged. */
+  merged: string[];
+  /** Values stored after merging. */
+  params: number;
+}
+
+const EXTRA_FILES = [
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "generation_config.json",
+  "tokenizer.model",
+  "tokenizer_gguf.json",
+];
+
+/**
+ * Merge the compressed folder `input` into a dense folder `output`. Throws FormatError when a factor lacks its
+ * partner or the shapes disagree; nothing is left under `output` on failure.
+ *
+ * @example
+ * ```ts ignore
+ * import { merge } from "./merge.ts";
+ * await merge("out/tinylm-svdllm", "out/tinylm-svdllm-dense");
+ * ```
+ */
+export async function merge(input: string, output: string, opts: MergeOptions = {}): Promise<MergeReport> {
+  const fs = await import("node:fs/promises");
+  const { join } = await import("node:path");
+  const reader = await openModelWeights(input);
+  const out = await openOutputDir(output, { overwrite: opts.overwrite, inputs: [input] });
+  try {
+    const plan: TensorPlan[] = [];
+    const merged: string[] = [];
+    const keep = (d: string): WritableDType => (d === "F16" || d === "BF16" ? d : "F32");
+    let params = 0;
+    for (const t of reader.tensors()) {
+      if (t.name.endsWith(`.${SVD_B}`)) continue;
+      if (t.name.endsWith(`.${SVD_A}`)) {
+        const prefix = t.name.slice(0, -SVD_A.length - 1);
+        const bName = `${prefix}.${SVD_B}`;
+        if (!reader.has(bName)) {
+          throw new FormatError(reader.name, `merge: ${t.name} has no partner ${bName}`);
+        }
+        const b = reader.info(bName);
+        if (b.shape[0] !== t.shape[1]) {
+          throw new FormatError(reader.name, `merge: ${t.name} is [${t.shape}] but ${bName} is [${b.shape}]`);
+        }
+        plan.push({ name: `${prefix}.weight`, dtype: keep(t.dtype), shape: [t.shape[0], b.shape[1]] });
+        merged.push(prefix);
+        params += t.shape[0] * b.shape[1];
+      } else {
+        plan.push({ name: t.name, dtype: keep(t.dtype), shape: [...t.shape] });
+        params += t.shape.reduce((x, y) => x * y, 1);
+      }
+    }
+    for (const t of reader.tensors()) {
+      if (t.name.endsWith(`.${SVD_B}`) && !reader.has(t.name.slice(0, -SVD_B.length) + SVD_A)) {
+        throw new FormatError(reader.name, `merge: ${t.name} has no partner svd_a`);
+      }
+    }
+    const writer = await createSafetensorsWriter(join(out.temp, "model.safetensors"), plan, {
+      metadata: { format: "pt" },
+      inputs: [input],
+    });
+    try {
+      for (const p of plan) {
+        const prefix = p.name.replace(/\.weight$/, "");
+        if (merged.includes(prefix) && p.name.endsWith(".weight")) {
+          const ai = reader.info(`${prefix}.${SVD_A}`), bi = reader.info(`${prefix}.${SVD_B}`);
+          const a = { rows: ai.shape[0], cols: ai.shape[1], data: await reader.read(ai.name) };
+          const b = { rows: bi.shape[0], cols: bi.shape[1], data: await reader.read(bi.name) };
+          await writer.write(p.name, matmul(a, b).data);
+        } else {
+          await writer.write(p.name, await reader.read(p.name));
+        }
+      }
+      await writer.close();
+    } catch (e) {
+      await writer.abort();
+      throw e;
+    }
+    try {
+      const config = JSON.parse(await fs.readFile(join(input, "config.json"), "utf8"));
+      if (config.svd_llm) config.svd_llm = { ...config.svd_llm, merged: true };
+      await fs.writeFile(join(out.temp, "config.json"), JSON.stringify(config, null, 2) + "\n");
+    } catch (e) {
+      if ((e as { code?: string }).code !== "ENOENT") throw e;
+    }
+    for (const f of EXTRA_FILES) {
+      await fs.copyFile(join(input, f), join(out.temp, f)).catch((e) => {
+        if ((e as { code?: string }).code !== "ENOENT") throw e;
+      });
+    }
+    await out.commit();
+    return { merged, params };
+  } catch (e) {
+    await out.abort();
+    throw e;
+  } finally {
+    await reader.close();
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * A model folder written atomically: everything goes into `<output>.tmp-<random>/`, which is renamed onto
+ * `<output>` only when complete, so an aborted or failed run leaves nothing under the destination name.
+ * Writing onto (or over a folder containing) one of the inputs is always refused.
+ *
+ * @module
+ */
+import { OptionError } from "../errors.ts";
+import { pathExists, tempPathFor } from "../io/atomic_write.ts";
+
+/** A folder being written; see {@link openOutputDir}. */
+export interface OutputDir {
+  /** Final destination. */
+  readonly path: string;
+  /** The temporary folder being filled. */
+  readonly temp: string;
+  /** Move the finished folder onto `path` (replacing an old one only with `overwrite`). */
+  commit(): Promise<void>;
+  /** Remove the temporary folder; the destination is untouched. Safe to call twice. */
+  abort(): Promise<void>;
+}
+
+/** Options of {@link openOutputDir}. */
+export interface OutputDirOptions {
+  /** Replace an existing destination (default false: refuse). */
+  overwrite?: boolean;
+  /** Paths read to produce the output: the destination may be none of them nor contain any. */
+  inputs?: string[];
+}
+
+async function real(path: string): Promise<string> {
+  const { realpath } = await import("node:fs/promises");
+  const { resolve } = await import("node:path");
+  try {
+    return await realpath(path);
+  } catch {
+    return resolve(path);
+  }
+}
+
+/**
+ * Create the temporary folder beside `path`. Throws OptionError when `path` exists without `overwrite`, or
+ * when `path` is an input or contains one.
+ */
+export async function openOutputDir(path: string, opts: OutputDirOptions = {}): Promise<OutputDir> {
+  const fs = await import("node:fs/promises");
+  const { sep } = await import("node:path");
+  const dest = await real(path);
+  for (const input of opts.inputs ?? []) {
+    const src = await real(input);
+    if (src === dest || src.startsWith(dest + sep)) {
+      throw new OptionError(
+        `compress: the output ${path} would overwrite the input ${input}; choose another folder`,
+      );
+    }
+  }
+  if (!opts.overwrite && await pathExists(path)) {
+    throw new OptionError(`compress: the output ${path} already exists; pass overwrite: true to replace it`);
+  }
+  const temp = tempPathFor(path);
+  await fs.mkdir(temp, { recursive: false });
+  let state: "open" | "done" = "open";
+  return {
+    path,
+    temp,
+    async commit() {
+      if (state !== "open") {
+        throw new OptionError(`compress: output ${path} was already committed or aborted`);
+      }
+      if (await pathExists(path)) {
+        if (!opts.overwrite) {
+          throw new OptionError(`compress: the output ${path} appeared while compressing; not replacing it`);
+        }
+        const old = tempPathFor(path) + "-old";
+        await fs.rename(path, old);
+        await fs.rename(temp, path);
+        await fs.rm(old, { recursive: true, force: true });
+      } else {
+        await fs.rename(temp, path);
+      }
+      state = "done";
+    },
+    async abort() {
+      if (state !== "open") return;
+      state = "done";
+      await fs.rm(temp, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,99 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { NumericError, ShapeError } from "../../src/errors.ts";
+import { matmul64 } from "../../src/linalg/gemm.ts";
+import { gramAccumulate } from "../../src/linalg/gram.ts";
+import { matrix, matrix64, toFloat32 } from "../../src/linalg/matrix.ts";
+import { orthonormalityError, qr } from "../../src/linalg/qr.ts";
+import { createRng, randomNormal } from "../../src/linalg/random.ts";
+import { BACKENDS, diffNorm, EPS, fro, withBackend } from "./factor_helpers.ts";
+
+for (const backend of BACKENDS) {
+  test(`gramAccumulate (${backend}): batches add up to scale·XᵀX, symmetric, float32 input`, async () => {
+    await withBackend(backend, () => {
+      fc.assert(
+        fc.property(
+          fc.integer({ min: 1, max: 70 }),
+          fc.integer({ min: 1, max: 90 }),
+          fc.integer(),
+          (t, n, seed) => {
+            const x = randomNormal(t, n, createRng(seed));
+            const x32 = toFloat32(x);
+            const g = matrix64(n, n);
+            const half = Math.floor(t / 2);
+            gramAccumulate(g, { rows: half, cols: n, data: x32.data.subarray(0, half * n) }, 0.5);
+            gramAccumulate(g, { rows: t - half, cols: n, data: x32.data.subarray(half * n) }, 0.5);
+            const xw = { rows: t, cols: n, data: Float64Array.from(x32.data) };
+            const want = matmul64(xw, xw, { transA: true, backend: "ts" });
+            for (let i = 0; i < want.data.length; i++) want.data[i] *= 0.5;
+            assert.ok(diffNorm(g, want) <= 4 * t * EPS * fro(want) + 1e-300);
+            for (let i = 0; i < n; i++) {
+              for (let j = 0; j < i; j++) assert.equal(g.data[i * n + j], g.data[j * n + i]);
+            }
+          },
+        ),
+        { numRuns: 30 },
+      );
+    });
+  });
+}
+
+test("gramAccumulate: known answer, errors", () => {
+  const g = matrix64(2, 2);
+  gramAccumulate(g, matrix(1, 2, new Float32Array([1, 2])));
+  gramAccumulate(g, matrix(1, 2, new Float32Array([1, 0])), 2);
+  assert.deepEqual(Array.from(g.data), [3, 2, 2, 4]);
+  assert.throws(() => gramAccumulate(matrix64(3, 3), matrix(1, 2)), ShapeError);
+  assert.throws(
+    () => gramAccumulate(g, matrix(1, 2, new Float32Array([1, NaN]))),
+    (e: Error) => e instanceof NumericError && /gramAccumulate/.test(e.message),
+  );
+  assert.throws(() => gramAccumulate(g, matrix(1, 2), NaN), NumericError);
+});
+
+test("qr: A = QR, QᵀQ = I, R upper triangular, all shapes", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 50 }),
+      fc.integer({ min: 1, max: 50 }),
+      fc.integer(),
+      (m, n, seed) => {
+        const a = randomNormal(m, n, createRng(seed));
+        const { q, r } = qr(a);
+        const k = Math.min(m, n);
+        assert.equal(q.cols, k);
+        assert.equal(r.rows, k);
+        assert.ok(diffNorm(matmul64(q, r), a) <= 20 * Math.max(m, n) * EPS * fro(a));
+        assert.ok(orthonormalityError(q) <= 20 * m * EPS);
+        for (let i = 0; i < k; i++) for (let j = 0; j < i; j++) assert.equal(r.data[i * n + j], 0);
+      },
+    ),
+    { numRuns: 40 },
+  );
+  assert.throws(
+    () => qr(matrix64(2, 2, new Float64Array([1, 2, Infinity, 0]))),
+    (e: Error) => e instanceof NumericError && /^qr/.test(e.message),
+  );
+});
+
+test("createRng: reproducible, uniform in [0, 1), normal with mean 0 and variance 1", () => {
+  const a = createRng(42), b = createRng(42), c = createRng(43);
+  const xs = Array.from({ length: 5 }, () => a.next());
+  assert.deepEqual(xs, Array.from({ length: 5 }, () => b.next()));
+  assert.notDeepEqual(xs, Array.from({ length: 5 }, () => c.next()));
+  const r = createRng(7);
+  let mean = 0, sq = 0, umin = 1, umax = 0;
+  const N = 100000;
+  for (let i = 0; i < N; i++) {
+    const z = r.normal();
+    mean += z / N;
+    sq += z * z / N;
+    const u = r.next();
+    umin = Math.min(umin, u);
+    umax = Math.max(umax, u);
+  }
+  // Standard errors: 1/√N ≈ 0.003 for the mean, √(2/N) ≈ 0.0045 for the variance.
+  assert.ok(Math.abs(mean) < 0.015 && Math.abs(sq - 1) < 0.025, `mean ${mean}, var ${sq}`);
+  assert.ok(umin >= 0 && umin < 1e-3 && umax < 1 && umax > 1 - 1e-3);
+});

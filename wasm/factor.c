@@ -1,0 +1,149 @@
+// Float64 kernels of the factorisations (SVD, eigh, QR): Householder reflector applications and plane
+// rotation sweeps, the level-2 inner loops that dominate a bidiagonalisation and a QR iteration.
+//
+// Matrices are row-major with leading dimension ld (elements). Pointers are byte offsets into the shared
+// memory, sizes are ints. No static state: safe on a shared memory used by several instances.
+// Reflectors follow LAPACK's dlarfg convention: H = I − tau·v·vᵀ with v[0] = 1 implied (v[0] is not read).
+
+#include <wasm_simd128.h>
+
+#define EXPORT(name) __attribute__((export_name(name)))
+
+// rows r0..r1−1, columns c0..c0+len−1:  row ← row − tau·(row·v)·vᵀ   (H applied from the right)
+EXPORT("dlarf_right")
+void dlarf_right(double* a, int ld, int r0, int r1, int c0, int len, double tau, const double* v) {
+  if (tau == 0.0 || len <= 0) return;
+  for (int i = r0; i < r1; i++) {
+    double* row = a + (long)i * ld + c0;
+    v128_t acc0 = wasm_f64x2_splat(0.0), acc1 = acc0;
+    int j = 1;
+    for (; j + 4 <= len; j += 4) {
+      acc0 = wasm_f64x2_add(acc0, wasm_f64x2_mul(wasm_v128_load(row + j), wasm_v128_load(v + j)));
+      acc1 = wasm_f64x2_add(acc1, wasm_f64x2_mul(wasm_v128_load(row + j + 2), wasm_v128_load(v + j + 2)));
+    }
+    acc0 = wasm_f64x2_add(acc0, acc1);
+    double dot = row[0] + wasm_f64x2_extract_lane(acc0, 0) + wasm_f64x2_extract_lane(acc0, 1);
+    for (; j < len; j++) dot += row[j] * v[j];
+    if (dot == 0.0) continue;
+    double f = tau * dot;
+    v128_t vf = wasm_f64x2_splat(f);
+    row[0] -= f;
+    j = 1;
+    for (; j + 2 <= len; j += 2) {
+      wasm_v128_store(row + j, wasm_f64x2_sub(wasm_v128_load(row + j), wasm_f64x2_mul(vf, wasm_v128_load(v + j))));
+    }
+    for (; j < len; j++) row[j] -= f * v[j];
+  }
+}
+
+// rows r0..r0+len−1, columns c0..c1−1:  w = vᵀ·block, block ← block − tau·v·wᵀ   (H from the left)
+// w: scratch of ≥ c1 − c0 doubles.
+EXPORT("dlarf_left")
+void dlarf_left(double* a, int ld, int r0, int len, int c0, int c1, double tau, const double* v, double* w) {
+  int nc = c1 - c0;
+  if (tau == 0.0 || nc <= 0 || len <= 0) return;
+  const double* first = a + (long)r0 * ld + c0;
+  for (int j = 0; j < nc; j++) w[j] = first[j];
+  for (int i = 1; i < len; i++) {
+    double vi = v[i];
+    if (vi == 0.0) continue;
+    const double* row = a + (long)(r0 + i) * ld + c0;
+    v128_t vv = wasm_f64x2_splat(vi);
+    int j = 0;
+    for (; j + 2 <= nc; j += 2) {
+      wasm_v128_store(w + j, wasm_f64x2_add(wasm_v128_load(w + j), wasm_f64x2_mul(vv, wasm_v128_load(row + j))));
+    }
+    for (; j < nc; j++) w[j] += vi * row[j];
+  }
+  for (int j = 0; j < nc; j++) w[j] *= tau;
+  for (int i = 0; i < len; i++) {
+    double vi = i == 0 ? 1.0 : v[i];
+    if (vi == 0.0) continue;
+    double* row = a + (long)(r0 + i) * ld + c0;
+    v128_t vv = wasm_f64x2_splat(vi);
+    int j = 0;
+    for (; j + 2 <= nc; j += 2) {
+      wasm_v128_store(row + j, wasm_f64x2_sub(wasm_v128_load(row + j), wasm_f64x2_mul(vv, wasm_v128_load(w + j))));
+    }
+    for (; j < nc; j++) row[j] -= vi * w[j];
+  }
+}
+
+static inline void rot_span(double* x, double* y, int j0, int j1, double c, double s) {
+  v128_t vc = wasm_f64x2_splat(c), vs = wasm_f64x2_splat(s);
+  int j = j0;
+  for (; j + 2 <= j1; j += 2) {
+    v128_t a = wasm_v128_load(x + j), b = wasm_v128_load(y + j);
+    wasm_v128_store(x + j, wasm_f64x2_add(wasm_f64x2_mul(vc, a), wasm_f64x2_mul(vs, b)));
+    wasm_v128_store(y + j, wasm_f64x2_sub(wasm_f64x2_mul(vc, b), wasm_f64x2_mul(vs, a)));
+  }
+  for (; j < j1; j++) {
+    double a = x[j], b = y[j];
+    x[j] = c * a + s * b;
+    y[j] = c * b - s * a;
+  }
+}
+
+// One rotation of rows rx, ry over columns 0..len−1: x' = c·x + s·y, y' = −s·x + c·y.
+EXPORT("drot_rows")
+void drot_rows(double* a, int ld, int len, int rx, int ry, double c, double s) {
+  rot_span(a + (long)rx * ld, a + (long)ry * ld, 0, len, c, s);
+}
+
+// One sweep over columns j0..j1−1: rotation t acts on rows f+t and f+t+1. The running row f+t stays in
+// registers from one rotation to the next, so each rotation costs one load and one store per element.
+static void sweep_span(double* a, long ld, int f, int n, const double* c, const double* s, int j0, int j1) {
+  double* base = a + (long)f * ld;
+  int j = j0;
+  for (; j + 8 <= j1; j += 8) {
+    double* p = base + j;
+    v128_t x0 = wasm_v128_load(p), x1 = wasm_v128_load(p + 2), x2 = wasm_v128_load(p + 4), x3 = wasm_v128_load(p + 6);
+    for (int t = 0; t < n; t++) {
+      v128_t vc = wasm_f64x2_splat(c[t]), vs = wasm_f64x2_splat(s[t]);
+      double* q = p + ld;
+      v128_t y0 = wasm_v128_load(q), y1 = wasm_v128_load(q + 2), y2 = wasm_v128_load(q + 4), y3 = wasm_v128_load(q + 6);
+      wasm_v128_store(p, wasm_f64x2_add(wasm_f64x2_mul(vc, x0), wasm_f64x2_mul(vs, y0)));
+      wasm_v128_store(p + 2, wasm_f64x2_add(wasm_f64x2_mul(vc, x1), wasm_f64x2_mul(vs, y1)));
+      wasm_v128_store(p + 4, wasm_f64x2_add(wasm_f64x2_mul(vc, x2), wasm_f64x2_mul(vs, y2)));
+      wasm_v128_store(p + 6, wasm_f64x2_add(wasm_f64x2_mul(vc, x3), wasm_f64x2_mul(vs, y3)));
+      x0 = wasm_f64x2_sub(wasm_f64x2_mul(vc, y0), wasm_f64x2_mul(vs, x0));
+      x1 = wasm_f64x2_sub(wasm_f64x2_mul(vc, y1), wasm_f64x2_mul(vs, x1));
+      x2 = wasm_f64x2_sub(wasm_f64x2_mul(vc, y2), wasm_f64x2_mul(vs, x2));
+      x3 = wasm_f64x2_sub(wasm_f64x2_mul(vc, y3), wasm_f64x2_mul(vs, x3));
+      p = q;
+    }
+    wasm_v128_store(p, x0);
+    wasm_v128_store(p + 2, x1);
+    wasm_v128_store(p + 4, x2);
+    wasm_v128_store(p + 6, x3);
+  }
+  for (; j < j1; j++) {
+    double* p = base + j;
+    double x = *p;
+    for (int t = 0; t < n; t++) {
+      double y = p[ld];
+      *p = c[t] * x + s[t] * y;
+      x = c[t] * y - s[t] * x;
+      p += ld;
+    }
+    *p = x;
+  }
+}
+
+// Several sweeps of rotations, in order: sweep q rotates rows first[q]+t and first[q]+t+1 by (c, s)[off+t]
+// for t = 0..count[q]−1, where off is the running sum of the counts. Columns are processed in chunks so
+// every sweep of the batch runs while the chunk is in cache: one pass over memory per batch.
+EXPORT("drot_sweeps")
+void drot_sweeps(double* a, int ld, int len, int nsweeps, const int* first, const int* count, const double* c,
+                 const double* s, int rows) {
+  int cw = rows > 0 ? (32768 / rows) & ~7 : len;
+  if (cw < 8) cw = 8;
+  for (int j0 = 0; j0 < len; j0 += cw) {
+    int j1 = j0 + cw < len ? j0 + cw : len;
+    int off = 0;
+    for (int q = 0; q < nsweeps; q++) {
+      if (count[q] > 0) sweep_span(a, ld, first[q], count[q], c + off, s + off, j0, j1);
+      off += count[q];
+    }
+  }
+}
