@@ -147,3 +147,70 @@ void drot_sweeps(double* a, int ld, int len, int nsweeps, const int* first, cons
     }
   }
 }
+
+// w = tau·(vᵀ·block) for the block rows r0..r0+len−1, columns c0..c1−1 (v[0] = 1 implied): the first half
+// of a reflector applied from the left, a read-only pass.
+EXPORT("dlarf_left_w")
+void dlarf_left_w(const double* a, int ld, int r0, int len, int c0, int c1, double tau, const double* v, double* w) {
+  int nc = c1 - c0;
+  if (nc <= 0) return;
+  const double* first = a + (long)r0 * ld + c0;
+  for (int j = 0; j < nc; j++) w[j] = first[j];
+  for (int i = 1; i < len; i++) {
+    double vi = v[i];
+    if (vi == 0.0) continue;
+    const double* row = a + (long)(r0 + i) * ld + c0;
+    v128_t vv = wasm_f64x2_splat(vi);
+    int j = 0;
+    for (; j + 4 <= nc; j += 4) {
+      wasm_v128_store(w + j, wasm_f64x2_add(wasm_v128_load(w + j), wasm_f64x2_mul(vv, wasm_v128_load(row + j))));
+      wasm_v128_store(w + j + 2,
+                      wasm_f64x2_add(wasm_v128_load(w + j + 2), wasm_f64x2_mul(vv, wasm_v128_load(row + j + 2))));
+    }
+    for (; j < nc; j++) w[j] += vi * row[j];
+  }
+  for (int j = 0; j < nc; j++) w[j] *= tau;
+}
+
+// One fused pass of a bidiagonalisation step over rows r0..r1−1, columns c0..c0+nc−1:
+//   row ← row − vl[i−r0]·w            (the left reflector's rank-1 update, w from dlarf_left_w)
+//   row ← row − tauR·(row·u)·uᵀ       (the right reflector, u[0] = 1 implied)
+// Each row is read and written once for both reflectors.
+EXPORT("dbidiag_fused")
+void dbidiag_fused(double* a, int ld, int r0, int r1, int c0, int nc, const double* vl, const double* w, double tauR,
+                   const double* u) {
+  for (int i = r0; i < r1; i++) {
+    double* row = a + (long)i * ld + c0;
+    double f = vl[i - r0];
+    v128_t vf = wasm_f64x2_splat(f);
+    v128_t acc0 = wasm_f64x2_splat(0.0), acc1 = acc0;
+    // Left update, and the dot with u (u[0] = 1) in the same sweep.
+    double r0v = row[0] - f * w[0];
+    row[0] = r0v;
+    int j = 1;
+    for (; j + 4 <= nc; j += 4) {
+      v128_t x0 = wasm_f64x2_sub(wasm_v128_load(row + j), wasm_f64x2_mul(vf, wasm_v128_load(w + j)));
+      v128_t x1 = wasm_f64x2_sub(wasm_v128_load(row + j + 2), wasm_f64x2_mul(vf, wasm_v128_load(w + j + 2)));
+      wasm_v128_store(row + j, x0);
+      wasm_v128_store(row + j + 2, x1);
+      acc0 = wasm_f64x2_add(acc0, wasm_f64x2_mul(x0, wasm_v128_load(u + j)));
+      acc1 = wasm_f64x2_add(acc1, wasm_f64x2_mul(x1, wasm_v128_load(u + j + 2)));
+    }
+    acc0 = wasm_f64x2_add(acc0, acc1);
+    double dot = r0v + wasm_f64x2_extract_lane(acc0, 0) + wasm_f64x2_extract_lane(acc0, 1);
+    for (; j < nc; j++) {
+      double x = row[j] - f * w[j];
+      row[j] = x;
+      dot += x * u[j];
+    }
+    if (tauR == 0.0 || dot == 0.0) continue;
+    double g = tauR * dot;
+    v128_t vg = wasm_f64x2_splat(g);
+    row[0] -= g;
+    j = 1;
+    for (; j + 2 <= nc; j += 2) {
+      wasm_v128_store(row + j, wasm_f64x2_sub(wasm_v128_load(row + j), wasm_f64x2_mul(vg, wasm_v128_load(u + j))));
+    }
+    for (; j < nc; j++) row[j] -= g * u[j];
+  }
+}

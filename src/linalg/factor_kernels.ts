@@ -220,7 +220,17 @@ export class Workspace {
     if (this.#rt) {
       this.#bytes = 8 * f64 + 4 * i32 + 64 * 32;
       this.#ptr = this.#rt.alloc(this.#bytes);
-      for (const name of ["dlarf_right", "dlarf_left", "drot_rows", "drot_sweeps", "dgemm"]) {
+      for (
+        const name of [
+          "dlarf_right",
+          "dlarf_left",
+          "drot_rows",
+          "drot_sweeps",
+          "dgemm",
+          "dlarf_left_w",
+          "dbidiag_fused",
+        ]
+      ) {
         this.#k[name] = this.#rt.fn(name);
       }
     }
@@ -384,6 +394,80 @@ export class Workspace {
   dispose(): void {
     if (this.#rt && this.#ptr) this.#rt.free(this.#ptr);
     this.#ptr = 0;
+  }
+
+  /** w = tau·(vᵀ·block) for rows [r0, r0+len) × columns [c0, c1) (v[0] = 1 implied); read-only. */
+  leftW(
+    data: Float64Array,
+    ld: number,
+    r0: number,
+    len: number,
+    c0: number,
+    c1: number,
+    tau: number,
+    v: Float64Array,
+    w: Float64Array,
+  ) {
+    if (this.#rt) {
+      this.#k.dlarf_left_w(data.byteOffset, ld, r0, len, c0, c1, tau, v.byteOffset, w.byteOffset);
+      return;
+    }
+    const nc = c1 - c0;
+    for (let j = 0; j < nc; j++) w[j] = data[r0 * ld + c0 + j];
+    for (let i = 1; i < len; i++) {
+      const vi = v[i];
+      if (vi === 0) continue;
+      const o = (r0 + i) * ld + c0;
+      for (let j = 0; j < nc; j++) w[j] += vi * data[o + j];
+    }
+    for (let j = 0; j < nc; j++) w[j] *= tau;
+  }
+
+  /**
+   * Rows [r0, r1) × columns [c0, c0+nc): row −= vl[i − r0]·w, then row −= tauR·(row·u)·uᵀ (u[0] = 1
+   * implied): a left reflector's update fused with the next right reflector, one pass over the rows.
+   * `vl` and `u` are views into this workspace (their byteOffset is used as is).
+   */
+  bidiagFused(
+    data: Float64Array,
+    ld: number,
+    r0: number,
+    r1: number,
+    c0: number,
+    nc: number,
+    vl: Float64Array,
+    w: Float64Array,
+    tauR: number,
+    u: Float64Array,
+  ) {
+    if (this.#rt) {
+      this.#k.dbidiag_fused(
+        data.byteOffset,
+        ld,
+        r0,
+        r1,
+        c0,
+        nc,
+        vl.byteOffset,
+        w.byteOffset,
+        tauR,
+        u.byteOffset,
+      );
+      return;
+    }
+    for (let i = r0; i < r1; i++) {
+      const o = i * ld + c0, f = vl[i - r0];
+      let dot = 0;
+      for (let j = 0; j < nc; j++) {
+        const x = data[o + j] - f * w[j];
+        data[o + j] = x;
+        dot += x * (j === 0 ? 1 : u[j]);
+      }
+      if (tauR === 0 || dot === 0) continue;
+      const g = tauR * dot;
+      data[o] -= g;
+      for (let j = 1; j < nc; j++) data[o + j] -= g * u[j];
+    }
   }
 
   /** {@link reflectRows} on this workspace's arrays. */

@@ -70,24 +70,43 @@ function svdTall(m: number, n: number, src: FloatArray): SvdResult {
   const capSweeps = 32, capRot = capSweeps * n;
   const batch = rotationBatchSize(capRot, capSweeps);
   const blockF64 = m * NB + 2 * m * NB + 2 * NB * NB + Workspace.gemmScratch();
-  const ws = new Workspace(m * n + n * m + n * n + 2 * m + n + 2 * batch.f64 + blockF64, 2 * batch.i32);
+  const lw = padLd(n), lu = padLd(m), lv = padLd(n);
+  const ws = new Workspace(m * lw + n * lu + n * lv + 2 * m + n + 2 * batch.f64 + blockF64, 2 * batch.i32);
   try {
-    return svdTallIn(ws, m, n, src, capRot, capSweeps);
+    return svdTallIn(ws, m, n, src, capRot, capSweeps, lw, lu, lv);
   } finally {
     ws.dispose();
   }
 }
 
-function svdTallIn(ws: Workspace, m: number, n: number, src: FloatArray, capRot: number, capSweeps: number) {
+/**
+ * A leading dimension ≥ x whose row stride in bytes is an odd multiple of 64: rows of a power-of-two
+ * width would otherwise all fall into a few cache sets when a rotation sweep walks down a column chunk.
+ */
+function padLd(x: number): number {
+  return x < 16 ? x : x + ((24 - (x % 16)) % 16);
+}
+
+function svdTallIn(
+  ws: Workspace,
+  m: number,
+  n: number,
+  src: FloatArray,
+  capRot: number,
+  capSweeps: number,
+  lw: number,
+  lu: number,
+  lv: number,
+): SvdResult {
   // Scale to unit max so squares in the shift computation cannot overflow or underflow.
   let amax = 0;
   for (let i = 0; i < src.length; i++) amax = Math.max(amax, Math.abs(src[i]));
   if (amax === 0) amax = 1;
-  const w = ws.f64(m * n), ut = ws.f64(n * m), vt = ws.f64(n * n);
+  const w = ws.f64(m * lw), ut = ws.f64(n * lu), vt = ws.f64(n * lv);
   const vbuf = ws.f64(m), wbuf = ws.f64(m + n);
-  const ubatch = new RotationBatch(ws, ut, m, m, n, capRot, capSweeps);
-  const vbatch = new RotationBatch(ws, vt, n, n, n, capRot, capSweeps);
-  for (let i = 0; i < src.length; i++) w[i] = src[i] / amax;
+  const ubatch = new RotationBatch(ws, ut, lu, m, n, capRot, capSweeps);
+  const vbatch = new RotationBatch(ws, vt, lv, n, n, capRot, capSweeps);
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) w[i * lw + j] = src[i * n + j] / amax;
 
   const P0 = performance.now();
   const d = new Float64Array(n), e = new Float64Array(n);
@@ -95,46 +114,35 @@ function svdTallIn(ws: Workspace, m: number, n: number, src: FloatArray, capRot:
   for (let k = 0; k < n; k++) {
     // Left reflector: zero column k below the diagonal; v stays in that column (v[0] = 1 implied).
     const len = m - k;
-    const [tau, beta] = householder(w, k * n + k, n, len);
+    const [tau, beta] = householder(w, k * lw + k, lw, len);
     vbuf[0] = 1;
-    for (let i = 1; i < len; i++) vbuf[i] = w[(k + i) * n + k];
-    ws.reflectCols(w, n, k, len, k + 1, n, tau, vbuf, wbuf);
+    for (let i = 1; i < len; i++) vbuf[i] = w[(k + i) * lw + k];
     d[k] = beta;
     lt[k] = tau;
-    if (k < n - 1) {
-      // Right reflector: zero row k beyond the superdiagonal; v stays in that row.
-      const o = k * n + k + 1, rl = n - k - 1;
-      const [t2, b2] = householder(w, o, 1, rl);
-      e[k] = b2;
-      rtau[k] = t2;
-      ws.reflectRows(w, n, k + 1, m, k + 1, rl, t2, w.subarray(o, o + rl));
-    }
+    if (k === n - 1) break;
+    const o = k * lw + k + 1, rl = n - k - 1;
+    // wbuf = tau·vᵀ·A[k.., k+1..]; row k gets its update now because the right reflector is built from it.
+    ws.leftW(w, lw, k, len, k + 1, n, tau, vbuf, wbuf);
+    for (let j = 0; j < rl; j++) w[o + j] -= wbuf[j];
+    // Right reflector: zero row k beyond the superdiagonal; v stays in that row.
+    const [t2, b2] = householder(w, o, 1, rl);
+    e[k] = b2;
+    rtau[k] = t2;
+    // Rows below: the left update and the right reflector in one pass.
+    ws.bidiagFused(w, lw, k + 1, m, k + 1, rl, vbuf.subarray(1), wbuf, t2, w.subarray(o, o + rl));
   }
   const P1 = performance.now();
   // Uᵀ (n×m) = [I 0]·H_{n−1}·…·H_0 and Vᵀ (n×n) = G_{n−2}·…·G_0, built right to left in blocks of NB
   // reflectors (compact WY, so the work is matrix products).
-  for (let i = 0; i < n; i++) ut[i * m + i] = 1;
-  for (let i = 0; i < n; i++) vt[i * n + i] = 1;
+  for (let i = 0; i < n; i++) ut[i * lu + i] = 1;
+  for (let i = 0; i < n; i++) vt[i * lv + i] = 1;
   const y = ws.f64(m * NB), tmp = ws.f64(2 * m * NB), tb = ws.f64(NB * NB), g = ws.f64(NB * NB);
   // Left reflector k: coordinates k.., vector in column k of w below the diagonal.
-  formBlocked(ws, ut, m, n, n, 0, NB, y, tmp, tb, g, lt, (k, i) => w[(k + i) * n + k], (k) => m - k);
+  const leftVec = (k: number, i: number) => w[(k + i) * lw + k];
+  formBlocked(ws, ut, lu, n, n, 0, NB, y, tmp, tb, g, lt, leftVec, (k) => m - k);
   // Right reflector k (k ≤ n−2): coordinates k+1.., vector in row k of w right of the superdiagonal.
-  formBlocked(
-    ws,
-    vt,
-    n,
-    n,
-    n - 1,
-    1,
-    NB,
-    y,
-    tmp,
-    tb,
-    g,
-    rtau,
-    (k, i) => w[k * n + k + 1 + i],
-    (k) => n - k - 1,
-  );
+  const rightVec = (k: number, i: number) => w[k * lw + k + 1 + i];
+  formBlocked(ws, vt, lv, n, n - 1, 1, NB, y, tmp, tb, g, rtau, rightVec, (k) => n - k - 1);
 
   const P2 = performance.now();
   bidiagonalQr(d, e, ws, ubatch, vbatch);
@@ -146,8 +154,8 @@ function svdTallIn(ws: Workspace, m: number, n: number, src: FloatArray, capRot:
   for (let q = 0; q < n; q++) {
     const src = order[q];
     s[q] = Math.abs(d[src]) * amax;
-    for (let i = 0; i < m; i++) u[i * n + q] = ut[src * m + i];
-    const row = vt.subarray(src * n, src * n + n);
+    for (let i = 0; i < m; i++) u[i * n + q] = ut[src * lu + i];
+    const row = vt.subarray(src * lv, src * lv + n);
     if (d[src] < 0) { for (let j = 0; j < n; j++) vto[q * n + j] = -row[j]; }
     else vto.set(row, q * n);
   }
@@ -207,7 +215,7 @@ function formBlocked(
  * (|e_i| ≤ ε·(|d_i| + |d_{i+1}|)): what backward stability needs, without crawling on tiny singular values.
  */
 function bidiagonalQr(d: Float64Array, e: Float64Array, ws: Workspace, ub: RotationBatch, vb: RotationBatch) {
-  const n = d.length, ut = ub.data, vt = vb.data, m = ub.len;
+  const n = d.length, ut = ub.data, vt = vb.data, m = ub.len, lu = ub.ld, lv = vb.ld;
   let bnorm = 0;
   for (let i = 0; i < n; i++) bnorm = Math.max(bnorm, Math.abs(d[i]) + (i < n - 1 ? Math.abs(e[i]) : 0));
   const tol = EPS * bnorm;
@@ -238,7 +246,7 @@ function bidiagonalQr(d: Float64Array, e: Float64Array, ws: Workspace, ub: Rotat
           f = -s * e[j - 1];
           e[j - 1] *= c;
         }
-        ws.rotateRows(vt, n, n, j, h, c, s);
+        ws.rotateRows(vt, lv, n, j, h, c, s);
       }
       continue;
     }
@@ -262,7 +270,7 @@ function bidiagonalQr(d: Float64Array, e: Float64Array, ws: Workspace, ub: Rotat
           f = -s * e[j];
           e[j] *= c;
         }
-        ws.rotateRows(ut, m, m, j, zi, c, s);
+        ws.rotateRows(ut, lu, m, j, zi, c, s);
       }
       continue;
     }

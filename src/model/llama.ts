@@ -288,7 +288,15 @@ const QUERY_BLOCK = 64;
  * window sits at position `past + i` and sees keys 0..past+i of its own window (nk = past + nq).
  * Returns (batch·nq)×(H·hd).
  */
-function attend(spec: LlamaSpec, q: Matrix, k: Matrix, v: Matrix, batch: number, nq: number, nk: number): Matrix {
+function attend(
+  spec: LlamaSpec,
+  q: Matrix,
+  k: Matrix,
+  v: Matrix,
+  batch: number,
+  nq: number,
+  nk: number,
+): Matrix {
   const H = spec.numHeads, hd = spec.headDim, group = H / spec.numKvHeads, past = nk - nq;
   const scale = 1 / Math.sqrt(hd);
   const out = new Float32Array(batch * nq * H * hd);

@@ -9,7 +9,7 @@ import { type GgufFile, openGguf } from "../io/gguf.ts";
 import { openModelWeights } from "../io/sharded.ts";
 import type { TensorInfo, TensorReader } from "../io/tensor_reader.ts";
 import { loadHfTokenizer } from "../tokenize/hf.ts";
-import { GgufSentencePieceTokenizer } from "../tokenize/sentencepiece.ts";
+import { GgufSentencePieceTokenizer, sentencePieceFromJson } from "../tokenize/sentencepiece.ts";
 import type { Tokenizer } from "../tokenize/tokenizer.ts";
 import { ggufToHfName, LM_HEAD } from "./names.ts";
 import { type LlamaSpec, specFromGguf, specFromHfConfig } from "./spec.ts";
@@ -86,9 +86,31 @@ async function loadGgufModel(path: string): Promise<LoadedModel> {
   }
 }
 
+/** A folder's tokenizer: tokenizer.json, else the GGUF vocabulary saved as tokenizer_gguf.json. */
+async function loadFolderTokenizer(dir: string, spec: LlamaSpec): Promise<Tokenizer> {
+  const { readFile } = await import("node:fs/promises");
+  const { join } = await import("node:path");
+  const ggufJson = join(dir, "tokenizer_gguf.json");
+  let text: string | undefined;
+  try {
+    text = await readFile(ggufJson, "utf8");
+  } catch {
+    // no GGUF vocabulary: tokenizer.json it is
+  }
+  if (text === undefined) {
+    return await loadHfTokenizer(dir, { bosId: spec.bosTokenId, eosId: spec.eosTokenId });
+  }
+  try {
+    return sentencePieceFromJson(JSON.parse(text), ggufJson);
+  } catch (e) {
+    if (e instanceof FormatError) throw e;
+    throw new FormatError(ggufJson, `load tokenizer: ${(e as Error).message}`);
+  }
+}
+
 /**
  * Open a model: a `.gguf` file, or a Hugging Face folder with config.json, model.safetensors (or a sharded
- * index) and tokenizer.json.
+ * index) and tokenizer.json (or `tokenizer_gguf.json`, the GGUF vocabulary kept by a compressed GGUF model).
  *
  * @example
  * ```ts
@@ -119,7 +141,7 @@ export async function loadModel(path: string): Promise<LoadedModel> {
     throw new FormatError(cfgPath, `load model: cannot read config.json (${(e as Error).message})`);
   }
   const spec = specFromHfConfig(config, cfgPath);
-  const tokenizer = await loadHfTokenizer(path, { bosId: spec.bosTokenId, eosId: spec.eosTokenId });
+  const tokenizer = await loadFolderTokenizer(path, spec);
   const reader = await openModelWeights(path);
   return { spec, reader, tokenizer, config, name: basename(path), close: () => reader.close() };
 }

@@ -218,3 +218,21 @@ export class GgufSentencePieceTokenizer implements Tokenizer {
     return new TextDecoder().decode(new Uint8Array(bytes));
   }
 }
+
+/**
+ * Rebuild a {@link GgufSentencePieceTokenizer} from a JSON object of GGUF `tokenizer.*` keys (as written beside
+ * a compressed GGUF-origin model in `tokenizer_gguf.json`): arrays come back as plain number arrays and are
+ * converted to the typed arrays the GGUF metadata holds.
+ */
+export function sentencePieceFromJson(
+  obj: Record<string, unknown>,
+  where = "tokenizer_gguf.json",
+): GgufSentencePieceTokenizer {
+  const kv = new Map<string, GgufValue>();
+  for (const [k, v] of Object.entries(obj)) {
+    if (k === "tokenizer.ggml.scores" && Array.isArray(v)) kv.set(k, Float32Array.from(v as number[]));
+    else if (k === "tokenizer.ggml.token_type" && Array.isArray(v)) kv.set(k, Int32Array.from(v as number[]));
+    else kv.set(k, v as GgufValue);
+  }
+  return new GgufSentencePieceTokenizer(kv, where);
+}

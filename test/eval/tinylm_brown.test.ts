@@ -25,6 +25,7 @@ interface Prompt {
 
 test("tinylm-brown: prompt ids, greedy continuations and last-position logits match reference.json", {
   skip: !present,
+  timeout: 60_000,
 }, async () => {
   const ref = JSON.parse(readFileSync(DIR + "reference.json", "utf8"));
   const m = await loadModel(DIR);
@@ -52,6 +53,7 @@ test("tinylm-brown: prompt ids, greedy continuations and last-position logits ma
 
 test("tinylm-brown: brown-valid ids and per-window NLL (per-window-BOS protocol) match reference.json", {
   skip: !present,
+  timeout: 60_000,
 }, async () => {
   const ref = JSON.parse(readFileSync(DIR + "reference.json", "utf8")).brown_valid;
   const m = await loadModel(DIR);

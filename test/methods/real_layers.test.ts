@@ -16,7 +16,7 @@ const KEY = { "self_attn.q_proj": "q", "self_attn.k_proj": "k", "self_attn.v_pro
 
 // Every linear of every block of stories260K, with the real activations the model feeds it (observe hook):
 // SVD-LLM's layer loss ‖(W − AB)Xᵀ‖_F equals √T·sqrt(Σ_{i>k} σ_i²(W·L)) to 1e-4 relative.
-test("SVD-LLM loss theorem on stories260K's real layers and activations", async () => {
+test("SVD-LLM loss theorem on stories260K's real layers and activations", { timeout: 120_000 }, async () => {
   const m = await loadModel(STORIES);
   try {
     const ids = m.tokenizer.encode(await storiesText(), { bos: true });

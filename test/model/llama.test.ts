@@ -9,6 +9,7 @@ import { memoryReader, randomWeights, TINY } from "./_random_model.ts";
 import {
   applyLinear,
   embed,
+  expNeg,
   finalLogits,
   forwardBlock,
   forwardBlockCached,
@@ -128,19 +129,25 @@ test("forwardBlockCached: prefill plus one-token steps equal the full window", a
   );
 });
 
-test("generate: KV-cached greedy decoding equals the argmax of full forward passes", async () => {
-  for (const m of [model, await loadModel(STORIES)]) {
-    const prompt = Int32Array.of(1, 5, 9);
-    const fast = await generate(m, prompt, 10, { stopAtEos: false });
-    let ids = prompt;
-    for (let k = 0; k < 10; k++) {
-      const logits = await nextTokenLogits(m, ids);
-      const next = logits.indexOf(Math.max(...logits));
-      assert.equal(fast[k], next, `step ${k}`);
-      ids = Int32Array.from([...ids, next]);
+test(
+  "generate: KV-cached greedy decoding equals the argmax of full forward passes",
+  { timeout: 30_000 },
+  async () => {
+    const stories = await loadModel(STORIES);
+    for (const m of [model, stories]) {
+      const prompt = Int32Array.of(1, 5, 9);
+      const fast = await generate(m, prompt, 10, { stopAtEos: false });
+      let ids = prompt;
+      for (let k = 0; k < 10; k++) {
+        const logits = await nextTokenLogits(m, ids);
+        const next = logits.indexOf(Math.max(...logits));
+        assert.equal(fast[k], next, `step ${k}`);
+        ids = Int32Array.from([...ids, next]);
+      }
     }
-  }
-});
+    await stories.close();
+  },
+);
 
 test("loadBlock: a wrong shape or a missing tensor is a ShapeError naming the tensor", async () => {
   const w = randomWeights(TINY);
@@ -190,4 +197,15 @@ test("loadModel: stories260K GGUF under Hugging Face names, interleaved RoPE, un
   } finally {
     await m.close();
   }
+});
+
+test("expNeg: e^x to 1e-8 relative on [-87, 0], 0 below", () => {
+  fc.assert(
+    fc.property(fc.double({ min: -87, max: 0, noNaN: true }), (x) => {
+      assert.ok(Math.abs(expNeg(x) / Math.exp(x) - 1) < 1e-8, `x = ${x}`);
+    }),
+    { numRuns: 2000 },
+  );
+  assert.equal(expNeg(0), 1);
+  assert.equal(expNeg(-1000), 0);
 });

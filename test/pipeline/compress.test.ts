@@ -24,13 +24,17 @@ import {
 
 // stories260K at 20 % removed, each method calibrated on the first half of the TinyStories text and evaluated
 // on the second half (windows of 512, the model's context).
-test("stories260K at 20 % removed: ppl(svd) > ppl(asvd) > ppl(svdllm) > dense, and the folders reload", async () => {
+const SLOW = { timeout: 240_000 };
+
+test("stories260K at 20 % removed: ppl(svd) > ppl(asvd) > ppl(svdllm) > dense, and the folders reload", SLOW, async () => {
   const m = await loadModel(STORIES);
   const ids = m.tokenizer.encode(await storiesText(), { bos: true });
   await m.close();
   const half = Math.floor(ids.length / 2);
   const calib = ids.slice(0, half), evalIds = ids.slice(half);
-  const dense = (await perplexity(await loadModel(STORIES), evalIds, { window: 512 })).ppl;
+  const dm = await loadModel(STORIES);
+  const dense = (await perplexity(dm, evalIds, { window: 512 })).ppl;
+  await dm.close();
   const dir = await tempDir();
   try {
     const ppl: Record<string, number> = {};
@@ -73,13 +77,15 @@ test("stories260K at 20 % removed: ppl(svd) > ppl(asvd) > ppl(svdllm) > dense, a
     await merge(join(dir, "svdllm"), join(dir, "merged"));
     const merged = await folderPpl(join(dir, "merged"), evalIds, 512);
     assert.ok(Math.abs(merged - ppl.svdllm) / ppl.svdllm < 1e-3, `merged ${merged} vs ${ppl.svdllm}`);
-    assert.equal((await openModelWeights(join(dir, "merged"))).has("model.layers.0.mlp.gate_proj.weight"), true);
+    const mr = await openModelWeights(join(dir, "merged"));
+    assert.equal(mr.has("model.layers.0.mlp.gate_proj.weight"), true);
+    await mr.close();
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
 });
 
-test("a failed or aborted compression leaves nothing under the destination name", async () => {
+test("a failed or aborted compression leaves nothing under the destination name", SLOW, async () => {
   const dir = await tempDir();
   try {
     const out = join(dir, "out");
@@ -127,7 +133,7 @@ test("a failed or aborted compression leaves nothing under the destination name"
   }
 });
 
-test("bad options are refused before any work, naming the problem", async () => {
+test("bad options are refused before any work, naming the problem", SLOW, async () => {
   const dir = await tempDir();
   try {
     const out = join(dir, "out");
@@ -164,7 +170,7 @@ test("bad options are refused before any work, naming the problem", async () => 
   }
 });
 
-test("tinylm-brown: SVD-LLM with update compresses, reloads with loadModel and evaluates", { skip: !HAS_SHARED && "needs ../shared (tinylm-brown)" }, async () => {
+test("tinylm-brown: SVD-LLM with update compresses, reloads with loadModel and evaluates", { ...SLOW, skip: !HAS_SHARED && "needs ../shared (tinylm-brown)" }, async () => {
   const src = join(SHARED, "models/tinylm-brown");
   const calibText = (await readFile(join(SHARED, "data/brown-calib.txt"), "utf8")).slice(0, 60000);
   const dir = await tempDir();

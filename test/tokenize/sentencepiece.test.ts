@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { existsSync, readFileSync } from "node:fs";
 import { openGguf } from "../../src/io/gguf.ts";
-import { GgufSentencePieceTokenizer } from "../../src/tokenize/sentencepiece.ts";
+import { GgufSentencePieceTokenizer, sentencePieceFromJson } from "../../src/tokenize/sentencepiece.ts";
 import { FormatError } from "../../src/errors.ts";
 
 const STORIES = new URL("../../models/stories260K/stories260K.gguf", import.meta.url).pathname;
@@ -87,4 +87,17 @@ test("sentencepiece: metadata without a llama vocabulary is refused", () => {
   const n = new Map(kv);
   n.set("tokenizer.ggml.scores", new Float32Array(3));
   assert.throws(() => new GgufSentencePieceTokenizer(n, "x.gguf"), /scores/);
+});
+
+test("sentencepiece: rebuilt from a JSON copy of the GGUF tokenizer keys, it encodes identically", () => {
+  const obj: Record<string, unknown> = {};
+  for (const [k, v] of kv) {
+    if (k.startsWith("tokenizer.")) {
+      obj[k] = ArrayBuffer.isView(v) ? Array.from(v as Float32Array) : v;
+    }
+  }
+  const copy = sentencePieceFromJson(JSON.parse(JSON.stringify(obj)));
+  const s = "Once upon a time, a fox said: «ж»!\nThe end.";
+  assert.deepEqual(copy.encode(s, { bos: true }), tok.encode(s, { bos: true }));
+  assert.equal(copy.bosId, 1);
 });

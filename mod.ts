@@ -1,0 +1,84 @@
+/**
+ * @svd/llm — compress large language models by low-rank (SVD) factorisation of their weight matrices.
+ *
+ * Three methods, from the weakest to the strongest at the same ratio: plain truncated SVD, ASVD
+ * (activation-aware channel scaling) and SVD-LLM (truncation-aware whitening by the Cholesky factor of the
+ * inputs' Gram matrix, optionally with the closed-form update of A). A model is read tensor by tensor and
+ * compressed block by block, so memory stays near one transformer block.
+ *
+ * Whole models (a Hugging Face LLaMA/Qwen2/Mistral folder or a GGUF file):
+ *
+ * ```ts
+ * import { compress, loadModel, perplexity } from "./mod.ts";
+ * import { readFile, mkdtemp, rm } from "node:fs/promises";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ *
+ * const text = await readFile("data/tinystories-valid.part1.txt", "utf8");
+ * const out = join(await mkdtemp(join(tmpdir(), "svd-llm-")), "stories-svdllm");
+ * const report = await compress("models/stories260K/stories260K.gguf", out, {
+ *   method: "svdllm",
+ *   ratio: { removed: 0.2 }, // SVD-LLM's convention; ASVD's is { kept: 0.8 }
+ *   calibration: { text, samples: 16, seqlen: 128 },
+ * });
+ * console.log(report.params.model.removed); // fraction of the whole model's parameters removed
+ *
+ * const model = await loadModel(out); // the compressed model reloads and evaluates
+ * const { ppl } = await perplexity(model, model.tokenizer.encode(text, { bos: true }), { window: 512 });
+ * console.log(ppl);
+ * await model.close();
+ * await rm(out, { recursive: true });
+ * ```
+ *
+ * One layer at a time, GPTQ style (observe the inputs, then compress):
+ *
+ * ```ts
+ * import { matrix, svdllm } from "./mod.ts";
+ * const w = matrix(4, 3, Float32Array.from({ length: 12 }, (_, i) => Math.sin(i))); // out×in
+ * const layer = svdllm(w);
+ * layer.addBatch(matrix(8, 3, Float32Array.from({ length: 24 }, (_, i) => Math.cos(i)))); // tokens×in
+ * const { a, b, report } = layer.compress({ ratio: { removed: 0.2 } }); // w ≈ a·b
+ * ```
+ *
+ * @module
+ */
+
+// Whole-model pipeline.
+export {
+  compress,
+  type CompressMethod,
+  compressModel,
+  type CompressOptions,
+  type CompressProgress,
+  type CompressReport,
+  type LayerReport,
+} from "./src/pipeline/compress.ts";
+export { merge, type MergeOptions, type MergeReport } from "./src/pipeline/merge.ts";
+
+// Per-layer methods.
+export { asvd, type LayerCompressor, svdLayer, svdllm, type Target } from "./src/methods/layer.ts";
+export { compressSvd } from "./src/methods/svd.ts";
+export { type AsvdOptions, type AsvdStats, compressAsvd } from "./src/methods/asvd.ts";
+export { compressSvdLlm, type SvdLlmOptions, type SvdLlmStats, updateA } from "./src/methods/svdllm.ts";
+export type { Factors, MethodReport } from "./src/methods/factors.ts";
+export { describeRatio, keptFraction, type Ratio, rankFor } from "./src/methods/ratio.ts";
+export { AbsMeanObserver } from "./src/calib/abs_mean.ts";
+export { GramObserver } from "./src/calib/gram.ts";
+
+// Models and evaluation.
+export { type LoadedModel, loadModel } from "./src/model/load.ts";
+export type { LlamaSpec } from "./src/model/spec.ts";
+export { perplexity, type PerplexityOptions, type PerplexityResult } from "./src/eval/perplexity.ts";
+export { klDivergence } from "./src/eval/kl.ts";
+export { generate, type GenerateOptions } from "./src/eval/generate.ts";
+export type { Tokenizer } from "./src/tokenize/tokenizer.ts";
+
+// Numerics and I/O (also available in full from the "./linalg" and "./io" entry points).
+export { initLinalg, linalgInfo } from "./src/linalg/backend.ts";
+export { type Matrix, matrix, type Matrix64, matrix64 } from "./src/linalg/matrix.ts";
+export { matmul } from "./src/linalg/gemm.ts";
+export { svd } from "./src/linalg/svd.ts";
+export { svdTruncated } from "./src/linalg/svd_truncated.ts";
+export { openSafetensors } from "./src/io/safetensors_reader.ts";
+export { createSafetensorsWriter } from "./src/io/safetensors_writer.ts";
+export { FormatError, NumericError, OptionError, ShapeError } from "./src/errors.ts";

@@ -1,0 +1,172 @@
+/**
+ * Text reports for the command line: aligned tables, the summary of a compression run, and `inspect`
+ * (per-layer shapes, ranks and singular-value spectra of a dense or compressed model).
+ *
+ * @module
+ */
+import { loadModel } from "../model/load.ts";
+import { type Linear, loadBlock } from "../model/llama.ts";
+import { LINEAR_NAMES, type LinearName } from "../model/names.ts";
+import { matmul } from "../linalg/gemm.ts";
+import { svd } from "../linalg/svd.ts";
+import type { CompressReport } from "../pipeline/compress.ts";
+import type { ProgressEvent } from "./progress.ts";
+
+/** Bytes as a short human string (KiB/MiB/GiB). */
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+}
+
+/** An aligned plain-text table; numeric-looking cells are right-aligned. */
+export function table(head: string[], rows: string[][]): string {
+  const widths = head.map((h, j) => Math.max(h.length, ...rows.map((r) => (r[j] ?? "").length)));
+  const numeric = /^[-+]?[\d.,]+( ?[%a-zA-Z]+)?$/;
+  const line = (r: string[]) =>
+    r.map((c, j) => (numeric.test(c) ? c.padStart(widths[j]) : c.padEnd(widths[j]))).join("  ").trimEnd();
+  return [line(head), widths.map((w) => "─".repeat(w)).join("  "), ...rows.map(line)].join("\n");
+}
+
+const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
+
+/** The summary table printed at the end of `compress`. */
+export function formatCompressReport(r: CompressReport): string {
+  const rows = r.layers.map((l) => [
+    l.name.replace(/^model\.layers\./, ""),
+    `${l.rows}×${l.cols}`,
+    l.rank === null ? "dense" : String(l.rank),
+    pct(1 - l.after / l.before),
+    l.relativeLoss === undefined ? "" : l.relativeLoss.toExponential(2),
+    l.shift ? l.shift.toExponential(1) : "",
+    l.seconds.toFixed(2),
+  ]);
+  const p = r.params;
+  return [
+    table(["layer", "shape", "rank", "removed", "rel. loss", "damping", "s"], rows),
+    "",
+    `method ${r.method}, ${r.ratioLabel}${r.update ? ", with update" : ""}, ${
+      r.sequential ? "sequential" : "original-activation"
+    } calibration${
+      r.calibration ? ` (${r.calibration.samples} × ${r.calibration.seqlen} tokens, seed ${r.calibration.seed})` : ""
+    }, ${r.allocation} allocation`,
+    `parameters: block linears ${p.linears.before.toLocaleString("en")} → ${p.linears.after.toLocaleString("en")} ` +
+    `(${pct(p.linears.removed)} removed); whole model ${p.model.before.toLocaleString("en")} → ` +
+    `${p.model.after.toLocaleString("en")} (${pct(p.model.removed)} removed)`,
+    r.kvCache ? `KV cache per token: ${JSON.stringify(r.kvCache)}` : "",
+    `time ${r.seconds.toFixed(2)} s, peak memory ${r.peakRssBytes ? formatBytes(r.peakRssBytes) : "n/a"}`,
+    `written: ${r.output}`,
+  ].filter((s) => s !== "").join("\n");
+}
+
+/** One linear as `inspect` sees it. */
+export interface InspectedLinear {
+  /** Tensor prefix. */
+  name: string;
+  /** Output × input features. */
+  rows: number;
+  /** Input features. */
+  cols: number;
+  /** Stored rank (low-rank) or null (dense). */
+  rank: number | null;
+  /** Singular values of the (effective) weight, descending. */
+  sigma: Float64Array;
+}
+
+/** What `inspect` found. */
+export interface InspectReport {
+  /** Model name. */
+  name: string;
+  /** The `svd_llm` section of config.json, when the model was compressed by this library. */
+  compression?: Record<string, unknown>;
+  /** Every block linear. */
+  linears: InspectedLinear[];
+}
+
+const BLOCK_KEY: Record<LinearName, "q" | "k" | "v" | "o" | "gate" | "up" | "down"> = {
+  "self_attn.q_proj": "q",
+  "self_attn.k_proj": "k",
+  "self_attn.v_proj": "v",
+  "self_attn.o_proj": "o",
+  "mlp.gate_proj": "gate",
+  "mlp.up_proj": "up",
+  "mlp.down_proj": "down",
+};
+
+function effectiveWeight(lin: Linear) {
+  return lin.kind === "dense" ? lin.weight : matmul(lin.a, lin.b);
+}
+
+/** Read a model block by block and compute each linear's spectrum. */
+export async function inspectModel(
+  path: string,
+  opts: { onProgress?: (e: ProgressEvent) => void } = {},
+): Promise<InspectReport> {
+  const model = await loadModel(path);
+  try {
+    const linears: InspectedLinear[] = [];
+    const n = model.spec.numLayers;
+    for (let i = 0; i < n; i++) {
+      const block = await loadBlock(model.reader, model.spec, i);
+      for (const name of LINEAR_NAMES) {
+        const lin = block[BLOCK_KEY[name]];
+        const w = effectiveWeight(lin);
+        linears.push({
+          name: `${i}.${name}`,
+          rows: w.rows,
+          cols: w.cols,
+          rank: lin.kind === "lowrank" ? lin.a.cols : null,
+          sigma: svd(w).s,
+        });
+      }
+      opts.onProgress?.({ stage: "inspect", done: i + 1, total: n });
+    }
+    const compression = model.config.svd_llm as Record<string, unknown> | undefined;
+    return { name: model.name, compression, linears };
+  } finally {
+    await model.close();
+  }
+}
+
+/** `inspect`'s table: shape, rank, σ₁, σ at a few quantiles, and the rank holding 90 % / 99 % of Σσ². */
+export function formatInspectReport(r: InspectReport): string {
+  const energyRank = (s: Float64Array, frac: number) => {
+    let total = 0;
+    for (const v of s) total += v * v;
+    let acc = 0;
+    for (let i = 0; i < s.length; i++) {
+      acc += s[i] * s[i];
+      if (acc >= frac * total) return i + 1;
+    }
+    return s.length;
+  };
+  const rows = r.linears.map((l) => {
+    const s = l.sigma;
+    const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * (s.length - 1)))];
+    return [
+      l.name,
+      `${l.rows}×${l.cols}`,
+      l.rank === null ? "dense" : String(l.rank),
+      s[0].toPrecision(4),
+      at(0.25).toPrecision(3),
+      at(0.5).toPrecision(3),
+      at(1).toPrecision(3),
+      String(energyRank(s, 0.9)),
+      String(energyRank(s, 0.99)),
+    ];
+  });
+  const head = r.compression
+    ? `${r.name}: compressed by @svd/llm ${JSON.stringify({
+      method: r.compression.method,
+      ratio: r.compression.ratio,
+      achieved: r.compression.achieved,
+    })}`
+    : `${r.name}: dense`;
+  return head + "\n" +
+    table(["layer", "shape", "rank", "σ1", "σ@25%", "σ@50%", "σ min", "r90", "r99"], rows) +
+    "\n(r90 / r99: smallest rank holding 90 % / 99 % of Σσ²)";
+}

@@ -1,0 +1,50 @@
+/**
+ * The model room's public API: the typed spec, tensor names, the block-wise LLaMA forward pass, RoPE, and
+ * {@link loadModel} for Hugging Face folders and GGUF files.
+ *
+ * @module
+ */
+export { type LlamaSpec, specFromGguf, specFromHfConfig, SUPPORTED_MODEL_TYPES } from "./spec.ts";
+export {
+  blockPrefix,
+  EMBED,
+  FINAL_NORM,
+  ggufToHfName,
+  hfToGgufName,
+  inputNormName,
+  LINEAR_NAMES,
+  type LinearName,
+  linearPrefix,
+  LM_HEAD,
+  postNormName,
+  SVD_A,
+  SVD_B,
+} from "./names.ts";
+export {
+  applyLinear,
+  embed,
+  expNeg,
+  finalLogits,
+  forwardBlock,
+  forwardBlockCached,
+  forwardHidden,
+  type LayerCache,
+  type Layout,
+  type Linear,
+  linearIn,
+  type LinearObserver,
+  linearOut,
+  type LlamaBlock,
+  type LlamaHead,
+  loadBlock,
+  loadHead,
+  loadLinear,
+  logSumExp,
+  type ModelWeights,
+  newLayerCache,
+  type ProgressEvent,
+  rmsNorm,
+  tokenNll,
+} from "./llama.ts";
+export { applyRope, permuteQK, type RopeTables, ropeTables } from "./rope.ts";
+export { ggufAsHfReader, type LoadedModel, loadModel } from "./load.ts";

@@ -1,0 +1,9 @@
+/**
+ * The tokenizer room's public API: one {@link Tokenizer} interface, Hugging Face tokenizer.json tokenizers and
+ * GGUF SentencePiece-style vocabularies.
+ *
+ * @module
+ */
+export type { EncodeOptions, Tokenizer } from "./tokenizer.ts";
+export { type HfTokenizerDefaults, hfTokenizerFromJson, loadHfTokenizer } from "./hf.ts";
+export { GgufSentencePieceTokenizer, sentencePieceFromJson } from "./sentencepiece.ts";
