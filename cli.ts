@@ -25,7 +25,7 @@ import {
 } from "./src/cli/report.ts";
 import { compress, type CompressOptions, type CompressProgress } from "./src/pipeline/compress.ts";
 import { merge } from "./src/pipeline/merge.ts";
-import { loadModel } from "./src/model/load.ts";
+import { type LoadedModel, loadModel } from "./src/model/load.ts";
 import { perplexity } from "./src/eval/perplexity.ts";
 import { generate } from "./src/eval/generate.ts";
 import { initLinalg, linalgInfo } from "./src/linalg/backend.ts";
@@ -93,6 +93,16 @@ async function cmdEval(args: string[]): Promise<void> {
   }
 }
 
+/** Greedy continuation, decoded together with the prompt so the tokenizer places spaces right. */
+async function continueText(model: LoadedModel, prompt: string, tokens: number): Promise<string> {
+  const promptIds = model.tokenizer.encode(prompt, { bos: true });
+  const ids = await generate(model, promptIds, tokens);
+  const all = new Int32Array(promptIds.length + ids.length);
+  all.set(promptIds);
+  all.set(ids, promptIds.length);
+  return model.tokenizer.decode(all);
+}
+
 async function cmdGenerate(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args,
@@ -102,8 +112,7 @@ async function cmdGenerate(args: string[]): Promise<void> {
   const model = await loadModel(positionals[0] ?? DEFAULT_MODEL);
   try {
     const prompt = values.prompt ?? "Once upon a time";
-    const ids = await generate(model, model.tokenizer.encode(prompt, { bos: true }), num(values.tokens, "tokens", 40)!);
-    print(prompt + model.tokenizer.decode(ids));
+    print(await continueText(model, prompt, num(values.tokens, "tokens", 40)!));
   } finally {
     await model.close();
   }
@@ -203,8 +212,7 @@ async function cmdDemo(): Promise<void> {
   const prompt = "Once upon a time";
   const rows: string[][] = [];
   const dense = await perplexity(model, ids, { window: DEMO_WINDOW, onProgress });
-  const denseGen = await generate(model, model.tokenizer.encode(prompt, { bos: true }), 24);
-  rows.push(["dense", "0 %", dense.ppl.toFixed(4), "-", prompt + model.tokenizer.decode(denseGen)]);
+  rows.push(["dense", "0 %", dense.ppl.toFixed(4), "-", await continueText(model, prompt, 24)]);
   await model.close();
   print(`perplexity on ${dense.tokens} tokens of TinyStories (windows of ${DEMO_WINDOW}): ${dense.ppl.toFixed(4)}`);
 
@@ -221,13 +229,12 @@ async function cmdDemo(): Promise<void> {
       const m = await loadModel(out);
       try {
         const r = await perplexity(m, m.tokenizer.encode(text, { bos: true }), { window: DEMO_WINDOW, onProgress });
-        const g = await generate(m, m.tokenizer.encode(prompt, { bos: true }), 24);
         rows.push([
           method,
           `${(report.params.model.removed * 100).toFixed(1)} %`,
           r.ppl.toFixed(4),
           `${report.seconds.toFixed(2)} s`,
-          prompt + m.tokenizer.decode(g),
+          await continueText(m, prompt, 24),
         ]);
       } finally {
         await m.close();
@@ -238,7 +245,7 @@ async function cmdDemo(): Promise<void> {
   }
   print("\n20 % of every block linear's parameters removed (calibration: 16 windows × 128 tokens of the same text):");
   print(
-    table(["model", "params removed", "ppl", "compress", "greedy continuation"], rows.map((r) => {
+    table(["model", "model params removed", "ppl", "compress", "greedy continuation"], rows.map((r) => {
       r[4] = JSON.stringify(r[4].replace(/\s+/g, " ").slice(0, 70));
       return r;
     })),

@@ -6,7 +6,8 @@
  * Protocols.
  * - tinylm-brown (methods.md "Peers"): calibration from brown-calib.txt, 64 × 256 tokens for SVD-LLM and
  *   32 × 256 for ASVD (random windows, seed 0); evaluation on the first 20,000 tokens of brown-valid.txt
- *   (tokenized once with one BOS) in windows of 256. Dense ppl should be 118.85. Also ASVD with the
+ *   (tokenized once with one BOS) in windows of 256, whole windows only (19,968 tokens, as the peers'
+ *   evaluator drops the partial last window). Dense ppl 118.85. Also ASVD with the
  *   sensitivity sweep (0.4…0.9) at kept 0.8, the peers' ASVD setting.
  * - stories260K: TinyStories validation text tokenized once with one BOS; calibration windows (32 × 256)
  *   from its first half, evaluation on its second half in windows of 512.
@@ -58,7 +59,10 @@ async function data(model: Job["model"]) {
     const path = join(ROOT, "models/stories260K/stories260K.gguf");
     const m = await loadModel(path);
     const shared = join(SHARED, "data/tinystories-valid.part1.txt");
-    const text = await readFile(existsSync(shared) ? shared : join(ROOT, "data/tinystories-valid.part1.txt"), "utf8");
+    const text = await readFile(
+      existsSync(shared) ? shared : join(ROOT, "data/tinystories-valid.part1.txt"),
+      "utf8",
+    );
     const ids = m.tokenizer.encode(text, { bos: true });
     await m.close();
     const half = Math.floor(ids.length / 2);
@@ -66,10 +70,15 @@ async function data(model: Job["model"]) {
   }
   const path = join(SHARED, "models/tinylm-brown");
   const m = await loadModel(path);
-  const calib = m.tokenizer.encode(await readFile(join(SHARED, "data/brown-calib.txt"), "utf8"), { bos: true });
-  const valid = m.tokenizer.encode(await readFile(join(SHARED, "data/brown-valid.txt"), "utf8"), { bos: true });
+  const calib = m.tokenizer.encode(await readFile(join(SHARED, "data/brown-calib.txt"), "utf8"), {
+    bos: true,
+  });
+  const valid = m.tokenizer.encode(await readFile(join(SHARED, "data/brown-valid.txt"), "utf8"), {
+    bos: true,
+  });
   await m.close();
-  return { path, calib, evalIds: valid.slice(0, 20000), window: 256 };
+  // The peers' evaluator keeps whole windows only: 78 × 256 = 19,968 of the first 20,000 tokens.
+  return { path, calib, evalIds: valid.slice(0, Math.floor(20000 / 256) * 256), window: 256 };
 }
 
 /** Child: run one job, print its JSON result as the last line. */
@@ -92,13 +101,19 @@ async function runOne(job: Job): Promise<void> {
       update: job.update,
       allocation: job.allocation,
       sensitivity: job.allocation === "sensitivity"
-        ? { cacheFile: join(ROOT, ".cache", `asvd-sensitivity-${job.model}.json`) }
+        ? { cacheFile: join(tmpdir(), `svd-llm-bench-asvd-sensitivity-${job.model}.json`) }
         : undefined,
       calibration: { ids: d.calib, samples: job.samples, seqlen: 256, seed: 0 },
+      onProgress: (e) => {
+        if (e.stage === "sensitivity") {
+          console.error(`sweep ${e.done}/${e.total} eta ${e.etaSeconds?.toFixed(0)} s`);
+        }
+      },
     });
     const config = JSON.parse(await readFile(join(out, "config.json"), "utf8"));
     const reader = await openModelWeights(out);
-    const ppl = (await perplexity({ spec: specFromHfConfig(config), reader }, d.evalIds, { window: d.window })).ppl;
+    const ppl =
+      (await perplexity({ spec: specFromHfConfig(config), reader }, d.evalIds, { window: d.window })).ppl;
     await reader.close();
     const dm = await loadModel(d.path);
     const densePpl = (await perplexity(dm, d.evalIds, { window: d.window })).ppl;
@@ -124,10 +139,16 @@ function child(job: Job): Promise<JobResult> {
     const argv = ["run", "-A", fileURLToPath(import.meta.url), "--one", JSON.stringify(job)];
     const t = arg("threads", "1");
     argv.push("--threads", t);
-    const p = spawn(join(ROOT, "node_modules/.bin/deno"), argv, { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" } });
+    const p = spawn(join(ROOT, "node_modules/.bin/deno"), argv, {
+      cwd: ROOT,
+      env: { ...process.env, NO_COLOR: "1" },
+    });
     let out = "", err = "";
     p.stdout.on("data", (b) => (out += b));
-    p.stderr.on("data", (b) => (err += b));
+    p.stderr.on("data", (b) => {
+      err += b;
+      if (process.argv.includes("--verbose")) process.stderr.write(b);
+    });
     p.on("close", (code) => {
       const last = out.trim().split("\n").at(-1) ?? "";
       if (code === 0 && last.startsWith("{")) resolve(JSON.parse(last));
@@ -153,7 +174,14 @@ async function main(): Promise<void> {
       jobs.push({ model, method: "svd", label: "svd", ratio, samples: svdSamples });
       jobs.push({ model, method: "asvd", label: "asvd (uniform)", ratio, samples: asvdSamples });
       jobs.push({ model, method: "svdllm", label: "svdllm (whitening)", ratio, samples: svdSamples });
-      jobs.push({ model, method: "svdllm", label: "svdllm (+update)", ratio, update: true, samples: svdSamples });
+      jobs.push({
+        model,
+        method: "svdllm",
+        label: "svdllm (+update)",
+        ratio,
+        update: true,
+        samples: svdSamples,
+      });
     }
     if (model === "brown" && !process.argv.includes("--no-sweep")) {
       jobs.push({
@@ -170,9 +198,15 @@ async function main(): Promise<void> {
   for (const job of jobs) {
     const r = await child(job);
     rows.push(r);
-    console.error(`${job.model} ${job.label} ${JSON.stringify(job.ratio)}: ppl ${r.ppl.toFixed(2)} in ${r.seconds.toFixed(2)} s`);
+    console.error(
+      `${job.model} ${job.label} ${JSON.stringify(job.ratio)}: ppl ${r.ppl.toFixed(2)} in ${
+        r.seconds.toFixed(2)
+      } s`,
+    );
   }
-  console.log("| model | method | ratio | linears removed | model removed | ppl (dense) | time s | peak RSS MB |");
+  console.log(
+    "| model | method | ratio | linears removed | model removed | ppl (dense) | time s | peak RSS MB |",
+  );
   console.log("|---|---|---|---|---|---|---|---|");
   for (const r of rows) {
     const ratio = "removed" in r.job.ratio ? `removed ${r.job.ratio.removed}` : `kept ${r.job.ratio.kept}`;
@@ -182,9 +216,9 @@ async function main(): Promise<void> {
     console.log(
       `| ${r.job.model === "brown" ? "tinylm-brown" : "stories260K"} | ${r.job.label} | ${ratio} | ${
         (100 * r.linearsRemoved).toFixed(1)
-      } % | ${(100 * r.modelRemoved).toFixed(1)} % | ${r.ppl.toFixed(2)} (${r.densePpl.toFixed(2)}) | ${time} | ${
-        r.peakRssMB.toFixed(0)
-      } |`,
+      } % | ${(100 * r.modelRemoved).toFixed(1)} % | ${r.ppl.toFixed(2)} (${
+        r.densePpl.toFixed(2)
+      }) | ${time} | ${r.peakRssMB.toFixed(0)} |`,
     );
   }
 }

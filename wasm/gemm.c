@@ -207,6 +207,48 @@ static void sscale(int m, int n, float* C, long ldc, float beta) {
   }
 }
 
+// One row of C (m == 1: a vector times a matrix, as in token-by-token generation). The packed path would
+// pad the row to MR and copy all of B into panels; here B is streamed once.
+//   x: op(A)'s single row, contiguous (k values); c: C's row.
+static void sgemv_row(int tb, int n, int k, float alpha, const float* x, const float* B, int ldb, float beta,
+                      float* c, float* acc) {
+  if (tb) {
+    // c[j] = alpha · dot(x, B[j, :]): rows of B are contiguous.
+    for (int j = 0; j < n; j++) {
+      const float* r = B + (long)j * ldb;
+      v128_t s0 = wasm_f32x4_splat(0), s1 = s0;
+      int p = 0;
+      for (; p + 8 <= k; p += 8) {
+        s0 = wasm_f32x4_add(s0, wasm_f32x4_mul(wasm_v128_load(x + p), wasm_v128_load(r + p)));
+        s1 = wasm_f32x4_add(s1, wasm_f32x4_mul(wasm_v128_load(x + p + 4), wasm_v128_load(r + p + 4)));
+      }
+      s0 = wasm_f32x4_add(s0, s1);
+      float d = (wasm_f32x4_extract_lane(s0, 0) + wasm_f32x4_extract_lane(s0, 1)) +
+                (wasm_f32x4_extract_lane(s0, 2) + wasm_f32x4_extract_lane(s0, 3));
+      for (; p < k; p++) d += x[p] * r[p];
+      c[j] = beta == 0.0f ? alpha * d : beta * c[j] + alpha * d;
+    }
+    return;
+  }
+  // c[j] = alpha · Σ_p x[p]·B[p][j]: rows of B scaled and added, in column chunks that stay in L1.
+  const int CH = 2048;
+  for (int j0 = 0; j0 < n; j0 += CH) {
+    int nc = n - j0 < CH ? n - j0 : CH;
+    int nv = nc & ~3;
+    for (int j = 0; j < nc; j++) acc[j] = 0.0f;
+    for (int p = 0; p < k; p++) {
+      const float* r = B + (long)p * ldb + j0;
+      v128_t xv = wasm_f32x4_splat(x[p]);
+      int j = 0;
+      for (; j < nv; j += 4) {
+        wasm_v128_store(acc + j, wasm_f32x4_add(wasm_v128_load(acc + j), wasm_f32x4_mul(xv, wasm_v128_load(r + j))));
+      }
+      for (; j < nc; j++) acc[j] += x[p] * r[j];
+    }
+    for (int j = 0; j < nc; j++) c[j0 + j] = beta == 0.0f ? alpha * acc[j] : beta * c[j0 + j] + alpha * acc[j];
+  }
+}
+
 // C = alpha·op(A)·op(B) + beta·C. Pointers are byte offsets into memory; leading dimensions in elements;
 // work holds sgemm_work_size() floats, 16-byte aligned. beta == 0 overwrites C without reading it.
 EXPORT("sgemm")
@@ -216,6 +258,21 @@ void sgemm(int ta, int tb, int m, int n, int k, float alpha, const float* A, int
   if (k <= 0 || alpha == 0.0f) {
     sscale(m, n, C, ldc, beta);
     return;
+  }
+  if (m == 1) {
+    // op(A)'s row: contiguous unless A is stored k×1 with a stride; copy it to scratch then.
+    const float* x = A;
+    float* acc = work;
+    if (ta && lda != 1) {
+      float* t = work;
+      for (int p = 0; p < k; p++) t[p] = A[(long)p * lda];
+      x = t;
+      acc = work + ((k + 15) & ~15);
+    }
+    if (k <= SMC * SKC + SKC * SNC - 2048 - 16) {
+      sgemv_row(tb, n, k, alpha, x, B, ldb, beta, C, acc);
+      return;
+    }
   }
   float* pa = work;
   float* pb = pa + SMC * SKC;

@@ -24,6 +24,13 @@ export interface GenerateOptions {
   stopAtEos?: boolean;
   /** Called with each new token as it is chosen. */
   onToken?: (id: number) => void;
+  /**
+   * What the key/value cache holds: "full" keys and values (default), or "latent": the rank-r latents of
+   * low-rank k/v projections (ASVD's KV-cache mode; same tokens, smaller cache).
+   */
+  kvCache?: "full" | "latent";
+  /** Called once at the end with the floats the caches hold per token, summed over layers. */
+  onCacheSize?: (floatsPerToken: number) => void;
 }
 
 function argmax(a: Float32Array, off: number, n: number): number {
@@ -67,7 +74,7 @@ export async function generate(
   const head = await loadHead(reader, spec);
   const blocks: LlamaBlock[] = [];
   for (let i = 0; i < spec.numLayers; i++) blocks.push(await loadBlock(reader, spec, i));
-  const caches: LayerCache[] = blocks.map(() => newLayerCache(spec, capacity));
+  const caches: LayerCache[] = blocks.map((b) => newLayerCache(spec, capacity, opts.kvCache ?? "full", b));
   const out: number[] = [];
   let input = promptIds;
   while (out.length < maxNew && caches[0].length + input.length <= capacity) {
@@ -81,6 +88,7 @@ export async function generate(
     if (next === spec.eosTokenId && opts.stopAtEos !== false) break;
     input = Int32Array.of(next);
   }
+  opts.onCacheSize?.(caches.reduce((s, c) => s + c.kWidth + c.vWidth, 0));
   return Int32Array.from(out);
 }
 

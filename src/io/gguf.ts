@@ -162,6 +162,9 @@ class NeedMore {
 }
 
 const MAX_DIMS = 4;
+
+/** Largest header (metadata + tensor infos) read: real ones are a few MB even for 256K-token vocabularies. */
+export const GGUF_MAX_HEADER_BYTES = 256 << 20;
 const utf8 = new TextDecoder("utf-8", { fatal: false });
 
 /** A bounds-checked little-endian cursor over the first `buf.length` bytes of a file of `fileSize` bytes. */
@@ -427,6 +430,9 @@ async function parse(src: ByteSource, opts: OpenGgufOptions): Promise<GgufFile> 
       break;
     } catch (e) {
       if (!(e instanceof NeedMore)) throw e;
+      if (e.upTo > GGUF_MAX_HEADER_BYTES) {
+        fail(`the header needs more than ${GGUF_MAX_HEADER_BYTES} bytes (a corrupt length or count?)`);
+      }
       want = Math.min(src.size, Math.max(e.upTo, want * 2));
     }
   }

@@ -41,4 +41,11 @@ export {
   withSafetensorsWriter,
 } from "./safetensors_writer.ts";
 export { type AtomicWriteOptions, writeFileAtomic } from "./atomic_write.ts";
-// export * from "./gguf.ts"; // the model engineer adds the GGUF reader's exports here
+export {
+  GGUF_MAX_HEADER_BYTES,
+  type GgufFile,
+  type GgufNumberArray,
+  type GgufValue,
+  openGguf,
+  type OpenGgufOptions,
+} from "./gguf.ts";

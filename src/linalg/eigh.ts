@@ -9,6 +9,7 @@ import {
   checkFinite,
   checkSquare,
   householder,
+  hypot,
   RotationBatch,
   rotationBatchSize,
   Workspace,
@@ -44,57 +45,48 @@ export function eigh(a: Matrix64): EighResult {
   if (n === 0) {
     return { values: new Float64Array(0), vectors: { rows: 0, cols: 0, data: new Float64Array(0) } };
   }
-  const w = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j < n; j++) w[i * n + j] = 0.5 * (a.data[i * n + j] + a.data[j * n + i]);
-  }
-  // Tridiagonalise: reflector k zeroes row/column k beyond k+1; v_k is kept in row k of w.
-  const d = new Float64Array(n), e = new Float64Array(Math.max(0, n - 1)), taus = new Float64Array(n);
-  const p = new Float64Array(n);
-  for (let k = 0; k < n - 2; k++) {
-    const o = k * n + k + 1, len = n - k - 1;
-    const [tau, beta] = householder(w, o, 1, len);
-    taus[k] = tau;
-    d[k] = w[k * n + k];
-    e[k] = beta;
-    w[o] = 1;
-    if (tau === 0) continue;
-    // p = tau·A22·v; w2 = p − (tau/2)(pᵀv)·v; A22 −= v·w2ᵀ + w2·vᵀ.
-    const s0 = k + 1;
-    let pv = 0;
-    for (let i = 0; i < len; i++) {
-      const ri = (s0 + i) * n + s0;
-      let acc = 0;
-      for (let j = 0; j < len; j++) acc += w[ri + j] * w[o + j];
-      p[i] = tau * acc;
-      pv += p[i] * w[o + i];
-    }
-    const kk = 0.5 * tau * pv;
-    for (let i = 0; i < len; i++) p[i] -= kk * w[o + i];
-    for (let i = 0; i < len; i++) {
-      const ri = (s0 + i) * n + s0, vi = w[o + i], pi = p[i];
-      for (let j = 0; j < len; j++) w[ri + j] -= vi * p[j] + pi * w[o + j];
-    }
-  }
-  if (n >= 2) {
-    d[n - 2] = w[(n - 2) * n + n - 2];
-    e[n - 2] = w[(n - 1) * n + n - 2];
-  }
-  d[n - 1] = w[(n - 1) * n + n - 1];
-
-  // Zᵀ: rows are eigenvectors of T; rotations of QR steps act on consecutive rows.
   const capSweeps = 32, capRot = capSweeps * n;
   const bs = rotationBatchSize(capRot, capSweeps);
-  const ws = new Workspace(2 * n * n + bs.f64, bs.i32);
+  const ws = new Workspace(2 * n * n + n + bs.f64, bs.i32);
+  const d = new Float64Array(n), e = new Float64Array(Math.max(0, n - 1)), taus = new Float64Array(n);
   const zt = new Float64Array(n * n);
   try {
-    const z = ws.f64(n * n), vs = ws.f64(n * n);
+    const w = ws.f64(n * n), p = ws.f64(n), z = ws.f64(n * n);
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < n; j++) w[i * n + j] = 0.5 * (a.data[i * n + j] + a.data[j * n + i]);
+    }
+    // Tridiagonalise: reflector k zeroes row/column k beyond k+1; v_k is kept in row k of w (v[0] = 1 stored).
+    for (let k = 0; k < n - 2; k++) {
+      const o = k * n + k + 1, len = n - k - 1, s0 = k + 1;
+      const [tau, beta] = householder(w, o, 1, len);
+      taus[k] = tau;
+      d[k] = w[k * n + k];
+      e[k] = beta;
+      w[o] = 1;
+      if (tau === 0) continue;
+      const v = w.subarray(o, o + len);
+      // p = tau·A22·v (= tau·(vᵀ·A22)ᵀ, A22 symmetric); p −= (tau/2)(pᵀv)·v; A22 −= v·pᵀ + p·vᵀ.
+      ws.leftW(w, n, s0, len, s0, n, tau, v, p);
+      let pv = 0;
+      for (let i = 0; i < len; i++) pv += p[i] * v[i];
+      const kk = 0.5 * tau * pv;
+      for (let i = 0; i < len; i++) p[i] -= kk * v[i];
+      // Two rank-1 passes (the fused kernel with no right reflector).
+      ws.bidiagFused(w, n, s0, n, s0, len, v, p, 0, p);
+      ws.bidiagFused(w, n, s0, n, s0, len, p, v, 0, p);
+    }
+    if (n >= 2) {
+      d[n - 2] = w[(n - 2) * n + n - 2];
+      e[n - 2] = w[(n - 1) * n + n - 2];
+    }
+    d[n - 1] = w[(n - 1) * n + n - 1];
+
+    // Zᵀ: rows are eigenvectors of T; rotations of QR steps act on consecutive rows.
     for (let i = 0; i < n; i++) z[i * n + i] = 1;
-    vs.set(w);
     tridiagonalQr(d, e, new RotationBatch(ws, z, n, n, n, capRot, capSweeps));
     // Vᵀ = Zᵀ·Qᵀ = Zᵀ·H_{n−3}·…·H_0.
     for (let k = n - 3; k >= 0; k--) {
-      ws.reflectRows(z, n, 0, n, k + 1, n - k - 1, taus[k], vs.subarray(k * n + k + 1, (k + 1) * n));
+      ws.reflectRows(z, n, 0, n, k + 1, n - k - 1, taus[k], w.subarray(k * n + k + 1, (k + 1) * n));
     }
     zt.set(z);
   } finally {
@@ -113,7 +105,12 @@ export function eigh(a: Matrix64): EighResult {
 /** Implicit-shift symmetric QR on tridiagonal (d, e), rotations recorded in `batch`; d ends as eigenvalues. */
 function tridiagonalQr(d: Float64Array, e: Float64Array, batch: RotationBatch): void {
   const n = d.length, cs = batch.c, sn = batch.s;
+  let tnorm = 0;
+  for (let i = 0; i < n; i++) tnorm = Math.max(tnorm, Math.abs(d[i]) + (i < n - 1 ? 2 * Math.abs(e[i]) : 0));
+  // Relative deflation keeps small eigenvalues accurate; the absolute floor ε·‖T‖ (normwise backward
+  // stability) stops the iteration crawling on clusters near zero.
   const small = (i: number) =>
+    Math.abs(e[i]) <= EPS * tnorm ||
     Math.abs(e[i]) <= EPS * (Math.abs(d[i]) + Math.abs(d[i + 1])) || Math.abs(e[i]) < 1e-300;
   let iter = 0;
   const maxIter = 30 * n + 30;
@@ -132,11 +129,11 @@ function tridiagonalQr(d: Float64Array, e: Float64Array, batch: RotationBatch): 
     // Wilkinson shift from the trailing 2×2.
     const b = e[h - 1];
     const delta = 0.5 * (d[h - 1] - d[h]);
-    const mu = d[h] - (b * b) / (delta + (delta >= 0 ? 1 : -1) * Math.hypot(delta, b));
+    const mu = d[h] - (b * b) / (delta + (delta >= 0 ? 1 : -1) * hypot(delta, b));
     let x = d[l] - mu, z = e[l];
     const off = batch.reserve(h - l);
     for (let k = l; k < h; k++) {
-      const r = Math.hypot(x, z);
+      const r = hypot(x, z);
       const c = r === 0 ? 1 : x / r, s = r === 0 ? 0 : z / r;
       if (k > l) e[k - 1] = r;
       const ak = d[k], ak1 = d[k + 1], bk = e[k];

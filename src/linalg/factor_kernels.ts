@@ -1,7 +1,9 @@
 /**
- * Internal float64 building blocks of the factorisations: the general product {@link gemm64} (WASM DGEMM when
- * the kernels are loaded, plain TypeScript otherwise) and the checks every factorisation starts with.
- * Not part of the public API.
+ * Internal float64 building blocks of the factorisations (not part of the public API): the checks every
+ * factorisation starts with, the product {@link gemm64}, Householder reflectors and plane rotations in
+ * TypeScript, and {@link Workspace}, which places a factorisation's arrays in WASM memory and runs the same
+ * operations through the SIMD kernels of `wasm/factor.c` (and `dgemm`) when the WASM backend is active.
+ * Every operation has a TypeScript twin with the same semantics, so each algorithm is written once.
  *
  * @module
  */
@@ -9,7 +11,8 @@ import { NumericError, ShapeError } from "../errors.ts";
 import { matmul64 } from "./gemm.ts";
 import type { FloatArray, Matrix, Matrix64 } from "./matrix.ts";
 import { toFloat64 } from "./matrix.ts";
-import { activeBackend } from "./backend.ts";
+import { activeBackend, activePool } from "./backend.ts";
+import type { Job, ThreadPool } from "./threads/pool.ts";
 import { type Kernel, type WasmRuntime, wasmRuntime } from "./wasm/runtime.ts";
 
 /** Options of {@link gemm64}. */
@@ -67,6 +70,16 @@ export function checkSquare(m: Matrix<FloatArray>, op: string): void {
 }
 
 /**
+ * √(x² + y²) without overflow or underflow: the plain formula where the squares are safe (V8's Math.hypot
+ * is several times slower, and bulge chasing calls this twice per step), Math.hypot elsewhere.
+ */
+export function hypot(x: number, y: number): number {
+  const m = Math.max(Math.abs(x), Math.abs(y));
+  if (m > 1e-150 && m < 1e150) return Math.sqrt(x * x + y * y);
+  return Math.hypot(x, y);
+}
+
+/**
  * Householder reflector of `x[off], x[off+stride], …` (len values), LAPACK dlarfg convention:
  * H = I − tau·v·vᵀ with v[0] = 1 and H·x = beta·e₁. Writes v[1..] back over x[1..] (v[0] is implicit),
  * returns [tau, beta]; tau = 0 when x is already a multiple of e₁.
@@ -82,7 +95,7 @@ export function householder(x: Float64Array, off: number, stride: number, len: n
     ss += v * v;
   }
   const xnorm = scale * Math.sqrt(ss);
-  const beta = -(alpha >= 0 ? 1 : -1) * Math.hypot(alpha, xnorm);
+  const beta = -(alpha >= 0 ? 1 : -1) * hypot(alpha, xnorm);
   const tau = (beta - alpha) / beta;
   const inv = 1 / (alpha - beta);
   for (let i = 1; i < len; i++) x[off + i * stride] *= inv;
@@ -196,17 +209,32 @@ export function reflectCols(
   }
 }
 
+/** The exports a {@link Workspace} uses; a build without any of them falls back to TypeScript. */
+const KERNELS = [
+  "dlarf_right",
+  "dlarf_left",
+  "drot_rows",
+  "drot_sweeps",
+  "dgemm",
+  "dlarf_left_w",
+  "dbidiag_fused",
+];
+
+/** Element operations below which a kernel call stays on one thread (a hand-off costs tens of µs). */
+const PARALLEL_MIN_WORK = 1 << 17;
+
 /**
  * Scratch memory of one factorisation, and the level-2 kernels over it. With the WASM backend the arrays
  * live in WASM memory (one allocation, freed by {@link Workspace.dispose}) and the kernels are the SIMD ones
  * of `wasm/factor.c`; otherwise they are plain arrays and the TypeScript loops above. Arrays handed to the
  * kernels must come from the same workspace. Nothing may allocate WASM memory while a workspace is in use
- * (growth would detach its views), so no products are called in between.
+ * (growth would detach its views): no `matmul64` in between, only {@link Workspace.gemm} on its own arrays.
  */
 export class Workspace {
   /** Whether the arrays live in WASM memory. */
   readonly wasm: boolean;
   #rt: WasmRuntime | null;
+  #pool: ThreadPool | null;
   #ptr = 0;
   #bytes = 0;
   #used = 0;
@@ -215,24 +243,13 @@ export class Workspace {
   /** Reserve room for `f64` doubles and `i32` ints in total (a few extra for alignment are added). */
   constructor(f64: number, i32 = 0) {
     const rt = wasmRuntime();
-    this.wasm = rt !== null && activeBackend() === "wasm" && rt.has("drot_sweeps");
+    this.wasm = rt !== null && activeBackend() === "wasm" && KERNELS.every((name) => rt.has(name));
     this.#rt = this.wasm ? rt : null;
+    this.#pool = this.wasm && rt!.shared ? activePool() : null;
     if (this.#rt) {
       this.#bytes = 8 * f64 + 4 * i32 + 64 * 32;
       this.#ptr = this.#rt.alloc(this.#bytes);
-      for (
-        const name of [
-          "dlarf_right",
-          "dlarf_left",
-          "drot_rows",
-          "drot_sweeps",
-          "dgemm",
-          "dlarf_left_w",
-          "dbidiag_fused",
-        ]
-      ) {
-        this.#k[name] = this.#rt.fn(name);
-      }
+      for (const name of KERNELS) this.#k[name] = this.#rt.fn(name);
     }
   }
 
@@ -340,6 +357,40 @@ export class Workspace {
   }
 
   /**
+   * Apply a block of nb reflectors from the left to rows [r0, r0+len) × columns [c0, c1) of `x`:
+   * X ← (H_1·…·H_nb)ᵀ·X = (I − Y·Tᵀ·Yᵀ)·X, i.e. H_1 first. `y` (len×nb) and `t` as for
+   * {@link Workspace.applyBlockRight}; `tmp` ≥ 2·nb·(c1 − c0) scratch.
+   */
+  applyBlockLeft(
+    x: Float64Array,
+    ld: number,
+    r0: number,
+    len: number,
+    c0: number,
+    c1: number,
+    y: Float64Array,
+    t: Float64Array,
+    nb: number,
+    tmp: Float64Array,
+  ): void {
+    const nc = c1 - c0;
+    if (nc <= 0) return;
+    // W = Yᵀ·X (nb×nc); W2 = Tᵀ·W; X −= Y·W2.
+    this.gemm(true, false, nb, nc, len, 1, y, 0, nb, x, r0 * ld + c0, ld, 0, tmp, 0, nc);
+    const w2 = nb * nc;
+    tmp.fill(0, w2, w2 + nb * nc);
+    for (let i = 0; i < nb; i++) {
+      for (let p = 0; p <= i; p++) {
+        const tpi = t[p * nb + i];
+        if (tpi === 0) continue;
+        const src = p * nc, dst = w2 + i * nc;
+        for (let j = 0; j < nc; j++) tmp[dst + j] += tpi * tmp[src + j];
+      }
+    }
+    this.gemm(false, false, len, nc, nb, -1, y, 0, nb, tmp, w2, nc, 1, x, r0 * ld + c0, ld);
+  }
+
+  /**
    * The upper triangular T (nb×nb) with H_1·…·H_nb = I − Y·T·Yᵀ (LAPACK dlarft, forward, columnwise), from
    * Y (len×nb row-major) and the taus; `g` ≥ nb² scratch.
    */
@@ -396,6 +447,30 @@ export class Workspace {
     this.#ptr = 0;
   }
 
+  /**
+   * With worker threads (`initLinalg({ threads })`), run kernel `fn` over [lo, hi) split into one contiguous
+   * part per thread (`args(a, b)` gives a part's arguments) and return true; false when single-threaded or
+   * when `work` is too small to repay the hand-off. Parts touch disjoint rows or columns, so the result is
+   * bit-identical to one call.
+   */
+  #parallel(
+    fn: string,
+    lo: number,
+    hi: number,
+    work: number,
+    align: number,
+    args: (a: number, b: number) => number[],
+  ) {
+    const pool = this.#pool;
+    if (!pool || pool.size < 2 || work < PARALLEL_MIN_WORK || hi - lo < 2 * align) return false;
+    const parts = Math.min(pool.size, Math.floor((hi - lo) / align));
+    const step = Math.ceil((hi - lo) / parts / align) * align;
+    const jobs: Job[] = [];
+    for (let a = lo; a < hi; a += step) jobs.push({ fn, args: args(a, Math.min(hi, a + step)) });
+    pool.run(jobs);
+    return true;
+  }
+
   /** w = tau·(vᵀ·block) for rows [r0, r0+len) × columns [c0, c1) (v[0] = 1 implied); read-only. */
   leftW(
     data: Float64Array,
@@ -409,7 +484,11 @@ export class Workspace {
     w: Float64Array,
   ) {
     if (this.#rt) {
-      this.#k.dlarf_left_w(data.byteOffset, ld, r0, len, c0, c1, tau, v.byteOffset, w.byteOffset);
+      const [pd, pv, pw] = [data.byteOffset, v.byteOffset, w.byteOffset];
+      const split = (a: number, b: number) => [pd, ld, r0, len, a, b, tau, pv, pw + 8 * (a - c0)];
+      if (!this.#parallel("dlarf_left_w", c0, c1, len * (c1 - c0), 8, split)) {
+        this.#k.dlarf_left_w(pd, ld, r0, len, c0, c1, tau, pv, pw);
+      }
       return;
     }
     const nc = c1 - c0;
@@ -441,18 +520,11 @@ export class Workspace {
     u: Float64Array,
   ) {
     if (this.#rt) {
-      this.#k.dbidiag_fused(
-        data.byteOffset,
-        ld,
-        r0,
-        r1,
-        c0,
-        nc,
-        vl.byteOffset,
-        w.byteOffset,
-        tauR,
-        u.byteOffset,
-      );
+      const [pd, pl, pw, pu] = [data.byteOffset, vl.byteOffset, w.byteOffset, u.byteOffset];
+      const split = (a: number, b: number) => [pd, ld, a, b, c0, nc, pl + 8 * (a - r0), pw, tauR, pu];
+      if (!this.#parallel("dbidiag_fused", r0, r1, (r1 - r0) * nc, 1, split)) {
+        this.#k.dbidiag_fused(pd, ld, r0, r1, c0, nc, pl, pw, tauR, pu);
+      }
       return;
     }
     for (let i = r0; i < r1; i++) {
@@ -481,8 +553,12 @@ export class Workspace {
     tau: number,
     v: Float64Array,
   ) {
-    if (this.#rt) this.#k.dlarf_right(data.byteOffset, ld, r0, r1, c0, len, tau, v.byteOffset);
-    else reflectRows(data, ld, r0, r1, c0, len, tau, v);
+    if (!this.#rt) return reflectRows(data, ld, r0, r1, c0, len, tau, v);
+    const [pd, pv] = [data.byteOffset, v.byteOffset];
+    const split = (a: number, b: number) => [pd, ld, a, b, c0, len, tau, pv];
+    if (!this.#parallel("dlarf_right", r0, r1, (r1 - r0) * len, 1, split)) {
+      this.#k.dlarf_right(pd, ld, r0, r1, c0, len, tau, pv);
+    }
   }
 
   /** {@link reflectCols} on this workspace's arrays. */
@@ -497,8 +573,12 @@ export class Workspace {
     v: Float64Array,
     w: Float64Array,
   ) {
-    if (this.#rt) this.#k.dlarf_left(data.byteOffset, ld, r0, len, c0, c1, tau, v.byteOffset, w.byteOffset);
-    else reflectCols(data, ld, r0, len, c0, c1, tau, v, w);
+    if (!this.#rt) return reflectCols(data, ld, r0, len, c0, c1, tau, v, w);
+    const [pd, pv, pw] = [data.byteOffset, v.byteOffset, w.byteOffset];
+    const split = (a: number, b: number) => [pd, ld, r0, len, a, b, tau, pv, pw + 8 * (a - c0)];
+    if (!this.#parallel("dlarf_left", c0, c1, len * (c1 - c0), 8, split)) {
+      this.#k.dlarf_left(pd, ld, r0, len, c0, c1, tau, pv, pw);
+    }
   }
 
   /** {@link rotateRows} on this workspace's arrays. */
@@ -520,17 +600,19 @@ export class Workspace {
     rows: number,
   ) {
     if (this.#rt) {
-      this.#k.drot_sweeps(
+      const [pd, pf, pn, pc, ps] = [
         data.byteOffset,
-        ld,
-        len,
-        nsweeps,
         first.byteOffset,
         count.byteOffset,
         c.byteOffset,
         s.byteOffset,
-        rows,
-      );
+      ];
+      let nrot = 0;
+      for (let q = 0; q < nsweeps; q++) nrot += count[q];
+      const split = (a: number, b: number) => [pd + 8 * a, ld, b - a, nsweeps, pf, pn, pc, ps, rows];
+      if (!this.#parallel("drot_sweeps", 0, len, nrot * len, 8, split)) {
+        this.#k.drot_sweeps(pd, ld, len, nsweeps, pf, pn, pc, ps, rows);
+      }
       return;
     }
     let off = 0;
@@ -607,5 +689,52 @@ export class RotationBatch {
     );
     this.#nsw = 0;
     this.#nrot = 0;
+  }
+}
+
+/** Reflectors per block when forming U and V. */
+export const NB = 32;
+
+/**
+ * X ← X·H_{count−1}·…·H_0 for reflectors k = 0..count−1 acting on coordinates k+shift.. of the rows of
+ * `x` (rows × ld); reflector k's vector entry i (i ≥ 1) is `vec(k, i)`, its length `len(k)`. Rows below
+ * k+shift are untouched by reflector k (X starts as [I 0]), so each block only updates rows ≥ its start.
+ */
+export function formBlocked(
+  ws: Workspace,
+  x: Float64Array,
+  ld: number,
+  rows: number,
+  count: number,
+  shift: number,
+  nb: number,
+  y: Float64Array,
+  tmp: Float64Array,
+  t: Float64Array,
+  g: Float64Array,
+  taus: Float64Array,
+  vec: (k: number, i: number) => number,
+  len: (k: number) => number,
+): void {
+  for (let k1 = count; k1 > 0; k1 -= nb) {
+    const k0 = Math.max(0, k1 - nb), b = k1 - k0, span = len(k0);
+    if (b < 4 || span < 2 * b) {
+      // Small trailing blocks: one reflector at a time.
+      for (let k = k1 - 1; k >= k0; k--) {
+        const l = len(k);
+        for (let i = 1; i < l; i++) y[i] = vec(k, i);
+        ws.reflectRows(x, ld, k + shift, rows, k + shift, l, taus[k], y);
+      }
+      continue;
+    }
+    // Y: span×b, column j = reflector k0+j placed at row j (unit diagonal, zeros above).
+    y.fill(0, 0, span * b);
+    for (let j = 0; j < b; j++) {
+      y[j * b + j] = 1;
+      const l = len(k0 + j);
+      for (let i = 1; i < l; i++) y[(j + i) * b + j] = vec(k0 + j, i);
+    }
+    ws.blockT(y, span, b, taus.subarray(k0, k1), t, g);
+    ws.applyBlockRight(x, ld, k0 + shift, rows, k0 + shift, span, y, t, b, tmp);
   }
 }

@@ -5,7 +5,7 @@
  * @module
  */
 import { ShapeError } from "../errors.ts";
-import { checkFinite, gemm64, householder, Workspace } from "./factor_kernels.ts";
+import { checkFinite, formBlocked, gemm64, householder, NB, Workspace } from "./factor_kernels.ts";
 import type { FloatArray, Matrix, Matrix64 } from "./matrix.ts";
 
 /** Result of {@link qr}: A = Q·R. */
@@ -30,27 +30,42 @@ export interface QrResult {
 export function qr(a: Matrix<FloatArray>): QrResult {
   checkFinite(a, "qr");
   const m = a.rows, n = a.cols, r = Math.min(m, n);
-  const ws = new Workspace(m * n + r * m + 2 * m + n);
+  const big = Math.max(m, n);
+  const ws = new Workspace(m * n + r * m + 2 * m + n + 3 * big * NB + 2 * NB * NB + Workspace.gemmScratch());
   try {
     const w = ws.f64(m * n), qt = ws.f64(r * m), v = ws.f64(m), scratch = ws.f64(m + n);
+    const y = ws.f64(big * NB), tmp = ws.f64(2 * big * NB), t = ws.f64(NB * NB), g = ws.f64(NB * NB);
     w.set(a.data);
     const taus = new Float64Array(r);
-    for (let k = 0; k < r; k++) {
-      // Reflector k zeroes column k below the diagonal; its vector stays there (v[0] = 1 implied).
-      const len = m - k;
-      const [tau, beta] = householder(w, k * n + k, n, len);
-      v[0] = 1;
-      for (let i = 1; i < len; i++) v[i] = w[(k + i) * n + k];
-      ws.reflectCols(w, n, k, len, k + 1, n, tau, v, scratch);
-      w[k * n + k] = beta;
-      taus[k] = tau;
+    const vec = (k: number, i: number) => w[(k + i) * n + k];
+    // Panels of NB columns: reflectors applied one by one inside the panel (it stays in cache), then to the
+    // columns right of it all at once as a block reflector (matrix products).
+    for (let k0 = 0; k0 < r; k0 += NB) {
+      const k1 = Math.min(r, k0 + NB);
+      for (let k = k0; k < k1; k++) {
+        // Reflector k zeroes column k below the diagonal; its vector stays there (v[0] = 1 implied).
+        const len = m - k;
+        const [tau, beta] = householder(w, k * n + k, n, len);
+        v[0] = 1;
+        for (let i = 1; i < len; i++) v[i] = vec(k, i);
+        const c1 = k1 < n && m - k0 >= 2 * NB ? k1 : n;
+        ws.reflectCols(w, n, k, len, k + 1, c1, tau, v, scratch);
+        w[k * n + k] = beta;
+        taus[k] = tau;
+      }
+      if (k1 >= n || m - k0 < 2 * NB) continue;
+      const b = k1 - k0, span = m - k0;
+      y.fill(0, 0, span * b);
+      for (let j = 0; j < b; j++) {
+        y[j * b + j] = 1;
+        for (let i = 1; i < span - j; i++) y[(j + i) * b + j] = vec(k0 + j, i);
+      }
+      ws.blockT(y, span, b, taus.subarray(k0, k1), t, g);
+      ws.applyBlockLeft(w, n, k0, span, k1, n, y, t, b, tmp);
     }
     // Qᵀ = [I 0]·H_{r−1}·…·H_0, applied right to left; rows < k are untouched by H_k.
     for (let i = 0; i < r; i++) qt[i * m + i] = 1;
-    for (let k = r - 1; k >= 0; k--) {
-      for (let i = 1; i < m - k; i++) v[i] = w[(k + i) * n + k];
-      ws.reflectRows(qt, m, k, r, k, m - k, taus[k], v);
-    }
+    formBlocked(ws, qt, m, r, r, 0, NB, y, tmp, t, g, taus, vec, (k) => m - k);
     const rd = new Float64Array(r * n);
     for (let i = 0; i < r; i++) for (let j = i; j < n; j++) rd[i * n + j] = w[i * n + j];
     const qd = new Float64Array(m * r);

@@ -8,6 +8,7 @@
 import { OptionError } from "../errors.ts";
 import { checkFinite, gemm64 } from "./factor_kernels.ts";
 import type { FloatArray, Matrix, Matrix64 } from "./matrix.ts";
+import { toFloat64 } from "./matrix.ts";
 import { qr } from "./qr.ts";
 import { createRng, randomNormal } from "./random.ts";
 import { svd, type SvdResult } from "./svd.ts";
@@ -55,15 +56,17 @@ export function svdTruncated(a: Matrix<FloatArray>, k: number, opts: SvdTruncate
   const l = Math.min(k + p, r);
   if (2 * l >= r) return truncate(svd(a), k);
 
+  // Widen once: every product below reads A (a float32 input costs one float64 copy of it).
+  const a64: Matrix64 = a.data instanceof Float64Array ? a as Matrix64 : toFloat64(a);
   const rng = createRng(opts.seed ?? 0);
-  let y = gemm64(a, randomNormal(n, l, rng)); // m×l
+  let y = gemm64(a64, randomNormal(n, l, rng)); // m×l
   let basis = qr(y).q;
   for (let it = 0; it < q; it++) {
-    const z = qr(gemm64(a, basis, { transA: true })).q; // n×l
-    y = gemm64(a, z);
+    const z = qr(gemm64(a64, basis, { transA: true })).q; // n×l
+    y = gemm64(a64, z);
     basis = qr(y).q; // m×l
   }
-  const b = gemm64(basis, a, { transA: true }); // l×n
+  const b = gemm64(basis, a64, { transA: true }); // l×n
   const small = svd(b); // u: l×l, vt: l×n
   const res: SvdResult = { u: gemm64(basis, small.u), s: small.s, vt: small.vt };
   return truncate(res, k);

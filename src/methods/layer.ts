@@ -23,7 +23,7 @@ import { OptionError } from "../errors.ts";
 import { assertFinite, type FloatArray, type Matrix } from "../linalg/matrix.ts";
 import { type AsvdOptions, compressAsvd } from "./asvd.ts";
 import type { Factors } from "./factors.ts";
-import { type Ratio, rankFor } from "./ratio.ts";
+import { rankFor, type Ratio } from "./ratio.ts";
 import { compressSvd } from "./svd.ts";
 import { compressSvdLlm, type SvdLlmOptions } from "./svdllm.ts";
 

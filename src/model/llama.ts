@@ -176,7 +176,7 @@ export async function loadBlock(reader: TensorReader, spec: LlamaSpec, i: number
 
 const headCache = new WeakMap<TensorReader, Promise<LlamaHead>>();
 
-/** Read embedding, final norm and lm_head (the embedding when tied or absent); cached per reader. */
+/** Read embedding, final norm and lm_head (the embedding itself when tied); cached per reader. */
 export function loadHead(reader: TensorReader, spec: LlamaSpec): Promise<LlamaHead> {
   let p = headCache.get(reader);
   if (!p) {
@@ -184,8 +184,14 @@ export function loadHead(reader: TensorReader, spec: LlamaSpec): Promise<LlamaHe
       const v = spec.vocabSize, d = spec.hiddenSize;
       const embed = { rows: v, cols: d, data: await readShaped(reader, EMBED, [v, d]) };
       const norm = await readShaped(reader, FINAL_NORM, [d]);
-      const tied = spec.tieWordEmbeddings || !reader.has(LM_HEAD);
-      const lmHead = tied ? embed : { rows: v, cols: d, data: await readShaped(reader, LM_HEAD, [v, d]) };
+      if (!spec.tieWordEmbeddings && !reader.has(LM_HEAD)) {
+        throw new ShapeError(
+          `load ${LM_HEAD} from ${reader.name}: missing, and the spec says it is not tied`,
+        );
+      }
+      const lmHead = spec.tieWordEmbeddings
+        ? embed
+        : { rows: v, cols: d, data: await readShaped(reader, LM_HEAD, [v, d]) };
       return { embed, norm, lmHead };
     })();
     p.catch(() => headCache.delete(reader));
@@ -228,10 +234,15 @@ export function rmsNorm(x: Matrix, w: Float32Array, eps: number): Matrix {
 const ropeCache = new Map<string, RopeTables>();
 
 function ropeFor(spec: LlamaSpec, positions: number): RopeTables {
-  const key = `${spec.headDim}/${spec.ropeTheta}`;
+  const key = `${spec.headDim}/${spec.ropeTheta}/${JSON.stringify(spec.ropeScaling ?? null)}`;
   let t = ropeCache.get(key);
   if (!t || t.positions < positions) {
-    t = ropeTables(Math.max(positions, spec.maxPositions, 64), spec.headDim, spec.ropeTheta);
+    t = ropeTables(
+      Math.max(positions, spec.maxPositions, 64),
+      spec.headDim,
+      spec.ropeTheta,
+      spec.ropeScaling,
+    );
     ropeCache.set(key, t);
   }
   return t;
@@ -246,20 +257,9 @@ function gatherHead(m: Matrix, r0: number, n: number, h: number, hd: number): Ma
   return { rows: n, cols: hd, data: out };
 }
 
-// 2^-n for n = 0..127: the integer part of expNeg's argument in base 2
-const POW2_NEG = Float64Array.from({ length: 128 }, (_, n) => 2 ** -n);
-
-/**
- * e^x for x ≤ 0, to about 1e-8 relative (well below float32 rounding), 0 below −87 (float32 underflow).
- * Softmax spends most of its time in exp, and Math.exp costs several times this.
- */
-export function expNeg(x: number): number {
-  if (x < -87) return 0;
-  const t = x * Math.LOG2E; // in [-125.6, 0]
-  const n = Math.round(t);
-  const u = (t - n) * Math.LN2; // |u| ≤ ln2/2: degree-7 Taylor error < 5e-9
-  const p = 1 + u * (1 + u * (1 / 2 + u * (1 / 6 + u * (1 / 24 + u * (1 / 120 + u * (1 / 720 + u / 5040))))));
-  return p * POW2_NEG[-n];
+/** SiLU x·σ(x). */
+export function silu(x: number): number {
+  return x / (1 + Math.exp(-x));
 }
 
 /** In place: row[off..off+n) ← softmax(scale · row[off..off+n)). Kept small so it optimises. */
@@ -272,7 +272,7 @@ function softmaxRow(d: Float32Array, off: number, n: number, scale: number): voi
   }
   let sum = 0;
   for (let j = off; j < off + n; j++) {
-    const e = expNeg((d[j] - max) * scale);
+    const e = Math.exp((d[j] - max) * scale);
     d[j] = e;
     sum += e;
   }
@@ -285,7 +285,8 @@ const QUERY_BLOCK = 64;
 
 /**
  * Causal multi-head attention with GQA. q: (batch·nq)×(H·hd); k, v: (batch·nk)×(KV·hd), where query i of a
- * window sits at position `past + i` and sees keys 0..past+i of its own window (nk = past + nq).
+ * window sits at position `past + i` and sees keys 0..past+i of its own window (nk = past + nq), or only the
+ * last `slidingWindow` of them.
  * Returns (batch·nq)×(H·hd).
  */
 function attend(
@@ -298,7 +299,7 @@ function attend(
   nk: number,
 ): Matrix {
   const H = spec.numHeads, hd = spec.headDim, group = H / spec.numKvHeads, past = nk - nq;
-  const scale = 1 / Math.sqrt(hd);
+  const scale = 1 / Math.sqrt(hd), slide = spec.slidingWindow ?? Infinity;
   const out = new Float32Array(batch * nq * H * hd);
   for (let b = 0; b < batch; b++) {
     for (let kh = 0; kh < spec.numKvHeads; kh++) {
@@ -313,9 +314,10 @@ function attend(
           const s = matmul(qs, ks, { transB: true }); // rows×keys scores
           const sd = s.data;
           for (let i = 0; i < rows; i++) {
-            const visible = past + i0 + i + 1;
-            softmaxRow(sd, i * keys, visible, scale);
-            sd.fill(0, i * keys + visible, (i + 1) * keys); // causal mask
+            const pos = past + i0 + i, first = Math.max(0, pos - slide + 1); // keys first..pos are visible
+            sd.fill(0, i * keys, i * keys + first); // outside a sliding window
+            softmaxRow(sd, i * keys + first, pos - first + 1, scale);
+            sd.fill(0, i * keys + pos + 1, (i + 1) * keys); // causal mask
           }
           const o = matmul(s, { rows: keys, cols: hd, data: vb.data.subarray(0, keys * hd) }); // rows×hd
           for (let i = 0; i < rows; i++) {
@@ -340,7 +342,7 @@ function mlp(spec: LlamaSpec, block: LlamaBlock, x: Matrix, observe?: LinearObse
   observe?.("mlp.up_proj", n);
   const g = applyLinear(block.gate, n), u = applyLinear(block.up, n); // tokens×f
   const gd = g.data, ud = u.data;
-  for (let i = 0; i < gd.length; i++) gd[i] = (gd[i] / (1 + Math.exp(-gd[i]))) * ud[i];
+  for (let i = 0; i < gd.length; i++) gd[i] = silu(gd[i]) * ud[i];
   observe?.("mlp.down_proj", g);
   addInto(x, applyLinear(block.down, g));
 }
@@ -380,45 +382,103 @@ export function forwardBlock(
   return h;
 }
 
-/** One block's key/value cache for incremental decoding of a single sequence. */
+/**
+ * One block's key/value cache for incremental decoding of a single sequence.
+ *
+ * "full" caches the rotated keys and the values (kvHeads·headDim each per token). "latent" is ASVD's KV-cache
+ * mode: for a low-rank k or v projection (A·B) it caches only the rank-r latent B·x of each token, and rebuilds
+ * K = latent·Aᵀ (+ bias) when attending, applying RoPE to the rebuilt keys (rotation does not commute with
+ * A, so rotating the latent would be wrong); a dense projection's latent is its output, un-rotated.
+ */
 export interface LayerCache {
-  /** capacity×(KV·hd) rotated keys. */
-  k: Float32Array;
-  /** capacity×(KV·hd) values. */
-  v: Float32Array;
+  /** What is cached (see above). */
+  readonly mode: "full" | "latent";
+  /** capacity×kWidth: rotated keys ("full") or key latents ("latent"). */
+  readonly k: Float32Array;
+  /** capacity×vWidth: values or value latents. */
+  readonly v: Float32Array;
+  /** Floats cached per token for keys: kvHeads·headDim, or the k projection's rank. */
+  readonly kWidth: number;
+  /** Floats cached per token for values. */
+  readonly vWidth: number;
   /** Positions filled so far. */
   length: number;
   /** Positions the buffers hold. */
-  capacity: number;
+  readonly capacity: number;
 }
 
-/** An empty cache for `capacity` positions. */
-export function newLayerCache(spec: LlamaSpec, capacity: number): LayerCache {
-  const w = spec.numKvHeads * spec.headDim;
-  return { k: new Float32Array(capacity * w), v: new Float32Array(capacity * w), length: 0, capacity };
+/**
+ * An empty cache for `capacity` positions. "latent" needs the block, whose low-rank k/v set the widths.
+ */
+export function newLayerCache(
+  spec: LlamaSpec,
+  capacity: number,
+  mode: "full" | "latent" = "full",
+  block?: LlamaBlock,
+): LayerCache {
+  const kv = spec.numKvHeads * spec.headDim;
+  if (mode === "latent" && !block) {
+    throw new ShapeError("newLayerCache: a latent cache needs the block's k/v");
+  }
+  const width = (lin: Linear | undefined) => (mode === "latent" && lin?.kind === "lowrank" ? lin.b.rows : kv);
+  const kWidth = width(block?.k), vWidth = width(block?.v);
+  return {
+    mode,
+    k: new Float32Array(capacity * kWidth),
+    v: new Float32Array(capacity * vWidth),
+    kWidth,
+    vWidth,
+    length: 0,
+    capacity,
+  };
+}
+
+/** The per-token latent a latent cache keeps for `lin`: B·x for a low-rank linear, W·x + b for a dense one. */
+function latentOf(lin: Linear, x: Matrix): Matrix {
+  return lin.kind === "lowrank" ? matmul(x, lin.b, { transB: true }) : applyLinear(lin, x);
+}
+
+/** Rebuild the projection's outputs (rows×out) from cached latents (rows×width). */
+function fromLatent(lin: Linear, latent: Matrix): Matrix {
+  return lin.kind === "lowrank"
+    ? applyLinear({ kind: "dense", weight: lin.a, bias: lin.bias }, latent)
+    : latent;
 }
 
 /**
  * The same block as {@link forwardBlock} for one sequence, continuing from the cached positions: x holds the
- * next n tokens (n×hidden, positions cache.length..cache.length+n-1); their keys/values are appended.
+ * next n tokens (n×hidden, positions cache.length..cache.length+n-1); their keys/values (or latents) are
+ * appended to the cache.
  */
 export function forwardBlockCached(spec: LlamaSpec, block: LlamaBlock, x: Matrix, cache: LayerCache): Matrix {
-  const nq = x.rows, past = cache.length, w = spec.numKvHeads * spec.headDim;
+  const nq = x.rows, past = cache.length, kv = spec.numKvHeads * spec.headDim;
   if (past + nq > cache.capacity) {
     throw new ShapeError(`forwardBlockCached: cache holds ${cache.capacity} positions`);
   }
   const h: Matrix = { rows: x.rows, cols: x.cols, data: Float32Array.from(x.data) };
   const n = rmsNorm(h, block.inputNorm, spec.rmsNormEps);
-  const q = applyLinear(block.q, n), k = applyLinear(block.k, n), v = applyLinear(block.v, n);
+  const q = applyLinear(block.q, n); // nq×(H·hd)
   const tables = ropeFor(spec, past + nq);
   applyRope(q, spec.numHeads, spec.headDim, tables, spec.ropeStyle, (t) => past + t);
-  applyRope(k, spec.numKvHeads, spec.headDim, tables, spec.ropeStyle, (t) => past + t);
-  cache.k.set(k.data, past * w);
-  cache.v.set(v.data, past * w);
-  cache.length = past + nq;
-  const nk = cache.length;
-  const kAll = { rows: nk, cols: w, data: cache.k.subarray(0, nk * w) };
-  const vAll = { rows: nk, cols: w, data: cache.v.subarray(0, nk * w) };
+  const nk = past + nq;
+  let kAll: Matrix, vAll: Matrix; // nk×kv each
+  if (cache.mode === "full") {
+    const k = applyLinear(block.k, n), v = applyLinear(block.v, n);
+    applyRope(k, spec.numKvHeads, spec.headDim, tables, spec.ropeStyle, (t) => past + t);
+    cache.k.set(k.data, past * kv);
+    cache.v.set(v.data, past * kv);
+    kAll = { rows: nk, cols: kv, data: cache.k.subarray(0, nk * kv) };
+    vAll = { rows: nk, cols: kv, data: cache.v.subarray(0, nk * kv) };
+  } else {
+    const kw = cache.kWidth, vw = cache.vWidth;
+    cache.k.set(latentOf(block.k, n).data, past * kw);
+    cache.v.set(latentOf(block.v, n).data, past * vw);
+    kAll = fromLatent(block.k, { rows: nk, cols: kw, data: cache.k.subarray(0, nk * kw) });
+    if (kAll.data.buffer === cache.k.buffer) kAll = { rows: nk, cols: kv, data: kAll.data.slice() }; // rotate a copy
+    applyRope(kAll, spec.numKvHeads, spec.headDim, tables, spec.ropeStyle, (t) => t); // after the rebuild
+    vAll = fromLatent(block.v, { rows: nk, cols: vw, data: cache.v.subarray(0, nk * vw) });
+  }
+  cache.length = nk;
   const att = attend(spec, q, kAll, vAll, 1, nq, nk);
   addInto(h, applyLinear(block.o, att));
   mlp(spec, block, h);

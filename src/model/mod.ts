@@ -23,7 +23,6 @@ export {
 export {
   applyLinear,
   embed,
-  expNeg,
   finalLogits,
   forwardBlock,
   forwardBlockCached,
@@ -44,7 +43,15 @@ export {
   newLayerCache,
   type ProgressEvent,
   rmsNorm,
+  silu,
   tokenNll,
 } from "./llama.ts";
-export { applyRope, permuteQK, type RopeTables, ropeTables } from "./rope.ts";
+export {
+  applyRope,
+  permuteQK,
+  ropeFrequencies,
+  type RopeScaling,
+  type RopeTables,
+  ropeTables,
+} from "./rope.ts";
 export { ggufAsHfReader, type LoadedModel, loadModel } from "./load.ts";

@@ -15,21 +15,61 @@ export interface RopeTables {
   readonly positions: number;
   /** headDim / 2. */
   readonly pairs: number;
-  /** cos(p·θ^(−2i/headDim)) at [p·pairs + i]. */
+  /** cos(p·freq_i) at [p·pairs + i] (freq_i = θ^(−2i/headDim) unless rescaled). */
   readonly cos: Float32Array;
-  /** sin(p·θ^(−2i/headDim)) at [p·pairs + i]. */
+  /** sin(p·freq_i) at [p·pairs + i]. */
   readonly sin: Float32Array;
 }
 
+/**
+ * How a checkpoint stretches RoPE beyond its training context (Hugging Face `rope_scaling`): "linear" divides
+ * every frequency by `factor`; "llama3" (Llama 3.1/3.2) divides only the low frequencies, keeps the high ones
+ * and interpolates smoothly between (wavelength bands set by the original context and the two band factors).
+ */
+export type RopeScaling =
+  | { readonly type: "linear"; readonly factor: number }
+  | {
+    readonly type: "llama3";
+    readonly factor: number;
+    readonly lowFreqFactor: number;
+    readonly highFreqFactor: number;
+    readonly originalMaxPositions: number;
+  };
+
+/** The rotation frequency of each pair i: θ^(−2i/headDim), rescaled as `scaling` says (float64). */
+export function ropeFrequencies(headDim: number, theta: number, scaling?: RopeScaling): Float64Array {
+  const pairs = headDim / 2, f = new Float64Array(pairs);
+  for (let i = 0; i < pairs; i++) {
+    const base = Math.pow(theta, (-2 * i) / headDim);
+    if (!scaling) f[i] = base;
+    else if (scaling.type === "linear") f[i] = base / scaling.factor;
+    else {
+      const { factor, lowFreqFactor: lo, highFreqFactor: hi, originalMaxPositions: ctx } = scaling;
+      const wavelen = (2 * Math.PI) / base;
+      if (wavelen < ctx / hi) f[i] = base; // high frequencies: untouched
+      else if (wavelen > ctx / lo) f[i] = base / factor; // low frequencies: interpolated
+      else {
+        const smooth = (ctx / wavelen - lo) / (hi - lo);
+        f[i] = (1 - smooth) * (base / factor) + smooth * base;
+      }
+    }
+  }
+  return f;
+}
+
 /** Tables for positions 0..positions-1 (angles computed in float64, stored float32). */
-export function ropeTables(positions: number, headDim: number, theta: number): RopeTables {
-  const pairs = headDim / 2;
+export function ropeTables(
+  positions: number,
+  headDim: number,
+  theta: number,
+  scaling?: RopeScaling,
+): RopeTables {
+  const pairs = headDim / 2, freqs = ropeFrequencies(headDim, theta, scaling);
   const cos = new Float32Array(positions * pairs), sin = new Float32Array(positions * pairs);
   for (let i = 0; i < pairs; i++) {
-    const freq = Math.pow(theta, (-2 * i) / headDim);
     for (let p = 0; p < positions; p++) {
-      cos[p * pairs + i] = Math.cos(p * freq);
-      sin[p * pairs + i] = Math.sin(p * freq);
+      cos[p * pairs + i] = Math.cos(p * freqs[i]);
+      sin[p * pairs + i] = Math.sin(p * freqs[i]);
     }
   }
   return { positions, pairs, cos, sin };

@@ -6,6 +6,7 @@
  */
 import { FormatError, OptionError } from "../errors.ts";
 import type { GgufValue } from "../io/gguf.ts";
+import type { RopeScaling } from "./rope.ts";
 
 /** A LLaMA-architecture decoder (also Mistral and Qwen2, which differ only in the fields below). */
 export interface LlamaSpec {
@@ -35,8 +36,12 @@ export interface LlamaSpec {
    * q/k rows permuted to suit it).
    */
   readonly ropeStyle: "halves" | "interleaved";
+  /** RoPE frequency rescaling (Hugging Face `rope_scaling` "linear" or "llama3"); absent: none. */
+  readonly ropeScaling?: RopeScaling;
   /** Longest context the model was trained for. */
   readonly maxPositions: number;
+  /** Each query attends only to the last `slidingWindow` positions, itself included (Mistral); absent: all. */
+  readonly slidingWindow?: number;
   /** lm_head shares the embedding matrix. */
   readonly tieWordEmbeddings: boolean;
   /** q/k/v projections carry biases (Qwen2). */
@@ -80,11 +85,37 @@ function checkHeads(where: string, s: LlamaSpec): LlamaSpec {
   return Object.freeze(s);
 }
 
+/** Hugging Face `rope_scaling` → {@link RopeScaling}; "default"/null → undefined; other types refused. */
+function parseRopeScaling(scaling: unknown, where: string): RopeScaling | undefined {
+  if (scaling === undefined || scaling === null) return undefined;
+  const s = scaling as Record<string, unknown>;
+  const type = s.rope_type ?? s.type;
+  if (type === "default") return undefined;
+  const num = (field: string) => positiveNumber(where, `rope_scaling.${field}`, s[field]);
+  if (type === "linear") return { type: "linear", factor: num("factor") };
+  if (type === "llama3") {
+    const r: RopeScaling = {
+      type: "llama3",
+      factor: num("factor"),
+      lowFreqFactor: num("low_freq_factor"),
+      highFreqFactor: num("high_freq_factor"),
+      originalMaxPositions: num("original_max_position_embeddings"),
+    };
+    if (r.highFreqFactor <= r.lowFreqFactor) {
+      throw new FormatError(where, `rope_scaling: high_freq_factor must exceed low_freq_factor`);
+    }
+    return r;
+  }
+  throw new OptionError(
+    `${where}: rope_scaling ${JSON.stringify(scaling)} is not supported (supported: "linear", "llama3")`,
+  );
+}
+
 /**
  * Build a {@link LlamaSpec} from a parsed Hugging Face `config.json` (model_type llama, mistral or qwen2).
  * Throws an {@link OptionError} for another model_type, a {@link FormatError} naming the field for a missing or
- * invalid one, and refuses features the forward pass does not implement (rope_scaling, sliding windows, MLP
- * biases) rather than computing something else silently.
+ * invalid one, and refuses features the forward pass does not implement (rope_scaling other than "linear" and
+ * "llama3", MLP biases, Qwen2's per-layer sliding windows) rather than computing something else silently.
  *
  * @param config the parsed config.json
  * @param where file name for messages
@@ -103,17 +134,18 @@ export function specFromHfConfig(config: Record<string, unknown>, where = "confi
       `${where}: hidden_act ${JSON.stringify(config.hidden_act)} is not supported (only "silu")`,
     );
   }
-  const scaling = config.rope_scaling;
-  if (scaling !== undefined && scaling !== null) {
-    const t = (scaling as Record<string, unknown>).rope_type ?? (scaling as Record<string, unknown>).type;
-    if (t !== "default") {
-      throw new OptionError(`${where}: rope_scaling ${JSON.stringify(scaling)} is not supported`);
-    }
-  }
+  // transformers 5 moved rope_theta and the scaling fields into rope_parameters
+  const ropeScaling = parseRopeScaling(config.rope_scaling ?? config.rope_parameters, where);
   if (config.mlp_bias === true) throw new OptionError(`${where}: mlp_bias true is not supported`);
-  if (type !== "qwen2" && config.use_sliding_window === true) {
-    throw new OptionError(`${where}: sliding-window attention is not supported`);
+  // Mistral attends to a sliding window of the last `sliding_window` positions when the field is set; Qwen2
+  // only with use_sliding_window, and then per layer (max_window_layers), which is not implemented.
+  if (type === "qwen2" && config.use_sliding_window === true) {
+    throw new OptionError(`${where}: Qwen2 sliding-window attention (use_sliding_window) is not supported`);
   }
+  const slides = type === "mistral" && config.use_sliding_window !== false; // LLaMA ignores the field
+  const slide = slides && typeof config.sliding_window === "number"
+    ? positiveInt(where, "sliding_window", config.sliding_window)
+    : undefined;
   const hidden = positiveInt(where, "hidden_size", config.hidden_size);
   const heads = positiveInt(where, "num_attention_heads", config.num_attention_heads);
   const kvHeads = config.num_key_value_heads === undefined || config.num_key_value_heads === null
@@ -143,7 +175,9 @@ export function specFromHfConfig(config: Record<string, unknown>, where = "confi
     rmsNormEps: positiveNumber(where, "rms_norm_eps", config.rms_norm_eps ?? 1e-6),
     ropeTheta: positiveNumber(where, "rope_theta", ropeTheta),
     ropeStyle: "halves",
+    ...(ropeScaling ? { ropeScaling } : {}),
     maxPositions: positiveInt(where, "max_position_embeddings", config.max_position_embeddings ?? 2048),
+    ...(slide !== undefined ? { slidingWindow: slide } : {}),
     tieWordEmbeddings: config.tie_word_embeddings === true,
     attentionBias: type === "qwen2" ? config.attention_bias !== false : config.attention_bias === true,
     bosTokenId: tokenId(config.bos_token_id),

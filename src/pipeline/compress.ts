@@ -6,10 +6,11 @@
  *
  * Calibration streams. `sequential: true` (default) feeds block i the outputs of the already-compressed blocks
  * 0…i−1 (GPTQ style), so later blocks are fitted to the errors of earlier ones. `sequential: false` uses the
- * original model's activations throughout (what the ASVD reference does). SVD-LLM's `update: true` needs
- * both: the whitening is built from the original activations and A is then refitted by least squares on the
- * compressed prefix's activations against the original layer's outputs (refitting on the whitening's own
- * inputs would change nothing, see methods.md).
+ * original model's activations throughout (what the ASVD reference does). SVD-LLM's `update: true` refits A
+ * by least squares on the compressed prefix's activations X' with B fixed, toward either the original model's
+ * outputs of the layer W·X (`updateTarget: "original"`, default) or the original layer applied to X'
+ * (`"layer"`, the reference's local update, whose whitening then comes from the original activations X:
+ * refitting on the whitening's own inputs would change nothing, see methods.md).
  *
  * Output: a folder with `model.safetensors` (`<prefix>.svd_a`/`<prefix>.svd_b` pairs instead of
  * `<prefix>.weight`, every other tensor unchanged), `config.json` (the original plus an `svd_llm` section)
@@ -22,13 +23,14 @@
 import { NumericError, OptionError } from "../errors.ts";
 import { AbsMeanObserver } from "../calib/abs_mean.ts";
 import { GramObserver } from "../calib/gram.ts";
+import { CrossGramObserver } from "../calib/cross.ts";
 import { calibrationWindows } from "../calib/windows.ts";
 import { createSafetensorsWriter, type TensorPlan } from "../io/safetensors_writer.ts";
 import type { WritableDType } from "../io/dtype.ts";
 import type { Matrix } from "../linalg/matrix.ts";
 import { type Linear, type LlamaBlock, loadBlock, loadHead } from "../model/llama.ts";
 import { loadModel } from "../model/load.ts";
-import { blockPrefix, LINEAR_NAMES, type LinearName, linearPrefix, SVD_A, SVD_B } from "../model/names.ts";
+import { LINEAR_NAMES, type LinearName, linearPrefix, SVD_A, SVD_B } from "../model/names.ts";
 import { permuteQK } from "../model/rope.ts";
 import type { LlamaSpec } from "../model/spec.ts";
 import type { TensorReader } from "../io/tensor_reader.ts";
@@ -48,7 +50,7 @@ import {
 import { compressSvd } from "../methods/svd.ts";
 import { KV_LINEARS, type KvCacheReport, kvCacheSavings, kvRank } from "../methods/kvcache.ts";
 import { compressSvdLlm, crossFromLayer, updateA } from "../methods/svdllm.ts";
-import { embedWindows, type HiddenStates, runBlock } from "./hidden.ts";
+import { embedWindows, type HiddenStates, runBlock, runBlockPaired } from "./hidden.ts";
 import { openOutputDir } from "./output_dir.ts";
 import { sensitivitySweep } from "./sensitivity.ts";
 import { createPeakMemory } from "./memory.ts";
@@ -103,6 +105,14 @@ export interface CompressOptions {
   sequential?: boolean;
   /** SVD-LLM closed-form update of A (default false). */
   update?: boolean;
+  /**
+   * What the update fits A to, on the compressed prefix's inputs X' (default "original"):
+   * - "original": the original model's outputs of the layer, W·X for the same tokens (corrects the drift
+   *   of the compressed prefix; whitening from X' when sequential);
+   * - "layer": the original layer applied to X', W·X' (the reference's local update; whitening from the
+   *   original activations X).
+   */
+  updateTarget?: "original" | "layer";
   /** ASVD: α (default 0.5). */
   alpha?: number;
   /** ASVD: "uniform" (default: every linear at the ratio) or "sensitivity" (the paper's sweep + search). */
@@ -321,6 +331,7 @@ export async function compressModel(
   const linears = opts.kvCache ? KV_LINEARS : opts.linears ?? LINEAR_NAMES;
   const sequential = opts.sequential ?? true;
   const update = opts.update ?? false;
+  const updateTarget = opts.updateTarget ?? "original";
   const batch = opts.batchSize ?? 8;
   const allocation = opts.allocation ?? "uniform";
   const emit = (e: CompressProgress) => {
@@ -395,6 +406,8 @@ export async function compressModel(
         densePpl: res.densePpl,
         achievedKept: alloc.achievedKept,
       };
+    } else if (opts.kvCache) {
+      for (const s of shapes) ranks[s.name] = kvRank(s.rows, keptFraction(opts.ratio));
     } else {
       for (const s of shapes) {
         ranks[s.name] = rankFor(s.rows, s.cols, opts.ratio, { force: opts.force, layer: s.name });
@@ -457,41 +470,74 @@ export async function compressModel(
       for (let i = 0; i < spec.numLayers; i++) {
         const block = await loadBlock(reader, spec, i);
         // Statistics of this block's linear inputs.
-        const statsStream = update ? orig : sequential ? comp : orig;
-        const groups = new Map<string, AbsMeanObserver | GramObserver>();
+        let groups = new Map<string, AbsMeanObserver | GramObserver>();
         const updateGroups = new Map<string, GramObserver>();
+        const crosses = new Map<string, CrossGramObserver>();
         const wanted = new Set(linears.filter((l) => ranks[linearPrefix(i, l)] !== null));
+        // The group whose statistics a linear's input feeds, or undefined when already counted (q/k/v and
+        // gate/up share one input).
+        const groupOf = (linear: LinearName): string | undefined => {
+          if (!wanted.has(linear)) return undefined;
+          const g = INPUT_GROUP[linear];
+          return linear === firstOf(wanted, g) ? g : undefined;
+        };
+        const add = (
+          target: Map<string, AbsMeanObserver | GramObserver>,
+          gram: boolean,
+          g: string,
+          x: Matrix,
+        ) => {
+          let o = target.get(g);
+          if (!o) {
+            const name = linearPrefix(i, firstOf(wanted, g)!); // errors name the (first) layer fed
+            o = gram ? new GramObserver(name, x.cols) : new AbsMeanObserver(name, x.cols);
+            target.set(g, o);
+          }
+          o.addBatch(x);
+        };
         const observer =
           (target: Map<string, AbsMeanObserver | GramObserver>, gram: boolean) =>
           (linear: LinearName, x: Matrix) => {
-            if (!wanted.has(linear)) return;
-            const g = INPUT_GROUP[linear];
-            if (g === "attn" && linear !== firstOf(wanted, "attn")) return; // q/k/v share one input
-            if (g === "mlp" && linear !== firstOf(wanted, "mlp")) return;
-            let o = target.get(g);
-            if (!o) {
-              o = gram
-                ? new GramObserver(linearPrefix(i, linear), x.cols)
-                : new AbsMeanObserver(linearPrefix(i, linear), x.cols);
-              target.set(g, o);
-            }
-            o.addBatch(x);
+            const g = groupOf(linear);
+            if (g) add(target, gram, g, x);
           };
         let nextOrig: HiddenStates | undefined;
-        if (statsStream) {
-          const next = runBlock(spec, block, statsStream, batch, observer(groups, method === "svdllm"));
-          if (statsStream === orig) nextOrig = next;
+        if (update && updateTarget === "original") {
+          // One paired pass: original stream (targets) then compressed stream (inputs X'), batch by batch.
+          const captured = new Map<string, Matrix>();
+          const origGroups = new Map<string, AbsMeanObserver | GramObserver>();
+          [nextOrig] = runBlockPaired(spec, block, orig!, comp!, batch, (linear, x) => {
+            const g = groupOf(linear);
+            if (!g) return;
+            captured.set(g, x);
+            if (!sequential) add(origGroups, true, g, x);
+          }, (linear, x) => {
+            const g = groupOf(linear);
+            if (!g) return;
+            add(updateGroups as Map<string, AbsMeanObserver | GramObserver>, true, g, x);
+            let c = crosses.get(g);
+            if (!c) crosses.set(g, c = new CrossGramObserver(linearPrefix(i, firstOf(wanted, g)!), x.cols));
+            c.addPair(captured.get(g)!, x);
+          });
+          groups = sequential ? updateGroups as Map<string, AbsMeanObserver | GramObserver> : origGroups;
           peak.sample();
-        }
-        if (update && comp) {
-          runBlock(
-            spec,
-            block,
-            comp,
-            batch,
-            observer(updateGroups as Map<string, GramObserver | AbsMeanObserver>, true),
-          );
-          peak.sample();
+        } else {
+          const statsStream = update ? orig : sequential ? comp : orig;
+          if (statsStream) {
+            const next = runBlock(spec, block, statsStream, batch, observer(groups, method === "svdllm"));
+            if (statsStream === orig) nextOrig = next;
+            peak.sample();
+          }
+          if (update && comp) {
+            runBlock(
+              spec,
+              block,
+              comp,
+              batch,
+              observer(updateGroups as Map<string, GramObserver | AbsMeanObserver>, true),
+            );
+            peak.sample();
+          }
         }
         // Factor each linear.
         const factored = new Map<LinearName, Factors & { updateShift?: number }>();
@@ -514,7 +560,10 @@ export async function compressModel(
             f = compressSvdLlm(w, { gram: o.gram() }, rank, { damping: opts.damping });
             if (update) {
               const p = (updateGroups.get(INPUT_GROUP[name]) as GramObserver).gram();
-              const u = updateA(f.b, { gram: p, cross: crossFromLayer(w, p) });
+              const cross = updateTarget === "original"
+                ? crossFromLayer(w, crosses.get(INPUT_GROUP[name])!.cross())
+                : crossFromLayer(w, p);
+              const u = updateA(f.b, { gram: p, cross });
               f = { ...f, a: u.a, updateShift: u.shift };
             }
           }
@@ -533,6 +582,7 @@ export async function compressModel(
         }
         groups.clear();
         updateGroups.clear();
+        crosses.clear();
         // The compressed block, and the next block's inputs.
         const cblock: LlamaBlock = { ...block };
         for (const [name, f] of factored) {
@@ -561,7 +611,7 @@ export async function compressModel(
         shapes.map((s) => layerParams(s.name, s.rows, s.cols, ranks[s.name])),
         otherParams(reader, shapes, gguf),
       );
-      const config = await outputConfig(model, spec, gguf);
+      const config = outputConfig(model, spec, gguf);
       config.svd_llm = {
         version: PIPELINE_VERSION,
         method,
@@ -571,6 +621,7 @@ export async function compressModel(
         allocation,
         sequential,
         update,
+        update_target: update ? updateTarget : undefined,
         alpha: method === "asvd" ? (opts.alpha ?? 0.5) : undefined,
         calibration,
         ranks,
@@ -700,15 +751,14 @@ async function writeBlock(
       }
     }
   }
-  void blockPrefix;
 }
 
 /** The output config.json: the input's, or for a GGUF input one built from the spec. */
-async function outputConfig(
+function outputConfig(
   model: ModelInput,
   spec: LlamaSpec,
   gguf: boolean,
-): Promise<Record<string, unknown>> {
+): Record<string, unknown> {
   if (!gguf && model.config) return structuredClone(model.config);
   return {
     architectures: ["LlamaForCausalLM"],

@@ -45,3 +45,46 @@ export function runBlock(
   }
   return { x: { rows: h.x.rows, cols: d, data: out }, samples: h.samples, seq };
 }
+
+/**
+ * Run `block` over two streams of the same windows batch by batch, `a` then `b` for each batch, so that an
+ * observer of `b` can pair its inputs with those `a` just produced for the same tokens. Returns both outputs.
+ */
+export function runBlockPaired(
+  spec: LlamaSpec,
+  block: LlamaBlock,
+  a: HiddenStates,
+  b: HiddenStates,
+  batch: number,
+  observeA: LinearObserver,
+  observeB: LinearObserver,
+): [HiddenStates, HiddenStates] {
+  const d = a.x.cols, seq = a.seq;
+  const outA = new Float32Array(a.x.data.length), outB = new Float32Array(b.x.data.length);
+  for (let s0 = 0; s0 < a.samples; s0 += batch) {
+    const nb = Math.min(batch, a.samples - s0);
+    const rows = nb * seq, off = s0 * seq * d;
+    const layout = { batch: nb, seq };
+    const ya = forwardBlock(
+      spec,
+      block,
+      { rows, cols: d, data: a.x.data.subarray(off, off + rows * d) },
+      layout,
+      observeA,
+    );
+    outA.set(ya.data, off);
+    const yb = forwardBlock(
+      spec,
+      block,
+      { rows, cols: d, data: b.x.data.subarray(off, off + rows * d) },
+      layout,
+      observeB,
+    );
+    outB.set(yb.data, off);
+  }
+  return [{ x: { rows: a.x.rows, cols: d, data: outA }, samples: a.samples, seq }, {
+    x: { rows: b.x.rows, cols: d, data: outB },
+    samples: b.samples,
+    seq,
+  }];
+}

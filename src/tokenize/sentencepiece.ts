@@ -87,7 +87,9 @@ export class GgufSentencePieceTokenizer implements Tokenizer {
   readonly scores: Float32Array;
   /** GGUF token type of each id (1 normal, 3 control, 6 byte, …). */
   readonly types: Int32Array;
+  /** Beginning-of-sequence id, or -1. */
   readonly bosId: number;
+  /** End-of-sequence id, or -1. */
   readonly eosId: number;
   /** Id of `<unk>`, or -1. */
   readonly unkId: number;
@@ -97,6 +99,8 @@ export class GgufSentencePieceTokenizer implements Tokenizer {
   private readonly byteIds = new Int32Array(256).fill(-1);
 
   /**
+   * Build the tokenizer from GGUF metadata; throws a FormatError for a vocabulary that is not SentencePiece-style.
+   *
    * @param kv GGUF metadata with `tokenizer.ggml.tokens`, `.scores`, optional `.token_type`, `.bos_token_id`,
    * `.eos_token_id`, `.unknown_token_id`, `.add_space_prefix`
    * @param where file name for messages

@@ -22,13 +22,19 @@ test("random windows are contiguous slices, reproducible by seed, different acro
     assert.ok(w[0] >= 0 && w[63] <= 999);
   }
   // a text exactly one window long gives that window every time
-  assert.deepEqual([...calibrationWindows(ids.slice(0, 64), { samples: 2, seqlen: 64 })[1]], ids.slice(0, 64));
+  assert.deepEqual(
+    [...calibrationWindows(ids.slice(0, 64), { samples: 2, seqlen: 64 })[1]],
+    ids.slice(0, 64),
+  );
 });
 
 test("consecutive windows tile the text from the start", () => {
   const w = calibrationWindows(ids, { samples: 3, seqlen: 100, layout: "consecutive" });
   assert.deepEqual(w.map((x) => x[0]), [0, 100, 200]);
-  assert.throws(() => calibrationWindows(ids, { samples: 11, seqlen: 100, layout: "consecutive" }), /1100 tokens.*1000/);
+  assert.throws(
+    () => calibrationWindows(ids, { samples: 11, seqlen: 100, layout: "consecutive" }),
+    /1100 tokens.*1000/,
+  );
 });
 
 test("calibration shorter than one window is an error naming both lengths", () => {
@@ -43,38 +49,43 @@ test("calibration shorter than one window is an error naming both lengths", () =
 
 test("observers: batching does not change the statistics (abs mean/max, Gram running mean)", () => {
   fc.assert(
-    fc.property(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1, max: 9 }), fc.nat(1000), (t, n, seed) => {
-      const rng = createRng(seed);
-      const x = new Float32Array(t * n).map(() => rng.normal() * 3);
-      const one = new GramObserver("l", n), many = new GramObserver("l", n);
-      const am1 = new AbsMeanObserver("l", n), am2 = new AbsMeanObserver("l", n);
-      one.addBatch({ rows: t, cols: n, data: x });
-      am1.addBatch({ rows: t, cols: n, data: x });
-      for (let r = 0; r < t; r += 3) {
-        const e = Math.min(t, r + 3);
-        const b = { rows: e - r, cols: n, data: x.subarray(r * n, e * n) };
-        many.addBatch(b);
-        am2.addBatch(b);
-      }
-      assert.equal(many.tokens, t);
-      for (let i = 0; i < n; i++) {
-        for (let j = 0; j < n; j++) {
-          let s = 0;
-          for (let r = 0; r < t; r++) s += x[r * n + i] * x[r * n + j];
-          s /= t;
-          assert.ok(Math.abs(one.gram().data[i * n + j] - s) <= 1e-9 * (1 + Math.abs(s)));
-          assert.ok(Math.abs(many.gram().data[i * n + j] - s) <= 1e-9 * (1 + Math.abs(s)));
+    fc.property(
+      fc.integer({ min: 1, max: 40 }),
+      fc.integer({ min: 1, max: 9 }),
+      fc.nat(1000),
+      (t, n, seed) => {
+        const rng = createRng(seed);
+        const x = new Float32Array(t * n).map(() => rng.normal() * 3);
+        const one = new GramObserver("l", n), many = new GramObserver("l", n);
+        const am1 = new AbsMeanObserver("l", n), am2 = new AbsMeanObserver("l", n);
+        one.addBatch({ rows: t, cols: n, data: x });
+        am1.addBatch({ rows: t, cols: n, data: x });
+        for (let r = 0; r < t; r += 3) {
+          const e = Math.min(t, r + 3);
+          const b = { rows: e - r, cols: n, data: x.subarray(r * n, e * n) };
+          many.addBatch(b);
+          am2.addBatch(b);
         }
-        let mean = 0, max = 0;
-        for (let r = 0; r < t; r++) {
-          mean += Math.abs(x[r * n + i]) / t;
-          max = Math.max(max, Math.abs(x[r * n + i]));
+        assert.equal(many.tokens, t);
+        for (let i = 0; i < n; i++) {
+          for (let j = 0; j < n; j++) {
+            let s = 0;
+            for (let r = 0; r < t; r++) s += x[r * n + i] * x[r * n + j];
+            s /= t;
+            assert.ok(Math.abs(one.gram().data[i * n + j] - s) <= 1e-9 * (1 + Math.abs(s)));
+            assert.ok(Math.abs(many.gram().data[i * n + j] - s) <= 1e-9 * (1 + Math.abs(s)));
+          }
+          let mean = 0, max = 0;
+          for (let r = 0; r < t; r++) {
+            mean += Math.abs(x[r * n + i]) / t;
+            max = Math.max(max, Math.abs(x[r * n + i]));
+          }
+          assert.ok(Math.abs(am1.mean()[i] - mean) < 1e-9 * (1 + mean));
+          assert.ok(Math.abs(am2.mean()[i] - mean) < 1e-9 * (1 + mean));
+          assert.equal(am2.max()[i], max);
         }
-        assert.ok(Math.abs(am1.mean()[i] - mean) < 1e-9 * (1 + mean));
-        assert.ok(Math.abs(am2.mean()[i] - mean) < 1e-9 * (1 + mean));
-        assert.equal(am2.max()[i], max);
-      }
-    }),
+      },
+    ),
     { numRuns: 50 },
   );
 });
@@ -82,7 +93,12 @@ test("observers: batching does not change the statistics (abs mean/max, Gram run
 test("observers reject non-finite activations naming the layer, and wrong widths", () => {
   const x = new Float32Array(12).fill(1);
   x[7] = NaN;
-  for (const o of [new GramObserver("model.layers.2.mlp.down_proj", 4), new AbsMeanObserver("model.layers.2.mlp.down_proj", 4)]) {
+  for (
+    const o of [
+      new GramObserver("model.layers.2.mlp.down_proj", 4),
+      new AbsMeanObserver("model.layers.2.mlp.down_proj", 4),
+    ]
+  ) {
     assert.throws(() => o.addBatch({ rows: 3, cols: 4, data: x }), (e: Error) => {
       assert.ok(e instanceof NumericError);
       assert.match(e.message, /model\.layers\.2\.mlp\.down_proj.*token 1, channel 3/);

@@ -7,7 +7,7 @@ import { matmul64 } from "../../src/linalg/gemm.ts";
 import { type Matrix64, matrix64 } from "../../src/linalg/matrix.ts";
 import { orthonormalityError } from "../../src/linalg/qr.ts";
 import { createRng, randomNormal } from "../../src/linalg/random.ts";
-import { EPS, fro, randomOrthonormal } from "./factor_helpers.ts";
+import { BACKENDS, EPS, fro, randomOrthonormal, withBackend } from "./factor_helpers.ts";
 
 /** max |A·V − V·Λ| relative to ‖A‖. */
 function residual(a: Matrix64, values: Float64Array, v: Matrix64): number {
@@ -21,22 +21,26 @@ function residual(a: Matrix64, values: Float64Array, v: Matrix64): number {
   return err / Math.max(fro(a), 1e-300);
 }
 
-test("eigh: random symmetric matrices, A·V = V·Λ, VᵀV = I, descending", () => {
-  fc.assert(
-    fc.property(fc.integer({ min: 1, max: 60 }), fc.integer(), (n, seed) => {
-      const b = randomNormal(n, n, createRng(seed));
-      const a = matrix64(n, n);
-      for (let i = 0; i < n; i++) {
-        for (let j = 0; j < n; j++) a.data[i * n + j] = b.data[i * n + j] + b.data[j * n + i];
-      }
-      const { values, vectors } = eigh(a);
-      assert.ok(residual(a, values, vectors) <= 20 * n * EPS);
-      assert.ok(orthonormalityError(vectors) <= 20 * n * EPS);
-      for (let i = 1; i < n; i++) assert.ok(values[i] <= values[i - 1]);
-    }),
-    { numRuns: 40 },
-  );
-});
+for (const backend of BACKENDS) {
+  test(`eigh (${backend}): random symmetric matrices, A·V = V·Λ, VᵀV = I, descending`, async () => {
+    await withBackend(backend, () => {
+      fc.assert(
+        fc.property(fc.integer({ min: 1, max: 60 }), fc.integer(), (n, seed) => {
+          const b = randomNormal(n, n, createRng(seed));
+          const a = matrix64(n, n);
+          for (let i = 0; i < n; i++) {
+            for (let j = 0; j < n; j++) a.data[i * n + j] = b.data[i * n + j] + b.data[j * n + i];
+          }
+          const { values, vectors } = eigh(a);
+          assert.ok(residual(a, values, vectors) <= 20 * n * EPS);
+          assert.ok(orthonormalityError(vectors) <= 20 * n * EPS);
+          for (let i = 1; i < n; i++) assert.ok(values[i] <= values[i - 1]);
+        }),
+        { numRuns: 40 },
+      );
+    });
+  });
+}
 
 test("eigh: known eigenvalues, repeated, zero and negative, spread over 1e12", () => {
   const n = 80;

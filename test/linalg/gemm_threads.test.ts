@@ -5,6 +5,8 @@ import { closeLinalg, initLinalg, linalgInfo } from "../../src/linalg/backend.ts
 import { THREAD_MIN_WORK } from "../../src/linalg/wasm/gemm_wasm.ts";
 import { type FloatArray, matrix, matrix64 } from "../../src/linalg/matrix.ts";
 import { OptionError } from "../../src/errors.ts";
+import { canBlock, type Job, ThreadPool } from "../../src/linalg/threads/pool.ts";
+import { wasmRuntime } from "../../src/linalg/wasm/runtime.ts";
 
 function fill<T extends FloatArray>(out: T, seed: number): T {
   let s = (seed * 2654435761) >>> 0 || 1;
@@ -83,5 +85,32 @@ test("initLinalg validates its options and can force the TypeScript backend", as
     assert.ok(d > 0 && d < 1e-4, `TS (float64 accumulation) and wasm (float32) should differ slightly: ${d}`);
   } finally {
     await initLinalg();
+  }
+});
+
+test("thread pool: jobs posted right after start are not lost; worker failures surface; close is idempotent", async () => {
+  const rt = wasmRuntime();
+  if (!rt?.shared || !canBlock()) {
+    console.log("skip: no shared wasm memory or this thread may not block");
+    return;
+  }
+  const noop: Job = { fn: "sgemm", args: [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0] };
+  for (let cycle = 0; cycle < 3; cycle++) {
+    const pool = await ThreadPool.create(rt, 2);
+    try {
+      assert.equal(pool.size, 2);
+      for (let i = 0; i < 300; i++) pool.run([noop, noop]);
+      // A worker's job traps (operands far outside memory): run throws, and the pool keeps working.
+      const bad: Job = { fn: "sgemm", args: [0, 0, 4, 4, 4, 1, 0x7ffffff0, 4, 0, 4, 0, 0, 4, 0] };
+      assert.throws(() => pool.run([noop, bad]), /a worker failed running sgemm/);
+      assert.throws(() => pool.run([bad, noop]), WebAssembly.RuntimeError);
+      assert.throws(() => pool.run([noop, noop, noop]), RangeError);
+      assert.throws(() => pool.run([noop, { fn: "nope", args: [] }]), /no function "nope"/);
+      pool.run([noop, noop]);
+    } finally {
+      await pool.close();
+      await pool.close();
+    }
+    assert.throws(() => pool.run([noop]), /closed/);
   }
 });

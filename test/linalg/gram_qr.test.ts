@@ -39,6 +39,16 @@ for (const backend of BACKENDS) {
   });
 }
 
+test("gramAccumulate: more tokens than one WASM chunk (2048) accumulate exactly like one product", () => {
+  const t = 2100, n = 40;
+  const x = randomNormal(t, n, createRng(11));
+  const g = matrix64(n, n);
+  gramAccumulate(g, x, 2);
+  const want = matmul64(x, x, { transA: true, backend: "ts" });
+  for (let i = 0; i < want.data.length; i++) want.data[i] *= 2;
+  assert.ok(diffNorm(g, want) <= 4 * t * EPS * fro(want));
+});
+
 test("gramAccumulate: known answer, errors", () => {
   const g = matrix64(2, 2);
   gramAccumulate(g, matrix(1, 2, new Float32Array([1, 2])));
@@ -52,30 +62,41 @@ test("gramAccumulate: known answer, errors", () => {
   assert.throws(() => gramAccumulate(g, matrix(1, 2), NaN), NumericError);
 });
 
-test("qr: A = QR, QᵀQ = I, R upper triangular, all shapes", () => {
-  fc.assert(
-    fc.property(
-      fc.integer({ min: 1, max: 50 }),
-      fc.integer({ min: 1, max: 50 }),
-      fc.integer(),
-      (m, n, seed) => {
-        const a = randomNormal(m, n, createRng(seed));
+for (const backend of BACKENDS) {
+  test(`qr (${backend}): A = QR, QᵀQ = I, R upper triangular, all shapes`, async () => {
+    await withBackend(backend, () => {
+      fc.assert(
+        fc.property(
+          fc.integer({ min: 1, max: 50 }),
+          fc.integer({ min: 1, max: 50 }),
+          fc.integer(),
+          (m, n, seed) => {
+            const a = randomNormal(m, n, createRng(seed));
+            const { q, r } = qr(a);
+            const k = Math.min(m, n);
+            assert.equal(q.cols, k);
+            assert.equal(r.rows, k);
+            assert.ok(diffNorm(matmul64(q, r), a) <= 20 * Math.max(m, n) * EPS * fro(a));
+            assert.ok(orthonormalityError(q) <= 20 * m * EPS);
+            for (let i = 0; i < k; i++) for (let j = 0; j < i; j++) assert.equal(r.data[i * n + j], 0);
+          },
+        ),
+        { numRuns: 40 },
+      );
+      // Shapes that take the blocked path (panels of 32 with a trailing block), tall and wide.
+      for (const [m, n] of [[200, 90], [90, 200], [130, 130]]) {
+        const a = randomNormal(m, n, createRng(m + n));
         const { q, r } = qr(a);
-        const k = Math.min(m, n);
-        assert.equal(q.cols, k);
-        assert.equal(r.rows, k);
         assert.ok(diffNorm(matmul64(q, r), a) <= 20 * Math.max(m, n) * EPS * fro(a));
         assert.ok(orthonormalityError(q) <= 20 * m * EPS);
-        for (let i = 0; i < k; i++) for (let j = 0; j < i; j++) assert.equal(r.data[i * n + j], 0);
-      },
-    ),
-    { numRuns: 40 },
-  );
-  assert.throws(
-    () => qr(matrix64(2, 2, new Float64Array([1, 2, Infinity, 0]))),
-    (e: Error) => e instanceof NumericError && /^qr/.test(e.message),
-  );
-});
+      }
+      assert.throws(
+        () => qr(matrix64(2, 2, new Float64Array([1, 2, Infinity, 0]))),
+        (e: Error) => e instanceof NumericError && /^qr/.test(e.message),
+      );
+    });
+  });
+}
 
 test("createRng: reproducible, uniform in [0, 1), normal with mean 0 and variance 1", () => {
   const a = createRng(42), b = createRng(42), c = createRng(43);

@@ -103,6 +103,39 @@ for (const backend of BACKENDS) {
   });
 }
 
+test("svd: bidiagonal and sparse inputs with exact zeros (zero-diagonal chasing, exact deflation)", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 2, max: 30 }),
+      fc.integer({ min: 0, max: 10 }),
+      fc.integer(),
+      fc.boolean(),
+      (n, extra, seed, square) => {
+        // An upper bidiagonal (plus zero rows when not square) with about a third of its entries zeroed: the
+        // Householder steps leave it as is, so the QR iteration meets exact zeros on both diagonals.
+        const rng = createRng(seed);
+        const m = square ? n : n + extra;
+        const a = { rows: m, cols: n, data: new Float64Array(m * n) };
+        for (let i = 0; i < n; i++) {
+          a.data[i * n + i] = rng.next() < 0.35 ? 0 : rng.normal();
+          if (i + 1 < n) a.data[i * n + i + 1] = rng.next() < 0.35 ? 0 : rng.normal();
+        }
+        checkSvd(a, svd(a), `bidiagonal ${m}×${n}`);
+        // Same with whole rows and columns of a dense matrix zeroed.
+        const b = randomNormal(m, n, rng);
+        for (let i = 0; i < m; i++) if (rng.next() < 0.3) b.data.fill(0, i * n, (i + 1) * n);
+        for (let j = 0; j < n; j++) {
+          if (rng.next() < 0.3) {
+            for (let i = 0; i < m; i++) b.data[i * n + j] = 0;
+          }
+        }
+        checkSvd(b, svd(b), `sparse ${m}×${n}`);
+      },
+    ),
+    { numRuns: 60 },
+  );
+});
+
 test("svd: float32 input, zero matrix, 1×1, empty", () => {
   const a = randomNormal(30, 20, createRng(7));
   const a32 = toFloat32(a);

@@ -5,7 +5,15 @@ import { compressSvd } from "../../src/methods/svd.ts";
 import { compressAsvd } from "../../src/methods/asvd.ts";
 import { compressSvdLlm, crossFromLayer, layerLoss, updateA } from "../../src/methods/svdllm.ts";
 import { NumericError, ShapeError } from "../../src/errors.ts";
-import { absMeanOf, dataLoss, gramOf, product, randomActivations, randomWeight, relDiff } from "./_synthetic.ts";
+import {
+  absMeanOf,
+  dataLoss,
+  gramOf,
+  product,
+  randomActivations,
+  randomWeight,
+  relDiff,
+} from "./_synthetic.ts";
 
 test("plain SVD and ASVD factors reproduce W at full rank (tall, wide and square)", () => {
   for (const [m, n] of [[24, 16], [16, 24], [20, 20]]) {
@@ -27,17 +35,22 @@ test("plain SVD and ASVD factors reproduce W at full rank (tall, wide and square
 
 test("plain SVD truncation is optimal in Frobenius norm: ‖W − AB‖_F = sqrt(Σ_{i>k} σ²)", () => {
   fc.assert(
-    fc.property(fc.integer({ min: 3, max: 20 }), fc.integer({ min: 3, max: 20 }), fc.nat(1000), (m, n, seed) => {
-      const w = randomWeight(m, n, seed);
-      const k = Math.max(1, Math.floor(Math.min(m, n) / 2));
-      const { a, b, report } = compressSvd(w, k);
-      const ab = product(a, b);
-      let err = 0;
-      for (let i = 0; i < w.data.length; i++) err += (w.data[i] - ab.data[i]) ** 2;
-      let tail = 0;
-      for (let i = k; i < report.singularValues.length; i++) tail += report.singularValues[i] ** 2;
-      assert.ok(Math.abs(Math.sqrt(err) - Math.sqrt(tail)) <= 1e-4 * Math.sqrt(tail) + 1e-6);
-    }),
+    fc.property(
+      fc.integer({ min: 3, max: 20 }),
+      fc.integer({ min: 3, max: 20 }),
+      fc.nat(1000),
+      (m, n, seed) => {
+        const w = randomWeight(m, n, seed);
+        const k = Math.max(1, Math.floor(Math.min(m, n) / 2));
+        const { a, b, report } = compressSvd(w, k);
+        const ab = product(a, b);
+        let err = 0;
+        for (let i = 0; i < w.data.length; i++) err += (w.data[i] - ab.data[i]) ** 2;
+        let tail = 0;
+        for (let i = k; i < report.singularValues.length; i++) tail += report.singularValues[i] ** 2;
+        assert.ok(Math.abs(Math.sqrt(err) - Math.sqrt(tail)) <= 1e-4 * Math.sqrt(tail) + 1e-6);
+      },
+    ),
     { numRuns: 25 },
   );
 });
@@ -71,7 +84,10 @@ test("SVD-LLM on a non-PD Gram (dead channels, fewer tokens than channels) compr
     const s = compressSvd(w, 8);
     assert.ok(dataLoss(w, a, b, x) < dataLoss(w, s.a, s.b, x));
   }
-  assert.throws(() => compressSvdLlm(w, { gram: gramOf(randomActivations(10, 40, 1)) }, 8, { damping: "none" }), NumericError);
+  assert.throws(
+    () => compressSvdLlm(w, { gram: gramOf(randomActivations(10, 40, 1)) }, 8, { damping: "none" }),
+    NumericError,
+  );
 });
 
 test("SVD-LLM update: a no-op on the whitening's own inputs, an improvement on shifted inputs", () => {
@@ -84,7 +100,9 @@ test("SVD-LLM update: a no-op on the whitening's own inputs, an improvement on s
   assert.ok(relDiff(same.a, a) < 1e-4, `update on the same inputs moved A by ${relDiff(same.a, a)}`);
   // X' = X perturbed (as the compressed prefix perturbs activations), scaled channels differ
   const xp = randomActivations(400, n, 99);
-  for (let i = 0; i < xp.data.length; i++) xp.data[i] = x.data[i] + 0.7 * xp.data[i] * ((i % n) % 3 === 0 ? 3 : 0.1);
+  for (let i = 0; i < xp.data.length; i++) {
+    xp.data[i] = x.data[i] + 0.7 * xp.data[i] * ((i % n) % 3 === 0 ? 3 : 0.1);
+  }
   const p = gramOf(xp);
   const upd = updateA(b, { gram: p, cross: crossFromLayer(w, p) });
   const before = dataLoss(w, a, b, xp), after = dataLoss(w, upd.a, b, xp);

@@ -10,9 +10,17 @@ import { compressSvd } from "../../src/methods/svd.ts";
 import { rankFor } from "../../src/methods/ratio.ts";
 import type { Matrix } from "../../src/linalg/matrix.ts";
 import { dataLoss } from "./_synthetic.ts";
-import { storiesText, STORIES } from "../pipeline/_helpers.ts";
+import { STORIES, storiesText } from "../pipeline/_helpers.ts";
 
-const KEY = { "self_attn.q_proj": "q", "self_attn.k_proj": "k", "self_attn.v_proj": "v", "self_attn.o_proj": "o", "mlp.gate_proj": "gate", "mlp.up_proj": "up", "mlp.down_proj": "down" } as const;
+const KEY = {
+  "self_attn.q_proj": "q",
+  "self_attn.k_proj": "k",
+  "self_attn.v_proj": "v",
+  "self_attn.o_proj": "o",
+  "mlp.gate_proj": "gate",
+  "mlp.up_proj": "up",
+  "mlp.down_proj": "down",
+} as const;
 
 // Every linear of every block of stories260K, with the real activations the model feeds it (observe hook):
 // SVD-LLM's layer loss ‖(W − AB)Xᵀ‖_F equals √T·sqrt(Σ_{i>k} σ_i²(W·L)) to 1e-4 relative.
@@ -44,7 +52,10 @@ test("SVD-LLM loss theorem on stories260K's real layers and activations", { time
         assert.equal(report.shift, 0, `block ${i} ${name}: Gram needed a shift`);
         const direct = dataLoss(w, a, b, xi);
         const predicted = Math.sqrt(xi.rows) * report.predictedLoss!;
-        assert.ok(Math.abs(direct - predicted) <= 1e-4 * predicted, `block ${i} ${name}: ${direct} vs ${predicted}`);
+        assert.ok(
+          Math.abs(direct - predicted) <= 1e-4 * predicted,
+          `block ${i} ${name}: ${direct} vs ${predicted}`,
+        );
         // Plain SVD at the same rank loses more on these activations.
         const s = compressSvd(w, k);
         assert.ok(dataLoss(w, s.a, s.b, xi) > direct);

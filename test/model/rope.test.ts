@@ -5,7 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { applyRope, permuteQK, ropeTables } from "../../src/model/rope.ts";
+import { applyRope, permuteQK, ropeFrequencies, ropeTables } from "../../src/model/rope.ts";
 import type { Matrix } from "../../src/linalg/matrix.ts";
 import { memoryReader, randomWeights, TINY } from "./_random_model.ts";
 import { forwardHidden } from "../../src/model/llama.ts";
@@ -107,4 +107,41 @@ test("rope: a model with halves RoPE equals the same model with permuted q/k and
   }
   assert.ok(maxDiff < 1e-4, `max difference ${maxDiff}`);
   assert.ok(wrongDiff > 1e-2, "mixing conventions must change the result");
+});
+
+test("rope scaling: llama3 keeps high frequencies, divides low ones by the factor, interpolates between", () => {
+  // Llama 3.2's settings
+  const scaling = {
+    type: "llama3",
+    factor: 32,
+    lowFreqFactor: 1,
+    highFreqFactor: 4,
+    originalMaxPositions: 8192,
+  } as const;
+  const base = ropeFrequencies(64, 500000), f = ropeFrequencies(64, 500000, scaling);
+  let kept = 0, divided = 0, mixed = 0;
+  for (let i = 0; i < 32; i++) {
+    const wavelen = (2 * Math.PI) / base[i];
+    if (wavelen < 8192 / 4) {
+      assert.equal(f[i], base[i]);
+      kept++;
+    } else if (wavelen > 8192) {
+      assert.ok(Math.abs(f[i] - base[i] / 32) < 1e-15);
+      divided++;
+    } else {
+      assert.ok(f[i] < base[i] && f[i] > base[i] / 32);
+      mixed++;
+    }
+    if (i > 0) assert.ok(f[i] < f[i - 1], "frequencies decrease");
+  }
+  assert.ok(kept > 0 && divided > 0 && mixed > 0, `${kept} ${divided} ${mixed}`);
+  const lin = ropeFrequencies(8, 10000, { type: "linear", factor: 4 });
+  ropeFrequencies(8, 10000).forEach((b, i) => assert.ok(Math.abs(lin[i] - b / 4) < 1e-15));
+  // linear scaling by k is RoPE at position p/k
+  const x = [1, 2, 3, 4, 5, 6, 7, 8];
+  const m1: Matrix = { rows: 1, cols: 8, data: Float32Array.from(x) };
+  const m2: Matrix = { rows: 1, cols: 8, data: Float32Array.from(x) };
+  applyRope(m1, 1, 8, ropeTables(64, 8, 10000, { type: "linear", factor: 4 }), "halves", () => 40);
+  applyRope(m2, 1, 8, ropeTables(64, 8, 10000), "halves", () => 10);
+  for (let i = 0; i < 8; i++) assert.ok(Math.abs(m1.data[i] - m2.data[i]) < 1e-5);
 });

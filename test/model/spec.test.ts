@@ -45,6 +45,44 @@ test("spec: Hugging Face configs of llama, mistral and qwen2", () => {
   });
   assert.equal(m.numKvHeads, 8);
   assert.equal(m.headDim, 16);
+  assert.equal(m.maxPositions, 512);
+  const slid = specFromHfConfig({ ...LLAMA, model_type: "mistral", sliding_window: 128 });
+  assert.equal(slid.slidingWindow, 128);
+  assert.equal(slid.maxPositions, 512);
+  assert.equal(specFromHfConfig({ ...LLAMA, sliding_window: 128 }).slidingWindow, undefined);
+  assert.equal(
+    specFromHfConfig({ ...LLAMA, model_type: "qwen2", sliding_window: 128 }).slidingWindow,
+    undefined,
+  );
+  assert.throws(
+    () => specFromHfConfig({ ...LLAMA, model_type: "qwen2", use_sliding_window: true, sliding_window: 128 }),
+    /sliding/,
+  );
+  const l3 = specFromHfConfig({
+    ...LLAMA,
+    rope_scaling: {
+      rope_type: "llama3",
+      factor: 32,
+      low_freq_factor: 1,
+      high_freq_factor: 4,
+      original_max_position_embeddings: 8192,
+    },
+  });
+  assert.deepEqual(l3.ropeScaling, {
+    type: "llama3",
+    factor: 32,
+    lowFreqFactor: 1,
+    highFreqFactor: 4,
+    originalMaxPositions: 8192,
+  });
+  assert.equal(specFromHfConfig({ ...LLAMA, rope_scaling: { rope_type: "default" } }).ropeScaling, undefined);
+  const v5 = specFromHfConfig({
+    ...LLAMA,
+    rope_theta: undefined,
+    rope_parameters: { rope_type: "linear", rope_theta: 5e5, factor: 2 },
+  });
+  assert.equal(v5.ropeTheta, 5e5);
+  assert.deepEqual(v5.ropeScaling, { type: "linear", factor: 2 });
 });
 
 test("spec: unsupported or broken configs name the field", () => {
@@ -59,8 +97,12 @@ test("spec: unsupported or broken configs name the field", () => {
   assert.throws(() => specFromHfConfig({ ...LLAMA, intermediate_size: undefined }), /intermediate_size/);
   assert.throws(() => specFromHfConfig({ ...LLAMA, num_key_value_heads: 3 }), /not a multiple/);
   assert.throws(
-    () => specFromHfConfig({ ...LLAMA, rope_scaling: { type: "linear", factor: 2 } }),
+    () => specFromHfConfig({ ...LLAMA, rope_scaling: { type: "dynamic", factor: 2 } }),
     /rope_scaling/,
+  );
+  assert.throws(
+    () => specFromHfConfig({ ...LLAMA, rope_scaling: { rope_type: "llama3", factor: 8 } }),
+    (e: Error) => e instanceof FormatError && /rope_scaling\.low_freq_factor/.test(e.message),
   );
   assert.throws(() => specFromHfConfig({ ...LLAMA, hidden_act: "gelu" }), /hidden_act/);
 });

@@ -32,8 +32,16 @@ export async function listing(dir: string): Promise<string[]> {
   return (await readdir(dir)).sort();
 }
 
+/** The parts of a compressed folder's config.json the tests read. */
+export interface FolderConfig {
+  [key: string]: unknown;
+  svd_llm: { method: string; ratio: unknown; ranks: Record<string, number | null>; allocation: string };
+}
+
 /** Open a compressed (or any) Hugging Face folder without its tokenizer. */
-export async function openFolder(dir: string): Promise<{ spec: LlamaSpec; reader: TensorReader; config: any }> {
+export async function openFolder(
+  dir: string,
+): Promise<{ spec: LlamaSpec; reader: TensorReader; config: FolderConfig }> {
   const config = JSON.parse(await readFile(join(dir, "config.json"), "utf8"));
   return { spec: specFromHfConfig(config), reader: await openModelWeights(dir), config };
 }
@@ -91,7 +99,9 @@ export async function syntheticModel(dir: string, poison?: { tensor: string; ind
   const rng = createRng(42);
   for (const [name, shape] of shapes) {
     const n = shape.reduce((a, b) => a * b, 1);
-    const data = name.includes("norm") ? new Float32Array(n).fill(1) : new Float32Array(n).map(() => rng.normal() * 0.3);
+    const data = name.includes("norm")
+      ? new Float32Array(n).fill(1)
+      : new Float32Array(n).map(() => rng.normal() * 0.3);
     if (poison?.tensor === name) data[poison.index] = NaN;
     await w.write(name, data);
   }

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { compress, type CompressReport, compressModel } from "../../src/pipeline/compress.ts";
+import { compress, compressModel, type CompressReport } from "../../src/pipeline/compress.ts";
 import { merge } from "../../src/pipeline/merge.ts";
 import { loadModel } from "../../src/model/load.ts";
 import { perplexity } from "../../src/eval/perplexity.ts";
@@ -16,8 +16,8 @@ import {
   listing,
   openFolder,
   SHARED,
-  storiesText,
   STORIES,
+  storiesText,
   syntheticModel,
   tempDir,
 } from "./_helpers.ts";
@@ -26,64 +26,71 @@ import {
 // on the second half (windows of 512, the model's context).
 const SLOW = { timeout: 240_000 };
 
-test("stories260K at 20 % removed: ppl(svd) > ppl(asvd) > ppl(svdllm) > dense, and the folders reload", SLOW, async () => {
-  const m = await loadModel(STORIES);
-  const ids = m.tokenizer.encode(await storiesText(), { bos: true });
-  await m.close();
-  const half = Math.floor(ids.length / 2);
-  const calib = ids.slice(0, half), evalIds = ids.slice(half);
-  const dm = await loadModel(STORIES);
-  const dense = (await perplexity(dm, evalIds, { window: 512 })).ppl;
-  await dm.close();
-  const dir = await tempDir();
-  try {
-    const ppl: Record<string, number> = {};
-    const reports: Record<string, CompressReport> = {};
-    for (const method of ["svd", "asvd", "svdllm"] as const) {
-      const out = join(dir, method);
-      reports[method] = await compress(STORIES, out, {
-        method,
-        ratio: { removed: 0.2 },
-        calibration: { ids: calib, samples: 16, seqlen: 256, seed: 1 },
-      });
-      ppl[method] = await folderPpl(out, evalIds, 512);
-    }
-    assert.ok(ppl.svd > ppl.asvd, `svd ${ppl.svd} vs asvd ${ppl.asvd}`);
-    assert.ok(ppl.asvd > ppl.svdllm, `asvd ${ppl.asvd} vs svdllm ${ppl.svdllm}`);
-    assert.ok(ppl.svdllm > dense, `svdllm ${ppl.svdllm} vs dense ${dense}`);
-    // Parameter accounting: 35 linears, achieved ratio close to (and at least) 0.2 over linears.
-    const r = reports.svdllm;
-    assert.equal(r.layers.length, 35);
-    assert.ok(r.params.linears.removed >= 0.2 && r.params.linears.removed < 0.22, String(r.params.linears.removed));
-    assert.ok(r.params.model.removed < r.params.linears.removed);
-    for (const l of r.layers) assert.ok(l.relativeLoss! >= 0 && l.relativeLoss! < 1);
-    // The folder: factor pairs with the recorded ranks, config extension, GGUF vocabulary kept.
-    const f = await openFolder(join(dir, "svdllm"));
+test(
+  "stories260K at 20 % removed: ppl(svd) > ppl(asvd) > ppl(svdllm) > dense, and the folders reload",
+  SLOW,
+  async () => {
+    const m = await loadModel(STORIES);
+    const ids = m.tokenizer.encode(await storiesText(), { bos: true });
+    await m.close();
+    const half = Math.floor(ids.length / 2);
+    const calib = ids.slice(0, half), evalIds = ids.slice(half);
+    const dm = await loadModel(STORIES);
+    const dense = (await perplexity(dm, evalIds, { window: 512 })).ppl;
+    await dm.close();
+    const dir = await tempDir();
     try {
-      const ext = f.config.svd_llm;
-      assert.equal(ext.method, "svdllm");
-      assert.deepEqual(ext.ratio, { convention: "removed", value: 0.2 });
-      assert.equal(ext.ranks["model.layers.0.self_attn.q_proj"], 25);
-      assert.equal(ext.ranks["model.layers.4.mlp.down_proj"], 37);
-      assert.deepEqual(f.reader.info("model.layers.0.mlp.gate_proj.svd_a").shape, [172, 37]);
-      assert.deepEqual(f.reader.info("model.layers.0.mlp.gate_proj.svd_b").shape, [37, 64]);
-      assert.equal(f.reader.has("model.layers.0.mlp.gate_proj.weight"), false);
-      assert.ok(f.reader.has("model.embed_tokens.weight"));
+      const ppl: Record<string, number> = {};
+      const reports: Record<string, CompressReport> = {};
+      for (const method of ["svd", "asvd", "svdllm"] as const) {
+        const out = join(dir, method);
+        reports[method] = await compress(STORIES, out, {
+          method,
+          ratio: { removed: 0.2 },
+          calibration: { ids: calib, samples: 16, seqlen: 256, seed: 1 },
+        });
+        ppl[method] = await folderPpl(out, evalIds, 512);
+      }
+      assert.ok(ppl.svd > ppl.asvd, `svd ${ppl.svd} vs asvd ${ppl.asvd}`);
+      assert.ok(ppl.asvd > ppl.svdllm, `asvd ${ppl.asvd} vs svdllm ${ppl.svdllm}`);
+      assert.ok(ppl.svdllm > dense, `svdllm ${ppl.svdllm} vs dense ${dense}`);
+      // Parameter accounting: 35 linears, achieved ratio close to (and at least) 0.2 over linears.
+      const r = reports.svdllm;
+      assert.equal(r.layers.length, 35);
+      assert.ok(
+        r.params.linears.removed >= 0.2 && r.params.linears.removed < 0.22,
+        String(r.params.linears.removed),
+      );
+      assert.ok(r.params.model.removed < r.params.linears.removed);
+      for (const l of r.layers) assert.ok(l.relativeLoss! >= 0 && l.relativeLoss! < 1);
+      // The folder: factor pairs with the recorded ranks, config extension, GGUF vocabulary kept.
+      const f = await openFolder(join(dir, "svdllm"));
+      try {
+        const ext = f.config.svd_llm;
+        assert.equal(ext.method, "svdllm");
+        assert.deepEqual(ext.ratio, { convention: "removed", value: 0.2 });
+        assert.equal(ext.ranks["model.layers.0.self_attn.q_proj"], 25);
+        assert.equal(ext.ranks["model.layers.4.mlp.down_proj"], 37);
+        assert.deepEqual(f.reader.info("model.layers.0.mlp.gate_proj.svd_a").shape, [172, 37]);
+        assert.deepEqual(f.reader.info("model.layers.0.mlp.gate_proj.svd_b").shape, [37, 64]);
+        assert.equal(f.reader.has("model.layers.0.mlp.gate_proj.weight"), false);
+        assert.ok(f.reader.has("model.embed_tokens.weight"));
+      } finally {
+        await f.reader.close();
+      }
+      assert.ok(existsSync(join(dir, "svdllm", "tokenizer_gguf.json")));
+      // Merging the factors back gives a dense folder computing the same function.
+      await merge(join(dir, "svdllm"), join(dir, "merged"));
+      const merged = await folderPpl(join(dir, "merged"), evalIds, 512);
+      assert.ok(Math.abs(merged - ppl.svdllm) / ppl.svdllm < 1e-3, `merged ${merged} vs ${ppl.svdllm}`);
+      const mr = await openModelWeights(join(dir, "merged"));
+      assert.equal(mr.has("model.layers.0.mlp.gate_proj.weight"), true);
+      await mr.close();
     } finally {
-      await f.reader.close();
+      await rm(dir, { recursive: true, force: true });
     }
-    assert.ok(existsSync(join(dir, "svdllm", "tokenizer_gguf.json")));
-    // Merging the factors back gives a dense folder computing the same function.
-    await merge(join(dir, "svdllm"), join(dir, "merged"));
-    const merged = await folderPpl(join(dir, "merged"), evalIds, 512);
-    assert.ok(Math.abs(merged - ppl.svdllm) / ppl.svdllm < 1e-3, `merged ${merged} vs ${ppl.svdllm}`);
-    const mr = await openModelWeights(join(dir, "merged"));
-    assert.equal(mr.has("model.layers.0.mlp.gate_proj.weight"), true);
-    await mr.close();
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-});
+  },
+);
 
 test("a failed or aborted compression leaves nothing under the destination name", SLOW, async () => {
   const dir = await tempDir();
@@ -104,9 +111,15 @@ test("a failed or aborted compression leaves nothing under the destination name"
     const src = join(dir, "nan-weight");
     await (await import("node:fs/promises")).mkdir(src);
     await syntheticModel(src, { tensor: "model.layers.1.mlp.up_proj.weight", index: 5 });
-    const model = { spec: specFromHfConfig(JSON.parse(await readFile(join(src, "config.json"), "utf8"))), reader: await openModelWeights(src), name: "synthetic" };
+    const model = {
+      spec: specFromHfConfig(JSON.parse(await readFile(join(src, "config.json"), "utf8"))),
+      reader: await openModelWeights(src),
+      name: "synthetic",
+    };
     await assert.rejects(
-      compressModel(model, join(dir, "o1"), { method: "svd", ratio: { removed: 0.2 }, force: true }, { inputPath: src }),
+      compressModel(model, join(dir, "o1"), { method: "svd", ratio: { removed: 0.2 }, force: true }, {
+        inputPath: src,
+      }),
       (e: Error) => e instanceof NumericError && /non-finite/.test(e.message),
     );
     assert.deepEqual(await listing(dir), ["nan-weight"]);
@@ -115,7 +128,11 @@ test("a failed or aborted compression leaves nothing under the destination name"
     const src2 = join(dir, "nan-act");
     await (await import("node:fs/promises")).mkdir(src2);
     await syntheticModel(src2, { tensor: "model.layers.0.post_attention_layernorm.weight", index: 3 });
-    const model2 = { spec: specFromHfConfig(JSON.parse(await readFile(join(src2, "config.json"), "utf8"))), reader: await openModelWeights(src2), name: "synthetic" };
+    const model2 = {
+      spec: specFromHfConfig(JSON.parse(await readFile(join(src2, "config.json"), "utf8"))),
+      reader: await openModelWeights(src2),
+      name: "synthetic",
+    };
     const ids = Array.from({ length: 400 }, (_, i) => (i * 7) % 32);
     await assert.rejects(
       compressModel(model2, join(dir, "o2"), {
@@ -139,7 +156,10 @@ test("bad options are refused before any work, naming the problem", SLOW, async 
     const out = join(dir, "out");
     await assert.rejects(compress(STORIES, out, { method: "svd", ratio: { removed: 1.2 } }), OptionError);
     await assert.rejects(compress(STORIES, out, { method: "svd", ratio: { kept: 0 } }), OptionError);
-    await assert.rejects(compress(STORIES, out, { method: "svdllm", ratio: { removed: 0.2 } }), /needs calibration/);
+    await assert.rejects(
+      compress(STORIES, out, { method: "svdllm", ratio: { removed: 0.2 } }),
+      /needs calibration/,
+    );
     await assert.rejects(
       compress(STORIES, out, {
         method: "svdllm",
@@ -148,19 +168,34 @@ test("bad options are refused before any work, naming the problem", SLOW, async 
       }),
       /100 tokens, shorter than one window of 256/,
     );
-    await assert.rejects(compress(STORIES, out, { method: "asvd", ratio: { removed: 0.2 }, update: true }), /svdllm/);
+    await assert.rejects(
+      compress(STORIES, out, { method: "asvd", ratio: { removed: 0.2 }, update: true }),
+      /svdllm/,
+    );
     // A ratio that leaves rank 0 / no saving.
-    await assert.rejects(compress(STORIES, out, { method: "svd", ratio: { removed: 0.99 } }), /nothing would be left/);
+    await assert.rejects(
+      compress(STORIES, out, { method: "svd", ratio: { removed: 0.99 } }),
+      /nothing would be left/,
+    );
     assert.deepEqual(await listing(dir), []);
     // Existing output without overwrite; output onto the input's folder.
     await (await import("node:fs/promises")).mkdir(out);
-    await assert.rejects(compress(STORIES, out, { method: "svd", ratio: { removed: 0.2 } }), /already exists/);
+    await assert.rejects(
+      compress(STORIES, out, { method: "svd", ratio: { removed: 0.2 } }),
+      /already exists/,
+    );
     const src = join(dir, "synthetic");
     await (await import("node:fs/promises")).mkdir(src);
     await syntheticModel(src);
-    const model = { spec: specFromHfConfig(JSON.parse(await readFile(join(src, "config.json"), "utf8"))), reader: await openModelWeights(src), name: "s" };
+    const model = {
+      spec: specFromHfConfig(JSON.parse(await readFile(join(src, "config.json"), "utf8"))),
+      reader: await openModelWeights(src),
+      name: "s",
+    };
     await assert.rejects(
-      compressModel(model, src, { method: "svd", ratio: { removed: 0.2 }, force: true, overwrite: true }, { inputPath: src }),
+      compressModel(model, src, { method: "svd", ratio: { removed: 0.2 }, force: true, overwrite: true }, {
+        inputPath: src,
+      }),
       /would overwrite the input/,
     );
     assert.ok(existsSync(join(src, "model.safetensors")));
@@ -170,7 +205,10 @@ test("bad options are refused before any work, naming the problem", SLOW, async 
   }
 });
 
-test("tinylm-brown: SVD-LLM with update compresses, reloads with loadModel and evaluates", { ...SLOW, skip: !HAS_SHARED && "needs ../shared (tinylm-brown)" }, async () => {
+test("tinylm-brown: SVD-LLM with update compresses, reloads with loadModel and evaluates", {
+  ...SLOW,
+  skip: !HAS_SHARED && "needs ../shared (tinylm-brown)",
+}, async () => {
   const src = join(SHARED, "models/tinylm-brown");
   const calibText = (await readFile(join(SHARED, "data/brown-calib.txt"), "utf8")).slice(0, 60000);
   const dir = await tempDir();
@@ -190,7 +228,10 @@ test("tinylm-brown: SVD-LLM with update compresses, reloads with loadModel and e
     assert.ok(rep.peakRssBytes > 0);
     const m = await loadModel(out);
     try {
-      const ids = m.tokenizer.encode((await readFile(join(SHARED, "data/brown-valid.txt"), "utf8")).slice(0, 6000), { bos: true });
+      const ids = m.tokenizer.encode(
+        (await readFile(join(SHARED, "data/brown-valid.txt"), "utf8")).slice(0, 6000),
+        { bos: true },
+      );
       const r = await perplexity(m, ids, { window: 256 });
       const d = await loadModel(src);
       const dense = (await perplexity(d, ids, { window: 256 })).ppl;

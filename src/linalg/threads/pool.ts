@@ -56,7 +56,7 @@ export function canBlock(): boolean {
 }
 
 async function spawn(onMessage: (m: unknown) => void, onError: (e: unknown) => void): Promise<Port> {
-  const url = new URL("./worker.ts", import.meta.url);
+  const url = new URL("./worker.js", import.meta.url);
   let wt: typeof import("node:worker_threads") | null = null;
   try {
     wt = await import("node:worker_threads");

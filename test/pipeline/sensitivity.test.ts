@@ -1,0 +1,104 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { loadModel } from "../../src/model/load.ts";
+import { calibrationWindows } from "../../src/calib/windows.ts";
+import { sensitivitySweep } from "../../src/pipeline/sensitivity.ts";
+import { compress } from "../../src/pipeline/compress.ts";
+import { openFolder, STORIES, storiesText, tempDir } from "./_helpers.ts";
+
+test("ASVD sensitivity sweep on stories260K: cached, resumable, and used for allocation", {
+  timeout: 240_000,
+}, async () => {
+  const m = await loadModel(STORIES);
+  const dir = await tempDir();
+  try {
+    const ids = m.tokenizer.encode(await storiesText(), { bos: true });
+    const windows = calibrationWindows(ids, { samples: 3, seqlen: 64, seed: 2 });
+    const cacheFile = join(dir, "sweep.json");
+    const ratios = [0.4, 0.8];
+    const first = await sensitivitySweep(m, windows, { ratios, cacheFile });
+    assert.equal(first.fromCache, false);
+    assert.equal(Object.keys(first.table).length, 35);
+    for (const row of Object.values(first.table)) {
+      assert.deepEqual(Object.keys(row).sort(), ["0.4", "0.8"]);
+      // compressing one layer harder never helps much: p = 0.4 is worse than the dense model
+      assert.ok(row["0.4"] > first.densePpl * 0.98);
+    }
+    // Second run: straight from the cache.
+    const again = await sensitivitySweep(m, windows, { ratios, cacheFile });
+    assert.equal(again.fromCache, true);
+    assert.deepEqual(again.table, first.table);
+    // Interrupted run: drop the last blocks' entries, resume recomputes exactly them.
+    const c = JSON.parse(await readFile(cacheFile, "utf8"));
+    for (const k of Object.keys(c.table)) if (/layers\.[34]\./.test(k)) delete c.table[k];
+    await writeFile(cacheFile, JSON.stringify(c));
+    const progress: string[] = [];
+    const resumed = await sensitivitySweep(m, windows, {
+      ratios,
+      cacheFile,
+      onProgress: (e) => progress.push(e.layer!),
+    });
+    assert.equal(resumed.fromCache, false);
+    assert.equal(progress.length, 14);
+    assert.ok(progress.every((l) => /layers\.[34]\./.test(l)));
+    for (const [k, row] of Object.entries(first.table)) {
+      for (const p of ratios) {
+        assert.ok(Math.abs(resumed.table[k][String(p)] - row[String(p)]) < 1e-9 * row[String(p)]);
+      }
+    }
+    // Other settings: a different key, the cache is not reused.
+    const other = await sensitivitySweep(m, windows.slice(0, 2), {
+      ratios: [0.5],
+      cacheFile: join(dir, "other.json"),
+    });
+    assert.notEqual(other.key, first.key);
+
+    // compress() with the sweep: ranks vary per layer, the kept fraction meets the target.
+    const out = join(dir, "asvd");
+    const rep = await compress(STORIES, out, {
+      method: "asvd",
+      ratio: { kept: 0.8 },
+      allocation: "sensitivity",
+      sensitivity: { cacheFile, ratios },
+      calibration: { ids, samples: 3, seqlen: 64, seed: 2 },
+    });
+    assert.equal(rep.sensitivity!.fromCache, true);
+    assert.ok(rep.params.linears.removed >= 0.2, String(rep.params.linears.removed));
+    const ranks = new Set(rep.layers.map((l) => l.rank));
+    assert.ok(ranks.size > 1);
+    const f = await openFolder(out);
+    assert.equal(f.config.svd_llm.allocation, "sensitivity");
+    await f.reader.close();
+  } finally {
+    await m.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("KV-cache mode compresses only k/v and reports the cache saved", { timeout: 120_000 }, async () => {
+  const dir = await tempDir();
+  try {
+    const m = await loadModel(STORIES);
+    const ids = m.tokenizer.encode(await storiesText(), { bos: true });
+    await m.close();
+    const rep = await compress(STORIES, join(dir, "kv"), {
+      method: "asvd",
+      ratio: { kept: 0.5 },
+      kvCache: true,
+      calibration: { ids, samples: 4, seqlen: 64 },
+    });
+    assert.equal(rep.layers.length, 10, JSON.stringify(rep.layers.map((l) => [l.name, l.rank])));
+    assert.ok(rep.layers.every((l) => /k_proj|v_proj/.test(l.name) && l.rank === 16));
+    // stories260K: 4 kv heads × 8 = 32 values for K and for V per block; rank 16 each halves the cache.
+    assert.equal(rep.kvCache!.fullBytesPerToken, 5 * 64 * 2);
+    assert.ok(Math.abs(rep.kvCache!.saved - 0.5) < 1e-12);
+    const f = await openFolder(join(dir, "kv"));
+    assert.ok(f.reader.has("model.layers.0.self_attn.q_proj.weight"));
+    assert.deepEqual(f.reader.info("model.layers.0.self_attn.k_proj.svd_a").shape, [32, 16]);
+    await f.reader.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
