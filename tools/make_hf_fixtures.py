@@ -13,11 +13,15 @@ weights define); the float32 Hugging Face forward is recorded beside them as a m
 Usage (from the repository root):
     python3 -m venv /tmp/hfvenv && /tmp/hfvenv/bin/pip install torch transformers safetensors numpy
     /tmp/hfvenv/bin/python tools/make_hf_fixtures.py [--out test/fixtures/models]
+Reference perplexities of the shared models (see test/fixtures/models/README.md):
+    /tmp/hfvenv/bin/python tools/make_hf_fixtures.py --brown ../shared/models/tinylm-brown ../shared/data/brown-valid.txt
+    /tmp/hfvenv/bin/python tools/make_hf_fixtures.py --gguf models/stories260K/stories260K.gguf ids.json  # + gguf accelerate
 
 Deterministic: every model draws its weights from torch.Generator seeded per fixture. Licence: MIT.
 """
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -150,6 +154,81 @@ FIXTURES.append({
     ),
 })
 
+# Sharded checkpoint: several model-0000x-of-0000n.safetensors files and model.safetensors.index.json, as
+# save_pretrained writes for large models.
+FIXTURES.append({
+    "name": "llama-sharded-tiny",
+    "cls": "LlamaForCausalLM",
+    "what": "LLaMA saved in 40 KB shards with model.safetensors.index.json, MHA 2/2 heads, untied",
+    "seed": 1006,
+    "shard": "40KB",
+    "config": dict(
+        model_type="llama",
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=16,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+        attention_bias=False,
+        mlp_bias=False,
+    ),
+})
+
+# RoPE scaling. llama3: with θ 1e4, head_dim 16 and original_max_position_embeddings 32 the pair wavelengths
+# 6.3 | 19.9 | 62.8, 199, … fall in all three bands (kept < 32/4 = 8 ≤ smoothed ≤ 32 < divided by the factor).
+FIXTURES.append({
+    "name": "llama3-rope-tiny",
+    "cls": "LlamaForCausalLM",
+    "what": "LLaMA with rope_scaling llama3 (factor 8, low 1, high 4, original 32): all three frequency bands",
+    "seed": 1007,
+    "config_style": "v4",
+    "config": dict(
+        model_type="llama",
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        rms_norm_eps=1e-5,
+        rope_parameters=dict(rope_type="llama3", rope_theta=10000.0, factor=8.0, low_freq_factor=1.0,
+                             high_freq_factor=4.0, original_max_position_embeddings=32),
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        attention_bias=False,
+        mlp_bias=False,
+    ),
+})
+FIXTURES.append({
+    "name": "llama-linear-rope-tiny",
+    "cls": "LlamaForCausalLM",
+    "what": "LLaMA with rope_scaling linear (factor 4: positions divided by 4), transformers 5 layout",
+    "seed": 1008,
+    "config": dict(
+        model_type="llama",
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=16,
+        rms_norm_eps=1e-5,
+        rope_parameters=dict(rope_type="linear", rope_theta=10000.0, factor=4.0),
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        attention_bias=False,
+        mlp_bias=False,
+    ),
+})
+
 BOS, EOS = 1, 2
 FIRST_WORD = 3  # ids 0..2 are <unk>, <s>, </s>
 
@@ -167,10 +246,9 @@ def to_v4_config(path):
     published checkpoints still use; transformers 5 reads both, so the fixtures cover both."""
     with open(path) as f:
         cfg = json.load(f)
-    rope = cfg.pop("rope_parameters")
-    assert rope.get("rope_type", "default") == "default" and set(rope) <= {"rope_theta", "rope_type"}
-    cfg["rope_theta"] = rope["rope_theta"]
-    cfg["rope_scaling"] = None
+    rope = dict(cfg.pop("rope_parameters"))
+    cfg["rope_theta"] = rope.pop("rope_theta")
+    cfg["rope_scaling"] = None if rope.get("rope_type", "default") == "default" else rope
     cfg["torch_dtype"] = cfg.pop("dtype")
     with open(path, "w") as f:
         json.dump(dict(sorted(cfg.items())), f, indent=2)
@@ -256,7 +334,10 @@ def build(spec, out_root):
     if cfg.tie_word_embeddings:
         model.tie_weights()
         assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
-    model.save_pretrained(out, safe_serialization=True)
+    if "shard" in spec:
+        model.save_pretrained(out, max_shard_size=spec["shard"])
+    else:
+        model.save_pretrained(out)
     for extra in ("generation_config.json",):
         p = os.path.join(out, extra)
         if os.path.exists(p):
@@ -269,7 +350,12 @@ def build(spec, out_root):
         f.write("\n")
 
     # Reload what was written: the references describe the files, not the in-memory model.
-    tensors = load_file(os.path.join(out, "model.safetensors"))
+    tensors = {}
+    for f in sorted(os.listdir(out)):
+        if f.endswith(".safetensors"):
+            tensors.update(load_file(os.path.join(out, f)))
+    shards = sum(f.endswith(".safetensors") for f in os.listdir(out))
+    assert (shards > 1) == ("shard" in spec), f"{name}: {shards} safetensors files"
     assert all(t.dtype == torch.float32 for t in tensors.values()), "all tensors float32"
     assert ("lm_head.weight" in tensors) == (not cfg.tie_word_embeddings), "lm_head present iff untied"
     if spec["cls"] == "Qwen2ForCausalLM":
@@ -286,7 +372,17 @@ def build(spec, out_root):
         window_effect = float((forward_logits(full.eval(), probe) - forward_logits(m64, probe)).abs().max())
         assert window_effect > 0.05, f"{name}: the sliding window barely matters ({window_effect})"
     theta = m32.config.rope_parameters["rope_theta"]
-    assert theta == spec["config"]["rope_theta"], f"{name}: reloaded rope_theta {theta}"
+    want = spec["config"].get("rope_theta") or spec["config"]["rope_parameters"]["rope_theta"]
+    assert theta == want, f"{name}: reloaded rope_theta {theta}"
+    scaling_effect = None
+    if m64.config.rope_parameters.get("rope_type", "default") != "default":
+        plain_cfg = copy.deepcopy(m64.config)
+        plain_cfg.rope_parameters = {"rope_type": "default", "rope_theta": theta}
+        plain = cls(plain_cfg).to(torch.float64).eval()
+        plain.load_state_dict(m64.state_dict())
+        probe = torch.randint(FIRST_WORD, cfg.vocab_size, (1, SEQ_LEN), generator=torch.Generator().manual_seed(0))
+        scaling_effect = float((forward_logits(plain, probe) - forward_logits(m64, probe)).abs().max())
+        assert scaling_effect > 0.05, f"{name}: the RoPE scaling barely matters ({scaling_effect})"
 
     ids_gen = torch.Generator().manual_seed(spec["seed"] + 7)
     body = torch.randint(FIRST_WORD, cfg.vocab_size, (NUM_SEQS, SEQ_LEN - 1), generator=ids_gen)
@@ -330,7 +426,8 @@ def build(spec, out_root):
             "windowed: the sequences concatenated into one stream, cut into consecutive windows of `window` "
             "tokens (last partial window of >= 2 tokens counts), each from position 0, mean NLL over every "
             "predicted position. text: the ids after BOS as words of tokenizer.json. sliding_window_effect: "
-            "largest logit change when the same weights attend to all positions instead (null: no window)."
+            "largest logit change when the same weights attend to all positions instead (null: no window). "
+            "rope_scaling_effect: the same for plain RoPE instead of the configured scaling."
         ),
         "model": spec["name"],
         "class": spec["cls"],
@@ -344,6 +441,7 @@ def build(spec, out_root):
         },
         "float32_max_abs_logit_deviation": f32_dev,
         "sliding_window_effect": window_effect,
+        "rope_scaling_effect": scaling_effect,
         "sequences": seqs,
         "windowed": {
             "window": PPL_WINDOW,
@@ -401,16 +499,37 @@ def deno_fmt(paths):
     subprocess.run([deno, "fmt", "--quiet", *paths], check=True, env={**os.environ, "NO_COLOR": "1"})
 
 
+def gguf_reference(gguf_path, ids_file, window=512):
+    """A GGUF LLaMA through transformers' own GGUF loader (which undoes llama.cpp's q/k row permutation), float64:
+    papers'-protocol perplexity of the token ids in ids_file (a JSON array or {"ids": [...]}, BOS first: tokenized elsewhere,
+    since transformers cannot convert every GGUF tokenizer)."""
+    model = transformers.LlamaForCausalLM.from_pretrained(
+        os.path.dirname(os.path.abspath(gguf_path)), gguf_file=os.path.basename(gguf_path),
+        dtype=torch.float64, pad_token_id=None).eval()
+    with open(ids_file) as f:
+        ids = json.load(f)
+    ids = ids["ids"] if isinstance(ids, dict) else ids  # a bare array, or {"ids": [...]}
+    r = papers_ppl(model, ids, window)
+    print(f"{os.path.basename(gguf_path)} (transformers GGUF loader, float64), windows of {window}: "
+          f"{r['tokens']} tokens, {r['windows']} windows, {r['predicted']} predicted, "
+          f"mean NLL {r['mean_nll']:.6f}, ppl {r['ppl']:.4f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.path.join("test", "fixtures", "models"))
     ap.add_argument("--only", nargs="*", help="fixture names to build (default: all)")
     ap.add_argument("--brown", nargs=2, metavar=("MODEL_DIR", "TEXT"),
                     help="instead of building fixtures, print tinylm-brown's float64 perplexity on TEXT")
+    ap.add_argument("--gguf", nargs=2, metavar=("GGUF", "IDS_JSON"),
+                    help="instead of building fixtures, print a GGUF model's float64 perplexity on IDS_JSON")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.brown:
         brown_reference(*args.brown)
+        return
+    if args.gguf:
+        gguf_reference(*args.gguf)
         return
     for spec in FIXTURES:
         if not args.only or spec["name"] in args.only:

@@ -7,4 +7,3 @@ export * from "./windows.ts";
 export * from "./observer.ts";
 export * from "./abs_mean.ts";
 export * from "./gram.ts";
-export * from "./cross.ts";

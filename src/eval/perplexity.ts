@@ -20,11 +20,17 @@ export interface PerplexityOptions {
   onProgress?: (e: ProgressEvent) => void;
   /** Most tokens run through a block at once (default: about 64 MB of activations). */
   batchTokens?: number;
+  /**
+   * Leave out a last window shorter than `window` (default false: it counts when it has ≥ 2 tokens). The
+   * SVD-LLM and ASVD reference code evaluates `numel // window` full windows only; set this to compare with
+   * their tables.
+   */
+  dropPartial?: boolean;
 }
 
 /** What {@link perplexity} measured. */
 export interface PerplexityResult {
-  /** Tokens evaluated (ids.length minus a dropped last window of one token). */
+  /** Tokens evaluated (ids.length minus a dropped last window). */
   tokens: number;
   /** Predicted positions the mean is over. */
   predicted: number;
@@ -135,13 +141,17 @@ export async function perplexity(
   const inputs: Int32Array[] = [], targets: Int32Array[] = [];
   for (let s = 0; s < ids.length; s += n) {
     const w = ids.subarray(s, Math.min(s + n, ids.length));
-    if (w.length < 2) break;
+    if (w.length < 2 || (opts.dropPartial && w.length < n)) break;
     const t = new Int32Array(w.length).fill(-1);
     t.set(w.subarray(1));
     inputs.push(w);
     targets.push(t);
   }
-  if (inputs.length === 0) throw new OptionError(`perplexity: need at least 2 tokens, got ${ids.length}`);
+  if (inputs.length === 0) {
+    throw new OptionError(
+      `perplexity: need at least ${opts.dropPartial ? n : 2} tokens, got ${ids.length}`,
+    );
+  }
   const nll = await windowNll(model, inputs, targets, {
     onProgress: opts.onProgress,
     stage: "perplexity",

@@ -4,10 +4,11 @@
  *
  * @module
  */
-import { FormatError } from "../errors.ts";
+import { FormatError, OptionError } from "../errors.ts";
 import { type GgufFile, openGguf } from "../io/gguf.ts";
 import { openModelWeights } from "../io/sharded.ts";
 import type { TensorInfo, TensorReader } from "../io/tensor_reader.ts";
+import type { OpenUrlOptions } from "../io/url_source.ts";
 import { loadHfTokenizer } from "../tokenize/hf.ts";
 import { GgufSentencePieceTokenizer, sentencePieceFromJson } from "../tokenize/sentencepiece.ts";
 import type { Tokenizer } from "../tokenize/tokenizer.ts";
@@ -64,22 +65,33 @@ export function ggufAsHfReader(g: GgufFile): TensorReader {
   };
 }
 
+/**
+ * A {@link LoadedModel} over an opened GGUF file (spec and tokenizer from its metadata, tensors under Hugging
+ * Face names). Closing the model closes the file.
+ */
+export function modelFromGguf(g: GgufFile, where: string, name: string): LoadedModel {
+  const reader = ggufAsHfReader(g);
+  if (reader.has("rope_freqs.weight")) {
+    // Llama 3.1+ GGUFs carry their RoPE scaling as per-pair frequency factors: not applied here
+    throw new OptionError(`${where}: GGUF rope_freqs (Llama 3.1-style RoPE scaling) is not supported`);
+  }
+  const embedRows = reader.has("model.embed_tokens.weight")
+    ? reader.info("model.embed_tokens.weight").shape[0]
+    : undefined;
+  const spec = Object.freeze({
+    ...specFromGguf(g.kv, where, embedRows),
+    tieWordEmbeddings: !reader.has(LM_HEAD),
+  });
+  const tokenizer = new GgufSentencePieceTokenizer(g.kv, where);
+  const config: Record<string, unknown> = {};
+  for (const [k, v] of g.kv) if (typeof v !== "object") config[k] = typeof v === "bigint" ? String(v) : v;
+  return { spec, reader, tokenizer, config, name, close: () => reader.close() };
+}
+
 async function loadGgufModel(path: string): Promise<LoadedModel> {
   const g = await openGguf(path);
   try {
-    const reader = ggufAsHfReader(g);
-    const embedRows = reader.has("model.embed_tokens.weight")
-      ? reader.info("model.embed_tokens.weight").shape[0]
-      : undefined;
-    const spec = Object.freeze({
-      ...specFromGguf(g.kv, path, embedRows),
-      tieWordEmbeddings: !reader.has(LM_HEAD),
-    });
-    const tokenizer = new GgufSentencePieceTokenizer(g.kv, path);
-    const config: Record<string, unknown> = {};
-    for (const [k, v] of g.kv) if (typeof v !== "object") config[k] = typeof v === "bigint" ? String(v) : v;
-    const name = path.split(/[\\/]/).pop()!.replace(/\.gguf$/i, "");
-    return { spec, reader, tokenizer, config, name, close: () => reader.close() };
+    return modelFromGguf(g, path, path.split(/[\\/]/).pop()!.replace(/\.gguf$/i, ""));
   } catch (e) {
     await g.close();
     throw e;
@@ -110,7 +122,8 @@ async function loadFolderTokenizer(dir: string, spec: LlamaSpec): Promise<Tokeni
 
 /**
  * Open a model: a `.gguf` file, or a Hugging Face folder with config.json, model.safetensors (or a sharded
- * index) and tokenizer.json (or `tokenizer_gguf.json`, the GGUF vocabulary kept by a compressed GGUF model).
+ * index) and tokenizer.json (or `tokenizer_gguf.json`, the GGUF vocabulary kept by a compressed GGUF model);
+ * either may also be an `http(s)` URL, read with Range requests (see `load_url.ts`; `opts` are for it).
  *
  * @example
  * ```ts
@@ -120,7 +133,11 @@ async function loadFolderTokenizer(dir: string, spec: LlamaSpec): Promise<Tokeni
  * await m.close();
  * ```
  */
-export async function loadModel(path: string): Promise<LoadedModel> {
+export async function loadModel(path: string | URL, opts: OpenUrlOptions = {}): Promise<LoadedModel> {
+  if (path instanceof URL || /^https?:\/\//i.test(path)) {
+    const { loadModelUrl } = await import("./load_url.ts");
+    return await loadModelUrl(path, opts);
+  }
   if (/\.gguf$/i.test(path)) return await loadGgufModel(path);
   const { readFile, stat } = await import("node:fs/promises");
   const { join, basename } = await import("node:path");

@@ -185,6 +185,19 @@ export function specFromHfConfig(config: Record<string, unknown>, where = "confi
   });
 }
 
+/** GGUF `llama.rope.scaling.*` → {@link RopeScaling}: "linear" is read, "none" ignored, others refused. */
+function ggufRopeScaling(kv: ReadonlyMap<string, GgufValue>, where: string): { ropeScaling?: RopeScaling } {
+  const type = kv.get("llama.rope.scaling.type");
+  const factor = kv.get("llama.rope.scaling.factor");
+  if (type === undefined || type === "none" || (type === "linear" && factor === 1)) return {};
+  if (type === "linear") {
+    return {
+      ropeScaling: { type: "linear", factor: positiveNumber(where, "llama.rope.scaling.factor", factor) },
+    };
+  }
+  throw new OptionError(`${where}: GGUF llama.rope.scaling.type ${JSON.stringify(type)} is not supported`);
+}
+
 /**
  * Build a {@link LlamaSpec} from GGUF metadata (general.architecture "llama"; keys `llama.*`). GGUF files
  * converted by llama.cpp store q/k rows permuted for interleaved-pairs RoPE, so the spec says "interleaved".
@@ -253,6 +266,7 @@ export function specFromGguf(
     ),
     ropeTheta: positiveNumber(where, "llama.rope.freq_base", num("llama.rope.freq_base", 10000)),
     ropeStyle: "interleaved",
+    ...ggufRopeScaling(kv, where),
     maxPositions: positiveInt(where, "llama.context_length", num("llama.context_length", 2048)),
     tieWordEmbeddings: false, // decided by the loader from whether output.weight exists
     attentionBias: false,

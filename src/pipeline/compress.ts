@@ -6,11 +6,13 @@
  *
  * Calibration streams. `sequential: true` (default) feeds block i the outputs of the already-compressed blocks
  * 0…i−1 (GPTQ style), so later blocks are fitted to the errors of earlier ones. `sequential: false` uses the
- * original model's activations throughout (what the ASVD reference does). SVD-LLM's `update: true` refits A
- * by least squares on the compressed prefix's activations X' with B fixed, toward either the original model's
- * outputs of the layer W·X (`updateTarget: "original"`, default) or the original layer applied to X'
- * (`"layer"`, the reference's local update, whose whitening then comes from the original activations X:
- * refitting on the whitening's own inputs would change nothing, see methods.md).
+ * original model's activations throughout (what the ASVD reference does). SVD-LLM's `update: true` is the
+ * reference's local update: the whitening is built from the original activations X, then A is refitted by
+ * least squares on the compressed prefix's activations X' against the original layer applied to them, W·X'
+ * (refitting on the whitening's own inputs would change nothing, see methods.md). Measured on stories260K,
+ * plain sequential whitening beats it: whitening on X' already optimises A and B jointly for X', which the
+ * update can only approach with B fixed. (Fitting A to the original model's outputs W·X instead was tried and
+ * is far worse: regression on perturbed inputs shrinks A, and the shrinkage compounds over blocks.)
  *
  * Output: a folder with `model.safetensors` (`<prefix>.svd_a`/`<prefix>.svd_b` pairs instead of
  * `<prefix>.weight`, every other tensor unchanged), `config.json` (the original plus an `svd_llm` section)
@@ -23,7 +25,6 @@
 import { NumericError, OptionError } from "../errors.ts";
 import { AbsMeanObserver } from "../calib/abs_mean.ts";
 import { GramObserver } from "../calib/gram.ts";
-import { CrossGramObserver } from "../calib/cross.ts";
 import { calibrationWindows } from "../calib/windows.ts";
 import { createSafetensorsWriter, type TensorPlan } from "../io/safetensors_writer.ts";
 import type { WritableDType } from "../io/dtype.ts";
@@ -50,7 +51,7 @@ import {
 import { compressSvd } from "../methods/svd.ts";
 import { KV_LINEARS, type KvCacheReport, kvCacheSavings, kvRank } from "../methods/kvcache.ts";
 import { compressSvdLlm, crossFromLayer, updateA } from "../methods/svdllm.ts";
-import { embedWindows, type HiddenStates, runBlock, runBlockPaired } from "./hidden.ts";
+import { embedWindows, type HiddenStates, runBlock } from "./hidden.ts";
 import { openOutputDir } from "./output_dir.ts";
 import { sensitivitySweep } from "./sensitivity.ts";
 import { createPeakMemory } from "./memory.ts";
@@ -105,14 +106,6 @@ export interface CompressOptions {
   sequential?: boolean;
   /** SVD-LLM closed-form update of A (default false). */
   update?: boolean;
-  /**
-   * What the update fits A to, on the compressed prefix's inputs X' (default "original"):
-   * - "original": the original model's outputs of the layer, W·X for the same tokens (corrects the drift
-   *   of the compressed prefix; whitening from X' when sequential);
-   * - "layer": the original layer applied to X', W·X' (the reference's local update; whitening from the
-   *   original activations X).
-   */
-  updateTarget?: "original" | "layer";
   /** ASVD: α (default 0.5). */
   alpha?: number;
   /** ASVD: "uniform" (default: every linear at the ratio) or "sensitivity" (the paper's sweep + search). */
@@ -331,7 +324,6 @@ export async function compressModel(
   const linears = opts.kvCache ? KV_LINEARS : opts.linears ?? LINEAR_NAMES;
   const sequential = opts.sequential ?? true;
   const update = opts.update ?? false;
-  const updateTarget = opts.updateTarget ?? "original";
   const batch = opts.batchSize ?? 8;
   const allocation = opts.allocation ?? "uniform";
   const emit = (e: CompressProgress) => {
@@ -470,9 +462,8 @@ export async function compressModel(
       for (let i = 0; i < spec.numLayers; i++) {
         const block = await loadBlock(reader, spec, i);
         // Statistics of this block's linear inputs.
-        let groups = new Map<string, AbsMeanObserver | GramObserver>();
+        const groups = new Map<string, AbsMeanObserver | GramObserver>();
         const updateGroups = new Map<string, GramObserver>();
-        const crosses = new Map<string, CrossGramObserver>();
         const wanted = new Set(linears.filter((l) => ranks[linearPrefix(i, l)] !== null));
         // The group whose statistics a linear's input feeds, or undefined when already counted (q/k/v and
         // gate/up share one input).
@@ -502,42 +493,21 @@ export async function compressModel(
             if (g) add(target, gram, g, x);
           };
         let nextOrig: HiddenStates | undefined;
-        if (update && updateTarget === "original") {
-          // One paired pass: original stream (targets) then compressed stream (inputs X'), batch by batch.
-          const captured = new Map<string, Matrix>();
-          const origGroups = new Map<string, AbsMeanObserver | GramObserver>();
-          [nextOrig] = runBlockPaired(spec, block, orig!, comp!, batch, (linear, x) => {
-            const g = groupOf(linear);
-            if (!g) return;
-            captured.set(g, x);
-            if (!sequential) add(origGroups, true, g, x);
-          }, (linear, x) => {
-            const g = groupOf(linear);
-            if (!g) return;
-            add(updateGroups as Map<string, AbsMeanObserver | GramObserver>, true, g, x);
-            let c = crosses.get(g);
-            if (!c) crosses.set(g, c = new CrossGramObserver(linearPrefix(i, firstOf(wanted, g)!), x.cols));
-            c.addPair(captured.get(g)!, x);
-          });
-          groups = sequential ? updateGroups as Map<string, AbsMeanObserver | GramObserver> : origGroups;
+        const statsStream = update ? orig : sequential ? comp : orig;
+        if (statsStream) {
+          const next = runBlock(spec, block, statsStream, batch, observer(groups, method === "svdllm"));
+          if (statsStream === orig) nextOrig = next;
           peak.sample();
-        } else {
-          const statsStream = update ? orig : sequential ? comp : orig;
-          if (statsStream) {
-            const next = runBlock(spec, block, statsStream, batch, observer(groups, method === "svdllm"));
-            if (statsStream === orig) nextOrig = next;
-            peak.sample();
-          }
-          if (update && comp) {
-            runBlock(
-              spec,
-              block,
-              comp,
-              batch,
-              observer(updateGroups as Map<string, GramObserver | AbsMeanObserver>, true),
-            );
-            peak.sample();
-          }
+        }
+        if (update && comp) {
+          runBlock(
+            spec,
+            block,
+            comp,
+            batch,
+            observer(updateGroups as Map<string, GramObserver | AbsMeanObserver>, true),
+          );
+          peak.sample();
         }
         // Factor each linear.
         const factored = new Map<LinearName, Factors & { updateShift?: number }>();
@@ -560,10 +530,7 @@ export async function compressModel(
             f = compressSvdLlm(w, { gram: o.gram() }, rank, { damping: opts.damping });
             if (update) {
               const p = (updateGroups.get(INPUT_GROUP[name]) as GramObserver).gram();
-              const cross = updateTarget === "original"
-                ? crossFromLayer(w, crosses.get(INPUT_GROUP[name])!.cross())
-                : crossFromLayer(w, p);
-              const u = updateA(f.b, { gram: p, cross });
+              const u = updateA(f.b, { gram: p, cross: crossFromLayer(w, p) });
               f = { ...f, a: u.a, updateShift: u.shift };
             }
           }
@@ -582,7 +549,6 @@ export async function compressModel(
         }
         groups.clear();
         updateGroups.clear();
-        crosses.clear();
         // The compressed block, and the next block's inputs.
         const cblock: LlamaBlock = { ...block };
         for (const [name, f] of factored) {
@@ -621,7 +587,6 @@ export async function compressModel(
         allocation,
         sequential,
         update,
-        update_target: update ? updateTarget : undefined,
         alpha: method === "asvd" ? (opts.alpha ?? 0.5) : undefined,
         calibration,
         ranks,

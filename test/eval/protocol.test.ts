@@ -44,6 +44,21 @@ test("perplexity: consecutive windows, last partial window of ≥ 2 tokens, mean
   );
 });
 
+test("perplexity: dropPartial evaluates the full windows only, as the reference repositories do", async () => {
+  const ids = Int32Array.from({ length: 29 }, (_, i) => (i * 7 + 2) % TINY.vocabSize);
+  const all = await perplexity(model, ids, { window: 8 });
+  const full = await perplexity(model, ids, { window: 8, dropPartial: true });
+  const cut = await perplexity(model, ids.subarray(0, 24), { window: 8 });
+  assert.equal(all.windows, 4);
+  assert.equal(full.windows, 3);
+  assert.equal(full.tokens, 24);
+  assert.equal(full.meanNll, cut.meanNll);
+  await assert.rejects(
+    perplexity(model, ids.subarray(0, 5), { window: 8, dropPartial: true }),
+    /at least 8 tokens/,
+  );
+});
+
 test("perplexity: options out of range are OptionErrors", async () => {
   const ids = Int32Array.of(1, 2, 3);
   await assert.rejects(perplexity(model, ids, { window: 1 }), OptionError);

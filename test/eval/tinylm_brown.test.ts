@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { loadModel } from "../../src/model/load.ts";
 import { generate, nextTokenLogits } from "../../src/eval/generate.ts";
-import { windowNll } from "../../src/eval/perplexity.ts";
+import { perplexity, windowNll } from "../../src/eval/perplexity.ts";
 import { logSumExp } from "../../src/model/llama.ts";
 
 const DIR = new URL("../../../shared/models/tinylm-brown/", import.meta.url).pathname;
@@ -86,6 +86,23 @@ test("tinylm-brown: brown-valid ids and per-window NLL (per-window-BOS protocol)
       );
     });
     assert.ok(Math.abs(total / nll.length - ref.mean_nll) < 1e-3);
+  } finally {
+    await m.close();
+  }
+});
+
+test("tinylm-brown: dense ppl 118.85 on the first 20,000 brown-valid tokens in the peers' protocol", {
+  skip: !present,
+  timeout: 120_000,
+}, async () => {
+  // shared/docs/methods.md's yardstick: one BOS, windows of 256, full windows only (the reference code's
+  // numel // seqlen): 78 windows, 19,968 tokens
+  const m = await loadModel(DIR);
+  try {
+    const ids = m.tokenizer.encode(readFileSync(VALID, "utf8"), { bos: true }).subarray(0, 20000);
+    const r = await perplexity(m, ids, { window: 256, dropPartial: true });
+    assert.equal(r.windows, 78);
+    assert.ok(Math.abs(r.ppl - 118.85) < 0.01, `ppl ${r.ppl}`);
   } finally {
     await m.close();
   }

@@ -67,3 +67,32 @@ test("SVD-LLM loss theorem on stories260K's real layers and activations", { time
     await m.close();
   }
 });
+
+test("SVD-LLM on a real layer with fewer tokens than channels: compresses with a reported shift", {
+  timeout: 60_000,
+}, async () => {
+  const m = await loadModel(STORIES);
+  try {
+    const ids = m.tokenizer.encode(await storiesText(), { bos: true });
+    const windows = calibrationWindows(ids, { samples: 1, seqlen: 48, seed: 1 });
+    const head = await loadHead(m.reader, m.spec);
+    const block = await loadBlock(m.reader, m.spec, 2);
+    let gram: GramObserver | undefined, input: Matrix | undefined;
+    forwardBlock(m.spec, block, embed(head, m.spec, windows), { batch: 1, seq: 48 }, (linear, x) => {
+      if (linear !== "mlp.down_proj") return;
+      gram = new GramObserver(linear, x.cols); // 48 tokens, 172 channels: rank ≤ 48
+      gram.addBatch(x);
+      input = { rows: x.rows, cols: x.cols, data: Float32Array.from(x.data) };
+    });
+    const w = block.down.kind === "dense" ? block.down.weight : assert.fail("dense expected");
+    const k = rankFor(w.rows, w.cols, { removed: 0.2 });
+    const { a, b, report } = compressSvdLlm(w, { gram: gram!.gram() }, k);
+    assert.ok(report.shift! > 0, "shift reported");
+    for (const v of a.data) assert.ok(Number.isFinite(v));
+    // k = 37 < 48 tokens: still far better on those tokens than plain SVD.
+    const s = compressSvd(w, k);
+    assert.ok(dataLoss(w, a, b, input!) < 0.5 * dataLoss(w, s.a, s.b, input!));
+  } finally {
+    await m.close();
+  }
+});

@@ -1,11 +1,12 @@
 /**
  * The forward pass against the real Hugging Face classes on architectures other than the bundled models:
- * LLaMA with GQA, LLaMA with tied embeddings (no lm_head tensor), Qwen2 (q/k/v biases) and Mistral
- * (head_dim ≠ hidden/heads). The fixtures in test/fixtures/models/ and their reference.json (float64 outputs
+ * LLaMA with GQA, LLaMA with tied embeddings (no lm_head tensor), Qwen2 (q/k/v biases), Mistral
+ * (head_dim ≠ hidden/heads), RoPE scaling "llama3" and "linear", and a checkpoint in three safetensors shards
+ * with model.safetensors.index.json. The fixtures in test/fixtures/models/ and their reference.json (float64 outputs
  * of transformers' own forward) come from tools/make_hf_fixtures.py; no Python runs here.
  *
- * Each fixture is also checked to be sensitive: the same weights with RoPE pairs interleaved, another θ or the
- * biases dropped must miss the reference by far more than the tolerance, so a loader that gets one of them
+ * Each fixture is also checked to be sensitive: the same weights with RoPE pairs interleaved, another θ, no RoPE
+ * scaling or the biases dropped must miss the reference by far more than the tolerance, so a loader that gets one of them
  * wrong cannot pass.
  */
 import { test } from "node:test";
@@ -62,6 +63,38 @@ const EXPECTED: Record<string, Partial<LlamaSpec>> = {
     tieWordEmbeddings: false,
     attentionBias: true,
   },
+  "llama-sharded-tiny": {
+    hiddenSize: 32,
+    numHeads: 2,
+    numKvHeads: 2,
+    headDim: 16,
+    vocabSize: 97,
+    ropeTheta: 10000,
+    rmsNormEps: 1e-5,
+    tieWordEmbeddings: false,
+    attentionBias: false,
+  },
+  "llama3-rope-tiny": {
+    hiddenSize: 32,
+    numHeads: 2,
+    numKvHeads: 1,
+    headDim: 16,
+    vocabSize: 97,
+    ropeTheta: 10000,
+    ropeScaling: { type: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 32 },
+    maxPositions: 256,
+    tieWordEmbeddings: false,
+  },
+  "llama-linear-rope-tiny": {
+    hiddenSize: 32,
+    numHeads: 2,
+    numKvHeads: 2,
+    headDim: 16,
+    vocabSize: 97,
+    ropeTheta: 10000,
+    ropeScaling: { type: "linear", factor: 4 },
+    tieWordEmbeddings: false,
+  },
   "mistral-tiny": {
     hiddenSize: 48,
     numHeads: 4,
@@ -98,10 +131,14 @@ for (const name of Object.keys(EXPECTED)) {
     const m = await loadModel(dir);
     try {
       for (const [k, v] of Object.entries(EXPECTED[name])) {
-        assert.equal(m.spec[k as keyof LlamaSpec], v, `spec.${k}`);
+        assert.deepEqual(m.spec[k as keyof LlamaSpec], v, `spec.${k}`);
       }
       assert.equal(m.spec.ropeStyle, "halves");
       assert.equal(m.reader.has("lm_head.weight"), !m.spec.tieWordEmbeddings, "lm_head present iff untied");
+      // embed, final norm, lm_head unless tied; per block 2 norms + 7 linears, + 3 biases for Qwen2
+      const L = m.spec.numLayers;
+      const count = 3 - (m.spec.tieWordEmbeddings ? 1 : 0) + 9 * L + (m.spec.attentionBias ? 3 * L : 0);
+      assert.equal(m.reader.tensors().length, count, "tensor count (every shard read)");
       for (const s of ref.sequences) {
         assert.deepEqual(Array.from(m.tokenizer.encode(s.text, { bos: true })), s.input_ids, "tokenizer ids");
       }
@@ -172,13 +209,25 @@ for (const name of Object.keys(EXPECTED)) {
     }
   });
 
-  test(`${name}: the fixture detects wrong RoPE pairing, wrong θ and (Qwen2) dropped biases`, async () => {
+  test(`${name}: the fixture detects wrong RoPE pairing, θ, scaling and (Qwen2) dropped biases`, async () => {
     const m = await loadModel(dir);
     try {
       const mutants: [string, ModelWeights][] = [
         ["interleaved RoPE", { spec: { ...m.spec, ropeStyle: "interleaved" }, reader: m.reader }],
         ["θ / 10", { spec: { ...m.spec, ropeTheta: m.spec.ropeTheta / 10 }, reader: m.reader }],
       ];
+      if (m.spec.ropeScaling) {
+        mutants.push(["plain RoPE", { spec: { ...m.spec, ropeScaling: undefined }, reader: m.reader }]);
+        const r = m.spec.ropeScaling;
+        if (r.type === "llama3") {
+          // moves the pair of wavelength 19.9 from the smoothed band into the divided one
+          const lowFreqFactor = 2 * r.lowFreqFactor;
+          mutants.push(["llama3 band edge", {
+            spec: { ...m.spec, ropeScaling: { ...r, lowFreqFactor } },
+            reader: m.reader,
+          }]);
+        }
+      }
       if (m.spec.attentionBias) {
         mutants.push(["no biases", {
           spec: { ...m.spec, attentionBias: false },

@@ -121,6 +121,12 @@ test("spec: stories260K GGUF metadata", async () => {
   const bad = new Map(g.kv);
   bad.set("general.architecture", "gpt2");
   assert.throws(() => specFromGguf(bad), OptionError);
+  const lin = new Map(g.kv);
+  lin.set("llama.rope.scaling.type", "linear");
+  lin.set("llama.rope.scaling.factor", 4);
+  assert.deepEqual(specFromGguf(lin).ropeScaling, { type: "linear", factor: 4 });
+  lin.set("llama.rope.scaling.type", "yarn");
+  assert.throws(() => specFromGguf(lin), /yarn/);
   const missing = new Map(g.kv);
   missing.delete("llama.block_count");
   assert.throws(() => specFromGguf(missing), /llama\.block_count/);

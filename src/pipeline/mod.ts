@@ -1,0 +1,10 @@
+/**
+ * The compression pipeline: `compress()` (model in, compressed folder out, streamed block by block),
+ * `merge()` (factors back to dense weights), and the ASVD sensitivity sweep.
+ *
+ * @module
+ */
+export * from "./compress.ts";
+export * from "./merge.ts";
+export * from "./sensitivity.ts";
+export { openOutputDir, type OutputDir, type OutputDirOptions } from "./output_dir.ts";
