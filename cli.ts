@@ -15,7 +15,7 @@
 import { parseArgs } from "node:util";
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
-import { formatDuration, type ProgressEvent, progressBar } from "./src/cli/progress.ts";
+import { formatDuration, progressBar, type ProgressEvent } from "./src/cli/progress.ts";
 import {
   formatBytes,
   formatCompressReport,
@@ -58,7 +58,11 @@ const print = (s = "") => process.stdout.write(s + "\n");
 const bar = progressBar();
 const onProgress = (e: ProgressEvent) => bar(e);
 const onCompressProgress = (e: CompressProgress) =>
-  bar({ stage: e.block === undefined ? e.stage : `${e.stage} block ${e.block}`, done: e.done, total: e.total });
+  bar({
+    stage: e.block === undefined ? e.stage : `${e.stage} block ${e.block}`,
+    done: e.done,
+    total: e.total,
+  });
 
 function num(v: string | undefined, name: string, fallback?: number): number | undefined {
   if (v === undefined) return fallback;
@@ -84,7 +88,9 @@ async function cmdEval(args: string[]): Promise<void> {
     const t0 = performance.now();
     const r = await perplexity(model, ids, { window, onProgress });
     print(
-      `${model.name}: ${r.tokens} tokens in ${r.windows} windows of ${window}: mean NLL ${r.meanNll.toFixed(6)}, ` +
+      `${model.name}: ${r.tokens} tokens in ${r.windows} windows of ${window}: mean NLL ${
+        r.meanNll.toFixed(6)
+      }, ` +
         `ppl ${r.ppl.toFixed(4)}${r.nonFinite ? ` (${r.nonFinite} non-finite positions!)` : ""} ` +
         `[${formatDuration((performance.now() - t0) / 1000)}]`,
     );
@@ -122,7 +128,9 @@ function ratioFrom(values: { ratio?: string; kept?: string }): Ratio {
   if ((values.ratio === undefined) === (values.kept === undefined)) {
     throw new Error("compress: give exactly one of --ratio (fraction removed) or --kept (fraction kept)");
   }
-  return values.ratio !== undefined ? { removed: num(values.ratio, "ratio")! } : { kept: num(values.kept, "kept")! };
+  return values.ratio !== undefined
+    ? { removed: num(values.ratio, "ratio")! }
+    : { kept: num(values.kept, "kept")! };
 }
 
 async function cmdCompress(args: string[]): Promise<void> {
@@ -188,7 +196,11 @@ async function cmdMerge(args: string[]): Promise<void> {
   });
   if (positionals.length !== 2) throw new Error("merge: expected two paths, IN and OUT\n\n" + USAGE);
   const r = await merge(positionals[0], positionals[1], { overwrite: values.overwrite });
-  print(`merged ${r.merged.length} low-rank linears into dense weights: ${positionals[1]} (${r.params} parameters)`);
+  print(
+    `merged ${r.merged.length} low-rank linears into dense weights: ${
+      positionals[1]
+    } (${r.params} parameters)`,
+  );
 }
 
 /** The main job on the bundled model: what it is, how good it is, what compression does to it. */
@@ -214,7 +226,11 @@ async function cmdDemo(): Promise<void> {
   const dense = await perplexity(model, ids, { window: DEMO_WINDOW, onProgress });
   rows.push(["dense", "0 %", dense.ppl.toFixed(4), "-", await continueText(model, prompt, 24)]);
   await model.close();
-  print(`perplexity on ${dense.tokens} tokens of TinyStories (windows of ${DEMO_WINDOW}): ${dense.ppl.toFixed(4)}`);
+  print(
+    `perplexity on ${dense.tokens} tokens of TinyStories (windows of ${DEMO_WINDOW}): ${
+      dense.ppl.toFixed(4)
+    }`,
+  );
 
   const dir = await mkdtemp(join(tmpdir(), "svd-llm-demo-"));
   try {
@@ -228,7 +244,10 @@ async function cmdDemo(): Promise<void> {
       });
       const m = await loadModel(out);
       try {
-        const r = await perplexity(m, m.tokenizer.encode(text, { bos: true }), { window: DEMO_WINDOW, onProgress });
+        const r = await perplexity(m, m.tokenizer.encode(text, { bos: true }), {
+          window: DEMO_WINDOW,
+          onProgress,
+        });
         rows.push([
           method,
           `${(report.params.model.removed * 100).toFixed(1)} %`,
@@ -243,12 +262,17 @@ async function cmdDemo(): Promise<void> {
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
-  print("\n20 % of every block linear's parameters removed (calibration: 16 windows × 128 tokens of the same text):");
   print(
-    table(["model", "model params removed", "ppl", "compress", "greedy continuation"], rows.map((r) => {
-      r[4] = JSON.stringify(r[4].replace(/\s+/g, " ").slice(0, 70));
-      return r;
-    })),
+    "\n20 % of every block linear's parameters removed (calibration: 16 windows × 128 tokens of the same text):",
+  );
+  print(
+    table(
+      ["model", "model params removed", "ppl", "compress", "greedy continuation"],
+      rows.map((r) => {
+        r[4] = JSON.stringify(r[4].replace(/\s+/g, " ").slice(0, 70));
+        return r;
+      }),
+    ),
   );
 }
 
@@ -288,7 +312,9 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     const err = e as Error;
-    process.stderr.write(`\nerror: ${err.name && err.name !== "Error" ? `${err.name}: ` : ""}${err.message}\n`);
+    process.stderr.write(
+      `\nerror: ${err.name && err.name !== "Error" ? `${err.name}: ` : ""}${err.message}\n`,
+    );
     return 1;
   }
 }

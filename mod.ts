@@ -61,7 +61,7 @@ export { compressSvd } from "./src/methods/svd.ts";
 export { type AsvdOptions, type AsvdStats, compressAsvd } from "./src/methods/asvd.ts";
 export { compressSvdLlm, type SvdLlmOptions, type SvdLlmStats, updateA } from "./src/methods/svdllm.ts";
 export type { Factors, MethodReport } from "./src/methods/factors.ts";
-export { describeRatio, keptFraction, type Ratio, rankFor } from "./src/methods/ratio.ts";
+export { describeRatio, keptFraction, rankFor, type Ratio } from "./src/methods/ratio.ts";
 export { AbsMeanObserver } from "./src/calib/abs_mean.ts";
 export { GramObserver } from "./src/calib/gram.ts";
 

@@ -52,9 +52,13 @@ export function formatCompressReport(r: CompressReport): string {
     `method ${r.method}, ${r.ratioLabel}${r.update ? ", with update" : ""}, ${
       r.sequential ? "sequential" : "original-activation"
     } calibration${
-      r.calibration ? ` (${r.calibration.samples} × ${r.calibration.seqlen} tokens, seed ${r.calibration.seed})` : ""
+      r.calibration
+        ? ` (${r.calibration.samples} × ${r.calibration.seqlen} tokens, seed ${r.calibration.seed})`
+        : ""
     }, ${r.allocation} allocation`,
-    `parameters: block linears ${p.linears.before.toLocaleString("en")} → ${p.linears.after.toLocaleString("en")} ` +
+    `parameters: block linears ${p.linears.before.toLocaleString("en")} → ${
+      p.linears.after.toLocaleString("en")
+    } ` +
     `(${pct(p.linears.removed)} removed); whole model ${p.model.before.toLocaleString("en")} → ` +
     `${p.model.after.toLocaleString("en")} (${pct(p.model.removed)} removed)`,
     r.kvCache ? `KV cache per token: ${JSON.stringify(r.kvCache)}` : "",
@@ -160,11 +164,13 @@ export function formatInspectReport(r: InspectReport): string {
     ];
   });
   const head = r.compression
-    ? `${r.name}: compressed by @svd/llm ${JSON.stringify({
-      method: r.compression.method,
-      ratio: r.compression.ratio,
-      achieved: r.compression.achieved,
-    })}`
+    ? `${r.name}: compressed by @svd/llm ${
+      JSON.stringify({
+        method: r.compression.method,
+        ratio: r.compression.ratio,
+        achieved: r.compression.achieved,
+      })
+    }`
     : `${r.name}: dense`;
   return head + "\n" +
     table(["layer", "shape", "rank", "σ1", "σ@25%", "σ@50%", "σ min", "r90", "r99"], rows) +

@@ -54,12 +54,6 @@ function rankOf(w: Matrix<FloatArray>, target: Target): number {
   return rankFor(w.rows, w.cols, target.ratio, { force: target.force });
 }
 
-function needTokens(tokens: number, method: string): void {
-  if (tokens === 0) {
-    throw new OptionError(`${method} compress: no activations observed; call addBatch(x) first`);
-  }
-}
-
 /** Plain truncated SVD of the weight: no data needed (`addBatch` is accepted and ignored). */
 export function svdLayer(weight: Matrix<FloatArray>): LayerCompressor {
   assertFinite(weight, "svd layer: weight");
@@ -71,10 +65,14 @@ export function svdLayer(weight: Matrix<FloatArray>): LayerCompressor {
   };
 }
 
-/** ASVD: channels scaled by their mean |x|^α before the SVD (`opts.alpha`, default 0.5). */
-export function asvd(weight: Matrix<FloatArray>, opts: AsvdOptions = {}): LayerCompressor {
-  assertFinite(weight, "asvd layer: weight");
-  const obs = new AbsMeanObserver("asvd layer", weight.cols);
+/** A compressor over an observer: `addBatch` feeds it, `compress` refuses to run before any batch. */
+function observed<O extends { readonly tokens: number; addBatch(x: Matrix<FloatArray>): void }>(
+  weight: Matrix<FloatArray>,
+  method: string,
+  obs: O,
+  factor: (obs: O, rank: number) => Factors,
+): LayerCompressor {
+  assertFinite(weight, `${method} layer: weight`);
   return {
     weight,
     get tokens() {
@@ -82,25 +80,30 @@ export function asvd(weight: Matrix<FloatArray>, opts: AsvdOptions = {}): LayerC
     },
     addBatch: (x) => obs.addBatch(x),
     compress(target) {
-      needTokens(obs.tokens, "asvd");
-      return compressAsvd(weight, { absMean: obs.mean(), absMax: obs.max() }, rankOf(weight, target), opts);
+      if (obs.tokens === 0) {
+        throw new OptionError(`${method} compress: no activations observed; call addBatch(x) first`);
+      }
+      return factor(obs, rankOf(weight, target));
     },
   };
 }
 
+/** ASVD: channels scaled by their mean |x|^α before the SVD (`opts.alpha`, default 0.5). */
+export function asvd(weight: Matrix<FloatArray>, opts: AsvdOptions = {}): LayerCompressor {
+  return observed(
+    weight,
+    "asvd",
+    new AbsMeanObserver("asvd layer", weight.cols),
+    (o, rank) => compressAsvd(weight, { absMean: o.mean(), absMax: o.max() }, rank, opts),
+  );
+}
+
 /** SVD-LLM: truncation-aware whitening by the Cholesky factor of the inputs' Gram matrix. */
 export function svdllm(weight: Matrix<FloatArray>, opts: SvdLlmOptions = {}): LayerCompressor {
-  assertFinite(weight, "svdllm layer: weight");
-  const obs = new GramObserver("svdllm layer", weight.cols);
-  return {
+  return observed(
     weight,
-    get tokens() {
-      return obs.tokens;
-    },
-    addBatch: (x) => obs.addBatch(x),
-    compress(target) {
-      needTokens(obs.tokens, "svdllm");
-      return compressSvdLlm(weight, { gram: obs.gram() }, rankOf(weight, target), opts);
-    },
-  };
+    "svdllm",
+    new GramObserver("svdllm layer", weight.cols),
+    (o, rank) => compressSvdLlm(weight, { gram: o.gram() }, rank, opts),
+  );
 }

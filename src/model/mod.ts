@@ -54,4 +54,5 @@ export {
   type RopeTables,
   ropeTables,
 } from "./rope.ts";
-export { ggufAsHfReader, type LoadedModel, loadModel } from "./load.ts";
+export { ggufAsHfReader, type LoadedModel, loadModel, modelFromGguf } from "./load.ts";
+export { loadModelUrl } from "./load_url.ts";

@@ -450,9 +450,8 @@ export async function compressModel(
       const useOrig = windows !== undefined && (!sequential || update);
       const useComp = windows !== undefined && (sequential || update);
       let orig: HiddenStates | undefined = useOrig ? embedWindows(spec, head!, windows!) : undefined;
-      let comp: HiddenStates | undefined = useComp
-        ? (orig ?? embedWindows(spec, head!, windows!))
-        : undefined;
+      // Two separate buffers: both streams are advanced in place.
+      let comp: HiddenStates | undefined = useComp ? embedWindows(spec, head!, windows!) : undefined;
       emit({ stage: "calibrate", done: 1, total: 1 });
 
       const layerReports: LayerReport[] = [];
@@ -495,18 +494,16 @@ export async function compressModel(
         let nextOrig: HiddenStates | undefined;
         const statsStream = update ? orig : sequential ? comp : orig;
         if (statsStream) {
-          const next = runBlock(spec, block, statsStream, batch, observer(groups, method === "svdllm"));
-          if (statsStream === orig) nextOrig = next;
+          // On the original stream this pass is also its advance (in place); on the compressed stream its
+          // output is not needed (the compressed block advances that one).
+          const obs = observer(groups, method === "svdllm");
+          runBlock(spec, block, statsStream, batch, obs, statsStream === orig ? "inplace" : "discard");
+          if (statsStream === orig) nextOrig = orig;
           peak.sample();
         }
         if (update && comp) {
-          runBlock(
-            spec,
-            block,
-            comp,
-            batch,
-            observer(updateGroups as Map<string, GramObserver | AbsMeanObserver>, true),
-          );
+          const obs = observer(updateGroups as Map<string, GramObserver | AbsMeanObserver>, true);
+          runBlock(spec, block, comp, batch, obs, "discard");
           peak.sample();
         }
         // Factor each linear.
@@ -561,10 +558,10 @@ export async function compressModel(
           };
         }
         if (comp) {
-          comp = runBlock(spec, cblock, comp, batch);
+          comp = runBlock(spec, cblock, comp, batch, undefined, "inplace");
           assertFiniteStream(comp, i);
         }
-        if (orig) orig = nextOrig ?? runBlock(spec, block, orig, batch);
+        if (orig && !nextOrig) runBlock(spec, block, orig, batch, undefined, "inplace");
         peak.sample();
         // Write this block's tensors in plan order.
         await writeBlock(writer, reader, spec, i, all, factored, gguf, blockOf);

@@ -24,8 +24,16 @@ export function embedWindows(spec: LlamaSpec, head: LlamaHead, windows: readonly
 }
 
 /**
- * Run `block` over all windows, `batch` windows at a time, returning the block's output stream. `observe`
- * sees every linear's input for every batch.
+ * Where {@link runBlock} puts the block's output: a new stream (default), over the input stream (each
+ * batch's output replaces its own rows, which no later batch reads), or nowhere (a pass run only for its
+ * observer).
+ */
+export type BlockOutput = "new" | "inplace" | "discard";
+
+/**
+ * Run `block` over all windows, `batch` windows at a time, returning the block's output stream (the input
+ * object itself for `"inplace"`, with its values replaced). `observe` sees every linear's input for every
+ * batch.
  */
 export function runBlock(
   spec: LlamaSpec,
@@ -33,15 +41,21 @@ export function runBlock(
   h: HiddenStates,
   batch: number,
   observe?: LinearObserver,
+  output: BlockOutput = "new",
 ): HiddenStates {
   const d = h.x.cols, seq = h.seq;
-  const out = new Float32Array(h.x.data.length);
+  const out = output === "new"
+    ? new Float32Array(h.x.data.length)
+    : output === "inplace"
+    ? h.x.data
+    : undefined;
   for (let s0 = 0; s0 < h.samples; s0 += batch) {
     const nb = Math.min(batch, h.samples - s0);
     const rows = nb * seq;
     const x = { rows, cols: d, data: h.x.data.subarray(s0 * seq * d, (s0 * seq + rows) * d) };
     const y = forwardBlock(spec, block, x, { batch: nb, seq }, observe);
-    out.set(y.data, s0 * seq * d);
+    out?.set(y.data, s0 * seq * d);
   }
-  return { x: { rows: h.x.rows, cols: d, data: out }, samples: h.samples, seq };
+  if (output === "inplace") return h;
+  return { x: { rows: h.x.rows, cols: d, data: out ?? new Float32Array(0) }, samples: h.samples, seq };
 }
