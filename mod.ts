@@ -68,7 +68,13 @@ export { GramObserver } from "./src/calib/gram.ts";
 // Models and evaluation.
 export { type LoadedModel, loadModel } from "./src/model/load.ts";
 export type { LlamaSpec } from "./src/model/spec.ts";
-export { perplexity, type PerplexityOptions, type PerplexityResult } from "./src/eval/perplexity.ts";
+export {
+  perplexity,
+  type PerplexityOptions,
+  type PerplexityResult,
+  windowNll,
+  type WindowNllOptions,
+} from "./src/eval/perplexity.ts";
 export { klDivergence } from "./src/eval/kl.ts";
 export { generate, type GenerateOptions } from "./src/eval/generate.ts";
 export type { Tokenizer } from "./src/tokenize/tokenizer.ts";
@@ -80,5 +86,8 @@ export { matmul } from "./src/linalg/gemm.ts";
 export { svd } from "./src/linalg/svd.ts";
 export { svdTruncated } from "./src/linalg/svd_truncated.ts";
 export { openSafetensors } from "./src/io/safetensors_reader.ts";
+export { openGguf } from "./src/io/gguf.ts";
+export type { TensorInfo, TensorReader } from "./src/io/tensor_reader.ts";
+export type { ByteSource } from "./src/io/byte_source.ts";
 export { createSafetensorsWriter } from "./src/io/safetensors_writer.ts";
 export { FormatError, NumericError, OptionError, ShapeError } from "./src/errors.ts";

@@ -10,7 +10,7 @@ import { openModelWeights } from "../io/sharded.ts";
 import type { TensorInfo, TensorReader } from "../io/tensor_reader.ts";
 import type { OpenUrlOptions } from "../io/url_source.ts";
 import { loadHfTokenizer } from "../tokenize/hf.ts";
-import { GgufSentencePieceTokenizer, sentencePieceFromJson } from "../tokenize/sentencepiece.ts";
+import { tokenizerFromGguf, tokenizerFromGgufJson } from "../tokenize/from_gguf.ts";
 import type { Tokenizer } from "../tokenize/tokenizer.ts";
 import { ggufToHfName, LM_HEAD } from "./names.ts";
 import { type LlamaSpec, specFromGguf, specFromHfConfig } from "./spec.ts";
@@ -82,7 +82,7 @@ export function modelFromGguf(g: GgufFile, where: string, name: string): LoadedM
     ...specFromGguf(g.kv, where, embedRows),
     tieWordEmbeddings: !reader.has(LM_HEAD),
   });
-  const tokenizer = new GgufSentencePieceTokenizer(g.kv, where);
+  const tokenizer = tokenizerFromGguf(g.kv, where);
   const config: Record<string, unknown> = {};
   for (const [k, v] of g.kv) if (typeof v !== "object") config[k] = typeof v === "bigint" ? String(v) : v;
   return { spec, reader, tokenizer, config, name, close: () => reader.close() };
@@ -113,7 +113,7 @@ async function loadFolderTokenizer(dir: string, spec: LlamaSpec): Promise<Tokeni
     return await loadHfTokenizer(dir, { bosId: spec.bosTokenId, eosId: spec.eosTokenId });
   }
   try {
-    return sentencePieceFromJson(JSON.parse(text), ggufJson);
+    return tokenizerFromGgufJson(JSON.parse(text), ggufJson);
   } catch (e) {
     if (e instanceof FormatError) throw e;
     throw new FormatError(ggufJson, `load tokenizer: ${(e as Error).message}`);

@@ -11,8 +11,8 @@ import { openGguf } from "../io/gguf.ts";
 import { openSafetensors } from "../io/safetensors_reader.ts";
 import type { TensorInfo, TensorReader } from "../io/tensor_reader.ts";
 import { openUrl, type OpenUrlOptions } from "../io/url_source.ts";
+import { tokenizerFromGgufJson } from "../tokenize/from_gguf.ts";
 import { hfTokenizerFromJson } from "../tokenize/hf.ts";
-import { sentencePieceFromJson } from "../tokenize/sentencepiece.ts";
 import type { Tokenizer } from "../tokenize/tokenizer.ts";
 import { type LoadedModel, modelFromGguf } from "./load.ts";
 import { specFromHfConfig } from "./spec.ts";
@@ -127,7 +127,7 @@ export async function loadModelUrl(url: string | URL, opts: OpenUrlOptions = {})
   } else {
     const gg = await fetchJson(at("tokenizer_gguf.json"), opts, true);
     if (!gg) throw new FormatError(base, "load model: neither tokenizer.json nor tokenizer_gguf.json found");
-    tokenizer = sentencePieceFromJson(gg, at("tokenizer_gguf.json"));
+    tokenizer = tokenizerFromGgufJson(gg, at("tokenizer_gguf.json"));
   }
   let reader: TensorReader;
   const index = await fetchJson(at("model.safetensors.index.json"), opts, true);

@@ -185,24 +185,29 @@ export function specFromHfConfig(config: Record<string, unknown>, where = "confi
   });
 }
 
-/** GGUF `llama.rope.scaling.*` → {@link RopeScaling}: "linear" is read, "none" ignored, others refused. */
-function ggufRopeScaling(kv: ReadonlyMap<string, GgufValue>, where: string): { ropeScaling?: RopeScaling } {
-  const type = kv.get("llama.rope.scaling.type");
-  const factor = kv.get("llama.rope.scaling.factor");
+/** GGUF `<arch>.rope.scaling.*` → {@link RopeScaling}: "linear" is read, "none" ignored, others refused. */
+function ggufRopeScaling(
+  kv: ReadonlyMap<string, GgufValue>,
+  where: string,
+  arch: string,
+): { ropeScaling?: RopeScaling } {
+  const type = kv.get(`${arch}.rope.scaling.type`);
+  const factor = kv.get(`${arch}.rope.scaling.factor`);
   if (type === undefined || type === "none" || (type === "linear" && factor === 1)) return {};
   if (type === "linear") {
     return {
-      ropeScaling: { type: "linear", factor: positiveNumber(where, "llama.rope.scaling.factor", factor) },
+      ropeScaling: { type: "linear", factor: positiveNumber(where, `${arch}.rope.scaling.factor`, factor) },
     };
   }
-  throw new OptionError(`${where}: GGUF llama.rope.scaling.type ${JSON.stringify(type)} is not supported`);
+  throw new OptionError(`${where}: GGUF ${arch}.rope.scaling.type ${JSON.stringify(type)} is not supported`);
 }
 
 /**
- * Build a {@link LlamaSpec} from GGUF metadata (general.architecture "llama"; keys `llama.*`). GGUF files
- * converted by llama.cpp store q/k rows permuted for interleaved-pairs RoPE, so the spec says "interleaved".
- * Missing optional keys take llama.cpp's defaults (rope.freq_base 10000, head_count_kv = head_count);
- * the vocabulary size comes from `llama.vocab_size`, else the token list, else `token_embd.weight`'s rows.
+ * Build a {@link LlamaSpec} from GGUF metadata (general.architecture "llama" or "qwen2"; keys `<arch>.*`).
+ * llama.cpp's converter stores LLaMA's q/k rows permuted for interleaved-pairs RoPE, so a "llama" spec says
+ * "interleaved"; Qwen2 keeps the Hugging Face layout ("halves") and has q/k/v biases. Missing optional keys take
+ * llama.cpp's defaults (rope.freq_base 10000, head_count_kv = head_count); the vocabulary size comes from
+ * `<arch>.vocab_size`, else the token list, else `token_embd.weight`'s rows.
  *
  * @param kv GGUF metadata
  * @param where file name for messages
@@ -214,11 +219,14 @@ export function specFromGguf(
   embedRows?: number,
 ): LlamaSpec {
   const arch = kv.get("general.architecture");
-  if (arch !== "llama") {
+  if (arch !== "llama" && arch !== "qwen2") {
     throw new OptionError(
-      `${where}: GGUF general.architecture ${JSON.stringify(arch)} is not supported (supported: "llama")`,
+      `${where}: GGUF general.architecture ${
+        JSON.stringify(arch)
+      } is not supported (supported: "llama", "qwen2")`,
     );
   }
+  const a = arch; // metadata keys are prefixed by the architecture
   const num = (key: string, fallback?: number): number => {
     const v = kv.get(key) ?? fallback;
     if (typeof v !== "number") {
@@ -226,26 +234,26 @@ export function specFromGguf(
     }
     return v;
   };
-  const hidden = positiveInt(where, "llama.embedding_length", num("llama.embedding_length"));
-  const heads = positiveInt(where, "llama.attention.head_count", num("llama.attention.head_count"));
+  const hidden = positiveInt(where, `${a}.embedding_length`, num(`${a}.embedding_length`));
+  const heads = positiveInt(where, `${a}.attention.head_count`, num(`${a}.attention.head_count`));
   const kvHeads = positiveInt(
     where,
-    "llama.attention.head_count_kv",
-    num("llama.attention.head_count_kv", heads),
+    `${a}.attention.head_count_kv`,
+    num(`${a}.attention.head_count_kv`, heads),
   );
   const headDim = positiveInt(
     where,
-    "llama.attention.key_length",
-    num("llama.attention.key_length", hidden / heads),
+    `${a}.attention.key_length`,
+    num(`${a}.attention.key_length`, hidden / heads),
   );
-  const ropeDims = num("llama.rope.dimension_count", headDim);
+  const ropeDims = num(`${a}.rope.dimension_count`, headDim);
   if (ropeDims !== headDim) {
     throw new OptionError(
       `${where}: partial RoPE (rope.dimension_count ${ropeDims} < head dim ${headDim}) is not supported`,
     );
   }
   const tokens = kv.get("tokenizer.ggml.tokens");
-  const vocab = kv.get("llama.vocab_size") ?? (Array.isArray(tokens) ? tokens.length : embedRows);
+  const vocab = kv.get(`${a}.vocab_size`) ?? (Array.isArray(tokens) ? tokens.length : embedRows);
   const id = (key: string): number => {
     const v = kv.get(key);
     return typeof v === "number" && v >= 0 && v < 0xffffffff ? v : -1;
@@ -253,23 +261,24 @@ export function specFromGguf(
   return checkHeads(where, {
     architecture: "llama",
     hiddenSize: hidden,
-    intermediateSize: positiveInt(where, "llama.feed_forward_length", num("llama.feed_forward_length")),
-    numLayers: positiveInt(where, "llama.block_count", num("llama.block_count")),
+    intermediateSize: positiveInt(where, `${a}.feed_forward_length`, num(`${a}.feed_forward_length`)),
+    numLayers: positiveInt(where, `${a}.block_count`, num(`${a}.block_count`)),
     numHeads: heads,
     numKvHeads: kvHeads,
     headDim,
-    vocabSize: positiveInt(where, "llama.vocab_size", vocab),
+    vocabSize: positiveInt(where, `${a}.vocab_size`, vocab),
     rmsNormEps: positiveNumber(
       where,
-      "llama.attention.layer_norm_rms_epsilon",
-      num("llama.attention.layer_norm_rms_epsilon", 1e-5),
+      `${a}.attention.layer_norm_rms_epsilon`,
+      num(`${a}.attention.layer_norm_rms_epsilon`, 1e-5),
     ),
-    ropeTheta: positiveNumber(where, "llama.rope.freq_base", num("llama.rope.freq_base", 10000)),
-    ropeStyle: "interleaved",
-    ...ggufRopeScaling(kv, where),
-    maxPositions: positiveInt(where, "llama.context_length", num("llama.context_length", 2048)),
+    ropeTheta: positiveNumber(where, `${a}.rope.freq_base`, num(`${a}.rope.freq_base`, 10000)),
+    // llama.cpp permutes LLaMA's q/k rows for its interleaved RoPE; Qwen2 keeps Hugging Face's layout (NEOX)
+    ropeStyle: arch === "llama" ? "interleaved" : "halves",
+    ...ggufRopeScaling(kv, where, a),
+    maxPositions: positiveInt(where, `${a}.context_length`, num(`${a}.context_length`, 2048)),
     tieWordEmbeddings: false, // decided by the loader from whether output.weight exists
-    attentionBias: false,
+    attentionBias: arch === "qwen2",
     bosTokenId: id("tokenizer.ggml.bos_token_id"),
     eosTokenId: id("tokenizer.ggml.eos_token_id"),
   });

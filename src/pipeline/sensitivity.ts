@@ -192,7 +192,7 @@ export async function sensitivitySweep(
   // Dense perplexity (also checks the forward is finite before hours of work).
   if (!Number.isFinite(cache.densePpl)) {
     let x = h;
-    for (const b of blocks) x = runBlock(spec, b, x, batch);
+    for (const b of blocks) x = runBlock(spec, b, x, batch, undefined, x === h ? "new" : "inplace");
     cache.densePpl = perplexityOf(spec, head, x, windows);
     await save();
   }
@@ -229,8 +229,10 @@ export async function sensitivitySweep(
             ...blocks[i],
             [BLOCK_KEY[l]]: { kind: "lowrank", a, b, bias: lin.bias },
           };
-          let x = runBlock(spec, modified, h, batch);
-          for (let j = i + 1; j < spec.numLayers; j++) x = runBlock(spec, blocks[j], x, batch);
+          const x = runBlock(spec, modified, h, batch);
+          for (let j = i + 1; j < spec.numLayers; j++) {
+            runBlock(spec, blocks[j], x, batch, undefined, "inplace");
+          }
           row[String(p)] = perplexityOf(spec, head, x, windows);
         }
         cache.table[name] = row;

@@ -7,3 +7,5 @@
 export type { EncodeOptions, Tokenizer } from "./tokenizer.ts";
 export { type HfTokenizerDefaults, hfTokenizerFromJson, loadHfTokenizer } from "./hf.ts";
 export { GgufSentencePieceTokenizer, sentencePieceFromJson } from "./sentencepiece.ts";
+export { ggufBpeTokenizer } from "./gguf_bpe.ts";
+export { tokenizerFromGguf, tokenizerFromGgufJson } from "./from_gguf.ts";
