@@ -25,6 +25,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { createSafetensorsWriter, type TensorPlan } from "../src/io/safetensors_writer.ts";
+import type { LinearName } from "../src/model/names.ts";
 
 /** Shape of the generated model. */
 export interface ModelShape {
@@ -126,7 +127,7 @@ function fillNormal(out: Float32Array, seed: number, std: number): number {
       s ^= s << 13;
       s ^= s >>> 17;
       s ^= s << 5;
-      acc += (s | 0);
+      acc += s | 0;
     }
     out[i] = acc * k / 2;
   }
@@ -180,7 +181,8 @@ export async function generateCheckpoint(dir: string, shape: ModelShape, seed = 
 export function procMemory(pid: number | "self"): { rss: number; hwm: number } {
   try {
     const text = readFileSync(`/proc/${pid}/status`, "utf8");
-    const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+)\\s+kB`, "m").exec(text)?.[1] ?? 0) * 1024;
+    const kb = (key: string) =>
+      Number(new RegExp(`^${key}:\\s+(\\d+)\\s+kB`, "m").exec(text)?.[1] ?? 0) * 1024;
     return { rss: kb("VmRSS"), hwm: kb("VmHWM") };
   } catch {
     return { rss: 0, hwm: 0 };
@@ -189,7 +191,27 @@ export function procMemory(pid: number | "self"): { rss: number; hwm: number } {
 
 const TAG = "@@mem ";
 
-async function child(job: { input: string; output: string; method: string; samples: number; seqlen: number }) {
+/** What the child process is asked to do. */
+export interface ChildJob {
+  /** Model folder. */
+  input: string;
+  /** Output folder. */
+  output: string;
+  /** Compression method. */
+  method: string;
+  /** Calibration windows. */
+  samples: number;
+  /** Tokens per window. */
+  seqlen: number;
+  /** Collect garbage before each sample. */
+  gc?: boolean;
+  /** Linears to compress (default all seven). */
+  linears?: string[];
+}
+
+async function child(
+  job: ChildJob,
+) {
   const { compressModel } = await import("../src/pipeline/compress.ts");
   const { openModelWeights } = await import("../src/io/sharded.ts");
   const { specFromHfConfig } = await import("../src/model/spec.ts");
@@ -204,7 +226,11 @@ async function child(job: { input: string; output: string; method: string; sampl
     ids[i] = s % spec.vocabSize;
   }
   const t0 = performance.now();
+  // With --gc, collect before each sample: the profile then shows what is retained, not uncollected garbage.
+  const g = globalThis as { gc?: () => void; Bun?: { gc(force: boolean): void } };
+  const gc = !job.gc ? undefined : g.gc ?? (g.Bun ? () => g.Bun!.gc(true) : undefined);
   const log = (stage: string, block?: number, layer?: string) => {
+    gc?.();
     const m = procMemory("self");
     const u = process.memoryUsage();
     const line: StageSample = {
@@ -233,6 +259,7 @@ async function child(job: { input: string; output: string; method: string; sampl
         ratio: { removed: 0.2 },
         calibration: { ids, samples: job.samples, seqlen: job.seqlen },
         overwrite: true,
+        linears: job.linears as LinearName[] | undefined,
         onProgress: (e) => log(e.stage, e.block, e.layer),
       },
       { inputPath: job.input },
@@ -249,19 +276,25 @@ async function child(job: { input: string; output: string; method: string; sampl
 // ---------------------------------------------------------------------------------------------------------
 // Parent
 
-/** Compress `input` in a child process, sampling its memory; resolves with the measurements. */
-async function runChild(
-  input: string,
-  output: string,
-  method: string,
-  samples: number,
-  seqlen: number,
-  quiet: boolean,
-): Promise<Omit<RunResult, "shape" | "fileBytes" | "generateSeconds">> {
+/** What {@link runChild} measured. */
+export type ChildResult = Omit<RunResult, "shape" | "fileBytes" | "generateSeconds">;
+
+/**
+ * Compress `job.input` in a child process (this file with `--child`, under the current runtime), sampling
+ * its memory from /proc; resolves with the measurements. `quiet`: print nothing; `verbose`: every event.
+ */
+export async function runChild(
+  job: ChildJob,
+  opts: { quiet?: boolean; verbose?: boolean } = {},
+): Promise<ChildResult> {
   const self = fileURLToPath(import.meta.url);
-  const job = JSON.stringify({ input, output, method, samples, seqlen });
+  const input = job.input;
+  const quiet = opts.quiet ?? false;
+  const jobText = JSON.stringify(job);
   const isDeno = "Deno" in globalThis;
-  const argv = isDeno ? ["run", "-A", self, "--child", job] : [self, "--child", job];
+  const argv = isDeno
+    ? ["run", "-A", ...(job.gc ? ["--v8-flags=--expose-gc"] : []), self, "--child", jobText]
+    : [self, "--child", jobText]; // Bun: Bun.gc() needs no flag
   const t0 = performance.now();
   const p = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env } });
   const stages: StageSample[] = [];
@@ -283,13 +316,11 @@ async function runChild(
       if (o.report) report = o.report;
       else {
         stages.push(o);
-        if (!quiet && (o.stage === "write" || o.stage === "calibrate" || o.stage === "end")) {
+        if (!quiet && (opts.verbose || ["write", "calibrate", "end"].includes(o.stage))) {
           console.log(
-            `  ${o.t.toFixed(1).padStart(7)} s ${o.stage.padEnd(9)} ${
-              o.block ?? ""
-            }\tRSS ${mb(o.rss)}  HWM ${mb(o.hwm)}  heap ${mb(o.heapUsed)}  buffers ${mb(o.arrayBuffers)}  wasm ${
-              mb(o.wasm)
-            }`,
+            `  ${o.t.toFixed(1).padStart(7)} s ${o.stage.padEnd(9)} ${o.layer ?? o.block ?? ""}\tRSS ${
+              mb(o.rss)
+            }  HWM ${mb(o.hwm)}  heap ${mb(o.heapUsed)}  buffers ${mb(o.arrayBuffers)}  wasm ${mb(o.wasm)}`,
           );
         }
       }
@@ -301,7 +332,11 @@ async function runChild(
     if (m.rss > peakSampled) {
       peakSampled = m.rss;
       const last = stages[stages.length - 1];
-      peakStage = last ? `after ${last.stage}${last.layer ? " " + last.layer : last.block !== undefined ? " " + last.block : ""}` : "start-up";
+      peakStage = last
+        ? `after ${last.stage}${
+          last.layer ? " " + last.layer : last.block !== undefined ? " " + last.block : ""
+        }`
+        : "start-up";
     }
     if (m.hwm > peakHwm) peakHwm = m.hwm;
   };
@@ -311,7 +346,9 @@ async function runChild(
     p.on("exit", (c) => resolve(c ?? 1));
   });
   clearInterval(timer);
-  if (code !== 0 || !report) throw new Error(`compress_memory: the child compressing ${input} failed (exit ${code})`);
+  if (code !== 0 || !report) {
+    throw new Error(`compress_memory: the child compressing ${input} failed (exit ${code})`);
+  }
   // The child's own last sample has its final VmHWM (the parent's timer may have missed the very end).
   for (const s of stages) if (s.hwm > peakHwm) peakHwm = s.hwm;
   return {
@@ -355,6 +392,9 @@ async function main() {
   const seqlen = Number(arg("seqlen", "128"));
   const keep = process.argv.includes("--keep");
   const json = process.argv.includes("--json");
+  const gc = process.argv.includes("--gc");
+  const verbose = process.argv.includes("--verbose");
+  const single = process.argv.includes("--single");
   const [l1, l2] = await import("node:os").then((os) => os.loadavg());
   console.log(
     `compress_memory: method ${method}, removed 0.2, calibration ${samples} × ${seqlen} random ids; ` +
@@ -363,7 +403,7 @@ async function main() {
   const results: RunResult[] = [];
   const root = await mkdtemp(join(tmpdir(), "svdllm-cmem-"));
   try {
-    for (const layers of [n, 2 * n]) {
+    for (const layers of single ? [n] : [n, 2 * n]) {
       const shape = shapeOf(layers);
       const dir = join(root, `random-${layers}L`);
       await import("node:fs/promises").then((fs) => fs.mkdir(dir));
@@ -372,9 +412,14 @@ async function main() {
       const generateSeconds = (performance.now() - tg) / 1000;
       console.log(
         `generated ${layers} layers (d ${shape.hidden}, f ${shape.intermediate}, ${shape.heads}/${shape.kvHeads} ` +
-          `heads, vocab ${shape.vocab}): ${(fileBytes / 1e9).toFixed(3)} GB in ${generateSeconds.toFixed(1)} s`,
+          `heads, vocab ${shape.vocab}): ${(fileBytes / 1e9).toFixed(3)} GB in ${
+            generateSeconds.toFixed(1)
+          } s`,
       );
-      const r = await runChild(dir, join(root, `out-${layers}L`), method, samples, seqlen, json);
+      const r = await runChild(
+        { input: dir, output: join(root, `out-${layers}L`), method, samples, seqlen, gc },
+        { quiet: json, verbose },
+      );
       results.push({ shape, fileBytes, generateSeconds, ...r });
       console.log(
         `  peak RSS (VmHWM) ${mb(r.peakHwm)}, sampled ${mb(r.peakSampled)} (${r.peakStage}), report ${
@@ -401,20 +446,28 @@ async function main() {
       } % | ${mb(r.reportPeak)} | ${r.seconds.toFixed(0)} s |`,
     );
   }
+  if (results.length < 2) return;
   const big = results[results.length - 1];
   const ratio = results[1].peakHwm / results[0].peakHwm;
   const share = big.peakHwm / big.fileBytes;
   console.log(
     `\nGoal 1 (peak RSS ≤ 25 % of a ~1.5 GB file): ${(100 * share).toFixed(1)} % of ${
       (big.fileBytes / 1e9).toFixed(2)
-    } GB → ${share <= 0.25 ? "MET" : "NOT MET"}${big.fileBytes < 1.4e9 ? " (file smaller than 1.5 GB: indicative only)" : ""}`,
+    } GB → ${share <= 0.25 ? "MET" : "NOT MET"}${
+      big.fileBytes < 1.4e9 ? " (file smaller than 1.5 GB: indicative only)" : ""
+    }`,
   );
   console.log(
     `Goal 2 (flat in layers): peak(${results[1].shape.layers}L) / peak(${results[0].shape.layers}L) = ${
       ratio.toFixed(3)
     } for a file ${(results[1].fileBytes / results[0].fileBytes).toFixed(2)}× larger → ${
       ratio <= 1.1 ? "MET" : "NOT MET"
-    } (threshold 1.10)`,
+    } (threshold 1.10); peak grew ${mb(results[1].peakHwm - results[0].peakHwm)} for ${
+      mb(results[1].fileBytes - results[0].fileBytes)
+    } more weights (${
+      (100 * (results[1].peakHwm - results[0].peakHwm) / (results[1].fileBytes - results[0].fileBytes))
+        .toFixed(1)
+    } %)`,
   );
 }
 

@@ -8,7 +8,8 @@
  *   32 × 256 for ASVD (random windows, seed 0); evaluation on the first 20,000 tokens of brown-valid.txt
  *   (tokenized once with one BOS) in windows of 256, whole windows only (19,968 tokens, as the peers'
  *   evaluator drops the partial last window). Dense ppl 118.85. Also ASVD with the
- *   sensitivity sweep (0.4…0.9) at kept 0.8, the peers' ASVD setting.
+ *   sensitivity sweep (0.4…0.9) at kept 0.8, the peers' ASVD setting, except that the sweep measures
+ *   perplexity on the first 8 calibration windows (`--sweep-samples N` to change; the peers used all 32).
  * - stories260K: TinyStories validation text tokenized once with one BOS; calibration windows (32 × 256)
  *   from its first half, evaluation on its second half in windows of 512.
  *
@@ -101,7 +102,10 @@ async function runOne(job: Job): Promise<void> {
       update: job.update,
       allocation: job.allocation,
       sensitivity: job.allocation === "sensitivity"
-        ? { cacheFile: join(tmpdir(), `svd-llm-bench-asvd-sensitivity-${job.model}.json`) }
+        ? {
+          cacheFile: join(tmpdir(), `svd-llm-bench-asvd-sensitivity-${job.model}.json`),
+          samples: Number(arg("sweep-samples", "8")),
+        }
         : undefined,
       calibration: { ids: d.calib, samples: job.samples, seqlen: 256, seed: 0 },
       onProgress: (e) => {

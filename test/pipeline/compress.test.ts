@@ -7,7 +7,7 @@ import { compress, compressModel, type CompressReport } from "../../src/pipeline
 import { merge } from "../../src/pipeline/merge.ts";
 import { loadModel } from "../../src/model/load.ts";
 import { perplexity } from "../../src/eval/perplexity.ts";
-import { NumericError, OptionError } from "../../src/errors.ts";
+import { NumericError, OptionError, ShapeError } from "../../src/errors.ts";
 import { openModelWeights } from "../../src/io/sharded.ts";
 import { specFromHfConfig } from "../../src/model/spec.ts";
 import {
@@ -200,6 +200,19 @@ test("bad options are refused before any work, naming the problem", SLOW, async 
     );
     assert.ok(existsSync(join(src, "model.safetensors")));
     await model.reader.close();
+    // Weights whose shapes disagree with the config: a ShapeError naming the tensor, nothing written.
+    const cfg = JSON.parse(await readFile(join(src, "config.json"), "utf8"));
+    const bad = {
+      spec: specFromHfConfig({ ...cfg, intermediate_size: 20 }),
+      reader: await openModelWeights(src),
+      name: "s",
+    };
+    await assert.rejects(
+      compressModel(bad, join(dir, "o3"), { method: "svd", ratio: { removed: 0.2 }, force: true }),
+      (e: Error) => e instanceof ShapeError && /mlp\.gate_proj/.test(e.message),
+    );
+    await bad.reader.close();
+    assert.deepEqual(await listing(dir), ["out", "synthetic"]);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

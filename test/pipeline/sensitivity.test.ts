@@ -6,7 +6,7 @@ import { loadModel } from "../../src/model/load.ts";
 import { calibrationWindows } from "../../src/calib/windows.ts";
 import { sensitivitySweep } from "../../src/pipeline/sensitivity.ts";
 import { compress } from "../../src/pipeline/compress.ts";
-import { openFolder, STORIES, storiesText, tempDir } from "./_helpers.ts";
+import { folderPpl, openFolder, STORIES, storiesText, tempDir } from "./_helpers.ts";
 
 test("ASVD sensitivity sweep on stories260K: cached, resumable, and used for allocation", {
   timeout: 240_000,
@@ -98,6 +98,9 @@ test("KV-cache mode compresses only k/v and reports the cache saved", { timeout:
     assert.ok(f.reader.has("model.layers.0.self_attn.q_proj.weight"));
     assert.deepEqual(f.reader.info("model.layers.0.self_attn.k_proj.svd_a").shape, [32, 16]);
     await f.reader.close();
+    // The dense q rows went back to the Hugging Face RoPE layout with the factors: the model still works.
+    const ppl = await folderPpl(join(dir, "kv"), ids, 512);
+    assert.ok(ppl > 5.3885 && ppl < 3 * 5.3885, `kv-cache model ppl ${ppl}`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
