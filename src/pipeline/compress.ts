@@ -415,7 +415,7 @@ export async function compressModel(
       return m ? Number(m[1]) : -1;
     };
     const plan: TensorPlan[] = [];
-    const copyPlan: { name: string; block: number }[] = [];
+    const copyPlan: string[] = []; // non-block tensors, copied first
     const addBlockTensors = (i: number) => {
       for (const t of all) {
         if (blockOf(t.name) !== i) continue;
@@ -432,7 +432,7 @@ export async function compressModel(
     for (const t of all) {
       if (blockOf(t.name) < 0) {
         plan.push({ name: t.name, dtype: keepDtype(t.dtype), shape: [...t.shape] });
-        copyPlan.push({ name: t.name, block: -1 });
+        copyPlan.push(t.name);
       }
     }
     for (let i = 0; i < spec.numLayers; i++) addBlockTensors(i);
@@ -443,7 +443,7 @@ export async function compressModel(
       inputs: inputPath ? [inputPath] : [],
     });
     try {
-      for (const c of copyPlan) await writer.write(c.name, await reader.read(c.name));
+      for (const name of copyPlan) await writer.write(name, await reader.read(name));
 
       // Calibration streams.
       const head = windows ? await loadHead(reader, spec) : undefined;
