@@ -7,7 +7,7 @@
  * @module
  */
 import { ShapeError } from "../errors.ts";
-import { gramAccumulate } from "../linalg/gram.ts";
+import { gramAccumulate, type GramOptions } from "../linalg/gram.ts";
 import { type FloatArray, type Matrix, type Matrix64, matrix64 } from "../linalg/matrix.ts";
 import { checkBatch, type Observer } from "./observer.ts";
 
@@ -30,9 +30,16 @@ export class GramObserver implements Observer {
   readonly cols: number;
   #g: Matrix64;
   #tokens = 0;
+  #precision: GramOptions["precision"];
 
-  /** @param layer name used in errors  @param cols the layer's input features */
-  constructor(layer: string, cols: number) {
+  /**
+   * @param layer name used in errors
+   * @param cols the layer's input features
+   * @param opts `precision` of the per-batch products (default "float32-blocks": float32 sums over 256 tokens
+   *   accumulated in float64, at least as accurate as SVD-LLM's reference; "float64" for exact sums)
+   */
+  constructor(layer: string, cols: number, opts: GramOptions = {}) {
+    this.#precision = opts.precision ?? "float32-blocks";
     if (!Number.isInteger(cols) || cols < 1) throw new ShapeError(`observe ${layer}: invalid width ${cols}`);
     this.layer = layer;
     this.cols = cols;
@@ -53,7 +60,7 @@ export class GramObserver implements Observer {
     const keep = this.#tokens / total;
     const g = this.#g.data;
     if (keep !== 1) { for (let i = 0; i < g.length; i++) g[i] *= keep; }
-    gramAccumulate(this.#g, x, 1 / total);
+    gramAccumulate(this.#g, x, 1 / total, { precision: this.#precision });
     this.#tokens = total;
   }
 

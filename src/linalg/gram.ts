@@ -9,9 +9,24 @@ import { checkFinite } from "./factor_kernels.ts";
 import type { FloatArray, Matrix, Matrix64 } from "./matrix.ts";
 import { activeBackend } from "./backend.ts";
 import { wasmRuntime } from "./wasm/runtime.ts";
+import { gemmInto } from "./gemm.ts";
 
 /** Tokens per WASM chunk: bounds the float64 copy of x (n = 4096 → 64 MiB). */
 const CHUNK = 2048;
+
+/** Tokens per float32 partial product in the "float32-blocks" precision: short sums, then float64. */
+const F32_BLOCK = 256;
+
+/** Options of {@link gramAccumulate}. */
+export interface GramOptions {
+  /**
+   * "float64" (default): every product and sum in float64. "float32-blocks": for float32 input, XᵀX of each
+   * run of 256 tokens in float32 SGEMM (the precision of SVD-LLM's reference, which sums whole 2048-token
+   * samples in float32), added into the float64 accumulator — several times faster, relative error about
+   * 256·2⁻²⁴ per block at worst.
+   */
+  precision?: "float64" | "float32-blocks";
+}
 
 /**
  * G += scale·XᵀX, accumulated in float64. Shapes: `g: n×n` (symmetric; both triangles are updated),
@@ -26,7 +41,12 @@ const CHUNK = 2048;
  * gramAccumulate(g, matrix(1, 2, new Float32Array([1, 2]))); // g = [[1, 2], [2, 4]]
  * ```
  */
-export function gramAccumulate(g: Matrix64, x: Matrix<FloatArray>, scale = 1): void {
+export function gramAccumulate(
+  g: Matrix64,
+  x: Matrix<FloatArray>,
+  scale = 1,
+  opts: GramOptions = {},
+): void {
   const n = x.cols, t = x.rows;
   if (g.rows !== n || g.cols !== n) {
     throw new ShapeError(`gramAccumulate: g is ${g.rows}×${g.cols}, x is ${t}×${n}: g must be ${n}×${n}`);
@@ -34,6 +54,10 @@ export function gramAccumulate(g: Matrix64, x: Matrix<FloatArray>, scale = 1): v
   if (!Number.isFinite(scale)) throw new NumericError(`gramAccumulate: scale ${scale} is not finite`);
   checkFinite(x, "gramAccumulate");
   if (t === 0 || n === 0 || scale === 0) return;
+  if (opts.precision === "float32-blocks" && x.data instanceof Float32Array) {
+    gramFloat32Blocks(g.data, x.data, t, n, scale);
+    return;
+  }
   const rt = wasmRuntime();
   if (rt && activeBackend() === "wasm" && rt.has("dgemm") && n >= 32) {
     rt.scoped((s) => {
@@ -52,6 +76,26 @@ export function gramAccumulate(g: Matrix64, x: Matrix<FloatArray>, scale = 1): v
     return;
   }
   gramTs(g.data, x.data, t, n, scale);
+}
+
+function gramFloat32Blocks(g: Float64Array, x: Float32Array, t: number, n: number, scale: number): void {
+  const c: Matrix = { rows: n, cols: n, data: new Float32Array(n * n) };
+  for (let t0 = 0; t0 < t; t0 += F32_BLOCK) {
+    const rows = Math.min(F32_BLOCK, t - t0);
+    const xc: Matrix = { rows, cols: n, data: x.subarray(t0 * n, (t0 + rows) * n) };
+    gemmInto(xc, xc, c, { transA: true });
+    const d = c.data;
+    // Symmetrise while adding, so G stays exactly symmetric whatever order the kernel summed in.
+    for (let i = 0; i < n; i++) {
+      const ri = i * n;
+      g[ri + i] += scale * d[ri + i];
+      for (let j = i + 1; j < n; j++) {
+        const v = scale * 0.5 * (d[ri + j] + d[j * n + i]);
+        g[ri + j] += v;
+        g[j * n + i] += v;
+      }
+    }
+  }
 }
 
 function gramTs(g: Float64Array, x: FloatArray, t: number, n: number, scale: number): void {

@@ -5,9 +5,10 @@
  *
  * Speed: the 2q + 1 products of the range finder dominate. They only have to find the dominant subspace (an
  * error δ in the basis moves the σ and the Eckart–Young error by O(δ²)), so for float32 input they run in
- * float32 SGEMM; the tall-skinny blocks are re-orthonormalised in float64 by CholeskyQR (one pass between
- * products, two passes for the final basis), falling back to Householder QR when the Gram matrix is not
- * numerically positive definite; the final projection QᵀA and everything after it stay in float64.
+ * float32 SGEMM. The tall-skinny blocks are re-orthonormalised by CholeskyQR (one pass between products,
+ * with a float32 Gram in the float32 path; two float64 passes for the final basis Q), falling back to
+ * Householder QR when the Gram matrix is not numerically positive definite. The projection QᵀA, whose
+ * rounding reaches the σ to first order, runs in the input's precision; the small SVD and U = Q·Ũ in float64.
  *
  * @module
  */
@@ -29,16 +30,18 @@ export interface SvdTruncatedOptions {
   /** Seed of the Gaussian sketch (default 0): results are reproducible. */
   seed?: number;
   /**
-   * Element type of the range finder's products A·Ω, Aᵀ·Q, A·Z (the final QᵀA is always float64).
-   * `"auto"` (default): float32 for float32 input, float64 for float64 input. `"float32"` on a float64
-   * input is ~2.5× faster but cannot resolve directions with σ below ~1e-6·σ₁ (the float32 rounding of A).
+   * Element type of the range finder's products A·Ω, Aᵀ·Q, A·Z. `"auto"` (default): that of the input.
+   * `"float32"` on a float64 input is ~2.5× faster (QᵀA stays float64) but cannot resolve directions with
+   * σ below ~1e-6·σ₁, where float32 rounding of A swamps them. `"float64"`: every product in float64.
    */
   sketch?: "auto" | "float32" | "float64";
 }
 
 /**
  * The k leading singular triplets of `a: m×n` (float32 or float64): U m×k, s k, Vᵀ k×n, all float64 with
- * U, V orthonormal to float64 precision. With l = k + oversample, when l ≥ min(m, n)/2 the sketch saves
+ * U, V orthonormal to float64 precision. For float32 input (default `sketch`) the σ carry an extra error of
+ * ~√m·ε₃₂·σ₁ from the float32 projection QᵀA (the order of A's own float32 rounding); the Eckart–Young
+ * error is only affected to second order. With l = k + oversample, when l ≥ min(m, n)/2 the sketch saves
  * nothing and the exact {@link svd} is computed and truncated instead. The error of a randomized result
  * depends on the spectrum's decay: with q power iterations the leading σ are exact to within
  * ~(σ_{l+1}/σ_k)^{2q+1} relative; for flat spectra raise `powerIterations` or use {@link svd}.
@@ -66,7 +69,9 @@ export function svdTruncated(a: Matrix<FloatArray>, k: number, opts: SvdTruncate
     throw new OptionError(`svdTruncated: powerIterations must be an integer ≥ 0, got ${q}`);
   }
   if (sketch !== "auto" && sketch !== "float32" && sketch !== "float64") {
-    throw new OptionError(`svdTruncated: sketch must be "auto", "float32" or "float64", got ${String(sketch)}`);
+    throw new OptionError(
+      `svdTruncated: sketch must be "auto", "float32" or "float64", got ${String(sketch)}`,
+    );
   }
   checkFinite(a, "svdTruncated");
   const l = Math.min(k + p, r);

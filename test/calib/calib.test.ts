@@ -56,7 +56,8 @@ test("observers: batching does not change the statistics (abs mean/max, Gram run
       (t, n, seed) => {
         const rng = createRng(seed);
         const x = new Float32Array(t * n).map(() => rng.normal() * 3);
-        const one = new GramObserver("l", n), many = new GramObserver("l", n);
+        const one = new GramObserver("l", n, { precision: "float64" }),
+          many = new GramObserver("l", n, { precision: "float64" });
         const am1 = new AbsMeanObserver("l", n), am2 = new AbsMeanObserver("l", n);
         one.addBatch({ rows: t, cols: n, data: x });
         am1.addBatch({ rows: t, cols: n, data: x });

@@ -118,3 +118,25 @@ test("createRng: reproducible, uniform in [0, 1), normal with mean 0 and varianc
   assert.ok(Math.abs(mean) < 0.015 && Math.abs(sq - 1) < 0.025, `mean ${mean}, var ${sq}`);
   assert.ok(umin >= 0 && umin < 1e-3 && umax < 1 && umax > 1 - 1e-3);
 });
+
+test("gramAccumulate float32-blocks: within float32 rounding of the float64 sums, exactly symmetric", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 700 }),
+      fc.integer({ min: 1, max: 48 }),
+      fc.integer(),
+      (t, n, seed) => {
+        const x32 = toFloat32(randomNormal(t, n, createRng(seed)));
+        const fast = matrix64(n, n), exact = matrix64(n, n);
+        gramAccumulate(fast, x32, 1 / t, { precision: "float32-blocks" });
+        gramAccumulate(exact, x32, 1 / t);
+        // Each 256-token block sums in float32: error ≤ 256·2⁻²⁴ relative to Σ|x_i x_j| ≤ ‖G‖-ish.
+        assert.ok(diffNorm(fast, exact) <= 256 * 2 ** -24 * fro(exact) + 1e-300);
+        for (let i = 0; i < n; i++) {
+          for (let j = 0; j < i; j++) assert.equal(fast.data[i * n + j], fast.data[j * n + i]);
+        }
+      },
+    ),
+    { numRuns: 25 },
+  );
+});

@@ -54,6 +54,13 @@ fn loadB(p: u32, j: u32) -> f32 {
   return B[p * d.n + j];
 }
 
+fn store(i: u32, j: u32, v: vec4<f32>) {
+  if (i >= d.m) { return; }
+  for (var c = 0u; c < 4u; c = c + 1u) {
+    if (j + c < d.n) { C[i * d.n + j + c] = v[c]; }
+  }
+}
+
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let row0 = wg.y * TS;
@@ -61,7 +68,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let tid = lid.y * 16u + lid.x;
   let ta = (d.flags & 1u) != 0u;
   let tb = (d.flags & 2u) != 0u;
-  var acc: array<f32, 16>;
+  // Four row accumulators of four columns each: registers, not an indexed (spillable) array.
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
   for (var p0 = 0u; p0 < d.k; p0 = p0 + TK) {
     for (var r = 0u; r < 4u; r = r + 1u) {
       let idx = tid + r * 256u;
@@ -77,27 +88,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
     workgroupBarrier();
     for (var p = 0u; p < TK; p = p + 1u) {
-      let a = vec4<f32>(As[p * TS + lid.y * 4u], As[p * TS + lid.y * 4u + 1u],
-                        As[p * TS + lid.y * 4u + 2u], As[p * TS + lid.y * 4u + 3u]);
-      let b = vec4<f32>(Bs[p * TS + lid.x * 4u], Bs[p * TS + lid.x * 4u + 1u],
-                        Bs[p * TS + lid.x * 4u + 2u], Bs[p * TS + lid.x * 4u + 3u]);
-      for (var r = 0u; r < 4u; r = r + 1u) {
-        acc[r * 4u] = acc[r * 4u] + a[r] * b.x;
-        acc[r * 4u + 1u] = acc[r * 4u + 1u] + a[r] * b.y;
-        acc[r * 4u + 2u] = acc[r * 4u + 2u] + a[r] * b.z;
-        acc[r * 4u + 3u] = acc[r * 4u + 3u] + a[r] * b.w;
-      }
+      let ai = p * TS + lid.y * 4u;
+      let bi = p * TS + lid.x * 4u;
+      let b = vec4<f32>(Bs[bi], Bs[bi + 1u], Bs[bi + 2u], Bs[bi + 3u]);
+      acc0 = acc0 + As[ai] * b;
+      acc1 = acc1 + As[ai + 1u] * b;
+      acc2 = acc2 + As[ai + 2u] * b;
+      acc3 = acc3 + As[ai + 3u] * b;
     }
     workgroupBarrier();
   }
-  for (var r = 0u; r < 4u; r = r + 1u) {
-    let i = row0 + lid.y * 4u + r;
-    if (i >= d.m) { break; }
-    for (var c = 0u; c < 4u; c = c + 1u) {
-      let j = col0 + lid.x * 4u + c;
-      if (j < d.n) { C[i * d.n + j] = acc[r * 4u + c]; }
-    }
-  }
+  let i0 = row0 + lid.y * 4u;
+  let j0 = col0 + lid.x * 4u;
+  store(i0, j0, acc0);
+  store(i0 + 1u, j0, acc1);
+  store(i0 + 2u, j0, acc2);
+  store(i0 + 3u, j0, acc3);
 }
 `;
 
