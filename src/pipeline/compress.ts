@@ -330,7 +330,10 @@ export async function compressModel(
     peak.sample();
     opts.onProgress?.(e);
   };
-  const gguf = spec.ropeStyle === "interleaved";
+  // A GGUF input: its names/metadata need translating into a Hugging Face folder. Its q/k rows are permuted
+  // only when stored for interleaved RoPE (llama), not for qwen2's halves.
+  const gguf = inputPath !== undefined ? /\.gguf$/i.test(inputPath) : "general.architecture" in reader.metadata;
+  const interleaved = spec.ropeStyle === "interleaved";
 
   // Refuse a bad destination before any expensive work.
   const out = await openOutputDir(output, {
@@ -564,7 +567,7 @@ export async function compressModel(
         if (orig && !nextOrig) runBlock(spec, block, orig, batch, undefined, "inplace");
         peak.sample();
         // Write this block's tensors in plan order.
-        await writeBlock(writer, reader, spec, i, all, factored, gguf, blockOf);
+        await writeBlock(writer, reader, spec, i, all, factored, interleaved, blockOf);
         emit({ stage: "write", block: i, done: i + 1, total: spec.numLayers });
       }
       await writer.close();
@@ -677,14 +680,14 @@ async function writeBlock(
   i: number,
   all: readonly { name: string }[],
   factored: Map<LinearName, Factors>,
-  gguf: boolean,
+  interleaved: boolean,
   blockOf: (name: string) => number,
 ): Promise<void> {
   const byPrefix = new Map<string, [LinearName, Factors]>();
   for (const [name, f] of factored) byPrefix.set(linearPrefix(i, name), [name, f]);
-  // GGUF stores q/k rows in the interleaved RoPE layout; the Hugging Face folder wants halves.
+  // GGUF llama stores q/k rows in the interleaved RoPE layout; the Hugging Face folder wants halves.
   const heads = (name: string): number => {
-    if (!gguf) return 0;
+    if (!interleaved) return 0;
     if (name.includes("self_attn.q_proj")) return spec.numHeads;
     if (name.includes("self_attn.k_proj")) return spec.numKvHeads;
     return 0;
@@ -722,9 +725,10 @@ function outputConfig(
   gguf: boolean,
 ): Record<string, unknown> {
   if (!gguf && model.config) return structuredClone(model.config);
+  const qwen2 = spec.attentionBias; // the one GGUF architecture besides llama that we read
   return {
-    architectures: ["LlamaForCausalLM"],
-    model_type: "llama",
+    architectures: [qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"],
+    model_type: qwen2 ? "qwen2" : "llama",
     hidden_act: "silu",
     hidden_size: spec.hiddenSize,
     intermediate_size: spec.intermediateSize,
