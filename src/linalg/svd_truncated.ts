@@ -89,7 +89,8 @@ export function svdTruncated(a: Matrix<FloatArray>, k: number, opts: SvdTruncate
       const z = matmul(a32, orthonormalize32(y), { transA: true }); // n×l
       y = matmul(a32, orthonormalize32(z)); // m×l
     }
-    basis = orthonormalize(widen(y), 2);
+    // A float32 pass makes Y well conditioned, so one float64 pass then orthonormalises it to ~ε.
+    basis = orthonormalize(widen(orthonormalize32(y)), 1);
     // The projection is first order in its rounding, so it runs in the input's precision.
     b = a.data instanceof Float32Array
       ? widen(matmul(narrow(basis), a32, { transA: true }))
