@@ -53,11 +53,13 @@ if (!only || only === "bun") {
   if (!f && r.code !== 0) failed += 1;
 }
 if (!args.includes("--no-static") && !only) {
-  for (const [label, argv] of [
-    ["deno lint", ["lint"]],
-    ["deno fmt --check", ["fmt", "--check"]],
-    ["deno check", ["check", "mod.ts", "cli.ts", "src/", "bench/", "examples/"]],
-  ]) {
+  for (
+    const [label, argv] of [
+      ["deno lint", ["lint"]],
+      ["deno fmt --check", ["fmt", "--check"]],
+      ["deno check", ["check", "mod.ts", "cli.ts", "src/", "bench/", "examples/"]],
+    ]
+  ) {
     console.log(`\n=== ${label} ===`);
     const r = await run(bin("deno"), argv);
     if (r.code === 0) passed += 1;

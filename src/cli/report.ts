@@ -5,8 +5,8 @@
  * @module
  */
 import { loadModel } from "../model/load.ts";
-import { type Linear, loadBlock } from "../model/llama.ts";
-import { LINEAR_NAMES, type LinearName } from "../model/names.ts";
+import { BLOCK_FIELD, type Linear, loadBlock } from "../model/llama.ts";
+import { LINEAR_NAMES } from "../model/names.ts";
 import { matmul } from "../linalg/gemm.ts";
 import { svd } from "../linalg/svd.ts";
 import type { CompressReport } from "../pipeline/compress.ts";
@@ -91,16 +91,6 @@ export interface InspectReport {
   linears: InspectedLinear[];
 }
 
-const BLOCK_KEY: Record<LinearName, "q" | "k" | "v" | "o" | "gate" | "up" | "down"> = {
-  "self_attn.q_proj": "q",
-  "self_attn.k_proj": "k",
-  "self_attn.v_proj": "v",
-  "self_attn.o_proj": "o",
-  "mlp.gate_proj": "gate",
-  "mlp.up_proj": "up",
-  "mlp.down_proj": "down",
-};
-
 function effectiveWeight(lin: Linear) {
   return lin.kind === "dense" ? lin.weight : matmul(lin.a, lin.b);
 }
@@ -117,7 +107,7 @@ export async function inspectModel(
     for (let i = 0; i < n; i++) {
       const block = await loadBlock(model.reader, model.spec, i);
       for (const name of LINEAR_NAMES) {
-        const lin = block[BLOCK_KEY[name]];
+        const lin = block[BLOCK_FIELD[name]];
         const w = effectiveWeight(lin);
         linears.push({
           name: `${i}.${name}`,

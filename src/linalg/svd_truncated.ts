@@ -148,7 +148,8 @@ export function orthonormalize(y: Matrix64, passes: number): Matrix64 {
  * A well-conditioned float32 basis of the columns of `y: n×l` (float32), for the next product of the range
  * finder: CholeskyQR with the Gram matrix by SGEMM (float32 accumulation, so only good to ~√n·ε₃₂ relative)
  * and its factor in float64. The result is checked (its own Gram must be within 0.5 of I) and replaced by
- * the float64 {@link orthonormalize} when Y is too ill-conditioned for that.
+ * the two-pass float64 {@link orthonormalize} when Y is too ill-conditioned for that, so it is always well
+ * conditioned enough for one more float64 CholeskyQR pass to reach ~ε.
  */
 function orthonormalize32(y: Matrix): Matrix {
   const g = widen(matmul(y, y, { transA: true })); // l×l
@@ -159,7 +160,7 @@ function orthonormalize32(y: Matrix): Matrix {
   } catch (e) {
     if (!(e instanceof NumericError)) throw e;
   }
-  return narrow(orthonormalize(widen(y), 1));
+  return narrow(orthonormalize(widen(y), 2));
 }
 
 /** max |G − I| over all entries. */

@@ -57,6 +57,19 @@ export interface LlamaBlock {
   down: Linear;
 }
 
+/** The {@link LlamaBlock} field holding each linear layer. */
+export const BLOCK_FIELD: Readonly<Record<LinearName, "q" | "k" | "v" | "o" | "gate" | "up" | "down">> =
+  Object
+    .freeze({
+      "self_attn.q_proj": "q",
+      "self_attn.k_proj": "k",
+      "self_attn.v_proj": "v",
+      "self_attn.o_proj": "o",
+      "mlp.gate_proj": "gate",
+      "mlp.up_proj": "up",
+      "mlp.down_proj": "down",
+    });
+
 /** The model's boundary, held in memory: embedding, final norm, output projection. */
 export interface LlamaHead {
   /** vocab×d. */

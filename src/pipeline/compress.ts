@@ -29,7 +29,7 @@ import { calibrationWindows } from "../calib/windows.ts";
 import { createSafetensorsWriter, type TensorPlan } from "../io/safetensors_writer.ts";
 import type { WritableDType } from "../io/dtype.ts";
 import type { Matrix } from "../linalg/matrix.ts";
-import { type Linear, type LlamaBlock, loadBlock, loadHead } from "../model/llama.ts";
+import { BLOCK_FIELD, type Linear, type LlamaBlock, loadBlock, loadHead } from "../model/llama.ts";
 import { loadModel } from "../model/load.ts";
 import { LINEAR_NAMES, type LinearName, linearPrefix, SVD_A, SVD_B } from "../model/names.ts";
 import { permuteQK } from "../model/rope.ts";
@@ -205,16 +205,6 @@ export interface ModelInput {
   name: string;
 }
 
-const BLOCK_KEY: Readonly<Record<LinearName, keyof LlamaBlock>> = {
-  "self_attn.q_proj": "q",
-  "self_attn.k_proj": "k",
-  "self_attn.v_proj": "v",
-  "self_attn.o_proj": "o",
-  "mlp.gate_proj": "gate",
-  "mlp.up_proj": "up",
-  "mlp.down_proj": "down",
-};
-
 /** Linears that read the same input share one observer. */
 const INPUT_GROUP: Readonly<Record<LinearName, string>> = {
   "self_attn.q_proj": "attn",
@@ -332,7 +322,9 @@ export async function compressModel(
   };
   // A GGUF input: its names/metadata need translating into a Hugging Face folder. Its q/k rows are permuted
   // only when stored for interleaved RoPE (llama), not for qwen2's halves.
-  const gguf = inputPath !== undefined ? /\.gguf$/i.test(inputPath) : "general.architecture" in reader.metadata;
+  const gguf = inputPath !== undefined
+    ? /\.gguf$/i.test(inputPath)
+    : "general.architecture" in reader.metadata;
   const interleaved = spec.ropeStyle === "interleaved";
 
   // Refuse a bad destination before any expensive work.
@@ -452,7 +444,7 @@ export async function compressModel(
       const head = windows ? await loadHead(reader, spec) : undefined;
       const useOrig = windows !== undefined && (!sequential || update);
       const useComp = windows !== undefined && (sequential || update);
-      let orig: HiddenStates | undefined = useOrig ? embedWindows(spec, head!, windows!) : undefined;
+      const orig: HiddenStates | undefined = useOrig ? embedWindows(spec, head!, windows!) : undefined;
       // Two separate buffers: both streams are advanced in place.
       let comp: HiddenStates | undefined = useComp ? embedWindows(spec, head!, windows!) : undefined;
       emit({ stage: "calibrate", done: 1, total: 1 });
@@ -515,7 +507,7 @@ export async function compressModel(
           const prefix = linearPrefix(i, name);
           const rank = ranks[prefix];
           if (rank === null) continue;
-          const lin = block[BLOCK_KEY[name]] as Linear;
+          const lin = block[BLOCK_FIELD[name]] as Linear;
           if (lin.kind !== "dense") {
             throw new OptionError(`compress: ${prefix} is already low-rank in the input`);
           }
@@ -552,8 +544,8 @@ export async function compressModel(
         // The compressed block, and the next block's inputs.
         const cblock: LlamaBlock = { ...block };
         for (const [name, f] of factored) {
-          const lin = block[BLOCK_KEY[name]] as Linear;
-          (cblock as unknown as Record<string, Linear>)[BLOCK_KEY[name]] = {
+          const lin = block[BLOCK_FIELD[name]] as Linear;
+          (cblock as unknown as Record<string, Linear>)[BLOCK_FIELD[name]] = {
             kind: "lowrank",
             a: f.a,
             b: f.b,

@@ -17,6 +17,7 @@ import type { Matrix } from "../linalg/matrix.ts";
 import { asvdFactors, asvdSpectrum } from "../methods/asvd.ts";
 import { SENSITIVITY_RATIOS, type SensitivityTable } from "../methods/asvd_sensitivity.ts";
 import {
+  BLOCK_FIELD,
   type Linear,
   type LlamaBlock,
   type LlamaHead,
@@ -57,16 +58,6 @@ export interface SensitivityResult {
   /** The cache key (hex). */
   key: string;
 }
-
-const BLOCK_KEY: Readonly<Record<LinearName, keyof LlamaBlock>> = {
-  "self_attn.q_proj": "q",
-  "self_attn.k_proj": "k",
-  "self_attn.v_proj": "v",
-  "self_attn.o_proj": "o",
-  "mlp.gate_proj": "gate",
-  "mlp.up_proj": "up",
-  "mlp.down_proj": "down",
-};
 
 interface CacheFile {
   version: 1;
@@ -150,7 +141,7 @@ export async function sensitivitySweep(
   for (const b of blocks) {
     parts.push(bytesOf(b.inputNorm), bytesOf(b.postNorm));
     for (const l of LINEAR_NAMES) {
-      const lin = b[BLOCK_KEY[l]] as Linear;
+      const lin = b[BLOCK_FIELD[l]] as Linear;
       if (lin.kind === "dense") parts.push(bytesOf(lin.weight.data));
       else parts.push(bytesOf(lin.a.data), bytesOf(lin.b.data));
     }
@@ -216,7 +207,7 @@ export async function sensitivitySweep(
       });
       for (const l of todo) {
         const name = linearPrefix(i, l);
-        const lin = blocks[i][BLOCK_KEY[l]] as Linear;
+        const lin = blocks[i][BLOCK_FIELD[l]] as Linear;
         if (lin.kind !== "dense") throw new OptionError(`sensitivity sweep: ${name} is already low-rank`);
         const o = obs.get(l)!;
         const sp = asvdSpectrum(lin.weight, { absMean: o.mean() }, { alpha });
@@ -227,7 +218,7 @@ export async function sensitivitySweep(
           const { a, b } = asvdFactors(sp, rank);
           const modified: LlamaBlock = {
             ...blocks[i],
-            [BLOCK_KEY[l]]: { kind: "lowrank", a, b, bias: lin.bias },
+            [BLOCK_FIELD[l]]: { kind: "lowrank", a, b, bias: lin.bias },
           };
           const x = runBlock(spec, modified, h, batch);
           for (let j = i + 1; j < spec.numLayers; j++) {
