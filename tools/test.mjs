@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // Runs every check of the project: the test suite under Deno and under Bun, then lint, format and type checks.
+// Deno also runs the JSDoc examples of mod.ts and src/ (`--doc`), so the documented examples stay true.
 // Prints each runner's output as it comes and ends with one summary line "tests: N passed, N failed".
 // Usage: node tools/test.mjs [--only deno|bun] [--no-static]
 import { spawn } from "node:child_process";
@@ -34,7 +35,7 @@ const failures = [];
 
 if (!only || only === "deno") {
   console.log("\n=== deno test ===");
-  const r = await run(bin("deno"), ["test", "-A", "--parallel", "test/"]);
+  const r = await run(bin("deno"), ["test", "-A", "--parallel", "test/", "--doc", "mod.ts", "src/"]);
   const m = r.out.match(/(\d+) passed[^|]*\|\s*(\d+) failed/);
   if (m) {
     passed += Number(m[1]);
