@@ -31,8 +31,9 @@ export interface SvdTruncatedOptions {
   seed?: number;
   /**
    * Element type of the range finder's products A·Ω, Aᵀ·Q, A·Z. `"auto"` (default): that of the input.
-   * `"float32"` on a float64 input is ~2.5× faster (QᵀA stays float64) but cannot resolve directions with
-   * σ below ~1e-6·σ₁, where float32 rounding of A swamps them. `"float64"`: every product in float64.
+   * `"float32"` on a float64 input is ~2× faster (the last A·Z and QᵀA stay float64, so a low-rank A is
+   * still recovered to ~ε) but the power iterations cannot resolve directions with σ below ~1e-6·σ₁, where
+   * float32 rounding of A swamps them. `"float64"`: every product in float64.
    */
   sketch?: "auto" | "float32" | "float64";
 }
@@ -83,18 +84,21 @@ export function svdTruncated(a: Matrix<FloatArray>, k: number, opts: SvdTruncate
   let basis: Matrix64, b: Matrix64; // basis m×l, orthonormal to ~ε; b = basisᵀ·A l×n
   if (f32) {
     const a32: Matrix = a.data instanceof Float32Array ? a as Matrix : narrow(a);
+    // A float64 input gets its last product A·Z in float64: range(A·Z) ⊆ range(A) then holds to ~ε, so a
+    // low-rank A is still captured exactly (the float32 products only have to steer Z).
+    const last64 = a.data instanceof Float64Array;
     // Between products the basis only has to be well conditioned: CholeskyQR with a float32 Gram.
-    let y = matmul(a32, narrow(omega)); // m×l
+    let y = last64 && q === 0 ? null : matmul(a32, narrow(omega)); // m×l
+    let y64 = last64 && q === 0 ? gemm64(a, omega) : null;
     for (let it = 0; it < q; it++) {
-      const z = matmul(a32, orthonormalize32(y), { transA: true }); // n×l
-      y = matmul(a32, orthonormalize32(z)); // m×l
+      const z = orthonormalize32(matmul(a32, orthonormalize32(y!), { transA: true })); // n×l
+      if (last64 && it === q - 1) y64 = gemm64(a, widen(z));
+      else y = matmul(a32, z);
     }
     // A float32 pass makes Y well conditioned, so one float64 pass then orthonormalises it to ~ε.
-    basis = orthonormalize(widen(orthonormalize32(y)), 1);
+    basis = y64 ? orthonormalize(y64, 2) : orthonormalize(widen(orthonormalize32(y!)), 1);
     // The projection is first order in its rounding, so it runs in the input's precision.
-    b = a.data instanceof Float32Array
-      ? widen(matmul(narrow(basis), a32, { transA: true }))
-      : gemm64(basis, a, { transA: true });
+    b = last64 ? gemm64(basis, a, { transA: true }) : widen(matmul(narrow(basis), a32, { transA: true }));
   } else {
     const a64: Matrix64 = a.data instanceof Float64Array ? a as Matrix64 : widen(a);
     let y = gemm64(a64, omega);

@@ -21,7 +21,7 @@
  * @module
  */
 import { NumericError, ShapeError } from "../errors.ts";
-import { cholesky } from "../linalg/cholesky.ts";
+import { cholesky, type CholeskyResult } from "../linalg/cholesky.ts";
 import { matmul64 } from "../linalg/gemm.ts";
 import type { FloatArray, Matrix, Matrix64 } from "../linalg/matrix.ts";
 import { toFloat64 } from "../linalg/matrix.ts";
@@ -41,6 +41,11 @@ import {
 export interface SvdLlmStats {
   /** Mean Gram matrix of the inputs, (1/T)·XᵀX, in×in (from {@link GramObserver}). */
   gram: Matrix64;
+  /**
+   * Its Cholesky factorisation, when already computed for another linear reading the same inputs (q/k/v,
+   * gate/up): reused instead of factoring again.
+   */
+  cholesky?: CholeskyResult;
 }
 
 /** Options of {@link compressSvdLlm}. */
@@ -76,7 +81,12 @@ export function compressSvdLlm(
       `svdllm compress: Gram matrix is ${g?.rows}×${g?.cols}, the weight ${m}×${n} needs ${n}×${n}`,
     );
   }
-  const { factor: l, shift, tries } = cholesky(g, { damping: opts.damping ?? "auto" });
+  const { factor: l, shift, tries } = stats.cholesky ?? cholesky(g, { damping: opts.damping ?? "auto" });
+  if (l.rows !== n) {
+    throw new ShapeError(
+      `svdllm compress: Cholesky factor is ${l.rows}×${l.cols}, the weight needs ${n}×${n}`,
+    );
+  }
   const wl = matmul64(toFloat64(w), l); // m×n
   const { u, s, vt } = svd(wl);
   const a = leftFactor(u, s, rank);

@@ -29,9 +29,10 @@ import { calibrationWindows } from "../calib/windows.ts";
 import { createSafetensorsWriter, type TensorPlan } from "../io/safetensors_writer.ts";
 import type { WritableDType } from "../io/dtype.ts";
 import type { Matrix } from "../linalg/matrix.ts";
-import { BLOCK_FIELD, type Linear, type LlamaBlock, loadBlock, loadHead } from "../model/llama.ts";
+import { cholesky, type CholeskyResult } from "../linalg/cholesky.ts";
+import { BLOCK_FIELD, type Linear, type LlamaBlock, loadBlock } from "../model/llama.ts";
 import { loadModel } from "../model/load.ts";
-import { LINEAR_NAMES, type LinearName, linearPrefix, SVD_A, SVD_B } from "../model/names.ts";
+import { EMBED, LINEAR_NAMES, type LinearName, linearPrefix, SVD_A, SVD_B } from "../model/names.ts";
 import { permuteQK } from "../model/rope.ts";
 import type { LlamaSpec } from "../model/spec.ts";
 import type { TensorReader } from "../io/tensor_reader.ts";
@@ -440,13 +441,12 @@ export async function compressModel(
     try {
       for (const name of copyPlan) await writer.write(name, await reader.read(name));
 
-      // Calibration streams.
-      const head = windows ? await loadHead(reader, spec) : undefined;
+      // Calibration streams: two separate buffers, both advanced in place. The embedding table is read for
+      // this alone and dropped at once (no lm_head, no cached head: they would stay for the whole run).
       const useOrig = windows !== undefined && (!sequential || update);
       const useComp = windows !== undefined && (sequential || update);
-      const orig: HiddenStates | undefined = useOrig ? embedWindows(spec, head!, windows!) : undefined;
-      // Two separate buffers: both streams are advanced in place.
-      let comp: HiddenStates | undefined = useComp ? embedWindows(spec, head!, windows!) : undefined;
+      const [orig, first] = windows ? await embedStreams(reader, spec, windows, useOrig, useComp) : [];
+      let comp: HiddenStates | undefined = first;
       emit({ stage: "calibrate", done: 1, total: 1 });
 
       const layerReports: LayerReport[] = [];
@@ -503,6 +503,9 @@ export async function compressModel(
         }
         // Factor each linear.
         const factored = new Map<LinearName, Factors & { updateShift?: number }>();
+        // One Cholesky per shared input (q/k/v, gate/up); each group's statistics are dropped after its last
+        // linear, so at most one Gram matrix and its factor are alive while a big linear is factored.
+        const choleskyOf = new Map<string, CholeskyResult>();
         for (const name of linears) {
           const prefix = linearPrefix(i, name);
           const rank = ranks[prefix];
@@ -519,7 +522,10 @@ export async function compressModel(
             f = compressAsvd(w, { absMean: o.mean(), absMax: o.max() }, rank, { alpha: opts.alpha });
           } else {
             const o = groups.get(INPUT_GROUP[name]) as GramObserver;
-            f = compressSvdLlm(w, { gram: o.gram() }, rank, { damping: opts.damping });
+            const chol = choleskyOf.get(INPUT_GROUP[name]) ??
+              cholesky(o.gram(), { damping: opts.damping ?? "auto" });
+            choleskyOf.set(INPUT_GROUP[name], chol);
+            f = compressSvdLlm(w, { gram: o.gram(), cholesky: chol }, rank, { damping: opts.damping });
             if (update) {
               const p = (updateGroups.get(INPUT_GROUP[name]) as GramObserver).gram();
               const u = updateA(f.b, { gram: p, cross: crossFromLayer(w, p) });
@@ -527,6 +533,11 @@ export async function compressModel(
             }
           }
           factored.set(name, f);
+          if (name === lastOf(linears, wanted, INPUT_GROUP[name])) {
+            groups.delete(INPUT_GROUP[name]);
+            updateGroups.delete(INPUT_GROUP[name]);
+            choleskyOf.delete(INPUT_GROUP[name]);
+          }
           layerReports.push(reportOf(prefix, f.report, f.updateShift));
           doneLayers++;
           const el = (performance.now() - tLayers) / 1000;
@@ -617,6 +628,32 @@ export async function compressModel(
   } finally {
     peak.stop();
   }
+}
+
+/** Embed the calibration windows once or twice (original / compressed streams) from a transient table. */
+async function embedStreams(
+  reader: TensorReader,
+  spec: LlamaSpec,
+  windows: readonly Int32Array[],
+  orig: boolean,
+  comp: boolean,
+): Promise<[HiddenStates | undefined, HiddenStates | undefined]> {
+  const table = { rows: spec.vocabSize, cols: spec.hiddenSize, data: await reader.read(EMBED) }; // vocab×hidden
+  return [
+    orig ? embedWindows(spec, table, windows) : undefined,
+    comp ? embedWindows(spec, table, windows) : undefined,
+  ];
+}
+
+/** The last linear of `order` (the factoring order) that is wanted and reads the inputs of `group`. */
+function lastOf(
+  order: readonly LinearName[],
+  wanted: Set<LinearName>,
+  group: string,
+): LinearName | undefined {
+  let last: LinearName | undefined;
+  for (const l of order) if (wanted.has(l) && INPUT_GROUP[l] === group) last = l;
+  return last;
 }
 
 function firstOf(wanted: Set<LinearName>, group: string): LinearName | undefined {

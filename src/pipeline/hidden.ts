@@ -19,7 +19,11 @@ export interface HiddenStates {
 }
 
 /** Embed calibration windows (equal lengths) into the residual stream entering block 0. */
-export function embedWindows(spec: LlamaSpec, head: LlamaHead, windows: readonly Int32Array[]): HiddenStates {
+export function embedWindows(
+  spec: LlamaSpec,
+  head: LlamaHead | Matrix,
+  windows: readonly Int32Array[],
+): HiddenStates {
   return { x: embed(head, spec, windows), samples: windows.length, seq: windows[0]?.length ?? 0 };
 }
 
