@@ -44,6 +44,7 @@ usage:
   cli.ts inspect MODEL                          per-layer shapes, ranks and singular-value spectra
   cli.ts merge IN OUT                           low-rank factors back to dense weights
 
+Every command takes --threads N|auto (numeric worker threads; default auto = the machine's cores).
 MODEL/IN is a .gguf file or a Hugging Face folder (config.json + model.safetensors + tokenizer.json).
 --ratio is the fraction of each linear's parameters REMOVED (SVD-LLM's convention, 0.2 keeps 80 %);
 --kept is the fraction KEPT (ASVD's parameter ratio). Give exactly one.`;
@@ -276,9 +277,22 @@ async function cmdDemo(): Promise<void> {
   );
 }
 
+/** `--threads N|auto` may stand anywhere; it sets the numeric worker threads (default: auto). */
+function takeThreads(argv: string[]): { threads: number | "auto"; rest: string[] } {
+  const i = argv.indexOf("--threads");
+  if (i < 0) return { threads: "auto", rest: argv };
+  const v = argv[i + 1];
+  const threads = v === "auto" ? "auto" : Number(v);
+  if (threads !== "auto" && !Number.isInteger(threads)) {
+    throw new Error(`--threads: expected a whole number or "auto", got ${JSON.stringify(v)}`);
+  }
+  return { threads, rest: [...argv.slice(0, i), ...argv.slice(i + 2)] };
+}
+
 async function main(argv: string[]): Promise<number> {
-  const [cmd, ...rest] = argv;
-  await initLinalg();
+  const { threads, rest: args } = takeThreads(argv);
+  const [cmd, ...rest] = args;
+  await initLinalg({ threads });
   try {
     switch (cmd) {
       case "demo":

@@ -5,9 +5,10 @@
  *
  * Speed: the 2q + 1 products of the range finder dominate. They only have to find the dominant subspace (an
  * error δ in the basis moves the σ and the Eckart–Young error by O(δ²)), so for float32 input they run in
- * float32 SGEMM. The tall-skinny blocks are re-orthonormalised by CholeskyQR (one pass between products,
- * with a float32 Gram in the float32 path; two float64 passes for the final basis Q), falling back to
- * Householder QR when the Gram matrix is not numerically positive definite. The projection QᵀA, whose
+ * float32 SGEMM (opt-in for float64 input, `sketch`). The tall-skinny blocks are re-orthonormalised by
+ * CholeskyQR (one pass between products, with a float32 Gram in the float32 path; the final basis Q is
+ * brought to float64 orthonormality by a second pass), falling back to Householder QR when the Gram matrix
+ * is not numerically positive definite. The projection QᵀA, whose
  * rounding reaches the σ to first order, runs in the input's precision; the small SVD and U = Q·Ũ in float64.
  *
  * @module
@@ -130,6 +131,7 @@ export function truncate(res: SvdResult, k: number): SvdResult {
  * good enough to multiply by A again, orthonormal to ~κ(Y)²·ε; 2: orthonormal to ~ε when κ(Y)²·ε ≲ 1).
  * Falls back to Householder QR when the Gram matrix is numerically singular (rank-deficient or
  * ill-conditioned Y) or the first pass left Q too far from orthonormal for the second to repair.
+ * Used by {@link svdTruncated}; exported for its tests.
  */
 export function orthonormalize(y: Matrix64, passes: number): Matrix64 {
   let x = y;
@@ -177,7 +179,7 @@ function maxOffIdentity(g: Matrix64): number {
   return err;
 }
 
-/** L⁻¹ of a lower-triangular `l: n×n` with non-zero diagonal (lower triangular, by forward substitution). */
+/** L⁻¹ of a lower-triangular `lm: n×n` with non-zero diagonal (lower triangular, by forward substitution). */
 function invertLower(lm: Matrix64): Matrix64 {
   const n = lm.rows, L = lm.data, inv = new Float64Array(n * n);
   // Column j of L⁻¹ solves L·x = e_j; x_i = 0 for i < j.
