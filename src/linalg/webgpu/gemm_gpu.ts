@@ -9,11 +9,12 @@
  *
  * @example
  * ```ts
- * import { gpuAvailable, matmulGpu } from "./gemm_gpu.ts";
+ * import { closeGpu, gpuAvailable, matmulGpu } from "./gemm_gpu.ts";
  * import { matrix } from "../matrix.ts";
  * if (await gpuAvailable()) {
  *   const a = matrix(2, 2, new Float32Array([1, 2, 3, 4]));
  *   const c = await matmulGpu(a, a, { transB: true }); // [5, 11, 11, 25]
+ *   await closeGpu(); // release the device when done
  * }
  * ```
  *
