@@ -9,7 +9,11 @@
 export class FormatError extends Error {
   /** Where the bad input came from: a path, URL or blob name. */
   readonly source: string;
-  /** @param source the path, URL or blob name  @param message what is wrong, and where in the input */
+  /**
+   * Make a FormatError; the message is prefixed with the source.
+   * @param source the path, URL or blob name
+   * @param message what is wrong, and where in the input
+   */
   constructor(source: string, message: string) {
     super(`${source}: ${message}`);
     this.name = "FormatError";
@@ -19,7 +23,10 @@ export class FormatError extends Error {
 
 /** A matrix or tensor has the wrong shape for the operation asked of it. */
 export class ShapeError extends Error {
-  /** @param message the operation, the shapes given and the shapes expected */
+  /**
+   * Make a ShapeError.
+   * @param message the operation, the shapes given and the shapes expected
+   */
   constructor(message: string) {
     super(message);
     this.name = "ShapeError";
@@ -28,7 +35,10 @@ export class ShapeError extends Error {
 
 /** Values that cannot be computed with: NaN/Inf inputs, a Gram matrix that damping could not repair. */
 export class NumericError extends Error {
-  /** @param message what was non-finite or singular, and where */
+  /**
+   * Make a NumericError.
+   * @param message what was non-finite or singular, and where
+   */
   constructor(message: string) {
     super(message);
     this.name = "NumericError";
@@ -37,7 +47,10 @@ export class NumericError extends Error {
 
 /** An option given by the user is out of range or inconsistent (a ratio outside (0, 1), a rank that saves nothing). */
 export class OptionError extends Error {
-  /** @param message which option, the value given and the range accepted */
+  /**
+   * Make an OptionError.
+   * @param message which option, the value given and the range accepted
+   */
   constructor(message: string) {
     super(message);
     this.name = "OptionError";

@@ -59,6 +59,7 @@ if (!args.includes("--no-static") && !only) {
       ["deno lint", ["lint"]],
       ["deno fmt --check", ["fmt", "--check"]],
       ["deno check", ["check", "mod.ts", "cli.ts", "src/", "bench/", "examples/"]],
+      ["deno doc --lint", ["doc", "--lint", "mod.ts"]],
     ]
   ) {
     console.log(`\n=== ${label} ===`);

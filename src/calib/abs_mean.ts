@@ -30,7 +30,11 @@ export class AbsMeanObserver implements Observer {
   #max: Float64Array;
   #tokens = 0;
 
-  /** @param layer name used in errors  @param cols the layer's input features */
+  /**
+   * Observe the inputs of one layer.
+   * @param layer name used in errors
+   * @param cols the layer's input features
+   */
   constructor(layer: string, cols: number) {
     if (!Number.isInteger(cols) || cols < 1) throw new ShapeError(`observe ${layer}: invalid width ${cols}`);
     this.layer = layer;

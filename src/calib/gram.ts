@@ -33,6 +33,7 @@ export class GramObserver implements Observer {
   #precision: GramOptions["precision"];
 
   /**
+   * Observe the inputs of one layer.
    * @param layer name used in errors
    * @param cols the layer's input features
    * @param opts `precision` of the per-batch products (default "float32-blocks": float32 sums over 256 tokens
