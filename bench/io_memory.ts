@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { fillUniform } from "../src/linalg/random.ts";
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -39,19 +40,6 @@ export interface ReadMemoryReport {
   readSeconds: number;
 }
 
-/** Fill `out` with pseudo-random values in [-1, 1) (xorshift; cheap, so the benchmark measures io). */
-function fillRandom(out: Float32Array, seed: number): void {
-  let s = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < out.length; i++) {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    out[i] = (s / 2147483648) - 1;
-  }
-}
-
 /** A synchronous full garbage collection, if the runtime exposes one. */
 function findGc(): (() => void) | undefined {
   const g = globalThis as { gc?: () => void; Bun?: { gc(force: boolean): void } };
@@ -80,7 +68,7 @@ export async function measureReadMemory(fileBytes: number, tensors: number): Pro
     try {
       const buf = new Float32Array(rows * cols); // one tensor's buffer, reused: the file is never in memory
       for (const [i, t] of plan.entries()) {
-        fillRandom(buf, i + 1);
+        fillUniform(buf, i + 1);
         await w.write(t.name, buf);
       }
       await w.close();

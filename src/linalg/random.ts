@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Matrix64 } from "./matrix.ts";
+import type { FloatArray, Matrix64 } from "./matrix.ts";
 
 /** A seeded stream of random numbers. */
 export interface Rng {
@@ -67,4 +67,28 @@ export function randomNormal(rows: number, cols: number, rng: Rng): Matrix64 {
   const data = new Float64Array(rows * cols);
   for (let i = 0; i < data.length; i++) data[i] = rng.normal();
   return { rows, cols, data };
+}
+
+/**
+ * Fill `out` with cheap, deterministic pseudo-random values in [−scale, scale) from a 32-bit xorshift stream:
+ * the same values on every runtime, for tests, fixtures and benchmarks (not for statistics; see
+ * {@link createRng}).
+ *
+ * @example
+ * ```ts
+ * import { fillUniform } from "./random.ts";
+ * const x = fillUniform(new Float32Array(4), 7); // four values in [−1, 1)
+ * ```
+ */
+export function fillUniform<T extends FloatArray>(out: T, seed: number, scale = 1): T {
+  let s = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < out.length; i++) {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    out[i] = ((s / 4294967296) * 2 - 1) * scale;
+  }
+  return out;
 }

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { fillUniform } from "../../src/linalg/random.ts";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -99,17 +100,7 @@ export async function startRangeServer(): Promise<RangeServer> {
 
 /** Deterministic pseudo-random float32 values in [-scale, scale) (xorshift; reproducible across runtimes). */
 export function randomFloats(n: number, seed = 1, scale = 1): Float32Array {
-  const out = new Float32Array(n);
-  let s = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    out[i] = ((s / 4294967296) * 2 - 1) * scale;
-  }
-  return out;
+  return fillUniform(new Float32Array(n), seed, scale);
 }
 
 /** Product of a shape's dimensions (1 for a scalar). */

@@ -1,25 +1,13 @@
 import { test } from "node:test";
+import { fillUniform as fill } from "../../src/linalg/random.ts";
 import assert from "node:assert/strict";
 import { gemmInto, matmul, matmul64 } from "../../src/linalg/gemm.ts";
 import { closeLinalg, initLinalg, linalgInfo } from "../../src/linalg/backend.ts";
 import { THREAD_MIN_WORK } from "../../src/linalg/wasm/gemm_wasm.ts";
-import { type FloatArray, matrix, matrix64 } from "../../src/linalg/matrix.ts";
+import { matrix, matrix64 } from "../../src/linalg/matrix.ts";
 import { OptionError } from "../../src/errors.ts";
 import { canBlock, type Job, ThreadPool } from "../../src/linalg/threads/pool.ts";
 import { wasmRuntime } from "../../src/linalg/wasm/runtime.ts";
-
-function fill<T extends FloatArray>(out: T, seed: number): T {
-  let s = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < out.length; i++) {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
-}
 
 // Row splits (m ≥ n) and column splits (n > m), sizes that are not multiples of the 4×8 tile, all transposes.
 const SHAPES: [number, number, number][] = [[263, 129, 131], [97, 389, 113], [256, 256, 64], [61, 1031, 67]];

@@ -1,23 +1,11 @@
 import { test } from "node:test";
+import { fillUniform as fill } from "../../src/linalg/random.ts";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { closeGpu, gpuAvailable, matmulGpu } from "../../src/linalg/webgpu/gemm_gpu.ts";
 import { matmul, matmulAsync } from "../../src/linalg/gemm.ts";
 import { matrix } from "../../src/linalg/matrix.ts";
 import { ShapeError } from "../../src/errors.ts";
-
-function fill(out: Float32Array, seed: number): Float32Array {
-  let s = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < out.length; i++) {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
-}
 
 test("matmulAsync: the CPU result for small products, the GPU one when forced", async () => {
   const a = matrix(33, 20, fill(new Float32Array(660), 1));
