@@ -16,6 +16,16 @@
 
 #define EXPORT(name) __attribute__((export_name(name)))
 
+// v128.load with a constant offset in the instruction's memarg. clang 14 never folds constant offsets into
+// wasm32 memargs (it cannot prove the i32 add does not wrap), so `p + 4` costs an i32.add that V8 turns into
+// one extra x64 instruction per load; in the micro-kernels that front-end work measured ~20 % of the loop.
+#define LDO(p, off)                                                                                  \
+  ({                                                                                                 \
+    v128_t r_;                                                                                       \
+    __asm__("local.get %1\n\tv128.load %2\n\tlocal.set %0" : "=r"(r_) : "r"(p), "i"(off)); \
+    r_;                                                                                              \
+  })
+
 // ---------------------------------------------------------------- float32
 
 #define SMR 4
@@ -154,10 +164,9 @@ static inline void skernel(int kc, const float* a, const float* b, float* c, lon
   v128_t c00 = wasm_f32x4_splat(0), c01 = c00, c10 = c00, c11 = c00;
   v128_t c20 = c00, c21 = c00, c30 = c00, c31 = c00;
   for (int p = 0; p < kc; p++) {
-    v128_t b0 = wasm_v128_load(b);
-    v128_t b1 = wasm_v128_load(b + 4);
-    // One load and four register shuffles measured faster than four load-splats.
-    v128_t av = wasm_v128_load(a);
+    v128_t b0 = LDO(b, 0);
+    v128_t b1 = LDO(b, 16);
+    v128_t av = LDO(a, 0);
     v128_t a0 = wasm_i32x4_shuffle(av, av, 0, 0, 0, 0);
     v128_t a1 = wasm_i32x4_shuffle(av, av, 1, 1, 1, 1);
     v128_t a2 = wasm_i32x4_shuffle(av, av, 2, 2, 2, 2);
@@ -314,6 +323,102 @@ void sgemm(int ta, int tb, int m, int n, int k, float alpha, const float* A, int
   }
 }
 
+// ---------------------------------------------------------------- Gram (float32 blocks into float64)
+
+// Tokens per float32 partial product: XᵀX of each run of SGB rows is summed in float32 (the micro-kernel),
+// then added into the float64 accumulator. Part of the documented precision of "float32-blocks".
+#define SGB 256
+
+// Add scale · tile (MR×NR float32, row stride SNR) into G (float64, row stride ldg) at rows i0.., columns
+// j0.., only where column ≥ row (the upper triangle; nothing below the diagonal is written).
+static void sgram_tile_add(const float* tile, int i0, int j0, int mr, int nr, double scale, double* G, long ldg) {
+  v128_t vs = wasm_f64x2_splat(scale);
+  for (int r = 0; r < mr; r++) {
+    int i = i0 + r;
+    double* g = G + (long)i * ldg + j0;
+    const float* t = tile + r * SNR;
+    if (nr == SNR && i <= j0) {
+      v128_t lo = wasm_v128_load(t), hi = wasm_v128_load(t + 4);
+      wasm_v128_store(g, wasm_f64x2_add(wasm_v128_load(g), wasm_f64x2_mul(vs, wasm_f64x2_promote_low_f32x4(lo))));
+      v128_t lo2 = wasm_i32x4_shuffle(lo, lo, 2, 3, 2, 3), hi2 = wasm_i32x4_shuffle(hi, hi, 2, 3, 2, 3);
+      wasm_v128_store(g + 2,
+                      wasm_f64x2_add(wasm_v128_load(g + 2), wasm_f64x2_mul(vs, wasm_f64x2_promote_low_f32x4(lo2))));
+      wasm_v128_store(g + 4,
+                      wasm_f64x2_add(wasm_v128_load(g + 4), wasm_f64x2_mul(vs, wasm_f64x2_promote_low_f32x4(hi))));
+      wasm_v128_store(g + 6,
+                      wasm_f64x2_add(wasm_v128_load(g + 6), wasm_f64x2_mul(vs, wasm_f64x2_promote_low_f32x4(hi2))));
+    } else {
+      for (int c = i > j0 ? i - j0 : 0; c < nr; c++) g[c] += scale * (double)t[c];
+    }
+  }
+}
+
+// Scratch floats sgram_acc needs (the same blocks as sgemm).
+EXPORT("sgram_work_size") int sgram_work_size(void) {
+  return sgemm_work_size();
+}
+
+// G += scale · XᵀX on the upper triangle (column ≥ row), for columns [c0, c1) only (threads split there):
+//   X: t×n float32, row stride ldx; G: n×n float64, row stride n; below-diagonal entries are not touched.
+// Each block of SGB tokens is one float32 product (the 4×8 micro-kernel over packed panels, tiles wholly
+// below the diagonal skipped: half the flops of a GEMM), added into G in float64.
+EXPORT("sgram_acc")
+void sgram_acc(int n, int t, const float* X, int ldx, double scale, double* G, int c0, int c1, float* work) {
+  float* pa = work;
+  float* pb = pa + SMC * SKC;
+  float* tile = pb + SKC * SNC;
+  for (int t0 = 0; t0 < t; t0 += SGB) {
+    int kc = t - t0 < SGB ? t - t0 : SGB;
+    const float* xb = X + (long)t0 * ldx;
+    for (int jc = c0; jc < c1; jc += SNC) {
+      int nc = c1 - jc < SNC ? c1 - jc : SNC;
+      spack_b(0, xb + jc, ldx, kc, nc, pb);
+      int rows = jc + nc; // rows 0..jc+nc-1 meet the upper triangle of these columns
+      for (int ic = 0; ic < rows; ic += SMC) {
+        int mc = rows - ic < SMC ? rows - ic : SMC;
+        spack_a(1, xb + ic, ldx, mc, kc, pa);
+        for (int jr = 0; jr < nc; jr += SNR) {
+          int nr = nc - jr < SNR ? nc - jr : SNR;
+          int j0 = jc + jr;
+          const float* bp = pb + (long)jr * kc;
+          for (int ir = 0; ir < mc; ir += SMR) {
+            int i0 = ic + ir;
+            if (i0 > j0 + nr - 1) break; // this tile and the ones below it lie under the diagonal
+            int mr = mc - ir < SMR ? mc - ir : SMR;
+            skernel(kc, pa + (long)ir * kc, bp, tile, SNR, 1.0f, 0.0f);
+            sgram_tile_add(tile, i0, j0, mr, nr, scale, G, n);
+          }
+        }
+      }
+    }
+  }
+}
+
+// The upper triangle (column ≥ row) of G (n×n float64) times keep: a running mean's rescale before a batch.
+EXPORT("dscale_upper")
+void dscale_upper(int n, double* G, double keep) {
+  for (int i = 0; i < n; i++) {
+    double* g = G + (long)i * n;
+    for (int j = i; j < n; j++) g[j] *= keep;
+  }
+}
+
+// G (n×n float64): the upper triangle mirrored into the lower one (exactly symmetric), in 32×32 blocks so
+// both the row-wise reads and the column-wise writes stay in cache.
+EXPORT("dsym_upper")
+void dsym_upper(int n, double* G) {
+  const int B = 32;
+  for (int i0 = 0; i0 < n; i0 += B) {
+    int i1 = i0 + B < n ? i0 + B : n;
+    for (int j0 = i0; j0 < n; j0 += B) {
+      int j1 = j0 + B < n ? j0 + B : n;
+      for (int i = i0; i < i1; i++) {
+        for (int j = (j0 > i + 1 ? j0 : i + 1); j < j1; j++) G[(long)j * n + i] = G[(long)i * n + j];
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------- float64
 
 #define DMR 4
@@ -420,10 +525,10 @@ static inline void dkernel(int kc, const double* a, const double* b, double* c, 
   v128_t c00 = wasm_f64x2_splat(0), c01 = c00, c10 = c00, c11 = c00;
   v128_t c20 = c00, c21 = c00, c30 = c00, c31 = c00;
   for (int p = 0; p < kc; p++) {
-    v128_t b0 = wasm_v128_load(b);
-    v128_t b1 = wasm_v128_load(b + 2);
-    v128_t a01 = wasm_v128_load(a);
-    v128_t a23 = wasm_v128_load(a + 2);
+    v128_t b0 = LDO(b, 0);
+    v128_t b1 = LDO(b, 16);
+    v128_t a01 = LDO(a, 0);
+    v128_t a23 = LDO(a, 16);
     v128_t a0 = wasm_i64x2_shuffle(a01, a01, 0, 0);
     v128_t a1 = wasm_i64x2_shuffle(a01, a01, 1, 1);
     v128_t a2 = wasm_i64x2_shuffle(a23, a23, 0, 0);

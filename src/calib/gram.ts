@@ -58,10 +58,7 @@ export class GramObserver implements Observer {
     if (x.rows === 0) return;
     const total = this.#tokens + x.rows;
     // Rescale the mean so far, then add the batch with weight 1/total: G stays the mean over all tokens.
-    const keep = this.#tokens / total;
-    const g = this.#g.data;
-    if (keep !== 1) { for (let i = 0; i < g.length; i++) g[i] *= keep; }
-    gramAccumulate(this.#g, x, 1 / total, { precision: this.#precision });
+    gramAccumulate(this.#g, x, 1 / total, { precision: this.#precision, keep: this.#tokens / total });
     this.#tokens = total;
   }
 

@@ -7,8 +7,9 @@
 import { NumericError, ShapeError } from "../errors.ts";
 import { checkFinite } from "./factor_kernels.ts";
 import type { FloatArray, Matrix, Matrix64 } from "./matrix.ts";
-import { activeBackend } from "./backend.ts";
-import { wasmRuntime } from "./wasm/runtime.ts";
+import { activeBackend, activePool } from "./backend.ts";
+import { type WasmRuntime, wasmRuntime } from "./wasm/runtime.ts";
+import type { Job, ThreadPool } from "./threads/pool.ts";
 import { gemmInto } from "./gemm.ts";
 
 /** Tokens per WASM chunk: bounds the float64 copy of x (n = 4096 → 64 MiB). */
@@ -26,12 +27,22 @@ export interface GramOptions {
    * 256·2⁻²⁴ per block at worst.
    */
   precision?: "float64" | "float32-blocks";
+  /**
+   * Scale of G's prior values (default 1): G ← keep·G + scale·XᵀX, so a running mean rescales in the same
+   * pass instead of a separate sweep over n² values.
+   */
+  keep?: number;
 }
 
+/** Below this many multiply-adds (tokens·n²/2) one thread accumulates; above, the pool's threads share G. */
+const GRAM_THREAD_MIN_WORK = 1 << 22;
+
 /**
- * G += scale·XᵀX, accumulated in float64. Shapes: `g: n×n` (symmetric; both triangles are updated),
- * `x: tokens×n` (float32 or float64). Uses the WASM DGEMM when loaded.
- * Throws ShapeError on mismatched shapes and NumericError on non-finite `x` or `scale`.
+ * G ← keep·G + scale·XᵀX, accumulated in float64. Shapes: `g: n×n` (symmetric: G stays exactly symmetric),
+ * `x: tokens×n` (float32 or float64). Uses the WASM kernels when loaded: for "float32-blocks" a triangular
+ * kernel (the upper triangle only, half the flops, float32 sums per 256 tokens added into float64, then
+ * mirrored), otherwise DGEMM. Throws ShapeError on mismatched shapes and NumericError on non-finite `x`,
+ * `scale` or `keep`.
  *
  * @example
  * ```ts
@@ -52,14 +63,24 @@ export function gramAccumulate(
     throw new ShapeError(`gramAccumulate: g is ${g.rows}×${g.cols}, x is ${t}×${n}: g must be ${n}×${n}`);
   }
   if (!Number.isFinite(scale)) throw new NumericError(`gramAccumulate: scale ${scale} is not finite`);
+  const keep = opts.keep ?? 1;
+  if (!Number.isFinite(keep)) throw new NumericError(`gramAccumulate: keep ${keep} is not finite`);
   checkFinite(x, "gramAccumulate");
-  if (t === 0 || n === 0 || scale === 0) return;
-  if (opts.precision === "float32-blocks" && x.data instanceof Float32Array) {
+  if (n === 0) return;
+  const rt = wasmRuntime();
+  const wasm = rt && activeBackend() === "wasm";
+  if (opts.precision === "float32-blocks" && x.data instanceof Float32Array && t > 0 && scale !== 0) {
+    if (wasm && rt.has("sgram_acc")) {
+      gramFloat32BlocksWasm(rt, g.data, x.data, t, n, scale, keep, activePool());
+      return;
+    }
+    scaleInPlace(g.data, keep);
     gramFloat32Blocks(g.data, x.data, t, n, scale);
     return;
   }
-  const rt = wasmRuntime();
-  if (rt && activeBackend() === "wasm" && rt.has("dgemm") && n >= 32) {
+  scaleInPlace(g.data, keep);
+  if (t === 0 || scale === 0) return;
+  if (wasm && rt.has("dgemm") && n >= 32) {
     rt.scoped((s) => {
       const pg = s.putF64(g.data);
       const rows = Math.min(t, CHUNK);
@@ -78,6 +99,62 @@ export function gramAccumulate(
   gramTs(g.data, x.data, t, n, scale);
 }
 
+function scaleInPlace(g: Float64Array, keep: number): void {
+  if (keep !== 1) { for (let i = 0; i < g.length; i++) g[i] *= keep; }
+}
+
+/**
+ * Column ranges [c0, c1) of G's upper triangle with equal areas (∝ c1² − c0²), in whole micro-tiles (8
+ * columns): one per thread, each writing only its own columns.
+ */
+export function gramColumnSplit(n: number, parts: number): [number, number][] {
+  const out: [number, number][] = [];
+  let c0 = 0;
+  for (let p = 1; p <= parts && c0 < n; p++) {
+    const c1 = p === parts ? n : Math.min(n, Math.ceil(n * Math.sqrt(p / parts) / 8) * 8);
+    if (c1 > c0) out.push([c0, c1]);
+    c0 = c1;
+  }
+  return out;
+}
+
+/** The WASM "float32-blocks" path: G copied in, `sgram_acc` over chunks of x (threads split columns), mirrored, copied out. */
+function gramFloat32BlocksWasm(
+  rt: WasmRuntime,
+  g: Float64Array,
+  x: Float32Array,
+  t: number,
+  n: number,
+  scale: number,
+  keep: number,
+  pool: ThreadPool | null,
+): void {
+  rt.scoped((s) => {
+    const pg = s.putF64(g);
+    if (keep !== 1) rt.fn("dscale_upper")(n, pg, keep);
+    const rows = Math.min(t, CHUNK);
+    const px = s.allocF32(rows * n);
+    const threads = pool && rows * n * n / 2 >= GRAM_THREAD_MIN_WORK ? pool.size : 1;
+    const workLen: number = rt.fn("sgram_work_size")();
+    const split = gramColumnSplit(n, threads);
+    const works = split.map(() => s.allocF32(workLen));
+    const acc = rt.fn("sgram_acc");
+    for (let t0 = 0; t0 < t; t0 += CHUNK) {
+      const tc = Math.min(CHUNK, t - t0);
+      rt.f32(px, tc * n).set(x.subarray(t0 * n, (t0 + tc) * n));
+      const jobs: Job[] = split.map(([c0, c1], i) => ({
+        fn: "sgram_acc",
+        args: [n, tc, px, n, scale, pg, c0, c1, works[i]],
+      }));
+      if (jobs.length > 1 && pool) pool.run(jobs);
+      else for (const j of jobs) acc(...j.args);
+    }
+    rt.fn("dsym_upper")(n, pg);
+    g.set(rt.f64(pg, n * n));
+  });
+}
+
+/** The TypeScript "float32-blocks" path: float32 GEMM per 256 tokens, symmetrised into float64. */
 function gramFloat32Blocks(g: Float64Array, x: Float32Array, t: number, n: number, scale: number): void {
   const c: Matrix = { rows: n, cols: n, data: new Float32Array(n * n) };
   for (let t0 = 0; t0 < t; t0 += F32_BLOCK) {
