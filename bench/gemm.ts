@@ -5,7 +5,7 @@
  * the Gram accumulation XᵀX ("float32-blocks", as calibration runs it), each against numpy in the same run.
  *
  * Usage: `deno run -A bench/gemm.ts [sizes…] [--quick]` (or `bun bench/gemm.ts`; WebGPU only where
- * `navigator.gpu` exists). `--quick` skips the large forward-pass shapes. Times are the best of a few
+ * `navigator.gpu` exists). `--quick` skips the largest shapes, `--square` runs only the square table. Times are the best of a few
  * repetitions after a warm-up and include copying operands into and out of wasm memory.
  * Goals (issue): wasm 1 thread ≥ 0.23× numpy 1 thread; wasm 2 workers ≥ 1.6× wasm 1 thread.
  *
@@ -24,6 +24,8 @@ import { type Matrix, matrix, matrix64 } from "../src/linalg/matrix.ts";
 /** Matrix sizes: the command-line arguments, or 1024 and 2048. */
 const SIZES = process.argv.slice(2).map(Number).filter((n) => n > 0);
 const QUICK = process.argv.includes("--quick");
+/** `--square`: only the square float32 table (the issue's goals), not the shapes and the Gram. */
+const SQUARE_ONLY = process.argv.includes("--square");
 if (SIZES.length === 0) SIZES.push(1024, 2048);
 
 function random(n: number, cols = n): Matrix {
@@ -139,7 +141,7 @@ interface Shape {
   transB: boolean;
   f64?: boolean;
 }
-const shapes: Shape[] = [
+const shapes: Shape[] = SQUARE_ONLY ? [] : [
   { label: "f64 A·B 512", m: 512, k: 512, n: 512, transB: false, f64: true },
   { label: "f64 A·B 1024", m: 1024, k: 1024, n: 1024, transB: false, f64: true },
   { label: "attn Q·Kᵀ 256×32·32×256", m: 256, k: 32, n: 256, transB: true },
@@ -149,8 +151,14 @@ const shapes: Shape[] = [
   { label: "X·Wᵀ 16384×688·688×256", m: 16384, k: 688, n: 256, transB: true },
   { label: "X·Wᵀ 256×4096·4096×4096", m: 256, k: 4096, n: 4096, transB: true },
 ];
-if (!QUICK) shapes.push({ label: "X·Wᵀ 256×4096·4096×11008", m: 256, k: 4096, n: 11008, transB: true });
-const grams = [{ t: 16384, n: 256 }, { t: 16384, n: 688 }, ...(QUICK ? [] : [{ t: 4096, n: 4096 }])];
+if (!QUICK && !SQUARE_ONLY) {
+  shapes.push({ label: "X·Wᵀ 256×4096·4096×11008", m: 256, k: 4096, n: 11008, transB: true });
+}
+const grams = SQUARE_ONLY ? [] : [
+  { t: 16384, n: 256 },
+  { t: 16384, n: 688 },
+  ...(QUICK ? [] : [{ t: 4096, n: 4096 }]),
+];
 
 const cases = [
   ...shapes.map(({ m, k, n, transB, f64 }) => ({
@@ -164,17 +172,19 @@ const cases = [
     expr: "a.T @ a",
   })),
 ];
-const npS1 = numpyTimes(cases, 1);
+const npS1 = cases.length ? numpyTimes(cases, 1) : null;
 const line = (label: string, flops: number, w1: number, w2: number | null, np: number | undefined) => {
   const g = (s: number | null | undefined) => (s == null ? "—" : (flops / s / 1e9).toFixed(1)).padStart(8);
   const ratio = np ? (np / w1).toFixed(2).padStart(7) : "      —";
   console.log(`${label.padEnd(32)}${g(w1)}${g(w2)}${g(np)}${ratio}`);
 };
-console.log(
-  `\n${"GFLOP/s (2·m·n·k)".padEnd(32)}${"wasm 1t".padStart(8)}${"wasm 2t".padStart(8)}${
-    "numpy 1t".padStart(8)
-  }${"ratio".padStart(7)}`,
-);
+if (!SQUARE_ONLY) {
+  console.log(
+    `\n${"GFLOP/s (2·m·n·k)".padEnd(32)}${"wasm 1t".padStart(8)}${"wasm 2t".padStart(8)}${
+      "numpy 1t".padStart(8)
+    }${"ratio".padStart(7)}`,
+  );
+}
 for (let i = 0; i < shapes.length; i++) {
   const { label, m, k, n, transB, f64 } = shapes[i];
   const big = 2 * m * n * k > 2e10;
@@ -193,7 +203,11 @@ for (let i = 0; i < shapes.length; i++) {
   await closeLinalg();
   line(label, 2 * m * n * k, w1, w2, npS1?.[i]);
 }
-console.log("(ratio: wasm 1 thread / numpy 1 thread; numpy computes a.T @ a for the Gram rows: a full GEMM)");
+if (!SQUARE_ONLY) {
+  console.log(
+    "(ratio: wasm 1 thread / numpy 1 thread; numpy computes a.T @ a for the Gram rows: a full GEMM)",
+  );
+}
 for (let i = 0; i < grams.length; i++) {
   const { t, n } = grams[i];
   const x = random(t, n);

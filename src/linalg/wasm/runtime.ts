@@ -299,6 +299,7 @@ function warmUp(rt: Runtime): void {
       rt.fn("sgemm")(0, 1, n, n, k, 1, a, k, a, k, 0, c, n, w);
       rt.fn("dgemm")(1, 0, n, n, k / 2, 1, a, n, a, n, 0, c, n, w);
       rt.fn("sgemm")(0, i & 1, 1, n, k, 1, a, k, a, i & 1 ? k : n, 0, c, n, w); // the m = 1 path
+      if (rt.has("sgram_acc")) rt.fn("sgram_acc")(n, k, a, n, 1, c, 0, n, w); // Gram: its own kernel copy
     }
   });
 }
