@@ -15,6 +15,7 @@
  * @module
  */
 import { NumericError } from "../errors.ts";
+import { bidiagonalDc, bidiagonalDcScratch } from "./bidiag_dc.ts";
 import {
   checkFinite,
   formBlocked,
@@ -83,7 +84,11 @@ function svdTall(m: number, n: number, src: FloatArray): SvdResult {
   const batch = rotationBatchSize(capRot, capSweeps);
   const blockF64 = m * NB + 2 * m * NB + 2 * NB * NB + Workspace.gemmScratch();
   const lw = padLd(n), lu = padLd(m), lv = padLd(n);
-  const ws = new Workspace(m * lw + n * lu + n * lv + 2 * m + n + 2 * batch.f64 + blockF64, 2 * batch.i32);
+  const dcF64 = n >= DC_MIN ? 3 * n * n + m * n + bidiagonalDcScratch(n) : 0;
+  const ws = new Workspace(
+    m * lw + n * lu + n * lv + 2 * m + n + 2 * batch.f64 + blockF64 + dcF64,
+    2 * batch.i32,
+  );
   try {
     return svdTallIn(ws, m, n, src, capRot, capSweeps, lw, lu, lv);
   } finally {
@@ -154,6 +159,7 @@ function svdTallIn(
   const rightVec = (k: number, i: number) => w[k * lw + k + 1 + i];
   formBlocked(ws, vt, lv, n, n - 1, 1, NB, y, tmp, tb, g, rtau, rightVec, (k) => n - k - 1);
 
+  if (n >= DC_MIN) return fromDc(ws, m, n, d, e, ut, lu, vt, lv, amax);
   bidiagonalQr(d, e, ws, ubatch, vbatch);
 
   // Signs, then descending order.
@@ -166,6 +172,40 @@ function svdTallIn(
     const row = vt.subarray(src * lv, src * lv + n);
     if (d[src] < 0) { for (let j = 0; j < n; j++) vto[q * n + j] = -row[j]; }
     else vto.set(row, q * n);
+  }
+  return { u: { rows: m, cols: n, data: u }, s, vt: { rows: n, cols: n, data: vto } };
+}
+
+/** From this order on, the bidiagonal SVD is divide and conquer (fewer flops, and most of them DGEMM). */
+const DC_MIN = 48;
+
+/**
+ * Finish with the divide-and-conquer bidiagonal SVD B = Ub·Σ·Wbᵀ: U = Q·Ub and Vᵀ = Wbᵀ·Pᵀ, where
+ * `ut` = Qᵀ (n×m) and `vt` = Pᵀ (n×n) were formed from the reflectors. σ come out ≥ 0; sorted here.
+ */
+function fromDc(
+  ws: Workspace,
+  m: number,
+  n: number,
+  d: Float64Array,
+  e: Float64Array,
+  ut: Float64Array,
+  lu: number,
+  vt: Float64Array,
+  lv: number,
+  amax: number,
+): SvdResult {
+  const ub = ws.f64(n * n), wb = ws.f64(n * n), uo = ws.f64(m * n), vo = ws.f64(n * n);
+  bidiagonalDc(ws, d, e, ub, wb, ws.f64(bidiagonalDcScratch(n)));
+  ws.gemm(true, false, m, n, n, 1, ut, 0, lu, ub, 0, n, 0, uo, 0, n);
+  ws.gemm(true, false, n, n, n, 1, wb, 0, n, vt, 0, lv, 0, vo, 0, n);
+  const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => d[y] - d[x]);
+  const s = new Float64Array(n), u = new Float64Array(m * n), vto = new Float64Array(n * n);
+  for (let q = 0; q < n; q++) {
+    const src = order[q];
+    s[q] = d[src] * amax;
+    for (let i = 0; i < m; i++) u[i * n + q] = uo[i * n + src];
+    vto.set(vo.subarray(src * n, src * n + n), q * n);
   }
   return { u: { rows: m, cols: n, data: u }, s, vt: { rows: n, cols: n, data: vto } };
 }
