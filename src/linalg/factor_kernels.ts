@@ -698,7 +698,8 @@ export const NB = 32;
 /**
  * X ← X·H_{count−1}·…·H_0 for reflectors k = 0..count−1 acting on coordinates k+shift.. of the rows of
  * `x` (rows × ld); reflector k's vector entry i (i ≥ 1) is `vec(k, i)`, its length `len(k)`. Rows below
- * k+shift are untouched by reflector k (X starts as [I 0]), so each block only updates rows ≥ its start.
+ * k+shift are untouched by reflector k when X starts as [I 0], so each block only updates rows ≥ its start;
+ * `allRows` drops that shortcut (any starting X).
  */
 export function formBlocked(
   ws: Workspace,
@@ -715,6 +716,7 @@ export function formBlocked(
   taus: Float64Array,
   vec: (k: number, i: number) => number,
   len: (k: number) => number,
+  allRows = false,
 ): void {
   for (let k1 = count; k1 > 0; k1 -= nb) {
     const k0 = Math.max(0, k1 - nb), b = k1 - k0, span = len(k0);
@@ -723,7 +725,7 @@ export function formBlocked(
       for (let k = k1 - 1; k >= k0; k--) {
         const l = len(k);
         for (let i = 1; i < l; i++) y[i] = vec(k, i);
-        ws.reflectRows(x, ld, k + shift, rows, k + shift, l, taus[k], y);
+        ws.reflectRows(x, ld, allRows ? 0 : k + shift, rows, k + shift, l, taus[k], y);
       }
       continue;
     }
@@ -735,6 +737,6 @@ export function formBlocked(
       for (let i = 1; i < l; i++) y[(j + i) * b + j] = vec(k0 + j, i);
     }
     ws.blockT(y, span, b, taus.subarray(k0, k1), t, g);
-    ws.applyBlockRight(x, ld, k0 + shift, rows, k0 + shift, span, y, t, b, tmp);
+    ws.applyBlockRight(x, ld, allRows ? 0 : k0 + shift, rows, k0 + shift, span, y, t, b, tmp);
   }
 }

@@ -84,7 +84,7 @@ function svdTall(m: number, n: number, src: FloatArray): SvdResult {
   const batch = rotationBatchSize(capRot, capSweeps);
   const blockF64 = m * NB + 2 * m * NB + 2 * NB * NB + Workspace.gemmScratch();
   const lw = padLd(n), lu = padLd(m), lv = padLd(n);
-  const dcF64 = n >= DC_MIN ? 3 * n * n + m * n + bidiagonalDcScratch(n) : 0;
+  const dcF64 = n >= DC_MIN ? 2 * n * n + bidiagonalDcScratch(n) : 0;
   const ws = new Workspace(
     m * lw + n * lu + n * lv + 2 * m + n + 2 * batch.f64 + blockF64 + dcF64,
     2 * batch.i32,
@@ -147,20 +147,30 @@ function svdTallIn(
     // Rows below: the left update and the right reflector in one pass.
     ws.bidiagFused(w, lw, k + 1, m, k + 1, rl, vbuf.subarray(1), wbuf, t2, w.subarray(o, o + rl));
   }
-  // Uᵀ (n×m) = [I 0]·H_{n−1}·…·H_0 and Vᵀ (n×n) = G_{n−2}·…·G_0, built right to left in blocks of NB
-  // reflectors (compact WY, so the work is matrix products).
-  for (let i = 0; i < n; i++) ut[i * lu + i] = 1;
-  for (let i = 0; i < n; i++) vt[i * lv + i] = 1;
+  // Uᵀ (n×m) = X·[I 0]·H_{n−1}·…·H_0 and Vᵀ (n×n) = Y·G_{n−2}·…·G_0, applied right to left in blocks of NB
+  // reflectors (compact WY, so the work is matrix products). With divide and conquer, B = Ub·Σ·Wbᵀ comes
+  // first and X = Ubᵀ, Y = Wbᵀ; with QR iteration X = Y = I (only rows ≥ k then meet reflector k) and the
+  // rotations follow.
+  const dc = n >= DC_MIN;
+  if (dc) {
+    const ub = ws.f64(n * n), wb = ws.f64(n * n);
+    bidiagonalDc(ws, d, e, ub, wb, ws.f64(bidiagonalDcScratch(n)));
+    for (let q = 0; q < n; q++) {
+      for (let i = 0; i < n; i++) ut[q * lu + i] = ub[i * n + q];
+      for (let i = 0; i < n; i++) vt[q * lv + i] = wb[i * n + q];
+    }
+  } else {
+    for (let i = 0; i < n; i++) ut[i * lu + i] = 1;
+    for (let i = 0; i < n; i++) vt[i * lv + i] = 1;
+  }
   const y = ws.f64(m * NB), tmp = ws.f64(2 * m * NB), tb = ws.f64(NB * NB), g = ws.f64(NB * NB);
   // Left reflector k: coordinates k.., vector in column k of w below the diagonal.
   const leftVec = (k: number, i: number) => w[(k + i) * lw + k];
-  formBlocked(ws, ut, lu, n, n, 0, NB, y, tmp, tb, g, lt, leftVec, (k) => m - k);
+  formBlocked(ws, ut, lu, n, n, 0, NB, y, tmp, tb, g, lt, leftVec, (k) => m - k, dc);
   // Right reflector k (k ≤ n−2): coordinates k+1.., vector in row k of w right of the superdiagonal.
   const rightVec = (k: number, i: number) => w[k * lw + k + 1 + i];
-  formBlocked(ws, vt, lv, n, n - 1, 1, NB, y, tmp, tb, g, rtau, rightVec, (k) => n - k - 1);
-
-  if (n >= DC_MIN) return fromDc(ws, m, n, d, e, ut, lu, vt, lv, amax);
-  bidiagonalQr(d, e, ws, ubatch, vbatch);
+  formBlocked(ws, vt, lv, n, n - 1, 1, NB, y, tmp, tb, g, rtau, rightVec, (k) => n - k - 1, dc);
+  if (!dc) bidiagonalQr(d, e, ws, ubatch, vbatch);
 
   // Signs, then descending order.
   const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => Math.abs(d[y]) - Math.abs(d[x]));
@@ -178,37 +188,6 @@ function svdTallIn(
 
 /** From this order on, the bidiagonal SVD is divide and conquer (fewer flops, and most of them DGEMM). */
 const DC_MIN = 48;
-
-/**
- * Finish with the divide-and-conquer bidiagonal SVD B = Ub·Σ·Wbᵀ: U = Q·Ub and Vᵀ = Wbᵀ·Pᵀ, where
- * `ut` = Qᵀ (n×m) and `vt` = Pᵀ (n×n) were formed from the reflectors. σ come out ≥ 0; sorted here.
- */
-function fromDc(
-  ws: Workspace,
-  m: number,
-  n: number,
-  d: Float64Array,
-  e: Float64Array,
-  ut: Float64Array,
-  lu: number,
-  vt: Float64Array,
-  lv: number,
-  amax: number,
-): SvdResult {
-  const ub = ws.f64(n * n), wb = ws.f64(n * n), uo = ws.f64(m * n), vo = ws.f64(n * n);
-  bidiagonalDc(ws, d, e, ub, wb, ws.f64(bidiagonalDcScratch(n)));
-  ws.gemm(true, false, m, n, n, 1, ut, 0, lu, ub, 0, n, 0, uo, 0, n);
-  ws.gemm(true, false, n, n, n, 1, wb, 0, n, vt, 0, lv, 0, vo, 0, n);
-  const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => d[y] - d[x]);
-  const s = new Float64Array(n), u = new Float64Array(m * n), vto = new Float64Array(n * n);
-  for (let q = 0; q < n; q++) {
-    const src = order[q];
-    s[q] = d[src] * amax;
-    for (let i = 0; i < m; i++) u[i * n + q] = uo[i * n + src];
-    vto.set(vo.subarray(src * n, src * n + n), q * n);
-  }
-  return { u: { rows: m, cols: n, data: u }, s, vt: { rows: n, cols: n, data: vto } };
-}
 
 /**
  * Golub–Kahan implicit-shift QR on the upper bidiagonal (d, e[0..n−2]) until e vanishes; rotations go to
