@@ -1,7 +1,8 @@
 /**
  * Benchmark of the factorisations (`src/linalg/`): thin SVD, rank-k randomized SVD and Cholesky, beside
  * numpy/OpenBLAS on one thread (Debian's python3-numpy through `/usr/bin/python3`, when present) and
- * ml-matrix (the SVD at 768² only). Prints seconds and ratios; one run per case (the machine is shared).
+ * ml-matrix (the SVD at 768² only). Prints seconds and ratios: one run per large case, the best of `reps`
+ * for the small SVDs of one linear layer (the shapes SVD-LLM and ASVD factor per layer), for both sides.
  *
  * Usage: `node_modules/.bin/deno run -A bench/linalg.ts [--quick] [--only <text>]` (`--quick`: small sizes,
  * a smoke run; `--only`: the cases whose label contains the text, e.g. `--only cholesky`).
@@ -30,6 +31,8 @@ interface Case {
   n: number;
   k?: number;
   mlMatrix?: boolean;
+  /** Runs per case (the best is reported), for ours and numpy alike. */
+  reps?: number;
 }
 
 const OVERSAMPLE = 10, POWER = 4;
@@ -41,6 +44,11 @@ const allCases: Case[] = quick
     { kind: "chol", m: 512, n: 512 },
   ]
   : [
+    // Per-layer shapes of tinylm-brown / a 1B model (q/o, MLP up/down, whitened SVD-LLM factors).
+    { kind: "svd", m: 256, n: 256, reps: 5 },
+    { kind: "svd", m: 688, n: 256, reps: 5 },
+    { kind: "svd", m: 256, n: 688, reps: 5 },
+    { kind: "svd", m: 1024, n: 2816, reps: 2 },
     { kind: "svd", m: 768, n: 768, mlMatrix: true },
     { kind: "svd", m: 768, n: 3072 },
     { kind: "svd", m: 2048, n: 2048 },
@@ -81,11 +89,14 @@ for c in cases:
     a = rng.standard_normal((c["m"], c["n"]))
     if c["kind"] == "chol":
         a = a + a.T + c["n"] * np.eye(c["n"])
-    t = time.perf_counter()
-    if c["kind"] == "svd": np.linalg.svd(a, full_matrices=False)
-    elif c["kind"] == "rsvd": rsvd(a, c["k"], ${OVERSAMPLE}, ${POWER})
-    else: np.linalg.cholesky(a)
-    out.append(time.perf_counter() - t)
+    best = 1e30
+    for _ in range(c.get("reps", 1)):
+        t = time.perf_counter()
+        if c["kind"] == "svd": np.linalg.svd(a, full_matrices=False)
+        elif c["kind"] == "rsvd": rsvd(a, c["k"], ${OVERSAMPLE}, ${POWER})
+        else: np.linalg.cholesky(a)
+        best = min(best, time.perf_counter() - t)
+    out.append(best)
 print(json.dumps(out))
 `;
   try {
@@ -131,11 +142,12 @@ function ours(c: Case): { seconds: number; note: string } {
     return { seconds: (performance.now() - t) / 1000, note: `shift ${r.shift}` };
   }
   const a = randomNormal(c.m, c.n, rng);
-  const t = performance.now();
-  const r = c.kind === "svd"
-    ? svd(a)
-    : svdTruncated(a, c.k!, { oversample: OVERSAMPLE, powerIterations: POWER });
-  const seconds = (performance.now() - t) / 1000;
+  let seconds = Infinity, r = null as unknown as ReturnType<typeof svd>;
+  for (let rep = 0; rep < (c.reps ?? 1); rep++) {
+    const t = performance.now();
+    r = c.kind === "svd" ? svd(a) : svdTruncated(a, c.k!, { oversample: OVERSAMPLE, powerIterations: POWER });
+    seconds = Math.min(seconds, (performance.now() - t) / 1000);
+  }
   const orth = c.m * c.n <= 1024 * 1024 ? ` ‖UᵀU−I‖max ${orthonormalityError(r.u).toExponential(1)}` : "";
   return { seconds, note: `σ1 ${r.s[0].toFixed(3)}${orth}` };
 }

@@ -218,6 +218,8 @@ const KERNELS = [
   "dgemm",
   "dlarf_left_w",
   "dbidiag_fused",
+  "dgemv_n",
+  "dgemv_t",
 ];
 
 /** Element operations below which a kernel call stays on one thread (a hand-off costs tens of µs). */
@@ -539,6 +541,48 @@ export class Workspace {
       const g = tauR * dot;
       data[o] -= g;
       for (let j = 1; j < nc; j++) data[o + j] -= g * u[j];
+    }
+  }
+
+  /**
+   * y ← alpha·op(A)·x + beta·y with A the rows × cols block at `a[ao..]` (leading dimension ld), op(A) = A
+   * (`trans` false: x has cols values, y rows) or Aᵀ; x at `x[xo..]`, y at `y[yo..]`, both contiguous.
+   */
+  gemv(
+    trans: boolean,
+    rows: number,
+    cols: number,
+    alpha: number,
+    a: Float64Array,
+    ao: number,
+    ld: number,
+    x: Float64Array,
+    xo: number,
+    beta: number,
+    y: Float64Array,
+    yo: number,
+  ): void {
+    const ny = trans ? cols : rows;
+    if (ny <= 0) return;
+    if (this.#rt) {
+      const fn = trans ? this.#k.dgemv_t : this.#k.dgemv_n;
+      fn(a.byteOffset + 8 * ao, ld, rows, cols, alpha, x.byteOffset + 8 * xo, beta, y.byteOffset + 8 * yo);
+      return;
+    }
+    if (trans) {
+      for (let j = 0; j < cols; j++) y[yo + j] = beta === 0 ? 0 : beta * y[yo + j];
+      for (let i = 0; i < rows; i++) {
+        const f = alpha * x[xo + i], o = ao + i * ld;
+        if (f === 0) continue;
+        for (let j = 0; j < cols; j++) y[yo + j] += f * a[o + j];
+      }
+    } else {
+      for (let i = 0; i < rows; i++) {
+        let acc = 0;
+        const o = ao + i * ld;
+        for (let j = 0; j < cols; j++) acc += a[o + j] * x[xo + j];
+        y[yo + i] = alpha * acc + (beta === 0 ? 0 : beta * y[yo + i]);
+      }
     }
   }
 

@@ -15,6 +15,7 @@
  * @module
  */
 import { NumericError } from "../errors.ts";
+import { bidiagBlockedScratch, bidiagonalizeBlocked } from "./bidiag_blocked.ts";
 import { bidiagonalDc, bidiagonalDcScratch } from "./bidiag_dc.ts";
 import {
   checkFinite,
@@ -84,7 +85,8 @@ function svdTall(m: number, n: number, src: FloatArray): SvdResult {
   const batch = rotationBatchSize(capRot, capSweeps);
   const blockF64 = m * NB + 2 * m * NB + 2 * NB * NB + Workspace.gemmScratch();
   const lw = padLd(n), lu = padLd(m), lv = padLd(n);
-  const dcF64 = n >= DC_MIN ? 2 * n * n + bidiagonalDcScratch(n) : 0;
+  const dcF64 = (n >= DC_MIN ? 2 * n * n + bidiagonalDcScratch(n) : 0) +
+    (n > BLOCKED_MIN ? bidiagBlockedScratch(m, n) : 0);
   const ws = new Workspace(
     m * lw + n * lu + n * lv + 2 * m + n + 2 * batch.f64 + blockF64 + dcF64,
     2 * batch.i32,
@@ -127,7 +129,11 @@ function svdTallIn(
 
   const d = new Float64Array(n), e = new Float64Array(n);
   const lt = new Float64Array(n), rtau = new Float64Array(n);
-  for (let k = 0; k < n; k++) {
+  // Panels of NBB with a rank-2·NBB DGEMM update while the trailing matrix is large, then one step at a time.
+  const k0 = n > BLOCKED_MIN
+    ? bidiagonalizeBlocked(ws, w, lw, m, n, d, e, lt, rtau, ws.f64(bidiagBlockedScratch(m, n)), BLOCKED_MIN)
+    : 0;
+  for (let k = k0; k < n; k++) {
     // Left reflector: zero column k below the diagonal; v stays in that column (v[0] = 1 implied).
     const len = m - k;
     const [tau, beta] = householder(w, k * lw + k, lw, len);
@@ -185,6 +191,9 @@ function svdTallIn(
   }
   return { u: { rows: m, cols: n, data: u }, s, vt: { rows: n, cols: n, data: vto } };
 }
+
+/** Columns left below which the bidiagonalisation goes one reflector at a time (LAPACK's crossover is 128). */
+const BLOCKED_MIN = 96;
 
 /** From this order on, the bidiagonal SVD is divide and conquer (fewer flops, and most of them DGEMM). */
 const DC_MIN = 48;
