@@ -245,10 +245,10 @@ function merge(ctx: Ctx, r0: number, nr: number, sqre: number, k: number): void 
   }
   for (let j = 0; j < nr; j++) wType[j] = j === 0 ? (s !== 0 ? DENSE : TOP) : j <= k ? TOP : BOTTOM;
 
-  const sol = solveArrowhead(dd, z, (a, b, cc, ss) => {
-    rotateCols(oldU, nr, nr, a, b, cc, ss);
+  const sol = solveArrowhead(dd, z, (a, b, cc, ss, both) => {
+    if (both) rotateCols(oldU, nr, nr, a, b, cc, ss);
     rotateCols(oldW, nr, nc, a, b, cc, ss);
-    if (uType[a] !== uType[b]) uType[a] = uType[b] = DENSE;
+    if (both && uType[a] !== uType[b]) uType[a] = uType[b] = DENSE;
     if (wType[a] !== wType[b]) wType[a] = wType[b] = DENSE;
   });
   const { idx, K } = sol;
@@ -381,7 +381,7 @@ interface Arrowhead {
 function solveArrowhead(
   dd: Float64Array,
   z: Float64Array,
-  rot: (a: number, b: number, c: number, s: number) => void,
+  rot: (a: number, b: number, c: number, s: number, both: boolean) => void,
 ): Arrowhead {
   const nr = dd.length;
   let dmax = 0, zmax = 0;
@@ -390,9 +390,9 @@ function solveArrowhead(
     zmax = Math.max(zmax, Math.abs(z[i]));
   }
   const tol = 8 * EPS * Math.max(dmax, zmax);
-  // Perturbations of at most tol: keep d away from the pole at 0 and z[0] from vanishing.
-  for (let i = 1; i < nr; i++) if (dd[i] < tol) dd[i] = tol;
-  if (Math.abs(z[0]) <= tol) z[0] = tol;
+  // Perturbations of at most tol each (LAPACK dlasd2): tiny z deflated, d within tol
+  // of the pole at 0 set to 0 and their column folded into column 0 (a right rotation: their row of M is
+  // then zero, so σ = 0 exactly), nearly equal d merged by a two-sided rotation.
   const deflated: number[] = [];
   const live: number[] = [];
   for (let i = 1; i < nr; i++) (Math.abs(z[i]) <= tol ? deflated : live).push(i);
@@ -400,16 +400,25 @@ function solveArrowhead(
   const kept: number[] = [0];
   for (const cur of live) {
     const prev = kept.length > 1 ? kept[kept.length - 1] : -1;
-    if (prev >= 0 && dd[cur] - dd[prev] <= tol) {
+    if (dd[cur] <= tol) {
+      const r = hypot(z[0], z[cur]), c = z[0] / r, s = z[cur] / r;
+      rot(cur, 0, c, s, false);
+      z[0] = r;
+      z[cur] = 0;
+      dd[cur] = 0;
+      deflated.push(cur);
+    } else if (prev >= 0 && dd[cur] - dd[prev] <= tol) {
       // Nearly equal d: rotate z[prev] into z[cur]; prev becomes an exact singular value.
       const r = hypot(z[prev], z[cur]), c = z[cur] / r, s = z[prev] / r;
-      rot(prev, cur, c, s);
+      rot(prev, cur, c, s, true);
       z[cur] = r;
       z[prev] = 0;
       kept[kept.length - 1] = cur;
       deflated.push(prev);
     } else kept.push(cur);
   }
+  // With other roots to find, the pole at 0 needs weight (alone, z[0] = 0 is just σ = 0).
+  if (kept.length > 1 && Math.abs(z[0]) <= tol) z[0] = z[0] < 0 ? -tol : tol;
   const K = kept.length;
   const idx = new Int32Array(nr), sigma = new Float64Array(nr);
   const dk = new Float64Array(K), zk = new Float64Array(K);
@@ -428,7 +437,7 @@ function solveArrowhead(
   for (let q = 0; q < K; q++) zz += z2[q];
   const del = new Float64Array(K);
   for (let j = 0; j < K; j++) {
-    const [p, t] = secularRoot(j, dk, z2, zz, del);
+    const [p, t] = K === 1 ? [0, zz] : secularRoot(j, dk, z2, zz, del);
     pole[j] = p;
     tau[j] = t;
     sigma[j] = Math.sqrt(dk[p] * dk[p] + t);
@@ -442,6 +451,7 @@ function solveArrowhead(
     for (let q = i; q < K - 1; q++) prod *= diff(i, q) / ((dk[i] - dk[q + 1]) * (dk[i] + dk[q + 1]));
     zhat[i] = (zk[i] >= 0 ? 1 : -1) * Math.sqrt(Math.abs(prod));
   }
+  if (K === 1) zhat[0] = zk[0];
   return { sigma, idx, K, dk, zhat, pole, tau };
 }
 
@@ -539,6 +549,11 @@ function secularRoot(
  */
 function buildVectors(a: Arrowhead, o: Order, out: Float64Array, left: boolean) {
   const { K, dk, zhat, pole, tau } = a;
+  if (K === 1) {
+    // M = [z₀] (possibly 0): x = 1, y = sign(z₀).
+    out[0] = left || zhat[0] >= 0 ? 1 : -1;
+    return;
+  }
   const col = new Float64Array(K);
   for (let j = 0; j < K; j++) {
     const dp = dk[pole[j]], t = tau[j];

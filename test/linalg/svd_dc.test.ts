@@ -135,6 +135,27 @@ test("svd, divide and conquer: bidiagonal inputs (zeros, equal and graded diagon
   checkSigma(res.s, diag.map(Math.abs), "diagonal", 1e-13, 1e-13);
 });
 
+test("svd, divide and conquer: rank 1, a single (subnormal) entry, the zero matrix", () => {
+  const rng = createRng(31);
+  const x = randomNormal(200, 1, rng), y = randomNormal(1, 150, rng);
+  const rank1 = { rows: 200, cols: 150, data: new Float64Array(200 * 150) };
+  for (let i = 0; i < 200; i++) for (let j = 0; j < 150; j++) rank1.data[i * 150 + j] = x.data[i] * y.data[j];
+  const r1 = svd(rank1);
+  checkSvd(rank1, r1, "rank 1");
+  assert.ok(Math.abs(r1.s[0] - fro(x) * fro(y)) <= 1e-13 * r1.s[0], "rank 1: σ₁ = ‖x‖·‖y‖");
+  assert.ok(r1.s[1] <= 1e-14 * r1.s[0], `rank 1: σ₂ = ${r1.s[1]}`);
+  for (const v of [1e-310, 2.5, 0]) {
+    const a = { rows: 100, cols: 100, data: new Float64Array(10000) };
+    a.data[55] = v;
+    const res = svd(a);
+    assert.equal(res.s[0], v, `single entry ${v}`);
+    assert.ok(res.s.slice(1).every((t) => t === 0), `single entry ${v}: other σ are 0`);
+    assert.ok(orthonormalityError(res.u) <= 1e-14 && orthonormalityError(rowsAsColumns(res.vt)) <= 1e-14);
+    const back = reconstruct(res.u, res.s, res.vt);
+    assert.ok(back.data.every((t, i) => Math.abs(t - a.data[i]) <= 1e-15 * v), `single entry ${v}: A = UΣVᵀ`);
+  }
+});
+
 test("svd: the TypeScript and WASM paths agree beyond the divide-and-conquer and blocking thresholds", async () => {
   if (BACKENDS.length < 2) return;
   const a = randomNormal(190, 130, createRng(21));
