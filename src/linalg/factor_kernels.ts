@@ -346,15 +346,9 @@ export class Workspace {
     if (rows <= 0) return;
     // W = X·Y (rows×nb); W2 = W·Tᵀ; X −= W2·Yᵀ.
     this.gemm(false, false, rows, nb, len, 1, x, r0 * ld + c0, ld, y, 0, nb, 0, tmp, 0, nb);
+    // T is stored with zeros below its diagonal, so W·Tᵀ is a plain product.
     const w2 = rows * nb;
-    for (let i = 0; i < rows; i++) {
-      for (let j = 0; j < nb; j++) {
-        // (W·Tᵀ)[i][j] = Σ_{p ≥ j} W[i][p]·T[j][p]
-        let acc = 0;
-        for (let p = j; p < nb; p++) acc += tmp[i * nb + p] * t[j * nb + p];
-        tmp[w2 + i * nb + j] = acc;
-      }
-    }
+    this.gemm(false, true, rows, nb, nb, 1, tmp, 0, nb, t, 0, nb, 0, tmp, w2, nb);
     this.gemm(false, true, rows, len, nb, -1, tmp, w2, nb, y, 0, nb, 1, x, r0 * ld + c0, ld);
   }
 
@@ -380,15 +374,7 @@ export class Workspace {
     // W = Yᵀ·X (nb×nc); W2 = Tᵀ·W; X −= Y·W2.
     this.gemm(true, false, nb, nc, len, 1, y, 0, nb, x, r0 * ld + c0, ld, 0, tmp, 0, nc);
     const w2 = nb * nc;
-    tmp.fill(0, w2, w2 + nb * nc);
-    for (let i = 0; i < nb; i++) {
-      for (let p = 0; p <= i; p++) {
-        const tpi = t[p * nb + i];
-        if (tpi === 0) continue;
-        const src = p * nc, dst = w2 + i * nc;
-        for (let j = 0; j < nc; j++) tmp[dst + j] += tpi * tmp[src + j];
-      }
-    }
+    this.gemm(true, false, nb, nc, nb, 1, t, 0, nb, tmp, 0, nc, 0, tmp, w2, nc);
     this.gemm(false, false, len, nc, nb, -1, y, 0, nb, tmp, w2, nc, 1, x, r0 * ld + c0, ld);
   }
 
