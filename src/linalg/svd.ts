@@ -1,16 +1,15 @@
 /**
- * Thin singular value decomposition A = U·diag(σ)·Vᵀ in float64 (Golub–Kahan–Reinsch):
+ * Thin singular value decomposition A = U·diag(σ)·Vᵀ in float64 (LAPACK dgesdd's structure):
  * 1. clearly tall (m ≥ 1.5·n) or wide inputs are first reduced to their square R factor by a blocked QR;
- * 2. Householder bidiagonalisation, each step one read pass and one fused update pass over the trailing
- *    matrix (`wasm/factor.c`: `dlarf_left_w`, `dbidiag_fused`);
- * 3. U and V formed from the reflectors in blocks of 32 (compact WY: matrix products);
- * 4. implicit-shift QR on the bidiagonal (Wilkinson shift, zero-diagonal chasing, absolute and relative
- *    deflation); the rotations of up to 32 sweeps are applied together, column chunk by column chunk, so a
- *    batch costs one pass over Uᵀ and Vᵀ (`drot_sweeps`).
+ * 2. Householder bidiagonalisation: while more than 96 columns remain, panels of 32 (dlabrd: matrix–vector
+ *    products for the panel, one rank-64 DGEMM for the trailing matrix, `bidiag_blocked.ts`), then one
+ *    step at a time with one read pass and one fused update pass (`dlarf_left_w`, `dbidiag_fused`);
+ * 3. the bidiagonal SVD B = Ub·Σ·Wbᵀ: from order 48 by divide and conquer (`bidiag_dc.ts`: secular
+ *    equation, Löwner's z, merges by DGEMM), below by implicit-shift QR (Wilkinson shift, zero-diagonal
+ *    chasing, absolute and relative deflation) whose rotations are batched (`drot_sweeps`);
+ * 4. U = Q·Ub and V = P·Wb by applying the reflectors in blocks of 32 (compact WY: matrix products).
  * Backward stable: ‖A − UΣVᵀ‖ ≈ n·ε·‖A‖ and every σ is accurate to ~ε·‖A‖, whatever the condition
- * (the tests use condition 1e10 and exact zeros). No squaring of A (no eigendecomposition of AᵀA).
- * Cost is O(n³) with about 0.9·n² rotations per singular-vector matrix; a divide-and-conquer bidiagonal
- * solver would be the next step for large n.
+ * (the tests use condition 1e12, clusters and exact zeros). No squaring of A (no eigendecomposition of AᵀA).
  *
  * @module
  */
