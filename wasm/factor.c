@@ -214,3 +214,76 @@ void dbidiag_fused(double* a, int ld, int r0, int r1, int c0, int nc, const doub
     for (; j < nc; j++) row[j] -= g * u[j];
   }
 }
+
+// y ← alpha·A·x + beta·y for A m×n (row-major, leading dimension ld); x, y contiguous. Each row is one dot
+// product, four rows at a time so x is loaded once per four rows.
+EXPORT("dgemv_n")
+void dgemv_n(const double* a, int ld, int m, int n, double alpha, const double* x, double beta, double* y) {
+  int i = 0;
+  for (; i + 4 <= m; i += 4) {
+    const double* r0 = a + (long)i * ld;
+    const double* r1 = r0 + ld;
+    const double* r2 = r1 + ld;
+    const double* r3 = r2 + ld;
+    v128_t s0 = wasm_f64x2_splat(0.0), s1 = s0, s2 = s0, s3 = s0;
+    int j = 0;
+    for (; j + 2 <= n; j += 2) {
+      v128_t xv = wasm_v128_load(x + j);
+      s0 = wasm_f64x2_add(s0, wasm_f64x2_mul(wasm_v128_load(r0 + j), xv));
+      s1 = wasm_f64x2_add(s1, wasm_f64x2_mul(wasm_v128_load(r1 + j), xv));
+      s2 = wasm_f64x2_add(s2, wasm_f64x2_mul(wasm_v128_load(r2 + j), xv));
+      s3 = wasm_f64x2_add(s3, wasm_f64x2_mul(wasm_v128_load(r3 + j), xv));
+    }
+    double d0 = wasm_f64x2_extract_lane(s0, 0) + wasm_f64x2_extract_lane(s0, 1);
+    double d1 = wasm_f64x2_extract_lane(s1, 0) + wasm_f64x2_extract_lane(s1, 1);
+    double d2 = wasm_f64x2_extract_lane(s2, 0) + wasm_f64x2_extract_lane(s2, 1);
+    double d3 = wasm_f64x2_extract_lane(s3, 0) + wasm_f64x2_extract_lane(s3, 1);
+    for (; j < n; j++) {
+      d0 += r0[j] * x[j];
+      d1 += r1[j] * x[j];
+      d2 += r2[j] * x[j];
+      d3 += r3[j] * x[j];
+    }
+    y[i] = alpha * d0 + (beta == 0.0 ? 0.0 : beta * y[i]);
+    y[i + 1] = alpha * d1 + (beta == 0.0 ? 0.0 : beta * y[i + 1]);
+    y[i + 2] = alpha * d2 + (beta == 0.0 ? 0.0 : beta * y[i + 2]);
+    y[i + 3] = alpha * d3 + (beta == 0.0 ? 0.0 : beta * y[i + 3]);
+  }
+  for (; i < m; i++) {
+    const double* r = a + (long)i * ld;
+    double d = 0.0;
+    for (int j = 0; j < n; j++) d += r[j] * x[j];
+    y[i] = alpha * d + (beta == 0.0 ? 0.0 : beta * y[i]);
+  }
+}
+
+// y ← alpha·Aᵀ·x + beta·y for A m×n (row-major, leading dimension ld); x (m), y (n) contiguous. Streams
+// the rows of A, two at a time, into y.
+EXPORT("dgemv_t")
+void dgemv_t(const double* a, int ld, int m, int n, double alpha, const double* x, double beta, double* y) {
+  if (beta == 0.0) {
+    for (int j = 0; j < n; j++) y[j] = 0.0;
+  } else if (beta != 1.0) {
+    for (int j = 0; j < n; j++) y[j] *= beta;
+  }
+  int i = 0;
+  for (; i + 2 <= m; i += 2) {
+    const double* r0 = a + (long)i * ld;
+    const double* r1 = r0 + ld;
+    double f0 = alpha * x[i], f1 = alpha * x[i + 1];
+    v128_t v0 = wasm_f64x2_splat(f0), v1 = wasm_f64x2_splat(f1);
+    int j = 0;
+    for (; j + 2 <= n; j += 2) {
+      v128_t acc = wasm_v128_load(y + j);
+      acc = wasm_f64x2_add(acc, wasm_f64x2_mul(v0, wasm_v128_load(r0 + j)));
+      acc = wasm_f64x2_add(acc, wasm_f64x2_mul(v1, wasm_v128_load(r1 + j)));
+      wasm_v128_store(y + j, acc);
+    }
+    for (; j < n; j++) y[j] += f0 * r0[j] + f1 * r1[j];
+  }
+  for (; i < m; i++) {
+    const double* r = a + (long)i * ld;
+    double f = alpha * x[i];
+    for (int j = 0; j < n; j++) y[j] += f * r[j];
+  }
+}

@@ -218,6 +218,8 @@ const KERNELS = [
   "dgemm",
   "dlarf_left_w",
   "dbidiag_fused",
+  "dgemv_n",
+  "dgemv_t",
 ];
 
 /** Element operations below which a kernel call stays on one thread (a hand-off costs tens of µs). */
@@ -344,15 +346,9 @@ export class Workspace {
     if (rows <= 0) return;
     // W = X·Y (rows×nb); W2 = W·Tᵀ; X −= W2·Yᵀ.
     this.gemm(false, false, rows, nb, len, 1, x, r0 * ld + c0, ld, y, 0, nb, 0, tmp, 0, nb);
+    // T is stored with zeros below its diagonal, so W·Tᵀ is a plain product.
     const w2 = rows * nb;
-    for (let i = 0; i < rows; i++) {
-      for (let j = 0; j < nb; j++) {
-        // (W·Tᵀ)[i][j] = Σ_{p ≥ j} W[i][p]·T[j][p]
-        let acc = 0;
-        for (let p = j; p < nb; p++) acc += tmp[i * nb + p] * t[j * nb + p];
-        tmp[w2 + i * nb + j] = acc;
-      }
-    }
+    this.gemm(false, true, rows, nb, nb, 1, tmp, 0, nb, t, 0, nb, 0, tmp, w2, nb);
     this.gemm(false, true, rows, len, nb, -1, tmp, w2, nb, y, 0, nb, 1, x, r0 * ld + c0, ld);
   }
 
@@ -378,15 +374,7 @@ export class Workspace {
     // W = Yᵀ·X (nb×nc); W2 = Tᵀ·W; X −= Y·W2.
     this.gemm(true, false, nb, nc, len, 1, y, 0, nb, x, r0 * ld + c0, ld, 0, tmp, 0, nc);
     const w2 = nb * nc;
-    tmp.fill(0, w2, w2 + nb * nc);
-    for (let i = 0; i < nb; i++) {
-      for (let p = 0; p <= i; p++) {
-        const tpi = t[p * nb + i];
-        if (tpi === 0) continue;
-        const src = p * nc, dst = w2 + i * nc;
-        for (let j = 0; j < nc; j++) tmp[dst + j] += tpi * tmp[src + j];
-      }
-    }
+    this.gemm(true, false, nb, nc, nb, 1, t, 0, nb, tmp, 0, nc, 0, tmp, w2, nc);
     this.gemm(false, false, len, nc, nb, -1, y, 0, nb, tmp, w2, nc, 1, x, r0 * ld + c0, ld);
   }
 
@@ -539,6 +527,48 @@ export class Workspace {
       const g = tauR * dot;
       data[o] -= g;
       for (let j = 1; j < nc; j++) data[o + j] -= g * u[j];
+    }
+  }
+
+  /**
+   * y ← alpha·op(A)·x + beta·y with A the rows × cols block at `a[ao..]` (leading dimension ld), op(A) = A
+   * (`trans` false: x has cols values, y rows) or Aᵀ; x at `x[xo..]`, y at `y[yo..]`, both contiguous.
+   */
+  gemv(
+    trans: boolean,
+    rows: number,
+    cols: number,
+    alpha: number,
+    a: Float64Array,
+    ao: number,
+    ld: number,
+    x: Float64Array,
+    xo: number,
+    beta: number,
+    y: Float64Array,
+    yo: number,
+  ): void {
+    const ny = trans ? cols : rows;
+    if (ny <= 0) return;
+    if (this.#rt) {
+      const fn = trans ? this.#k.dgemv_t : this.#k.dgemv_n;
+      fn(a.byteOffset + 8 * ao, ld, rows, cols, alpha, x.byteOffset + 8 * xo, beta, y.byteOffset + 8 * yo);
+      return;
+    }
+    if (trans) {
+      for (let j = 0; j < cols; j++) y[yo + j] = beta === 0 ? 0 : beta * y[yo + j];
+      for (let i = 0; i < rows; i++) {
+        const f = alpha * x[xo + i], o = ao + i * ld;
+        if (f === 0) continue;
+        for (let j = 0; j < cols; j++) y[yo + j] += f * a[o + j];
+      }
+    } else {
+      for (let i = 0; i < rows; i++) {
+        let acc = 0;
+        const o = ao + i * ld;
+        for (let j = 0; j < cols; j++) acc += a[o + j] * x[xo + j];
+        y[yo + i] = alpha * acc + (beta === 0 ? 0 : beta * y[yo + i]);
+      }
     }
   }
 
@@ -698,7 +728,8 @@ export const NB = 32;
 /**
  * X ← X·H_{count−1}·…·H_0 for reflectors k = 0..count−1 acting on coordinates k+shift.. of the rows of
  * `x` (rows × ld); reflector k's vector entry i (i ≥ 1) is `vec(k, i)`, its length `len(k)`. Rows below
- * k+shift are untouched by reflector k (X starts as [I 0]), so each block only updates rows ≥ its start.
+ * k+shift are untouched by reflector k when X starts as [I 0], so each block only updates rows ≥ its start;
+ * `allRows` drops that shortcut (any starting X).
  */
 export function formBlocked(
   ws: Workspace,
@@ -715,6 +746,7 @@ export function formBlocked(
   taus: Float64Array,
   vec: (k: number, i: number) => number,
   len: (k: number) => number,
+  allRows = false,
 ): void {
   for (let k1 = count; k1 > 0; k1 -= nb) {
     const k0 = Math.max(0, k1 - nb), b = k1 - k0, span = len(k0);
@@ -723,7 +755,7 @@ export function formBlocked(
       for (let k = k1 - 1; k >= k0; k--) {
         const l = len(k);
         for (let i = 1; i < l; i++) y[i] = vec(k, i);
-        ws.reflectRows(x, ld, k + shift, rows, k + shift, l, taus[k], y);
+        ws.reflectRows(x, ld, allRows ? 0 : k + shift, rows, k + shift, l, taus[k], y);
       }
       continue;
     }
@@ -735,6 +767,6 @@ export function formBlocked(
       for (let i = 1; i < l; i++) y[(j + i) * b + j] = vec(k0 + j, i);
     }
     ws.blockT(y, span, b, taus.subarray(k0, k1), t, g);
-    ws.applyBlockRight(x, ld, k0 + shift, rows, k0 + shift, span, y, t, b, tmp);
+    ws.applyBlockRight(x, ld, allRows ? 0 : k0 + shift, rows, k0 + shift, span, y, t, b, tmp);
   }
 }

@@ -1,20 +1,21 @@
 /**
- * Thin singular value decomposition A = U·diag(σ)·Vᵀ in float64 (Golub–Kahan–Reinsch):
+ * Thin singular value decomposition A = U·diag(σ)·Vᵀ in float64 (LAPACK dgesdd's structure):
  * 1. clearly tall (m ≥ 1.5·n) or wide inputs are first reduced to their square R factor by a blocked QR;
- * 2. Householder bidiagonalisation, each step one read pass and one fused update pass over the trailing
- *    matrix (`wasm/factor.c`: `dlarf_left_w`, `dbidiag_fused`);
- * 3. U and V formed from the reflectors in blocks of 32 (compact WY: matrix products);
- * 4. implicit-shift QR on the bidiagonal (Wilkinson shift, zero-diagonal chasing, absolute and relative
- *    deflation); the rotations of up to 32 sweeps are applied together, column chunk by column chunk, so a
- *    batch costs one pass over Uᵀ and Vᵀ (`drot_sweeps`).
+ * 2. Householder bidiagonalisation: while more than 96 columns remain, panels of 32 (dlabrd: matrix–vector
+ *    products for the panel, one rank-64 DGEMM for the trailing matrix, `bidiag_blocked.ts`), then one
+ *    step at a time with one read pass and one fused update pass (`dlarf_left_w`, `dbidiag_fused`);
+ * 3. the bidiagonal SVD B = Ub·Σ·Wbᵀ: from order 48 by divide and conquer (`bidiag_dc.ts`: secular
+ *    equation, Löwner's z, merges by DGEMM), below by implicit-shift QR (Wilkinson shift, zero-diagonal
+ *    chasing, absolute and relative deflation) whose rotations are batched (`drot_sweeps`);
+ * 4. U = Q·Ub and V = P·Wb by applying the reflectors in blocks of 32 (compact WY: matrix products).
  * Backward stable: ‖A − UΣVᵀ‖ ≈ n·ε·‖A‖ and every σ is accurate to ~ε·‖A‖, whatever the condition
- * (the tests use condition 1e10 and exact zeros). No squaring of A (no eigendecomposition of AᵀA).
- * Cost is O(n³) with about 0.9·n² rotations per singular-vector matrix; a divide-and-conquer bidiagonal
- * solver would be the next step for large n.
+ * (the tests use condition 1e12, clusters and exact zeros). No squaring of A (no eigendecomposition of AᵀA).
  *
  * @module
  */
 import { NumericError } from "../errors.ts";
+import { bidiagBlockedScratch, bidiagonalizeBlocked } from "./bidiag_blocked.ts";
+import { bidiagonalDc, bidiagonalDcScratch } from "./bidiag_dc.ts";
 import {
   checkFinite,
   formBlocked,
@@ -83,7 +84,12 @@ function svdTall(m: number, n: number, src: FloatArray): SvdResult {
   const batch = rotationBatchSize(capRot, capSweeps);
   const blockF64 = m * NB + 2 * m * NB + 2 * NB * NB + Workspace.gemmScratch();
   const lw = padLd(n), lu = padLd(m), lv = padLd(n);
-  const ws = new Workspace(m * lw + n * lu + n * lv + 2 * m + n + 2 * batch.f64 + blockF64, 2 * batch.i32);
+  const dcF64 = (n >= DC_MIN ? 2 * n * n + bidiagonalDcScratch(n) : 0) +
+    (n > BLOCKED_MIN ? bidiagBlockedScratch(m, n) : 0);
+  const ws = new Workspace(
+    m * lw + n * lu + n * lv + 2 * m + n + 2 * batch.f64 + blockF64 + dcF64,
+    2 * batch.i32,
+  );
   try {
     return svdTallIn(ws, m, n, src, capRot, capSweeps, lw, lu, lv);
   } finally {
@@ -122,7 +128,11 @@ function svdTallIn(
 
   const d = new Float64Array(n), e = new Float64Array(n);
   const lt = new Float64Array(n), rtau = new Float64Array(n);
-  for (let k = 0; k < n; k++) {
+  // Panels of NBB with a rank-2·NBB DGEMM update while the trailing matrix is large, then one step at a time.
+  const k0 = n > BLOCKED_MIN
+    ? bidiagonalizeBlocked(ws, w, lw, m, n, d, e, lt, rtau, ws.f64(bidiagBlockedScratch(m, n)), BLOCKED_MIN)
+    : 0;
+  for (let k = k0; k < n; k++) {
     // Left reflector: zero column k below the diagonal; v stays in that column (v[0] = 1 implied).
     const len = m - k;
     const [tau, beta] = householder(w, k * lw + k, lw, len);
@@ -142,19 +152,30 @@ function svdTallIn(
     // Rows below: the left update and the right reflector in one pass.
     ws.bidiagFused(w, lw, k + 1, m, k + 1, rl, vbuf.subarray(1), wbuf, t2, w.subarray(o, o + rl));
   }
-  // Uᵀ (n×m) = [I 0]·H_{n−1}·…·H_0 and Vᵀ (n×n) = G_{n−2}·…·G_0, built right to left in blocks of NB
-  // reflectors (compact WY, so the work is matrix products).
-  for (let i = 0; i < n; i++) ut[i * lu + i] = 1;
-  for (let i = 0; i < n; i++) vt[i * lv + i] = 1;
+  // Uᵀ (n×m) = X·[I 0]·H_{n−1}·…·H_0 and Vᵀ (n×n) = Y·G_{n−2}·…·G_0, applied right to left in blocks of NB
+  // reflectors (compact WY, so the work is matrix products). With divide and conquer, B = Ub·Σ·Wbᵀ comes
+  // first and X = Ubᵀ, Y = Wbᵀ; with QR iteration X = Y = I (only rows ≥ k then meet reflector k) and the
+  // rotations follow.
+  const dc = n >= DC_MIN;
+  if (dc) {
+    const ub = ws.f64(n * n), wb = ws.f64(n * n);
+    bidiagonalDc(ws, d, e, ub, wb, ws.f64(bidiagonalDcScratch(n)));
+    for (let q = 0; q < n; q++) {
+      for (let i = 0; i < n; i++) ut[q * lu + i] = ub[i * n + q];
+      for (let i = 0; i < n; i++) vt[q * lv + i] = wb[i * n + q];
+    }
+  } else {
+    for (let i = 0; i < n; i++) ut[i * lu + i] = 1;
+    for (let i = 0; i < n; i++) vt[i * lv + i] = 1;
+  }
   const y = ws.f64(m * NB), tmp = ws.f64(2 * m * NB), tb = ws.f64(NB * NB), g = ws.f64(NB * NB);
   // Left reflector k: coordinates k.., vector in column k of w below the diagonal.
   const leftVec = (k: number, i: number) => w[(k + i) * lw + k];
-  formBlocked(ws, ut, lu, n, n, 0, NB, y, tmp, tb, g, lt, leftVec, (k) => m - k);
+  formBlocked(ws, ut, lu, n, n, 0, NB, y, tmp, tb, g, lt, leftVec, (k) => m - k, dc);
   // Right reflector k (k ≤ n−2): coordinates k+1.., vector in row k of w right of the superdiagonal.
   const rightVec = (k: number, i: number) => w[k * lw + k + 1 + i];
-  formBlocked(ws, vt, lv, n, n - 1, 1, NB, y, tmp, tb, g, rtau, rightVec, (k) => n - k - 1);
-
-  bidiagonalQr(d, e, ws, ubatch, vbatch);
+  formBlocked(ws, vt, lv, n, n - 1, 1, NB, y, tmp, tb, g, rtau, rightVec, (k) => n - k - 1, dc);
+  if (!dc) bidiagonalQr(d, e, ws, ubatch, vbatch);
 
   // Signs, then descending order.
   const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => Math.abs(d[y]) - Math.abs(d[x]));
@@ -169,6 +190,12 @@ function svdTallIn(
   }
   return { u: { rows: m, cols: n, data: u }, s, vt: { rows: n, cols: n, data: vto } };
 }
+
+/** Columns left below which the bidiagonalisation goes one reflector at a time (LAPACK's crossover is 128). */
+const BLOCKED_MIN = 96;
+
+/** From this order on, the bidiagonal SVD is divide and conquer (fewer flops, and most of them DGEMM). */
+const DC_MIN = 48;
 
 /**
  * Golub–Kahan implicit-shift QR on the upper bidiagonal (d, e[0..n−2]) until e vanishes; rotations go to
