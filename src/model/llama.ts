@@ -490,6 +490,115 @@ export function forwardBlock(
 }
 
 /**
+ * Every intermediate of one dense pass of a block (see {@link traceBlock}), so that a caller replacing one
+ * linear can re-run only what follows it ({@link forwardBlockFrom}). All tokens×width.
+ */
+export interface BlockTrace {
+  /** RMSNorm of the input: q/k/v's input. */
+  n1: Matrix;
+  /** Queries, after RoPE. */
+  q: Matrix;
+  /** Keys, after RoPE. */
+  k: Matrix;
+  /** Values. */
+  v: Matrix;
+  /** Attention output: o's input. */
+  att: Matrix;
+  /** x + o(att): the residual stream between the halves. */
+  mid: Matrix;
+  /** RMSNorm of mid: gate/up's input. */
+  n2: Matrix;
+  /** gate(n2), before SiLU. */
+  g: Matrix;
+  /** up(n2). */
+  u: Matrix;
+  /** silu(g) ⊙ u: down's input. */
+  act: Matrix;
+  /** The block's output. */
+  out: Matrix;
+}
+
+function checkLayout(what: string, spec: LlamaSpec, x: Matrix, { batch, seq }: Layout): void {
+  if (x.rows !== batch * seq || x.cols !== spec.hiddenSize) {
+    throw new ShapeError(`${what}: x is ${x.rows}×${x.cols}, layout needs ${batch * seq}×${spec.hiddenSize}`);
+  }
+}
+
+/** q or k of n1, rotated for positions (row mod seq). */
+function rotated(spec: LlamaSpec, lin: Linear, n1: Matrix, heads: number, seq: number): Matrix {
+  const m = applyLinear(lin, n1);
+  applyRope(m, heads, spec.headDim, ropeFor(spec, seq), spec.ropeStyle, (t) => t % seq);
+  return m;
+}
+
+/** x + down(silu(g) ⊙ u) for mid = x; returns [act, out]. `g` is consumed (overwritten). */
+function mlpTail(block: LlamaBlock, mid: Matrix, g: Matrix, u: Matrix): [Matrix, Matrix] {
+  siluMulInto(g.data, u.data);
+  const out: Matrix = { rows: mid.rows, cols: mid.cols, data: mid.data.slice() };
+  addInto(out, applyLinear(block.down, g));
+  return [g, out];
+}
+
+/**
+ * {@link forwardBlock} keeping every intermediate: the same operations in the same order, so `trace.out`
+ * equals forwardBlock's output exactly.
+ */
+export function traceBlock(spec: LlamaSpec, block: LlamaBlock, x: Matrix, layout: Layout): BlockTrace {
+  checkLayout("traceBlock", spec, x, layout);
+  const seq = layout.seq;
+  const n1 = rmsNorm(x, block.inputNorm, spec.rmsNormEps);
+  const q = rotated(spec, block.q, n1, spec.numHeads, seq);
+  const k = rotated(spec, block.k, n1, spec.numKvHeads, seq);
+  const v = applyLinear(block.v, n1);
+  const att = attend(spec, q, k, v, layout.batch, seq, seq);
+  const mid: Matrix = { rows: x.rows, cols: x.cols, data: x.data.slice() };
+  addInto(mid, applyLinear(block.o, att));
+  const n2 = rmsNorm(mid, block.postNorm, spec.rmsNormEps);
+  const g = applyLinear(block.gate, n2), u = applyLinear(block.up, n2);
+  const [act, out] = mlpTail(block, mid, { rows: g.rows, cols: g.cols, data: g.data.slice() }, u);
+  return { n1, q, k, v, att, mid, n2, g, u, act, out };
+}
+
+/**
+ * The output of `block` on x when everything upstream of linear `from` is as in `trace` (a {@link traceBlock}
+ * of a block that differs from this one in `from` alone): only `from` and what follows it are computed.
+ * With the traced block itself, the result equals `trace.out`.
+ */
+export function forwardBlockFrom(
+  spec: LlamaSpec,
+  block: LlamaBlock,
+  x: Matrix,
+  layout: Layout,
+  trace: BlockTrace,
+  from: LinearName,
+): Matrix {
+  checkLayout("forwardBlockFrom", spec, x, layout);
+  const seq = layout.seq,
+    copy = (m: Matrix): Matrix => ({ rows: m.rows, cols: m.cols, data: m.data.slice() });
+  if (from === "mlp.down_proj") {
+    const out = copy(trace.mid);
+    addInto(out, applyLinear(block.down, trace.act));
+    return out;
+  }
+  if (from === "mlp.gate_proj" || from === "mlp.up_proj") {
+    const g = from === "mlp.gate_proj" ? applyLinear(block.gate, trace.n2) : copy(trace.g);
+    const u = from === "mlp.up_proj" ? applyLinear(block.up, trace.n2) : trace.u;
+    return mlpTail(block, trace.mid, g, u)[1];
+  }
+  let att = trace.att;
+  if (from !== "self_attn.o_proj") {
+    const q = from === "self_attn.q_proj" ? rotated(spec, block.q, trace.n1, spec.numHeads, seq) : trace.q;
+    const k = from === "self_attn.k_proj" ? rotated(spec, block.k, trace.n1, spec.numKvHeads, seq) : trace.k;
+    const v = from === "self_attn.v_proj" ? applyLinear(block.v, trace.n1) : trace.v;
+    att = attend(spec, q, k, v, layout.batch, seq, seq);
+  }
+  const mid = copy(x);
+  addInto(mid, applyLinear(block.o, att));
+  mlp(spec, block, mid);
+  return mid;
+}
+
+/**
  * One block's key/value cache for incremental decoding of a single sequence.
  *
  * "full" caches the rotated keys and the values (kvHeads·headDim each per token). "latent" is ASVD's KV-cache
