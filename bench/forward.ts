@@ -1,7 +1,7 @@
 /**
  * Forward-pass benchmark on ../shared's tinylm-brown: one dense pass of 64 calibration windows × 256 tokens
- * through every block (windows of 8 per batch, as compress runs them), best of `--repeat` (default 3); with
- * `--parts`, the time of each non-GEMM piece measured alone on the same activations.
+ * through every block (windows of 8 per batch, as compress runs them), best of `--repeat` (default 3).
+ * CPU seconds (user + system, all threads) are printed too: on a shared machine they move less than wall time.
  *
  * Usage: deno run -A bench/forward.ts [--samples 64] [--repeat 3] [--threads N]
  *
@@ -34,19 +34,22 @@ const windows = calibrationWindows(ids, { samples, seqlen: 256, seed: 0, layout:
 const head = await loadHead(m.reader, m.spec);
 const blocks = [];
 for (let i = 0; i < m.spec.numLayers; i++) blocks.push(await loadBlock(m.reader, m.spec, i));
-const times: number[] = [];
+const times: number[] = [], cpu: number[] = [];
 let check = 0;
 for (let r = 0; r < repeat; r++) {
   const h = embedWindows(m.spec, head, windows);
-  const t0 = performance.now();
+  const t0 = performance.now(), c0 = process.cpuUsage();
   for (const b of blocks) runBlock(m.spec, b, h, 8, undefined, "inplace");
   times.push((performance.now() - t0) / 1000);
+  const c = process.cpuUsage(c0);
+  cpu.push((c.user + c.system) / 1e6);
   check = h.x.data.reduce((s, v) => s + Math.abs(v), 0) / h.x.data.length;
 }
 console.log(
   `dense forward tinylm-brown ${samples}×256, ${threads} thread(s): best ${
     Math.min(...times).toFixed(3)
   } s ` +
-    `(all ${times.map((t) => t.toFixed(3)).join(", ")}); mean |h| ${check.toFixed(6)}`,
+    `(all ${times.map((t) => t.toFixed(3)).join(", ")}); CPU best ${Math.min(...cpu).toFixed(3)} s ` +
+    `(all ${cpu.map((t) => t.toFixed(3)).join(", ")}); mean |h| ${check.toFixed(6)}`,
 );
 await m.close();

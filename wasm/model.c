@@ -14,11 +14,15 @@
 
 // exp(x), f32x4: x = n·ln2 + r with |r| ≤ ln2/2, exp(r) by Cephes' degree-6 polynomial, 2^n by building the
 // exponent bits. Below −87.33 (where float32 leaves the normal range) the result is 0; above ln(FLT_MAX) it
-// is +Inf (or the largest finite value just below it); NaN stays NaN (wasm min/max propagate it).
+// is +Inf (or the largest finite value just below it); NaN stays NaN. Cheap operations only: pmin/pmax are
+// single instructions (min/max with NaN semantics are not), and n is rounded by adding 1.5·2²³, whose low
+// mantissa bits then hold n itself.
 static inline v128_t vexp(v128_t x) {
   const v128_t lo = wasm_f32x4_splat(-87.33654475f), hi = wasm_f32x4_splat(88.72283905f);
-  v128_t xc = wasm_f32x4_min(wasm_f32x4_max(x, lo), hi);
-  v128_t n = wasm_f32x4_nearest(wasm_f32x4_mul(xc, wasm_f32x4_splat(1.44269504088896341f)));
+  const v128_t magic = wasm_f32x4_splat(12582912.0f);
+  v128_t xc = wasm_f32x4_pmin(wasm_f32x4_pmax(x, lo), hi); // x < lo ? lo : x, then hi < · ? hi : ·; NaN stays
+  v128_t t = wasm_f32x4_add(wasm_f32x4_mul(xc, wasm_f32x4_splat(1.44269504088896341f)), magic);
+  v128_t n = wasm_f32x4_sub(t, magic);
   v128_t r = wasm_f32x4_sub(xc, wasm_f32x4_mul(n, wasm_f32x4_splat(0.693359375f)));
   r = wasm_f32x4_sub(r, wasm_f32x4_mul(n, wasm_f32x4_splat(-2.12194440e-4f)));
   v128_t p = wasm_f32x4_splat(1.9875691500e-4f);
@@ -28,7 +32,7 @@ static inline v128_t vexp(v128_t x) {
   p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(1.6666665459e-1f));
   p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(5.0000001201e-1f));
   p = wasm_f32x4_add(wasm_f32x4_mul(p, wasm_f32x4_mul(r, r)), wasm_f32x4_add(r, wasm_f32x4_splat(1.0f)));
-  v128_t e = wasm_i32x4_shl(wasm_i32x4_add(wasm_i32x4_trunc_sat_f32x4(n), wasm_i32x4_splat(127)), 23);
+  v128_t e = wasm_i32x4_shl(wasm_i32x4_add(t, wasm_i32x4_splat(127)), 23); // 2^n: n + 127 in the exponent
   v128_t y = wasm_f32x4_mul(p, e);
   return wasm_v128_andnot(y, wasm_f32x4_lt(x, lo)); // underflow (and −Inf) → 0
 }
@@ -115,16 +119,22 @@ static void weighted_rows(const float* e, int j0, int j1, const float* v, int ld
 EXPORT("sattend") void sattend(const float* q, const float* k, const float* v, float* out, int batch, int nq,
                                int nk, int H, int KV, int hd, float scale, int slide, float* work) {
   const int nkp = pad8(nk), group = H / KV, past = nk - nq, ldq = H * hd, ldk = KV * hd;
-  float* kt = work;                  // hd × nkp: the keys of one head, transposed
+  float* kt = work;                  // hd × nkp: the keys of one head, transposed in panels of 8
   float* sc = work + (long)hd * nkp; // 4 × nkp: scores, then exp, of four query rows
   const v128_t zero = wasm_f32x4_splat(0);
   for (int b = 0; b < batch; b++) {
     for (int kh = 0; kh < KV; kh++) {
       const float* kb = k + (long)b * nk * ldk + kh * hd;
-      for (int d = 0; d < hd; d++) {
-        float* dst = kt + (long)d * nkp;
-        for (int j = 0; j < nk; j++) dst[j] = kb[(long)j * ldk + d];
-        for (int j = nk; j < nkp; j++) dst[j] = 0;
+      // Packed in panels of 8 keys: panel j/8 holds, for each d, keys j..j+7 (8 consecutive floats), so the
+      // score loop reads memory sequentially (a d-major layout strides by nk and thrashes L1 sets).
+      for (int j = 0; j < nkp; j++) {
+        float* dst = kt + (long)(j >> 3) * hd * 8 + (j & 7);
+        if (j < nk) {
+          const float* src = kb + (long)j * ldk;
+          for (int d = 0; d < hd; d++) dst[d * 8] = src[d];
+        } else {
+          for (int d = 0; d < hd; d++) dst[d * 8] = 0;
+        }
       }
       const float* vb = v + (long)b * nk * ldk + kh * hd;
       for (int h = kh * group; h < (kh + 1) * group; h++) {
@@ -141,8 +151,8 @@ EXPORT("sattend") void sattend(const float* q, const float* k, const float* v, f
           const float* q3 = rows > 3 ? q0 + 3 * ldq : q2;
           for (int j = jlo; j < jhi; j += 8) {
             v128_t s00 = zero, s01 = zero, s10 = zero, s11 = zero, s20 = zero, s21 = zero, s30 = zero, s31 = zero;
-            const float* kr = kt + j;
-            for (int d = 0; d < hd; d++, kr += nkp) {
+            const float* kr = kt + (long)(j >> 3) * hd * 8;
+            for (int d = 0; d < hd; d++, kr += 8) {
               v128_t k0 = wasm_v128_load(kr), k1 = wasm_v128_load(kr + 4);
               v128_t x0 = wasm_v128_load32_splat(q0 + d);
               v128_t x1 = wasm_v128_load32_splat(q1 + d);
