@@ -443,15 +443,24 @@ function siluMulInto(g: Float32Array, u: Float32Array): void {
   });
 }
 
-/** The MLP half of a block: x += down(silu(gate(n)) ⊙ up(n)), n = RMSNorm(x). */
-function mlp(spec: LlamaSpec, block: LlamaBlock, x: Matrix, observe?: LinearObserver): void {
+/**
+ * The MLP half of a block: x += down(silu(gate(n)) ⊙ up(n)), n = RMSNorm(x). With `observeOnly`, stop once
+ * down's input has been observed (x is then left as it was).
+ */
+function mlp(
+  spec: LlamaSpec,
+  block: LlamaBlock,
+  x: Matrix,
+  observe?: LinearObserver,
+  observeOnly = false,
+): void {
   const n = rmsNorm(x, block.postNorm, spec.rmsNormEps); // tokens×d
   observe?.("mlp.gate_proj", n);
   observe?.("mlp.up_proj", n);
   const g = applyLinear(block.gate, n), u = applyLinear(block.up, n); // tokens×f
   siluMulInto(g.data, u.data);
   observe?.("mlp.down_proj", g);
-  addInto(x, applyLinear(block.down, g));
+  if (!observeOnly) addInto(x, applyLinear(block.down, g));
 }
 
 /**
@@ -464,6 +473,31 @@ export function forwardBlock(
   x: Matrix,
   layout: Layout,
   observe?: LinearObserver,
+): Matrix {
+  return blockPass(spec, block, x, layout, observe, false);
+}
+
+/**
+ * Show `observe` every linear's input exactly as {@link forwardBlock} would, without computing the block's
+ * output: the last product (down_proj) and the residual add are skipped, a quarter of the block's work.
+ */
+export function observeBlock(
+  spec: LlamaSpec,
+  block: LlamaBlock,
+  x: Matrix,
+  layout: Layout,
+  observe: LinearObserver,
+): void {
+  blockPass(spec, block, x, layout, observe, true);
+}
+
+function blockPass(
+  spec: LlamaSpec,
+  block: LlamaBlock,
+  x: Matrix,
+  layout: Layout,
+  observe: LinearObserver | undefined,
+  observeOnly: boolean,
 ): Matrix {
   const { batch, seq } = layout;
   if (x.rows !== batch * seq || x.cols !== spec.hiddenSize) {
@@ -485,7 +519,7 @@ export function forwardBlock(
   const att = attend(spec, q, k, v, batch, seq, seq); // tokens×(H·hd)
   observe?.("self_attn.o_proj", att);
   addInto(h, applyLinear(block.o, att));
-  mlp(spec, block, h, observe);
+  mlp(spec, block, h, observe, observeOnly);
   return h;
 }
 

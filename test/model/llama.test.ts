@@ -19,6 +19,7 @@ import {
   loadBlock,
   loadHead,
   newLayerCache,
+  observeBlock,
   rmsNorm,
   silu,
   tokenNll,
@@ -421,4 +422,20 @@ test("wasm SwiGLU kernel: silu(g)·u to float32 accuracy over the whole float ra
       assert.ok(err <= 4e-7 * Math.abs(want) + 1e-35, `silu(${g[i]}): ${out[i]} vs ${want}`);
     }
   }
+});
+
+test("observeBlock: the observer sees exactly what forwardBlock shows it", async () => {
+  const head = await loadHead(model.reader, TINY), block = await loadBlock(model.reader, TINY, 0);
+  const x = embed(head, TINY, [
+    Int32Array.of(4, 8, 15, 16, 23),
+    Int32Array.of(42, 4, 8, 15, 16).map((t) => t % 40),
+  ]);
+  const layout = { batch: 2, seq: 5 };
+  const full = new Map<LinearName, Float32Array>(), only = new Map<LinearName, Float32Array>();
+  forwardBlock(TINY, block, x, layout, (l, input) => full.set(l, input.data.slice()));
+  const before = x.data.slice();
+  observeBlock(TINY, block, x, layout, (l, input) => only.set(l, input.data.slice()));
+  assert.equal(only.size, 7);
+  for (const [l, data] of full) assert.deepEqual(only.get(l), data, l);
+  assert.deepEqual(x.data, before, "x is not modified");
 });
