@@ -13,8 +13,11 @@
  * @module
  */
 import { ShapeError } from "../errors.ts";
+import { activeBackend, activePool } from "../linalg/backend.ts";
 import { matmul } from "../linalg/gemm.ts";
+import { type WasmRuntime, wasmRuntime } from "../linalg/wasm/runtime.ts";
 import type { Matrix } from "../linalg/matrix.ts";
+import type { Job } from "../linalg/threads/pool.ts";
 import type { TensorReader } from "../io/tensor_reader.ts";
 import {
   EMBED,
@@ -235,11 +238,14 @@ export function embed(table: Matrix | LlamaHead, spec: LlamaSpec, windows: reado
 /** RMSNorm of each row of x (tokens×d) times the weight w (d), into a new matrix. */
 export function rmsNorm(x: Matrix, w: Float32Array, eps: number): Matrix {
   const n = x.cols, out = new Float32Array(x.data.length), d = x.data;
-  for (let t = 0; t < x.rows; t++) {
+  for (let t = 0, o = 0; t < x.rows; t++, o += n) {
     let ss = 0;
-    for (let j = 0; j < n; j++) ss += d[t * n + j] * d[t * n + j];
+    for (let j = 0; j < n; j++) {
+      const v = d[o + j];
+      ss += v * v;
+    }
     const s = 1 / Math.sqrt(ss / n + eps);
-    for (let j = 0; j < n; j++) out[t * n + j] = d[t * n + j] * s * w[j];
+    for (let j = 0; j < n; j++) out[o + j] = d[o + j] * s * w[j];
   }
   return { rows: x.rows, cols: n, data: out };
 }
@@ -293,6 +299,13 @@ function softmaxRow(d: Float32Array, off: number, n: number, scale: number): voi
   for (let j = off; j < off + n; j++) d[j] *= inv;
 }
 
+/** The wasm kernels of `wasm/model.c`, when the wasm backend is active and this build has them. */
+function modelKernels(): WasmRuntime | null {
+  if (activeBackend() !== "wasm") return null;
+  const rt = wasmRuntime();
+  return rt && rt.has("sattend") ? rt : null;
+}
+
 /** Query rows handled at once: a causal block only multiplies against the keys it can see. */
 const QUERY_BLOCK = 64;
 
@@ -303,6 +316,73 @@ const QUERY_BLOCK = 64;
  * Returns (batch·nq)×(H·hd).
  */
 function attend(
+  spec: LlamaSpec,
+  q: Matrix,
+  k: Matrix,
+  v: Matrix,
+  batch: number,
+  nq: number,
+  nk: number,
+): Matrix {
+  const rt = modelKernels();
+  return rt && spec.headDim % 4 === 0
+    ? attendWasm(rt, spec, q, k, v, batch, nq, nk)
+    : attendTs(spec, q, k, v, batch, nq, nk);
+}
+
+/** {@link attend} in one fused wasm call (`sattend`): scores and softmax stay in the kernel's scratch. */
+function attendWasm(
+  rt: WasmRuntime,
+  spec: LlamaSpec,
+  q: Matrix,
+  k: Matrix,
+  v: Matrix,
+  batch: number,
+  nq: number,
+  nk: number,
+): Matrix {
+  const H = spec.numHeads, KV = spec.numKvHeads, hd = spec.headDim, len = batch * nq * H * hd;
+  const slide = Math.min(spec.slidingWindow ?? nk, nk); // nk: every key of the window is visible
+  const data = rt.scoped((s) => {
+    const pq = s.putF32(q.data), pk = s.putF32(k.data), pv = s.putF32(v.data), po = s.allocF32(len);
+    const workLen: number = rt.fn("sattend_work_size")(nk, hd), scale = 1 / Math.sqrt(hd);
+    // Windows are independent: with worker threads, each takes a share of them.
+    const pool = activePool(),
+      parts = pool && batch * nq * nk * H * hd >= ATTEND_THREAD_WORK ? Math.min(pool.size, batch) : 1;
+    const jobs: Job[] = [], step = Math.ceil(batch / parts);
+    for (let b0 = 0; b0 < batch; b0 += step) {
+      const nb = Math.min(step, batch - b0), qOff = b0 * nq * H * hd * 4, kOff = b0 * nk * KV * hd * 4;
+      jobs.push({
+        fn: "sattend",
+        args: [
+          pq + qOff,
+          pk + kOff,
+          pv + kOff,
+          po + qOff,
+          nb,
+          nq,
+          nk,
+          H,
+          KV,
+          hd,
+          scale,
+          slide,
+          s.allocF32(workLen),
+        ],
+      });
+    }
+    if (jobs.length === 1 || !pool) { for (const j of jobs) rt.fn(j.fn)(...j.args); }
+    else pool.run(jobs);
+    return rt.getF32(po, len);
+  });
+  return { rows: batch * nq, cols: H * hd, data };
+}
+
+/** Attention work (query·key·width products) above which worker threads share the windows. */
+const ATTEND_THREAD_WORK = 1 << 22;
+
+/** {@link attend} in TypeScript: per query block, scores by GEMM, softmax, values by GEMM. */
+function attendTs(
   spec: LlamaSpec,
   q: Matrix,
   k: Matrix,
@@ -345,19 +425,42 @@ function attend(
 
 /** x += y, in place (both tokens×d). */
 function addInto(x: Matrix, y: Matrix): void {
-  for (let i = 0; i < x.data.length; i++) x.data[i] += y.data[i];
+  const a = x.data, b = y.data;
+  for (let i = 0; i < a.length; i++) a[i] += b[i];
 }
 
-/** The MLP half of a block: x += down(silu(gate(n)) ⊙ up(n)), n = RMSNorm(x). */
-function mlp(spec: LlamaSpec, block: LlamaBlock, x: Matrix, observe?: LinearObserver): void {
+/** g ← silu(g) ⊙ u in place: the wasm kernel (vectorised exp) when present, else Math.exp. */
+function siluMulInto(g: Float32Array, u: Float32Array): void {
+  const rt = modelKernels();
+  if (!rt) {
+    for (let i = 0; i < g.length; i++) g[i] = silu(g[i]) * u[i];
+    return;
+  }
+  rt.scoped((s) => {
+    const pg = s.putF32(g), pu = s.putF32(u);
+    rt.fn("ssilu_mul")(pg, pu, g.length);
+    g.set(rt.f32(pg, g.length));
+  });
+}
+
+/**
+ * The MLP half of a block: x += down(silu(gate(n)) ⊙ up(n)), n = RMSNorm(x). With `observeOnly`, stop once
+ * down's input has been observed (x is then left as it was).
+ */
+function mlp(
+  spec: LlamaSpec,
+  block: LlamaBlock,
+  x: Matrix,
+  observe?: LinearObserver,
+  observeOnly = false,
+): void {
   const n = rmsNorm(x, block.postNorm, spec.rmsNormEps); // tokens×d
   observe?.("mlp.gate_proj", n);
   observe?.("mlp.up_proj", n);
   const g = applyLinear(block.gate, n), u = applyLinear(block.up, n); // tokens×f
-  const gd = g.data, ud = u.data;
-  for (let i = 0; i < gd.length; i++) gd[i] = silu(gd[i]) * ud[i];
+  siluMulInto(g.data, u.data);
   observe?.("mlp.down_proj", g);
-  addInto(x, applyLinear(block.down, g));
+  if (!observeOnly) addInto(x, applyLinear(block.down, g));
 }
 
 /**
@@ -371,13 +474,38 @@ export function forwardBlock(
   layout: Layout,
   observe?: LinearObserver,
 ): Matrix {
+  return blockPass(spec, block, x, layout, observe, false);
+}
+
+/**
+ * Show `observe` every linear's input exactly as {@link forwardBlock} would, without computing the block's
+ * output: the last product (down_proj) and the residual add are skipped, a quarter of the block's work.
+ */
+export function observeBlock(
+  spec: LlamaSpec,
+  block: LlamaBlock,
+  x: Matrix,
+  layout: Layout,
+  observe: LinearObserver,
+): void {
+  blockPass(spec, block, x, layout, observe, true);
+}
+
+function blockPass(
+  spec: LlamaSpec,
+  block: LlamaBlock,
+  x: Matrix,
+  layout: Layout,
+  observe: LinearObserver | undefined,
+  observeOnly: boolean,
+): Matrix {
   const { batch, seq } = layout;
   if (x.rows !== batch * seq || x.cols !== spec.hiddenSize) {
     throw new ShapeError(
       `forwardBlock: x is ${x.rows}×${x.cols}, layout needs ${batch * seq}×${spec.hiddenSize}`,
     );
   }
-  const h: Matrix = { rows: x.rows, cols: x.cols, data: Float32Array.from(x.data) }; // residual stream copy
+  const h: Matrix = { rows: x.rows, cols: x.cols, data: x.data.slice() }; // residual stream copy
   const n = rmsNorm(h, block.inputNorm, spec.rmsNormEps); // tokens×d
   observe?.("self_attn.q_proj", n);
   observe?.("self_attn.k_proj", n);
@@ -391,8 +519,117 @@ export function forwardBlock(
   const att = attend(spec, q, k, v, batch, seq, seq); // tokens×(H·hd)
   observe?.("self_attn.o_proj", att);
   addInto(h, applyLinear(block.o, att));
-  mlp(spec, block, h, observe);
+  mlp(spec, block, h, observe, observeOnly);
   return h;
+}
+
+/**
+ * Every intermediate of one dense pass of a block (see {@link traceBlock}), so that a caller replacing one
+ * linear can re-run only what follows it ({@link forwardBlockFrom}). All tokens×width.
+ */
+export interface BlockTrace {
+  /** RMSNorm of the input: q/k/v's input. */
+  n1: Matrix;
+  /** Queries, after RoPE. */
+  q: Matrix;
+  /** Keys, after RoPE. */
+  k: Matrix;
+  /** Values. */
+  v: Matrix;
+  /** Attention output: o's input. */
+  att: Matrix;
+  /** x + o(att): the residual stream between the halves. */
+  mid: Matrix;
+  /** RMSNorm of mid: gate/up's input. */
+  n2: Matrix;
+  /** gate(n2), before SiLU. */
+  g: Matrix;
+  /** up(n2). */
+  u: Matrix;
+  /** silu(g) ⊙ u: down's input. */
+  act: Matrix;
+  /** The block's output. */
+  out: Matrix;
+}
+
+function checkLayout(what: string, spec: LlamaSpec, x: Matrix, { batch, seq }: Layout): void {
+  if (x.rows !== batch * seq || x.cols !== spec.hiddenSize) {
+    throw new ShapeError(`${what}: x is ${x.rows}×${x.cols}, layout needs ${batch * seq}×${spec.hiddenSize}`);
+  }
+}
+
+/** q or k of n1, rotated for positions (row mod seq). */
+function rotated(spec: LlamaSpec, lin: Linear, n1: Matrix, heads: number, seq: number): Matrix {
+  const m = applyLinear(lin, n1);
+  applyRope(m, heads, spec.headDim, ropeFor(spec, seq), spec.ropeStyle, (t) => t % seq);
+  return m;
+}
+
+/** x + down(silu(g) ⊙ u) for mid = x; returns [act, out]. `g` is consumed (overwritten). */
+function mlpTail(block: LlamaBlock, mid: Matrix, g: Matrix, u: Matrix): [Matrix, Matrix] {
+  siluMulInto(g.data, u.data);
+  const out: Matrix = { rows: mid.rows, cols: mid.cols, data: mid.data.slice() };
+  addInto(out, applyLinear(block.down, g));
+  return [g, out];
+}
+
+/**
+ * {@link forwardBlock} keeping every intermediate: the same operations in the same order, so `trace.out`
+ * equals forwardBlock's output exactly.
+ */
+export function traceBlock(spec: LlamaSpec, block: LlamaBlock, x: Matrix, layout: Layout): BlockTrace {
+  checkLayout("traceBlock", spec, x, layout);
+  const seq = layout.seq;
+  const n1 = rmsNorm(x, block.inputNorm, spec.rmsNormEps);
+  const q = rotated(spec, block.q, n1, spec.numHeads, seq);
+  const k = rotated(spec, block.k, n1, spec.numKvHeads, seq);
+  const v = applyLinear(block.v, n1);
+  const att = attend(spec, q, k, v, layout.batch, seq, seq);
+  const mid: Matrix = { rows: x.rows, cols: x.cols, data: x.data.slice() };
+  addInto(mid, applyLinear(block.o, att));
+  const n2 = rmsNorm(mid, block.postNorm, spec.rmsNormEps);
+  const g = applyLinear(block.gate, n2), u = applyLinear(block.up, n2);
+  const [act, out] = mlpTail(block, mid, { rows: g.rows, cols: g.cols, data: g.data.slice() }, u);
+  return { n1, q, k, v, att, mid, n2, g, u, act, out };
+}
+
+/**
+ * The output of `block` on x when everything upstream of linear `from` is as in `trace` (a {@link traceBlock}
+ * of a block that differs from this one in `from` alone): only `from` and what follows it are computed.
+ * With the traced block itself, the result equals `trace.out`.
+ */
+export function forwardBlockFrom(
+  spec: LlamaSpec,
+  block: LlamaBlock,
+  x: Matrix,
+  layout: Layout,
+  trace: BlockTrace,
+  from: LinearName,
+): Matrix {
+  checkLayout("forwardBlockFrom", spec, x, layout);
+  const seq = layout.seq,
+    copy = (m: Matrix): Matrix => ({ rows: m.rows, cols: m.cols, data: m.data.slice() });
+  if (from === "mlp.down_proj") {
+    const out = copy(trace.mid);
+    addInto(out, applyLinear(block.down, trace.act));
+    return out;
+  }
+  if (from === "mlp.gate_proj" || from === "mlp.up_proj") {
+    const g = from === "mlp.gate_proj" ? applyLinear(block.gate, trace.n2) : copy(trace.g);
+    const u = from === "mlp.up_proj" ? applyLinear(block.up, trace.n2) : trace.u;
+    return mlpTail(block, trace.mid, g, u)[1];
+  }
+  let att = trace.att;
+  if (from !== "self_attn.o_proj") {
+    const q = from === "self_attn.q_proj" ? rotated(spec, block.q, trace.n1, spec.numHeads, seq) : trace.q;
+    const k = from === "self_attn.k_proj" ? rotated(spec, block.k, trace.n1, spec.numKvHeads, seq) : trace.k;
+    const v = from === "self_attn.v_proj" ? applyLinear(block.v, trace.n1) : trace.v;
+    att = attend(spec, q, k, v, layout.batch, seq, seq);
+  }
+  const mid = copy(x);
+  addInto(mid, applyLinear(block.o, att));
+  mlp(spec, block, mid);
+  return mid;
 }
 
 /**
@@ -468,7 +705,7 @@ export function forwardBlockCached(spec: LlamaSpec, block: LlamaBlock, x: Matrix
   if (past + nq > cache.capacity) {
     throw new ShapeError(`forwardBlockCached: cache holds ${cache.capacity} positions`);
   }
-  const h: Matrix = { rows: x.rows, cols: x.cols, data: Float32Array.from(x.data) };
+  const h: Matrix = { rows: x.rows, cols: x.cols, data: x.data.slice() };
   const n = rmsNorm(h, block.inputNorm, spec.rmsNormEps);
   const q = applyLinear(block.q, n); // nq×(H·hd)
   const tables = ropeFor(spec, past + nq);
@@ -521,14 +758,30 @@ export function tokenNll(spec: LlamaSpec, head: LlamaHead, h: Matrix, targets: I
   for (let r0 = 0; r0 < h.rows; r0 += step) {
     const n = Math.min(step, h.rows - r0);
     const logits = finalLogits(spec, head, { rows: n, cols: d, data: h.data.subarray(r0 * d, (r0 + n) * d) });
+    const lse = rowsLogSumExp(logits.data, n, V);
     for (let i = 0; i < n; i++) {
       const tgt = targets[r0 + i];
-      if (tgt < 0) {
-        out[r0 + i] = NaN;
-        continue;
-      }
-      out[r0 + i] = logSumExp(logits.data, i * V, V) - logits.data[i * V + tgt];
+      out[r0 + i] = tgt < 0 ? NaN : lse[i] - logits.data[i * V + tgt];
     }
+  }
+  return out;
+}
+
+/** log Σ exp of each row of a (rows×n): the wasm kernel (vectorised exp, float64 sums) or {@link logSumExp}. */
+function rowsLogSumExp(a: Float32Array, rows: number, n: number): Float64Array {
+  const out = new Float64Array(rows), rt = modelKernels();
+  if (!rt) {
+    for (let i = 0; i < rows; i++) out[i] = logSumExp(a, i * n, n);
+    return out;
+  }
+  const stats = rt.scoped((s) => {
+    const pa = s.putF32(a.subarray(0, rows * n)), ps = s.allocF64(2 * rows);
+    rt.fn("slogsumexp_rows")(pa, rows, n, ps);
+    return rt.getF64(ps, 2 * rows);
+  });
+  for (let i = 0; i < rows; i++) {
+    const max = stats[2 * i];
+    out[i] = Number.isFinite(max) ? max + Math.log(stats[2 * i + 1]) : max === -Infinity ? -Infinity : NaN;
   }
   return out;
 }

@@ -5,7 +5,14 @@
  * @module
  */
 import type { Matrix } from "../linalg/matrix.ts";
-import { embed, forwardBlock, type LinearObserver, type LlamaBlock, type LlamaHead } from "../model/llama.ts";
+import {
+  embed,
+  forwardBlock,
+  type LinearObserver,
+  type LlamaBlock,
+  type LlamaHead,
+  observeBlock,
+} from "../model/llama.ts";
 import type { LlamaSpec } from "../model/spec.ts";
 
 /** The residual stream of `samples` windows of `seq` tokens: x is (samples·seq)×hidden. */
@@ -30,7 +37,7 @@ export function embedWindows(
 /**
  * Where {@link runBlock} puts the block's output: a new stream (default), over the input stream (each
  * batch's output replaces its own rows, which no later batch reads), or nowhere (a pass run only for its
- * observer).
+ * observer, which then stops after the last linear's input: no down_proj product).
  */
 export type BlockOutput = "new" | "inplace" | "discard";
 
@@ -57,8 +64,8 @@ export function runBlock(
     const nb = Math.min(batch, h.samples - s0);
     const rows = nb * seq;
     const x = { rows, cols: d, data: h.x.data.subarray(s0 * seq * d, (s0 * seq + rows) * d) };
-    const y = forwardBlock(spec, block, x, { batch: nb, seq }, observe);
-    out?.set(y.data, s0 * seq * d);
+    if (!out && observe) observeBlock(spec, block, x, { batch: nb, seq }, observe); // output not wanted
+    else out?.set(forwardBlock(spec, block, x, { batch: nb, seq }, observe).data, s0 * seq * d);
   }
   if (output === "inplace") return h;
   return { x: { rows: h.x.rows, cols: d, data: out ?? new Float32Array(0) }, samples: h.samples, seq };

@@ -1,11 +1,14 @@
 /**
  * ASVD's sensitivity sweep: for every linear and each parameter ratio p of a grid, replace that one layer by
- * its ASVD factors and measure the calibration perplexity. The expensive step of ASVD, so it is cut short
- * where it can be: the blocks before the replaced layer do not change, so their output on the calibration
- * windows is computed once per block and reused; the SVD of W·S is computed once per layer and truncated
- * to every p. Results go to a JSON cache keyed by a hash of the weights, the windows and the settings, written
- * after every layer, so an interrupted sweep resumes where it stopped. The sweep holds the model's blocks in
- * memory.
+ * its ASVD factors and measure the calibration perplexity. The expensive step of ASVD, so no work is done
+ * twice: the blocks before the replaced layer do not change, so their output on the calibration windows is
+ * computed once per block and reused; the SVD of W·S is computed once per layer and truncated to every p;
+ * inside the replaced block, the dense pass's intermediates (one {@link traceBlock} per window batch) are
+ * shared by all 7 × |p| variants, each of which recomputes only from its replaced linear on
+ * ({@link forwardBlockFrom}: replacing down_proj costs one low-rank product, not a block). What remains, the
+ * later blocks and the lm_head for every variant, is exactly the perplexity asked for. Results go to a JSON
+ * cache keyed by a hash of the weights, the windows and the settings, written after every block, so an
+ * interrupted sweep resumes where it stopped. The sweep holds the model's blocks in memory.
  *
  * @module
  */
@@ -18,12 +21,15 @@ import { asvdFactors, asvdSpectrum } from "../methods/asvd.ts";
 import { SENSITIVITY_RATIOS, type SensitivityTable } from "../methods/asvd_sensitivity.ts";
 import {
   BLOCK_FIELD,
+  forwardBlock,
+  forwardBlockFrom,
   type Linear,
   type LlamaBlock,
   type LlamaHead,
   loadBlock,
   loadHead,
   tokenNll,
+  traceBlock,
 } from "../model/llama.ts";
 import { LINEAR_NAMES, type LinearName, linearPrefix } from "../model/names.ts";
 import type { LlamaSpec } from "../model/spec.ts";
@@ -67,6 +73,37 @@ interface CacheFile {
   table: SensitivityTable;
 }
 
+/** Targets of windows laid out as rows: position t predicts token t+1 of its window; the last predicts none. */
+function targetsOf(windows: readonly Int32Array[], seq: number): Int32Array {
+  const targets = new Int32Array(windows.length * seq);
+  for (let s = 0; s < windows.length; s++) {
+    for (let t = 0; t < seq; t++) targets[s * seq + t] = t + 1 < seq ? windows[s][t + 1] : -1;
+  }
+  return targets;
+}
+
+/** A running NLL sum over predicted positions, in window order. */
+interface NllSum {
+  sum: number;
+  count: number;
+  /** False once a predicted position's NLL was not finite. */
+  finite: boolean;
+}
+
+function addNll(acc: NllSum, nll: Float64Array, targets: Int32Array): void {
+  for (let i = 0; i < nll.length; i++) {
+    if (targets[i] < 0) continue;
+    if (!Number.isFinite(nll[i])) acc.finite = false;
+    acc.sum += nll[i];
+    acc.count++;
+  }
+}
+
+/** exp(mean NLL); a model whose NLL was not finite somewhere is the most sensitive: Infinity, never hidden. */
+function pplOf(acc: NllSum): number {
+  return acc.finite ? Math.exp(acc.sum / acc.count) : Infinity;
+}
+
 /** Mean NLL → perplexity over the windows: position t predicts token t+1 of its window. */
 function perplexityOf(
   spec: LlamaSpec,
@@ -74,20 +111,10 @@ function perplexityOf(
   h: HiddenStates,
   windows: readonly Int32Array[],
 ): number {
-  const seq = h.seq;
-  const targets = new Int32Array(h.x.rows);
-  for (let s = 0; s < windows.length; s++) {
-    for (let t = 0; t < seq; t++) targets[s * seq + t] = t + 1 < seq ? windows[s][t + 1] : -1;
-  }
-  const nll = tokenNll(spec, head, h.x, targets);
-  let sum = 0, n = 0;
-  for (let i = 0; i < nll.length; i++) {
-    if (targets[i] < 0) continue;
-    if (!Number.isFinite(nll[i])) return Infinity; // a broken model: most sensitive, never hidden
-    sum += nll[i];
-    n++;
-  }
-  return Math.exp(sum / n);
+  const targets = targetsOf(windows, h.seq);
+  const acc: NllSum = { sum: 0, count: 0, finite: true };
+  addNll(acc, tokenNll(spec, head, h.x, targets), targets);
+  return pplOf(acc);
 }
 
 async function sha256Hex(parts: (Uint8Array | string)[]): Promise<string> {
@@ -189,50 +216,72 @@ export async function sensitivitySweep(
   }
   const tSweep = performance.now();
   let swept = 0;
+  const seq = h.seq, d = h.x.cols;
   for (let i = 0; i < spec.numLayers; i++) {
     const todo = linears.filter((l) =>
       Object.keys(cache.table[linearPrefix(i, l)] ?? {}).length !== ratios.length
     );
-    let next: HiddenStates;
     if (todo.length === 0) {
-      next = runBlock(spec, blocks[i], h, batch);
-    } else {
-      // ASVD statistics of this block's inputs (original activations), and its dense output.
-      const obs = new Map<LinearName, AbsMeanObserver>();
-      next = runBlock(spec, blocks[i], h, batch, (linear: LinearName, x: Matrix) => {
-        if (!todo.includes(linear)) return;
-        let o = obs.get(linear);
-        if (!o) obs.set(linear, o = new AbsMeanObserver(linearPrefix(i, linear), x.cols));
-        o.addBatch(x);
-      });
-      for (const l of todo) {
-        const name = linearPrefix(i, l);
-        const lin = blocks[i][BLOCK_FIELD[l]] as Linear;
-        if (lin.kind !== "dense") throw new OptionError(`sensitivity sweep: ${name} is already low-rank`);
-        const o = obs.get(l)!;
-        const sp = asvdSpectrum(lin.weight, { absMean: o.mean() }, { alpha });
-        const row: Record<string, number> = {};
-        for (const p of ratios) {
-          const m = lin.weight.rows, n = lin.weight.cols;
-          const rank = Math.max(1, Math.min(Math.floor((m * n * p) / (m + n)), m, n));
-          const { a, b } = asvdFactors(sp, rank);
-          const modified: LlamaBlock = {
-            ...blocks[i],
-            [BLOCK_FIELD[l]]: { kind: "lowrank", a, b, bias: lin.bias },
-          };
-          const x = runBlock(spec, modified, h, batch);
-          for (let j = i + 1; j < spec.numLayers; j++) {
-            runBlock(spec, blocks[j], x, batch, undefined, "inplace");
-          }
-          row[String(p)] = perplexityOf(spec, head, x, windows);
-        }
-        cache.table[name] = row;
-        await save();
-        swept++;
-        const el = (performance.now() - tSweep) / 1000;
-        const left = total - startDone - swept;
-        opts.onProgress?.({ layer: name, done: startDone + swept, total, etaSeconds: (el / swept) * left });
+      h = runBlock(spec, blocks[i], h, batch);
+      continue;
+    }
+    // ASVD statistics of this block's inputs (original activations), and its dense output.
+    const obs = new Map<LinearName, AbsMeanObserver>();
+    const next = runBlock(spec, blocks[i], h, batch, (linear: LinearName, x: Matrix) => {
+      if (!todo.includes(linear)) return;
+      let o = obs.get(linear);
+      if (!o) obs.set(linear, o = new AbsMeanObserver(linearPrefix(i, linear), x.cols));
+      o.addBatch(x);
+    });
+    // Every (linear, ratio) variant of the block: one SVD of W·S per linear, truncated to each rank.
+    const variants: { linear: LinearName; p: number; block: LlamaBlock; nll: NllSum }[] = [];
+    for (const l of todo) {
+      const lin = blocks[i][BLOCK_FIELD[l]] as Linear;
+      if (lin.kind !== "dense") {
+        throw new OptionError(`sensitivity sweep: ${linearPrefix(i, l)} is already low-rank`);
       }
+      const sp = asvdSpectrum(lin.weight, { absMean: obs.get(l)!.mean() }, { alpha });
+      for (const p of ratios) {
+        const m = lin.weight.rows, n = lin.weight.cols;
+        const rank = Math.max(1, Math.min(Math.floor((m * n * p) / (m + n)), m, n));
+        const { a, b } = asvdFactors(sp, rank);
+        const block: LlamaBlock = {
+          ...blocks[i],
+          [BLOCK_FIELD[l]]: { kind: "lowrank", a, b, bias: lin.bias },
+        };
+        variants.push({ linear: l, p, block, nll: { sum: 0, count: 0, finite: true } });
+      }
+    }
+    obs.clear();
+    // Window batch by window batch: the dense block's intermediates once, then each variant from its
+    // replaced linear on (what precedes it in the block is unchanged), through the later blocks to the NLL.
+    for (let s0 = 0; s0 < h.samples; s0 += batch) {
+      const nb = Math.min(batch, h.samples - s0), layout = { batch: nb, seq };
+      const x = { rows: nb * seq, cols: d, data: h.x.data.subarray(s0 * seq * d, (s0 + nb) * seq * d) };
+      const trace = traceBlock(spec, blocks[i], x, layout);
+      const targets = targetsOf(windows.slice(s0, s0 + nb), seq);
+      for (const vt of variants) {
+        let y = forwardBlockFrom(spec, vt.block, x, layout, trace, vt.linear);
+        for (let j = i + 1; j < spec.numLayers; j++) y = forwardBlock(spec, blocks[j], y, layout);
+        addNll(vt.nll, tokenNll(spec, head, y, targets), targets);
+      }
+    }
+    for (const l of todo) {
+      const row: Record<string, number> = {};
+      for (const vt of variants) if (vt.linear === l) row[String(vt.p)] = pplOf(vt.nll);
+      cache.table[linearPrefix(i, l)] = row;
+    }
+    await save();
+    for (const l of todo) {
+      swept++;
+      const el = (performance.now() - tSweep) / 1000;
+      const left = total - startDone - swept;
+      opts.onProgress?.({
+        layer: linearPrefix(i, l),
+        done: startDone + swept,
+        total,
+        etaSeconds: (el / swept) * left,
+      });
     }
     h = next;
   }

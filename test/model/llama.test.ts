@@ -8,19 +8,25 @@ import fc from "fast-check";
 import { memoryReader, randomWeights, TINY } from "./_random_model.ts";
 import {
   applyLinear,
+  BLOCK_FIELD,
   embed,
   finalLogits,
   forwardBlock,
   forwardBlockCached,
+  forwardBlockFrom,
   forwardHidden,
   type Linear,
   loadBlock,
   loadHead,
   newLayerCache,
+  observeBlock,
   rmsNorm,
   silu,
+  tokenNll,
+  traceBlock,
 } from "../../src/model/llama.ts";
-import { type LinearName, linearPrefix } from "../../src/model/names.ts";
+import { initLinalg, linalgInfo } from "../../src/linalg/backend.ts";
+import { LINEAR_NAMES, type LinearName, linearPrefix } from "../../src/model/names.ts";
 import { matmul } from "../../src/linalg/gemm.ts";
 import type { Matrix } from "../../src/linalg/matrix.ts";
 import { ShapeError } from "../../src/errors.ts";
@@ -312,4 +318,124 @@ test("sliding window: rows see only the last W positions, in the full and the ca
     assert.equal(fast[k], next, `step ${k}`);
     cur = Int32Array.from([...cur, next]);
   }
+});
+
+test("forward: the wasm kernels (fused attention, SwiGLU, log-sum-exp) agree with the TypeScript path", async () => {
+  assert.equal(linalgInfo().backend, "wasm");
+  // head widths: 4 (vector tails only), 36 and 40 (a 32-wide chunk plus tails); odd lengths; a sliding window
+  const specs = [
+    TINY,
+    { ...TINY, numHeads: 2, numKvHeads: 1, headDim: 36, hiddenSize: 24 },
+    { ...TINY, numHeads: 2, numKvHeads: 2, headDim: 40, hiddenSize: 20, slidingWindow: 5 },
+  ];
+  for (const spec of specs) {
+    const m = { spec, reader: memoryReader(randomWeights(spec, 7)) };
+    const head = await loadHead(m.reader, spec), block = await loadBlock(m.reader, spec, 0);
+    const windows = [0, 1, 2].map((w) =>
+      Int32Array.from({ length: 13 }, (_, t) => (w * 7 + t * 5) % spec.vocabSize)
+    );
+    const x = embed(head, spec, windows), layout = { batch: 3, seq: 13 };
+    const targets = Int32Array.from(
+      { length: 39 },
+      (_, t) => (t % 13 === 12 ? -1 : (t * 3) % spec.vocabSize),
+    );
+    const run = () => {
+      const y = forwardBlock(spec, block, x, layout);
+      const cache = newLayerCache(spec, 13);
+      forwardBlockCached(spec, block, { rows: 9, cols: x.cols, data: x.data.subarray(0, 9 * x.cols) }, cache);
+      const step = forwardBlockCached(spec, block, {
+        rows: 4,
+        cols: x.cols,
+        data: x.data.subarray(9 * x.cols, 13 * x.cols),
+      }, cache);
+      return { y, step, nll: tokenNll(spec, head, y, targets) };
+    };
+    const wasm = run();
+    await initLinalg({ backend: "ts" });
+    let ts;
+    try {
+      ts = run();
+    } finally {
+      await initLinalg({ backend: "auto" });
+    }
+    assert.ok(maxAbsDiff(wasm.y.data, ts.y.data) < 1e-5, `block output, head width ${spec.headDim}`);
+    assert.ok(maxAbsDiff(wasm.step.data, ts.step.data) < 1e-5, `cached pass, head width ${spec.headDim}`);
+    assert.ok(maxAbsDiff(wasm.step.data, wasm.y.data.subarray(9 * x.cols, 13 * x.cols)) < 1e-5);
+    for (let i = 0; i < 39; i++) {
+      if (targets[i] < 0) assert.ok(Number.isNaN(wasm.nll[i]));
+      else assert.ok(Math.abs(wasm.nll[i] - ts.nll[i]) < 1e-5, `nll ${i}: ${wasm.nll[i]} vs ${ts.nll[i]}`);
+    }
+  }
+});
+
+test("forward: a NaN input shows in its own window from its position on, and nowhere else", async () => {
+  const head = await loadHead(model.reader, TINY), block = await loadBlock(model.reader, TINY, 0);
+  const x = embed(head, TINY, [Int32Array.of(1, 2, 3, 4, 5, 6), Int32Array.of(6, 5, 4, 3, 2, 1)]);
+  const d = TINY.hiddenSize;
+  x.data[3 * d + 2] = NaN; // window 0, position 3
+  const y = forwardBlock(TINY, block, x, { batch: 2, seq: 6 });
+  for (let r = 0; r < 12; r++) {
+    const row = y.data.subarray(r * d, (r + 1) * d);
+    if (r >= 3 && r < 6) assert.ok(row.some(Number.isNaN), `row ${r} should be NaN`);
+    if (r >= 6) assert.ok(row.every(Number.isFinite), `row ${r} (other window) should be finite`);
+  }
+});
+
+test("traceBlock / forwardBlockFrom: the trace is the block's pass; re-running from any linear gives the same", async () => {
+  const head = await loadHead(model.reader, TINY), block = await loadBlock(model.reader, TINY, 1);
+  const x = embed(head, TINY, [Int32Array.of(3, 1, 4, 1, 5, 9, 2), Int32Array.of(2, 7, 1, 8, 2, 8, 1)]);
+  const layout = { batch: 2, seq: 7 };
+  const dense = forwardBlock(TINY, block, x, layout);
+  const trace = traceBlock(TINY, block, x, layout);
+  assert.deepEqual(trace.out.data, dense.data);
+  for (const [i, l] of LINEAR_NAMES.entries()) {
+    assert.deepEqual(forwardBlockFrom(TINY, block, x, layout, trace, l).data, dense.data, l);
+    // the block with this one linear replaced (a random rank-2 factor pair): the same as its full pass
+    const w = block[BLOCK_FIELD[l]] as Linear & { kind: "dense" };
+    const low: Linear = { kind: "lowrank", a: mat(w.weight.rows, 2, i + 1), b: mat(2, w.weight.cols, i + 9) };
+    const modified = { ...block, [BLOCK_FIELD[l]]: low };
+    const want = forwardBlock(TINY, modified, x, layout);
+    const got = forwardBlockFrom(TINY, modified, x, layout, trace, l);
+    assert.ok(maxAbsDiff(got.data, want.data) < 1e-6, l);
+    assert.ok(maxAbsDiff(got.data, dense.data) > 1e-3, `${l}: the replacement must matter`);
+  }
+});
+
+test("wasm SwiGLU kernel: silu(g)·u to float32 accuracy over the whole float range, NaN kept", async () => {
+  const { wasmRuntime } = await import("../../src/linalg/wasm/runtime.ts");
+  const rt = wasmRuntime()!;
+  const g = Float32Array.from({ length: 4001 }, (_, i) => (i - 2000) * 0.05); // −100…100, odd length: tail
+  g.set([NaN, Infinity, -Infinity, -87.4, -87.3, 88.7, 88.8, 1e-30], 0);
+  const u = Float32Array.from(g, (_, i) => 1 + (i % 7) * 0.25);
+  const out = rt.scoped((s) => {
+    const pg = s.putF32(g), pu = s.putF32(u);
+    rt.fn("ssilu_mul")(pg, pu, g.length);
+    return rt.getF32(pg, g.length);
+  });
+  for (let i = 0; i < g.length; i++) {
+    const want = silu(g[i]) * u[i];
+    // ±Inf inputs: not specified further. Below x ≈ −88, exp(−x) overflows float32 and silu flushes to −0
+    // (|silu| < 1e-35 there).
+    if (Number.isNaN(g[i])) assert.ok(Number.isNaN(out[i]));
+    else if (Number.isFinite(g[i])) {
+      const err = Math.abs(out[i] - want);
+      assert.ok(err <= 4e-7 * Math.abs(want) + 1e-35, `silu(${g[i]}): ${out[i]} vs ${want}`);
+    }
+  }
+});
+
+test("observeBlock: the observer sees exactly what forwardBlock shows it", async () => {
+  const head = await loadHead(model.reader, TINY), block = await loadBlock(model.reader, TINY, 0);
+  const x = embed(head, TINY, [
+    Int32Array.of(4, 8, 15, 16, 23),
+    Int32Array.of(42, 4, 8, 15, 16).map((t) => t % 40),
+  ]);
+  const layout = { batch: 2, seq: 5 };
+  const full = new Map<LinearName, Float32Array>(), only = new Map<LinearName, Float32Array>();
+  forwardBlock(TINY, block, x, layout, (l, input) => full.set(l, input.data.slice()));
+  const before = x.data.slice();
+  observeBlock(TINY, block, x, layout, (l, input) => only.set(l, input.data.slice()));
+  assert.equal(only.size, 7);
+  for (const [l, data] of full) assert.deepEqual(only.get(l), data, l);
+  assert.deepEqual(x.data, before, "x is not modified");
 });

@@ -7,6 +7,19 @@ import { calibrationWindows } from "../../src/calib/windows.ts";
 import { sensitivitySweep } from "../../src/pipeline/sensitivity.ts";
 import { compress } from "../../src/pipeline/compress.ts";
 import { folderPpl, openFolder, STORIES, storiesText, tempDir } from "./_helpers.ts";
+import { AbsMeanObserver } from "../../src/calib/abs_mean.ts";
+import { asvdFactors, asvdSpectrum } from "../../src/methods/asvd.ts";
+import {
+  BLOCK_FIELD,
+  embed,
+  forwardBlock,
+  type Linear,
+  type LlamaBlock,
+  loadBlock,
+  loadHead,
+  tokenNll,
+} from "../../src/model/llama.ts";
+import { type LinearName, linearPrefix } from "../../src/model/names.ts";
 
 test("ASVD sensitivity sweep on stories260K: cached, resumable, and used for allocation", {
   timeout: 240_000,
@@ -103,5 +116,60 @@ test("KV-cache mode compresses only k/v and reports the cache saved", { timeout:
     assert.ok(ppl > 5.3885 && ppl < 3 * 5.3885, `kv-cache model ppl ${ppl}`);
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("sensitivity sweep: each entry is the calibration ppl of the full model with that one layer replaced", {
+  timeout: 240_000,
+}, async () => {
+  const m = await loadModel(STORIES);
+  try {
+    const { spec, reader } = m;
+    const ids = m.tokenizer.encode(await storiesText(), { bos: true });
+    const windows = calibrationWindows(ids, { samples: 3, seqlen: 48, seed: 5 });
+    const layer = 2, ratios = [0.4, 0.7];
+    const linears: LinearName[] = ["self_attn.k_proj", "self_attn.o_proj", "mlp.up_proj", "mlp.down_proj"];
+    // batchSize 2: the sweep's window batches (2 + 1) differ from the brute force's single pass.
+    const res = await sensitivitySweep(m, windows, { ratios, linears, batchSize: 2 });
+    const head = await loadHead(reader, spec);
+    const blocks: LlamaBlock[] = [];
+    for (let i = 0; i < spec.numLayers; i++) blocks.push(await loadBlock(reader, spec, i));
+    const layout = { batch: windows.length, seq: 48 };
+    // Brute force: ASVD statistics of the layer's dense inputs, then a full forward with that layer replaced.
+    let x = embed(head, spec, windows);
+    for (let i = 0; i < layer; i++) x = forwardBlock(spec, blocks[i], x, layout);
+    const obs = new Map<LinearName, AbsMeanObserver>();
+    forwardBlock(spec, blocks[layer], x, layout, (l, input) => {
+      if (!obs.has(l)) obs.set(l, new AbsMeanObserver(l, input.cols));
+      obs.get(l)!.addBatch(input);
+    });
+    const targets = new Int32Array(windows.length * 48);
+    windows.forEach((w, s) => {
+      for (let t = 0; t < 48; t++) targets[s * 48 + t] = t + 1 < 48 ? w[t + 1] : -1;
+    });
+    for (const l of linears) {
+      const lin = blocks[layer][BLOCK_FIELD[l]] as Linear & { kind: "dense" };
+      const sp = asvdSpectrum(lin.weight, { absMean: obs.get(l)!.mean() });
+      for (const p of ratios) {
+        const mm = lin.weight.rows, n = lin.weight.cols, rank = Math.floor((mm * n * p) / (mm + n));
+        const { a, b } = asvdFactors(sp, rank);
+        let y = forwardBlock(
+          spec,
+          { ...blocks[layer], [BLOCK_FIELD[l]]: { kind: "lowrank", a, b } },
+          x,
+          layout,
+        );
+        for (let i = layer + 1; i < spec.numLayers; i++) y = forwardBlock(spec, blocks[i], y, layout);
+        const nll = tokenNll(spec, head, y, targets);
+        let sum = 0, cnt = 0;
+        nll.forEach((v, i) => {
+          if (targets[i] >= 0) (sum += v), cnt++;
+        });
+        const want = Math.exp(sum / cnt), got = res.table[linearPrefix(layer, l)][String(p)];
+        assert.ok(Math.abs(got - want) < 1e-4 * want, `${l} at ${p}: sweep ${got}, full forward ${want}`);
+      }
+    }
+  } finally {
+    await m.close();
   }
 });
