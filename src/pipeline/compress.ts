@@ -51,7 +51,7 @@ import {
 } from "../methods/ratio.ts";
 import { compressSvd } from "../methods/svd.ts";
 import { KV_LINEARS, type KvCacheReport, kvCacheSavings, kvRank } from "../methods/kvcache.ts";
-import { compressSvdLlm, crossFromLayer, updateA } from "../methods/svdllm.ts";
+import { compressSvdLlm, crossFromLayer, type SvdLlmStats, updateA } from "../methods/svdllm.ts";
 import { embedWindows, type HiddenStates, runBlock } from "./hidden.ts";
 import { openOutputDir } from "./output_dir.ts";
 import { sensitivitySweep } from "./sensitivity.ts";
@@ -402,7 +402,7 @@ export async function compressModel(
       }
     }
 
-    // Tensor plan: non-block tensors first, then each block's tensors in reader order with factor pairs.
+    // Tensor plan: the embedding table, then each block's tensors in reader order with factor pairs.
     const factorDtype = opts.dtype ?? "F32";
     const keepDtype = (d: string): WritableDType => (d === "F16" || d === "BF16" ? d : "F32");
     const all = reader.tensors().filter((t) => !gguf || /^(model\.|lm_head\.)/.test(t.name));
@@ -411,7 +411,10 @@ export async function compressModel(
       return m ? Number(m[1]) : -1;
     };
     const plan: TensorPlan[] = [];
-    const copyPlan: string[] = []; // non-block tensors, copied first
+    // Non-block tensors are copied whole: the embedding table first (the calibration streams are embedded from
+    // that one read), everything else (final norm, lm_head) after the last block, so that no two of the large
+    // vocab×hidden tables are ever in memory together.
+    const copyFirst: string[] = [], copyLast: string[] = [];
     const addBlockTensors = (i: number) => {
       for (const t of all) {
         if (blockOf(t.name) !== i) continue;
@@ -425,13 +428,17 @@ export async function compressModel(
         }
       }
     };
-    for (const t of all) {
-      if (blockOf(t.name) < 0) {
-        plan.push({ name: t.name, dtype: keepDtype(t.dtype), shape: [...t.shape] });
-        copyPlan.push(t.name);
+    const copyPlan = (names: string[]) => {
+      for (const t of all) {
+        if (names.includes(t.name)) {
+          plan.push({ name: t.name, dtype: keepDtype(t.dtype), shape: [...t.shape] });
+        }
       }
-    }
+    };
+    for (const t of all) if (blockOf(t.name) < 0) (t.name === EMBED ? copyFirst : copyLast).push(t.name);
+    copyPlan(copyFirst);
     for (let i = 0; i < spec.numLayers; i++) addBlockTensors(i);
+    copyPlan(copyLast);
 
     const { join } = await import("node:path");
     const writer = await createSafetensorsWriter(join(out.temp, "model.safetensors"), plan, {
@@ -439,14 +446,23 @@ export async function compressModel(
       inputs: inputPath ? [inputPath] : [],
     });
     try {
-      for (const name of copyPlan) await writer.write(name, await reader.read(name));
-
-      // Calibration streams: two separate buffers, both advanced in place. The embedding table is read for
-      // this alone and dropped at once (no lm_head, no cached head: they would stay for the whole run).
+      // Calibration streams: two separate buffers, both advanced in place, embedded from the one read of the
+      // embedding table that is also its copy (no lm_head, no cached head: they would stay for the whole run).
       const useOrig = windows !== undefined && (!sequential || update);
       const useComp = windows !== undefined && (sequential || update);
-      const [orig, first] = windows ? await embedStreams(reader, spec, windows, useOrig, useComp) : [];
-      let comp: HiddenStates | undefined = first;
+      let orig: HiddenStates | undefined, comp: HiddenStates | undefined;
+      let embedded = false;
+      for (const name of copyFirst) {
+        const data = await reader.read(name);
+        await writer.write(name, data);
+        if (name === EMBED && windows) {
+          [orig, comp] = embedStreams(spec, data, windows, useOrig, useComp);
+          embedded = true;
+        }
+      }
+      if (windows && !embedded) {
+        [orig, comp] = embedStreams(spec, await reader.read(EMBED), windows, useOrig, useComp);
+      }
       emit({ stage: "calibrate", done: 1, total: 1 });
 
       const layerReports: LayerReport[] = [];
@@ -521,11 +537,11 @@ export async function compressModel(
             const o = groups.get(INPUT_GROUP[name]) as AbsMeanObserver;
             f = compressAsvd(w, { absMean: o.mean(), absMax: o.max() }, rank, { alpha: opts.alpha });
           } else {
-            const o = groups.get(INPUT_GROUP[name]) as GramObserver;
-            const chol = choleskyOf.get(INPUT_GROUP[name]) ??
-              cholesky(o.gram(), { damping: opts.damping ?? "auto" });
-            choleskyOf.set(INPUT_GROUP[name], chol);
-            f = compressSvdLlm(w, { gram: o.gram(), cholesky: chol }, rank, { damping: opts.damping });
+            // The group's last linear owns its statistics: they leave the maps first, so the Gram matrix and
+            // its factor can be collected during the factorisation (`release`).
+            const last = name === lastOf(linears, wanted, INPUT_GROUP[name]);
+            const stats = svdllmStats(groups, choleskyOf, INPUT_GROUP[name], last, opts.damping);
+            f = compressSvdLlm(w, stats, rank, { damping: opts.damping });
             if (update) {
               const p = (updateGroups.get(INPUT_GROUP[name]) as GramObserver).gram();
               const u = updateA(f.b, { gram: p, cross: crossFromLayer(w, p) });
@@ -573,6 +589,7 @@ export async function compressModel(
         await writeBlock(writer, reader, spec, i, all, factored, interleaved, blockOf);
         emit({ stage: "write", block: i, done: i + 1, total: spec.numLayers });
       }
+      for (const name of copyLast) await writer.write(name, await reader.read(name));
       await writer.close();
 
       // config.json and tokenizer files.
@@ -630,19 +647,45 @@ export async function compressModel(
   }
 }
 
-/** Embed the calibration windows once or twice (original / compressed streams) from a transient table. */
-async function embedStreams(
-  reader: TensorReader,
+/** Embed the calibration windows once or twice (original / compressed streams) from the table `data`. */
+function embedStreams(
   spec: LlamaSpec,
+  data: Float32Array,
   windows: readonly Int32Array[],
   orig: boolean,
   comp: boolean,
-): Promise<[HiddenStates | undefined, HiddenStates | undefined]> {
-  const table = { rows: spec.vocabSize, cols: spec.hiddenSize, data: await reader.read(EMBED) }; // vocab×hidden
+): [HiddenStates | undefined, HiddenStates | undefined] {
+  const table = { rows: spec.vocabSize, cols: spec.hiddenSize, data }; // vocab×hidden
   return [
     orig ? embedWindows(spec, table, windows) : undefined,
     comp ? embedWindows(spec, table, windows) : undefined,
   ];
+}
+
+/**
+ * SVD-LLM statistics of input group `g`: the group's Cholesky factor (computed once, from its observer's Gram
+ * matrix). For the group's `last` linear the observer and the factor leave the maps, and the stats object
+ * is their only holder (`release: true`), so `compressSvdLlm` can let them be collected early.
+ */
+function svdllmStats(
+  groups: Map<string, AbsMeanObserver | GramObserver>,
+  choleskyOf: Map<string, CholeskyResult>,
+  g: string,
+  last: boolean,
+  damping: CompressOptions["damping"],
+): SvdLlmStats {
+  let chol = choleskyOf.get(g);
+  if (!chol) {
+    const o = groups.get(g) as GramObserver;
+    chol = cholesky(o.gram(), { damping: damping ?? "auto" });
+  }
+  if (last) {
+    groups.delete(g);
+    choleskyOf.delete(g);
+    return { cholesky: chol, release: true };
+  }
+  choleskyOf.set(g, chol);
+  return { cholesky: chol };
 }
 
 /** The last linear of `order` (the factoring order) that is wanted and reads the inputs of `group`. */
