@@ -55,7 +55,7 @@ import { compressSvdLlm, crossFromLayer, type SvdLlmStats, updateA } from "../me
 import { embedWindows, type HiddenStates, runBlock } from "./hidden.ts";
 import { openOutputDir } from "./output_dir.ts";
 import { sensitivitySweep } from "./sensitivity.ts";
-import { createPeakMemory } from "./memory.ts";
+import { createPeakMemory, findGarbageCollector } from "./memory.ts";
 
 /** Version recorded in the output's config.json. */
 export const PIPELINE_VERSION = "0.1.0";
@@ -317,8 +317,11 @@ export async function compressModel(
   const update = opts.update ?? false;
   const batch = opts.batchSize ?? 8;
   const allocation = opts.allocation ?? "uniform";
+  // Collect garbage at every stage boundary (each factored linear, each written block): see memory.ts.
+  const gc = await findGarbageCollector();
   const emit = (e: CompressProgress) => {
     peak.sample();
+    gc?.();
     opts.onProgress?.(e);
   };
   // A GGUF input: its names/metadata need translating into a Hugging Face folder. Its q/k rows are permuted
@@ -450,19 +453,7 @@ export async function compressModel(
       // embedding table that is also its copy (no lm_head, no cached head: they would stay for the whole run).
       const useOrig = windows !== undefined && (!sequential || update);
       const useComp = windows !== undefined && (sequential || update);
-      let orig: HiddenStates | undefined, comp: HiddenStates | undefined;
-      let embedded = false;
-      for (const name of copyFirst) {
-        const data = await reader.read(name);
-        await writer.write(name, data);
-        if (name === EMBED && windows) {
-          [orig, comp] = embedStreams(spec, data, windows, useOrig, useComp);
-          embedded = true;
-        }
-      }
-      if (windows && !embedded) {
-        [orig, comp] = embedStreams(spec, await reader.read(EMBED), windows, useOrig, useComp);
-      }
+      let [orig, comp] = await copyAndEmbed(writer, reader, spec, copyFirst, windows, useOrig, useComp);
       emit({ stage: "calibrate", done: 1, total: 1 });
 
       const layerReports: LayerReport[] = [];
@@ -511,11 +502,13 @@ export async function compressModel(
           runBlock(spec, block, statsStream, batch, obs, statsStream === orig ? "inplace" : "discard");
           if (statsStream === orig) nextOrig = orig;
           peak.sample();
+          gc?.();
         }
         if (update && comp) {
           const obs = observer(updateGroups as Map<string, GramObserver | AbsMeanObserver>, true);
           runBlock(spec, block, comp, batch, obs, "discard");
           peak.sample();
+          gc?.();
         }
         // Factor each linear.
         const factored = new Map<LinearName, Factors & { updateShift?: number }>();
@@ -645,6 +638,34 @@ export async function compressModel(
   } finally {
     peak.stop();
   }
+}
+
+/**
+ * Copy the tensors `names` (the embedding table among them) and embed the calibration windows from that
+ * same read. A function of its own so that the vocab×hidden table dies with its frame: a local of the
+ * long-running async `compressModel` would be kept alive by its suspended frame for the whole run.
+ */
+async function copyAndEmbed(
+  writer: { write(name: string, data: Float32Array): Promise<void> },
+  reader: TensorReader,
+  spec: LlamaSpec,
+  names: readonly string[],
+  windows: readonly Int32Array[] | undefined,
+  useOrig: boolean,
+  useComp: boolean,
+): Promise<[HiddenStates | undefined, HiddenStates | undefined]> {
+  let streams: [HiddenStates | undefined, HiddenStates | undefined] = [undefined, undefined];
+  let embedded = false;
+  for (const name of names) {
+    const data = await reader.read(name);
+    await writer.write(name, data);
+    if (name === EMBED && windows) {
+      streams = embedStreams(spec, data, windows, useOrig, useComp);
+      embedded = true;
+    }
+  }
+  if (windows && !embedded) streams = embedStreams(spec, await reader.read(EMBED), windows, useOrig, useComp);
+  return streams;
 }
 
 /** Embed the calibration windows once or twice (original / compressed streams) from the table `data`. */
