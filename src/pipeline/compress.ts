@@ -542,6 +542,16 @@ export async function compressModel(
             }
           }
           factored.set(name, f);
+          // Without an original stream the dense weight has no further use: drop it now, so that the block
+          // never holds a linear twice (dense and factored) while its later linears are factored.
+          if (!orig) {
+            (block as unknown as Record<string, Linear>)[BLOCK_FIELD[name]] = {
+              kind: "lowrank",
+              a: f.a,
+              b: f.b,
+              bias: lin.bias,
+            };
+          }
           if (name === lastOf(linears, wanted, INPUT_GROUP[name])) {
             groups.delete(INPUT_GROUP[name]);
             updateGroups.delete(INPUT_GROUP[name]);
@@ -562,24 +572,17 @@ export async function compressModel(
         groups.clear();
         updateGroups.clear();
         // The compressed block, and the next block's inputs.
-        const cblock: LlamaBlock = { ...block };
-        for (const [name, f] of factored) {
-          const lin = block[BLOCK_FIELD[name]] as Linear;
-          (cblock as unknown as Record<string, Linear>)[BLOCK_FIELD[name]] = {
-            kind: "lowrank",
-            a: f.a,
-            b: f.b,
-            bias: lin.bias,
-          };
-        }
+        // (Built inline, never held by a local: the suspended frame of this async loop would keep the previous
+        // block's factors alive through the next block's calibration pass.)
         if (comp) {
-          comp = runBlock(spec, cblock, comp, batch, undefined, "inplace");
+          comp = runBlock(spec, lowRankBlock(block, factored), comp, batch, undefined, "inplace");
           assertFiniteStream(comp, i);
         }
         if (orig && !nextOrig) runBlock(spec, block, orig, batch, undefined, "inplace");
         peak.sample();
         // Write this block's tensors in plan order.
         await writeBlock(writer, reader, spec, i, all, factored, interleaved, blockOf);
+        factored.clear(); // the factors are on disk
         emit({ stage: "write", block: i, done: i + 1, total: spec.numLayers });
       }
       for (const name of copyLast) await writer.write(name, await reader.read(name));
@@ -638,6 +641,21 @@ export async function compressModel(
   } finally {
     peak.stop();
   }
+}
+
+/** `block` with the factored linears replaced by their low-rank pairs. */
+function lowRankBlock(block: LlamaBlock, factored: Map<LinearName, Factors>): LlamaBlock {
+  const out: LlamaBlock = { ...block };
+  for (const [name, f] of factored) {
+    const lin = block[BLOCK_FIELD[name]] as Linear;
+    (out as unknown as Record<string, Linear>)[BLOCK_FIELD[name]] = {
+      kind: "lowrank",
+      a: f.a,
+      b: f.b,
+      bias: lin.bias,
+    };
+  }
+  return out;
 }
 
 /**
