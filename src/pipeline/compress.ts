@@ -30,7 +30,7 @@ import { createSafetensorsWriter, type TensorPlan } from "../io/safetensors_writ
 import type { WritableDType } from "../io/dtype.ts";
 import type { Matrix } from "../linalg/matrix.ts";
 import { cholesky, type CholeskyResult } from "../linalg/cholesky.ts";
-import { BLOCK_FIELD, type Linear, type LlamaBlock, loadBlock } from "../model/llama.ts";
+import { BLOCK_FIELD, type Linear, type LinearObserver, type LlamaBlock, loadBlock } from "../model/llama.ts";
 import { loadModel } from "../model/load.ts";
 import { EMBED, LINEAR_NAMES, type LinearName, linearPrefix, SVD_A, SVD_B } from "../model/names.ts";
 import { permuteQK } from "../model/rope.ts";
@@ -499,14 +499,14 @@ export async function compressModel(
           // On the original stream this pass is also its advance (in place); on the compressed stream its
           // output is not needed (the compressed block advances that one).
           const obs = observer(groups, method === "svdllm");
-          runBlock(spec, block, statsStream, batch, obs, statsStream === orig ? "inplace" : "discard");
+          runBatches(spec, block, statsStream, batch, obs, statsStream === orig ? "inplace" : "discard", gc);
           if (statsStream === orig) nextOrig = orig;
           peak.sample();
           gc?.();
         }
         if (update && comp) {
           const obs = observer(updateGroups as Map<string, GramObserver | AbsMeanObserver>, true);
-          runBlock(spec, block, comp, batch, obs, "discard");
+          runBatches(spec, block, comp, batch, obs, "discard", gc);
           peak.sample();
           gc?.();
         }
@@ -575,10 +575,10 @@ export async function compressModel(
         // (Built inline, never held by a local: the suspended frame of this async loop would keep the previous
         // block's factors alive through the next block's calibration pass.)
         if (comp) {
-          comp = runBlock(spec, lowRankBlock(block, factored), comp, batch, undefined, "inplace");
+          runBatches(spec, lowRankBlock(block, factored), comp, batch, undefined, "inplace", gc);
           assertFiniteStream(comp, i);
         }
-        if (orig && !nextOrig) runBlock(spec, block, orig, batch, undefined, "inplace");
+        if (orig && !nextOrig) runBatches(spec, block, orig, batch, undefined, "inplace", gc);
         peak.sample();
         // Write this block's tensors in plan order.
         await writeBlock(writer, reader, spec, i, all, factored, interleaved, blockOf);
@@ -640,6 +640,33 @@ export async function compressModel(
     throw e;
   } finally {
     peak.stop();
+  }
+}
+
+/**
+ * {@link runBlock} over the stream `h` in place (or for its observer only), `batch` windows per call, collecting
+ * garbage after each: a batch's temporaries (norms, projections, attention scores, MLP activations: tens of
+ * MB for 2048 tokens) would otherwise pile up across the batches of a pass before the runtime collects them.
+ */
+function runBatches(
+  spec: LlamaSpec,
+  block: LlamaBlock,
+  h: HiddenStates,
+  batch: number,
+  observe: LinearObserver | undefined,
+  output: "inplace" | "discard",
+  gc: (() => void) | null,
+): void {
+  const per = h.seq * h.x.cols;
+  for (let s0 = 0; s0 < h.samples; s0 += batch) {
+    const nb = Math.min(batch, h.samples - s0);
+    const part: HiddenStates = {
+      x: { rows: nb * h.seq, cols: h.x.cols, data: h.x.data.subarray(s0 * per, (s0 + nb) * per) },
+      samples: nb,
+      seq: h.seq,
+    };
+    runBlock(spec, block, part, batch, observe, output); // in place writes through the subarray view
+    gc?.();
   }
 }
 
