@@ -26,6 +26,7 @@ import { cholesky, type CholeskyResult } from "../linalg/cholesky.ts";
 import { matmul64 } from "../linalg/gemm.ts";
 import type { FloatArray, Matrix, Matrix64 } from "../linalg/matrix.ts";
 import { toFloat64 } from "../linalg/matrix.ts";
+import { qr } from "../linalg/qr.ts";
 import { svd } from "../linalg/svd.ts";
 import { solveTriangular } from "../linalg/triangular.ts";
 import { checkWeight, type Factors, since, tailEnergy } from "./factors.ts";
@@ -87,12 +88,7 @@ export function compressSvdLlm(
   const m = w.rows, n = w.cols;
   const h: { wl?: Matrix64; shift: number; tries: number } = whiten(w, stats, opts);
   const { shift, tries } = h;
-  // Wide W (m < n): factor (W·L)ᵀ, which svd takes as it is (a tall input is not transposed again). W·L
-  // is only referenced through `h` during the SVD, and dropped after it.
-  const f = svd(h.wl!);
-  delete h.wl;
-  const ukt = m >= n ? leadingColumnsT(f.u, rank) : leadingRows(f.vt, rank); // U_kᵀ, k×m
-  const s = f.s;
+  const { ukt, s } = leftVectors(h, m >= n, rank); // U_kᵀ (k×m) and σ of W·L; drops h.wl
   const a = leftFactor(ukt, s, rank);
   const b = projectRows(w, ukt, s, rank);
   const { tail, total } = tailEnergy(s, rank);
@@ -160,6 +156,31 @@ function whiten(
     shift: chol.shift,
     tries: chol.tries,
   };
+}
+
+/**
+ * U_kᵀ (k×m) and the singular values of W·L, from `h.wl` = T, which is W·L (`tall`) or (W·L)ᵀ. A clearly tall
+ * T is first reduced to its square R factor (T = Q·R, as `svd` does), and only what is needed is formed:
+ * for (W·L)ᵀ = Q·R = Q·U_R Σ V_Rᵀ, U_kᵀ of W·L is the first k rows of V_Rᵀ and Q is not used; for W·L,
+ * U_k = Q·U_R[:, :k], an m×k product instead of svd's m×n one. T is dropped as soon as it is factored.
+ */
+function leftVectors(
+  h: { wl?: Matrix64 },
+  tall: boolean,
+  k: number,
+): { ukt: Matrix64; s: Float64Array } {
+  const t = h.wl!;
+  if (t.rows < 1.5 * t.cols || t.cols < 8) {
+    const f = svd(t);
+    delete h.wl;
+    return { ukt: tall ? leadingColumnsT(f.u, k) : leadingRows(f.vt, k), s: f.s };
+  }
+  const { q, r } = qr(t);
+  delete h.wl;
+  const f = svd(r);
+  if (!tall) return { ukt: leadingRows(f.vt, k), s: f.s };
+  const urk = leadingColumnsT(f.u, k); // k×n
+  return { ukt: matmul64(urk, q, { transB: true }), s: f.s }; // (Q·U_R,k)ᵀ = U_R,kᵀ·Qᵀ
 }
 
 /** The first k columns of `u: m×r`, transposed: k×m. */

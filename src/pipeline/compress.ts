@@ -414,10 +414,11 @@ export async function compressModel(
       return m ? Number(m[1]) : -1;
     };
     const plan: TensorPlan[] = [];
-    // Non-block tensors are copied whole: the embedding table first (the calibration streams are embedded from
-    // that one read), everything else (final norm, lm_head) after the last block, so that no two of the large
-    // vocab×hidden tables are ever in memory together.
-    const copyFirst: string[] = [], copyLast: string[] = [];
+    // Non-block tensors are copied whole before the blocks, one at a time with a collection after each, so
+    // that no two of the large vocab×hidden tables (embedding, lm_head) are ever in memory together; the
+    // calibration streams are embedded from the embedding table's copy. (After the blocks they would land on
+    // a heap already fragmented by the factorisations: measured worse.)
+    const copyFirst: string[] = [];
     const addBlockTensors = (i: number) => {
       for (const t of all) {
         if (blockOf(t.name) !== i) continue;
@@ -438,10 +439,9 @@ export async function compressModel(
         }
       }
     };
-    for (const t of all) if (blockOf(t.name) < 0) (t.name === EMBED ? copyFirst : copyLast).push(t.name);
+    for (const t of all) if (blockOf(t.name) < 0) copyFirst.push(t.name);
     copyPlan(copyFirst);
     for (let i = 0; i < spec.numLayers; i++) addBlockTensors(i);
-    copyPlan(copyLast);
 
     const { join } = await import("node:path");
     const writer = await createSafetensorsWriter(join(out.temp, "model.safetensors"), plan, {
@@ -453,7 +453,7 @@ export async function compressModel(
       // embedding table that is also its copy (no lm_head, no cached head: they would stay for the whole run).
       const useOrig = windows !== undefined && (!sequential || update);
       const useComp = windows !== undefined && (sequential || update);
-      let [orig, comp] = await copyAndEmbed(writer, reader, spec, copyFirst, windows, useOrig, useComp);
+      const [orig, comp] = await copyAndEmbed(writer, reader, spec, copyFirst, windows, useOrig, useComp, gc);
       emit({ stage: "calibrate", done: 1, total: 1 });
 
       const layerReports: LayerReport[] = [];
@@ -585,7 +585,6 @@ export async function compressModel(
         factored.clear(); // the factors are on disk
         emit({ stage: "write", block: i, done: i + 1, total: spec.numLayers });
       }
-      for (const name of copyLast) await writer.write(name, await reader.read(name));
       await writer.close();
 
       // config.json and tokenizer files.
@@ -698,19 +697,33 @@ async function copyAndEmbed(
   windows: readonly Int32Array[] | undefined,
   useOrig: boolean,
   useComp: boolean,
+  gc: (() => void) | null,
 ): Promise<[HiddenStates | undefined, HiddenStates | undefined]> {
   let streams: [HiddenStates | undefined, HiddenStates | undefined] = [undefined, undefined];
   let embedded = false;
+  const embedFrom = (data: Float32Array) => {
+    streams = embedStreams(spec, data, windows!, useOrig, useComp);
+    embedded = true;
+  };
   for (const name of names) {
-    const data = await reader.read(name);
-    await writer.write(name, data);
-    if (name === EMBED && windows) {
-      streams = embedStreams(spec, data, windows, useOrig, useComp);
-      embedded = true;
-    }
+    await copyTensor(writer, reader, name, name === EMBED && windows ? embedFrom : undefined);
+    gc?.(); // the tensor died with copyTensor's frame
   }
-  if (windows && !embedded) streams = embedStreams(spec, await reader.read(EMBED), windows, useOrig, useComp);
+  if (windows && !embedded) embedFrom(await reader.read(EMBED));
+  gc?.();
   return streams;
+}
+
+/** Copy one tensor, handing its values to `use` first. */
+async function copyTensor(
+  writer: { write(name: string, data: Float32Array): Promise<void> },
+  reader: TensorReader,
+  name: string,
+  use?: (data: Float32Array) => void,
+): Promise<void> {
+  const data = await reader.read(name);
+  use?.(data);
+  await writer.write(name, data);
 }
 
 /** Embed the calibration windows once or twice (original / compressed streams) from the table `data`. */
