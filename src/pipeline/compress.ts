@@ -60,6 +60,12 @@ import { createPeakMemory, findGarbageCollector } from "./memory.ts";
 /** Version recorded in the output's config.json. */
 export const PIPELINE_VERSION = "0.1.0";
 
+/**
+ * Tokens per forward batch by default: a batch's temporaries (projections, MLP activations, attention
+ * scores) scale with it, and 1024 rows keep the matrix products efficient.
+ */
+export const BATCH_TOKENS = 1024;
+
 /** The compression methods. */
 export type CompressMethod = "svd" | "asvd" | "svdllm";
 
@@ -122,7 +128,7 @@ export interface CompressOptions {
   kvCache?: boolean;
   /** SVD-LLM Cholesky damping (default "auto"). */
   damping?: "none" | "auto" | number;
-  /** Windows per forward batch (default 8). */
+  /** Windows per forward batch (default: as many as fit in {@link BATCH_TOKENS} tokens, at least 1). */
   batchSize?: number;
   /** Storage type of the factors (default "F32"). */
   dtype?: WritableDType;
@@ -315,7 +321,8 @@ export async function compressModel(
   const linears = opts.kvCache ? KV_LINEARS : opts.linears ?? LINEAR_NAMES;
   const sequential = opts.sequential ?? true;
   const update = opts.update ?? false;
-  const batch = opts.batchSize ?? 8;
+  const batch = opts.batchSize ??
+    Math.max(1, Math.floor(BATCH_TOKENS / (opts.calibration?.seqlen ?? Math.min(256, spec.maxPositions))));
   const allocation = opts.allocation ?? "uniform";
   // Collect garbage at every stage boundary (each factored linear, each written block): see memory.ts.
   const gc = await findGarbageCollector();
