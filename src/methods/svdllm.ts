@@ -4,8 +4,9 @@
  * With G = (1/T)·Σ x xᵀ the mean Gram matrix of a layer's inputs and G = L Lᵀ its Cholesky factorisation,
  * truncate the SVD of W L = U Σ Vᵀ and fold L back:
  *
- *   A = U_k Σ_k^½,   B = Σ_k^½ V_kᵀ L⁻¹   (a triangular solve, never an explicit inverse).
+ *   A = U_k Σ_k^½,   B = Σ_k^½ V_kᵀ L⁻¹ = Σ_k^{−½} U_kᵀ W
  *
+ * (the second form, used here, needs neither L nor a triangular solve after W·L; see {@link compressSvdLlm}).
  * Then (W − AB) L = U_{>k} Σ_{>k} V_{>k}ᵀ, so the layer loss on the calibration inputs is exactly
  * ‖(W − AB) Xᵀ‖_F = √T · sqrt(Σ_{i>k} σ_i²): truncating the smallest singular values of W L is optimal for
  * the data, which is why SVD-LLM beats plain SVD and ASVD.
@@ -25,27 +26,26 @@ import { cholesky, type CholeskyResult } from "../linalg/cholesky.ts";
 import { matmul64 } from "../linalg/gemm.ts";
 import type { FloatArray, Matrix, Matrix64 } from "../linalg/matrix.ts";
 import { toFloat64 } from "../linalg/matrix.ts";
+import { qr } from "../linalg/qr.ts";
 import { svd } from "../linalg/svd.ts";
 import { solveTriangular } from "../linalg/triangular.ts";
-import {
-  checkWeight,
-  type Factors,
-  leftFactor,
-  rightFactor64,
-  since,
-  tailEnergy,
-  toF32Checked,
-} from "./factors.ts";
+import { checkWeight, type Factors, since, tailEnergy } from "./factors.ts";
 
 /** Activation statistics of one layer for SVD-LLM. */
 export interface SvdLlmStats {
-  /** Mean Gram matrix of the inputs, (1/T)·XᵀX, in×in (from {@link GramObserver}). */
-  gram: Matrix64;
+  /** Mean Gram matrix of the inputs, (1/T)·XᵀX, in×in (from {@link GramObserver}); unused with `cholesky`. */
+  gram?: Matrix64;
   /**
    * Its Cholesky factorisation, when already computed for another linear reading the same inputs (q/k/v,
    * gate/up): reused instead of factoring again.
    */
   cholesky?: CholeskyResult;
+  /**
+   * The caller keeps no other reference to `gram` and `cholesky`: {@link compressSvdLlm} deletes them from
+   * this object as soon as it has used them (the Gram after its Cholesky, the factor after W·L), so that
+   * the two in×in float64 matrices can be collected before the SVD runs. Default false.
+   */
+  release?: boolean;
 }
 
 /** Options of {@link compressSvdLlm}. */
@@ -54,11 +54,21 @@ export interface SvdLlmOptions {
   damping?: "none" | "auto" | number;
 }
 
+/** Rows of W (or columns of B) per float64 block: bounds the float64 copies to a few MB. */
+const BLOCK_ROWS = 256;
+
 /**
- * SVD-LLM factors of `w: out×in` at rank k from the inputs' mean Gram matrix `stats.gram: in×in`.
- * Returns `a: out×k`, `b: k×in` and a report with the predicted loss and the Cholesky shift.
- * Throws ShapeError on mismatched shapes, NumericError on non-finite input or a Gram matrix damping cannot
- * repair.
+ * SVD-LLM factors of `w: out×in` at rank k from the inputs' mean Gram matrix `stats.gram: in×in` (or its
+ * Cholesky factor `stats.cholesky`). Returns `a: out×k`, `b: k×in` and a report with the predicted loss and
+ * the Cholesky shift. Throws ShapeError on mismatched shapes, NumericError on non-finite input or a Gram
+ * matrix damping cannot repair.
+ *
+ * Memory: W stays float32; W·L is formed in blocks of rows (float64 only per block), and L is not needed
+ * after it, because B = Σ_k^½ V_kᵀ L⁻¹ = Σ_k^{−½} U_kᵀ W (multiply W·L = U Σ Vᵀ by U_kᵀ on the left). So the
+ * float64 working set is L while W·L is formed, then W·L and its SVD; with `stats.release` the Gram matrix
+ * and L can be collected before the SVD. This form also needs no triangular solve: A·B = U_k U_kᵀ W, the
+ * projection of W onto the top-k left singular vectors of W·L, whose data loss is the tail of the
+ * spectrum up to rounding of the order of ε·‖W·L‖ (whatever the conditioning of L).
  *
  * @example
  * ```ts ignore
@@ -75,27 +85,16 @@ export function compressSvdLlm(
 ): Factors {
   const t0 = performance.now();
   checkWeight(w, rank, "svdllm compress");
-  const m = w.rows, n = w.cols, g = stats.gram;
-  if (!g || g.rows !== n || g.cols !== n) {
-    throw new ShapeError(
-      `svdllm compress: Gram matrix is ${g?.rows}×${g?.cols}, the weight ${m}×${n} needs ${n}×${n}`,
-    );
-  }
-  const { factor: l, shift, tries } = stats.cholesky ?? cholesky(g, { damping: opts.damping ?? "auto" });
-  if (l.rows !== n) {
-    throw new ShapeError(
-      `svdllm compress: Cholesky factor is ${l.rows}×${l.cols}, the weight needs ${n}×${n}`,
-    );
-  }
-  const wl = matmul64(toFloat64(w), l); // m×n
-  const { u, s, vt } = svd(wl);
-  const a = leftFactor(u, s, rank);
-  // B·L = Σ_k^½ V_kᵀ  ⇒  B = Σ_k^½ V_kᵀ L⁻¹, solved from the right.
-  const b64 = solveTriangular(l, rightFactor64(vt, s, rank), { lower: true, side: "right" });
+  const m = w.rows, n = w.cols;
+  const h: { wl?: Matrix64; shift: number; tries: number } = whiten(w, stats, opts);
+  const { shift, tries } = h;
+  const { ukt, s } = leftVectors(h, m >= n, rank); // U_kᵀ (k×m) and σ of W·L; drops h.wl
+  const a = leftFactor(ukt, s, rank);
+  const b = projectRows(w, ukt, s, rank);
   const { tail, total } = tailEnergy(s, rank);
   return {
     a,
-    b: toF32Checked(b64, "svdllm compress"),
+    b,
     report: {
       method: "svdllm",
       rank,
@@ -110,6 +109,138 @@ export function compressSvdLlm(
       seconds: since(t0),
     },
   };
+}
+
+/**
+ * The whitened weight W·L (m×n) for m ≥ n, or its transpose (W·L)ᵀ (n×m) for m < n, in float64, formed in
+ * blocks of rows of W. Releases `stats.gram` / `stats.cholesky` when `stats.release`.
+ */
+function whiten(
+  w: Matrix<FloatArray>,
+  stats: SvdLlmStats,
+  opts: SvdLlmOptions,
+): { wl: Matrix64; shift: number; tries: number } {
+  const m = w.rows, n = w.cols;
+  let chol = stats.cholesky;
+  if (!chol) {
+    const g = stats.gram;
+    if (!g || g.rows !== n || g.cols !== n) {
+      throw new ShapeError(
+        `svdllm compress: Gram matrix is ${g?.rows}×${g?.cols}, the weight ${m}×${n} needs ${n}×${n}`,
+      );
+    }
+    chol = cholesky(g, { damping: opts.damping ?? "auto" });
+  }
+  if (stats.release) delete stats.gram;
+  const l = chol.factor;
+  if (l.rows !== n || l.cols !== n) {
+    throw new ShapeError(
+      `svdllm compress: Cholesky factor is ${l.rows}×${l.cols}, the weight needs ${n}×${n}`,
+    );
+  }
+  const tall = m >= n;
+  const out = new Float64Array(m * n);
+  const wd = w.data;
+  for (let r0 = 0; r0 < m; r0 += BLOCK_ROWS) {
+    const rows = Math.min(BLOCK_ROWS, m - r0);
+    const wb: Matrix64 = { rows, cols: n, data: Float64Array.from(wd.subarray(r0 * n, (r0 + rows) * n)) };
+    const p = matmul64(wb, l).data; // rows×n block of W·L
+    if (tall) out.set(p, r0 * n);
+    else {
+      for (let i = 0; i < rows; i++) for (let j = 0; j < n; j++) out[j * m + r0 + i] = p[i * n + j];
+    }
+  }
+  if (stats.release) delete stats.cholesky;
+  return {
+    wl: tall ? { rows: m, cols: n, data: out } : { rows: n, cols: m, data: out },
+    shift: chol.shift,
+    tries: chol.tries,
+  };
+}
+
+/**
+ * U_kᵀ (k×m) and the singular values of W·L, from `h.wl` = T, which is W·L (`tall`) or (W·L)ᵀ. A clearly tall
+ * T is first reduced to its square R factor (T = Q·R, as `svd` does), and only what is needed is formed:
+ * for (W·L)ᵀ = Q·R = Q·U_R Σ V_Rᵀ, U_kᵀ of W·L is the first k rows of V_Rᵀ and Q is not used; for W·L,
+ * U_k = Q·U_R[:, :k], an m×k product instead of svd's m×n one. T is dropped as soon as it is factored.
+ */
+function leftVectors(
+  h: { wl?: Matrix64 },
+  tall: boolean,
+  k: number,
+): { ukt: Matrix64; s: Float64Array } {
+  const t = h.wl!;
+  if (t.rows < 1.5 * t.cols || t.cols < 8) {
+    const f = svd(t);
+    delete h.wl;
+    return { ukt: tall ? leadingColumnsT(f.u, k) : leadingRows(f.vt, k), s: f.s };
+  }
+  const { q, r } = qr(t);
+  delete h.wl;
+  const f = svd(r);
+  if (!tall) return { ukt: leadingRows(f.vt, k), s: f.s };
+  const urk = leadingColumnsT(f.u, k); // k×n
+  return { ukt: matmul64(urk, q, { transB: true }), s: f.s }; // (Q·U_R,k)ᵀ = U_R,kᵀ·Qᵀ
+}
+
+/** The first k columns of `u: m×r`, transposed: k×m. */
+function leadingColumnsT(u: Matrix64, k: number): Matrix64 {
+  const m = u.rows, r = u.cols, out = new Float64Array(k * m);
+  for (let i = 0; i < m; i++) for (let j = 0; j < k; j++) out[j * m + i] = u.data[i * r + j];
+  return { rows: k, cols: m, data: out };
+}
+
+/** The first k rows of `v: r×m`. */
+function leadingRows(v: Matrix64, k: number): Matrix64 {
+  return { rows: k, cols: v.cols, data: v.data.slice(0, k * v.cols) };
+}
+
+/**
+ * Directions whose singular value is below this fraction of the largest carry no energy worth keeping:
+ * their A column and B row are set to zero rather than split as σ^{±½} (which could overflow float32).
+ */
+const NEGLIGIBLE = 1e-30;
+
+/** A = U_k Σ_k^½ (m×k, float32) from `ut: k×m` = U_kᵀ. */
+function leftFactor(ut: Matrix64, s: Float64Array, k: number): Matrix {
+  const m = ut.cols, a = new Float32Array(m * k);
+  for (let j = 0; j < k; j++) {
+    const h = s[j] > NEGLIGIBLE * s[0] ? Math.sqrt(s[j]) : 0;
+    for (let i = 0; i < m; i++) a[i * k + j] = ut.data[j * m + i] * h;
+  }
+  return { rows: m, cols: k, data: a };
+}
+
+/**
+ * B = Σ_k^{−½} U_kᵀ W (k×n, float32) from `ukt: k×m` = U_kᵀ, in blocks of columns of W (float64 per block).
+ * Throws NumericError on a value float32 cannot hold.
+ */
+function projectRows(w: Matrix<FloatArray>, ukt: Matrix64, s: Float64Array, k: number): Matrix {
+  const m = w.rows, n = w.cols, wd = w.data;
+  const b = new Float32Array(k * n);
+  const inv = new Float64Array(k);
+  for (let j = 0; j < k; j++) inv[j] = s[j] > NEGLIGIBLE * s[0] ? 1 / Math.sqrt(s[j]) : 0;
+  const cb = Math.min(n, BLOCK_ROWS);
+  const blk = new Float64Array(m * cb);
+  for (let c0 = 0; c0 < n; c0 += cb) {
+    const cols = Math.min(cb, n - c0);
+    for (let i = 0; i < m; i++) {
+      const src = i * n + c0, dst = i * cols;
+      for (let c = 0; c < cols; c++) blk[dst + c] = wd[src + c];
+    }
+    const p = matmul64(ukt, { rows: m, cols, data: blk.subarray(0, m * cols) }).data; // k×cols
+    for (let j = 0; j < k; j++) {
+      const h = inv[j], src = j * cols, dst = j * n + c0;
+      for (let c = 0; c < cols; c++) {
+        const v = p[src + c] * h;
+        b[dst + c] = v;
+        if (!Number.isFinite(b[dst + c])) {
+          throw new NumericError(`svdllm compress: factor value ${v} is not representable in float32`);
+        }
+      }
+    }
+  }
+  return { rows: k, cols: n, data: b };
 }
 
 /** Statistics for {@link updateA}: inputs X' (T×in) and targets Y (T×out), as means over T. */

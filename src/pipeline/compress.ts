@@ -30,7 +30,7 @@ import { createSafetensorsWriter, type TensorPlan } from "../io/safetensors_writ
 import type { WritableDType } from "../io/dtype.ts";
 import type { Matrix } from "../linalg/matrix.ts";
 import { cholesky, type CholeskyResult } from "../linalg/cholesky.ts";
-import { BLOCK_FIELD, type Linear, type LlamaBlock, loadBlock } from "../model/llama.ts";
+import { BLOCK_FIELD, type Linear, type LinearObserver, type LlamaBlock, loadBlock } from "../model/llama.ts";
 import { loadModel } from "../model/load.ts";
 import { EMBED, LINEAR_NAMES, type LinearName, linearPrefix, SVD_A, SVD_B } from "../model/names.ts";
 import { permuteQK } from "../model/rope.ts";
@@ -51,14 +51,20 @@ import {
 } from "../methods/ratio.ts";
 import { compressSvd } from "../methods/svd.ts";
 import { KV_LINEARS, type KvCacheReport, kvCacheSavings, kvRank } from "../methods/kvcache.ts";
-import { compressSvdLlm, crossFromLayer, updateA } from "../methods/svdllm.ts";
+import { compressSvdLlm, crossFromLayer, type SvdLlmStats, updateA } from "../methods/svdllm.ts";
 import { embedWindows, type HiddenStates, runBlock } from "./hidden.ts";
 import { openOutputDir } from "./output_dir.ts";
 import { sensitivitySweep } from "./sensitivity.ts";
-import { createPeakMemory } from "./memory.ts";
+import { createPeakMemory, findGarbageCollector } from "./memory.ts";
 
 /** Version recorded in the output's config.json. */
 export const PIPELINE_VERSION = "0.1.0";
+
+/**
+ * Tokens per forward batch by default: a batch's temporaries (projections, MLP activations, attention
+ * scores) scale with it, and 1024 rows keep the matrix products efficient.
+ */
+export const BATCH_TOKENS = 1024;
 
 /** The compression methods. */
 export type CompressMethod = "svd" | "asvd" | "svdllm";
@@ -122,7 +128,7 @@ export interface CompressOptions {
   kvCache?: boolean;
   /** SVD-LLM Cholesky damping (default "auto"). */
   damping?: "none" | "auto" | number;
-  /** Windows per forward batch (default 8). */
+  /** Windows per forward batch (default: as many as fit in {@link BATCH_TOKENS} tokens, at least 1). */
   batchSize?: number;
   /** Storage type of the factors (default "F32"). */
   dtype?: WritableDType;
@@ -315,10 +321,14 @@ export async function compressModel(
   const linears = opts.kvCache ? KV_LINEARS : opts.linears ?? LINEAR_NAMES;
   const sequential = opts.sequential ?? true;
   const update = opts.update ?? false;
-  const batch = opts.batchSize ?? 8;
+  const batch = opts.batchSize ??
+    Math.max(1, Math.floor(BATCH_TOKENS / (opts.calibration?.seqlen ?? Math.min(256, spec.maxPositions))));
   const allocation = opts.allocation ?? "uniform";
+  // Collect garbage at every stage boundary (each factored linear, each written block): see memory.ts.
+  const gc = await findGarbageCollector();
   const emit = (e: CompressProgress) => {
     peak.sample();
+    gc?.();
     opts.onProgress?.(e);
   };
   // A GGUF input: its names/metadata need translating into a Hugging Face folder. Its q/k rows are permuted
@@ -402,7 +412,7 @@ export async function compressModel(
       }
     }
 
-    // Tensor plan: non-block tensors first, then each block's tensors in reader order with factor pairs.
+    // Tensor plan: the embedding table, then each block's tensors in reader order with factor pairs.
     const factorDtype = opts.dtype ?? "F32";
     const keepDtype = (d: string): WritableDType => (d === "F16" || d === "BF16" ? d : "F32");
     const all = reader.tensors().filter((t) => !gguf || /^(model\.|lm_head\.)/.test(t.name));
@@ -411,7 +421,11 @@ export async function compressModel(
       return m ? Number(m[1]) : -1;
     };
     const plan: TensorPlan[] = [];
-    const copyPlan: string[] = []; // non-block tensors, copied first
+    // Non-block tensors are copied whole before the blocks, one at a time with a collection after each, so
+    // that no two of the large vocab×hidden tables (embedding, lm_head) are ever in memory together; the
+    // calibration streams are embedded from the embedding table's copy. (After the blocks they would land on
+    // a heap already fragmented by the factorisations: measured worse.)
+    const copyFirst: string[] = [];
     const addBlockTensors = (i: number) => {
       for (const t of all) {
         if (blockOf(t.name) !== i) continue;
@@ -425,12 +439,15 @@ export async function compressModel(
         }
       }
     };
-    for (const t of all) {
-      if (blockOf(t.name) < 0) {
-        plan.push({ name: t.name, dtype: keepDtype(t.dtype), shape: [...t.shape] });
-        copyPlan.push(t.name);
+    const copyPlan = (names: string[]) => {
+      for (const t of all) {
+        if (names.includes(t.name)) {
+          plan.push({ name: t.name, dtype: keepDtype(t.dtype), shape: [...t.shape] });
+        }
       }
-    }
+    };
+    for (const t of all) if (blockOf(t.name) < 0) copyFirst.push(t.name);
+    copyPlan(copyFirst);
     for (let i = 0; i < spec.numLayers; i++) addBlockTensors(i);
 
     const { join } = await import("node:path");
@@ -439,14 +456,11 @@ export async function compressModel(
       inputs: inputPath ? [inputPath] : [],
     });
     try {
-      for (const name of copyPlan) await writer.write(name, await reader.read(name));
-
-      // Calibration streams: two separate buffers, both advanced in place. The embedding table is read for
-      // this alone and dropped at once (no lm_head, no cached head: they would stay for the whole run).
+      // Calibration streams: two separate buffers, both advanced in place, embedded from the one read of the
+      // embedding table that is also its copy (no lm_head, no cached head: they would stay for the whole run).
       const useOrig = windows !== undefined && (!sequential || update);
       const useComp = windows !== undefined && (sequential || update);
-      const [orig, first] = windows ? await embedStreams(reader, spec, windows, useOrig, useComp) : [];
-      let comp: HiddenStates | undefined = first;
+      const [orig, comp] = await copyAndEmbed(writer, reader, spec, copyFirst, windows, useOrig, useComp, gc);
       emit({ stage: "calibrate", done: 1, total: 1 });
 
       const layerReports: LayerReport[] = [];
@@ -492,14 +506,16 @@ export async function compressModel(
           // On the original stream this pass is also its advance (in place); on the compressed stream its
           // output is not needed (the compressed block advances that one).
           const obs = observer(groups, method === "svdllm");
-          runBlock(spec, block, statsStream, batch, obs, statsStream === orig ? "inplace" : "discard");
+          runBatches(spec, block, statsStream, batch, obs, statsStream === orig ? "inplace" : "discard", gc);
           if (statsStream === orig) nextOrig = orig;
           peak.sample();
+          gc?.();
         }
         if (update && comp) {
           const obs = observer(updateGroups as Map<string, GramObserver | AbsMeanObserver>, true);
-          runBlock(spec, block, comp, batch, obs, "discard");
+          runBatches(spec, block, comp, batch, obs, "discard", gc);
           peak.sample();
+          gc?.();
         }
         // Factor each linear.
         const factored = new Map<LinearName, Factors & { updateShift?: number }>();
@@ -521,11 +537,11 @@ export async function compressModel(
             const o = groups.get(INPUT_GROUP[name]) as AbsMeanObserver;
             f = compressAsvd(w, { absMean: o.mean(), absMax: o.max() }, rank, { alpha: opts.alpha });
           } else {
-            const o = groups.get(INPUT_GROUP[name]) as GramObserver;
-            const chol = choleskyOf.get(INPUT_GROUP[name]) ??
-              cholesky(o.gram(), { damping: opts.damping ?? "auto" });
-            choleskyOf.set(INPUT_GROUP[name], chol);
-            f = compressSvdLlm(w, { gram: o.gram(), cholesky: chol }, rank, { damping: opts.damping });
+            // The group's last linear owns its statistics: they leave the maps first, so the Gram matrix and
+            // its factor can be collected during the factorisation (`release`).
+            const last = name === lastOf(linears, wanted, INPUT_GROUP[name]);
+            const stats = svdllmStats(groups, choleskyOf, INPUT_GROUP[name], last, opts.damping);
+            f = compressSvdLlm(w, stats, rank, { damping: opts.damping });
             if (update) {
               const p = (updateGroups.get(INPUT_GROUP[name]) as GramObserver).gram();
               const u = updateA(f.b, { gram: p, cross: crossFromLayer(w, p) });
@@ -533,6 +549,16 @@ export async function compressModel(
             }
           }
           factored.set(name, f);
+          // Without an original stream the dense weight has no further use: drop it now, so that the block
+          // never holds a linear twice (dense and factored) while its later linears are factored.
+          if (!orig) {
+            (block as unknown as Record<string, Linear>)[BLOCK_FIELD[name]] = {
+              kind: "lowrank",
+              a: f.a,
+              b: f.b,
+              bias: lin.bias,
+            };
+          }
           if (name === lastOf(linears, wanted, INPUT_GROUP[name])) {
             groups.delete(INPUT_GROUP[name]);
             updateGroups.delete(INPUT_GROUP[name]);
@@ -553,24 +579,17 @@ export async function compressModel(
         groups.clear();
         updateGroups.clear();
         // The compressed block, and the next block's inputs.
-        const cblock: LlamaBlock = { ...block };
-        for (const [name, f] of factored) {
-          const lin = block[BLOCK_FIELD[name]] as Linear;
-          (cblock as unknown as Record<string, Linear>)[BLOCK_FIELD[name]] = {
-            kind: "lowrank",
-            a: f.a,
-            b: f.b,
-            bias: lin.bias,
-          };
-        }
+        // (Built inline, never held by a local: the suspended frame of this async loop would keep the previous
+        // block's factors alive through the next block's calibration pass.)
         if (comp) {
-          comp = runBlock(spec, cblock, comp, batch, undefined, "inplace");
+          runBatches(spec, lowRankBlock(block, factored), comp, batch, undefined, "inplace", gc);
           assertFiniteStream(comp, i);
         }
-        if (orig && !nextOrig) runBlock(spec, block, orig, batch, undefined, "inplace");
+        if (orig && !nextOrig) runBatches(spec, block, orig, batch, undefined, "inplace", gc);
         peak.sample();
         // Write this block's tensors in plan order.
         await writeBlock(writer, reader, spec, i, all, factored, interleaved, blockOf);
+        factored.clear(); // the factors are on disk
         emit({ stage: "write", block: i, done: i + 1, total: spec.numLayers });
       }
       await writer.close();
@@ -630,19 +649,129 @@ export async function compressModel(
   }
 }
 
-/** Embed the calibration windows once or twice (original / compressed streams) from a transient table. */
-async function embedStreams(
+/**
+ * {@link runBlock} over the stream `h` in place (or for its observer only), `batch` windows per call, collecting
+ * garbage after each: a batch's temporaries (norms, projections, attention scores, MLP activations: tens of
+ * MB for 2048 tokens) would otherwise pile up across the batches of a pass before the runtime collects them.
+ */
+function runBatches(
+  spec: LlamaSpec,
+  block: LlamaBlock,
+  h: HiddenStates,
+  batch: number,
+  observe: LinearObserver | undefined,
+  output: "inplace" | "discard",
+  gc: (() => void) | null,
+): void {
+  const per = h.seq * h.x.cols;
+  for (let s0 = 0; s0 < h.samples; s0 += batch) {
+    const nb = Math.min(batch, h.samples - s0);
+    const part: HiddenStates = {
+      x: { rows: nb * h.seq, cols: h.x.cols, data: h.x.data.subarray(s0 * per, (s0 + nb) * per) },
+      samples: nb,
+      seq: h.seq,
+    };
+    runBlock(spec, block, part, batch, observe, output); // in place writes through the subarray view
+    gc?.();
+  }
+}
+
+/** `block` with the factored linears replaced by their low-rank pairs. */
+function lowRankBlock(block: LlamaBlock, factored: Map<LinearName, Factors>): LlamaBlock {
+  const out: LlamaBlock = { ...block };
+  for (const [name, f] of factored) {
+    const lin = block[BLOCK_FIELD[name]] as Linear;
+    (out as unknown as Record<string, Linear>)[BLOCK_FIELD[name]] = {
+      kind: "lowrank",
+      a: f.a,
+      b: f.b,
+      bias: lin.bias,
+    };
+  }
+  return out;
+}
+
+/**
+ * Copy the tensors `names` (the embedding table among them) and embed the calibration windows from that
+ * same read. A function of its own so that the vocab×hidden table dies with its frame: a local of the
+ * long-running async `compressModel` would be kept alive by its suspended frame for the whole run.
+ */
+async function copyAndEmbed(
+  writer: { write(name: string, data: Float32Array): Promise<void> },
   reader: TensorReader,
   spec: LlamaSpec,
+  names: readonly string[],
+  windows: readonly Int32Array[] | undefined,
+  useOrig: boolean,
+  useComp: boolean,
+  gc: (() => void) | null,
+): Promise<[HiddenStates | undefined, HiddenStates | undefined]> {
+  let streams: [HiddenStates | undefined, HiddenStates | undefined] = [undefined, undefined];
+  let embedded = false;
+  const embedFrom = (data: Float32Array) => {
+    streams = embedStreams(spec, data, windows!, useOrig, useComp);
+    embedded = true;
+  };
+  for (const name of names) {
+    await copyTensor(writer, reader, name, name === EMBED && windows ? embedFrom : undefined);
+    gc?.(); // the tensor died with copyTensor's frame
+  }
+  if (windows && !embedded) embedFrom(await reader.read(EMBED));
+  gc?.();
+  return streams;
+}
+
+/** Copy one tensor, handing its values to `use` first. */
+async function copyTensor(
+  writer: { write(name: string, data: Float32Array): Promise<void> },
+  reader: TensorReader,
+  name: string,
+  use?: (data: Float32Array) => void,
+): Promise<void> {
+  const data = await reader.read(name);
+  use?.(data);
+  await writer.write(name, data);
+}
+
+/** Embed the calibration windows once or twice (original / compressed streams) from the table `data`. */
+function embedStreams(
+  spec: LlamaSpec,
+  data: Float32Array,
   windows: readonly Int32Array[],
   orig: boolean,
   comp: boolean,
-): Promise<[HiddenStates | undefined, HiddenStates | undefined]> {
-  const table = { rows: spec.vocabSize, cols: spec.hiddenSize, data: await reader.read(EMBED) }; // vocab×hidden
+): [HiddenStates | undefined, HiddenStates | undefined] {
+  const table = { rows: spec.vocabSize, cols: spec.hiddenSize, data }; // vocab×hidden
   return [
     orig ? embedWindows(spec, table, windows) : undefined,
     comp ? embedWindows(spec, table, windows) : undefined,
   ];
+}
+
+/**
+ * SVD-LLM statistics of input group `g`: the group's Cholesky factor (computed once, from its observer's Gram
+ * matrix). For the group's `last` linear the observer and the factor leave the maps, and the stats object
+ * is their only holder (`release: true`), so `compressSvdLlm` can let them be collected early.
+ */
+function svdllmStats(
+  groups: Map<string, AbsMeanObserver | GramObserver>,
+  choleskyOf: Map<string, CholeskyResult>,
+  g: string,
+  last: boolean,
+  damping: CompressOptions["damping"],
+): SvdLlmStats {
+  let chol = choleskyOf.get(g);
+  if (!chol) {
+    const o = groups.get(g) as GramObserver;
+    chol = cholesky(o.gram(), { damping: damping ?? "auto" });
+  }
+  if (last) {
+    groups.delete(g);
+    choleskyOf.delete(g);
+    return { cholesky: chol, release: true };
+  }
+  choleskyOf.set(g, chol);
+  return { cholesky: chol };
 }
 
 /** The last linear of `order` (the factoring order) that is wanted and reads the inputs of `group`. */

@@ -1,6 +1,7 @@
 /**
  * Peak resident memory of a run, sampled at every progress step and on a light timer. Reads
  * `process.memoryUsage.rss()` where the runtime has it (Deno, Bun, Node); reports 0 elsewhere (browsers).
+ * And a way to collect garbage between the pipeline's stages ({@link findGarbageCollector}).
  *
  * @module
  */
@@ -39,4 +40,31 @@ export function createPeakMemory(intervalMs = 50): PeakMemory {
     peak: () => max,
     stop: () => clearInterval(timer as unknown as number),
   };
+}
+
+/**
+ * A function that runs a full garbage collection now, or null where the runtime offers none.
+ *
+ * Why: V8 frees a typed array's memory only when a collection finds it unreachable, and it paces collections
+ * by the JavaScript heap, which stays small here (the data is all in array buffers): measured, 10 dropped
+ * 64 MB arrays were still resident (346 MiB RSS, 100 MiB after a collection). Collecting once per factored
+ * linear keeps the resident set near what is actually alive, at a few milliseconds per call.
+ *
+ * Found in this order: `globalThis.gc` (a runtime started with --expose-gc), `Bun.gc(true)`, and for Deno and
+ * Node the `gc` of a fresh `node:vm` context after `v8.setFlagsFromString("--expose-gc")` (the flag only
+ * makes `gc` visible to contexts created afterwards; the main context's globals are unchanged).
+ */
+export async function findGarbageCollector(): Promise<(() => void) | null> {
+  const g = globalThis as { gc?: () => void; Bun?: { gc(force: boolean): void } };
+  if (typeof g.gc === "function") return () => g.gc!();
+  if (g.Bun && typeof g.Bun.gc === "function") return () => g.Bun!.gc(true);
+  try {
+    const v8 = await import("node:v8");
+    const vm = await import("node:vm");
+    v8.setFlagsFromString("--expose-gc");
+    const gc = vm.runInNewContext("gc");
+    return typeof gc === "function" ? () => gc() : null;
+  } catch {
+    return null;
+  }
 }
