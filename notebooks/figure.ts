@@ -1,0 +1,40 @@
+/**
+ * Figures for the notebooks: an Observable Plot chart rendered to SVG without a browser (on a linkedom
+ * document) and wrapped so that the Deno Jupyter kernel displays it as `image/svg+xml`, the output type that
+ * saved notebooks show on GitHub. The SVG gets an explicit namespace (a standalone SVG image needs it) and a
+ * white background (GitHub's dark theme would otherwise draw black text on a dark page).
+ *
+ * @module
+ */
+import * as Plot from "@observablehq/plot";
+import { parseHTML } from "linkedom";
+
+/** A rendered chart: its SVG text, displayed by Jupyter when it is a cell's last expression. */
+export interface Figure {
+  /** The standalone SVG document. */
+  readonly svg: string;
+  /** The Jupyter display hook (a MIME bundle). */
+  [key: symbol]: () => Record<string, string>;
+}
+
+/**
+ * Render `options` (any Plot options but `document`) to SVG. Throws when Plot returns an HTML figure
+ * (legends, titles, captions), which an SVG image cannot hold: label marks directly instead.
+ */
+export function figure(options: Plot.PlotOptions, alt = "figure"): Figure {
+  const { document } = parseHTML("<!doctype html><html><body></body></html>");
+  const el = Plot.plot({ ...options, document: document as unknown as Document });
+  if (el.tagName.toLowerCase() !== "svg") {
+    throw new Error(`figure: Plot returned a <${el.tagName}>, not an <svg>; drop legend, title and caption`);
+  }
+  el.setAttribute("xmlns", "http://www.w3.org/2000/svg");
+  const width = el.getAttribute("width"), height = el.getAttribute("height");
+  const svg = el.outerHTML.replace(
+    /^(<svg[^>]*>)/,
+    `$1<rect width="${width}" height="${height}" fill="white"/>`,
+  );
+  return {
+    svg,
+    [Symbol.for("Jupyter.display")]: () => ({ "image/svg+xml": svg, "text/plain": `[${alt}]` }),
+  };
+}

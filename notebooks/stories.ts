@@ -1,0 +1,188 @@
+/**
+ * The bundled test bed of the notebooks: karpathy's stories260K (5 blocks, hidden 64, MLP 172) and the
+ * bundled TinyStories text, split as in `bench/methods.ts`: calibration windows from the first half of the
+ * tokens, perplexity on the second half in windows of 512. Also: the exact inputs one linear layer sees, and
+ * "compress the whole model, reload it, measure perplexity" in one call.
+ *
+ * @module
+ */
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { compress, type CompressOptions, type CompressReport, loadModel, perplexity } from "../mod.ts";
+import { AbsMeanObserver, GramObserver, LINEAR_NAMES } from "../mod.ts";
+import type { LoadedModel, Matrix, Matrix64 } from "../mod.ts";
+import { calibrationWindows } from "../src/calib/windows.ts";
+import { BLOCK_FIELD, forwardHidden, loadBlock } from "../src/model/llama.ts";
+import type { LinearName } from "../src/model/names.ts";
+
+/** The bundled model file. */
+export const MODEL_PATH = fileURLToPath(new URL("../models/stories260K/stories260K.gguf", import.meta.url));
+/** The bundled text. */
+export const TEXT_PATH = fileURLToPath(new URL("../data/tinystories-valid.part1.txt", import.meta.url));
+/** Perplexity window (tokens). */
+export const WINDOW = 512;
+
+/** The opened model and its token streams. */
+export interface Stories {
+  /** The dense model. */
+  model: LoadedModel;
+  /** First half of the text's tokens: calibration. */
+  calib: Int32Array;
+  /** Second half: evaluation. */
+  evalIds: Int32Array;
+  /** `samples` random windows of `seqlen` calibration tokens (seed 0 unless given). */
+  windows(samples: number, seqlen: number, seed?: number): Int32Array[];
+}
+
+/** Open stories260K and tokenize the bundled text once (one BOS), split in halves. */
+export async function openStories(): Promise<Stories> {
+  const model = await loadModel(MODEL_PATH);
+  const ids = Int32Array.from(model.tokenizer.encode(await readFile(TEXT_PATH, "utf8"), { bos: true }));
+  const half = Math.floor(ids.length / 2);
+  const calib = ids.slice(0, half), evalIds = ids.slice(half);
+  return {
+    model,
+    calib,
+    evalIds,
+    windows: (samples, seqlen, seed = 0) => calibrationWindows(calib, { samples, seqlen, seed }),
+  };
+}
+
+/** The weight of one linear of the dense model, `out×in`. */
+export async function layerWeight(s: Stories, block: number, linear: LinearName): Promise<Matrix> {
+  const lin = (await loadBlock(s.model.reader, s.model.spec, block))[BLOCK_FIELD[linear]];
+  if (lin.kind !== "dense") throw new Error(`layerWeight: block ${block} ${linear} is not dense`);
+  return lin.weight;
+}
+
+/** One linear of the dense model and the exact inputs it sees on `windows`: `w: out×in`, `x: tokens×in`. */
+export async function layerInputs(
+  s: Stories,
+  windows: Int32Array[],
+  block: number,
+  linear: LinearName,
+): Promise<{ w: Matrix; x: Matrix }> {
+  const w = await layerWeight(s, block, linear);
+  let x: Matrix | undefined;
+  await forwardHidden(s.model, windows, {
+    observe: (i) =>
+      i === block
+        ? (name, input) => {
+          if (name === linear) x = { rows: input.rows, cols: input.cols, data: input.data.slice() };
+        }
+        : undefined,
+  });
+  return { w, x: x! };
+}
+
+/** One linear of the dense model with the statistics of its inputs on some windows. */
+export interface LinearStats {
+  /** Block index. */
+  block: number;
+  /** Which linear. */
+  name: LinearName;
+  /** Weight, out×in. */
+  w: Matrix;
+  /** Mean |x_j| per input channel (ASVD). */
+  absMean: Float64Array;
+  /** Mean Gram matrix (1/T)·XᵀX of the inputs (SVD-LLM), in×in. */
+  gram: Matrix64;
+}
+
+/** Every linear of the dense model with its input statistics on `windows` (one forward pass). */
+export async function linearStats(s: Stories, windows: Int32Array[]): Promise<LinearStats[]> {
+  const observers = new Map<string, { abs: AbsMeanObserver; gram: GramObserver }>();
+  await forwardHidden(s.model, windows, {
+    observe: (block) => (name, x) => {
+      const key = `${block}.${name}`;
+      let o = observers.get(key);
+      if (!o) {
+        o = { abs: new AbsMeanObserver(key, x.cols), gram: new GramObserver(key, x.cols) };
+        observers.set(key, o);
+      }
+      o.abs.addBatch(x);
+      o.gram.addBatch(x);
+    },
+  });
+  const out: LinearStats[] = [];
+  for (let block = 0; block < s.model.spec.numLayers; block++) {
+    for (const name of LINEAR_NAMES) {
+      const o = observers.get(`${block}.${name}`)!;
+      out.push({ block, name, w: await layerWeight(s, block, name), absMean: o.abs.mean(), gram: o.gram.gram() });
+    }
+  }
+  return out;
+}
+
+/** Perplexity of the dense model on the evaluation half. */
+export async function densePpl(s: Stories): Promise<number> {
+  return (await perplexity(s.model, s.evalIds, { window: WINDOW })).ppl;
+}
+
+/** What {@link compressedPpl} sends to its worker. */
+export interface CompressJob {
+  /** Compression options (calibration is added from `calib`). */
+  opts: Omit<CompressOptions, "calibration">;
+  /** Calibration windows: `samples` × 256 tokens. */
+  samples: number;
+  /** Calibration tokens. */
+  calib: Int32Array;
+  /** Evaluation tokens. */
+  evalIds: Int32Array;
+}
+
+/**
+ * Compress the whole model with `opts` (calibration: `samples` × 256 tokens of the first half), reload the
+ * result, measure its perplexity on the second half, and delete it.
+ *
+ * Runs in a worker: the pipeline runs a full garbage collection after every factored linear (to keep its
+ * resident memory near what is alive), and a full collection costs time in proportion to the JavaScript
+ * heap. The Deno Jupyter kernel's own heap is about 80 MB (a collection ≈ 80 ms, against ≈ 15 ms in a fresh
+ * isolate), which made each compression of stories260K 3–4× slower inside the kernel than under `deno run`.
+ */
+export function compressedPpl(
+  s: Stories,
+  opts: Omit<CompressOptions, "calibration">,
+  samples = 16,
+): Promise<{ ppl: number; report: CompressReport }> {
+  // One worker, reused (starting one costs about a second), running one job at a time.
+  worker ??= new Worker(new URL("./compress_worker.ts", import.meta.url), { type: "module" });
+  const w = worker;
+  const job = queue.then(() =>
+    new Promise<{ ppl: number; report: CompressReport }>((resolve, reject) => {
+      w.onmessage = (e) => e.data.error ? reject(new Error(e.data.error)) : resolve(e.data);
+      w.onerror = (e) => {
+        e.preventDefault();
+        reject(new Error(`compress worker: ${e.message}`));
+      };
+      w.postMessage({ opts, samples, calib: s.calib, evalIds: s.evalIds } satisfies CompressJob);
+    })
+  );
+  queue = job.catch(() => {});
+  return job;
+}
+
+let worker: Worker | undefined;
+let queue: Promise<unknown> = Promise.resolve();
+
+/** {@link compressedPpl}'s work, in the calling isolate. */
+export async function compressedPplHere(job: CompressJob): Promise<{ ppl: number; report: CompressReport }> {
+  const dir = await mkdtemp(join(tmpdir(), "svd-llm-notebook-"));
+  try {
+    const out = join(dir, "model");
+    const report = await compress(MODEL_PATH, out, {
+      ...job.opts,
+      calibration: { ids: job.calib, samples: job.samples, seqlen: 256, seed: 0 },
+    });
+    const m = await loadModel(out);
+    try {
+      return { ppl: (await perplexity(m, job.evalIds, { window: WINDOW })).ppl, report };
+    } finally {
+      await m.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
