@@ -1,7 +1,8 @@
 /**
  * Worker of `compressedPpl` (stories.ts): compresses, reloads and evaluates one model in a fresh isolate,
- * whose small heap keeps the pipeline's per-layer garbage collections cheap. Replies `{ ppl, report }` or
- * `{ error }`.
+ * whose small heap keeps the pipeline's per-layer garbage collections cheap. Posts `{ ready: true }` once it
+ * listens (a message sent earlier, while the library's top-level await is pending, would be lost), then
+ * answers each job with `{ ppl, report }` or `{ error }`.
  *
  * @module
  */
@@ -15,3 +16,4 @@ self.onmessage = async (e: MessageEvent<CompressJob>) => {
     self.postMessage({ error: err instanceof Error ? `${err.name}: ${err.message}` : String(err) });
   }
 };
+self.postMessage({ ready: true });

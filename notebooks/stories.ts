@@ -148,7 +148,17 @@ export function compressedPpl(
   samples = 16,
 ): Promise<{ ppl: number; report: CompressReport }> {
   // One worker, reused (starting one costs about a second), running one job at a time.
-  worker ??= new Worker(new URL("./compress_worker.ts", import.meta.url), { type: "module" });
+  if (!worker) {
+    const w = new Worker(new URL("./compress_worker.ts", import.meta.url), { type: "module" });
+    worker = w;
+    queue = new Promise<void>((resolve, reject) => {
+      w.onmessage = () => resolve(); // { ready: true }
+      w.onerror = (e) => {
+        e.preventDefault();
+        reject(new Error(`compress worker: ${e.message}`));
+      };
+    });
+  }
   const w = worker;
   const job = queue.then(() =>
     new Promise<{ ppl: number; report: CompressReport }>((resolve, reject) => {
