@@ -38,3 +38,33 @@ export function figure(options: Plot.PlotOptions, alt = "figure"): Figure {
     [Symbol.for("Jupyter.display")]: () => ({ "image/svg+xml": svg, "text/plain": `[${alt}]` }),
   };
 }
+
+/** A table for display: Markdown (rendered by Jupyter and GitHub) with a plain-text fallback. */
+export interface Table {
+  /** The Markdown text. */
+  readonly markdown: string;
+  /** The Jupyter display hook (a MIME bundle). */
+  [key: symbol]: () => Record<string, string>;
+}
+
+/** Render rows of plain values as a Markdown table; the columns are the first row's keys. */
+export function table(rows: readonly Record<string, string | number | null>[]): Table {
+  const keys = Object.keys(rows[0] ?? {});
+  const cell = (v: string | number | null) => v === null ? "—" : String(v).replaceAll("|", "\\|");
+  const lines = [
+    `| ${keys.join(" | ")} |`,
+    `| ${keys.map((k) => typeof rows[0][k] === "number" ? "---:" : "---").join(" | ")} |`,
+    ...rows.map((r) => `| ${keys.map((k) => cell(r[k])).join(" | ")} |`),
+  ];
+  const markdown = lines.join("\n");
+  return {
+    markdown,
+    [Symbol.for("Jupyter.display")]: () => ({ "text/markdown": markdown, "text/plain": markdown }),
+  };
+}
+
+/** One colour per method in every notebook's figures (a Plot `color` scale). */
+export const METHOD_COLORS = {
+  domain: ["dense", "svd", "asvd", "svdllm", "svdllm + update"],
+  range: ["#555555", "#e45756", "#f58518", "#4c78a8", "#54a24b"],
+};

@@ -15,6 +15,7 @@ import { AbsMeanObserver, GramObserver, LINEAR_NAMES } from "../mod.ts";
 import type { LoadedModel, Matrix, Matrix64 } from "../mod.ts";
 import { calibrationWindows } from "../src/calib/windows.ts";
 import { BLOCK_FIELD, forwardHidden, loadBlock } from "../src/model/llama.ts";
+import { type SensitivityResult, sensitivitySweep } from "../src/pipeline/sensitivity.ts";
 import type { LinearName } from "../src/model/names.ts";
 
 /** The bundled model file. */
@@ -110,7 +111,13 @@ export async function linearStats(s: Stories, windows: Int32Array[]): Promise<Li
   for (let block = 0; block < s.model.spec.numLayers; block++) {
     for (const name of LINEAR_NAMES) {
       const o = observers.get(`${block}.${name}`)!;
-      out.push({ block, name, w: await layerWeight(s, block, name), absMean: o.abs.mean(), gram: o.gram.gram() });
+      out.push({
+        block,
+        name,
+        w: await layerWeight(s, block, name),
+        absMean: o.abs.mean(),
+        gram: o.gram.gram(),
+      });
     }
   }
   return out;
@@ -121,33 +128,60 @@ export async function densePpl(s: Stories): Promise<number> {
   return (await perplexity(s.model, s.evalIds, { window: WINDOW })).ppl;
 }
 
-/** What {@link compressedPpl} sends to its worker. */
-export interface CompressJob {
-  /** Compression options (calibration is added from `calib`). */
-  opts: Omit<CompressOptions, "calibration">;
-  /** Calibration windows: `samples` × 256 tokens. */
-  samples: number;
-  /** Calibration tokens. */
-  calib: Int32Array;
-  /** Evaluation tokens. */
-  evalIds: Int32Array;
-}
+/** What {@link compressedPpl} and {@link sensitivity} send to their worker. */
+export type WorkerJob =
+  | {
+    kind: "compress";
+    /** Compression options (calibration is added from `calib`). */
+    opts: Omit<CompressOptions, "calibration">;
+    /** Calibration windows: `samples` × 256 tokens. */
+    samples: number;
+    /** Calibration tokens. */
+    calib: Int32Array;
+    /** Evaluation tokens. */
+    evalIds: Int32Array;
+  }
+  | {
+    kind: "sensitivity";
+    /** The sweep runs on the first `samples` of the 16 × 256 calibration windows `compressedPpl` uses. */
+    samples: number;
+    /** Calibration tokens. */
+    calib: Int32Array;
+    /** The sweep's cache file, which `compress` then reads instead of sweeping again. */
+    cacheFile: string;
+  };
 
 /**
- * Compress the whole model with `opts` (calibration: `samples` × 256 tokens of the first half), reload the
- * result, measure its perplexity on the second half, and delete it.
+ * Compress the whole model with `opts` (calibration: `samples` × 256 tokens of the first half, seed 0), reload
+ * the result, measure its perplexity on the second half, and delete it.
  *
- * Runs in a worker: the pipeline runs a full garbage collection after every factored linear (to keep its
- * resident memory near what is alive), and a full collection costs time in proportion to the JavaScript
- * heap. The Deno Jupyter kernel's own heap is about 80 MB (a collection ≈ 80 ms, against ≈ 15 ms in a fresh
- * isolate), which made each compression of stories260K 3–4× slower inside the kernel than under `deno run`.
+ * Runs in a worker (compress_worker.ts): the pipeline forces a full garbage collection after every factored
+ * linear, which on this tiny model is most of the work, and costs more in the kernel, whose own JavaScript
+ * heap is about 80 MB (a collection ≈ 80 ms, against ≈ 15 ms in a fresh isolate); the worker skips them.
  */
 export function compressedPpl(
   s: Stories,
   opts: Omit<CompressOptions, "calibration">,
   samples = 16,
 ): Promise<{ ppl: number; report: CompressReport }> {
-  // One worker, reused (starting one costs about a second), running one job at a time.
+  return inWorker({ kind: "compress", opts, samples, calib: s.calib, evalIds: s.evalIds });
+}
+
+/**
+ * ASVD's sensitivity sweep (`sensitivitySweep`) on the first `samples` calibration windows of
+ * {@link compressedPpl}, cached in `cacheFile`, so that `compressedPpl(s, { method: "asvd", allocation:
+ * "sensitivity", sensitivity: { samples, cacheFile } })` reuses it. Runs in the worker too (the sweep
+ * allocates a lot, and the kernel's collections are slow).
+ */
+export function sensitivity(s: Stories, samples: number, cacheFile: string): Promise<SensitivityResult> {
+  return inWorker({ kind: "sensitivity", samples, calib: s.calib, cacheFile });
+}
+
+let worker: Worker | undefined;
+let queue: Promise<unknown> = Promise.resolve();
+
+/** Run a job in the worker: one worker, reused (starting one costs about a second), one job at a time. */
+function inWorker<T>(msg: WorkerJob): Promise<T> {
   if (!worker) {
     const w = new Worker(new URL("./compress_worker.ts", import.meta.url), { type: "module" });
     worker = w;
@@ -161,24 +195,36 @@ export function compressedPpl(
   }
   const w = worker;
   const job = queue.then(() =>
-    new Promise<{ ppl: number; report: CompressReport }>((resolve, reject) => {
+    new Promise<T>((resolve, reject) => {
       w.onmessage = (e) => e.data.error ? reject(new Error(e.data.error)) : resolve(e.data);
       w.onerror = (e) => {
         e.preventDefault();
         reject(new Error(`compress worker: ${e.message}`));
       };
-      w.postMessage({ opts, samples, calib: s.calib, evalIds: s.evalIds } satisfies CompressJob);
+      w.postMessage(msg);
     })
   );
   queue = job.catch(() => {});
   return job;
 }
 
-let worker: Worker | undefined;
-let queue: Promise<unknown> = Promise.resolve();
+/** Calibration windows of {@link compressedPpl}: `samples` × 256 tokens, seed 0. */
+function calibWindows(calib: Int32Array, samples: number): Int32Array[] {
+  return calibrationWindows(calib, { samples, seqlen: 256, seed: 0 });
+}
 
-/** {@link compressedPpl}'s work, in the calling isolate. */
-export async function compressedPplHere(job: CompressJob): Promise<{ ppl: number; report: CompressReport }> {
+/** The worker's side of {@link WorkerJob}: run it in the calling isolate. */
+export async function runJob(job: WorkerJob): Promise<unknown> {
+  if (job.kind === "sensitivity") {
+    const model = await loadModel(MODEL_PATH);
+    try {
+      return await sensitivitySweep(model, calibWindows(job.calib, 16).slice(0, job.samples), {
+        cacheFile: job.cacheFile,
+      });
+    } finally {
+      await model.close();
+    }
+  }
   const dir = await mkdtemp(join(tmpdir(), "svd-llm-notebook-"));
   try {
     const out = join(dir, "model");

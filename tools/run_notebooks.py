@@ -91,7 +91,7 @@ def merge_streams(outputs):
     return merged
 
 
-def run_cell(kc, source):
+def run_cell(km, kc, source):
     """Execute one cell; returns (outputs, execution_count, reply status). Raises TimeoutError."""
     msg_id = kc.execute(source, store_history=True, allow_stdin=False)
     deadline = time.monotonic() + CELL_TIMEOUT
@@ -106,6 +106,8 @@ def run_cell(kc, source):
         except queue.Empty:
             if idle_at is not None:
                 break  # idle, then quiet: complete
+            if not km.is_alive():
+                raise TimeoutError("the kernel died")
             continue
         if msg.get("parent_header", {}).get("msg_id") != msg_id:
             continue
@@ -142,12 +144,14 @@ def problems_of(outputs, status):
     return found
 
 
-def run_notebook(path, ksm, write):
+def run_notebook(path, ksm, write, log_path):
     """Run one notebook in a fresh kernel; returns (seconds, list of failure messages)."""
     nb = nbformat.read(path, as_version=4)
     t0 = time.monotonic()
     km = KernelManager(kernel_name="deno", kernel_spec_manager=ksm)
-    km.start_kernel(cwd=os.path.dirname(path))
+    # The kernel's own output (Deno's "unstable" warning, a crash) goes to a log shown only on failure.
+    log = open(log_path, "w")
+    km.start_kernel(cwd=os.path.dirname(path), stdout=log, stderr=log)
     kc = km.client()
     kc.start_channels()
     failures = []
@@ -158,7 +162,7 @@ def run_notebook(path, ksm, write):
                 continue
             t = time.monotonic()
             try:
-                outputs, count, status = run_cell(kc, cell.source)
+                outputs, count, status = run_cell(km, kc, cell.source)
             except TimeoutError as e:
                 failures.append(f"cell {i}: {e}")
                 break
@@ -171,6 +175,11 @@ def run_notebook(path, ksm, write):
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+        log.close()
+    if failures:
+        with open(log_path) as f:
+            tail = [l.rstrip() for l in f.readlines()[-20:] if "is unstable" not in l]
+        failures.extend(f"kernel: {l}" for l in tail if l)
     seconds = time.monotonic() - t0
     if write and not failures:
         nb.metadata.update(NB_METADATA)
@@ -204,7 +213,7 @@ def main(argv):
         total, failed = 0.0, []
         for p in paths:
             print(f"notebook {os.path.relpath(p, ROOT)}", flush=True)
-            seconds, failures = run_notebook(p, ksm, write)
+            seconds, failures = run_notebook(p, ksm, write, os.path.join(tmp, "kernel.log"))
             total += seconds
             print(f"  {'FAILED' if failures else 'passed'} in {seconds:.1f} s{' (outputs saved)' if write and not failures else ''}")
             for f_ in failures:

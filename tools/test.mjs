@@ -1,9 +1,12 @@
 #!/usr/bin/env node
 // Runs every check of the project: the test suite under Deno and under Bun, then lint, format and type checks.
 // Deno also runs the JSDoc examples of mod.ts and src/ (`--doc`), so the documented examples stay true.
+// Then the notebooks (notebooks/*.ipynb, executed by tools/run_notebooks.py with the Deno Jupyter kernel; they
+// assert their claims), skipped with a message when Python's jupyter_client is not installed.
 // Prints each runner's output as it comes and ends with one summary line "tests: N passed, N failed".
-// Usage: node tools/test.mjs [--only deno|bun] [--no-static]
+// Usage: node tools/test.mjs [--only deno|bun|notebooks] [--no-static] [--no-notebooks]
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 
@@ -26,7 +29,7 @@ function run(cmd, argv) {
       process.stderr.write(d);
     });
     child.on("close", (code) => resolve({ code: code ?? 1, out }));
-    child.on("error", (e) => resolve({ code: 1, out: String(e) }));
+    child.on("error", (e) => resolve({ code: 1, out: String(e), missing: e.code === "ENOENT" }));
   });
 }
 
@@ -58,7 +61,7 @@ if (!args.includes("--no-static") && !only) {
     const [label, argv] of [
       ["deno lint", ["lint"]],
       ["deno fmt --check", ["fmt", "--check"]],
-      ["deno check", ["check", "mod.ts", "cli.ts", "src/", "bench/", "examples/"]],
+      ["deno check", ["check", "mod.ts", "cli.ts", "src/", "bench/", "examples/", "notebooks/"]],
       ["deno doc --lint", ["doc", "--lint", "mod.ts"]],
     ]
   ) {
@@ -68,6 +71,25 @@ if (!args.includes("--no-static") && !only) {
     else {
       failed += 1;
       failures.push(label);
+    }
+  }
+}
+if ((!only || only === "notebooks") && !args.includes("--no-notebooks")) {
+  console.log("\n=== notebooks ===");
+  // Debian's python3 carries the apt-installed jupyter_client; a python3 earlier on PATH (pyenv, venv) may not.
+  const python = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+  const r = await run(python, [join(root, "tools", "run_notebooks.py")]);
+  const m = r.out.match(/notebooks: (\d+) passed, (\d+) failed/);
+  if (r.code === 77) console.log("(notebooks skipped)");
+  else if (r.missing) console.log(`notebooks: skipped, ${python} not found`);
+  else {
+    if (m) {
+      passed += Number(m[1]);
+      failed += Number(m[2]);
+    }
+    if (r.code !== 0) {
+      failures.push("notebooks");
+      if (!m) failed += 1;
     }
   }
 }
