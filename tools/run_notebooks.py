@@ -47,19 +47,9 @@ KERNEL_SPEC = {
     "language": "typescript",
     "env": {"NO_COLOR": "1"},
 }
-# What --write records, so that Jupyter, VS Code and GitHub pick a Deno kernel (`deno jupyter --install`).
-NB_METADATA = {
-    "kernelspec": {"name": "deno", "display_name": "Deno", "language": "typescript"},
-    "language_info": {
-        "name": "typescript",
-        "file_extension": ".ts",
-        "mimetype": "text/x.typescript",
-        "codemirror_mode": "typescript",
-        "nbconvert_exporter": "script",
-        "pygments_lexer": "typescript",
-        "version": "5.9",
-    },
-}
+# What --write records, so that Jupyter, VS Code and GitHub pick a Deno kernel (`deno jupyter --install`);
+# language_info is the kernel's own (kernel_info_reply).
+KERNELSPEC = {"name": "deno", "display_name": "Deno", "language": "typescript"}
 
 
 def output_of(msg):
@@ -91,8 +81,12 @@ def merge_streams(outputs):
     return merged
 
 
-def run_cell(km, kc, source):
-    """Execute one cell; returns (outputs, execution_count, reply status). Raises TimeoutError."""
+def run_cell(km, kc, source, earlier):
+    """Execute one cell; returns (msg_id, outputs, execution_count, reply status). Raises TimeoutError.
+
+    `earlier` maps the msg_id of each earlier cell to that cell: an output of an earlier cell that comes later
+    still (after its quiet period) is appended to it, so it is neither lost nor shown under the wrong cell.
+    """
     msg_id = kc.execute(source, store_history=True, allow_stdin=False)
     deadline = time.monotonic() + CELL_TIMEOUT
     outputs, count, idle_at = [], None, None
@@ -109,7 +103,12 @@ def run_cell(km, kc, source):
             if not km.is_alive():
                 raise TimeoutError("the kernel died")
             continue
-        if msg.get("parent_header", {}).get("msg_id") != msg_id:
+        parent = msg.get("parent_header", {}).get("msg_id")
+        if parent != msg_id:
+            o = output_of(msg) if parent in earlier else None
+            if o is not None:
+                earlier[parent].outputs.append(o)
+                LATE[0] += 1
             continue
         t = msg["msg_type"]
         if t == "status" and msg["content"]["execution_state"] == "idle":
@@ -128,7 +127,7 @@ def run_cell(km, kc, source):
     while reply["parent_header"].get("msg_id") != msg_id:
         reply = kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
     count = reply["content"].get("execution_count", count)
-    return merge_streams(outputs), count, reply["content"].get("status", "error")
+    return msg_id, merge_streams(outputs), count, reply["content"].get("status", "error")
 
 
 def problems_of(outputs, status):
@@ -154,24 +153,31 @@ def run_notebook(path, ksm, write, log_path):
     km.start_kernel(cwd=os.path.dirname(path), stdout=log, stderr=log)
     kc = km.client()
     kc.start_channels()
-    failures = []
+    failures, info, earlier = [], None, {}
     try:
         kc.wait_for_ready(timeout=60)
+        info = kc.kernel_info(reply=True, timeout=30)["content"].get("language_info")
         for i, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
                 continue
             t = time.monotonic()
             try:
-                outputs, count, status = run_cell(km, kc, cell.source)
+                msg_id, outputs, count, status = run_cell(km, kc, cell.source, earlier)
             except TimeoutError as e:
                 failures.append(f"cell {i}: {e}")
                 break
             cell.outputs, cell.execution_count = outputs, count
+            earlier[msg_id] = cell
             bad = problems_of(outputs, status)
             print(f"  cell {i:2d}  {time.monotonic() - t:6.2f} s  {'FAILED' if bad else 'ok'}", flush=True)
             if bad:
                 failures.extend(f"cell {i}: {p}" for p in bad)
                 break  # later cells depend on this one
+        if not failures:  # an output that came late to an earlier cell may be an error too
+            for i, cell in enumerate(nb.cells):
+                if cell.cell_type == "code":
+                    cell.outputs = merge_streams(cell.outputs)
+                    failures.extend(f"cell {i} (late output): {p}" for p in problems_of(cell.outputs, "ok"))
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
@@ -182,7 +188,9 @@ def run_notebook(path, ksm, write, log_path):
         failures.extend(f"kernel: {l}" for l in tail if l)
     seconds = time.monotonic() - t0
     if write and not failures:
-        nb.metadata.update(NB_METADATA)
+        nb.metadata["kernelspec"] = KERNELSPEC
+        if info:
+            nb.metadata["language_info"] = info
         nbformat.write(nb, path)
     return seconds, failures
 
