@@ -16,7 +16,8 @@
  *   code's "SVD-LLM (W)"), that whitening + the closed-form update of A on the compressed prefix's
  *   activations (the reference's whitening_local_update), and sequential whitening (our default, whitening
  *   from the compressed prefix's activations; not in the paper). The paper's ordering
- *   (whitening ≥ + update) compares the first two. ASVD is uniform allocation on sequential statistics.
+ *   (whitening ≥ + update) compares the first two. ASVD: uniform allocation, scales from the sequential
+ *   stream (our default; the ASVD reference scales from the original activations).
  *
  * Usage: deno run -A bench/methods.ts [--models stories,brown] [--ratios 0.2,0.4,0.6] [--threads N]
  *
