@@ -69,6 +69,11 @@ def main():
     ap.add_argument("--alpha", type=float, default=0.5, help="asvd: exponent of the activation scale")
     ap.add_argument("--plain", action="store_true", help="asvd: act_aware off (the reference's plain SVD)")
     ap.add_argument("--exact", action="store_true", help="asvd: exact SVD instead of torch.svd_lowrank")
+    ap.add_argument("--calib-text", help="cut the calibration windows from this text the way SVD-LLM's "
+                    "get_calib_train_data does (random character offsets, seed --calib-seed, <s> first) instead of "
+                    "using the windows file's; the peers' figures of methods.md were made so")
+    ap.add_argument("--calib-seed", type=int, default=3)
+    ap.add_argument("--calib-samples", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -76,6 +81,8 @@ def main():
     from transformers import LlamaForCausalLM
 
     data = json.load(open(args.windows))
+    if args.calib_text:
+        data["calib"] = reference_windows(args, len(data["calib"][0]))
     calib = [torch.tensor([w], dtype=torch.long) for w in data["calib"]]
     model = LlamaForCausalLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation="eager")
     model.eval()
@@ -127,6 +134,24 @@ def main():
                       "alpha": args.alpha if args.method == "asvd" else None, "plain": args.plain,
                       "exact": args.exact, "torch_ppl": math.exp(nll / count), "tokens": count,
                       "compress_wall_s": round(seconds, 2), "compress_cpu_s": round(cpu, 2), "out": args.out}))
+
+
+def reference_windows(args, seqlen):
+    """Windows as SVD-LLM's get_calib_train_data cuts them (re-stated, not copied): for each sample a random
+    character offset i (Python's random, seeded), text[i : i + 10·seqlen] tokenized with the model's
+    tokenizer (which puts <s> first), its first seqlen tokens; too-short pieces are skipped."""
+    import random
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(os.path.join(args.model, "tokenizer.json"))
+    text = open(args.calib_text, encoding="utf8").read()
+    random.seed(args.calib_seed)
+    wins = []
+    for _ in range(args.calib_samples + 1):
+        i = random.randint(0, len(text) - seqlen - 1)
+        ids = tok.encode(text[i:i + seqlen * 10]).ids
+        if len(ids) >= seqlen:
+            wins.append(ids[:seqlen])
+    return wins[: args.calib_samples]
 
 
 def run_asvd(args, model, loader, kept, linears):
