@@ -12,6 +12,12 @@
  *   perplexity on the first 8 calibration windows (`--sweep-samples N` to change; the peers used all 32).
  * - stories260K: TinyStories validation text tokenized once with one BOS; calibration windows (32 × 256)
  *   from its first half, evaluation on its second half in windows of 512.
+ * - SVD-LLM three ways: whitening from the original model's activations (the paper's and the reference
+ *   code's "SVD-LLM (W)"), that whitening + the closed-form update of A on the compressed prefix's
+ *   activations (the reference's whitening_local_update), and sequential whitening (our default, whitening
+ *   from the compressed prefix's activations; not in the paper). The paper's ordering
+ *   (whitening ≥ + update) compares the first two. ASVD: uniform allocation, scales from the sequential
+ *   stream (our default; the ASVD reference scales from the original activations).
  *
  * Usage: deno run -A bench/methods.ts [--models stories,brown] [--ratios 0.2,0.4,0.6] [--threads N]
  *
@@ -34,6 +40,8 @@ interface Job {
   label: string;
   ratio: { removed: number } | { kept: number };
   update?: boolean;
+  /** false: statistics from the original model's activations (the references' protocol). */
+  sequential?: boolean;
   allocation?: "uniform" | "sensitivity";
   samples: number;
 }
@@ -100,6 +108,7 @@ async function runOne(job: Job): Promise<void> {
       method: job.method,
       ratio: job.ratio,
       update: job.update,
+      sequential: job.sequential,
       allocation: job.allocation,
       sensitivity: job.allocation === "sensitivity"
         ? {
@@ -177,7 +186,23 @@ async function main(): Promise<void> {
       const ratio = { removed: r };
       jobs.push({ model, method: "svd", label: "svd", ratio, samples: svdSamples });
       jobs.push({ model, method: "asvd", label: "asvd (uniform)", ratio, samples: asvdSamples });
-      jobs.push({ model, method: "svdllm", label: "svdllm (whitening)", ratio, samples: svdSamples });
+      // The paper's SVD-LLM (W) whitens with the original model's activations; "+ update" also starts from
+      // that whitening. Sequential whitening (our default) is a third, stronger variant, not the paper's.
+      jobs.push({
+        model,
+        method: "svdllm",
+        label: "svdllm (whitening, original activations)",
+        ratio,
+        sequential: false,
+        samples: svdSamples,
+      });
+      jobs.push({
+        model,
+        method: "svdllm",
+        label: "svdllm (whitening, sequential)",
+        ratio,
+        samples: svdSamples,
+      });
       jobs.push({
         model,
         method: "svdllm",

@@ -33,6 +33,28 @@ test("plain SVD and ASVD factors reproduce W at full rank (tall, wide and square
   }
 });
 
+test("ASVD with equal activation scales on every channel is plain SVD (why it ties SVD on tinylm-brown)", () => {
+  // tinylm-brown's q/k/v and gate/up inputs have near-constant mean |x| per channel (coefficient of variation
+  // of s^0.5 ≈ 0.03–0.05, tools/asvd_scale_spread.ts): W·S ≈ c·W, the same truncation as plain SVD.
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 3, max: 20 }),
+      fc.integer({ min: 3, max: 20 }),
+      fc.nat(1000),
+      fc.double({ min: 1e-3, max: 1e3, noNaN: true }),
+      (m, n, seed, level) => {
+        const w = randomWeight(m, n, seed);
+        const k = Math.max(1, Math.floor(Math.min(m, n) / 2));
+        const svd = compressSvd(w, k);
+        const plain = product(svd.a, svd.b);
+        const asvd = compressAsvd(w, { absMean: new Float64Array(n).fill(level) }, k);
+        assert.ok(relDiff(product(asvd.a, asvd.b), plain) < 1e-4, `${m}×${n} rank ${k}, |x| ${level}`);
+      },
+    ),
+    { numRuns: 25 },
+  );
+});
+
 test("plain SVD truncation is optimal in Frobenius norm: ‖W − AB‖_F = sqrt(Σ_{i>k} σ²)", () => {
   fc.assert(
     fc.property(
