@@ -87,9 +87,27 @@ export function svdTruncated(a: Matrix<FloatArray>, k: number, opts: SvdTruncate
     const res = new ResidentMatrix(a, "f32");
     try {
       let y = res.mul(narrow(omega)); // m×l
-      for (let it = 0; it < q; it++) y = res.mul(orthonormalize32(res.mul(orthonormalize32(y), true)));
+      // `since`: products with A since the last orthonormal basis; `growth`: the condition number one
+      // product was seen to add (from the last orthonormalisation's Cholesky diagonal).
+      let since = 1, growth = Infinity;
+      const ortho = (x: Matrix): Matrix => {
+        const o = orthonormalize32(x, false);
+        growth = o.ratio ** (1 / since);
+        since = 0;
+        return o.q;
+      };
+      for (let it = 0; it < q; it++) {
+        // Re-orthonormalising between Aᵀ and A changes the basis, not the span: it only guards against
+        // rounding. When one product spreads the condition by ≤ SKIP_GROWTH, two in a row stay within the
+        // reach of the float32 CholeskyQR after them, so Y's pass is skipped (flat spectra over the sketch).
+        const yb = growth <= SKIP_GROWTH ? y : ortho(y);
+        since++;
+        const z = ortho(res.mul(yb, true));
+        y = res.mul(z);
+        since++;
+      }
       // A float32 pass makes Y well conditioned, so one float64 pass then orthonormalises it to ~ε.
-      basis = orthonormalize(widen(orthonormalize32(y)), 1);
+      basis = orthonormalize(widen(orthonormalize32(y, true).q), 1);
       bt = widen(res.mul(narrow(basis), true));
     } finally {
       res.dispose();
@@ -157,18 +175,49 @@ export function orthonormalize(y: Matrix64, passes: number): Matrix64 {
  * finder: CholeskyQR with the Gram matrix by SGEMM (float32 accumulation, so only good to ~√n·ε₃₂ relative)
  * and its factor in float64. The result is checked (its own Gram must be within 0.5 of I) and replaced by
  * the two-pass float64 {@link orthonormalize} when Y is too ill-conditioned for that, so it is always well
- * conditioned enough for one more float64 CholeskyQR pass to reach ~ε.
+ * conditioned enough for one more float64 CholeskyQR pass to reach ~ε. Between products (`always` false)
+ * the check, a third SGEMM, is skipped when the factor's diagonal spans at most {@link TRUST_RATIO}: that
+ * ratio is a lower bound on κ(L) = κ(Y), so a Y worse conditioned than it shows could slip through, but a
+ * less orthonormal basis between products only slows the power iteration; the final basis is always checked.
+ * Returns the basis and that diagonal ratio (∞ when the float64 fallback ran).
  */
-function orthonormalize32(y: Matrix): Matrix {
+function orthonormalize32(y: Matrix, always: boolean): { q: Matrix; ratio: number } {
   const g = widen(matmul(y, y, { transA: true })); // l×l
   try {
     const factor = cholesky(g, { damping: "none" }).factor;
     const x = matmul(y, narrow(invertLower(factor)), { transB: true });
-    if (maxOffIdentity(widen(matmul(x, x, { transA: true }))) <= 0.5) return x;
+    const ratio = diagonalRatio(factor);
+    if (!always && ratio <= TRUST_RATIO) return { q: x, ratio };
+    if (maxOffIdentity(widen(matmul(x, x, { transA: true }))) <= 0.5) return { q: x, ratio };
   } catch (e) {
     if (!(e instanceof NumericError)) throw e;
   }
-  return narrow(orthonormalize(widen(y), 2));
+  return { q: narrow(orthonormalize(widen(y), 2)), ratio: Infinity };
+}
+
+/**
+ * Largest ratio of diagonal entries of the Cholesky factor (a lower bound on its condition number) up to
+ * which {@link orthonormalize32} trusts its result unchecked. The float32 Gram of n-long columns carries a
+ * relative error ~√n·ε₃₂ (≤ 1e-5 for n ≤ 30 000), amplified by κ² ≤ 1e4 into QᵀQ − I.
+ */
+const TRUST_RATIO = 100;
+
+/**
+ * {@link svdTruncated} skips the orthonormalisation between Aᵀ and A when one product was seen to spread
+ * the basis' condition number by at most this: two products then leave κ ≤ 100 = {@link TRUST_RATIO}.
+ */
+const SKIP_GROWTH = 10;
+
+/** max |L_ii| / min |L_ii| of a square lower-triangular `lm` (∞ for a zero diagonal entry). */
+function diagonalRatio(lm: Matrix64): number {
+  const n = lm.rows;
+  let lo = Infinity, hi = 0;
+  for (let i = 0; i < n; i++) {
+    const v = Math.abs(lm.data[i * n + i]);
+    lo = Math.min(lo, v);
+    hi = Math.max(hi, v);
+  }
+  return n === 0 ? 1 : hi / lo;
 }
 
 /** max |G − I| over all entries. */

@@ -87,7 +87,7 @@ for (const backend of BACKENDS) {
           fc.integer({ min: 60, max: 220 }),
           fc.integer({ min: 60, max: 220 }),
           fc.integer({ min: 1, max: 12 }),
-          fc.double({ min: 0.5, max: 0.95, noNaN: true }),
+          fc.double({ min: 0.5, max: 0.99, noNaN: true }),
           fc.boolean(),
           fc.integer({ min: 0, max: 1000 }),
           (m, n, k, decay, f32Input, seed) => {
@@ -99,7 +99,8 @@ for (const backend of BACKENDS) {
             const res32 = svdTruncated(a, k, { seed });
             const res64 = svdTruncated(a, k, { seed, precision: "f64" });
             // Same bases' quality on both paths: orthonormal U, V, Eckart–Young within the randomized
-            // excess (HMT: ~(σ_l/σ_k)^(2q+1) = decay^90 ≤ 1e-2 relative for the flattest spectra here) and
+            // excess (HMT: ~(σ_l/σ_k)^(2q+1) = decay^90, up to 0.4 relative for the flattest spectra here, whose
+            // sketches skip the orthonormalisation between Aᵀ and A in float32) and
             // the float32 rounding, second order in the error (first order in the σ: √n·ε₃₂·σ₁ ≈ 1e-6).
             const best = tail(exact, k), rounding = 4 * Math.sqrt(r) * EPS32 * exact[0];
             const excess = Math.max(1e-7, 2 * decay ** 90, (rounding / best) ** 2);
