@@ -191,9 +191,9 @@ console.log(
 if (cases.some((c) => c.kind === "rsvd")) {
   console.log(
     `rank-k rows: ours and numpy alike use a Gaussian sketch, oversample ${OVERSAMPLE} and ${POWER} power ` +
-      "iterations (each Aᵀ then A, re-orthonormalised after every product), then the SVD of QᵀA; numpy in " +
-      "float64 with Householder QR, ours with float32 (f32) or float64 (f64) products and CholeskyQR; " +
-      "a Gaussian float64 A on both sides",
+      "iterations (each Aᵀ then A), then the SVD of QᵀA, on a Gaussian float64 A; numpy in float64, " +
+      "Householder QR after every product; ours with float32 (f32) or float64 (f64) products and CholeskyQR " +
+      "(f32: the pass between Aᵀ and A skipped while one product spreads κ by ≤ 10)",
   );
 }
 // Warm up the JIT on small inputs so the first timed case measures steady-state code, as numpy's is.
