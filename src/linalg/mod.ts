@@ -41,3 +41,4 @@ export { eigh, type EighResult } from "./eigh.ts";
 export { svd, type SvdResult } from "./svd.ts";
 export { svdTruncated, type SvdTruncatedOptions, truncate } from "./svd_truncated.ts";
 export { createRng, randomNormal, type Rng } from "./random.ts";
+export { ResidentMatrix, type ResidentPrecision } from "./resident.ts";

@@ -160,10 +160,8 @@ function svdTallIn(
   if (dc) {
     const ub = ws.f64(n * n), wb = ws.f64(n * n);
     bidiagonalDc(ws, d, e, ub, wb, ws.f64(bidiagonalDcScratch(n)));
-    for (let q = 0; q < n; q++) {
-      for (let i = 0; i < n; i++) ut[q * lu + i] = ub[i * n + q];
-      for (let i = 0; i < n; i++) vt[q * lv + i] = wb[i * n + q];
-    }
+    transposeTiles(ub, n, ut, lu, n, n, null);
+    transposeTiles(wb, n, vt, lv, n, n, null);
   } else {
     for (let i = 0; i < n; i++) ut[i * lu + i] = 1;
     for (let i = 0; i < n; i++) vt[i * lv + i] = 1;
@@ -180,15 +178,42 @@ function svdTallIn(
   // Signs, then descending order.
   const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => Math.abs(d[y]) - Math.abs(d[x]));
   const s = new Float64Array(n), u = new Float64Array(m * n), vto = new Float64Array(n * n);
+  transposeTiles(ut, lu, u, n, n, m, order);
   for (let q = 0; q < n; q++) {
     const src = order[q];
     s[q] = Math.abs(d[src]) * amax;
-    for (let i = 0; i < m; i++) u[i * n + q] = ut[src * lu + i];
     const row = vt.subarray(src * lv, src * lv + n);
     if (d[src] < 0) { for (let j = 0; j < n; j++) vto[q * n + j] = -row[j]; }
     else vto.set(row, q * n);
   }
   return { u: { rows: m, cols: n, data: u }, s, vt: { rows: n, cols: n, data: vto } };
+}
+
+/**
+ * dst[i·ldd + q] = src[rows[q]·lds + i] for q < nq, i < ni (a transpose, rows of src picked by `rows`, all
+ * when null), in 32×32 tiles: a plain loop writes dst with stride ldd, one cache miss per element
+ * (0.3 s for 2048², against ~20 ms tiled).
+ */
+function transposeTiles(
+  src: Float64Array,
+  lds: number,
+  dst: Float64Array,
+  ldd: number,
+  nq: number,
+  ni: number,
+  rows: number[] | null,
+): void {
+  const T = 32;
+  for (let q0 = 0; q0 < nq; q0 += T) {
+    const q1 = Math.min(nq, q0 + T);
+    for (let i0 = 0; i0 < ni; i0 += T) {
+      const i1 = Math.min(ni, i0 + T);
+      for (let q = q0; q < q1; q++) {
+        const so = (rows ? rows[q] : q) * lds;
+        for (let i = i0; i < i1; i++) dst[i * ldd + q] = src[so + i];
+      }
+    }
+  }
 }
 
 /** Columns left below which the bidiagonalisation goes one reflector at a time (LAPACK's crossover is 128). */

@@ -3,13 +3,16 @@
  * power iterations with re-orthonormalisation after every product, then an exact float64 SVD of the small
  * projected matrix QᵀA (never eig(BBᵀ), which would square the condition number).
  *
- * Speed: the 2q + 1 products of the range finder dominate. They only have to find the dominant subspace (an
- * error δ in the basis moves the σ and the Eckart–Young error by O(δ²)), so for float32 input they run in
- * float32 SGEMM (opt-in for float64 input, `sketch`). The tall-skinny blocks are re-orthonormalised by
- * CholeskyQR (one pass between products, with a float32 Gram in the float32 path; the final basis Q is
- * brought to float64 orthonormality by a second pass), falling back to Householder QR when the Gram matrix
- * is not numerically positive definite. The projection QᵀA, whose
- * rounding reaches the σ to first order, runs in the input's precision; the small SVD and U = Q·Ũ in float64.
+ * Speed: the 2q + 2 products with A dominate (for 4096², l = 266: 10 × 8.9 GFLOP). A is converted once to
+ * the working precision and kept in wasm memory across all of them ({@link ResidentMatrix}: no copy of A
+ * per product). In the default `precision: "f32"` every product with A is a float32 SGEMM, about twice as
+ * fast as DGEMM: the range finder only has to find the dominant subspace (an error δ in the basis moves the
+ * σ and the Eckart–Young error by O(δ²)), and the projection QᵀA in float32 moves the σ by ~√n·ε₃₂·σ₁
+ * (A's own float32 rounding is of that order). The thin n×l blocks are re-orthonormalised between products
+ * by CholeskyQR with a float32 Gram (SGEMM) and an l×l float64 Cholesky factor, falling back to Householder
+ * QR in float64 when the Gram matrix is not numerically positive definite; the final basis Q is brought to
+ * float64 orthonormality by one more float64 CholeskyQR pass. The small SVD and U = Q·Ũ run in float64.
+ * `precision: "f64"` runs the same steps with DGEMM and float64 CholeskyQR throughout.
  *
  * @module
  */
@@ -20,6 +23,7 @@ import { matmul } from "./gemm.ts";
 import type { FloatArray, Matrix, Matrix64 } from "./matrix.ts";
 import { qr } from "./qr.ts";
 import { createRng, randomNormal } from "./random.ts";
+import { ResidentMatrix } from "./resident.ts";
 import { svd, type SvdResult } from "./svd.ts";
 
 /** Options of {@link svdTruncated}. */
@@ -31,22 +35,22 @@ export interface SvdTruncatedOptions {
   /** Seed of the Gaussian sketch (default 0): results are reproducible. */
   seed?: number;
   /**
-   * Element type of the range finder's products A·Ω, Aᵀ·Q, A·Z. `"auto"` (default): that of the input.
-   * `"float32"` on a float64 input is ~2× faster (the last A·Z and QᵀA stay float64, so a low-rank A is
-   * still recovered to ~ε) but the power iterations cannot resolve directions with σ below ~1e-6·σ₁, where
-   * float32 rounding of A swamps them. `"float64"`: every product in float64.
+   * Element type of every product with A (range finder, power iterations, projection QᵀA), whatever the
+   * input's type. `"f32"` (default): SGEMM, ~2× faster; the σ carry an extra error of ~√n·ε₃₂·σ₁ (~1e-6
+   * relative for the leading ones), directions with σ below ~1e-6·σ₁ are not resolved, and the Eckart–Young
+   * error is affected only to second order. `"f64"`: DGEMM throughout, σ to ~ε·σ₁ and a low-rank float64
+   * A recovered exactly. The small SVD and the singular vectors are float64 either way.
    */
-  sketch?: "auto" | "float32" | "float64";
+  precision?: "f32" | "f64";
 }
 
 /**
  * The k leading singular triplets of `a: m×n` (float32 or float64): U m×k, s k, Vᵀ k×n, all float64 with
- * U, V orthonormal to float64 precision. For float32 input (default `sketch`) the σ carry an extra error of
- * ~√m·ε₃₂·σ₁ from the float32 projection QᵀA (the order of A's own float32 rounding); the Eckart–Young
- * error is only affected to second order. With l = k + oversample, when l ≥ min(m, n)/2 the sketch saves
- * nothing and the exact {@link svd} is computed and truncated instead. The error of a randomized result
- * depends on the spectrum's decay: with q power iterations the leading σ are exact to within
- * ~(σ_{l+1}/σ_k)^{2q+1} relative; for flat spectra raise `powerIterations` or use {@link svd}.
+ * U, V orthonormal to float64 precision. See {@link SvdTruncatedOptions.precision} for the accuracy of the
+ * default float32 products. With l = k + oversample, when l ≥ min(m, n)/2 the sketch saves nothing and the
+ * exact {@link svd} is computed and truncated instead. The error of a randomized result depends on the
+ * spectrum's decay: with q power iterations the leading σ are exact to within ~(σ_{l+1}/σ_k)^{2q+1}
+ * relative; for flat spectra raise `powerIterations` or use {@link svd}.
  * Throws OptionError on a bad k or option, NumericError on non-finite input.
  *
  * @example
@@ -63,56 +67,72 @@ export function svdTruncated(a: Matrix<FloatArray>, k: number, opts: SvdTruncate
       `svdTruncated: rank k must be an integer in [0, ${r}] for a ${m}×${n} matrix, got ${k}`,
     );
   }
-  const p = opts.oversample ?? 10, q = opts.powerIterations ?? 4, sketch = opts.sketch ?? "auto";
+  const p = opts.oversample ?? 10, q = opts.powerIterations ?? 4, precision = opts.precision ?? "f32";
   if (!Number.isInteger(p) || p < 0) {
     throw new OptionError(`svdTruncated: oversample must be an integer ≥ 0, got ${p}`);
   }
   if (!Number.isInteger(q) || q < 0) {
     throw new OptionError(`svdTruncated: powerIterations must be an integer ≥ 0, got ${q}`);
   }
-  if (sketch !== "auto" && sketch !== "float32" && sketch !== "float64") {
-    throw new OptionError(
-      `svdTruncated: sketch must be "auto", "float32" or "float64", got ${String(sketch)}`,
-    );
+  if (precision !== "f32" && precision !== "f64") {
+    throw new OptionError(`svdTruncated: precision must be "f32" or "f64", got ${String(precision)}`);
   }
   checkFinite(a, "svdTruncated");
   const l = Math.min(k + p, r);
   if (2 * l >= r) return truncate(svd(a), k);
 
-  const f32 = sketch === "float32" || (sketch === "auto" && a.data instanceof Float32Array);
-  const rng = createRng(opts.seed ?? 0);
-  const omega = randomNormal(n, l, rng); // n×l
-  let basis: Matrix64, b: Matrix64; // basis m×l, orthonormal to ~ε; b = basisᵀ·A l×n
-  if (f32) {
-    const a32: Matrix = a.data instanceof Float32Array ? a as Matrix : narrow(a);
-    // A float64 input gets its last product A·Z in float64: range(A·Z) ⊆ range(A) then holds to ~ε, so a
-    // low-rank A is still captured exactly (the float32 products only have to steer Z).
-    const last64 = a.data instanceof Float64Array;
-    // Between products the basis only has to be well conditioned: CholeskyQR with a float32 Gram.
-    let y = last64 && q === 0 ? null : matmul(a32, narrow(omega)); // m×l
-    let y64 = last64 && q === 0 ? gemm64(a, omega) : null;
-    for (let it = 0; it < q; it++) {
-      const z = orthonormalize32(matmul(a32, orthonormalize32(y!), { transA: true })); // n×l
-      if (last64 && it === q - 1) y64 = gemm64(a, widen(z));
-      else y = matmul(a32, z);
+  const omega = randomNormal(n, l, createRng(opts.seed ?? 0)); // n×l
+  let basis: Matrix64, bt: Matrix64; // basis m×l, orthonormal to ~ε; bt = Aᵀ·basis = (basisᵀA)ᵀ n×l
+  if (precision === "f32") {
+    const res = new ResidentMatrix(a, "f32");
+    try {
+      let y = res.mul(narrow(omega)); // m×l
+      // `since`: products with A since the last orthonormal basis; `growth`: the condition number one
+      // product was seen to add (from the last orthonormalisation's Cholesky diagonal).
+      let since = 1, growth = Infinity;
+      const ortho = (x: Matrix): Matrix => {
+        const o = orthonormalize32(x, false);
+        growth = o.ratio ** (1 / since);
+        since = 0;
+        return o.q;
+      };
+      for (let it = 0; it < q; it++) {
+        // Re-orthonormalising between Aᵀ and A changes the basis, not the span: it only guards against
+        // rounding. When one product spreads the condition by ≤ SKIP_GROWTH, two in a row stay within the
+        // reach of the float32 CholeskyQR after them, so Y's pass is skipped (flat spectra over the sketch).
+        const yb = growth <= SKIP_GROWTH ? y : ortho(y);
+        since++;
+        const z = ortho(res.mul(yb, true));
+        y = res.mul(z);
+        since++;
+      }
+      // A float32 pass makes Y well conditioned, so one float64 pass then orthonormalises it to ~ε.
+      basis = orthonormalize(widen(orthonormalize32(y, true).q), 1);
+      bt = widen(res.mul(narrow(basis), true));
+    } finally {
+      res.dispose();
     }
-    // A float32 pass makes Y well conditioned, so one float64 pass then orthonormalises it to ~ε.
-    basis = y64 ? orthonormalize(y64, 2) : orthonormalize(widen(orthonormalize32(y!)), 1);
-    // The projection is first order in its rounding, so it runs in the input's precision.
-    b = last64 ? gemm64(basis, a, { transA: true }) : widen(matmul(narrow(basis), a32, { transA: true }));
   } else {
-    const a64: Matrix64 = a.data instanceof Float64Array ? a as Matrix64 : widen(a);
-    let y = gemm64(a64, omega);
-    for (let it = 0; it < q; it++) {
-      const z = gemm64(a64, orthonormalize(y, 1), { transA: true });
-      y = gemm64(a64, orthonormalize(z, 1));
+    const res = new ResidentMatrix(a, "f64");
+    try {
+      let y = res.mul(omega);
+      for (let it = 0; it < q; it++) y = res.mul(orthonormalize(res.mul(orthonormalize(y, 1), true), 1));
+      basis = orthonormalize(y, 2);
+      bt = res.mul(basis, true);
+    } finally {
+      res.dispose();
     }
-    basis = orthonormalize(y, 2);
-    b = gemm64(basis, a64, { transA: true });
   }
-  const small = svd(b); // u: l×l, vt: l×n
-  const res: SvdResult = { u: gemm64(basis, small.u), s: small.s, vt: small.vt };
-  return truncate(res, k);
+  // Bᵀ = U'·S·V'ᵀ (tall: its SVD starts with a QR), so B = V'·S·U'ᵀ and A ≈ (Q·V')·S·U'ᵀ.
+  const small = svd(bt); // u: n×l, vt: l×l
+  const vk: Matrix64 = { rows: k, cols: l, data: small.vt.data.slice(0, k * l) }; // first k columns of V'
+  const vt = new Float64Array(k * n);
+  for (let j = 0; j < n; j++) for (let i = 0; i < k; i++) vt[i * n + j] = small.u.data[j * l + i];
+  return {
+    u: gemm64(basis, vk, { transB: true }),
+    s: small.s.slice(0, k),
+    vt: { rows: k, cols: n, data: vt },
+  };
 }
 
 /** The first k triplets of an SVD. */
@@ -155,18 +175,49 @@ export function orthonormalize(y: Matrix64, passes: number): Matrix64 {
  * finder: CholeskyQR with the Gram matrix by SGEMM (float32 accumulation, so only good to ~√n·ε₃₂ relative)
  * and its factor in float64. The result is checked (its own Gram must be within 0.5 of I) and replaced by
  * the two-pass float64 {@link orthonormalize} when Y is too ill-conditioned for that, so it is always well
- * conditioned enough for one more float64 CholeskyQR pass to reach ~ε.
+ * conditioned enough for one more float64 CholeskyQR pass to reach ~ε. Between products (`always` false)
+ * the check, a third SGEMM, is skipped when the factor's diagonal spans at most {@link TRUST_RATIO}: that
+ * ratio is a lower bound on κ(L) = κ(Y), so a Y worse conditioned than it shows could slip through, but a
+ * less orthonormal basis between products only slows the power iteration; the final basis is always checked.
+ * Returns the basis and that diagonal ratio (∞ when the float64 fallback ran).
  */
-function orthonormalize32(y: Matrix): Matrix {
+function orthonormalize32(y: Matrix, always: boolean): { q: Matrix; ratio: number } {
   const g = widen(matmul(y, y, { transA: true })); // l×l
   try {
     const factor = cholesky(g, { damping: "none" }).factor;
     const x = matmul(y, narrow(invertLower(factor)), { transB: true });
-    if (maxOffIdentity(widen(matmul(x, x, { transA: true }))) <= 0.5) return x;
+    const ratio = diagonalRatio(factor);
+    if (!always && ratio <= TRUST_RATIO) return { q: x, ratio };
+    if (maxOffIdentity(widen(matmul(x, x, { transA: true }))) <= 0.5) return { q: x, ratio };
   } catch (e) {
     if (!(e instanceof NumericError)) throw e;
   }
-  return narrow(orthonormalize(widen(y), 2));
+  return { q: narrow(orthonormalize(widen(y), 2)), ratio: Infinity };
+}
+
+/**
+ * Largest ratio of diagonal entries of the Cholesky factor (a lower bound on its condition number) up to
+ * which {@link orthonormalize32} trusts its result unchecked. The float32 Gram of n-long columns carries a
+ * relative error ~√n·ε₃₂ (≤ 1e-5 for n ≤ 30 000), amplified by κ² ≤ 1e4 into QᵀQ − I.
+ */
+const TRUST_RATIO = 100;
+
+/**
+ * {@link svdTruncated} skips the orthonormalisation between Aᵀ and A when one product was seen to spread
+ * the basis' condition number by at most this: two products then leave κ ≤ 100 = {@link TRUST_RATIO}.
+ */
+const SKIP_GROWTH = 10;
+
+/** max |L_ii| / min |L_ii| of a square lower-triangular `lm` (∞ for a zero diagonal entry). */
+function diagonalRatio(lm: Matrix64): number {
+  const n = lm.rows;
+  let lo = Infinity, hi = 0;
+  for (let i = 0; i < n; i++) {
+    const v = Math.abs(lm.data[i * n + i]);
+    lo = Math.min(lo, v);
+    hi = Math.max(hi, v);
+  }
+  return n === 0 ? 1 : hi / lo;
 }
 
 /** max |G − I| over all entries. */

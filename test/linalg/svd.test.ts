@@ -173,35 +173,50 @@ test("svd, svdTruncated: non-finite input is a NumericError naming the operation
 });
 
 for (const backend of BACKENDS) {
-  test(`svdTruncated (${backend}): decaying spectra match the exact SVD and Eckart–Young`, async () => {
-    await withBackend(backend, () => {
-      for (const [m, n, k, seed] of [[300, 200, 10, 1], [200, 300, 12, 2], [400, 120, 8, 3]]) {
-        const r = Math.min(m, n);
-        // σ_i = 0.8^i: with l = k + 10 and q = 4, HMT's bound puts the excess error at
-        // ~(σ_{l}/σ_k)^(2q+1) = 0.8^90 ≈ 2e-9 of the optimum; 1e-7 leaves a margin.
-        const sigma = Array.from({ length: r }, (_, i) => 0.8 ** i);
-        const a = withSingularValues(m, n, sigma, seed);
-        const res = svdTruncated(a, k, { seed });
-        assert.equal(res.u.rows, m);
-        assert.equal(res.u.cols, k);
-        assert.equal(res.vt.rows, k);
-        assert.equal(res.vt.cols, n);
-        assert.ok(orthonormalityError(res.u) < 1e-12);
-        assert.ok(orthonormalityError(rowsAsColumns(res.vt)) < 1e-12);
-        checkSigma(res.s, sigma.slice(0, k), `truncated ${m}×${n}`, 1e-9, 1e-7);
-        const err = diffNorm(a, reconstruct(res.u, res.s, res.vt));
-        const best = tail(sigma, k);
-        // Eckart–Young: no rank-k matrix beats the tail; the sketch comes within 1e-7 of it.
-        assert.ok(err >= best * (1 - 1e-10), `below the Eckart–Young optimum?`);
-        assert.ok(err <= best * (1 + 1e-7), `${m}×${n}: error ${err} vs optimum ${best}`);
-      }
+  for (const precision of ["f64", "f32"] as const) {
+    test(`svdTruncated (${backend}, ${precision}): decaying spectra match the exact SVD and Eckart–Young`, async () => {
+      await withBackend(backend, () => {
+        for (const [m, n, k, seed] of [[300, 200, 10, 1], [200, 300, 12, 2], [400, 120, 8, 3]]) {
+          const r = Math.min(m, n);
+          // σ_i = 0.8^i: with l = k + 10 and q = 4, HMT's bound puts the excess error at
+          // ~(σ_{l}/σ_k)^(2q+1) = 0.8^90 ≈ 2e-9 of the optimum; 1e-7 leaves a margin.
+          const sigma = Array.from({ length: r }, (_, i) => 0.8 ** i);
+          const a = withSingularValues(m, n, sigma, seed);
+          const res = svdTruncated(a, k, { seed, precision });
+          assert.equal(res.u.rows, m);
+          assert.equal(res.u.cols, k);
+          assert.equal(res.vt.rows, k);
+          assert.equal(res.vt.cols, n);
+          assert.ok(orthonormalityError(res.u) < 1e-12);
+          assert.ok(orthonormalityError(rowsAsColumns(res.vt)) < 1e-12);
+          // float32 products: the projection QᵀA moves each σ by ~√n·ε₃₂·σ₁ (absolute), ≤ 4e-6·σ₁ here.
+          if (precision === "f64") checkSigma(res.s, sigma.slice(0, k), `truncated ${m}×${n}`, 1e-9, 1e-7);
+          else {checkSigma(
+              res.s,
+              sigma.slice(0, k),
+              `truncated ${m}×${n} f32`,
+              4 * Math.sqrt(r) * 2 ** -24,
+              1,
+            );}
+          const err = diffNorm(a, reconstruct(res.u, res.s, res.vt));
+          const best = tail(sigma, k);
+          // Eckart–Young: no rank-k matrix beats the tail; the sketch comes within 1e-7 of it (float32 rounding
+          // of A and of the products enters only to second order: (1e-6·σ₁ / tail)² ≲ 1e-9 here).
+          assert.ok(err >= best * (1 - 1e-10), `below the Eckart–Young optimum?`);
+          assert.ok(err <= best * (1 + 1e-7), `${m}×${n}: error ${err} vs optimum ${best}`);
+        }
+      });
     });
-  });
+  }
 }
 
 test("svdTruncated: same seed same result; large k falls back to the exact SVD; options validated", () => {
   const a = withSingularValues(120, 100, Array.from({ length: 100 }, (_, i) => 0.9 ** i), 9);
   const r1 = svdTruncated(a, 5, { seed: 3 }), r2 = svdTruncated(a, 5, { seed: 3 });
+  assert.deepEqual(
+    svdTruncated(a, 5, { seed: 3, precision: "f64" }).s,
+    svdTruncated(a, 5, { seed: 3, precision: "f64" }).s,
+  );
   assert.deepEqual(r1.s, r2.s);
   const big = svdTruncated(a, 45); // l = 55 ≥ 100/2: exact
   const ex = svd(a);
@@ -211,4 +226,6 @@ test("svdTruncated: same seed same result; large k falls back to the exact SVD; 
   assert.throws(() => svdTruncated(a, 2.5), OptionError);
   assert.throws(() => svdTruncated(a, 2, { oversample: -1 }), OptionError);
   assert.throws(() => svdTruncated(a, 2, { powerIterations: 0.5 }), OptionError);
+  // @ts-expect-error: a wrong value must be rejected at run time too
+  assert.throws(() => svdTruncated(a, 2, { precision: "f16" }), OptionError);
 });

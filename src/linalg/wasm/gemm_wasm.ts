@@ -5,7 +5,7 @@
  * @module
  */
 import type { Job, ThreadPool } from "../threads/pool.ts";
-import type { WasmRuntime } from "./runtime.ts";
+import type { WasmRuntime, WasmScope } from "./runtime.ts";
 
 /** A GEMM problem: C (m×n) = alpha·op(A)·op(B) + beta·C, every matrix dense row-major. */
 export interface GemmProblem<T extends Float32Array | Float64Array> {
@@ -45,44 +45,97 @@ export function gemmWasm<T extends Float32Array | Float64Array>(
 ): void {
   const f64 = p.a instanceof Float64Array;
   const es = f64 ? 8 : 4;
+  const { m, n, k, transA: ta, transB: tb } = p;
+  if (m === 0 || n === 0) return;
+  rt.scoped((s) => {
+    const pa = f64 ? s.putF64(p.a) : s.putF32(p.a);
+    const pb = f64 ? s.putF64(p.b) : s.putF32(p.b);
+    const pc = s.alloc(m * n * es);
+    if (p.beta !== 0) (f64 ? rt.f64(pc, m * n) : rt.f32(pc, m * n)).set(p.c);
+    gemmWasmAt(rt, s, f64, {
+      transA: ta,
+      transB: tb,
+      m,
+      n,
+      k,
+      alpha: p.alpha,
+      a: pa,
+      b: pb,
+      beta: p.beta,
+      c: pc,
+    }, pool);
+    p.c.set(f64 ? rt.f64(pc, m * n) : rt.f32(pc, m * n));
+  });
+}
+
+/** A GEMM problem on operands already in wasm memory: byte offsets instead of arrays, dense row-major. */
+export interface GemmAt {
+  /** op(A) = Aᵀ (A stored k×m). */
+  transA: boolean;
+  /** op(B) = Bᵀ (B stored n×k). */
+  transB: boolean;
+  /** Rows of C. */
+  m: number;
+  /** Columns of C. */
+  n: number;
+  /** Inner dimension. */
+  k: number;
+  /** Scale of the product. */
+  alpha: number;
+  /** Byte offset of A. */
+  a: number;
+  /** Byte offset of B. */
+  b: number;
+  /** Scale of C's prior values; 0 overwrites C without reading it. */
+  beta: number;
+  /** Byte offset of C (m×n). */
+  c: number;
+}
+
+/**
+ * Run `sgemm` (or `dgemm` when `f64`) on operands that already live in wasm memory, e.g. a matrix kept
+ * resident across many products. Scratch comes from the scope `s`. With a pool and enough work, C is split
+ * into row or column stripes (whichever dimension is longer), one per thread.
+ */
+export function gemmWasmAt(
+  rt: WasmRuntime,
+  s: WasmScope,
+  f64: boolean,
+  p: GemmAt,
+  pool: ThreadPool | null = null,
+): void {
+  const es = f64 ? 8 : 4;
   const fn = f64 ? "dgemm" : "sgemm";
   const { m, n, k, transA: ta, transB: tb } = p;
   if (m === 0 || n === 0) return;
   const lda = ta ? m : k, ldb = tb ? k : n;
   const workLen: number = rt.fn(`${fn}_work_size`)();
   const threads = pool && m * n * k >= THREAD_MIN_WORK ? pool.size : 1;
-  rt.scoped((s) => {
-    const pa = f64 ? s.putF64(p.a) : s.putF32(p.a);
-    const pb = f64 ? s.putF64(p.b) : s.putF32(p.b);
-    const pc = s.alloc(m * n * es);
-    if (p.beta !== 0) (f64 ? rt.f64(pc, m * n) : rt.f32(pc, m * n)).set(p.c);
-    const jobs: Job[] = [];
-    // Split the longer side of C in stripes that are whole micro-tiles (4 rows, 8 columns).
-    const byRows = m >= n;
-    const len = byRows ? m : n, unit = byRows ? 4 : 8;
-    const parts = Math.max(1, Math.min(threads, Math.ceil(len / unit)));
-    const step = Math.ceil(len / parts / unit) * unit;
-    for (let s0 = 0; s0 < len; s0 += step) {
-      const cnt = Math.min(step, len - s0);
-      const work = s.alloc(workLen * es);
-      let aOff = pa, bOff = pb, cOff = pc, mm = m, nn = n;
-      if (byRows) {
-        mm = cnt;
-        aOff += (ta ? s0 : s0 * lda) * es;
-        cOff += s0 * n * es;
-      } else {
-        nn = cnt;
-        bOff += (tb ? s0 * ldb : s0) * es;
-        cOff += s0 * es;
-      }
-      jobs.push({
-        fn,
-        args: [ta ? 1 : 0, tb ? 1 : 0, mm, nn, k, p.alpha, aOff, lda, bOff, ldb, p.beta, cOff, n, work],
-      });
+  const jobs: Job[] = [];
+  // Split the longer side of C in stripes that are whole micro-tiles (4 rows, 8 columns).
+  const byRows = m >= n;
+  const len = byRows ? m : n, unit = byRows ? 4 : 8;
+  const parts = Math.max(1, Math.min(threads, Math.ceil(len / unit)));
+  const step = Math.ceil(len / parts / unit) * unit;
+  for (let s0 = 0; s0 < len; s0 += step) {
+    const cnt = Math.min(step, len - s0);
+    const work = s.alloc(workLen * es);
+    let aOff = p.a, bOff = p.b, cOff = p.c, mm = m, nn = n;
+    if (byRows) {
+      mm = cnt;
+      aOff += (ta ? s0 : s0 * lda) * es;
+      cOff += s0 * n * es;
+    } else {
+      nn = cnt;
+      bOff += (tb ? s0 * ldb : s0) * es;
+      cOff += s0 * es;
     }
-    if (jobs.length === 1 || !pool) {
-      for (const j of jobs) rt.fn(j.fn)(...j.args);
-    } else pool.run(jobs);
-    p.c.set(f64 ? rt.f64(pc, m * n) : rt.f32(pc, m * n));
-  });
+    jobs.push({
+      fn,
+      args: [ta ? 1 : 0, tb ? 1 : 0, mm, nn, k, p.alpha, aOff, lda, bOff, ldb, p.beta, cOff, n, work],
+    });
+  }
+  if (jobs.length === 1 || !pool) {
+    for (const j of jobs) rt.fn(j.fn)(...j.args);
+  } else pool.run(jobs);
 }
