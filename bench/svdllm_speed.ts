@@ -11,11 +11,12 @@
  * message when /usr/bin/python3 or numpy is missing. Prints `uptime`'s load before and after: the machine is
  * shared, so compare the ratios of one run rather than times of different runs.
  *
- * Usage: deno run -A bench/svdllm_speed.ts [--threads 1,2] [--runs N]
+ * Usage: deno run -A bench/svdllm_speed.ts [--threads 1,2] [--runs N] [--modes orig,seq]
+ * (on a shared machine run one thread count per call, to keep each run short).
  *
  * @module
  */
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -39,6 +40,7 @@ function arg(name: string, fallback: string): string {
 
 const threadsList = arg("--threads", "1,2").split(",").map(Number);
 const runs = Number(arg("--runs", "1"));
+const modes = arg("--modes", "orig,seq").split(",");
 
 function load(): string {
   try {
@@ -48,20 +50,36 @@ function load(): string {
   }
 }
 
-/** Best wall time in seconds of `runs` runs of a command, and the last run's standard output. */
-function timed(cmd: string, args: string[], env: Record<string, string> = {}): { s: number; out: string } {
-  let best = Infinity, out = "";
+const TIME = existsSync("/usr/bin/time") ? "/usr/bin/time" : null;
+
+/**
+ * Best wall time in seconds of `runs` runs of a command, its CPU time (user + system, through /usr/bin/time
+ * when present: less sensitive to other processes on a shared machine than the wall clock), and the last
+ * run's standard output.
+ */
+function timed(
+  cmd: string,
+  args: string[],
+  env: Record<string, string> = {},
+): { s: number; cpu?: number; out: string } {
+  let best = Infinity, cpu: number | undefined, out = "";
   for (let r = 0; r < runs; r++) {
     const t0 = performance.now();
-    out = execFileSync(cmd, args, {
+    const res = spawnSync(TIME ?? cmd, TIME ? ["-f", "CPU %U %S", cmd, ...args] : args, {
       encoding: "utf8",
       env: { ...process.env, NO_COLOR: "1", ...env },
-      stdio: ["ignore", "pipe", "pipe"],
       maxBuffer: 1 << 24,
     });
-    best = Math.min(best, (performance.now() - t0) / 1000);
+    const s = (performance.now() - t0) / 1000;
+    if (res.status !== 0) throw new Error(`svdllm_speed: ${cmd} ${args.join(" ")} failed: ${res.stderr}`);
+    out = res.stdout;
+    const m = /CPU ([\d.]+) ([\d.]+)\s*$/.exec(res.stderr);
+    if (s < best) {
+      best = s;
+      cpu = m ? Number(m[1]) + Number(m[2]) : undefined;
+    }
   }
-  return { s: best, out };
+  return { s: best, cpu, out };
 }
 
 function numpyAvailable(): string | null {
@@ -95,7 +113,9 @@ try {
 
   console.log(`SVD-LLM, tinylm-brown, ${RATIO * 100} % removed, ${SAMPLES} × ${SEQLEN} calibration tokens`);
   console.log(`before: ${load()}`);
-  console.log("threads | ours orig-act s | ours sequential s | numpy s | peers s | ours/numpy | ours/peers");
+  console.log(
+    "threads | ours orig-act s | ours sequential s | numpy s | peers s | orig-act/numpy | orig-act/peers",
+  );
   for (const threads of threadsList) {
     const cli = (extra: string[]) =>
       timed(Deno.execPath(), [
@@ -119,10 +139,10 @@ try {
         String(threads),
         "--overwrite",
         ...extra,
-      ]).s;
+      ]);
     const orig = cli(["--original-activations"]);
-    const seq = cli([]);
-    let np: number | undefined, phases = "";
+    const seq = modes.includes("seq") ? cli([]) : undefined;
+    let np: { s: number; cpu?: number } | undefined, phases = "";
     if (!noNumpy) {
       const r = timed("/usr/bin/python3", [
         join(ROOT, "tools/svdllm_numpy.py"),
@@ -133,16 +153,18 @@ try {
         String(RATIO),
         join(dir, "numpy"),
       ], { OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) });
-      np = r.s;
+      np = r;
       const p = JSON.parse(r.out.trim().split("\n").pop()!);
       phases = Object.entries(p).map(([k, v]) => `${k} ${(v as number).toFixed(2)}`).join(", ");
     }
     const peer = PEERS[threads];
-    const f = (x: number | undefined) => (x === undefined ? "—" : x.toFixed(2));
+    const f = (x: { s: number; cpu?: number } | undefined) =>
+      x === undefined ? "—" : `${x.s.toFixed(2)}${x.cpu === undefined ? "" : ` (cpu ${x.cpu.toFixed(2)})`}`;
+    const ratio = (a: number | undefined, b: number | undefined) => (a && b ? (a / b).toFixed(2) : "—");
     console.log(
-      `${threads} | ${f(orig)} | ${f(seq)} | ${f(np)} | ${f(peer)} | ${np ? (orig / np).toFixed(2) : "—"} | ${
-        peer ? (orig / peer).toFixed(2) : "—"
-      }`,
+      `${threads} | ${f(orig)} | ${f(seq)} | ${f(np)} | ${peer === undefined ? "—" : peer.toFixed(2)} | ${
+        ratio(orig.s, np?.s)
+      } (cpu ${ratio(orig.cpu, np?.cpu)}) | ${ratio(orig.s, peer)}`,
     );
     if (phases) console.log(`  numpy phases (s, in-process): ${phases}`);
   }
