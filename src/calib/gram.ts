@@ -58,7 +58,11 @@ export class GramObserver implements Observer {
     if (x.rows === 0) return;
     const total = this.#tokens + x.rows;
     // Rescale the mean so far, then add the batch with weight 1/total: G stays the mean over all tokens.
-    gramAccumulate(this.#g, x, 1 / total, { precision: this.#precision, keep: this.#tokens / total });
+    gramAccumulate(this.#g, x, 1 / total, {
+      precision: this.#precision,
+      keep: this.#tokens / total,
+      checkedFinite: true, // by checkBatch above
+    });
     this.#tokens = total;
   }
 

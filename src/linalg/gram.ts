@@ -32,6 +32,11 @@ export interface GramOptions {
    * pass instead of a separate sweep over n² values.
    */
   keep?: number;
+  /**
+   * The caller has already checked that every value of x is finite (an observer's `checkBatch` does, with
+   * the layer's name in its error): skip the second scan. Default false.
+   */
+  checkedFinite?: boolean;
 }
 
 /** Below this many multiply-adds (tokens·n²/2) one thread accumulates; above, the pool's threads share G. */
@@ -65,7 +70,7 @@ export function gramAccumulate(
   if (!Number.isFinite(scale)) throw new NumericError(`gramAccumulate: scale ${scale} is not finite`);
   const keep = opts.keep ?? 1;
   if (!Number.isFinite(keep)) throw new NumericError(`gramAccumulate: keep ${keep} is not finite`);
-  checkFinite(x, "gramAccumulate");
+  if (!opts.checkedFinite) checkFinite(x, "gramAccumulate");
   if (n === 0) return;
   const rt = wasmRuntime();
   const wasm = rt && activeBackend() === "wasm";

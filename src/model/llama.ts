@@ -14,7 +14,7 @@
  */
 import { ShapeError } from "../errors.ts";
 import { activeBackend, activePool } from "../linalg/backend.ts";
-import { matmul } from "../linalg/gemm.ts";
+import { gemmInto, matmul } from "../linalg/gemm.ts";
 import { type WasmRuntime, wasmRuntime } from "../linalg/wasm/runtime.ts";
 import type { Matrix } from "../linalg/matrix.ts";
 import type { Job } from "../linalg/threads/pool.ts";
@@ -235,9 +235,9 @@ export function embed(table: Matrix | LlamaHead, spec: LlamaSpec, windows: reado
   return { rows: windows.length * seq, cols: d, data: x };
 }
 
-/** RMSNorm of each row of x (tokens×d) times the weight w (d), into a new matrix. */
-export function rmsNorm(x: Matrix, w: Float32Array, eps: number): Matrix {
-  const n = x.cols, out = new Float32Array(x.data.length), d = x.data;
+/** RMSNorm of each row of x (tokens×d) times the weight w (d), into a new matrix (or into `into`, x's size). */
+export function rmsNorm(x: Matrix, w: Float32Array, eps: number, into?: Float32Array): Matrix {
+  const n = x.cols, out = into ?? new Float32Array(x.data.length), d = x.data;
   for (let t = 0, o = 0; t < x.rows; t++, o += n) {
     let ss = 0;
     for (let j = 0; j < n; j++) {
@@ -323,11 +323,14 @@ function attend(
   batch: number,
   nq: number,
   nk: number,
+  out?: Float32Array,
 ): Matrix {
   const rt = modelKernels();
-  return rt && spec.headDim % 4 === 0
-    ? attendWasm(rt, spec, q, k, v, batch, nq, nk)
-    : attendTs(spec, q, k, v, batch, nq, nk);
+  if (rt && spec.headDim % 4 === 0) return attendWasm(rt, spec, q, k, v, batch, nq, nk, out);
+  const r = attendTs(spec, q, k, v, batch, nq, nk);
+  if (!out) return r;
+  out.set(r.data);
+  return { rows: r.rows, cols: r.cols, data: out };
 }
 
 /** {@link attend} in one fused wasm call (`sattend`): scores and softmax stay in the kernel's scratch. */
@@ -340,6 +343,7 @@ function attendWasm(
   batch: number,
   nq: number,
   nk: number,
+  out?: Float32Array,
 ): Matrix {
   const H = spec.numHeads, KV = spec.numKvHeads, hd = spec.headDim, len = batch * nq * H * hd;
   const slide = Math.min(spec.slidingWindow ?? nk, nk); // nk: every key of the window is visible
@@ -373,7 +377,9 @@ function attendWasm(
     }
     if (jobs.length === 1 || !pool) { for (const j of jobs) rt.fn(j.fn)(...j.args); }
     else pool.run(jobs);
-    return rt.getF32(po, len);
+    if (!out) return rt.getF32(po, len);
+    out.set(rt.f32(po, len));
+    return out;
   });
   return { rows: batch * nq, cols: H * hd, data };
 }
@@ -445,7 +451,7 @@ function siluMulInto(g: Float32Array, u: Float32Array): void {
 
 /**
  * The MLP half of a block: x += down(silu(gate(n)) ⊙ up(n)), n = RMSNorm(x). With `observeOnly`, stop once
- * down's input has been observed (x is then left as it was).
+ * down's input has been observed (x is then left as it was). With `ws`, temporaries live in its buffers.
  */
 function mlp(
   spec: LlamaSpec,
@@ -453,14 +459,57 @@ function mlp(
   x: Matrix,
   observe?: LinearObserver,
   observeOnly = false,
+  ws?: BlockScratch,
 ): void {
-  const n = rmsNorm(x, block.postNorm, spec.rmsNormEps); // tokens×d
+  const n = rmsNorm(x, block.postNorm, spec.rmsNormEps, ws?.matrix("n2", x.rows, x.cols).data); // tokens×d
   observe?.("mlp.gate_proj", n);
   observe?.("mlp.up_proj", n);
-  const g = applyLinear(block.gate, n), u = applyLinear(block.up, n); // tokens×f
+  const g = linearInto(block.gate, n, ws, "gate"), u = linearInto(block.up, n, ws, "up"); // tokens×f
   siluMulInto(g.data, u.data);
   observe?.("mlp.down_proj", g);
-  if (!observeOnly) addInto(x, applyLinear(block.down, g));
+  if (!observeOnly) addInto(x, linearInto(block.down, g, ws, "down"));
+}
+
+/**
+ * Reusable buffers for the temporaries of a block pass (norms, projections, attention output, MLP
+ * activations). A pipeline running a block batch after batch passes one scratch to every batch, so that
+ * the passes allocate nothing per batch: otherwise each batch leaves tens of MB of dead typed arrays that
+ * only a (costly) collection returns. A matrix handed to an observer through a scratch is valid during the
+ * observer call only: the next batch overwrites it.
+ */
+export class BlockScratch {
+  #bufs = new Map<string, Float32Array>();
+
+  /** Bytes held by the buffers. */
+  get bytes(): number {
+    let n = 0;
+    for (const b of this.#bufs.values()) n += b.byteLength;
+    return n;
+  }
+
+  /** A rows×cols matrix over buffer `name`, grown when too small; its prior values are unspecified. */
+  matrix(name: string, rows: number, cols: number): Matrix {
+    const len = rows * cols;
+    let b = this.#bufs.get(name);
+    if (!b || b.length < len) this.#bufs.set(name, b = new Float32Array(len));
+    return { rows, cols, data: b.length === len ? b : b.subarray(0, len) };
+  }
+}
+
+/** {@link applyLinear} into the scratch buffer `name` (a new matrix without a scratch): the same products. */
+function linearInto(lin: Linear, x: Matrix, ws: BlockScratch | undefined, name: string): Matrix {
+  if (!ws) return applyLinear(lin, x);
+  const y = ws.matrix(name, x.rows, linearOut(lin));
+  if (lin.kind === "dense") gemmInto(x, lin.weight, y, { transB: true });
+  else {
+    const mid = gemmInto(x, lin.b, ws.matrix(`${name}.mid`, x.rows, lin.b.rows), { transB: true });
+    gemmInto(mid, lin.a, y, { transB: true });
+  }
+  if (lin.bias) {
+    const b = lin.bias, n = y.cols, d = y.data;
+    for (let t = 0; t < y.rows; t++) for (let j = 0; j < n; j++) d[t * n + j] += b[j];
+  }
+  return y;
 }
 
 /**
@@ -474,12 +523,15 @@ export function forwardBlock(
   layout: Layout,
   observe?: LinearObserver,
 ): Matrix {
-  return blockPass(spec, block, x, layout, observe, false);
+  const h: Matrix = { rows: x.rows, cols: x.cols, data: x.data.slice() }; // residual stream copy
+  blockPass(spec, block, h, layout, observe, false);
+  return h;
 }
 
 /**
  * Show `observe` every linear's input exactly as {@link forwardBlock} would, without computing the block's
  * output: the last product (down_proj) and the residual add are skipped, a quarter of the block's work.
+ * With `ws`, temporaries live in its buffers (see {@link BlockScratch}).
  */
 export function observeBlock(
   spec: LlamaSpec,
@@ -487,40 +539,62 @@ export function observeBlock(
   x: Matrix,
   layout: Layout,
   observe: LinearObserver,
+  ws?: BlockScratch,
 ): void {
-  blockPass(spec, block, x, layout, observe, true);
+  const h: Matrix = ws
+    ? ws.matrix("h", x.rows, x.cols)
+    : { rows: x.rows, cols: x.cols, data: x.data.slice() };
+  if (ws) h.data.set(x.data); // the attention half's residual add must not touch x
+  blockPass(spec, block, h, layout, observe, true, ws);
 }
 
-function blockPass(
+/**
+ * {@link forwardBlock} over x in place: x becomes the block's output, with the same operations in the same
+ * order (bit-for-bit the same values). With `ws`, the temporaries live in its buffers (see
+ * {@link BlockScratch}), so a batched pass allocates nothing per batch.
+ */
+export function forwardBlockInPlace(
   spec: LlamaSpec,
   block: LlamaBlock,
   x: Matrix,
   layout: Layout,
+  observe?: LinearObserver,
+  ws?: BlockScratch,
+): void {
+  blockPass(spec, block, x, layout, observe, false, ws);
+}
+
+/** One block over the residual stream h, in place (h is the block's input and becomes its output). */
+function blockPass(
+  spec: LlamaSpec,
+  block: LlamaBlock,
+  h: Matrix,
+  layout: Layout,
   observe: LinearObserver | undefined,
   observeOnly: boolean,
-): Matrix {
+  ws?: BlockScratch,
+): void {
   const { batch, seq } = layout;
-  if (x.rows !== batch * seq || x.cols !== spec.hiddenSize) {
+  if (h.rows !== batch * seq || h.cols !== spec.hiddenSize) {
     throw new ShapeError(
-      `forwardBlock: x is ${x.rows}×${x.cols}, layout needs ${batch * seq}×${spec.hiddenSize}`,
+      `forwardBlock: x is ${h.rows}×${h.cols}, layout needs ${batch * seq}×${spec.hiddenSize}`,
     );
   }
-  const h: Matrix = { rows: x.rows, cols: x.cols, data: x.data.slice() }; // residual stream copy
-  const n = rmsNorm(h, block.inputNorm, spec.rmsNormEps); // tokens×d
+  const n = rmsNorm(h, block.inputNorm, spec.rmsNormEps, ws?.matrix("n1", h.rows, h.cols).data); // tokens×d
   observe?.("self_attn.q_proj", n);
   observe?.("self_attn.k_proj", n);
   observe?.("self_attn.v_proj", n);
-  const q = applyLinear(block.q, n); // tokens×(H·hd)
-  const k = applyLinear(block.k, n); // tokens×(KV·hd)
-  const v = applyLinear(block.v, n); // tokens×(KV·hd)
+  const q = linearInto(block.q, n, ws, "q"); // tokens×(H·hd)
+  const k = linearInto(block.k, n, ws, "k"); // tokens×(KV·hd)
+  const v = linearInto(block.v, n, ws, "v"); // tokens×(KV·hd)
   const tables = ropeFor(spec, seq);
   applyRope(q, spec.numHeads, spec.headDim, tables, spec.ropeStyle, (t) => t % seq);
   applyRope(k, spec.numKvHeads, spec.headDim, tables, spec.ropeStyle, (t) => t % seq);
-  const att = attend(spec, q, k, v, batch, seq, seq); // tokens×(H·hd)
+  const attOut = ws?.matrix("att", h.rows, spec.numHeads * spec.headDim).data;
+  const att = attend(spec, q, k, v, batch, seq, seq, attOut); // tokens×(H·hd)
   observe?.("self_attn.o_proj", att);
-  addInto(h, applyLinear(block.o, att));
-  mlp(spec, block, h, observe, observeOnly);
-  return h;
+  addInto(h, linearInto(block.o, att, ws, "o"));
+  mlp(spec, block, h, observe, observeOnly, ws);
 }
 
 /**

@@ -33,7 +33,14 @@ import { createSafetensorsWriter, type TensorPlan } from "../io/safetensors_writ
 import type { WritableDType } from "../io/dtype.ts";
 import type { Matrix } from "../linalg/matrix.ts";
 import { cholesky, type CholeskyResult } from "../linalg/cholesky.ts";
-import { BLOCK_FIELD, type Linear, type LinearObserver, type LlamaBlock, loadBlock } from "../model/llama.ts";
+import {
+  BLOCK_FIELD,
+  BlockScratch,
+  type Linear,
+  type LinearObserver,
+  type LlamaBlock,
+  loadBlock,
+} from "../model/llama.ts";
 import { loadModel } from "../model/load.ts";
 import { EMBED, LINEAR_NAMES, type LinearName, linearPrefix, SVD_A, SVD_B } from "../model/names.ts";
 import { permuteQK } from "../model/rope.ts";
@@ -331,11 +338,17 @@ export async function compressModel(
   const batch = opts.batchSize ??
     Math.max(1, Math.floor(BATCH_TOKENS / (opts.calibration?.seqlen ?? Math.min(256, spec.maxPositions))));
   const allocation = opts.allocation ?? "uniform";
-  // Collect garbage at every stage boundary (each factored linear, each written block): see memory.ts.
-  const gc = await findGarbageCollector();
+  // Collect garbage at stage boundaries (a factored linear, a written block, a forward pass: see memory.ts),
+  // once enough has been dropped since the last collection to be worth one (pacedCollector).
+  const gc = pacedCollector(await findGarbageCollector());
+  const linearBytes = (m: number, n: number) => 32 * m * n; // float64 W·L, its QR and SVD, the blocks
   const emit = (e: CompressProgress) => {
     peak.sample();
-    gc?.();
+    const linear = e.stage === "compress" ? /(?:self_attn|mlp)\.\w+$/.exec(e.layer ?? "")?.[0] : undefined;
+    if (linear) gc?.(linearBytes(...linearShape(spec, linear as LinearName)));
+    else if (e.stage === "write") {
+      gc?.(linears.reduce((t, l) => t + 4 * linearShape(spec, l)[0] * linearShape(spec, l)[1], 0));
+    } else gc?.(COLLECT_BYTES); // rare stages: collect now
     opts.onProgress?.(e);
   };
   // A GGUF input: its names/metadata need translating into a Hugging Face folder. Its q/k rows are permuted
@@ -513,16 +526,16 @@ export async function compressModel(
           // On the original stream this pass is also its advance (in place); on the compressed stream its
           // output is not needed (the compressed block advances that one).
           const obs = observer(groups, method === "svdllm");
-          runBatches(spec, block, statsStream, batch, obs, statsStream === orig ? "inplace" : "discard", gc);
+          // After the last block the original stream is not read again: observe only (no down_proj product).
+          const advance = statsStream === orig && i < spec.numLayers - 1;
+          runBatches(spec, block, statsStream, batch, obs, advance ? "inplace" : "discard", gc);
           if (statsStream === orig) nextOrig = orig;
           peak.sample();
-          gc?.();
         }
         if (update && comp) {
           const obs = observer(updateGroups as Map<string, GramObserver | AbsMeanObserver>, true);
           runBatches(spec, block, comp, batch, obs, "discard", gc);
           peak.sample();
-          gc?.();
         }
         // Factor each linear.
         const factored = new Map<LinearName, Factors & { updateShift?: number }>();
@@ -588,7 +601,8 @@ export async function compressModel(
         // The compressed block, and the next block's inputs.
         // (Built inline, never held by a local: the suspended frame of this async loop would keep the previous
         // block's factors alive through the next block's calibration pass.)
-        if (comp) {
+        // (The last block's output is never read: no pass. Its factors are finite, checked when formed.)
+        if (comp && i < spec.numLayers - 1) {
           runBatches(spec, lowRankBlock(block, factored), comp, batch, undefined, "inplace", gc);
           assertFiniteStream(comp, i);
         }
@@ -657,9 +671,10 @@ export async function compressModel(
 }
 
 /**
- * {@link runBlock} over the stream `h` in place (or for its observer only), `batch` windows per call, collecting
- * garbage after each: a batch's temporaries (norms, projections, attention scores, MLP activations: tens of
- * MB for 2048 tokens) would otherwise pile up across the batches of a pass before the runtime collects them.
+ * {@link runBlock} over the stream `h` in place (or for its observer only), `batch` windows at a time, all
+ * batches sharing one scratch for their temporaries (norms, projections, attention, MLP activations: tens of
+ * MB for 1024 tokens), so a pass leaves one set of them, collected once at its end, instead of a set per
+ * batch (collecting after every batch cost a quarter of the run time).
  */
 function runBatches(
   spec: LlamaSpec,
@@ -668,19 +683,35 @@ function runBatches(
   batch: number,
   observe: LinearObserver | undefined,
   output: "inplace" | "discard",
-  gc: (() => void) | null,
+  gc: PacedCollector | null,
 ): void {
-  const per = h.seq * h.x.cols;
-  for (let s0 = 0; s0 < h.samples; s0 += batch) {
-    const nb = Math.min(batch, h.samples - s0);
-    const part: HiddenStates = {
-      x: { rows: nb * h.seq, cols: h.x.cols, data: h.x.data.subarray(s0 * per, (s0 + nb) * per) },
-      samples: nb,
-      seq: h.seq,
-    };
-    runBlock(spec, block, part, batch, observe, output); // in place writes through the subarray view
-    gc?.();
-  }
+  const scratch = new BlockScratch();
+  runBlock(spec, block, h, batch, observe, output, scratch); // "inplace" writes over h
+  gc?.(scratch.bytes);
+}
+
+/** Collect garbage once about this many bytes of dropped arrays have piled up since the last collection. */
+const COLLECT_BYTES = 16 << 20;
+
+/** A collection request: `dropped` estimates the bytes that became garbage since the previous request. */
+type PacedCollector = (dropped: number) => void;
+
+/**
+ * Pace `gc`: a forced collection costs 10–60 ms here whatever the heap (V8 marks the whole heap), so
+ * collecting at every stage boundary of a small model (a linear of 1 MB, a batch of 14 MB) spent a quarter
+ * of the run in the collector. Collections now wait until {@link COLLECT_BYTES} have been dropped: a large
+ * model's linears and passes are each above it, so they are still collected at once (its peak is
+ * unchanged), and a small model's resident set stays within that much of what is alive.
+ */
+function pacedCollector(gc: (() => void) | null): PacedCollector | null {
+  if (!gc) return null;
+  let pending = 0;
+  return (dropped) => {
+    pending += dropped;
+    if (pending < COLLECT_BYTES) return;
+    gc();
+    pending = 0;
+  };
 }
 
 /** `block` with the factored linears replaced by their low-rank pairs. */
@@ -711,7 +742,7 @@ async function copyAndEmbed(
   windows: readonly Int32Array[] | undefined,
   useOrig: boolean,
   useComp: boolean,
-  gc: (() => void) | null,
+  gc: PacedCollector | null,
 ): Promise<[HiddenStates | undefined, HiddenStates | undefined]> {
   let streams: [HiddenStates | undefined, HiddenStates | undefined] = [undefined, undefined];
   let embedded = false;
@@ -721,10 +752,10 @@ async function copyAndEmbed(
   };
   for (const name of names) {
     await copyTensor(writer, reader, name, name === EMBED && windows ? embedFrom : undefined);
-    gc?.(); // the tensor died with copyTensor's frame
+    gc?.(4 * reader.info(name).shape.reduce((a, b) => a * b, 1)); // the tensor died with copyTensor's frame
   }
   if (windows && !embedded) embedFrom(await reader.read(EMBED));
-  gc?.();
+  gc?.(COLLECT_BYTES);
   return streams;
 }
 

@@ -6,8 +6,9 @@
  */
 import type { Matrix } from "../linalg/matrix.ts";
 import {
+  BlockScratch,
   embed,
-  forwardBlock,
+  forwardBlockInPlace,
   type LinearObserver,
   type LlamaBlock,
   type LlamaHead,
@@ -44,7 +45,8 @@ export type BlockOutput = "new" | "inplace" | "discard";
 /**
  * Run `block` over all windows, `batch` windows at a time, returning the block's output stream (the input
  * object itself for `"inplace"`, with its values replaced). `observe` sees every linear's input for every
- * batch.
+ * batch, valid during its call only (the batches share buffers). `scratch` holds the temporaries: pass
+ * one to successive calls (a pipeline calling this batch by batch) so that nothing is allocated per batch.
  */
 export function runBlock(
   spec: LlamaSpec,
@@ -53,6 +55,7 @@ export function runBlock(
   batch: number,
   observe?: LinearObserver,
   output: BlockOutput = "new",
+  scratch: BlockScratch = new BlockScratch(),
 ): HiddenStates {
   const d = h.x.cols, seq = h.seq;
   const out = output === "new"
@@ -62,10 +65,15 @@ export function runBlock(
     : undefined;
   for (let s0 = 0; s0 < h.samples; s0 += batch) {
     const nb = Math.min(batch, h.samples - s0);
-    const rows = nb * seq;
-    const x = { rows, cols: d, data: h.x.data.subarray(s0 * seq * d, (s0 * seq + rows) * d) };
-    if (!out && observe) observeBlock(spec, block, x, { batch: nb, seq }, observe); // output not wanted
-    else out?.set(forwardBlock(spec, block, x, { batch: nb, seq }, observe).data, s0 * seq * d);
+    const rows = nb * seq, from = s0 * seq * d, layout = { batch: nb, seq };
+    const x = { rows, cols: d, data: h.x.data.subarray(from, from + rows * d) };
+    if (!out) {
+      if (observe) observeBlock(spec, block, x, layout, observe, scratch); // output not wanted
+      continue;
+    }
+    const y = { rows, cols: d, data: out.subarray(from, from + rows * d) };
+    if (y.data !== x.data && out !== h.x.data) y.data.set(x.data);
+    forwardBlockInPlace(spec, block, y, layout, observe, scratch);
   }
   if (output === "inplace") return h;
   return { x: { rows: h.x.rows, cols: d, data: out ?? new Float32Array(0) }, samples: h.samples, seq };

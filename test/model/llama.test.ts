@@ -9,11 +9,13 @@ import { memoryReader, randomWeights, TINY } from "./_random_model.ts";
 import {
   applyLinear,
   BLOCK_FIELD,
+  BlockScratch,
   embed,
   finalLogits,
   forwardBlock,
   forwardBlockCached,
   forwardBlockFrom,
+  forwardBlockInPlace,
   forwardHidden,
   type Linear,
   loadBlock,
@@ -86,6 +88,42 @@ test("forwardBlock: the observer sees each linear's exact input", async () => {
     maxAbsDiff(seen.get("mlp.gate_proj")!.data, rmsNorm(hMid, block.postNorm, TINY.rmsNormEps).data) < 1e-5,
   );
   assert.equal(seen.get("mlp.down_proj")!.cols, TINY.intermediateSize);
+});
+
+test("forwardBlockInPlace with a reused scratch equals forwardBlock exactly, batch after batch", async () => {
+  const block = await loadBlock(model.reader, TINY, 0);
+  const head = await loadHead(model.reader, TINY);
+  // A low-rank o and gate too: their scratch holds the rank-wide middle product.
+  const low = (l: Linear, r: number): Linear => {
+    const w = (l as { weight: Matrix }).weight;
+    const a = { rows: w.rows, cols: r, data: w.data.slice(0, w.rows * r) };
+    const b = { rows: r, cols: w.cols, data: w.data.slice(0, r * w.cols) };
+    return { kind: "lowrank", a, b };
+  };
+  const mixed = { ...block, o: low(block.o, 3), gate: low(block.gate, 5) };
+  const scratch = new BlockScratch();
+  for (const [b, lens] of [[block, [7, 5]], [mixed, [6, 9]], [block, [4, 4]]] as const) {
+    for (const seq of lens) {
+      const x = embed(
+        head,
+        TINY,
+        [0, 1].map((w) => Int32Array.from({ length: seq }, (_, t) => (w * 3 + t * 7) % TINY.vocabSize)),
+      );
+      const layout = { batch: 2, seq };
+      const seenRef = new Map<LinearName, Float32Array>(), seen = new Map<LinearName, Float32Array>();
+      const ref = forwardBlock(TINY, b, x, layout, (n, m) => seenRef.set(n, m.data.slice()));
+      const y = { rows: x.rows, cols: x.cols, data: x.data.slice() };
+      forwardBlockInPlace(TINY, b, y, layout, (n, m) => seen.set(n, m.data.slice()), scratch);
+      assert.deepEqual(y.data, ref.data);
+      assert.deepEqual(seen, seenRef);
+      const seenObs = new Map<LinearName, Float32Array>();
+      const before = x.data.slice();
+      observeBlock(TINY, b, x, layout, (n, m) => seenObs.set(n, m.data.slice()), scratch);
+      assert.deepEqual(x.data, before); // observing leaves the input alone
+      assert.deepEqual(seenObs, seenRef);
+    }
+  }
+  assert.ok(scratch.bytes > 0);
 });
 
 test("forward: windows in a batch do not see each other, and attention is causal", async () => {
