@@ -541,7 +541,7 @@ export async function compressModel(
             // its factor can be collected during the factorisation (`release`).
             const last = name === lastOf(linears, wanted, INPUT_GROUP[name]);
             const stats = svdllmStats(groups, choleskyOf, INPUT_GROUP[name], last, opts.damping);
-            f = compressSvdLlm(w, stats, rank, { damping: opts.damping });
+            f = compressSvdLlm(w, stats, rank, { damping: opts.damping, collect: gc ?? undefined });
             if (update) {
               const p = (updateGroups.get(INPUT_GROUP[name]) as GramObserver).gram();
               const u = updateA(f.b, { gram: p, cross: crossFromLayer(w, p) });
@@ -762,8 +762,10 @@ function svdllmStats(
 ): SvdLlmStats {
   let chol = choleskyOf.get(g);
   if (!chol) {
+    // The Gram matrix has no use after its factorisation: the factor overwrites it (one in×in float64 matrix
+    // per group instead of two; for down_proj's input, the largest, tens of MB).
     const o = groups.get(g) as GramObserver;
-    chol = cholesky(o.gram(), { damping: damping ?? "auto" });
+    chol = cholesky(o.gram(), { damping: damping ?? "auto", inPlace: true });
   }
   if (last) {
     groups.delete(g);
