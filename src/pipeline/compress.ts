@@ -55,7 +55,7 @@ import { compressSvdLlm, crossFromLayer, type SvdLlmStats, updateA } from "../me
 import { embedWindows, type HiddenStates, runBlock } from "./hidden.ts";
 import { openOutputDir } from "./output_dir.ts";
 import { sensitivitySweep } from "./sensitivity.ts";
-import { createPeakMemory, findGarbageCollector } from "./memory.ts";
+import { createPeakMemory, findGarbageCollector, findMemoryTrimmer } from "./memory.ts";
 
 /** Version recorded in the output's config.json. */
 export const PIPELINE_VERSION = "0.1.0";
@@ -65,6 +65,12 @@ export const PIPELINE_VERSION = "0.1.0";
  * scores) scale with it, and 1024 rows keep the matrix products efficient.
  */
 export const BATCH_TOKENS = 1024;
+
+/**
+ * Heap pages are handed back after factoring a linear of at least this many values (4 MiB in float32): the
+ * temporaries of smaller ones are not worth the page faults of reusing trimmed memory.
+ */
+const TRIM_MIN_VALUES = 1 << 20;
 
 /** The compression methods. */
 export type CompressMethod = "svd" | "asvd" | "svdllm";
@@ -326,9 +332,13 @@ export async function compressModel(
   const allocation = opts.allocation ?? "uniform";
   // Collect garbage at every stage boundary (each factored linear, each written block): see memory.ts.
   const gc = await findGarbageCollector();
-  const emit = (e: CompressProgress) => {
+  // And hand freed heap pages back to the system where the allocation pattern changes (see memory.ts): after a
+  // block's calibration passes, after each large linear's factorisation, after the block is written.
+  const trim = findMemoryTrimmer();
+  const emit = (e: CompressProgress, large = true) => {
     peak.sample();
     gc?.();
+    if (large) trim?.();
     opts.onProgress?.(e);
   };
   // A GGUF input: its names/metadata need translating into a Hugging Face folder. Its q/k rows are permuted
@@ -510,12 +520,14 @@ export async function compressModel(
           if (statsStream === orig) nextOrig = orig;
           peak.sample();
           gc?.();
+          trim?.();
         }
         if (update && comp) {
           const obs = observer(updateGroups as Map<string, GramObserver | AbsMeanObserver>, true);
           runBatches(spec, block, comp, batch, obs, "discard", gc);
           peak.sample();
           gc?.();
+          trim?.();
         }
         // Factor each linear.
         const factored = new Map<LinearName, Factors & { updateShift?: number }>();
@@ -574,7 +586,7 @@ export async function compressModel(
             done: doneLayers,
             total: totalLayers,
             etaSeconds: (el / doneLayers) * (totalLayers - doneLayers),
-          });
+          }, w.rows * w.cols >= TRIM_MIN_VALUES);
         }
         groups.clear();
         updateGroups.clear();

@@ -43,8 +43,7 @@ export function createPeakMemory(intervalMs = 50): PeakMemory {
 }
 
 /**
- * A function that runs a full garbage collection now and then hands the freed memory back to the operating
- * system where it can ({@link findMemoryTrimmer}), or null where the runtime offers no collection.
+ * A function that runs a full garbage collection now, or null where the runtime offers none.
  *
  * Why: V8 frees a typed array's memory only when a collection finds it unreachable, and it paces collections
  * by the JavaScript heap, which stays small here (the data is all in array buffers): measured, 10 dropped
@@ -56,13 +55,6 @@ export function createPeakMemory(intervalMs = 50): PeakMemory {
  * makes `gc` visible to contexts created afterwards; the main context's globals are unchanged).
  */
 export async function findGarbageCollector(): Promise<(() => void) | null> {
-  const gc = await findCollection();
-  if (!gc) return null;
-  const trim = findMemoryTrimmer();
-  return trim ? () => (gc(), trim()) : gc;
-}
-
-async function findCollection(): Promise<(() => void) | null> {
   const g = globalThis as { gc?: () => void; Bun?: { gc(force: boolean): void } };
   if (typeof g.gc === "function") return () => g.gc!();
   if (g.Bun && typeof g.Bun.gc === "function") return () => g.Bun!.gc(true);
@@ -97,8 +89,9 @@ let trimmer: (() => void) | null | undefined;
  * largest freed buffer (up to 32 MiB), after which every buffer below that size is carved from the heap, and
  * free() returns only the heap's top to the system: the freed holes between live buffers stay resident.
  * Measured on `bench/compress_memory.ts` (one block of a d = 1024 LLaMA): 30–110 MiB freed by each trim at
- * the pipeline's stage boundaries, peak resident set 457 → 389 MiB. A trim walks the free chunks: about a
- * millisecond here.
+ * the pipeline's stage boundaries, peak resident set 457 → 389 MiB. Not free: the pages handed back are
+ * faulted in again (zeroed) when reused, so trim where a phase with another allocation pattern begins (after a
+ * calibration pass, after each factored linear), not after every batch.
  */
 export function findMemoryTrimmer(): (() => void) | null {
   if (trimmer !== undefined) return trimmer;
