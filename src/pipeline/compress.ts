@@ -474,6 +474,10 @@ export async function compressModel(
       emit({ stage: "calibrate", done: 1, total: 1 });
 
       const layerReports: LayerReport[] = [];
+      // Factoring order: the widest input first (down_proj in a LLaMA block), so that the largest statistics
+      // (down_proj's in×in Gram matrix, f² float64) are dropped before the other linears are factored instead
+      // of being held through them. The factors do not depend on the order; reports keep the model's order.
+      const factorOrder = [...linears].sort((a, b) => linearShape(spec, b)[1] - linearShape(spec, a)[1]);
       const totalLayers = shapes.filter((s) => ranks[s.name] !== null).length;
       let doneLayers = 0;
       const tLayers = performance.now();
@@ -534,7 +538,8 @@ export async function compressModel(
         // One Cholesky per shared input (q/k/v, gate/up); each group's statistics are dropped after its last
         // linear, so at most one Gram matrix and its factor are alive while a big linear is factored.
         const choleskyOf = new Map<string, CholeskyResult>();
-        for (const name of linears) {
+        const reports = new Map<LinearName, LayerReport>();
+        for (const name of factorOrder) {
           const prefix = linearPrefix(i, name);
           const rank = ranks[prefix];
           if (rank === null) continue;
@@ -551,7 +556,7 @@ export async function compressModel(
           } else {
             // The group's last linear owns its statistics: they leave the maps first, so the Gram matrix and
             // its factor can be collected during the factorisation (`release`).
-            const last = name === lastOf(linears, wanted, INPUT_GROUP[name]);
+            const last = name === lastOf(factorOrder, wanted, INPUT_GROUP[name]);
             const stats = svdllmStats(groups, choleskyOf, INPUT_GROUP[name], last, opts.damping);
             f = compressSvdLlm(w, stats, rank, { damping: opts.damping, collect: gc ?? undefined });
             if (update) {
@@ -571,12 +576,12 @@ export async function compressModel(
               bias: lin.bias,
             };
           }
-          if (name === lastOf(linears, wanted, INPUT_GROUP[name])) {
+          if (name === lastOf(factorOrder, wanted, INPUT_GROUP[name])) {
             groups.delete(INPUT_GROUP[name]);
             updateGroups.delete(INPUT_GROUP[name]);
             choleskyOf.delete(INPUT_GROUP[name]);
           }
-          layerReports.push(reportOf(prefix, f.report, f.updateShift));
+          reports.set(name, reportOf(prefix, f.report, f.updateShift));
           doneLayers++;
           const el = (performance.now() - tLayers) / 1000;
           emit({
@@ -588,6 +593,7 @@ export async function compressModel(
             etaSeconds: (el / doneLayers) * (totalLayers - doneLayers),
           }, w.rows * w.cols >= TRIM_MIN_VALUES);
         }
+        for (const name of linears) if (reports.has(name)) layerReports.push(reports.get(name)!);
         groups.clear();
         updateGroups.clear();
         // The compressed block, and the next block's inputs.
