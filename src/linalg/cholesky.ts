@@ -23,6 +23,13 @@ export interface CholeskyOptions {
   damping?: "none" | "auto" | number;
   /** With `"auto"`: how many of the 7 attempts above to make at most (default 7). */
   maxTries?: number;
+  /**
+   * Write the factor into `a.data` itself (the result's `factor.data` is then `a.data`), for a caller that
+   * has no further use for A: one n×n float64 matrix instead of two (the largest Gram matrix of a model is
+   * tens of MB). A is overwritten only by a successful attempt, so the damping retries still read it intact.
+   * Default false.
+   */
+  inPlace?: boolean;
 }
 
 /** Result of {@link cholesky}. */
@@ -63,7 +70,9 @@ export function cholesky(a: Matrix64, opts: CholeskyOptions = {}): CholeskyResul
     maxDiag = Math.max(maxDiag, v);
   }
   const scale = meanDiag > 0 ? meanDiag : 1;
-  const attempt = (shift: number) => factorShifted(a, shift, n * 2.220446049250313e-16 * (maxDiag + shift));
+  const inPlace = opts.inPlace ?? false;
+  const attempt = (shift: number) =>
+    factorShifted(a, shift, n * 2.220446049250313e-16 * (maxDiag + shift), inPlace);
   if (typeof damping === "number") {
     if (!(damping >= 0) || !Number.isFinite(damping)) {
       throw new OptionError(
@@ -118,7 +127,7 @@ interface Attempt {
   value: number;
 }
 
-function factorShifted(a: Matrix64, shift: number, tol: number): Attempt {
+function factorShifted(a: Matrix64, shift: number, tol: number, inPlace: boolean): Attempt {
   const n = a.rows;
   const rt = wasmRuntime();
   if (rt && activeBackend() === "wasm" && rt.has("dgemm") && n > PANEL) {
@@ -146,7 +155,11 @@ function factorShifted(a: Matrix64, shift: number, tol: number): Attempt {
           work,
         );
       });
-      if (r.factor) r.factor = { rows: n, cols: n, data: rt.getF64(p, n * n) };
+      if (r.factor) {
+        const data = inPlace ? a.data : new Float64Array(n * n);
+        data.set(rt.f64(p, n * n));
+        r.factor = { rows: n, cols: n, data };
+      }
       return r;
     });
   }
@@ -162,7 +175,10 @@ function factorShifted(a: Matrix64, shift: number, tol: number): Attempt {
       }
     }
   });
-  if (r.factor) r.factor = { rows: n, cols: n, data: d };
+  if (r.factor) {
+    if (inPlace) a.data.set(d);
+    r.factor = { rows: n, cols: n, data: inPlace ? a.data : d };
+  }
   return r;
 }
 

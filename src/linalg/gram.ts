@@ -18,6 +18,14 @@ const CHUNK = 2048;
 /** Tokens per float32 partial product in the "float32-blocks" precision: short sums, then float64. */
 const F32_BLOCK = 256;
 
+/**
+ * Tokens per WASM chunk in the "float32-blocks" precision: one kernel block (the kernel's blocks restart at
+ * each chunk, so any multiple of F32_BLOCK gives the same sums). Small, because wasm memory never shrinks:
+ * G (n×n float64) plus this chunk is what it must hold, and for down_proj's input (n = 2816) 2048 tokens
+ * would add 22 MiB to the 60 MiB of G, for good.
+ */
+const F32_CHUNK = F32_BLOCK;
+
 /** Options of {@link gramAccumulate}. */
 export interface GramOptions {
   /**
@@ -137,15 +145,15 @@ function gramFloat32BlocksWasm(
   rt.scoped((s) => {
     const pg = s.putF64(g);
     if (keep !== 1) rt.fn("dscale_upper")(n, pg, keep);
-    const rows = Math.min(t, CHUNK);
+    const rows = Math.min(t, F32_CHUNK);
     const px = s.allocF32(rows * n);
-    const threads = pool && rows * n * n / 2 >= GRAM_THREAD_MIN_WORK ? pool.size : 1;
+    const threads = pool && Math.min(t, CHUNK) * n * n / 2 >= GRAM_THREAD_MIN_WORK ? pool.size : 1;
     const workLen: number = rt.fn("sgram_work_size")();
     const split = gramColumnSplit(n, threads);
     const works = split.map(() => s.allocF32(workLen));
     const acc = rt.fn("sgram_acc");
-    for (let t0 = 0; t0 < t; t0 += CHUNK) {
-      const tc = Math.min(CHUNK, t - t0);
+    for (let t0 = 0; t0 < t; t0 += F32_CHUNK) {
+      const tc = Math.min(F32_CHUNK, t - t0);
       rt.f32(px, tc * n).set(x.subarray(t0 * n, (t0 + tc) * n));
       const jobs: Job[] = split.map(([c0, c1], i) => ({
         fn: "sgram_acc",

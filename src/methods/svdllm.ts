@@ -23,7 +23,7 @@
  */
 import { NumericError, ShapeError } from "../errors.ts";
 import { cholesky, type CholeskyResult } from "../linalg/cholesky.ts";
-import { matmul64 } from "../linalg/gemm.ts";
+import { gemmInto, matmul64 } from "../linalg/gemm.ts";
 import type { FloatArray, Matrix, Matrix64 } from "../linalg/matrix.ts";
 import { toFloat64 } from "../linalg/matrix.ts";
 import { qr } from "../linalg/qr.ts";
@@ -52,10 +52,21 @@ export interface SvdLlmStats {
 export interface SvdLlmOptions {
   /** Cholesky damping (default "auto": shift only when needed, see `cholesky`). */
   damping?: "none" | "auto" | number;
+  /**
+   * Called between the phases (after W·L, after the QR, after the SVD), when the previous phase's float64
+   * temporaries have become unreachable: a garbage collection here (the pipeline passes one) frees them before
+   * the next phase allocates, so the phases' working sets do not pile up (with `stats.release`, the Cholesky
+   * factor too). Only for weights of at least 2²¹ values, where a collection's milliseconds buy tens of MB.
+   * Does not change the result.
+   */
+  collect?: () => void;
 }
 
 /** Rows of W (or columns of B) per float64 block: bounds the float64 copies to a few MB. */
 const BLOCK_ROWS = 256;
+
+/** {@link SvdLlmOptions.collect} is called only for weights of at least this many values (float64 W·L: 16 MiB). */
+const COLLECT_MIN_VALUES = 1 << 21;
 
 /**
  * SVD-LLM factors of `w: out×in` at rank k from the inputs' mean Gram matrix `stats.gram: in×in` (or its
@@ -86,9 +97,13 @@ export function compressSvdLlm(
   const t0 = performance.now();
   checkWeight(w, rank, "svdllm compress");
   const m = w.rows, n = w.cols;
+  // Collections cost milliseconds each: only worth it when the phases' temporaries are large.
+  const collect = m * n >= COLLECT_MIN_VALUES ? opts.collect : undefined;
   const h: { wl?: Matrix64; shift: number; tries: number } = whiten(w, stats, opts);
   const { shift, tries } = h;
-  const { ukt, s } = leftVectors(h, m >= n, rank); // U_kᵀ (k×m) and σ of W·L; drops h.wl
+  collect?.(); // with `release`, L (and the Gram) are unreachable now
+  const { ukt, s } = leftVectors(h, m >= n, rank, collect); // U_kᵀ (k×m) and σ of W·L; drops h.wl
+  collect?.(); // the QR's and SVD's factors
   const a = leftFactor(ukt, s, rank);
   const b = projectRows(w, ukt, s, rank);
   const { tail, total } = tailEnergy(s, rank);
@@ -141,12 +156,20 @@ function whiten(
   const tall = m >= n;
   const out = new Float64Array(m * n);
   const wd = w.data;
-  for (let r0 = 0; r0 < m; r0 += BLOCK_ROWS) {
-    const rows = Math.min(BLOCK_ROWS, m - r0);
-    const wb: Matrix64 = { rows, cols: n, data: Float64Array.from(wd.subarray(r0 * n, (r0 + rows) * n)) };
-    const p = matmul64(wb, l).data; // rows×n block of W·L
-    if (tall) out.set(p, r0 * n);
-    else {
+  // One block buffer for W and one for the product, reused (fresh ones per block would be garbage piling up
+  // until the next collection); a tall product is written straight into `out`. Blocks of BLOCK_ROWS·1024
+  // values (multiples of 8 rows, so the kernel's row tiles are the same as with any other such blocking):
+  // wasm memory holds L plus two blocks, and never shrinks.
+  const step = Math.max(8, Math.floor((BLOCK_ROWS * 1024) / n / 8) * 8);
+  const br = Math.min(step, m);
+  const wbuf = new Float64Array(br * n), pbuf = tall ? undefined : new Float64Array(br * n);
+  for (let r0 = 0; r0 < m; r0 += step) {
+    const rows = Math.min(step, m - r0);
+    const wb: Matrix64 = { rows, cols: n, data: wbuf.subarray(0, rows * n) };
+    wb.data.set(wd.subarray(r0 * n, (r0 + rows) * n));
+    const p = tall ? out.subarray(r0 * n, (r0 + rows) * n) : pbuf!.subarray(0, rows * n);
+    gemmInto(wb, l, { rows, cols: n, data: p }); // rows×n block of W·L
+    if (!tall) {
       for (let i = 0; i < rows; i++) for (let j = 0; j < n; j++) out[j * m + r0 + i] = p[i * n + j];
     }
   }
@@ -168,19 +191,34 @@ function leftVectors(
   h: { wl?: Matrix64 },
   tall: boolean,
   k: number,
+  collect?: () => void,
 ): { ukt: Matrix64; s: Float64Array } {
-  const t = h.wl!;
-  if (t.rows < 1.5 * t.cols || t.cols < 8) {
-    const f = svd(t);
+  // No local holds T: `h.wl` is its only reference, so that it can be collected once factored.
+  const { rows, cols } = h.wl!;
+  if (rows < 1.5 * cols || cols < 8) {
+    const f = svd(h.wl!);
     delete h.wl;
     return { ukt: tall ? leadingColumnsT(f.u, k) : leadingRows(f.vt, k), s: f.s };
   }
-  const { q, r } = qr(t);
+  // Each factor is held by `parts` only, and dropped (then collected) as soon as it is used.
+  const parts: { q?: Matrix64; r?: Matrix64 } = qr(h.wl!);
   delete h.wl;
-  const f = svd(r);
-  if (!tall) return { ukt: leadingRows(f.vt, k), s: f.s };
-  const urk = leadingColumnsT(f.u, k); // k×n
-  return { ukt: matmul64(urk, q, { transB: true }), s: f.s }; // (Q·U_R,k)ᵀ = U_R,kᵀ·Qᵀ
+  if (!tall) delete parts.q;
+  collect?.();
+  const { lead, s } = leadOfR(parts, tall, k); // U_R,kᵀ (k×n) for W·L, V_R's first k rows for (W·L)ᵀ
+  collect?.(); // R's SVD factors
+  if (!tall) return { ukt: lead, s };
+  return { ukt: matmul64(lead, parts.q!, { transB: true }), s }; // (Q·U_R,k)ᵀ = U_R,kᵀ·Qᵀ
+}
+
+/**
+ * The SVD of `parts.r` (which it drops) reduced to what {@link leftVectors} needs: the first k columns of U,
+ * transposed (`tall`), or the first k rows of Vᵀ; a function of its own so that the full factors die with it.
+ */
+function leadOfR(parts: { r?: Matrix64 }, tall: boolean, k: number): { lead: Matrix64; s: Float64Array } {
+  const f = svd(parts.r!);
+  delete parts.r;
+  return { lead: tall ? leadingColumnsT(f.u, k) : leadingRows(f.vt, k), s: f.s };
 }
 
 /** The first k columns of `u: m×r`, transposed: k×m. */
@@ -221,14 +259,15 @@ function projectRows(w: Matrix<FloatArray>, ukt: Matrix64, s: Float64Array, k: n
   const inv = new Float64Array(k);
   for (let j = 0; j < k; j++) inv[j] = s[j] > NEGLIGIBLE * s[0] ? 1 / Math.sqrt(s[j]) : 0;
   const cb = Math.min(n, BLOCK_ROWS);
-  const blk = new Float64Array(m * cb);
+  const blk = new Float64Array(m * cb), pbuf = new Float64Array(k * cb);
   for (let c0 = 0; c0 < n; c0 += cb) {
     const cols = Math.min(cb, n - c0);
     for (let i = 0; i < m; i++) {
       const src = i * n + c0, dst = i * cols;
       for (let c = 0; c < cols; c++) blk[dst + c] = wd[src + c];
     }
-    const p = matmul64(ukt, { rows: m, cols, data: blk.subarray(0, m * cols) }).data; // k×cols
+    const p = pbuf.subarray(0, k * cols); // k×cols
+    gemmInto(ukt, { rows: m, cols, data: blk.subarray(0, m * cols) }, { rows: k, cols, data: p });
     for (let j = 0; j < k; j++) {
       const h = inv[j], src = j * cols, dst = j * n + c0;
       for (let c = 0; c < cols; c++) {

@@ -65,7 +65,7 @@ import { compressSvdLlm, crossFromLayer, type SvdLlmStats, updateA } from "../me
 import { embedWindows, type HiddenStates, runBlock } from "./hidden.ts";
 import { openOutputDir } from "./output_dir.ts";
 import { sensitivitySweep } from "./sensitivity.ts";
-import { createPeakMemory, findGarbageCollector } from "./memory.ts";
+import { createPeakMemory, findGarbageCollector, findMemoryTrimmer } from "./memory.ts";
 
 /** Version recorded in the output's config.json. */
 export const PIPELINE_VERSION = "0.1.0";
@@ -75,6 +75,12 @@ export const PIPELINE_VERSION = "0.1.0";
  * scores) scale with it, and 1024 rows keep the matrix products efficient.
  */
 export const BATCH_TOKENS = 1024;
+
+/**
+ * Heap pages are handed back after factoring a linear of at least this many values (4 MiB in float32): the
+ * temporaries of smaller ones are not worth the page faults of reusing trimmed memory.
+ */
+const TRIM_MIN_VALUES = 1 << 20;
 
 /** The compression methods. */
 export type CompressMethod = "svd" | "asvd" | "svdllm";
@@ -341,14 +347,18 @@ export async function compressModel(
   // Collect garbage at stage boundaries (a factored linear, a written block, a forward pass: see memory.ts),
   // once enough has been dropped since the last collection to be worth one (pacedCollector).
   const gc = pacedCollector(await findGarbageCollector());
+  // And hand freed heap pages back to the system where the allocation pattern changes (see memory.ts): after a
+  // block's calibration passes, after each large linear's factorisation, after the block is written.
+  const trim = findMemoryTrimmer();
   const linearBytes = (m: number, n: number) => 32 * m * n; // float64 W·L, its QR and SVD, the blocks
-  const emit = (e: CompressProgress) => {
+  const emit = (e: CompressProgress, large = true) => {
     peak.sample();
     const linear = e.stage === "compress" ? /(?:self_attn|mlp)\.\w+$/.exec(e.layer ?? "")?.[0] : undefined;
     if (linear) gc?.(linearBytes(...linearShape(spec, linear as LinearName)));
     else if (e.stage === "write") {
       gc?.(linears.reduce((t, l) => t + 4 * linearShape(spec, l)[0] * linearShape(spec, l)[1], 0));
     } else gc?.(COLLECT_BYTES); // rare stages: collect now
+    if (large) trim?.();
     opts.onProgress?.(e);
   };
   // A GGUF input: its names/metadata need translating into a Hugging Face folder. Its q/k rows are permuted
@@ -484,6 +494,10 @@ export async function compressModel(
       emit({ stage: "calibrate", done: 1, total: 1 });
 
       const layerReports: LayerReport[] = [];
+      // Factoring order: the widest input first (down_proj in a LLaMA block), so that the largest statistics
+      // (down_proj's in×in Gram matrix, f² float64) are dropped before the other linears are factored instead
+      // of being held through them. The factors do not depend on the order; reports keep the model's order.
+      const factorOrder = [...linears].sort((a, b) => linearShape(spec, b)[1] - linearShape(spec, a)[1]);
       const totalLayers = shapes.filter((s) => ranks[s.name] !== null).length;
       let doneLayers = 0;
       const tLayers = performance.now();
@@ -531,18 +545,21 @@ export async function compressModel(
           runBatches(spec, block, statsStream, batch, obs, advance ? "inplace" : "discard", gc);
           if (statsStream === orig) nextOrig = orig;
           peak.sample();
+          trim?.();
         }
         if (update && comp) {
           const obs = observer(updateGroups as Map<string, GramObserver | AbsMeanObserver>, true);
           runBatches(spec, block, comp, batch, obs, "discard", gc);
           peak.sample();
+          trim?.();
         }
         // Factor each linear.
         const factored = new Map<LinearName, Factors & { updateShift?: number }>();
         // One Cholesky per shared input (q/k/v, gate/up); each group's statistics are dropped after its last
         // linear, so at most one Gram matrix and its factor are alive while a big linear is factored.
         const choleskyOf = new Map<string, CholeskyResult>();
-        for (const name of linears) {
+        const reports = new Map<LinearName, LayerReport>();
+        for (const name of factorOrder) {
           const prefix = linearPrefix(i, name);
           const rank = ranks[prefix];
           if (rank === null) continue;
@@ -559,9 +576,9 @@ export async function compressModel(
           } else {
             // The group's last linear owns its statistics: they leave the maps first, so the Gram matrix and
             // its factor can be collected during the factorisation (`release`).
-            const last = name === lastOf(linears, wanted, INPUT_GROUP[name]);
+            const last = name === lastOf(factorOrder, wanted, INPUT_GROUP[name]);
             const stats = svdllmStats(groups, choleskyOf, INPUT_GROUP[name], last, opts.damping);
-            f = compressSvdLlm(w, stats, rank, { damping: opts.damping });
+            f = compressSvdLlm(w, stats, rank, { damping: opts.damping, collect: gc ? () => gc(COLLECT_BYTES) : undefined });
             if (update) {
               const p = (updateGroups.get(INPUT_GROUP[name]) as GramObserver).gram();
               const u = updateA(f.b, { gram: p, cross: crossFromLayer(w, p) });
@@ -579,12 +596,12 @@ export async function compressModel(
               bias: lin.bias,
             };
           }
-          if (name === lastOf(linears, wanted, INPUT_GROUP[name])) {
+          if (name === lastOf(factorOrder, wanted, INPUT_GROUP[name])) {
             groups.delete(INPUT_GROUP[name]);
             updateGroups.delete(INPUT_GROUP[name]);
             choleskyOf.delete(INPUT_GROUP[name]);
           }
-          layerReports.push(reportOf(prefix, f.report, f.updateShift));
+          reports.set(name, reportOf(prefix, f.report, f.updateShift));
           doneLayers++;
           const el = (performance.now() - tLayers) / 1000;
           emit({
@@ -594,8 +611,9 @@ export async function compressModel(
             done: doneLayers,
             total: totalLayers,
             etaSeconds: (el / doneLayers) * (totalLayers - doneLayers),
-          });
+          }, w.rows * w.cols >= TRIM_MIN_VALUES);
         }
+        for (const name of linears) if (reports.has(name)) layerReports.push(reports.get(name)!);
         groups.clear();
         updateGroups.clear();
         // The compressed block, and the next block's inputs.
@@ -800,8 +818,10 @@ function svdllmStats(
 ): SvdLlmStats {
   let chol = choleskyOf.get(g);
   if (!chol) {
+    // The Gram matrix has no use after its factorisation: the factor overwrites it (one in×in float64 matrix
+    // per group instead of two; for down_proj's input, the largest, tens of MB).
     const o = groups.get(g) as GramObserver;
-    chol = cholesky(o.gram(), { damping: damping ?? "auto" });
+    chol = cholesky(o.gram(), { damping: damping ?? "auto", inPlace: true });
   }
   if (last) {
     groups.delete(g);

@@ -75,6 +75,27 @@ for (const backend of BACKENDS) {
       }
     });
   });
+  test(`cholesky (${backend}): inPlace writes the same factor into A, and only on success`, async () => {
+    await withBackend(backend, () => {
+      // Positive definite (one attempt), damped (retries read A intact), and a size past the wasm panel.
+      for (const [tokens, n, dead] of [[300, 90, []], [400, 130, [3, 77]], [50, 130, []]] as const) {
+        const g = gram(tokens, n, [...dead], 7 * n + tokens);
+        const ref = cholesky(g);
+        const a = { rows: n, cols: n, data: Float64Array.from(g.data) };
+        const r = cholesky(a, { inPlace: true });
+        assert.equal(r.factor.data, a.data, "the factor is A's own storage");
+        assert.deepEqual(r.factor.data, ref.factor.data, `tokens=${tokens} n=${n}: factor differs`);
+        assert.equal(r.shift, ref.shift);
+        assert.equal(r.tries, ref.tries);
+        if (ref.tries > 1) {
+          // A failed attempt leaves A as it was.
+          const b = { rows: n, cols: n, data: Float64Array.from(g.data) };
+          assert.throws(() => cholesky(b, { damping: "none", inPlace: true }), NumericError);
+          assert.deepEqual(b.data, g.data, "A changed by a failed factorisation");
+        }
+      }
+    });
+  });
 }
 
 test("cholesky: indefinite matrix needs the eigenvalue shift (last resort)", () => {
