@@ -578,7 +578,10 @@ export async function compressModel(
             // its factor can be collected during the factorisation (`release`).
             const last = name === lastOf(factorOrder, wanted, INPUT_GROUP[name]);
             const stats = svdllmStats(groups, choleskyOf, INPUT_GROUP[name], last, opts.damping);
-            f = compressSvdLlm(w, stats, rank, { damping: opts.damping, collect: gc ? () => gc(COLLECT_BYTES) : undefined });
+            f = compressSvdLlm(w, stats, rank, {
+              damping: opts.damping,
+              collect: gc ? () => gc(COLLECT_BYTES) : undefined,
+            });
             if (update) {
               const p = (updateGroups.get(INPUT_GROUP[name]) as GramObserver).gram();
               const u = updateA(f.b, { gram: p, cross: crossFromLayer(w, p) });
