@@ -7,8 +7,8 @@
 import type { Job, ThreadPool } from "../threads/pool.ts";
 import type { WasmRuntime, WasmScope } from "./runtime.ts";
 
-/** A GEMM problem: C (m×n) = alpha·op(A)·op(B) + beta·C, every matrix dense row-major. */
-export interface GemmProblem<T extends Float32Array | Float64Array> {
+/** The shape and scales of a GEMM: C (m×n) = alpha·op(A)·op(B) + beta·C, every matrix dense row-major. */
+export interface GemmShape {
   /** op(A) = Aᵀ (A stored k×m). */
   transA: boolean;
   /** op(B) = Bᵀ (B stored n×k). */
@@ -21,12 +21,16 @@ export interface GemmProblem<T extends Float32Array | Float64Array> {
   k: number;
   /** Scale of the product. */
   alpha: number;
+  /** Scale of C's prior values; 0 overwrites C without reading it. */
+  beta: number;
+}
+
+/** A GEMM problem on arrays in the JavaScript heap. */
+export interface GemmProblem<T extends Float32Array | Float64Array> extends GemmShape {
   /** A's values (m×k, or k×m when transposed). */
   a: T;
   /** B's values (k×n, or n×k when transposed). */
   b: T;
-  /** Scale of C's prior values; 0 overwrites C without reading it. */
-  beta: number;
   /** C's values (m×n); read when beta ≠ 0, written always. */
   c: T;
 }
@@ -52,42 +56,17 @@ export function gemmWasm<T extends Float32Array | Float64Array>(
     const pb = f64 ? s.putF64(p.b) : s.putF32(p.b);
     const pc = s.alloc(m * n * es);
     if (p.beta !== 0) (f64 ? rt.f64(pc, m * n) : rt.f32(pc, m * n)).set(p.c);
-    gemmWasmAt(rt, s, f64, {
-      transA: ta,
-      transB: tb,
-      m,
-      n,
-      k,
-      alpha: p.alpha,
-      a: pa,
-      b: pb,
-      beta: p.beta,
-      c: pc,
-    }, pool);
+    gemmWasmAt(rt, s, f64, { ...p, a: pa, b: pb, c: pc }, pool);
     p.c.set(f64 ? rt.f64(pc, m * n) : rt.f32(pc, m * n));
   });
 }
 
 /** A GEMM problem on operands already in wasm memory: byte offsets instead of arrays, dense row-major. */
-export interface GemmAt {
-  /** op(A) = Aᵀ (A stored k×m). */
-  transA: boolean;
-  /** op(B) = Bᵀ (B stored n×k). */
-  transB: boolean;
-  /** Rows of C. */
-  m: number;
-  /** Columns of C. */
-  n: number;
-  /** Inner dimension. */
-  k: number;
-  /** Scale of the product. */
-  alpha: number;
+export interface GemmAt extends GemmShape {
   /** Byte offset of A. */
   a: number;
   /** Byte offset of B. */
   b: number;
-  /** Scale of C's prior values; 0 overwrites C without reading it. */
-  beta: number;
   /** Byte offset of C (m×n). */
   c: number;
 }
