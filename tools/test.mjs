@@ -4,9 +4,9 @@
 // Then the notebooks (notebooks/*.ipynb, executed by tools/run_notebooks.py with the Deno Jupyter kernel; they
 // assert their claims), skipped with a message when Python's jupyter_client is not installed.
 // Prints each runner's output as it comes and ends with one summary line "tests: N passed, N failed".
-// Usage: node tools/test.mjs [--only deno|bun|notebooks] [--no-static] [--no-notebooks]
+// Usage: node tools/test.mjs [--only deno|bun|static|notebooks] [--no-static] [--no-notebooks]
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 
@@ -56,13 +56,18 @@ if (!only || only === "bun") {
   if (r.code !== 0) failures.push("bun test");
   if (!f && r.code !== 0) failed += 1;
 }
-if (!args.includes("--no-static") && !only) {
+if (!args.includes("--no-static") && (!only || only === "static")) {
   for (
     const [label, argv] of [
       ["deno lint", ["lint"]],
       ["deno fmt --check", ["fmt", "--check"]],
-      ["deno check", ["check", "mod.ts", "cli.ts", "src/", "bench/", "examples/", "notebooks/"]],
-      ["deno doc --lint", ["doc", "--lint", "mod.ts"]],
+      ["deno check", ["check", "mod.ts", "cli.ts", "src/", "bench/", "examples/", "notebooks/", "tools/"]],
+      // Every entry point deno.json exports (what JSR documents), not only the root module.
+      ["deno doc --lint", [
+        "doc",
+        "--lint",
+        ...Object.values(JSON.parse(readFileSync(join(root, "deno.json"))).exports),
+      ]],
     ]
   ) {
     console.log(`\n=== ${label} ===`);

@@ -33,7 +33,7 @@ export {
   linalgInfo,
   type LinalgOptions,
 } from "./backend.ts";
-export { gramAccumulate } from "./gram.ts";
+export { gramAccumulate, type GramOptions } from "./gram.ts";
 export { cholesky, type CholeskyOptions, type CholeskyResult } from "./cholesky.ts";
 export { solveTriangular, type SolveTriangularOptions } from "./triangular.ts";
 export { orthonormalityError, qr, type QrResult, reconstruct } from "./qr.ts";
@@ -41,4 +41,4 @@ export { eigh, type EighResult } from "./eigh.ts";
 export { svd, type SvdResult } from "./svd.ts";
 export { svdTruncated, type SvdTruncatedOptions, truncate } from "./svd_truncated.ts";
 export { createRng, randomNormal, type Rng } from "./random.ts";
-export { ResidentMatrix, type ResidentPrecision } from "./resident.ts";
+export { type HostArray, ResidentMatrix, type ResidentPrecision } from "./resident.ts";

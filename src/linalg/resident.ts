@@ -20,7 +20,7 @@ import { type WasmRuntime, wasmRuntime } from "./wasm/runtime.ts";
 export type ResidentPrecision = "f32" | "f64";
 
 /** The host array type of a precision. */
-type HostArray<P extends ResidentPrecision> = P extends "f32" ? Float32Array : Float64Array;
+export type HostArray<P extends ResidentPrecision> = P extends "f32" ? Float32Array : Float64Array;
 
 /**
  * `a` converted once to `precision` and held (in wasm memory when the wasm backend is active) for repeated

@@ -49,7 +49,7 @@ export function gemmWasm<T extends Float32Array | Float64Array>(
 ): void {
   const f64 = p.a instanceof Float64Array;
   const es = f64 ? 8 : 4;
-  const { m, n, k, transA: ta, transB: tb } = p;
+  const { m, n } = p;
   if (m === 0 || n === 0) return;
   rt.scoped((s) => {
     const pa = f64 ? s.putF64(p.a) : s.putF32(p.a);
