@@ -231,7 +231,10 @@ async function child(
   const t0 = performance.now();
   // With --gc, collect before each sample: the profile then shows what is retained, not uncollected garbage.
   const g = globalThis as { gc?: () => void; Bun?: { gc(force: boolean): void } };
-  const gc = !job.gc ? undefined : g.gc ?? (g.Bun ? () => g.Bun!.gc(true) : undefined);
+  // Twice: V8 sweeps freed array buffers concurrently, and their bytes leave memoryUsage() only once the
+  // sweep is done, which the next collection waits for (one collection measured what was just freed, flakily).
+  const gc1 = !job.gc ? undefined : g.gc ?? (g.Bun ? () => g.Bun!.gc(true) : undefined);
+  const gc = gc1 && (() => (gc1(), gc1()));
   const log = (stage: string, block?: number, layer?: string) => {
     gc?.();
     const m = procMemory("self");
@@ -430,7 +433,9 @@ async function main() {
         generateSeconds = (performance.now() - tg) / 1000;
       }
       console.log(
-        `${model ? "read" : "generated"} ${shape.layers} layers (d ${shape.hidden}, f ${shape.intermediate}, ${shape.heads}/${shape.kvHeads} ` +
+        `${
+          model ? "read" : "generated"
+        } ${shape.layers} layers (d ${shape.hidden}, f ${shape.intermediate}, ${shape.heads}/${shape.kvHeads} ` +
           `heads, vocab ${shape.vocab}): ${(fileBytes / 1e9).toFixed(3)} GB in ${
             generateSeconds.toFixed(1)
           } s`,
