@@ -94,7 +94,8 @@ export { FormatError, NumericError, OptionError, ShapeError } from "./src/errors
 
 // Types the public functions above take or return.
 export type { CalibrationOptions, ModelInput } from "./src/pipeline/compress.ts";
-export type { CholeskyResult } from "./src/linalg/cholesky.ts";
+export type { CholeskyOptions, CholeskyResult } from "./src/linalg/cholesky.ts";
+export { ResidentCholesky } from "./src/linalg/cholesky_resident.ts";
 export type { DType } from "./src/io/tensor_reader.ts";
 export type { EncodeOptions } from "./src/tokenize/tokenizer.ts";
 export type { FloatArray } from "./src/linalg/matrix.ts";

@@ -11,8 +11,11 @@
  *
  * Run: `node_modules/.bin/deno run -A bench/compress_memory.ts [--layers N] [--hidden H] [--intermediate F]
  * [--vocab V] [--heads H] [--kv-heads K] [--method svd|asvd|svdllm] [--samples S] [--seqlen T] [--keep]
- * [--json]` (defaults: 13 and 26 layers of hidden 1024, intermediate 2816, 16/8 heads, vocab 32000:
+ * [--json] [--verbose] [--gc] [--single] [--model DIR]` (defaults: 13 and 26 layers of hidden 1024, intermediate 2816, 16/8 heads, vocab 32000:
  * 26 layers ≈ 1.47 GB; svdllm, 20 % removed, 8 × 128 random calibration tokens). `--layers N` runs N and 2N.
+ * `--single`: N only. `--keep` keeps the generated checkpoints (their folder is printed); `--model DIR`
+ * compresses such a kept checkpoint instead of generating one (generating 1.5 GB takes a while).
+ * `--verbose` prints every progress event, `--gc` collects garbage before each (what is retained).
  * Linux only (reads /proc).
  *
  * @module
@@ -228,7 +231,10 @@ async function child(
   const t0 = performance.now();
   // With --gc, collect before each sample: the profile then shows what is retained, not uncollected garbage.
   const g = globalThis as { gc?: () => void; Bun?: { gc(force: boolean): void } };
-  const gc = !job.gc ? undefined : g.gc ?? (g.Bun ? () => g.Bun!.gc(true) : undefined);
+  // Twice: V8 sweeps freed array buffers concurrently, and their bytes leave memoryUsage() only once the
+  // sweep is done, which the next collection waits for (one collection measured what was just freed, flakily).
+  const gc1 = !job.gc ? undefined : g.gc ?? (g.Bun ? () => g.Bun!.gc(true) : undefined);
+  const gc = gc1 && (() => (gc1(), gc1()));
   const log = (stage: string, block?: number, layer?: string) => {
     gc?.();
     const m = procMemory("self");
@@ -395,6 +401,7 @@ async function main() {
   const gc = process.argv.includes("--gc");
   const verbose = process.argv.includes("--verbose");
   const single = process.argv.includes("--single");
+  const model = arg("model", "");
   const [l1, l2] = await import("node:os").then((os) => os.loadavg());
   console.log(
     `compress_memory: method ${method}, removed 0.2, calibration ${samples} × ${seqlen} random ids; ` +
@@ -403,21 +410,38 @@ async function main() {
   const results: RunResult[] = [];
   const root = await mkdtemp(join(tmpdir(), "svdllm-cmem-"));
   try {
-    for (const layers of single ? [n] : [n, 2 * n]) {
-      const shape = shapeOf(layers);
-      const dir = join(root, `random-${layers}L`);
-      await import("node:fs/promises").then((fs) => fs.mkdir(dir));
-      const tg = performance.now();
-      const fileBytes = await generateCheckpoint(dir, shape, layers);
-      const generateSeconds = (performance.now() - tg) / 1000;
+    for (const layers of model ? [0] : single ? [n] : [n, 2 * n]) {
+      let shape: ModelShape, dir: string, fileBytes: number, generateSeconds = 0;
+      if (model) {
+        const c = JSON.parse(readFileSync(join(model, "config.json"), "utf8"));
+        shape = {
+          layers: c.num_hidden_layers,
+          hidden: c.hidden_size,
+          intermediate: c.intermediate_size,
+          heads: c.num_attention_heads,
+          kvHeads: c.num_key_value_heads,
+          vocab: c.vocab_size,
+        };
+        dir = model;
+        fileBytes = (await stat(join(model, "model.safetensors"))).size;
+      } else {
+        shape = shapeOf(layers);
+        dir = join(root, `random-${layers}L`);
+        await import("node:fs/promises").then((fs) => fs.mkdir(dir));
+        const tg = performance.now();
+        fileBytes = await generateCheckpoint(dir, shape, layers);
+        generateSeconds = (performance.now() - tg) / 1000;
+      }
       console.log(
-        `generated ${layers} layers (d ${shape.hidden}, f ${shape.intermediate}, ${shape.heads}/${shape.kvHeads} ` +
+        `${
+          model ? "read" : "generated"
+        } ${shape.layers} layers (d ${shape.hidden}, f ${shape.intermediate}, ${shape.heads}/${shape.kvHeads} ` +
           `heads, vocab ${shape.vocab}): ${(fileBytes / 1e9).toFixed(3)} GB in ${
             generateSeconds.toFixed(1)
           } s`,
       );
       const r = await runChild(
-        { input: dir, output: join(root, `out-${layers}L`), method, samples, seqlen, gc },
+        { input: dir, output: join(root, `out-${shape.layers}L`), method, samples, seqlen, gc },
         { quiet: json, verbose },
       );
       results.push({ shape, fileBytes, generateSeconds, ...r });
@@ -426,8 +450,8 @@ async function main() {
           mb(r.reportPeak)
         }, ${r.seconds.toFixed(0)} s`,
       );
-      if (!keep) await rm(join(root, `out-${layers}L`), { recursive: true, force: true });
-      if (!keep) await rm(dir, { recursive: true, force: true });
+      if (!keep) await rm(join(root, `out-${shape.layers}L`), { recursive: true, force: true });
+      if (!keep && !model) await rm(dir, { recursive: true, force: true });
     }
   } finally {
     if (!keep) await rm(root, { recursive: true, force: true });

@@ -8,6 +8,10 @@
  */
 import { ShapeError } from "../errors.ts";
 import { gramAccumulate, type GramOptions } from "../linalg/gram.ts";
+import { ResidentGram } from "../linalg/gram_resident.ts";
+import { cholesky, CHOLESKY_PANEL, type CholeskyOptions, type CholeskyResult } from "../linalg/cholesky.ts";
+import { choleskyResident, type ResidentCholesky } from "../linalg/cholesky_resident.ts";
+import { activeBackend } from "../linalg/backend.ts";
 import { type FloatArray, type Matrix, type Matrix64, matrix64 } from "../linalg/matrix.ts";
 import { checkBatch, type Observer } from "./observer.ts";
 
@@ -28,8 +32,12 @@ export class GramObserver implements Observer {
   readonly layer: string;
   /** Input features. */
   readonly cols: number;
-  #g: Matrix64;
+  /** G on the host; null while it is resident in wasm memory. */
+  #g: Matrix64 | null = null;
+  /** G in wasm memory (float32-blocks on the wasm backend) until {@link GramObserver.gram} is called. */
+  #resident: ResidentGram | null = null;
   #tokens = 0;
+  #consumed = false;
   #precision: GramOptions["precision"];
 
   /**
@@ -44,7 +52,10 @@ export class GramObserver implements Observer {
     if (!Number.isInteger(cols) || cols < 1) throw new ShapeError(`observe ${layer}: invalid width ${cols}`);
     this.layer = layer;
     this.cols = cols;
-    this.#g = matrix64(cols, cols);
+    // The default precision keeps G in wasm memory between batches (see gram_resident.ts: no host copy of G
+    // while the calibration pass runs); otherwise, or without the wasm backend, G lives on the host.
+    if (this.#precision === "float32-blocks") this.#resident = ResidentGram.create(cols);
+    if (!this.#resident) this.#g = matrix64(cols, cols);
   }
 
   /** Tokens seen. */
@@ -54,11 +65,18 @@ export class GramObserver implements Observer {
 
   /** Add a batch `x: tokens×in`; throws NumericError naming the layer on NaN/Inf. */
   addBatch(x: Matrix<FloatArray>): void {
+    this.#live("addBatch");
     checkBatch(this.layer, this.cols, x);
     if (x.rows === 0) return;
     const total = this.#tokens + x.rows;
     // Rescale the mean so far, then add the batch with weight 1/total: G stays the mean over all tokens.
-    gramAccumulate(this.#g, x, 1 / total, {
+    const r = this.#resident;
+    if (r && x.data instanceof Float32Array && activeBackend() === "wasm") {
+      r.accumulate(x as Matrix<Float32Array>, 1 / total, this.#tokens / total);
+      this.#tokens = total;
+      return;
+    }
+    gramAccumulate(this.#host(), x, 1 / total, {
       precision: this.#precision,
       keep: this.#tokens / total,
       checkedFinite: true, // by checkBatch above
@@ -66,8 +84,46 @@ export class GramObserver implements Observer {
     this.#tokens = total;
   }
 
-  /** The mean Gram matrix (in×in); the observer's own storage, not a copy. */
+  /**
+   * The mean Gram matrix (in×in); the observer's own storage, not a copy (from the first call on, when G was
+   * resident in wasm memory: it is copied out once and the wasm region freed).
+   */
   gram(): Matrix64 {
-    return this.#g;
+    this.#live("gram");
+    return this.#host();
+  }
+
+  #live(what: string): void {
+    if (this.#consumed) {
+      throw new Error(`GramObserver ${this.layer}: ${what} after cholesky() consumed the statistics`);
+    }
+  }
+
+  /**
+   * The Cholesky factorisation of the mean Gram matrix, for a caller with no further use for the statistics
+   * (the observer is emptied: later calls throw). Where G is resident in wasm memory and larger than one
+   * panel it is factored there and the factor stays there ({@link ResidentCholesky}: no host copy of G or L,
+   * see cholesky_resident.ts); otherwise `cholesky(gram(), { inPlace: true })`. Same values either way.
+   */
+  cholesky(opts: CholeskyOptions = {}): CholeskyResult | ResidentCholesky {
+    if (this.#consumed) throw new Error(`GramObserver ${this.layer}: the statistics were already factored`);
+    this.#consumed = true;
+    const r = this.#resident;
+    if (r && this.cols > CHOLESKY_PANEL && activeBackend() === "wasm") {
+      this.#resident = null;
+      return choleskyResident(r, opts);
+    }
+    const g = this.#host();
+    this.#g = null;
+    return cholesky(g, { ...opts, inPlace: true });
+  }
+
+  /** G on the host, taken out of wasm memory first if resident there. */
+  #host(): Matrix64 {
+    if (this.#resident) {
+      this.#g = this.#resident.take();
+      this.#resident = null;
+    }
+    return this.#g!;
   }
 }

@@ -9,7 +9,7 @@ import { eigh } from "./eigh.ts";
 import { checkFinite, checkSquare } from "./factor_kernels.ts";
 import type { Matrix64 } from "./matrix.ts";
 import { activeBackend } from "./backend.ts";
-import { wasmRuntime } from "./wasm/runtime.ts";
+import { type WasmRuntime, wasmRuntime, type WasmScope } from "./wasm/runtime.ts";
 
 /** Options of {@link cholesky}. */
 export interface CholeskyOptions {
@@ -45,6 +45,9 @@ export interface CholeskyResult {
 /** Panel width: the trailing update of each panel is a WASM DGEMM. */
 const PANEL = 64;
 
+/** Orders up to this are factored in TypeScript (one panel, no trailing update); above, with WASM DGEMM. */
+export const CHOLESKY_PANEL = PANEL;
+
 /**
  * Cholesky factor of a symmetric positive (semi-)definite matrix, `a: n×n` (only its lower triangle is read).
  * A pivot counts as non-positive when it is ≤ n·ε·max|diag| (a numerically singular matrix is not factored
@@ -62,32 +65,60 @@ export function cholesky(a: Matrix64, opts: CholeskyOptions = {}): CholeskyResul
   checkSquare(a, "cholesky");
   checkFinite(a, "cholesky");
   const n = a.rows;
+  const inPlace = opts.inPlace ?? false;
+  let factor: Matrix64 | undefined;
+  const { shift, tries } = dampedCholesky(
+    n,
+    (i) => a.data[i * n + i],
+    opts,
+    (shift, tol) => {
+      const r = factorShifted(a, shift, tol, inPlace);
+      factor = r.factor;
+      return r;
+    },
+    () => eigh(a).values[n - 1],
+  );
+  return { factor: factor!, shift, tries };
+}
+
+/**
+ * The damping schedule of {@link cholesky} over any storage of A (the host here, wasm memory in
+ * `cholesky_resident.ts`): `attempt(shift, tol)` factors A + shift·I, treating pivots ≤ tol as non-positive,
+ * and must leave A restorable for the next attempt when it fails; `minEigen()` is λ_min(A) for the last
+ * resort (called on an intact A). Returns the shift that succeeded and the number of attempts; throws
+ * NumericError / OptionError as {@link cholesky} documents.
+ */
+export function dampedCholesky(
+  n: number,
+  diagAt: (i: number) => number,
+  opts: CholeskyOptions,
+  attempt: (shift: number, tol: number) => Attempt,
+  minEigen: () => number,
+): { shift: number; tries: number } {
   const damping = opts.damping ?? "auto";
   let meanDiag = 0, maxDiag = 0;
   for (let i = 0; i < n; i++) {
-    const v = Math.abs(a.data[i * n + i]);
+    const v = Math.abs(diagAt(i));
     meanDiag += v / n;
     maxDiag = Math.max(maxDiag, v);
   }
   const scale = meanDiag > 0 ? meanDiag : 1;
-  const inPlace = opts.inPlace ?? false;
-  const attempt = (shift: number) =>
-    factorShifted(a, shift, n * 2.220446049250313e-16 * (maxDiag + shift), inPlace);
+  const tried = (shift: number) => attempt(shift, n * 2.220446049250313e-16 * (maxDiag + shift));
   if (typeof damping === "number") {
     if (!(damping >= 0) || !Number.isFinite(damping)) {
       throw new OptionError(
         `cholesky: damping must be a finite number ≥ 0, "auto" or "none", got ${damping}`,
       );
     }
-    const r = attempt(damping);
-    if (r.factor) return { factor: r.factor, shift: damping, tries: 1 };
+    const r = tried(damping);
+    if (r.factor) return { shift: damping, tries: 1 };
     throw new NumericError(
       `cholesky: ${n}×${n} matrix is not positive definite even with shift ${damping}: pivot ${r.pivot} is ${r.value}`,
     );
   }
   if (damping === "none") {
-    const r = attempt(0);
-    if (r.factor) return { factor: r.factor, shift: 0, tries: 1 };
+    const r = tried(0);
+    if (r.factor) return { shift: 0, tries: 1 };
     throw new NumericError(
       `cholesky: ${n}×${n} matrix is not positive definite: pivot ${r.pivot} is ${r.value} (try damping "auto")`,
     );
@@ -109,9 +140,9 @@ export function cholesky(a: Matrix64, opts: CholeskyOptions = {}): CholeskyResul
   let last = { shift: 0, pivot: -1, value: NaN };
   for (let t = 0; t < Math.min(maxTries, plan.length); t++) {
     const p = plan[t];
-    const shift = p === "eigh" ? Math.max(0, -eigh(a).values[n - 1]) + 1e-6 * scale : p;
-    const r = attempt(shift);
-    if (r.factor) return { factor: r.factor, shift, tries: t + 1 };
+    const shift = p === "eigh" ? Math.max(0, -minEigen()) + 1e-6 * scale : p;
+    const r = tried(shift);
+    if (r.factor) return { shift, tries: t + 1 };
     last = { shift, pivot: r.pivot, value: r.value };
   }
   throw new NumericError(
@@ -121,9 +152,13 @@ export function cholesky(a: Matrix64, opts: CholeskyOptions = {}): CholeskyResul
   );
 }
 
-interface Attempt {
+/** One factorisation attempt: `factor` on success, else the failing pivot and its value. */
+export interface Attempt {
+  /** The factor (success). */
   factor?: Matrix64;
+  /** Index of the first non-positive pivot (failure). */
   pivot: number;
+  /** Its value. */
   value: number;
 }
 
@@ -133,28 +168,7 @@ function factorShifted(a: Matrix64, shift: number, tol: number, inPlace: boolean
   if (rt && activeBackend() === "wasm" && rt.has("dgemm") && n > PANEL) {
     return rt.scoped((s) => {
       const p = s.putF64(a.data);
-      const work = s.allocF64(rt.fn("dgemm_work_size")());
-      const dgemm = rt.fn("dgemm");
-      const view = rt.f64(p, n * n);
-      const r = factorInPlace(view, n, shift, tol, (r0, r1, c0, c1, s0, s1) => {
-        // A[r0:r1, c0:c1] -= L[r0:r1, s0:s1]·L[c0:c1, s0:s1]ᵀ
-        dgemm(
-          0,
-          1,
-          r1 - r0,
-          c1 - c0,
-          s1 - s0,
-          -1,
-          p + 8 * (r0 * n + s0),
-          n,
-          p + 8 * (c0 * n + s0),
-          n,
-          1,
-          p + 8 * (r0 * n + c0),
-          n,
-          work,
-        );
-      });
+      const r = factorAt(rt, s, p, n, shift, tol);
       if (r.factor) {
         const data = inPlace ? a.data : new Float64Array(n * n);
         data.set(rt.f64(p, n * n));
@@ -182,6 +196,55 @@ function factorShifted(a: Matrix64, shift: number, tol: number, inPlace: boolean
   return r;
 }
 
+/**
+ * The blocked factorisation of the n×n float64 matrix at wasm offset `p`, in place, trailing updates in
+ * DGEMM (scratch from the scope `s`); the result's `factor` is a view of wasm memory, valid until the next
+ * allocation. Reads only the lower triangle. A failed attempt leaves the strictly upper triangle intact
+ * except within 256 entries of the diagonal (the trailing updates' diagonal blocks, see
+ * {@link CHOLESKY_UPPER_BAND}).
+ */
+export function factorAt(
+  rt: WasmRuntime,
+  s: WasmScope,
+  p: number,
+  n: number,
+  shift: number,
+  tol: number,
+): Attempt {
+  const work = s.allocF64(rt.fn("dgemm_work_size")());
+  const dgemm = rt.fn("dgemm");
+  const view = rt.f64(p, n * n);
+  return factorInPlace(view, n, shift, tol, (r0, r1, c0, c1, s0, s1) => {
+    // A[r0:r1, c0:c1] -= L[r0:r1, s0:s1]·L[c0:c1, s0:s1]ᵀ
+    dgemm(
+      0,
+      1,
+      r1 - r0,
+      c1 - c0,
+      s1 - s0,
+      -1,
+      p + 8 * (r0 * n + s0),
+      n,
+      p + 8 * (c0 * n + s0),
+      n,
+      1,
+      p + 8 * (r0 * n + c0),
+      n,
+      work,
+    );
+  });
+}
+
+/** Rows per trailing-update strip of {@link factorInPlace}. */
+const STRIP = 256;
+
+/**
+ * Width of the band above the diagonal (diagonal included) that a failed {@link factorAt} may have changed:
+ * each trailing update writes a strip's square diagonal block, whose upper part lies within STRIP − 1 of
+ * the diagonal. Everything above the band is still A's.
+ */
+export const CHOLESKY_UPPER_BAND = STRIP;
+
 type Update = (r0: number, r1: number, c0: number, c1: number, s0: number, s1: number) => void;
 
 /** Right-looking blocked Cholesky on the lower triangle of `d` (row-major n×n); zeroes the upper triangle. */
@@ -205,7 +268,6 @@ function factorInPlace(d: Float64Array, n: number, shift: number, tol: number, u
       }
     }
     // Trailing lower triangle: A22 -= L21·L21ᵀ, in row strips so only the lower part is computed.
-    const STRIP = 256;
     for (let r0 = e; r0 < n; r0 += STRIP) {
       const r1 = Math.min(n, r0 + STRIP);
       update(r0, r1, e, r1, s, e);

@@ -131,7 +131,7 @@ export function gramColumnSplit(n: number, parts: number): [number, number][] {
   return out;
 }
 
-/** The WASM "float32-blocks" path: G copied in, `sgram_acc` over chunks of x (threads split columns), mirrored, copied out. */
+/** The WASM "float32-blocks" path: G copied in, {@link sgramAccumulateAt}, mirrored, copied out. */
 function gramFloat32BlocksWasm(
   rt: WasmRuntime,
   g: Float64Array,
@@ -144,6 +144,29 @@ function gramFloat32BlocksWasm(
 ): void {
   rt.scoped((s) => {
     const pg = s.putF64(g);
+    sgramAccumulateAt(rt, pg, x, t, n, scale, keep, pool);
+    rt.fn("dsym_upper")(n, pg);
+    g.set(rt.f64(pg, n * n));
+  });
+}
+
+/**
+ * The upper triangle of the n×n float64 G at wasm offset `pg` ← keep·G + scale·XᵀX in the "float32-blocks"
+ * precision: `sgram_acc` over chunks of x copied in (threads split the columns). The lower triangle is
+ * neither read nor written: mirror it (`dsym_upper`) before use. Shared by {@link gramAccumulate} (G copied
+ * in and out per call) and `ResidentGram` (G kept in wasm memory), so both give the same bits.
+ */
+export function sgramAccumulateAt(
+  rt: WasmRuntime,
+  pg: number,
+  x: Float32Array,
+  t: number,
+  n: number,
+  scale: number,
+  keep: number,
+  pool: ThreadPool | null,
+): void {
+  rt.scoped((s) => {
     if (keep !== 1) rt.fn("dscale_upper")(n, pg, keep);
     const rows = Math.min(t, F32_CHUNK);
     const px = s.allocF32(rows * n);
@@ -162,8 +185,6 @@ function gramFloat32BlocksWasm(
       if (jobs.length > 1 && pool) pool.run(jobs);
       else for (const j of jobs) acc(...j.args);
     }
-    rt.fn("dsym_upper")(n, pg);
-    g.set(rt.f64(pg, n * n));
   });
 }
 

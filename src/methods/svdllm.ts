@@ -23,6 +23,7 @@
  */
 import { NumericError, ShapeError } from "../errors.ts";
 import { cholesky, type CholeskyResult } from "../linalg/cholesky.ts";
+import { ResidentCholesky } from "../linalg/cholesky_resident.ts";
 import { gemmInto, matmul64 } from "../linalg/gemm.ts";
 import type { FloatArray, Matrix, Matrix64 } from "../linalg/matrix.ts";
 import { toFloat64 } from "../linalg/matrix.ts";
@@ -37,13 +38,15 @@ export interface SvdLlmStats {
   gram?: Matrix64;
   /**
    * Its Cholesky factorisation, when already computed for another linear reading the same inputs (q/k/v,
-   * gate/up): reused instead of factoring again.
+   * gate/up): reused instead of factoring again. On the host, or in wasm memory as `GramObserver.cholesky`
+   * leaves it ({@link ResidentCholesky}: disposed here when `release`).
    */
-  cholesky?: CholeskyResult;
+  cholesky?: CholeskyResult | ResidentCholesky;
   /**
    * The caller keeps no other reference to `gram` and `cholesky`: {@link compressSvdLlm} deletes them from
-   * this object as soon as it has used them (the Gram after its Cholesky, the factor after W·L), so that
-   * the two in×in float64 matrices can be collected before the SVD runs. Default false.
+   * this object as soon as it has used them (the Gram after its Cholesky, the factor after W·L; a resident
+   * factor's wasm memory is freed then), so that the two in×in float64 matrices can be collected before the
+   * SVD runs. Default false.
    */
   release?: boolean;
 }
@@ -147,10 +150,12 @@ function whiten(
     chol = cholesky(g, { damping: opts.damping ?? "auto" });
   }
   if (stats.release) delete stats.gram;
-  const l = chol.factor;
-  if (l.rows !== n || l.cols !== n) {
+  const resident = chol instanceof ResidentCholesky ? chol : undefined;
+  const l = resident ? undefined : (chol as CholeskyResult).factor;
+  const order = resident ? resident.n : l!.rows;
+  if (order !== n || (l && l.cols !== n)) {
     throw new ShapeError(
-      `svdllm compress: Cholesky factor is ${l.rows}×${l.cols}, the weight needs ${n}×${n}`,
+      `svdllm compress: Cholesky factor is ${order}×${l?.cols ?? order}, the weight needs ${n}×${n}`,
     );
   }
   const tall = m >= n;
@@ -168,12 +173,17 @@ function whiten(
     const wb: Matrix64 = { rows, cols: n, data: wbuf.subarray(0, rows * n) };
     wb.data.set(wd.subarray(r0 * n, (r0 + rows) * n));
     const p = tall ? out.subarray(r0 * n, (r0 + rows) * n) : pbuf!.subarray(0, rows * n);
-    gemmInto(wb, l, { rows, cols: n, data: p }); // rows×n block of W·L
+    // rows×n block of W·L (a resident L stays in wasm memory: the same product without copying L in)
+    if (resident) resident.mulInto(wb, { rows, cols: n, data: p });
+    else gemmInto(wb, l!, { rows, cols: n, data: p });
     if (!tall) {
       for (let i = 0; i < rows; i++) for (let j = 0; j < n; j++) out[j * m + r0 + i] = p[i * n + j];
     }
   }
-  if (stats.release) delete stats.cholesky;
+  if (stats.release) {
+    delete stats.cholesky;
+    resident?.dispose();
+  }
   return {
     wl: tall ? { rows: m, cols: n, data: out } : { rows: n, cols: m, data: out },
     shift: chol.shift,

@@ -32,7 +32,8 @@ import { calibrationWindows } from "../calib/windows.ts";
 import { createSafetensorsWriter, type TensorPlan } from "../io/safetensors_writer.ts";
 import type { WritableDType } from "../io/dtype.ts";
 import type { Matrix } from "../linalg/matrix.ts";
-import { cholesky, type CholeskyResult } from "../linalg/cholesky.ts";
+import type { CholeskyResult } from "../linalg/cholesky.ts";
+import type { ResidentCholesky } from "../linalg/cholesky_resident.ts";
 import {
   BLOCK_FIELD,
   BlockScratch,
@@ -501,7 +502,11 @@ export async function compressModel(
       const totalLayers = shapes.filter((s) => ranks[s.name] !== null).length;
       let doneLayers = 0;
       const tLayers = performance.now();
-      for (let i = 0; i < spec.numLayers; i++) {
+      // Each block in a function of its own: once it returns, nothing of the block (weights, factors, observers,
+      // the locals of its loops) is reachable, so the collection at its "write" event frees all of it before the
+      // next block is loaded. (As locals of this long-running async function, the previous block's factors and
+      // the garbage of its last pass stayed resident through the next block's calibration pass: +30 MiB.)
+      const compressBlock = async (i: number): Promise<void> => {
         const block = await loadBlock(reader, spec, i);
         // Statistics of this block's linear inputs.
         const groups = new Map<string, AbsMeanObserver | GramObserver>();
@@ -557,7 +562,7 @@ export async function compressModel(
         const factored = new Map<LinearName, Factors & { updateShift?: number }>();
         // One Cholesky per shared input (q/k/v, gate/up); each group's statistics are dropped after its last
         // linear, so at most one Gram matrix and its factor are alive while a big linear is factored.
-        const choleskyOf = new Map<string, CholeskyResult>();
+        const choleskyOf = new Map<string, CholeskyResult | ResidentCholesky>();
         const reports = new Map<LinearName, LayerReport>();
         for (const name of factorOrder) {
           const prefix = linearPrefix(i, name);
@@ -632,6 +637,9 @@ export async function compressModel(
         // Write this block's tensors in plan order.
         await writeBlock(writer, reader, spec, i, all, factored, interleaved, blockOf);
         factored.clear(); // the factors are on disk
+      };
+      for (let i = 0; i < spec.numLayers; i++) {
+        await compressBlock(i);
         emit({ stage: "write", block: i, done: i + 1, total: spec.numLayers });
       }
       await writer.close();
@@ -706,9 +714,24 @@ function runBatches(
   output: "inplace" | "discard",
   gc: PacedCollector | null,
 ): void {
+  // The scratch lives in passWithScratch's frame only: a local here would still be a root during the
+  // collection below, and the pass's ~50 MiB of temporaries (d 1024, 1024 tokens) would stay resident through
+  // the factorisations that follow (measured: they were the difference between 346 and 294 MiB).
+  gc?.(passWithScratch(spec, block, h, batch, observe, output));
+}
+
+/** One {@link runBlock} pass over its own scratch; returns the scratch's bytes, garbage once this returns. */
+function passWithScratch(
+  spec: LlamaSpec,
+  block: LlamaBlock,
+  h: HiddenStates,
+  batch: number,
+  observe: LinearObserver | undefined,
+  output: "inplace" | "discard",
+): number {
   const scratch = new BlockScratch();
   runBlock(spec, block, h, batch, observe, output, scratch); // "inplace" writes over h
-  gc?.(scratch.bytes);
+  return scratch.bytes;
 }
 
 /** Collect garbage once about this many bytes of dropped arrays have piled up since the last collection. */
@@ -814,17 +837,18 @@ function embedStreams(
  */
 function svdllmStats(
   groups: Map<string, AbsMeanObserver | GramObserver>,
-  choleskyOf: Map<string, CholeskyResult>,
+  choleskyOf: Map<string, CholeskyResult | ResidentCholesky>,
   g: string,
   last: boolean,
   damping: CompressOptions["damping"],
 ): SvdLlmStats {
   let chol = choleskyOf.get(g);
   if (!chol) {
-    // The Gram matrix has no use after its factorisation: the factor overwrites it (one in×in float64 matrix
-    // per group instead of two; for down_proj's input, the largest, tens of MB).
+    // The Gram matrix has no use after its factorisation: the factor takes its place (one in×in float64
+    // matrix per group instead of two; for down_proj's input, the largest, tens of MB), in wasm memory where
+    // the observer accumulated it (no host copy of either: see linalg/cholesky_resident.ts).
     const o = groups.get(g) as GramObserver;
-    chol = cholesky(o.gram(), { damping: damping ?? "auto", inPlace: true });
+    chol = o.cholesky({ damping: damping ?? "auto" });
   }
   if (last) {
     groups.delete(g);

@@ -6,6 +6,7 @@
  * @module
  */
 import process from "node:process";
+import { wasmRuntime } from "../linalg/wasm/runtime.ts";
 
 /** A running peak-memory sampler. */
 export interface PeakMemory {
@@ -75,23 +76,46 @@ interface DenoFfi {
   permissions: { querySync?(d: { name: "ffi" }): { state: string } };
   dlopen(
     path: string,
-    symbols: { malloc_trim: { parameters: ["usize"]; result: "i32" } },
-  ): { symbols: { malloc_trim(pad: number | bigint): number } };
+    symbols: {
+      malloc_trim: { parameters: ["usize"]; result: "i32" };
+      madvise: { parameters: ["pointer", "usize", "i32"]; result: "i32" };
+    },
+  ): {
+    symbols: {
+      malloc_trim(pad: number | bigint): number;
+      madvise(addr: unknown, length: number | bigint, advice: number): number;
+    };
+  };
+  UnsafePointer: { of(v: ArrayBufferView): unknown; value(p: unknown): bigint; create(v: bigint): unknown };
 }
+
+/** Linux's MADV_DONTNEED: drop the pages; the next touch maps fresh zero pages. */
+const MADV_DONTNEED = 4;
+
+/** Pages of wasm memory are handed back only in free runs of at least this many bytes (fewer syscalls). */
+const DISCARD_MIN_BYTES = 1 << 20;
 
 let trimmer: (() => void) | null | undefined;
 
 /**
- * `malloc_trim(0)` of the C library, under Deno on Linux with FFI permission already granted (never asked
- * for); null elsewhere (other systems, musl, Bun, Node, browsers, no permission) — then nothing changes.
+ * A function handing freed memory back to the system, under Deno on Linux with FFI permission already granted
+ * (never asked for); null elsewhere (other systems, musl, Bun, Node, browsers, no permission) — then nothing
+ * changes. It does two things:
  *
- * Why: Deno's array buffers come from glibc's malloc, which raises its mmap threshold to the size of the
- * largest freed buffer (up to 32 MiB), after which every buffer below that size is carved from the heap, and
- * free() returns only the heap's top to the system: the freed holes between live buffers stay resident.
- * Measured on `bench/compress_memory.ts` (one block of a d = 1024 LLaMA): 30–110 MiB freed by each trim at
- * the pipeline's stage boundaries, peak resident set 457 → 389 MiB. Not free: the pages handed back are
- * faulted in again (zeroed) when reused, so trim where a phase with another allocation pattern begins (after a
- * calibration pass, after each factored linear), not after every batch.
+ * - `malloc_trim(0)` of the C library. Deno's array buffers come from glibc's malloc, which raises its mmap
+ *   threshold to the size of the largest freed buffer (up to 32 MiB), after which every buffer below that
+ *   size is carved from the heap, and free() returns only the heap's top to the system: the freed holes
+ *   between live buffers stay resident. Measured on `bench/compress_memory.ts` (one block of a d = 1024
+ *   LLaMA): 30–110 MiB freed by each trim at the pipeline's stage boundaries, peak resident set 457 → 389 MiB.
+ * - `madvise(MADV_DONTNEED)` over the free ranges of the wasm kernels' memory (whole pages, runs of at least
+ *   1 MiB). WebAssembly memory never shrinks, so every page it ever used stayed resident: after a block's
+ *   statistics (its Gram matrices live there, 90 MB at d = 1024) the whole pool was resident through the
+ *   phases that use a fraction of it. The allocator's free ranges have undefined contents, so dropping their
+ *   pages changes no result; reused, they come back as zero pages.
+ *
+ * Not free: the pages handed back are faulted in again (zeroed) when reused, so trim where a phase with
+ * another allocation pattern begins (after a calibration pass, after each large factored linear), not after
+ * every batch.
  */
 export function findMemoryTrimmer(): (() => void) | null {
   if (trimmer !== undefined) return trimmer;
@@ -99,11 +123,30 @@ export function findMemoryTrimmer(): (() => void) | null {
   const deno = (globalThis as unknown as { Deno?: DenoFfi }).Deno;
   try {
     if (deno?.build.os === "linux" && deno.permissions.querySync?.({ name: "ffi" }).state === "granted") {
-      const lib = deno.dlopen("libc.so.6", { malloc_trim: { parameters: ["usize"], result: "i32" } });
-      trimmer = () => void lib.symbols.malloc_trim(0);
+      const lib = deno.dlopen("libc.so.6", {
+        malloc_trim: { parameters: ["usize"], result: "i32" },
+        madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+      });
+      const ptr = deno.UnsafePointer;
+      trimmer = () => {
+        lib.symbols.malloc_trim(0);
+        const rt = wasmRuntime();
+        if (!rt) return;
+        // The base address is taken each time: a non-shared memory may move when it grows.
+        const base = ptr.value(ptr.of(new Uint8Array(rt.memory.buffer, 0, 1)));
+        for (const [start, end] of rt.freeRanges()) {
+          const a = Math.ceil(start / PAGE) * PAGE, b = Math.floor(end / PAGE) * PAGE;
+          if (b - a >= DISCARD_MIN_BYTES) {
+            lib.symbols.madvise(ptr.create(base + BigInt(a)), b - a, MADV_DONTNEED);
+          }
+        }
+      };
     }
   } catch {
     trimmer = null; // no glibc (musl, static builds) or FFI refused: trimming is only an optimisation
   }
   return trimmer;
 }
+
+/** System page size assumed for madvise (Linux on x86-64 and most arm64 kernels; larger pages only skip). */
+const PAGE = 4096;

@@ -101,6 +101,12 @@ export interface WasmRuntime {
   scoped<T>(fn: (s: WasmScope) => T): T;
   /** Bytes currently allocated. */
   bytesInUse(): number;
+  /**
+   * The free ranges of the allocator, as [start, end) byte offsets in ascending order (a copy). Their
+   * contents are undefined, so a caller may hand their pages back to the system (see
+   * `pipeline/memory.ts`): memory never shrinks, but its free pages need not stay resident.
+   */
+  freeRanges(): [number, number][];
 }
 
 const ALIGN = 64;
@@ -251,6 +257,10 @@ class Runtime implements WasmRuntime {
 
   bytesInUse(): number {
     return this.#inUse;
+  }
+
+  freeRanges(): [number, number][] {
+    return this.#free.map(([a, b]) => [a, b]);
   }
 }
 
