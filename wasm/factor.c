@@ -258,7 +258,7 @@ void dgemv_n(const double* a, int ld, int m, int n, double alpha, const double* 
 }
 
 // y ← alpha·Aᵀ·x + beta·y for A m×n (row-major, leading dimension ld); x (m), y (n) contiguous. Streams
-// the rows of A, two at a time, into y.
+// the rows of A, four at a time into y (y is loaded and stored once per four rows of A, not per two).
 EXPORT("dgemv_t")
 void dgemv_t(const double* a, int ld, int m, int n, double alpha, const double* x, double beta, double* y) {
   if (beta == 0.0) {
@@ -267,19 +267,20 @@ void dgemv_t(const double* a, int ld, int m, int n, double alpha, const double* 
     for (int j = 0; j < n; j++) y[j] *= beta;
   }
   int i = 0;
-  for (; i + 2 <= m; i += 2) {
+  for (; i + 4 <= m; i += 4) {
     const double* r0 = a + (long)i * ld;
     const double* r1 = r0 + ld;
-    double f0 = alpha * x[i], f1 = alpha * x[i + 1];
-    v128_t v0 = wasm_f64x2_splat(f0), v1 = wasm_f64x2_splat(f1);
+    const double* r2 = r1 + ld;
+    const double* r3 = r2 + ld;
+    double f0 = alpha * x[i], f1 = alpha * x[i + 1], f2 = alpha * x[i + 2], f3 = alpha * x[i + 3];
+    v128_t v0 = wasm_f64x2_splat(f0), v1 = wasm_f64x2_splat(f1), v2 = wasm_f64x2_splat(f2), v3 = wasm_f64x2_splat(f3);
     int j = 0;
     for (; j + 2 <= n; j += 2) {
-      v128_t acc = wasm_v128_load(y + j);
-      acc = wasm_f64x2_add(acc, wasm_f64x2_mul(v0, wasm_v128_load(r0 + j)));
-      acc = wasm_f64x2_add(acc, wasm_f64x2_mul(v1, wasm_v128_load(r1 + j)));
-      wasm_v128_store(y + j, acc);
+      v128_t s01 = wasm_f64x2_add(wasm_f64x2_mul(v0, wasm_v128_load(r0 + j)), wasm_f64x2_mul(v1, wasm_v128_load(r1 + j)));
+      v128_t s23 = wasm_f64x2_add(wasm_f64x2_mul(v2, wasm_v128_load(r2 + j)), wasm_f64x2_mul(v3, wasm_v128_load(r3 + j)));
+      wasm_v128_store(y + j, wasm_f64x2_add(wasm_v128_load(y + j), wasm_f64x2_add(s01, s23)));
     }
-    for (; j < n; j++) y[j] += f0 * r0[j] + f1 * r1[j];
+    for (; j < n; j++) y[j] += (f0 * r0[j] + f1 * r1[j]) + (f2 * r2[j] + f3 * r3[j]);
   }
   for (; i < m; i++) {
     const double* r = a + (long)i * ld;

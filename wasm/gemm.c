@@ -517,30 +517,36 @@ static void dpack_b(int tb, const double* B, int ldb, int kc, int nc, double* ds
   }
 }
 
+// C tile (MR×NR) = alpha · a·b + beta · C. Products of a pair of A values with B's pair and with B's pair
+// swapped: the accumulators hold the tile's diagonals (c00, c11), (c01, c10), …, untangled once at the end.
+// Two shuffles per k step instead of four broadcasts (the shuffles compete with the adds and multiplies for
+// the same ports); each entry is still the same sum in the same order.
 static inline void dkernel(int kc, const double* a, const double* b, double* c, long ldc, double alpha,
                            double beta) {
-  v128_t c00 = wasm_f64x2_splat(0), c01 = c00, c10 = c00, c11 = c00;
-  v128_t c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+  v128_t d0 = wasm_f64x2_splat(0), d1 = d0, d2 = d0, d3 = d0, d4 = d0, d5 = d0, d6 = d0, d7 = d0;
   for (int p = 0; p < kc; p++) {
-    v128_t b0 = wasm_v128_load(b);
-    v128_t b1 = wasm_v128_load(b + 2);
     v128_t a01 = wasm_v128_load(a);
     v128_t a23 = wasm_v128_load(a + 2);
-    v128_t a0 = wasm_i64x2_shuffle(a01, a01, 0, 0);
-    v128_t a1 = wasm_i64x2_shuffle(a01, a01, 1, 1);
-    v128_t a2 = wasm_i64x2_shuffle(a23, a23, 0, 0);
-    v128_t a3 = wasm_i64x2_shuffle(a23, a23, 1, 1);
-    c00 = wasm_f64x2_add(c00, wasm_f64x2_mul(a0, b0));
-    c01 = wasm_f64x2_add(c01, wasm_f64x2_mul(a0, b1));
-    c10 = wasm_f64x2_add(c10, wasm_f64x2_mul(a1, b0));
-    c11 = wasm_f64x2_add(c11, wasm_f64x2_mul(a1, b1));
-    c20 = wasm_f64x2_add(c20, wasm_f64x2_mul(a2, b0));
-    c21 = wasm_f64x2_add(c21, wasm_f64x2_mul(a2, b1));
-    c30 = wasm_f64x2_add(c30, wasm_f64x2_mul(a3, b0));
-    c31 = wasm_f64x2_add(c31, wasm_f64x2_mul(a3, b1));
+    v128_t b01 = wasm_v128_load(b);
+    v128_t b23 = wasm_v128_load(b + 2);
+    v128_t b10 = wasm_i64x2_shuffle(b01, b01, 1, 0);
+    v128_t b32 = wasm_i64x2_shuffle(b23, b23, 1, 0);
+    d0 = wasm_f64x2_add(d0, wasm_f64x2_mul(a01, b01));
+    d1 = wasm_f64x2_add(d1, wasm_f64x2_mul(a01, b10));
+    d2 = wasm_f64x2_add(d2, wasm_f64x2_mul(a01, b23));
+    d3 = wasm_f64x2_add(d3, wasm_f64x2_mul(a01, b32));
+    d4 = wasm_f64x2_add(d4, wasm_f64x2_mul(a23, b01));
+    d5 = wasm_f64x2_add(d5, wasm_f64x2_mul(a23, b10));
+    d6 = wasm_f64x2_add(d6, wasm_f64x2_mul(a23, b23));
+    d7 = wasm_f64x2_add(d7, wasm_f64x2_mul(a23, b32));
     a += DMR;
     b += DNR;
   }
+  // Rows of the tile: row 0 = (d0₀, d1₀ | d2₀, d3₀), row 1 = (d1₁, d0₁ | d3₁, d2₁), rows 2–3 likewise.
+  v128_t c00 = wasm_i64x2_shuffle(d0, d1, 0, 2), c01 = wasm_i64x2_shuffle(d2, d3, 0, 2);
+  v128_t c10 = wasm_i64x2_shuffle(d1, d0, 1, 3), c11 = wasm_i64x2_shuffle(d3, d2, 1, 3);
+  v128_t c20 = wasm_i64x2_shuffle(d4, d5, 0, 2), c21 = wasm_i64x2_shuffle(d6, d7, 0, 2);
+  v128_t c30 = wasm_i64x2_shuffle(d5, d4, 1, 3), c31 = wasm_i64x2_shuffle(d7, d6, 1, 3);
   v128_t va = wasm_f64x2_splat(alpha);
   if (beta == 0.0) {
     wasm_v128_store(c, wasm_f64x2_mul(va, c00));

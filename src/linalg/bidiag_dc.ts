@@ -29,7 +29,8 @@ export function bidiagonalDcScratch(n: number): number {
 /**
  * B = U·diag(σ)·Wᵀ for the upper bidiagonal (d[0..n), e[0..n−1)); σ (≥ 0, unsorted) is written over d.
  * `u` and `w` (n×n, leading dimension n, workspace arrays) receive U and W; `scratch` holds
- * {@link bidiagonalDcScratch}(n) doubles of the same workspace.
+ * {@link bidiagonalDcScratch}(n) doubles of the same workspace. With `wantU` false, U is not computed (`u`
+ * is left as garbage): the merges need only W (z comes from W's rows), so this saves half their products.
  */
 export function bidiagonalDc(
   ws: Workspace,
@@ -38,11 +39,12 @@ export function bidiagonalDc(
   u: Float64Array,
   w: Float64Array,
   scratch: Float64Array,
+  wantU = true,
 ): void {
   const n = d.length;
   if (n === 0) return;
   const sig = new Float64Array(n);
-  const ctx: Ctx = { ws, d, e, u, w, n, sig, scratch };
+  const ctx: Ctx = { ws, d, e, u, w, n, sig, scratch, wantU };
   node(ctx, 0, n, 0);
   d.set(sig);
 }
@@ -56,6 +58,7 @@ interface Ctx {
   n: number;
   sig: Float64Array;
   scratch: Float64Array;
+  wantU: boolean;
 }
 
 function node(ctx: Ctx, r0: number, nr: number, sqre: number): void {
@@ -83,7 +86,7 @@ function leaf(ctx: Ctx, r0: number, nr: number, sqre: number): void {
     const neg = d[j] < 0 && j < nr;
     if (j < nr) sig[r0 + j] = Math.abs(d[j]);
     for (let i = 0; i < N; i++) w[(r0 + i) * n + r0 + j] = neg ? -vt[j * N + i] : vt[j * N + i];
-    if (j < nr) { for (let i = 0; i < nr; i++) u[(r0 + i) * n + r0 + j] = ut[j * N + i]; }
+    if (j < nr && ctx.wantU) { for (let i = 0; i < nr; i++) u[(r0 + i) * n + r0 + j] = ut[j * N + i]; }
   }
 }
 
@@ -190,7 +193,7 @@ const TOP = 0, BOTTOM = 1, DENSE = 2;
  * [mid, σ₁…, σ₂…]: Ũ (nr×nr: e_k, U₁, U₂) and W̃ (nc×nr: the combined null column, W₁, W₂).
  */
 function merge(ctx: Ctx, r0: number, nr: number, sqre: number, k: number): void {
-  const { n, u, w, sig, scratch, ws } = ctx;
+  const { n, u, w, sig, scratch, ws, wantU } = ctx;
   const nc = nr + sqre, n2 = nr - k - 1;
   const alpha = ctx.d[r0 + k], beta = ctx.e[r0 + k];
   const s1 = (nr + 1) * (nr + 1);
@@ -216,14 +219,16 @@ function merge(ctx: Ctx, r0: number, nr: number, sqre: number, k: number): void 
 
   // Ũ (types: rows [0, k] are "top", rows (k, nr) "bottom").
   const uType = new Uint8Array(nr), wType = new Uint8Array(nr);
-  oldU.fill(0, 0, nr * nr);
-  oldU[k * nr] = 1;
-  for (let i = 0; i < k; i++) {
-    for (let j = 0; j < k; j++) oldU[i * nr + 1 + j] = u[(r0 + i) * n + r0 + j];
-  }
-  for (let i = 0; i < n2; i++) {
-    const src = (r0 + k + 1 + i) * n + r0 + k + 1;
-    for (let j = 0; j < n2; j++) oldU[(k + 1 + i) * nr + 1 + k + j] = u[src + j];
+  if (wantU) {
+    oldU.fill(0, 0, nr * nr);
+    oldU[k * nr] = 1;
+    for (let i = 0; i < k; i++) {
+      for (let j = 0; j < k; j++) oldU[i * nr + 1 + j] = u[(r0 + i) * n + r0 + j];
+    }
+    for (let i = 0; i < n2; i++) {
+      const src = (r0 + k + 1 + i) * n + r0 + k + 1;
+      for (let j = 0; j < n2; j++) oldU[(k + 1 + i) * nr + 1 + k + j] = u[src + j];
+    }
   }
   for (let j = 0; j < nr; j++) uType[j] = j <= k ? TOP : BOTTOM;
   // W̃ goes after Ũ in `coef` for now (it is only needed once Ũ's product is done).
@@ -246,7 +251,7 @@ function merge(ctx: Ctx, r0: number, nr: number, sqre: number, k: number): void 
   for (let j = 0; j < nr; j++) wType[j] = j === 0 ? (s !== 0 ? DENSE : TOP) : j <= k ? TOP : BOTTOM;
 
   const sol = solveArrowhead(dd, z, (a, b, cc, ss, both) => {
-    if (both) rotateCols(oldU, nr, nr, a, b, cc, ss);
+    if (both && wantU) rotateCols(oldU, nr, nr, a, b, cc, ss);
     rotateCols(oldW, nr, nc, a, b, cc, ss);
     if (both && uType[a] !== uType[b]) uType[a] = uType[b] = DENSE;
     if (wType[a] !== wType[b]) wType[a] = wType[b] = DENSE;
@@ -257,13 +262,15 @@ function merge(ctx: Ctx, r0: number, nr: number, sqre: number, k: number): void 
   // W̃'s columns are parked first: M's vectors go where W̃ was built.
   const wSave = Float64Array.from(oldW.subarray(0, nc * nr));
   // U = Ũ·X over the non-deflated columns; deflated ones copied as they are.
-  const ord = groupOrder(idx.subarray(0, K), uType);
-  buildVectors(sol, ord, coef, true);
-  gatherCols(oldU, nr, nr, ord.cols, pack);
-  product(ws, pack, coef, ord, nr, bt, K, u, r0 * n + r0, n);
-  for (let j = K; j < nr; j++) {
-    const src = idx[j];
-    for (let i = 0; i < nr; i++) u[(r0 + i) * n + r0 + j] = oldU[i * nr + src];
+  if (wantU) {
+    const ord = groupOrder(idx.subarray(0, K), uType);
+    buildVectors(sol, ord, coef, true);
+    gatherCols(oldU, nr, nr, ord.cols, pack);
+    product(ws, pack, coef, ord, nr, bt, K, u, r0 * n + r0, n);
+    for (let j = K; j < nr; j++) {
+      const src = idx[j];
+      for (let i = 0; i < nr; i++) u[(r0 + i) * n + r0 + j] = oldU[i * nr + src];
+    }
   }
   // W = W̃·Y likewise, then the null column.
   const ordW = groupOrder(idx.subarray(0, K), wType);

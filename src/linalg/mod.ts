@@ -36,9 +36,10 @@ export {
 export { gramAccumulate, type GramOptions } from "./gram.ts";
 export { cholesky, type CholeskyOptions, type CholeskyResult } from "./cholesky.ts";
 export { solveTriangular, type SolveTriangularOptions } from "./triangular.ts";
-export { orthonormalityError, qr, type QrResult, reconstruct } from "./qr.ts";
+export { orthonormalityError, qr, type QrCompact, qrCompact, qrR, type QrResult, reconstruct } from "./qr.ts";
 export { eigh, type EighResult } from "./eigh.ts";
-export { svd, type SvdResult } from "./svd.ts";
+export { svd, svdPart, type SvdPartOptions, type SvdPartResult, type SvdResult } from "./svd.ts";
 export { svdTruncated, type SvdTruncatedOptions, truncate } from "./svd_truncated.ts";
+export { matmulLowerInto } from "./trmm.ts";
 export { createRng, randomNormal, type Rng } from "./random.ts";
 export { type HostArray, ResidentMatrix, type ResidentPrecision } from "./resident.ts";

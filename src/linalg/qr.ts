@@ -28,12 +28,111 @@ export interface QrResult {
  * ```
  */
 export function qr(a: Matrix<FloatArray>): QrResult {
+  const m = a.rows, n = a.cols, r = Math.min(m, n);
+  return withReflectors(a, r * m, (ws, w, taus, scratch) => {
+    const { y, tmp, t, g } = scratch;
+    const qt = ws.f64(r * m);
+    // Qᵀ = [I 0]·H_{r−1}·…·H_0, applied right to left; rows < k are untouched by H_k.
+    for (let i = 0; i < r; i++) qt[i * m + i] = 1;
+    formBlocked(ws, qt, m, r, r, 0, NB, y, tmp, t, g, taus, (k, i) => w[(k + i) * n + k], (k) => m - k);
+    const qd = new Float64Array(m * r);
+    for (let i = 0; i < r; i++) for (let j = 0; j < m; j++) qd[j * r + i] = qt[i * m + j];
+    return { q: { rows: m, cols: r, data: qd }, r: upper(w, r, n) };
+  });
+}
+
+/** The R factor of {@link qr} alone (Q is not formed: half the work). */
+export function qrR(a: Matrix<FloatArray>): Matrix64 {
+  return withReflectors(a, 0, (_ws, w) => upper(w, Math.min(a.rows, a.cols), a.cols));
+}
+
+/** Result of {@link qrCompact}: A = Q·R with Q kept as its Householder reflectors. */
+export interface QrCompact {
+  /** r×n upper triangular (r = min(m, n)). */
+  r: Matrix64;
+  /**
+   * (Q·Y)ᵀ (k×m) for `yt` = Yᵀ (k×r): Q applied to k vectors without ever being formed (about 4·m·r·k
+   * flops, against 4·m·r² to form Q and 2·m·r·k to multiply by it).
+   */
+  qTimesT(yt: Matrix64): Matrix64;
+}
+
+/**
+ * Thin QR of `a: m×n` with Q left in compact form (the reflectors, m·n values): for callers that need Q
+ * applied to a few vectors only. Same factorisation as {@link qr}. Throws NumericError on non-finite input.
+ */
+export function qrCompact(a: Matrix<FloatArray>): QrCompact {
+  const m = a.rows, n = a.cols, r = Math.min(m, n);
+  const { v, taus, rf } = withReflectors(a, 0, (_ws, w, taus) => ({
+    v: Float64Array.from(w),
+    taus: Float64Array.from(taus),
+    rf: upper(w, r, n),
+  }));
+  return {
+    r: rf,
+    qTimesT(yt: Matrix64): Matrix64 {
+      if (yt.cols !== r) throw new ShapeError(`qr: Yᵀ is ${yt.rows}×${yt.cols}, Q·Y needs ${r} columns`);
+      const k = yt.rows, big = Math.max(m, n);
+      const ws = new Workspace(
+        m * n + k * m + 3 * big * NB + 2 * k * NB + 2 * NB * NB + Workspace.gemmScratch(),
+      );
+      try {
+        const w = ws.f64(m * n), x = ws.f64(k * m);
+        const y = ws.f64(big * NB),
+          tmp = ws.f64(2 * Math.max(k, 1) * NB),
+          t = ws.f64(NB * NB),
+          g = ws.f64(NB * NB);
+        w.set(v);
+        for (let i = 0; i < k; i++) x.set(yt.data.subarray(i * r, (i + 1) * r), i * m);
+        // (Q·Y)ᵀ = [Yᵀ 0]·H_{r−1}·…·H_0: every row meets every reflector.
+        formBlocked(
+          ws,
+          x,
+          m,
+          k,
+          r,
+          0,
+          NB,
+          y,
+          tmp,
+          t,
+          g,
+          taus,
+          (q, i) => w[(q + i) * n + q],
+          (q) => m - q,
+          true,
+        );
+        return { rows: k, cols: m, data: Float64Array.from(x) };
+      } finally {
+        ws.dispose();
+      }
+    },
+  };
+}
+
+/** Block-reflector scratch of {@link withReflectors}. */
+interface QrScratch {
+  y: Float64Array;
+  tmp: Float64Array;
+  t: Float64Array;
+  g: Float64Array;
+}
+
+/**
+ * Householder QR of `a` in a workspace with `extra` more doubles: reflector k below the diagonal of column k
+ * of `w` (v[0] = 1 implied), R on and above the diagonal, taus apart; then `use` (inside the workspace).
+ */
+function withReflectors<T>(
+  a: Matrix<FloatArray>,
+  extra: number,
+  use: (ws: Workspace, w: Float64Array, taus: Float64Array, scratch: QrScratch) => T,
+): T {
   checkFinite(a, "qr");
   const m = a.rows, n = a.cols, r = Math.min(m, n);
   const big = Math.max(m, n);
-  const ws = new Workspace(m * n + r * m + 2 * m + n + 3 * big * NB + 2 * NB * NB + Workspace.gemmScratch());
+  const ws = new Workspace(m * n + extra + 2 * m + n + 3 * big * NB + 2 * NB * NB + Workspace.gemmScratch());
   try {
-    const w = ws.f64(m * n), qt = ws.f64(r * m), v = ws.f64(m), scratch = ws.f64(m + n);
+    const w = ws.f64(m * n), v = ws.f64(m), scratch = ws.f64(m + n);
     const y = ws.f64(big * NB), tmp = ws.f64(2 * big * NB), t = ws.f64(NB * NB), g = ws.f64(NB * NB);
     w.set(a.data);
     const taus = new Float64Array(r);
@@ -63,17 +162,17 @@ export function qr(a: Matrix<FloatArray>): QrResult {
       ws.blockT(y, span, b, taus.subarray(k0, k1), t, g);
       ws.applyBlockLeft(w, n, k0, span, k1, n, y, t, b, tmp);
     }
-    // Qᵀ = [I 0]·H_{r−1}·…·H_0, applied right to left; rows < k are untouched by H_k.
-    for (let i = 0; i < r; i++) qt[i * m + i] = 1;
-    formBlocked(ws, qt, m, r, r, 0, NB, y, tmp, t, g, taus, vec, (k) => m - k);
-    const rd = new Float64Array(r * n);
-    for (let i = 0; i < r; i++) for (let j = i; j < n; j++) rd[i * n + j] = w[i * n + j];
-    const qd = new Float64Array(m * r);
-    for (let i = 0; i < r; i++) for (let j = 0; j < m; j++) qd[j * r + i] = qt[i * m + j];
-    return { q: { rows: m, cols: r, data: qd }, r: { rows: r, cols: n, data: rd } };
+    return use(ws, w, taus, { y, tmp, t, g });
   } finally {
     ws.dispose();
   }
+}
+
+/** The upper trapezoid (rows < r) of the row-major r×n-or-taller `w` (ld n), as a new r×n matrix. */
+function upper(w: Float64Array, r: number, n: number): Matrix64 {
+  const rd = new Float64Array(r * n);
+  for (let i = 0; i < r; i++) for (let j = i; j < n; j++) rd[i * n + j] = w[i * n + j];
+  return { rows: r, cols: n, data: rd };
 }
 
 /** max |QᵀQ − I| over all entries, for `q: m×r` (0 for exactly orthonormal columns). */

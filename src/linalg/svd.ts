@@ -29,7 +29,7 @@ import {
 } from "./factor_kernels.ts";
 import type { FloatArray, Matrix, Matrix64 } from "./matrix.ts";
 import { transpose } from "./matrix.ts";
-import { qr } from "./qr.ts";
+import { qr, qrR } from "./qr.ts";
 
 /** Result of {@link svd} and `svdTruncated`: A ≈ U·diag(s)·Vᵀ. */
 export interface SvdResult {
@@ -55,29 +55,87 @@ const EPS = 2.220446049250313e-16;
  * ```
  */
 export function svd(a: Matrix<FloatArray>): SvdResult {
+  const r = Math.min(a.rows, a.cols);
+  const f = svdPart(a, { left: r, right: r });
+  const none = new Float64Array(0);
+  return {
+    u: f.u ?? { rows: a.rows, cols: 0, data: none },
+    s: f.s,
+    vt: f.vt ?? { rows: 0, cols: a.cols, data: none },
+  };
+}
+
+/** Options of {@link svdPart}: how many leading singular vectors of each side to compute. */
+export interface SvdPartOptions {
+  /** Leading left singular vectors (columns of U), 0 to min(m, n); default 0. */
+  left?: number;
+  /** Leading right singular vectors (rows of Vᵀ), 0 to min(m, n); default 0. */
+  right?: number;
+}
+
+/** Result of {@link svdPart}. */
+export interface SvdPartResult {
+  /** All r = min(m, n) singular values, descending, ≥ 0. */
+  s: Float64Array;
+  /** m×left: the leading left singular vectors (absent when left = 0). */
+  u?: Matrix64;
+  /** right×n: the leading right singular vectors (absent when right = 0). */
+  vt?: Matrix64;
+}
+
+/**
+ * All singular values of `a: m×n` and only the leading singular vectors asked for (see {@link svd}, same
+ * algorithm and accuracy; the vectors are the same as svd's up to rounding). A side not asked for costs
+ * nothing of its back-transformation (for the vectors of the short side, neither the merges' products of
+ * the divide and conquer), and each side's back-transformation is applied to the vectors asked for only:
+ * SVD-LLM, which needs U_k alone, does a fraction of a full SVD's work. Throws NumericError on non-finite
+ * input, RangeError on a count outside [0, min(m, n)].
+ *
+ * @example
+ * ```ts
+ * import { svdPart } from "./svd.ts";
+ * import { matrix64 } from "./matrix.ts";
+ * const { s, u } = svdPart(matrix64(2, 2, new Float64Array([3, 0, 0, -4])), { left: 1 }); // s = [4, 3], u = ±e₂
+ * ```
+ */
+export function svdPart(a: Matrix<FloatArray>, opts: SvdPartOptions = {}): SvdPartResult {
   checkFinite(a, "svd");
-  if (a.rows >= a.cols) return svdTallQr(a);
+  const r = Math.min(a.rows, a.cols), kl = opts.left ?? 0, kr = opts.right ?? 0;
+  for (const [name, k] of [["left", kl], ["right", kr]] as const) {
+    if (!Number.isInteger(k) || k < 0 || k > r) {
+      throw new RangeError(`svd: ${name} = ${k} vectors asked of a ${a.rows}×${a.cols} matrix (0 to ${r})`);
+    }
+  }
+  if (a.rows >= a.cols) return svdTallQr(a, kl, kr);
   // Wide: A = (Aᵀ)ᵀ = (U' S V'ᵀ)ᵀ = V' S U'ᵀ.
-  const r = svdTallQr(transpose(a));
-  return { u: transpose(r.vt), s: r.s, vt: transpose(r.u) };
+  const f = svdTallQr(transpose(a), kr, kl);
+  return {
+    s: f.s,
+    ...(kl > 0 ? { u: transpose(f.vt!) } : {}),
+    ...(kr > 0 ? { vt: transpose(f.u!) } : {}),
+  };
 }
 
 /** m ≥ n. Clearly tall matrices are first reduced to their n×n R factor: the rotations then act on short rows. */
-function svdTallQr(a: Matrix<FloatArray>): SvdResult {
+function svdTallQr(a: Matrix<FloatArray>, kl: number, kr: number): SvdPartResult {
   const m = a.rows, n = a.cols;
-  if (m < 1.5 * n || n < 8) return svdTall(m, n, a.data);
+  if (m < 1.5 * n || n < 8) return svdTall(m, n, a.data, kl, kr);
+  if (kl === 0) return svdTall(n, n, qrR(a).data, 0, kr); // Q is never needed
   const f = qr(a);
-  const r = svdTall(n, n, f.r.data);
-  return { u: gemm64(f.q, r.u), s: r.s, vt: r.vt };
+  const r = svdTall(n, n, f.r.data, kl, kr);
+  return { ...r, u: gemm64(f.q, r.u!) };
 }
 
-/** SVD of a row-major m×n matrix with m ≥ n (`src` is read, not modified). */
-function svdTall(m: number, n: number, src: FloatArray): SvdResult {
+/**
+ * SVD of a row-major m×n matrix with m ≥ n (`src` is read, not modified): all singular values, the leading
+ * kl left and kr right singular vectors.
+ */
+function svdTall(m: number, n: number, src: FloatArray, kl: number, kr: number): SvdPartResult {
   if (n === 0) {
     return {
-      u: { rows: m, cols: 0, data: new Float64Array(0) },
       s: new Float64Array(0),
-      vt: { rows: 0, cols: 0, data: new Float64Array(0) },
+      ...(kl > 0 ? { u: { rows: m, cols: 0, data: new Float64Array(0) } } : {}),
+      ...(kr > 0 ? { vt: { rows: 0, cols: 0, data: new Float64Array(0) } } : {}),
     };
   }
   const capSweeps = 32, capRot = capSweeps * n;
@@ -91,7 +149,7 @@ function svdTall(m: number, n: number, src: FloatArray): SvdResult {
     2 * batch.i32,
   );
   try {
-    return svdTallIn(ws, m, n, src, capRot, capSweeps, lw, lu, lv);
+    return svdTallIn(ws, m, n, src, capRot, capSweeps, lw, lu, lv, kl, kr);
   } finally {
     ws.dispose();
   }
@@ -115,7 +173,9 @@ function svdTallIn(
   lw: number,
   lu: number,
   lv: number,
-): SvdResult {
+  kl: number,
+  kr: number,
+): SvdPartResult {
   // Scale to unit max so squares in the shift computation cannot overflow or underflow.
   let amax = 0;
   for (let i = 0; i < src.length; i++) amax = Math.max(amax, Math.abs(src[i]));
@@ -157,11 +217,17 @@ function svdTallIn(
   // first and X = Ubᵀ, Y = Wbᵀ; with QR iteration X = Y = I (only rows ≥ k then meet reflector k) and the
   // rotations follow.
   const dc = n >= DC_MIN;
+  // With divide and conquer the order of the singular values is known before the back-transformations:
+  // rows of X and Y are then the wanted vectors only, in descending order (`picked`: row q is vector
+  // order[q]); with QR iteration every row takes part in the rotations, so all n are formed and picked after.
+  let order: number[] | null = null;
+  const rowsU = dc ? kl : kl > 0 ? n : 0, rowsV = dc ? kr : kr > 0 ? n : 0;
   if (dc) {
     const ub = ws.f64(n * n), wb = ws.f64(n * n);
-    bidiagonalDc(ws, d, e, ub, wb, ws.f64(bidiagonalDcScratch(n)));
-    transposeTiles(ub, n, ut, lu, n, n, null);
-    transposeTiles(wb, n, vt, lv, n, n, null);
+    bidiagonalDc(ws, d, e, ub, wb, ws.f64(bidiagonalDcScratch(n)), kl > 0);
+    order = descending(d);
+    if (kl > 0) pickTransposed(ub, n, ut, lu, order, kl, n);
+    if (kr > 0) pickTransposed(wb, n, vt, lv, order, kr, n);
   } else {
     for (let i = 0; i < n; i++) ut[i * lu + i] = 1;
     for (let i = 0; i < n; i++) vt[i * lv + i] = 1;
@@ -169,24 +235,70 @@ function svdTallIn(
   const y = ws.f64(m * NB), tmp = ws.f64(2 * m * NB), tb = ws.f64(NB * NB), g = ws.f64(NB * NB);
   // Left reflector k: coordinates k.., vector in column k of w below the diagonal.
   const leftVec = (k: number, i: number) => w[(k + i) * lw + k];
-  formBlocked(ws, ut, lu, n, n, 0, NB, y, tmp, tb, g, lt, leftVec, (k) => m - k, dc);
+  if (rowsU > 0) formBlocked(ws, ut, lu, rowsU, n, 0, NB, y, tmp, tb, g, lt, leftVec, (k) => m - k, dc);
   // Right reflector k (k ≤ n−2): coordinates k+1.., vector in row k of w right of the superdiagonal.
   const rightVec = (k: number, i: number) => w[k * lw + k + 1 + i];
-  formBlocked(ws, vt, lv, n, n - 1, 1, NB, y, tmp, tb, g, rtau, rightVec, (k) => n - k - 1, dc);
-  if (!dc) bidiagonalQr(d, e, ws, ubatch, vbatch);
-
-  // Signs, then descending order.
-  const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => Math.abs(d[y]) - Math.abs(d[x]));
-  const s = new Float64Array(n), u = new Float64Array(m * n), vto = new Float64Array(n * n);
-  transposeTiles(ut, lu, u, n, n, m, order);
-  for (let q = 0; q < n; q++) {
-    const src = order[q];
-    s[q] = Math.abs(d[src]) * amax;
-    const row = vt.subarray(src * lv, src * lv + n);
-    if (d[src] < 0) { for (let j = 0; j < n; j++) vto[q * n + j] = -row[j]; }
-    else vto.set(row, q * n);
+  if (rowsV > 0) {
+    formBlocked(ws, vt, lv, rowsV, n - 1, 1, NB, y, tmp, tb, g, rtau, rightVec, (k) => n - k - 1, dc);
   }
-  return { u: { rows: m, cols: n, data: u }, s, vt: { rows: n, cols: n, data: vto } };
+  if (!dc) {
+    bidiagonalQr(d, e, ws, ubatch, vbatch);
+    order = descending(d);
+  }
+
+  // Signs (QR iteration leaves some d negative: their V rows flip), then descending order.
+  const ord = order!;
+  const s = new Float64Array(n);
+  for (let q = 0; q < n; q++) s[q] = Math.abs(d[ord[q]]) * amax;
+  const rowOf = (q: number) => (dc ? q : ord[q]); // row of X / Y holding the q-th vector
+  const out: SvdPartResult = { s };
+  if (kl > 0) {
+    const u = new Float64Array(m * kl);
+    transposeTiles(ut, lu, u, kl, kl, m, dc ? null : ord);
+    out.u = { rows: m, cols: kl, data: u };
+  }
+  if (kr > 0) {
+    const vto = new Float64Array(kr * n);
+    for (let q = 0; q < kr; q++) {
+      const src = rowOf(q);
+      const row = vt.subarray(src * lv, src * lv + n);
+      if (d[ord[q]] < 0) { for (let j = 0; j < n; j++) vto[q * n + j] = -row[j]; }
+      else vto.set(row, q * n);
+    }
+    out.vt = { rows: kr, cols: n, data: vto };
+  }
+  return out;
+}
+
+/** Indices of d by descending |d|. */
+function descending(d: Float64Array): number[] {
+  return Array.from({ length: d.length }, (_, i) => i).sort((x, y) => Math.abs(d[y]) - Math.abs(d[x]));
+}
+
+/**
+ * dst[q·ldd + i] = src[i·lds + order[q]] for q < count, i < ni: the columns `order[0..count)` of src as rows
+ * of dst, in 32×32 tiles (see {@link transposeTiles}).
+ */
+function pickTransposed(
+  src: Float64Array,
+  lds: number,
+  dst: Float64Array,
+  ldd: number,
+  order: number[],
+  count: number,
+  ni: number,
+): void {
+  const T = 32;
+  for (let i0 = 0; i0 < ni; i0 += T) {
+    const i1 = Math.min(ni, i0 + T);
+    for (let q0 = 0; q0 < count; q0 += T) {
+      const q1 = Math.min(count, q0 + T);
+      for (let i = i0; i < i1; i++) {
+        const so = i * lds;
+        for (let q = q0; q < q1; q++) dst[q * ldd + i] = src[so + order[q]];
+      }
+    }
+  }
 }
 
 /**

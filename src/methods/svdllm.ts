@@ -26,9 +26,10 @@ import { cholesky, type CholeskyResult } from "../linalg/cholesky.ts";
 import { ResidentCholesky } from "../linalg/cholesky_resident.ts";
 import { gemmInto, matmul64 } from "../linalg/gemm.ts";
 import type { FloatArray, Matrix, Matrix64 } from "../linalg/matrix.ts";
-import { toFloat64 } from "../linalg/matrix.ts";
-import { qr } from "../linalg/qr.ts";
-import { svd } from "../linalg/svd.ts";
+import { toFloat64, transpose } from "../linalg/matrix.ts";
+import { qrCompact, qrR } from "../linalg/qr.ts";
+import { matmulLowerInto } from "../linalg/trmm.ts";
+import { svdPart } from "../linalg/svd.ts";
 import { solveTriangular } from "../linalg/triangular.ts";
 import { checkWeight, type Factors, since, tailEnergy } from "./factors.ts";
 
@@ -105,7 +106,7 @@ export function compressSvdLlm(
   const h: { wl?: Matrix64; shift: number; tries: number } = whiten(w, stats, opts);
   const { shift, tries } = h;
   collect?.(); // with `release`, L (and the Gram) are unreachable now
-  const { ukt, s } = leftVectors(h, m >= n, rank, collect); // U_kᵀ (k×m) and σ of W·L; drops h.wl
+  const { ukt, s } = leftVectors(h, m > n, rank, collect); // U_kᵀ (k×m) and σ of W·L; drops h.wl
   collect?.(); // the QR's and SVD's factors
   const a = leftFactor(ukt, s, rank);
   const b = projectRows(w, ukt, s, rank);
@@ -130,7 +131,7 @@ export function compressSvdLlm(
 }
 
 /**
- * The whitened weight W·L (m×n) for m ≥ n, or its transpose (W·L)ᵀ (n×m) for m < n, in float64, formed in
+ * The whitened weight W·L (m×n) for m > n, or its transpose (W·L)ᵀ (n×m) for m ≤ n, in float64, formed in
  * blocks of rows of W. Releases `stats.gram` / `stats.cholesky` when `stats.release`.
  */
 function whiten(
@@ -158,7 +159,7 @@ function whiten(
       `svdllm compress: Cholesky factor is ${order}×${l?.cols ?? order}, the weight needs ${n}×${n}`,
     );
   }
-  const tall = m >= n;
+  const tall = m > n; // a square W·L is factored transposed too: U_k are then right vectors (see leftVectors)
   const out = new Float64Array(m * n);
   const wd = w.data;
   // One block buffer for W and one for the product, reused (fresh ones per block would be garbage piling up
@@ -173,9 +174,10 @@ function whiten(
     const wb: Matrix64 = { rows, cols: n, data: wbuf.subarray(0, rows * n) };
     wb.data.set(wd.subarray(r0 * n, (r0 + rows) * n));
     const p = tall ? out.subarray(r0 * n, (r0 + rows) * n) : pbuf!.subarray(0, rows * n);
-    // rows×n block of W·L (a resident L stays in wasm memory: the same product without copying L in)
+    // rows×n block of W·L (a resident L stays in wasm memory: the same product without copying L in;
+    // a heap L is lower triangular, so only its lower half is multiplied)
     if (resident) resident.mulInto(wb, { rows, cols: n, data: p });
-    else gemmInto(wb, l!, { rows, cols: n, data: p });
+    else matmulLowerInto(wb, l!, { rows, cols: n, data: p });
     if (!tall) {
       for (let i = 0; i < rows; i++) for (let j = 0; j < n; j++) out[j * m + r0 + i] = p[i * n + j];
     }
@@ -192,10 +194,12 @@ function whiten(
 }
 
 /**
- * U_kᵀ (k×m) and the singular values of W·L, from `h.wl` = T, which is W·L (`tall`) or (W·L)ᵀ. A clearly tall
- * T is first reduced to its square R factor (T = Q·R, as `svd` does), and only what is needed is formed:
- * for (W·L)ᵀ = Q·R = Q·U_R Σ V_Rᵀ, U_kᵀ of W·L is the first k rows of V_Rᵀ and Q is not used; for W·L,
- * U_k = Q·U_R[:, :k], an m×k product instead of svd's m×n one. T is dropped as soon as it is factored.
+ * U_kᵀ (k×m) and the singular values of W·L, from `h.wl` = T, which is W·L (`tall`: m > n) or (W·L)ᵀ. Only
+ * U_k is formed (`svdPart`): with T = (W·L)ᵀ, U_k holds T's leading right singular vectors, whose divide and
+ * conquer needs no left vectors at all. A clearly tall T is first reduced to its square R factor (T = Q·R, as
+ * `svd` does): for (W·L)ᵀ = Q·R = Q·U_R Σ V_Rᵀ, U_kᵀ of W·L is the first k rows of V_Rᵀ and Q is never formed;
+ * for W·L, U_k = Q·U_R[:, :k], with U_R's columns the right vectors of Rᵀ and Q applied to those k columns
+ * as reflectors (`qrCompact`), never formed either. T is dropped as soon as it is factored.
  */
 function leftVectors(
   h: { wl?: Matrix64 },
@@ -206,41 +210,33 @@ function leftVectors(
   // No local holds T: `h.wl` is its only reference, so that it can be collected once factored.
   const { rows, cols } = h.wl!;
   if (rows < 1.5 * cols || cols < 8) {
-    const f = svd(h.wl!);
+    const f = svdPart(h.wl!, tall ? { left: k } : { right: k });
     delete h.wl;
-    return { ukt: tall ? leadingColumnsT(f.u, k) : leadingRows(f.vt, k), s: f.s };
+    return { ukt: tall ? transpose(f.u!) : f.vt!, s: f.s };
   }
-  // Each factor is held by `parts` only, and dropped (then collected) as soon as it is used.
-  const parts: { q?: Matrix64; r?: Matrix64 } = qr(h.wl!);
+  if (!tall) {
+    const parts: { r?: Matrix64 } = { r: qrR(h.wl!) };
+    delete h.wl;
+    collect?.();
+    return rightOf(parts, k);
+  }
+  // The reflectors of Q are held by `c` only.
+  const c = qrCompact(h.wl!);
   delete h.wl;
-  if (!tall) delete parts.q;
   collect?.();
-  const { lead, s } = leadOfR(parts, tall, k); // U_R,kᵀ (k×n) for W·L, V_R's first k rows for (W·L)ᵀ
-  collect?.(); // R's SVD factors
-  if (!tall) return { ukt: lead, s };
-  return { ukt: matmul64(lead, parts.q!, { transB: true }), s }; // (Q·U_R,k)ᵀ = U_R,kᵀ·Qᵀ
+  const { ukt: urt, s } = rightOf({ r: transpose(c.r) }, k); // U_R,kᵀ (k×n)
+  collect?.(); // Rᵀ's SVD temporaries
+  return { ukt: c.qTimesT(urt), s };
 }
 
 /**
- * The SVD of `parts.r` (which it drops) reduced to what {@link leftVectors} needs: the first k columns of U,
- * transposed (`tall`), or the first k rows of Vᵀ; a function of its own so that the full factors die with it.
+ * All singular values of `parts.r` (which it drops) and its first k right singular vectors; a function of its
+ * own so that the SVD's temporaries die with it.
  */
-function leadOfR(parts: { r?: Matrix64 }, tall: boolean, k: number): { lead: Matrix64; s: Float64Array } {
-  const f = svd(parts.r!);
+function rightOf(parts: { r?: Matrix64 }, k: number): { ukt: Matrix64; s: Float64Array } {
+  const f = svdPart(parts.r!, { right: k });
   delete parts.r;
-  return { lead: tall ? leadingColumnsT(f.u, k) : leadingRows(f.vt, k), s: f.s };
-}
-
-/** The first k columns of `u: m×r`, transposed: k×m. */
-function leadingColumnsT(u: Matrix64, k: number): Matrix64 {
-  const m = u.rows, r = u.cols, out = new Float64Array(k * m);
-  for (let i = 0; i < m; i++) for (let j = 0; j < k; j++) out[j * m + i] = u.data[i * r + j];
-  return { rows: k, cols: m, data: out };
-}
-
-/** The first k rows of `v: r×m`. */
-function leadingRows(v: Matrix64, k: number): Matrix64 {
-  return { rows: k, cols: v.cols, data: v.data.slice(0, k * v.cols) };
+  return { ukt: f.vt!, s: f.s };
 }
 
 /**
