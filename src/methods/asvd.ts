@@ -13,7 +13,7 @@
  */
 import { NumericError, OptionError, ShapeError } from "../errors.ts";
 import type { FloatArray, Matrix, Matrix64 } from "../linalg/matrix.ts";
-import { svd } from "../linalg/svd.ts";
+import { svdPart } from "../linalg/svd.ts";
 import {
   checkWeight,
   type Factors,
@@ -81,23 +81,31 @@ export interface AsvdSpectrum {
 
 /**
  * The exact SVD of W·S (`w: out×in`), computed once so that several ranks can be cut from it (the sensitivity
- * sweep tries six). Throws like {@link compressAsvd}.
+ * sweep tries six): all singular values, and the leading `vectors` singular vectors on each side (default
+ * all; factors of rank ≤ `vectors` can then be cut). Forming only the vectors a rank needs saves most of the
+ * back-transformations' time and their float64 memory. Throws like {@link compressAsvd}.
  */
-export function asvdSpectrum(w: Matrix<FloatArray>, stats: AsvdStats, opts: AsvdOptions = {}): AsvdSpectrum {
-  checkWeight(w, 1, "asvd compress");
+export function asvdSpectrum(
+  w: Matrix<FloatArray>,
+  stats: AsvdStats,
+  opts: AsvdOptions = {},
+  vectors: number = Math.min(w.rows, w.cols),
+): AsvdSpectrum {
+  checkWeight(w, vectors, "asvd compress"); // vectors in [1, min(out, in)]
   const m = w.rows, n = w.cols;
   const scale = asvdScale(stats, n, opts);
   // W·S: column j scaled by S_jj.
   const ws = new Float64Array(m * n);
   for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) ws[i * n + j] = w.data[i * n + j] * scale[j];
-  return { ...svd({ rows: m, cols: n, data: ws }), scale };
+  const f = svdPart({ rows: m, cols: n, data: ws }, { left: vectors, right: vectors });
+  return { u: f.u!, s: f.s, vt: f.vt!, scale };
 }
 
 /** Rank-k factors from a spectrum: A = U_k Σ_k^½ (out×k), B = Σ_k^½ V_kᵀ S⁻¹ (k×in). */
 export function asvdFactors(sp: AsvdSpectrum, rank: number): { a: Matrix; b: Matrix } {
   const n = sp.vt.cols;
-  if (!Number.isInteger(rank) || rank < 1 || rank > sp.s.length) {
-    throw new ShapeError(`asvd compress: rank ${rank} is outside [1, ${sp.s.length}]`);
+  if (!Number.isInteger(rank) || rank < 1 || rank > sp.vt.rows) {
+    throw new ShapeError(`asvd compress: rank ${rank} is outside [1, ${sp.vt.rows}]`);
   }
   const a = leftFactor(sp.u, sp.s, rank);
   const b64 = rightFactor64(sp.vt, sp.s, rank);
@@ -124,7 +132,7 @@ export function compressAsvd(
 ): Factors {
   const t0 = performance.now();
   checkWeight(w, rank, "asvd compress");
-  const sp = asvdSpectrum(w, stats, opts);
+  const sp = asvdSpectrum(w, stats, opts, rank);
   const { a, b } = asvdFactors(sp, rank);
   const { tail, total } = tailEnergy(sp.s, rank);
   return {

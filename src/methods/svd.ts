@@ -6,7 +6,7 @@
  * @module
  */
 import type { FloatArray, Matrix } from "../linalg/matrix.ts";
-import { svd } from "../linalg/svd.ts";
+import { svdPart } from "../linalg/svd.ts";
 import {
   checkWeight,
   type Factors,
@@ -30,9 +30,10 @@ import {
 export function compressSvd(w: Matrix<FloatArray>, rank: number): Factors {
   const t0 = performance.now();
   checkWeight(w, rank, "svd compress");
-  const { u, s, vt } = svd(w);
-  const a = leftFactor(u, s, rank);
-  const b = toF32Checked(rightFactor64(vt, s, rank), "svd compress");
+  // Only the k leading vectors of each side are formed: the rest would be cut away.
+  const { u, s, vt } = svdPart(w, { left: rank, right: rank });
+  const a = leftFactor(u!, s, rank);
+  const b = toF32Checked(rightFactor64(vt!, s, rank), "svd compress");
   const { tail, total } = tailEnergy(s, rank);
   return {
     a,
