@@ -19,7 +19,6 @@ import { bidiagonalDc, bidiagonalDcScratch } from "./bidiag_dc.ts";
 import {
   checkFinite,
   formBlocked,
-  gemm64,
   householder,
   hypot,
   NB,
@@ -29,7 +28,7 @@ import {
 } from "./factor_kernels.ts";
 import type { FloatArray, Matrix, Matrix64 } from "./matrix.ts";
 import { transpose } from "./matrix.ts";
-import { qr, qrR } from "./qr.ts";
+import { qrCompact, qrR } from "./qr.ts";
 
 /** Result of {@link svd} and `svdTruncated`: A ≈ U·diag(s)·Vᵀ. */
 export interface SvdResult {
@@ -121,9 +120,10 @@ function svdTallQr(a: Matrix<FloatArray>, kl: number, kr: number): SvdPartResult
   const m = a.rows, n = a.cols;
   if (m < 1.5 * n || n < 8) return svdTall(m, n, a.data, kl, kr);
   if (kl === 0) return svdTall(n, n, qrR(a).data, 0, kr); // Q is never needed
-  const f = qr(a);
-  const r = svdTall(n, n, f.r.data, kl, kr);
-  return { ...r, u: gemm64(f.q, r.u!) };
+  // U = Q·U_R with Q applied to the kl columns as reflectors, never formed (m×kl work instead of m×n).
+  const c = qrCompact(a);
+  const r = svdTall(n, n, c.r.data, kl, kr);
+  return { ...r, u: transpose(c.qTimesT(transpose(r.u!))) };
 }
 
 /**
