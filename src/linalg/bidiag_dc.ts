@@ -14,8 +14,8 @@
  *
  * @module
  */
-import { NumericError } from "../errors.ts";
 import { hypot, type Workspace } from "./factor_kernels.ts";
+import { bidiagonalQrIterate } from "./bidiag_qr.ts";
 
 const EPS = 2.220446049250313e-16;
 /** Rows of a leaf problem (LAPACK's smlsiz is 25). */
@@ -90,7 +90,7 @@ function leaf(ctx: Ctx, r0: number, nr: number, sqre: number): void {
   }
 }
 
-/** Implicit-shift QR (as in `svd.ts`) on a small bidiagonal, rotations applied at once to the rows of ut, vt. */
+/** Golub–Kahan QR ({@link bidiagonalQrIterate}) on a small bidiagonal, rotations applied at once to ut, vt. */
 function smallBidiagonalQr(d: Float64Array, e: Float64Array, ut: Float64Array, vt: Float64Array, n: number) {
   const rot = (x: Float64Array, a: number, b: number, c: number, s: number) => {
     const pa = a * n, pb = b * n;
@@ -100,89 +100,15 @@ function smallBidiagonalQr(d: Float64Array, e: Float64Array, ut: Float64Array, v
       x[pb + j] = c * q - s * p;
     }
   };
-  let bnorm = 0;
-  for (let i = 0; i < n; i++) bnorm = Math.max(bnorm, Math.abs(d[i]) + (i < n - 1 ? Math.abs(e[i]) : 0));
-  const tol = EPS * bnorm;
-  const smallE = (i: number) =>
-    Math.abs(e[i]) <= tol || Math.abs(e[i]) <= EPS * (Math.abs(d[i]) + Math.abs(d[i + 1]));
-  let iter = 0, h = n - 1;
-  while (h > 0) {
-    if (smallE(h - 1)) {
-      e[h - 1] = 0;
-      h--;
-      continue;
-    }
-    let l = h - 1;
-    while (l > 0 && !smallE(l - 1)) l--;
-    if (++iter > 40 * n + 40) throw new NumericError(`svd: bidiagonal QR did not converge (leaf n = ${n})`);
-    if (Math.abs(d[h]) <= tol) {
-      d[h] = 0;
-      let f = e[h - 1];
-      e[h - 1] = 0;
-      for (let j = h - 1; j >= l; j--) {
-        const r = hypot(d[j], f), c = r === 0 ? 1 : d[j] / r, s = r === 0 ? 0 : f / r;
-        d[j] = r;
-        if (j > l) {
-          f = -s * e[j - 1];
-          e[j - 1] *= c;
-        }
-        rot(vt, j, h, c, s);
+  bidiagonalQrIterate(d, e, {
+    rotate: (side, a, b, c, s) => rot(side === "u" ? ut : vt, a, b, c, s),
+    sweep(l, count, cv, sv, cu, su) {
+      for (let t = 0; t < count; t++) {
+        rot(vt, l + t, l + t + 1, cv[t], sv[t]);
+        rot(ut, l + t, l + t + 1, cu[t], su[t]);
       }
-      continue;
-    }
-    let zi = -1;
-    for (let i = h - 1; i >= l; i--) {
-      if (Math.abs(d[i]) <= tol) {
-        zi = i;
-        break;
-      }
-    }
-    if (zi >= 0) {
-      d[zi] = 0;
-      let f = e[zi];
-      e[zi] = 0;
-      for (let j = zi + 1; j <= h; j++) {
-        const r = hypot(d[j], f), c = r === 0 ? 1 : d[j] / r, s = r === 0 ? 0 : f / r;
-        d[j] = r;
-        if (j < h) {
-          f = -s * e[j];
-          e[j] *= c;
-        }
-        rot(ut, j, zi, c, s);
-      }
-      continue;
-    }
-    const t11 = d[h - 1] * d[h - 1] + (h - 1 > l ? e[h - 2] * e[h - 2] : 0);
-    const t12 = d[h - 1] * e[h - 1];
-    const t22 = d[h] * d[h] + e[h - 1] * e[h - 1];
-    const delta = 0.5 * (t11 - t22);
-    const den = delta + (delta >= 0 ? 1 : -1) * hypot(delta, t12);
-    const mu = den === 0 ? t22 : t22 - (t12 * t12) / den;
-    let y = d[l] * d[l] - mu, z = d[l] * e[l];
-    for (let k = l; k < h; k++) {
-      let r = hypot(y, z);
-      let c = r === 0 ? 1 : y / r, s = r === 0 ? 0 : z / r;
-      if (k > l) e[k - 1] = r;
-      const dk = c * d[k] + s * e[k];
-      e[k] = c * e[k] - s * d[k];
-      const bulge = s * d[k + 1];
-      d[k + 1] *= c;
-      rot(vt, k, k + 1, c, s);
-      r = hypot(dk, bulge);
-      c = r === 0 ? 1 : dk / r;
-      s = r === 0 ? 0 : bulge / r;
-      d[k] = r;
-      const ek = c * e[k] + s * d[k + 1];
-      d[k + 1] = c * d[k + 1] - s * e[k];
-      e[k] = ek;
-      if (k < h - 1) {
-        z = s * e[k + 1];
-        e[k + 1] *= c;
-        y = e[k];
-      }
-      rot(ut, k, k + 1, c, s);
-    }
-  }
+    },
+  }, "svd (divide-and-conquer leaf)");
 }
 
 /** Where a column of the old vectors is non-zero: top rows only, bottom rows only, or both. */

@@ -13,14 +13,13 @@
  *
  * @module
  */
-import { NumericError } from "../errors.ts";
 import { bidiagBlockedScratch, bidiagonalizeBlocked } from "./bidiag_blocked.ts";
 import { bidiagonalDc, bidiagonalDcScratch } from "./bidiag_dc.ts";
+import { bidiagonalQrIterate } from "./bidiag_qr.ts";
 import {
   checkFinite,
   formBlocked,
   householder,
-  hypot,
   NB,
   RotationBatch,
   rotationBatchSize,
@@ -39,8 +38,6 @@ export interface SvdResult {
   /** r×n, orthonormal rows (right singular vectors). */
   vt: Matrix64;
 }
-
-const EPS = 2.220446049250313e-16;
 
 /**
  * Thin SVD of `a: m×n` (float32 or float64; computed in float64): U m×r, s r, Vᵀ r×n with r = min(m, n).
@@ -335,110 +332,27 @@ const BLOCKED_MIN = 96;
 const DC_MIN = 48;
 
 /**
- * Golub–Kahan implicit-shift QR on the upper bidiagonal (d, e[0..n−2]) until e vanishes; rotations go to
- * the rows of Uᵀ and Vᵀ through the batches. Deflation is absolute (|e_i| ≤ ε·‖B‖) or relative
- * (|e_i| ≤ ε·(|d_i| + |d_{i+1}|)): what backward stability needs, without crawling on tiny singular values.
+ * Golub–Kahan QR ({@link bidiagonalQrIterate}) on the upper bidiagonal (d, e[0..n−2]), its rotations recorded
+ * in the batches of Uᵀ and Vᵀ (flushed before a single rotation touches that matrix, and at the end).
  */
 function bidiagonalQr(d: Float64Array, e: Float64Array, ws: Workspace, ub: RotationBatch, vb: RotationBatch) {
-  const n = d.length, ut = ub.data, vt = vb.data, m = ub.len, lu = ub.ld, lv = vb.ld;
-  let bnorm = 0;
-  for (let i = 0; i < n; i++) bnorm = Math.max(bnorm, Math.abs(d[i]) + (i < n - 1 ? Math.abs(e[i]) : 0));
-  const tol = EPS * bnorm;
-  const smallE = (i: number) =>
-    Math.abs(e[i]) <= tol || Math.abs(e[i]) <= EPS * (Math.abs(d[i]) + Math.abs(d[i + 1]));
-  let iter = 0;
-  const maxIter = 40 * n + 40;
-  let h = n - 1;
-  while (h > 0) {
-    if (smallE(h - 1)) {
-      e[h - 1] = 0;
-      h--;
-      continue;
-    }
-    let l = h - 1;
-    while (l > 0 && !smallE(l - 1)) l--;
-    if (++iter > maxIter) throw new NumericError(`svd: bidiagonal QR did not converge (n = ${n})`);
-    if (Math.abs(d[h]) <= tol) {
-      // Zero at the bottom of the block: chase e[h−1] up column h with right rotations.
-      vb.flush();
-      d[h] = 0;
-      let f = e[h - 1];
-      e[h - 1] = 0;
-      for (let j = h - 1; j >= l; j--) {
-        const r = hypot(d[j], f), c = r === 0 ? 1 : d[j] / r, s = r === 0 ? 0 : f / r;
-        d[j] = r;
-        if (j > l) {
-          f = -s * e[j - 1];
-          e[j - 1] *= c;
-        }
-        ws.rotateRows(vt, lv, n, j, h, c, s);
-      }
-      continue;
-    }
-    let zi = -1;
-    for (let i = h - 1; i >= l; i--) {
-      if (Math.abs(d[i]) <= tol) {
-        zi = i;
-        break;
-      }
-    }
-    if (zi >= 0) {
-      // Zero on the diagonal inside the block: chase e[zi] along row zi with left rotations.
-      ub.flush();
-      d[zi] = 0;
-      let f = e[zi];
-      e[zi] = 0;
-      for (let j = zi + 1; j <= h; j++) {
-        const r = hypot(d[j], f), c = r === 0 ? 1 : d[j] / r, s = r === 0 ? 0 : f / r;
-        d[j] = r;
-        if (j < h) {
-          f = -s * e[j];
-          e[j] *= c;
-        }
-        ws.rotateRows(ut, lu, m, j, zi, c, s);
-      }
-      continue;
-    }
-    // Wilkinson shift from the trailing 2×2 of BᵀB.
-    const t11 = d[h - 1] * d[h - 1] + (h - 1 > l ? e[h - 2] * e[h - 2] : 0);
-    const t12 = d[h - 1] * e[h - 1];
-    const t22 = d[h] * d[h] + e[h - 1] * e[h - 1];
-    const delta = 0.5 * (t11 - t22);
-    const den = delta + (delta >= 0 ? 1 : -1) * hypot(delta, t12);
-    const mu = den === 0 ? t22 : t22 - (t12 * t12) / den;
-    let y = d[l] * d[l] - mu, z = d[l] * e[l];
-    const ou = ub.reserve(h - l), ov = vb.reserve(h - l);
-    const cu = ub.c, su = ub.s, cv = vb.c, sv = vb.s;
-    for (let k = l; k < h; k++) {
-      // Right rotation on columns k, k+1.
-      let r = hypot(y, z);
-      let c = r === 0 ? 1 : y / r, s = r === 0 ? 0 : z / r;
-      if (k > l) e[k - 1] = r;
-      const dk = c * d[k] + s * e[k];
-      e[k] = c * e[k] - s * d[k];
-      const bulge = s * d[k + 1];
-      d[k + 1] *= c;
-      cv[ov + k - l] = c;
-      sv[ov + k - l] = s;
-      // Left rotation on rows k, k+1 to remove the bulge at (k+1, k).
-      r = hypot(dk, bulge);
-      c = r === 0 ? 1 : dk / r;
-      s = r === 0 ? 0 : bulge / r;
-      d[k] = r;
-      const ek = c * e[k] + s * d[k + 1];
-      d[k + 1] = c * d[k + 1] - s * e[k];
-      e[k] = ek;
-      if (k < h - 1) {
-        z = s * e[k + 1];
-        e[k + 1] *= c;
-        y = e[k];
-      }
-      cu[ou + k - l] = c;
-      su[ou + k - l] = s;
-    }
-    ub.commit(l, h - l);
-    vb.commit(l, h - l);
-  }
+  const record = (b: RotationBatch, l: number, count: number, c: Float64Array, s: Float64Array) => {
+    const o = b.reserve(count);
+    b.c.set(c.subarray(0, count), o);
+    b.s.set(s.subarray(0, count), o);
+    b.commit(l, count);
+  };
+  bidiagonalQrIterate(d, e, {
+    rotate(side, a, b, c, s) {
+      const batch = side === "u" ? ub : vb;
+      batch.flush();
+      ws.rotateRows(batch.data, batch.ld, batch.len, a, b, c, s);
+    },
+    sweep(l, count, cv, sv, cu, su) {
+      record(ub, l, count, cu, su);
+      record(vb, l, count, cv, sv);
+    },
+  }, "svd");
   ub.flush();
   vb.flush();
 }

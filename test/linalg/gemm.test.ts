@@ -5,22 +5,16 @@ import { gemmInto, matmul, matmul64 } from "../../src/linalg/gemm.ts";
 import { linalgInfo } from "../../src/linalg/backend.ts";
 import { type FloatArray, type Matrix, matrix, matrix64, transpose } from "../../src/linalg/matrix.ts";
 import { ShapeError } from "../../src/errors.ts";
+import { fillUniform } from "../../src/linalg/random.ts";
 
 const EPS32 = 2 ** -23;
 const EPS64 = 2 ** -52;
 
-/** Deterministic pseudo-random values from a seed (xorshift), in [-scale, scale]. */
+/** Deterministic pseudo-random values from a seed (xorshift, {@link fillUniform}), in [-scale, scale]. */
 function fill<T extends FloatArray>(out: T, seed: number, scale = 1, integers = false): T {
-  let s = (seed * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < out.length; i++) {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    const u = s / 2 ** 32;
-    out[i] = integers ? Math.floor(u * (2 * scale + 1)) - scale : (2 * u - 1) * scale;
-  }
+  if (!integers) return fillUniform(out, seed, scale);
+  const u = fillUniform(new Float64Array(out.length), seed); // 2u − 1, u uniform in [0, 1)
+  for (let i = 0; i < out.length; i++) out[i] = Math.floor(((u[i] + 1) / 2) * (2 * scale + 1)) - scale;
   return out;
 }
 
