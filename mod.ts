@@ -49,6 +49,7 @@ export {
   type CompressMethod,
   compressModel,
   type CompressOptions,
+  type CompressPhases,
   type CompressProgress,
   type CompressReport,
   type LayerReport,

@@ -9,7 +9,7 @@ import { BLOCK_FIELD, type Linear, loadBlock } from "../model/llama.ts";
 import { LINEAR_NAMES } from "../model/names.ts";
 import { matmul } from "../linalg/gemm.ts";
 import { svd } from "../linalg/svd.ts";
-import type { CompressReport } from "../pipeline/compress.ts";
+import type { CompressPhases, CompressReport } from "../pipeline/compress.ts";
 import type { ProgressEvent } from "./progress.ts";
 
 /** Bytes as a short human string (KiB/MiB/GiB). */
@@ -33,6 +33,14 @@ export function table(head: string[], rows: string[][]): string {
 }
 
 const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
+
+/** The phases that took any time, e.g. "calibrate 7.02 s, factor 2.10 s, write 0.31 s". */
+export function formatPhases(phases: CompressPhases): string {
+  return Object.entries(phases)
+    .filter(([, sec]) => sec >= 0.005)
+    .map(([name, sec]) => `${name} ${sec.toFixed(2)} s`)
+    .join(", ");
+}
 
 /** The summary table printed at the end of `compress`. */
 export function formatCompressReport(r: CompressReport): string {
@@ -62,7 +70,9 @@ export function formatCompressReport(r: CompressReport): string {
     `(${pct(p.linears.removed)} removed); whole model ${p.model.before.toLocaleString("en")} → ` +
     `${p.model.after.toLocaleString("en")} (${pct(p.model.removed)} removed)`,
     r.kvCache ? `KV cache per token: ${JSON.stringify(r.kvCache)}` : "",
-    `time ${r.seconds.toFixed(2)} s, peak memory ${r.peakRssBytes ? formatBytes(r.peakRssBytes) : "n/a"}`,
+    `time ${r.seconds.toFixed(2)} s (${formatPhases(r.phases)}), peak memory ${
+      r.peakRssBytes ? formatBytes(r.peakRssBytes) : "n/a"
+    }`,
     `written: ${r.output}`,
   ].filter((s) => s !== "").join("\n");
 }

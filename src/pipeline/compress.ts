@@ -54,6 +54,7 @@ import type { Factors, MethodReport } from "../methods/factors.ts";
 import {
   describeRatio,
   keptFraction,
+  type LayerParams,
   layerParams,
   type ParamSummary,
   rankFor,
@@ -161,20 +162,8 @@ export interface CompressOptions {
   onProgress?: (event: CompressProgress) => void;
 }
 
-/** One compressed linear in the report. */
-export interface LayerReport {
-  /** Tensor prefix. */
-  name: string;
-  /** Output features. */
-  rows: number;
-  /** Input features. */
-  cols: number;
-  /** Rank kept, null when left dense. */
-  rank: number | null;
-  /** Values before (m·n) and after (k·(m+n)). */
-  before: number;
-  /** Values stored after compression. */
-  after: number;
+/** One compressed linear in the report: its parameter accounting and what the method measured. */
+export interface LayerReport extends LayerParams {
   /** Fraction of Σσ² kept (of W, W·S or W·L). */
   energyKept?: number;
   /** SVD-LLM: predicted relative layer loss ‖(W − AB)Xᵀ‖/‖WXᵀ‖ on the calibration inputs. */
@@ -185,6 +174,24 @@ export interface LayerReport {
   updateShift?: number;
   /** Seconds spent factoring. */
   seconds: number;
+}
+
+/** Seconds spent in each phase of a {@link compress} run; the phases do not overlap. */
+export interface CompressPhases {
+  /** ASVD's sensitivity sweep (0 when not run or read from its cache). */
+  sensitivity: number;
+  /** Reading the non-block tensors, copying them to the output and embedding the calibration windows. */
+  embed: number;
+  /** Reading each block's weights. */
+  read: number;
+  /** Calibration passes that feed the observers (forward products, |x| statistics or Gram matrices). */
+  calibrate: number;
+  /** Factorisations (Cholesky, SVD, triangular products; SVD-LLM's update). */
+  factor: number;
+  /** Passes that only advance the hidden states to the next block (through the compressed or dense block). */
+  propagate: number;
+  /** Writing each block's tensors and closing the output file. */
+  write: number;
 }
 
 /** What {@link compress} did. */
@@ -215,6 +222,8 @@ export interface CompressReport {
   kvCache?: KvCacheReport;
   /** Wall time, seconds. */
   seconds: number;
+  /** Where the wall time went, seconds (the rest: set-up, tokenising, the output's config and tokenizer). */
+  phases: CompressPhases;
   /** Peak resident memory seen during the run, bytes (0 where the runtime does not tell). */
   peakRssBytes: number;
 }
@@ -336,6 +345,19 @@ export async function compressModel(
 ): Promise<CompressReport> {
   validate(opts);
   const t0 = performance.now();
+  const phases: CompressPhases = {
+    sensitivity: 0,
+    embed: 0,
+    read: 0,
+    calibrate: 0,
+    factor: 0,
+    propagate: 0,
+    write: 0,
+  };
+  let tPhase = 0;
+  // Phase clock: start() before a phase's work, stop(name) after it adds the elapsed time to that phase.
+  const start = () => (tPhase = performance.now());
+  const stop = (name: keyof CompressPhases) => (phases[name] += (performance.now() - tPhase) / 1000);
   const peak = createPeakMemory();
   const { spec, reader } = model;
   const method = opts.method;
@@ -417,6 +439,7 @@ export async function compressModel(
     const ranks: Record<string, number | null> = {};
     let sensitivity: CompressReport["sensitivity"];
     if (allocation === "sensitivity") {
+      start();
       const sw = opts.sensitivity ?? {};
       const sweepWindows = windows!.slice(0, sw.samples ?? windows!.length);
       const res = await sensitivitySweep(model, sweepWindows, {
@@ -435,6 +458,7 @@ export async function compressModel(
         densePpl: res.densePpl,
         achievedKept: alloc.achievedKept,
       };
+      stop("sensitivity");
     } else if (opts.kvCache) {
       for (const s of shapes) ranks[s.name] = kvRank(s.rows, keptFraction(opts.ratio));
     } else {
@@ -491,7 +515,9 @@ export async function compressModel(
       // embedding table that is also its copy (no lm_head, no cached head: they would stay for the whole run).
       const useOrig = windows !== undefined && (!sequential || update);
       const useComp = windows !== undefined && (sequential || update);
+      start();
       const [orig, comp] = await copyAndEmbed(writer, reader, spec, copyFirst, windows, useOrig, useComp, gc);
+      stop("embed");
       emit({ stage: "calibrate", done: 1, total: 1 });
 
       const layerReports: LayerReport[] = [];
@@ -507,7 +533,9 @@ export async function compressModel(
       // next block is loaded. (As locals of this long-running async function, the previous block's factors and
       // the garbage of its last pass stayed resident through the next block's calibration pass: +30 MiB.)
       const compressBlock = async (i: number): Promise<void> => {
+        start();
         const block = await loadBlock(reader, spec, i);
+        stop("read");
         // Statistics of this block's linear inputs.
         const groups = new Map<string, AbsMeanObserver | GramObserver>();
         const updateGroups = new Map<string, GramObserver>();
@@ -541,6 +569,7 @@ export async function compressModel(
           };
         let nextOrig: HiddenStates | undefined;
         const statsStream = update ? orig : sequential ? comp : orig;
+        start();
         if (statsStream) {
           // On the original stream this pass is also its advance (in place); on the compressed stream its
           // output is not needed (the compressed block advances that one).
@@ -558,6 +587,7 @@ export async function compressModel(
           peak.sample();
           trim?.();
         }
+        if (statsStream || (update && comp)) stop("calibrate");
         // Factor each linear.
         const factored = new Map<LinearName, Factors & { updateShift?: number }>();
         // One Cholesky per shared input (q/k/v, gate/up); each group's statistics are dropped after its last
@@ -573,6 +603,7 @@ export async function compressModel(
             throw new OptionError(`compress: ${prefix} is already low-rank in the input`);
           }
           const w = lin.weight;
+          start();
           let f: Factors & { updateShift?: number };
           if (method === "svd") f = compressSvd(w, rank);
           else if (method === "asvd") {
@@ -593,6 +624,7 @@ export async function compressModel(
               f = { ...f, a: u.a, updateShift: u.shift };
             }
           }
+          stop("factor");
           factored.set(name, f);
           // Without an original stream the dense weight has no further use: drop it now, so that the block
           // never holds a linear twice (dense and factored) while its later linears are factored.
@@ -628,21 +660,27 @@ export async function compressModel(
         // (Built inline, never held by a local: the suspended frame of this async loop would keep the previous
         // block's factors alive through the next block's calibration pass.)
         // (The last block's output is never read: no pass. Its factors are finite, checked when formed.)
+        start();
         if (comp && i < spec.numLayers - 1) {
           runBatches(spec, lowRankBlock(block, factored), comp, batch, undefined, "inplace", gc);
           assertFiniteStream(comp, i);
         }
         if (orig && !nextOrig) runBatches(spec, block, orig, batch, undefined, "inplace", gc);
         peak.sample();
+        stop("propagate");
         // Write this block's tensors in plan order.
+        start();
         await writeBlock(writer, reader, spec, i, all, factored, interleaved, blockOf);
+        stop("write");
         factored.clear(); // the factors are on disk
       };
       for (let i = 0; i < spec.numLayers; i++) {
         await compressBlock(i);
         emit({ stage: "write", block: i, done: i + 1, total: spec.numLayers });
       }
+      start();
       await writer.close();
+      stop("write");
 
       // config.json and tokenizer files.
       const summary = summarizeParams(
@@ -685,6 +723,7 @@ export async function compressModel(
         sensitivity,
         kvCache: opts.kvCache ? kvCacheSavings(spec, ranks) : undefined,
         seconds: (performance.now() - t0) / 1000,
+        phases,
         peakRssBytes: peak.peak(),
       };
     } catch (e) {

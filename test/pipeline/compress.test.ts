@@ -63,6 +63,25 @@ test(
       );
       assert.ok(r.params.model.removed < r.params.linears.removed);
       for (const l of r.layers) assert.ok(l.relativeLoss! >= 0 && l.relativeLoss! < 1);
+      // Phase times: disjoint parts of the wall time; each layer's factoring lies inside the factor phase.
+      for (const [method, rep] of Object.entries(reports)) {
+        const ph = Object.values(rep.phases);
+        assert.ok(ph.every((t) => t >= 0), `${method}: ${JSON.stringify(rep.phases)}`);
+        assert.ok(ph.reduce((a, b) => a + b, 0) <= rep.seconds, `${method}: phases exceed the wall time`);
+        const layerSeconds = rep.layers.reduce((t, l) => t + l.seconds, 0);
+        assert.ok(
+          rep.phases.factor >= layerSeconds,
+          `${method}: factor ${rep.phases.factor} < ${layerSeconds}`,
+        );
+        assert.ok(rep.phases.write > 0 && rep.phases.read > 0, method);
+        // svd observes nothing; the other two run a calibration pass per block.
+        assert.equal(
+          rep.phases.calibrate > 0,
+          method !== "svd",
+          `${method} calibrate ${rep.phases.calibrate}`,
+        );
+        assert.equal(rep.phases.sensitivity, 0);
+      }
       // The folder: factor pairs with the recorded ranks, config extension, GGUF vocabulary kept.
       const f = await openFolder(join(dir, "svdllm"));
       try {
