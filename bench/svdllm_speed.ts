@@ -6,7 +6,8 @@
  * torch thread, 3.91 s on two; it whitens from the original model's activations in one dense pass).
  *
  * Every time is the wall clock of a whole process (start-up, reading the model and writing the output
- * included), best of `--runs` (default 1). numpy gets the very calibration windows our CLI cuts (written to a
+ * included), best of `--runs` (default 1); below each row, where each side's time went (our CLI's phases,
+ * numpy's in-process phases). numpy gets the very calibration windows our CLI cuts (written to a
  * file here), so its time leaves tokenising out (about 0.2 s of ours). The numpy part is skipped with a
  * message when /usr/bin/python3 or numpy is missing. Prints `uptime`'s load before and after: the machine is
  * shared, so compare the ratios of one run rather than times of different runs.
@@ -166,6 +167,10 @@ try {
         ratio(orig.s, np?.s)
       } (cpu ${ratio(orig.cpu, np?.cpu)}) | ${ratio(orig.s, peer)}`,
     );
+    // Ours, from the summary line the CLI prints: "time 15.06 s (embed 0.13 s, …, write 0.06 s), …".
+    const ours = (x: { out: string } | undefined) => /^time [\d.]+ s \(([^)]*)\)/m.exec(x?.out ?? "")?.[1];
+    if (ours(orig)) console.log(`  ours orig-act phases: ${ours(orig)}`);
+    if (ours(seq)) console.log(`  ours sequential phases: ${ours(seq)}`);
     if (phases) console.log(`  numpy phases (s, in-process): ${phases}`);
   }
   console.log(`after: ${load()}`);
