@@ -89,6 +89,20 @@ export interface InspectedLinear {
   rank: number | null;
   /** Singular values of the (effective) weight, descending. */
   sigma: Float64Array;
+  /** What the compression measured for this linear (config.json `svd_llm.layers`), when recorded. */
+  recorded?: RecordedLayer;
+}
+
+/** One linear's entry in config.json's `svd_llm.layers`, written by `compress`. */
+export interface RecordedLayer {
+  /** Fraction of Σσ² kept (of W, W·S or W·L, by method). */
+  energy_kept?: number;
+  /** SVD-LLM: predicted relative loss ‖(W − AB)Xᵀ‖/‖WXᵀ‖ on the calibration inputs. */
+  relative_loss?: number;
+  /** SVD-LLM: shift added to the Gram matrix before its Cholesky factorisation. */
+  shift?: number;
+  /** SVD-LLM update: shift added to B P Bᵀ. */
+  update_shift?: number;
 }
 
 /** What `inspect` found. */
@@ -112,6 +126,8 @@ export async function inspectModel(
 ): Promise<InspectReport> {
   const model = await loadModel(path);
   try {
+    const compression = model.config.svd_llm as Record<string, unknown> | undefined;
+    const recorded = (compression?.layers ?? {}) as Record<string, RecordedLayer>;
     const linears: InspectedLinear[] = [];
     const n = model.spec.numLayers;
     for (let i = 0; i < n; i++) {
@@ -125,18 +141,21 @@ export async function inspectModel(
           cols: w.cols,
           rank: lin.kind === "lowrank" ? lin.a.cols : null,
           sigma: svd(w).s,
+          recorded: recorded[`model.layers.${i}.${name}`],
         });
       }
       opts.onProgress?.({ stage: "inspect", done: i + 1, total: n });
     }
-    const compression = model.config.svd_llm as Record<string, unknown> | undefined;
     return { name: model.name, compression, linears };
   } finally {
     await model.close();
   }
 }
 
-/** `inspect`'s table: shape, rank, σ₁, σ at a few quantiles, and the rank holding 90 % / 99 % of Σσ². */
+/**
+ * `inspect`'s table: shape, rank, σ₁, σ at a few quantiles, and the rank holding 90 % / 99 % of Σσ²; for a
+ * model compressed by this library, also what its compression recorded per linear (relative loss, damping).
+ */
 export function formatInspectReport(r: InspectReport): string {
   const energyRank = (s: Float64Array, frac: number) => {
     let total = 0;
@@ -148,9 +167,12 @@ export function formatInspectReport(r: InspectReport): string {
     }
     return s.length;
   };
+  const losses = r.linears.some((l) => l.recorded?.relative_loss !== undefined);
+  const shifts = r.linears.some((l) => l.recorded?.shift);
   const rows = r.linears.map((l) => {
     const s = l.sigma;
     const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * (s.length - 1)))];
+    const loss = l.recorded?.relative_loss, shift = l.recorded?.shift;
     return [
       l.name,
       `${l.rows}×${l.cols}`,
@@ -161,8 +183,13 @@ export function formatInspectReport(r: InspectReport): string {
       at(1).toPrecision(3),
       String(energyRank(s, 0.9)),
       String(energyRank(s, 0.99)),
+      ...(losses ? [loss === undefined ? "" : loss.toExponential(2)] : []),
+      ...(shifts ? [shift ? shift.toExponential(1) : ""] : []),
     ];
   });
+  const columns = ["layer", "shape", "rank", "σ1", "σ@25%", "σ@50%", "σ min", "r90", "r99"];
+  if (losses) columns.push("rel. loss");
+  if (shifts) columns.push("damping");
   const head = r.compression
     ? `${r.name}: compressed by @svd/llm ${
       JSON.stringify({
@@ -173,6 +200,8 @@ export function formatInspectReport(r: InspectReport): string {
     }`
     : `${r.name}: dense`;
   return head + "\n" +
-    table(["layer", "shape", "rank", "σ1", "σ@25%", "σ@50%", "σ min", "r90", "r99"], rows) +
-    "\n(r90 / r99: smallest rank holding 90 % / 99 % of Σσ²)";
+    table(columns, rows) +
+    "\n(r90 / r99: smallest rank holding 90 % / 99 % of Σσ²" +
+    (losses ? "; rel. loss: ‖(W − AB)Xᵀ‖ / ‖WXᵀ‖ on the calibration inputs, as recorded by compress" : "") +
+    (shifts ? "; damping: shift added to the Gram matrix" : "") + ")";
 }

@@ -705,6 +705,13 @@ export async function compressModel(
         calibration,
         ranks,
         achieved: { linears_removed: summary.linears.removed, model_removed: summary.model.removed },
+        // What each factorisation measured, for `inspect` (absent entries: not measured by the method).
+        layers: Object.fromEntries(layerReports.map((l) => [l.name, {
+          energy_kept: l.energyKept,
+          relative_loss: l.relativeLoss,
+          shift: l.shift,
+          update_shift: l.updateShift,
+        }])),
         source: model.name,
         date: new Date().toISOString(),
       };

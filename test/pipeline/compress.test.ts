@@ -5,6 +5,7 @@ import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { compress, compressModel, type CompressReport } from "../../src/pipeline/compress.ts";
 import { merge } from "../../src/pipeline/merge.ts";
+import { formatInspectReport, inspectModel } from "../../src/cli/report.ts";
 import { loadModel } from "../../src/model/load.ts";
 import { perplexity } from "../../src/eval/perplexity.ts";
 import { NumericError, OptionError, ShapeError } from "../../src/errors.ts";
@@ -98,6 +99,20 @@ test(
         await f.reader.close();
       }
       assert.ok(existsSync(join(dir, "svdllm", "tokenizer_gguf.json")));
+      // inspect: the spectra of the stored A·B (rank ≤ k: σ_k+1 negligible) and the losses compress recorded.
+      const ins = await inspectModel(join(dir, "svdllm"));
+      assert.equal(ins.linears.length, 35);
+      for (const l of ins.linears) {
+        const rep = r.layers.find((x) => x.name === `model.layers.${l.name}`)!;
+        assert.equal(l.rank, rep.rank);
+        assert.equal(l.recorded?.relative_loss, rep.relativeLoss, l.name);
+        assert.equal(l.recorded?.energy_kept, rep.energyKept, l.name);
+        if (l.rank! < l.sigma.length) assert.ok(l.sigma[l.rank!] < 1e-5 * l.sigma[0], `${l.name} σ_k+1`);
+      }
+      const table = formatInspectReport(ins);
+      assert.match(table, /rel\. loss/);
+      assert.match(table, /0\.self_attn\.q_proj\s+64×64\s+25\s.*\d\.\d\de-\d+\s*$/m);
+      assert.doesNotMatch(formatInspectReport(await inspectModel(join(dir, "svd"))), /rel\. loss/);
       // Merging the factors back gives a dense folder computing the same function.
       await merge(join(dir, "svdllm"), join(dir, "merged"));
       const merged = await folderPpl(join(dir, "merged"), evalIds, 512);
