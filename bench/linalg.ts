@@ -1,16 +1,18 @@
 /**
  * Benchmark of the factorisations (`src/linalg/`): thin SVD, rank-k randomized SVD and Cholesky, beside
- * numpy/OpenBLAS on one thread (Debian's python3-numpy through `/usr/bin/python3`, when present) and
- * ml-matrix (the SVD at 768² only). Prints seconds and ratios: one run per large case, the best of `reps`
- * for the small SVDs of one linear layer (the shapes SVD-LLM and ASVD factor per layer), for both sides.
+ * numpy/OpenBLAS on one thread, or on as many as ours with `--threads N` (Debian's python3-numpy through
+ * `/usr/bin/python3`, when present) and ml-matrix (the SVD at 768² only). Prints seconds and ratios: one run
+ * per large case, the best of `reps` for the small SVDs of one linear layer (the shapes SVD-LLM and ASVD
+ * factor per layer), for both sides.
  * numpy runs right before each case; the CPU-time ratio is printed beside the wall-clock one because the
  * machine is shared (our CPU time counts all of Deno's threads, so it errs against us).
  *
  * The rank-k rows run the same algorithm on both sides (oversample {@link OVERSAMPLE}, {@link POWER} power
  * iterations, a re-orthonormalisation after every product), ours once per product precision.
  *
- * Usage: `node_modules/.bin/deno run -A bench/linalg.ts [--quick] [--only <text>]` (`--quick`: small sizes,
- * a smoke run; `--only`: the cases whose label contains the text, e.g. `--only cholesky`).
+ * Usage: `node_modules/.bin/deno run -A bench/linalg.ts [--quick] [--only <text>] [--threads N]` (`--quick`:
+ * small sizes, a smoke run; `--only`: the cases whose label contains the text, e.g. `--only cholesky`;
+ * `--threads`: N worker threads for ours, N OpenBLAS threads for numpy).
  *
  * @module
  */
@@ -24,12 +26,18 @@ import { orthonormalityError } from "../src/linalg/qr.ts";
 import { createRng, randomNormal } from "../src/linalg/random.ts";
 import { svd } from "../src/linalg/svd.ts";
 import { svdTruncated } from "../src/linalg/svd_truncated.ts";
-import { linalgInfo } from "../src/linalg/backend.ts";
+import { closeLinalg, initLinalg, linalgInfo } from "../src/linalg/backend.ts";
 
 const argv = typeof process !== "undefined" ? process.argv : [];
 const quick = argv.includes("--quick");
 /** `--only <text>`: run just the cases whose label contains the text. */
 const only = argv.includes("--only") ? argv[argv.indexOf("--only") + 1] : undefined;
+/** `--threads N`: our worker threads and numpy's OpenBLAS threads alike (default 1). */
+const threads = argv.includes("--threads") ? Number(argv[argv.indexOf("--threads") + 1]) : 1;
+if (!(Number.isInteger(threads) && threads >= 1)) {
+  throw new Error("bench/linalg: --threads needs a count ≥ 1");
+}
+if (threads > 1) await initLinalg({ threads });
 
 interface Case {
   kind: "svd" | "rsvd" | "chol";
@@ -119,7 +127,8 @@ for c in cases:
 print(json.dumps(out))
 `;
   try {
-    const env = { ...process.env, OPENBLAS_NUM_THREADS: "1", OMP_NUM_THREADS: "1", MKL_NUM_THREADS: "1" };
+    const t = String(threads);
+    const env = { ...process.env, OPENBLAS_NUM_THREADS: t, OMP_NUM_THREADS: t, MKL_NUM_THREADS: t };
     const text = execFileSync("/usr/bin/python3", ["-c", script, JSON.stringify(cases)], {
       env,
       encoding: "utf8",
@@ -219,3 +228,4 @@ for (const c of cases) {
     } | ${r.note}`,
   );
 }
+if (threads > 1) await closeLinalg();

@@ -15,9 +15,10 @@ test("factorisations on 2 worker threads are bit-identical to one thread", async
     return;
   }
   try {
-    // Sizes above the hand-off threshold, so every kernel (sweeps, fused bidiagonalisation, reflectors)
-    // really splits its rows or columns across the threads.
-    const a = randomNormal(420, 300, createRng(1));
+    // Sizes above the hand-off thresholds, so every kernel (sweeps, fused bidiagonalisation, reflectors, the
+    // blocked bidiagonalisation's matrix–vector products, the DGEMMs of the back-transformations and of
+    // divide and conquer) really splits its rows or columns across the threads.
+    const a = randomNormal(520, 400, createRng(1));
     const b = randomNormal(300, 300, createRng(2));
     const sym = matmul64(b, b, { transA: true });
     const run = () => ({ svd: svd(a), qr: qr(a), eigh: eigh(sym) });
