@@ -296,6 +296,9 @@ export async function compress(
   opts: CompressOptions,
 ): Promise<CompressReport> {
   validate(opts);
+  if (typeof output !== "string" || output.trim() === "") {
+    throw new OptionError(`compress: the output must be a folder path, got ${JSON.stringify(output)}`);
+  }
   const model = await loadModel(input);
   try {
     return await compressModel(model, output, opts, { inputPath: input });

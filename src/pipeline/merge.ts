@@ -50,7 +50,13 @@ export async function merge(input: string, output: string, opts: MergeOptions = 
   const fs = await import("node:fs/promises");
   const { join } = await import("node:path");
   const reader = await openModelWeights(input);
-  const out = await openOutputDir(output, { overwrite: opts.overwrite, inputs: [input] });
+  let out;
+  try {
+    out = await openOutputDir(output, { overwrite: opts.overwrite, inputs: [input], action: "merge" });
+  } catch (e) {
+    await reader.close(); // a refused destination must not leak the input's file handle
+    throw e;
+  }
   try {
     const plan: TensorPlan[] = [];
     const merged: string[] = [];
