@@ -5,7 +5,7 @@
  * @module
  */
 export { type ByteSource, checkRange, openFile } from "./byte_source.ts";
-export type { DType, TensorInfo, TensorReader } from "./tensor_reader.ts";
+export { checkedReader, type DType, type TensorInfo, type TensorReader } from "./tensor_reader.ts";
 export { openUrl, type OpenUrlOptions } from "./url_source.ts";
 export { openBlob } from "./blob_source.ts";
 export { openBytes } from "./memory_source.ts";

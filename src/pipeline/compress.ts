@@ -46,7 +46,7 @@ import { loadModel } from "../model/load.ts";
 import { EMBED, LINEAR_NAMES, type LinearName, linearPrefix, SVD_A, SVD_B } from "../model/names.ts";
 import { permuteQK } from "../model/rope.ts";
 import type { LlamaSpec } from "../model/spec.ts";
-import type { TensorReader } from "../io/tensor_reader.ts";
+import { checkedReader, type TensorReader } from "../io/tensor_reader.ts";
 import type { Tokenizer } from "../tokenize/tokenizer.ts";
 import { compressAsvd } from "../methods/asvd.ts";
 import { allocateBySensitivity, type LayerShape, SENSITIVITY_RATIOS } from "../methods/asvd_sensitivity.ts";
@@ -363,7 +363,10 @@ export async function compressModel(
   const start = () => (tPhase = performance.now());
   const stop = (name: keyof CompressPhases) => (phases[name] += (performance.now() - tPhase) / 1000);
   const peak = createPeakMemory();
-  const { spec, reader } = model;
+  const spec = model.spec;
+  // Every weight read is checked for NaN/Inf, so a bad weight is named where it is read (a no-op wrap for a
+  // model from loadModel, already checked).
+  const reader = checkedReader(model.reader);
   const method = opts.method;
   const linears = opts.kvCache ? KV_LINEARS : opts.linears ?? LINEAR_NAMES;
   const sequential = opts.sequential ?? true;
@@ -449,7 +452,7 @@ export async function compressModel(
       start();
       const sw = opts.sensitivity ?? {};
       const sweepWindows = windows!.slice(0, sw.samples ?? windows!.length);
-      const res = await sensitivitySweep(model, sweepWindows, {
+      const res = await sensitivitySweep({ spec, reader }, sweepWindows, {
         ratios: sw.ratios ?? SENSITIVITY_RATIOS,
         alpha: opts.alpha,
         linears,
