@@ -14,6 +14,7 @@
  */
 import { parseArgs } from "node:util";
 import { readFile } from "node:fs/promises";
+import { rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { formatDuration, progressBar, type ProgressEvent } from "./src/cli/progress.ts";
 import {
@@ -30,6 +31,7 @@ import { perplexity } from "./src/eval/perplexity.ts";
 import { generate } from "./src/eval/generate.ts";
 import { initLinalg, linalgInfo } from "./src/linalg/backend.ts";
 import type { Ratio } from "./src/methods/ratio.ts";
+import { pendingTempPaths } from "./src/io/atomic_write.ts";
 
 const USAGE = `svd-llm — compress LLMs by low-rank factorisation
 
@@ -333,7 +335,34 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * On SIGINT (Ctrl-C) or SIGTERM: remove the temporary files and folders being written (the destination name
+ * never holds a partial output, and no `.tmp-…` debris is left beside it), then exit 130 / 143. The handler
+ * runs when the event loop next turns (compress yields between tensor reads and writes).
+ */
+function exitOnSignal(signal: "SIGINT" | "SIGTERM", code: number): void {
+  process.on(signal, () => {
+    const removed: string[] = [];
+    const pending = pendingTempPaths();
+    for (const p of pending) {
+      try {
+        rmSync(p, { recursive: true, force: true });
+        // name only the outermost (a compress output folder holds its own temporary model.safetensors)
+        if (!pending.some((q) => p.startsWith(q + "/") || p.startsWith(q + "\\"))) removed.push(p);
+      } catch (e) {
+        process.stderr.write(`\ninterrupted: could not remove ${p}: ${(e as Error).message}\n`);
+      }
+    }
+    process.stderr.write(
+      `\ninterrupted (${signal})${removed.length ? `: removed the unfinished ${removed.join(", ")}` : ""}\n`,
+    );
+    process.exit(code);
+  });
+}
+
 if (import.meta.main) {
+  exitOnSignal("SIGINT", 130);
+  exitOnSignal("SIGTERM", 143);
   const code = await main(process.argv.slice(2));
   process.exit(code);
 }

@@ -40,7 +40,7 @@ export {
   type TensorPlan,
   withSafetensorsWriter,
 } from "./safetensors_writer.ts";
-export { type AtomicWriteOptions, writeFileAtomic } from "./atomic_write.ts";
+export { type AtomicWriteOptions, pendingTempPaths, writeFileAtomic } from "./atomic_write.ts";
 export {
   GGUF_MAX_HEADER_BYTES,
   type GgufFile,

@@ -6,7 +6,7 @@
  * @module
  */
 import { OptionError } from "../errors.ts";
-import { pathExists, tempPathFor } from "../io/atomic_write.ts";
+import { pathExists, releaseTempPath, tempPathFor } from "../io/atomic_write.ts";
 
 /** A folder being written; see {@link openOutputDir}. */
 export interface OutputDir {
@@ -70,7 +70,10 @@ export async function openOutputDir(path: string, opts: OutputDirOptions = {}): 
     throw new OptionError(`${action}: the output ${path} already exists; pass overwrite: true to replace it`);
   }
   const temp = tempPathFor(path);
-  await fs.mkdir(temp, { recursive: false });
+  await fs.mkdir(temp, { recursive: false }).catch((e) => {
+    releaseTempPath(temp);
+    throw e;
+  });
   let state: "open" | "done" = "open";
   return {
     path,
@@ -84,11 +87,14 @@ export async function openOutputDir(path: string, opts: OutputDirOptions = {}): 
           throw new OptionError(`${action}: the output ${path} appeared while writing it; not replacing it`);
         }
         const old = tempPathFor(path) + "-old";
+        releaseTempPath(old.slice(0, -4)); // only the "-old" name is used, and it holds the user's old output
         await fs.rename(path, old);
         await fs.rename(temp, path);
+        releaseTempPath(temp);
         await fs.rm(old, { recursive: true, force: true });
       } else {
         await fs.rename(temp, path);
+        releaseTempPath(temp);
       }
       state = "done";
     },
@@ -96,6 +102,7 @@ export async function openOutputDir(path: string, opts: OutputDirOptions = {}): 
       if (state !== "open") return;
       state = "done";
       await fs.rm(temp, { recursive: true, force: true });
+      releaseTempPath(temp);
     },
   };
 }
