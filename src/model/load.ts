@@ -137,7 +137,35 @@ async function loadFolderTokenizer(dir: string, spec: LlamaSpec): Promise<Tokeni
  */
 export async function loadModel(path: string | URL, opts: OpenUrlOptions = {}): Promise<LoadedModel> {
   const m = await loadUnchecked(path, opts);
+  try {
+    checkLayerCount(m.reader, m.spec);
+  } catch (e) {
+    await m.close();
+    throw e;
+  }
   return { ...m, reader: checkedReader(m.reader) };
+}
+
+/**
+ * Throw a FormatError when the weights hold blocks the spec does not count (config.json's num_hidden_layers or
+ * GGUF block_count smaller than the file's): the extra blocks would be skipped silently, a different model.
+ * (Missing blocks fail when read, naming the tensor.)
+ */
+export function checkLayerCount(reader: TensorReader, spec: LlamaSpec): void {
+  let top = -1;
+  for (const t of reader.tensors()) {
+    const m = /^model\.layers\.(\d+)\./.exec(t.name);
+    if (m) top = Math.max(top, Number(m[1]));
+  }
+  if (top >= spec.numLayers) {
+    throw new FormatError(
+      reader.name,
+      `load model: the weights hold ${
+        top + 1
+      } blocks (model.layers.0 … model.layers.${top}) but the config ` +
+        `says ${spec.numLayers} (num_hidden_layers / block_count); fix the config rather than drop blocks`,
+    );
+  }
 }
 
 async function loadUnchecked(path: string | URL, opts: OpenUrlOptions): Promise<LoadedModel> {
@@ -163,6 +191,14 @@ async function loadUnchecked(path: string | URL, opts: OpenUrlOptions): Promise<
     config = JSON.parse(await readFile(cfgPath, "utf8"));
   } catch (e) {
     throw new FormatError(cfgPath, `load model: cannot read config.json (${(e as Error).message})`);
+  }
+  if (typeof config !== "object" || config === null || Array.isArray(config)) {
+    throw new FormatError(
+      cfgPath,
+      `load model: config.json must hold a JSON object, got ${
+        config === null ? "null" : Array.isArray(config) ? "an array" : typeof config
+      }`,
+    );
   }
   const spec = specFromHfConfig(config, cfgPath);
   const tokenizer = await loadFolderTokenizer(path, spec);

@@ -42,7 +42,7 @@ import {
   type LlamaBlock,
   loadBlock,
 } from "../model/llama.ts";
-import { loadModel } from "../model/load.ts";
+import { checkLayerCount, loadModel } from "../model/load.ts";
 import { EMBED, LINEAR_NAMES, type LinearName, linearPrefix, SVD_A, SVD_B } from "../model/names.ts";
 import { permuteQK } from "../model/rope.ts";
 import type { LlamaSpec } from "../model/spec.ts";
@@ -367,6 +367,7 @@ export async function compressModel(
   // Every weight read is checked for NaN/Inf, so a bad weight is named where it is read (a no-op wrap for a
   // model from loadModel, already checked).
   const reader = checkedReader(model.reader);
+  checkLayerCount(reader, spec);
   const method = opts.method;
   const linears = opts.kvCache ? KV_LINEARS : opts.linears ?? LINEAR_NAMES;
   const sequential = opts.sequential ?? true;
