@@ -320,6 +320,16 @@ function validate(opts: CompressOptions): void {
   if (opts.kvCache && (opts.linears || opts.allocation === "sensitivity")) {
     throw new OptionError(`compress: kvCache chooses the linears and ranks itself; drop linears/allocation`);
   }
+  if (opts.allocation !== undefined && opts.allocation !== "uniform" && opts.allocation !== "sensitivity") {
+    throw new OptionError(
+      `compress: allocation must be "uniform" or "sensitivity", got ${JSON.stringify(opts.allocation)}`,
+    );
+  }
+  if (opts.dtype !== undefined && !["F32", "F16", "BF16"].includes(opts.dtype)) {
+    throw new OptionError(
+      `compress: dtype must be "F32", "F16" or "BF16", got ${JSON.stringify(opts.dtype)}`,
+    );
+  }
   if (opts.allocation === "sensitivity" && opts.method !== "asvd") {
     throw new OptionError(`compress: allocation "sensitivity" applies to method "asvd" only`);
   }
