@@ -14,6 +14,7 @@
  */
 import { parseArgs } from "node:util";
 import { readFile } from "node:fs/promises";
+import { rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { formatDuration, progressBar, type ProgressEvent } from "./src/cli/progress.ts";
 import {
@@ -30,6 +31,7 @@ import { perplexity } from "./src/eval/perplexity.ts";
 import { generate } from "./src/eval/generate.ts";
 import { initLinalg, linalgInfo } from "./src/linalg/backend.ts";
 import type { Ratio } from "./src/methods/ratio.ts";
+import { pendingTempPaths } from "./src/io/atomic_write.ts";
 
 const USAGE = `svd-llm — compress LLMs by low-rank factorisation
 
@@ -67,9 +69,43 @@ const onCompressProgress = (e: CompressProgress) =>
 
 function num(v: string | undefined, name: string, fallback?: number): number | undefined {
   if (v === undefined) return fallback;
-  const x = Number(v);
+  const x = v.trim() === "" ? NaN : Number(v); // Number("") is 0
   if (!Number.isFinite(x)) throw new Error(`--${name}: expected a number, got ${JSON.stringify(v)}`);
   return x;
+}
+
+/** A whole-number option, at least `min`. */
+function int(v: string | undefined, name: string, min: number, fallback?: number): number | undefined {
+  const x = num(v, name, fallback);
+  if (x !== undefined && (!Number.isInteger(x) || x < min)) {
+    throw new Error(`--${name}: expected a whole number ≥ ${min}, got ${JSON.stringify(v)}`);
+  }
+  return x;
+}
+
+/** The text of the file given to `--option`, with the option and the path named if it cannot be read or is empty. */
+async function readText(path: string, option: string): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (e) {
+    const err = e as { code?: string; message: string };
+    const why = err.code === "EISDIR" ? "it is a folder, not a text file" : err.message;
+    throw new Error(`--${option} ${path}: cannot read the file (${why})`);
+  }
+  if (text.trim() === "") throw new Error(`--${option} ${path}: the file is empty`);
+  return text;
+}
+
+/** Refuse more positional arguments than a command takes (a mistyped option value would be ignored). */
+function atMost(cmd: string, positionals: string[], n: number): void {
+  if (positionals.length > n) {
+    throw new Error(
+      `${cmd}: unexpected argument ${JSON.stringify(positionals[n])} (takes at most ${n} path${
+        n > 1 ? "s" : ""
+      })`,
+    );
+  }
 }
 
 async function cmdEval(args: string[]): Promise<void> {
@@ -78,14 +114,16 @@ async function cmdEval(args: string[]): Promise<void> {
     allowPositionals: true,
     options: { text: { type: "string" }, window: { type: "string" }, "max-tokens": { type: "string" } },
   });
+  atMost("eval", positionals, 1);
   const path = positionals[0] ?? DEFAULT_MODEL;
+  const max = int(values["max-tokens"], "max-tokens", 2);
+  const windowOpt = int(values.window, "window", 2);
+  const text = await readText(values.text ?? DEFAULT_TEXT, "text");
   const model = await loadModel(path);
   try {
-    const text = await readFile(values.text ?? DEFAULT_TEXT, "utf8");
     let ids = model.tokenizer.encode(text, { bos: true });
-    const max = num(values["max-tokens"], "max-tokens");
     if (max !== undefined) ids = ids.subarray(0, max);
-    const window = num(values.window, "window", Math.min(model.spec.maxPositions, 2048))!;
+    const window = windowOpt ?? Math.min(model.spec.maxPositions, 2048);
     const t0 = performance.now();
     const r = await perplexity(model, ids, { window, onProgress });
     print(
@@ -116,10 +154,12 @@ async function cmdGenerate(args: string[]): Promise<void> {
     allowPositionals: true,
     options: { prompt: { type: "string" }, tokens: { type: "string" } },
   });
+  atMost("generate", positionals, 1);
+  const tokens = int(values.tokens, "tokens", 1, 40)!;
   const model = await loadModel(positionals[0] ?? DEFAULT_MODEL);
   try {
     const prompt = values.prompt ?? "Once upon a time";
-    print(await continueText(model, prompt, num(values.tokens, "tokens", 40)!));
+    print(await continueText(model, prompt, tokens));
   } finally {
     await model.close();
   }
@@ -163,10 +203,10 @@ async function cmdCompress(args: string[]): Promise<void> {
     ratio: ratioFrom(values),
     calibration: values.calib
       ? {
-        text: await readFile(values.calib, "utf8"),
-        samples: num(values.samples, "samples"),
-        seqlen: num(values.seqlen, "seqlen"),
-        seed: num(values.seed, "seed"),
+        text: await readText(values.calib, "calib"),
+        samples: int(values.samples, "samples", 1),
+        seqlen: int(values.seqlen, "seqlen", 1),
+        seed: int(values.seed, "seed", 0),
       }
       : undefined,
     update: values.update,
@@ -290,10 +330,10 @@ function takeThreads(argv: string[]): { threads: number | "auto"; rest: string[]
 }
 
 async function main(argv: string[]): Promise<number> {
-  const { threads, rest: args } = takeThreads(argv);
-  const [cmd, ...rest] = args;
-  await initLinalg({ threads });
   try {
+    const { threads, rest: args } = takeThreads(argv);
+    const [cmd, ...rest] = args;
+    await initLinalg({ threads });
     switch (cmd) {
       case "demo":
         await cmdDemo();
@@ -325,15 +365,42 @@ async function main(argv: string[]): Promise<number> {
     }
     return 0;
   } catch (e) {
-    const err = e as Error;
-    process.stderr.write(
-      `\nerror: ${err.name && err.name !== "Error" ? `${err.name}: ` : ""}${err.message}\n`,
-    );
+    const err = e as Error & { code?: string };
+    // node:util parseArgs reports a bad command line as a TypeError: it is the user's, not a bug
+    const name = err.code?.startsWith("ERR_PARSE_ARGS") ? "" : err.name;
+    process.stderr.write(`\nerror: ${name && name !== "Error" ? `${name}: ` : ""}${err.message}\n`);
     return 1;
   }
 }
 
+/**
+ * On SIGINT (Ctrl-C) or SIGTERM: remove the temporary files and folders being written (the destination name
+ * never holds a partial output, and no `.tmp-…` debris is left beside it), then exit 130 / 143. The handler
+ * runs when the event loop next turns (compress yields between tensor reads and writes).
+ */
+function exitOnSignal(signal: "SIGINT" | "SIGTERM", code: number): void {
+  process.on(signal, () => {
+    const removed: string[] = [];
+    const pending = pendingTempPaths();
+    for (const p of pending) {
+      try {
+        rmSync(p, { recursive: true, force: true });
+        // name only the outermost (a compress output folder holds its own temporary model.safetensors)
+        if (!pending.some((q) => p.startsWith(q + "/") || p.startsWith(q + "\\"))) removed.push(p);
+      } catch (e) {
+        process.stderr.write(`\ninterrupted: could not remove ${p}: ${(e as Error).message}\n`);
+      }
+    }
+    process.stderr.write(
+      `\ninterrupted (${signal})${removed.length ? `: removed the unfinished ${removed.join(", ")}` : ""}\n`,
+    );
+    process.exit(code);
+  });
+}
+
 if (import.meta.main) {
+  exitOnSignal("SIGINT", 130);
+  exitOnSignal("SIGTERM", 143);
   const code = await main(process.argv.slice(2));
   process.exit(code);
 }

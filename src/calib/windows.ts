@@ -24,6 +24,9 @@ export interface CalibrationWindowOptions {
   layout?: "random" | "consecutive";
 }
 
+/** A value as the user wrote it: strings quoted ("4" is not 4), numbers as they are (NaN, not null). */
+const show = (v: unknown): string => (typeof v === "string" ? JSON.stringify(v) : String(v));
+
 /**
  * Cut `samples` windows of `seqlen` token ids out of `ids`. Throws OptionError when the counts are not
  * positive integers, when the text is shorter than one window (naming both lengths), or, for
@@ -41,8 +44,11 @@ export function calibrationWindows(ids: ArrayLike<number>, opts: CalibrationWind
   const layout = opts.layout ?? "random";
   for (const [k, v] of [["samples", samples], ["seqlen", seqlen]] as const) {
     if (!Number.isInteger(v) || v < 1) {
-      throw new OptionError(`calibration windows: ${k} must be a positive integer, got ${v}`);
+      throw new OptionError(`calibration windows: ${k} must be a positive integer, got ${show(v)}`);
     }
+  }
+  if (opts.seed !== undefined && !Number.isSafeInteger(opts.seed)) {
+    throw new OptionError(`calibration windows: seed must be an integer, got ${show(opts.seed)}`);
   }
   if (layout !== "random" && layout !== "consecutive") {
     throw new OptionError(
@@ -54,6 +60,12 @@ export function calibrationWindows(ids: ArrayLike<number>, opts: CalibrationWind
     throw new OptionError(
       `calibration windows: the calibration text has ${n} tokens, shorter than one window of ${seqlen} tokens`,
     );
+  }
+  // Int32Array.from would turn NaN into 0 and 1.5 into 1: a silent, different calibration set
+  for (let i = 0; i < n; i++) {
+    if (!Number.isInteger(ids[i])) {
+      throw new OptionError(`calibration windows: token id at position ${i} is ${ids[i]}, not an integer`);
+    }
   }
   const all = Int32Array.from(ids);
   const out: Int32Array[] = [];

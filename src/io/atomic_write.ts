@@ -12,11 +12,34 @@ export interface AtomicWriteOptions {
   overwrite?: boolean;
 }
 
-/** A fresh temporary name beside `path`: `<path>.tmp-<random hex>`. */
+/** Temporary names handed out by {@link tempPathFor} and not yet released: what an interrupt must remove. */
+const pendingTemps = new Set<string>();
+
+/**
+ * A fresh temporary name beside `path`: `<path>.tmp-<random hex>`. The name is recorded as pending until
+ * {@link releaseTempPath}, so that an interrupted process can remove what it was writing
+ * ({@link pendingTempPaths}).
+ */
 export function tempPathFor(path: string): string {
   const r = new Uint8Array(6);
   crypto.getRandomValues(r);
-  return `${path}.tmp-${Array.from(r, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+  const temp = `${path}.tmp-${Array.from(r, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+  pendingTemps.add(temp);
+  return temp;
+}
+
+/** Forget a temporary name: it was renamed onto its destination or removed. */
+export function releaseTempPath(temp: string): void {
+  pendingTemps.delete(temp);
+}
+
+/**
+ * Temporary files and folders being written right now (from {@link tempPathFor}, not yet committed or
+ * removed). A program that exits on SIGINT/SIGTERM removes them, so an interrupted run leaves neither a
+ * partial output under the destination name nor temporary debris beside it (the CLI does; see cli.ts).
+ */
+export function pendingTempPaths(): string[] {
+  return [...pendingTemps];
 }
 
 function code(e: unknown): string | undefined {
@@ -94,6 +117,8 @@ export async function commitTempFile(
   } catch (e) {
     await fs.rm(tmp, { force: true }).catch(() => {});
     throw e;
+  } finally {
+    releaseTempPath(tmp);
   }
   await syncDir(dirname(dest));
 }
@@ -128,6 +153,7 @@ export async function writeFileAtomic(
   } catch (e) {
     await h.close().catch(() => {});
     await rm(tmp, { force: true }).catch(() => {});
+    releaseTempPath(tmp);
     throw e;
   }
   await h.close();

@@ -47,7 +47,12 @@ export async function openFile(path: string): Promise<ByteSource> {
   const handle = await open(path, "r").catch((e: Error) => {
     throw new FormatError(path, `cannot open file: ${e.message}`);
   });
-  const size = (await handle.stat()).size;
+  const st = await handle.stat();
+  if (st.isDirectory()) {
+    await handle.close();
+    throw new FormatError(path, "cannot read: it is a folder, not a file");
+  }
+  const size = st.size;
   let closed = false;
   return {
     name: path,

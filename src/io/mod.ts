@@ -5,7 +5,7 @@
  * @module
  */
 export { type ByteSource, checkRange, openFile } from "./byte_source.ts";
-export type { DType, TensorInfo, TensorReader } from "./tensor_reader.ts";
+export { checkedReader, type DType, type TensorInfo, type TensorReader } from "./tensor_reader.ts";
 export { openUrl, type OpenUrlOptions } from "./url_source.ts";
 export { openBlob } from "./blob_source.ts";
 export { openBytes } from "./memory_source.ts";
@@ -40,7 +40,7 @@ export {
   type TensorPlan,
   withSafetensorsWriter,
 } from "./safetensors_writer.ts";
-export { type AtomicWriteOptions, writeFileAtomic } from "./atomic_write.ts";
+export { type AtomicWriteOptions, pendingTempPaths, writeFileAtomic } from "./atomic_write.ts";
 export {
   GGUF_MAX_HEADER_BYTES,
   type GgufFile,

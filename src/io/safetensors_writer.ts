@@ -7,7 +7,7 @@
  * @module
  */
 import { DTYPE_SIZE, encodeFromFloat32, LITTLE_ENDIAN, type WritableDType } from "./dtype.ts";
-import { commitTempFile, refuseExisting, tempPathFor } from "./atomic_write.ts";
+import { commitTempFile, refuseExisting, releaseTempPath, tempPathFor } from "./atomic_write.ts";
 import { OptionError, ShapeError } from "../errors.ts";
 
 /** One tensor to be written. */
@@ -194,7 +194,10 @@ export async function createSafetensorsWriter(
   await refuseInputs(path, opts.inputs ?? []);
   await refuseExisting(path, opts.overwrite, "safetensors writer");
   const tempPath = tempPathFor(path);
-  const handle = await fs.open(tempPath, "wx");
+  const handle = await fs.open(tempPath, "wx").catch((e) => {
+    releaseTempPath(tempPath);
+    throw e;
+  });
   let position = 0;
   let next = 0;
   let state: "open" | "closed" | "aborted" = "open";
@@ -216,6 +219,7 @@ export async function createSafetensorsWriter(
     state = "aborted";
     await handle.close().catch(() => {});
     await fs.rm(tempPath, { force: true });
+    releaseTempPath(tempPath);
   }
 
   /** Run `fn`; on any error abort the writer (removing the temp file) and rethrow. */
@@ -247,6 +251,7 @@ export async function createSafetensorsWriter(
     state = "aborted";
     await handle.close().catch(() => {});
     await fs.rm(tempPath, { force: true });
+    releaseTempPath(tempPath);
     throw e;
   }
 

@@ -38,7 +38,11 @@ export function keptFraction(ratio: Ratio): number {
   const v = hasRemoved ? r.removed : r.kept;
   const key = hasRemoved ? "removed" : "kept";
   if (typeof v !== "number" || !Number.isFinite(v) || v <= 0 || v >= 1) {
-    throw new OptionError(`ratio: ${key} must be a number strictly between 0 and 1, got ${String(v)}`);
+    throw new OptionError(
+      `ratio: ${key} must be a number strictly between 0 and 1, got ${
+        typeof v === "string" ? JSON.stringify(v) : String(v)
+      }`,
+    );
   }
   // Computed as the SVD-LLM reference does (1 − r in float64), so ranks agree with it exactly.
   return hasRemoved ? 1 - v : v;

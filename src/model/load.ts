@@ -7,7 +7,7 @@
 import { FormatError, OptionError } from "../errors.ts";
 import { type GgufFile, openGguf } from "../io/gguf.ts";
 import { openModelWeights } from "../io/sharded.ts";
-import type { TensorInfo, TensorReader } from "../io/tensor_reader.ts";
+import { checkedReader, type TensorInfo, type TensorReader } from "../io/tensor_reader.ts";
 import type { OpenUrlOptions } from "../io/url_source.ts";
 import { loadHfTokenizer } from "../tokenize/hf.ts";
 import { tokenizerFromGguf, tokenizerFromGgufJson } from "../tokenize/from_gguf.ts";
@@ -70,7 +70,7 @@ export function ggufAsHfReader(g: GgufFile): TensorReader {
  * Face names). Closing the model closes the file.
  */
 export function modelFromGguf(g: GgufFile, where: string, name: string): LoadedModel {
-  const reader = ggufAsHfReader(g);
+  const reader = checkedReader(ggufAsHfReader(g));
   if (reader.has("rope_freqs.weight")) {
     // Llama 3.1+ GGUFs carry their RoPE scaling as per-pair frequency factors: not applied here
     throw new OptionError(`${where}: GGUF rope_freqs (Llama 3.1-style RoPE scaling) is not supported`);
@@ -124,6 +124,8 @@ async function loadFolderTokenizer(dir: string, spec: LlamaSpec): Promise<Tokeni
  * Open a model: a `.gguf` file, or a Hugging Face folder with config.json, model.safetensors (or a sharded
  * index) and tokenizer.json (or `tokenizer_gguf.json`, the GGUF vocabulary kept by a compressed GGUF model);
  * either may also be an `http(s)` URL, read with Range requests (see `load_url.ts`; `opts` are for it).
+ * Every tensor read is checked for NaN and ±Inf ({@link checkedReader}): a non-finite weight throws a
+ * NumericError naming the tensor rather than producing a NaN perplexity or a NaN compressed model.
  *
  * @example
  * ```ts
@@ -134,6 +136,39 @@ async function loadFolderTokenizer(dir: string, spec: LlamaSpec): Promise<Tokeni
  * ```
  */
 export async function loadModel(path: string | URL, opts: OpenUrlOptions = {}): Promise<LoadedModel> {
+  const m = await loadUnchecked(path, opts);
+  try {
+    checkLayerCount(m.reader, m.spec);
+  } catch (e) {
+    await m.close();
+    throw e;
+  }
+  return { ...m, reader: checkedReader(m.reader) };
+}
+
+/**
+ * Throw a FormatError when the weights hold blocks the spec does not count (config.json's num_hidden_layers or
+ * GGUF block_count smaller than the file's): the extra blocks would be skipped silently, a different model.
+ * (Missing blocks fail when read, naming the tensor.)
+ */
+export function checkLayerCount(reader: TensorReader, spec: LlamaSpec): void {
+  let top = -1;
+  for (const t of reader.tensors()) {
+    const m = /^model\.layers\.(\d+)\./.exec(t.name);
+    if (m) top = Math.max(top, Number(m[1]));
+  }
+  if (top >= spec.numLayers) {
+    throw new FormatError(
+      reader.name,
+      `load model: the weights hold ${
+        top + 1
+      } blocks (model.layers.0 … model.layers.${top}) but the config ` +
+        `says ${spec.numLayers} (num_hidden_layers / block_count); fix the config rather than drop blocks`,
+    );
+  }
+}
+
+async function loadUnchecked(path: string | URL, opts: OpenUrlOptions): Promise<LoadedModel> {
   if (path instanceof URL || /^https?:\/\//i.test(path)) {
     const { loadModelUrl } = await import("./load_url.ts");
     return await loadModelUrl(path, opts);
@@ -156,6 +191,14 @@ export async function loadModel(path: string | URL, opts: OpenUrlOptions = {}): 
     config = JSON.parse(await readFile(cfgPath, "utf8"));
   } catch (e) {
     throw new FormatError(cfgPath, `load model: cannot read config.json (${(e as Error).message})`);
+  }
+  if (typeof config !== "object" || config === null || Array.isArray(config)) {
+    throw new FormatError(
+      cfgPath,
+      `load model: config.json must hold a JSON object, got ${
+        config === null ? "null" : Array.isArray(config) ? "an array" : typeof config
+      }`,
+    );
   }
   const spec = specFromHfConfig(config, cfgPath);
   const tokenizer = await loadFolderTokenizer(path, spec);

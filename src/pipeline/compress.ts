@@ -42,11 +42,11 @@ import {
   type LlamaBlock,
   loadBlock,
 } from "../model/llama.ts";
-import { loadModel } from "../model/load.ts";
+import { checkLayerCount, loadModel } from "../model/load.ts";
 import { EMBED, LINEAR_NAMES, type LinearName, linearPrefix, SVD_A, SVD_B } from "../model/names.ts";
 import { permuteQK } from "../model/rope.ts";
 import type { LlamaSpec } from "../model/spec.ts";
-import type { TensorReader } from "../io/tensor_reader.ts";
+import { checkedReader, type TensorReader } from "../io/tensor_reader.ts";
 import type { Tokenizer } from "../tokenize/tokenizer.ts";
 import { compressAsvd } from "../methods/asvd.ts";
 import { allocateBySensitivity, type LayerShape, SENSITIVITY_RATIOS } from "../methods/asvd_sensitivity.ts";
@@ -296,6 +296,9 @@ export async function compress(
   opts: CompressOptions,
 ): Promise<CompressReport> {
   validate(opts);
+  if (typeof output !== "string" || output.trim() === "") {
+    throw new OptionError(`compress: the output must be a folder path, got ${JSON.stringify(output)}`);
+  }
   const model = await loadModel(input);
   try {
     return await compressModel(model, output, opts, { inputPath: input });
@@ -316,6 +319,16 @@ function validate(opts: CompressOptions): void {
   }
   if (opts.kvCache && (opts.linears || opts.allocation === "sensitivity")) {
     throw new OptionError(`compress: kvCache chooses the linears and ranks itself; drop linears/allocation`);
+  }
+  if (opts.allocation !== undefined && opts.allocation !== "uniform" && opts.allocation !== "sensitivity") {
+    throw new OptionError(
+      `compress: allocation must be "uniform" or "sensitivity", got ${JSON.stringify(opts.allocation)}`,
+    );
+  }
+  if (opts.dtype !== undefined && !["F32", "F16", "BF16"].includes(opts.dtype)) {
+    throw new OptionError(
+      `compress: dtype must be "F32", "F16" or "BF16", got ${JSON.stringify(opts.dtype)}`,
+    );
   }
   if (opts.allocation === "sensitivity" && opts.method !== "asvd") {
     throw new OptionError(`compress: allocation "sensitivity" applies to method "asvd" only`);
@@ -360,7 +373,11 @@ export async function compressModel(
   const start = () => (tPhase = performance.now());
   const stop = (name: keyof CompressPhases) => (phases[name] += (performance.now() - tPhase) / 1000);
   const peak = createPeakMemory();
-  const { spec, reader } = model;
+  const spec = model.spec;
+  // Every weight read is checked for NaN/Inf, so a bad weight is named where it is read (a no-op wrap for a
+  // model from loadModel, already checked).
+  const reader = checkedReader(model.reader);
+  checkLayerCount(reader, spec);
   const method = opts.method;
   const linears = opts.kvCache ? KV_LINEARS : opts.linears ?? LINEAR_NAMES;
   const sequential = opts.sequential ?? true;
@@ -446,7 +463,7 @@ export async function compressModel(
       start();
       const sw = opts.sensitivity ?? {};
       const sweepWindows = windows!.slice(0, sw.samples ?? windows!.length);
-      const res = await sensitivitySweep(model, sweepWindows, {
+      const res = await sensitivitySweep({ spec, reader }, sweepWindows, {
         ratios: sw.ratios ?? SENSITIVITY_RATIOS,
         alpha: opts.alpha,
         linears,

@@ -8,6 +8,7 @@
 import { FormatError } from "../errors.ts";
 import { createSafetensorsWriter, type TensorPlan } from "../io/safetensors_writer.ts";
 import { openModelWeights } from "../io/sharded.ts";
+import { checkedReader } from "../io/tensor_reader.ts";
 import type { WritableDType } from "../io/dtype.ts";
 import { matmul } from "../linalg/gemm.ts";
 import { SVD_A, SVD_B } from "../model/names.ts";
@@ -49,8 +50,14 @@ const EXTRA_FILES = [
 export async function merge(input: string, output: string, opts: MergeOptions = {}): Promise<MergeReport> {
   const fs = await import("node:fs/promises");
   const { join } = await import("node:path");
-  const reader = await openModelWeights(input);
-  const out = await openOutputDir(output, { overwrite: opts.overwrite, inputs: [input] });
+  const reader = checkedReader(await openModelWeights(input));
+  let out;
+  try {
+    out = await openOutputDir(output, { overwrite: opts.overwrite, inputs: [input], action: "merge" });
+  } catch (e) {
+    await reader.close(); // a refused destination must not leak the input's file handle
+    throw e;
+  }
   try {
     const plan: TensorPlan[] = [];
     const merged: string[] = [];

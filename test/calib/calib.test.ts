@@ -109,3 +109,26 @@ test("observers reject non-finite activations naming the layer, and wrong widths
     assert.throws(() => o.addBatch({ rows: 2, cols: 6, data: new Float32Array(12) }), ShapeError);
   }
 });
+
+test('windows refuse ids and options that would silently become others (NaN → 0, 1.5 → 1, "4")', () => {
+  const ids = Array.from({ length: 100 }, (_, i) => i % 7);
+  const refuses = (f: () => unknown, re: RegExp) =>
+    assert.throws(f, (e: Error) => e instanceof OptionError && re.test(e.message));
+  refuses(
+    () => calibrationWindows([...ids, NaN], { samples: 2, seqlen: 8 }),
+    /position 100 is NaN, not an integer/,
+  );
+  refuses(
+    () => calibrationWindows([1.5, ...ids], { samples: 2, seqlen: 8 }),
+    /position 0 is 1\.5, not an integer/,
+  );
+  refuses(
+    () => calibrationWindows(ids, { samples: "4" as unknown as number, seqlen: 8 }),
+    /samples .* got "4"$/,
+  );
+  refuses(
+    () => calibrationWindows(ids, { samples: 2, seqlen: 8, seed: NaN }),
+    /seed must be an integer, got NaN$/,
+  );
+  assert.equal(calibrationWindows(ids, { samples: 2, seqlen: 8, seed: 3 }).length, 2);
+});

@@ -1,0 +1,83 @@
+// Command-line mistakes: a one-line error naming the option or path and what is wrong, exit code 1, no stack.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = fileURLToPath(new URL("../../", import.meta.url));
+const model = join(root, "models/stories260K/stories260K.gguf");
+const text = join(root, "data/tinystories-valid.part1.txt");
+
+function cli(...args: string[]): { code: number; out: string; err: string } {
+  const isDeno = "Deno" in globalThis;
+  const argv = isDeno ? ["run", "-A", join(root, "cli.ts"), ...args] : [join(root, "cli.ts"), ...args];
+  const r = spawnSync(process.execPath, argv, {
+    cwd: root,
+    encoding: "utf8",
+    env: { ...process.env, NO_COLOR: "1" },
+    timeout: 120_000,
+  });
+  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+}
+
+test(
+  "cli: bad options and unreadable text files give a one-line error naming them",
+  { timeout: 300_000 },
+  async () => {
+    const dir = await mkdtemp(join(tmpdir(), "svd-llm-cli-errors-"));
+    try {
+      const empty = join(dir, "empty.txt");
+      await writeFile(empty, "");
+      const out = join(dir, "out");
+      const cases: [string[], RegExp][] = [
+        [
+          ["--threads", "abc", "eval", model],
+          /^error: --threads: expected a whole number or "auto", got "abc"$/,
+        ],
+        [["--threads", "0", "eval", model], /^error: OptionError: initLinalg: threads must be .* got 0$/],
+        [
+          ["compress", model, out, "--method", "svd", "--ratio", ""],
+          /^error: --ratio: expected a number, got ""$/,
+        ],
+        [["generate", model, "--tokens", "0"], /^error: --tokens: expected a whole number ≥ 1, got "0"$/],
+        [["generate", model, "--tokens", "2.5"], /^error: --tokens: expected a whole number ≥ 1, got "2.5"$/],
+        [["eval", model, "--window", "1"], /^error: --window: expected a whole number ≥ 2, got "1"$/],
+        [
+          ["eval", model, "--text", dir],
+          /^error: --text .*: cannot read the file \(it is a folder, not a text file\)$/,
+        ],
+        [
+          ["eval", model, "--text", join(dir, "none.txt")],
+          /^error: --text .*none\.txt: cannot read the file \(ENOENT/,
+        ],
+        [["eval", model, "--text", empty], /^error: --text .*empty\.txt: the file is empty$/],
+        [
+          ["compress", model, out, "--ratio", "0.2", "--calib", dir],
+          /^error: --calib .*: cannot read the file \(it is a folder/,
+        ],
+        [
+          ["compress", model, out, "--ratio", "0.2", "--calib", empty],
+          /^error: --calib .*empty\.txt: the file is empty$/,
+        ],
+        [
+          ["compress", model, out, "--ratio", "0.2", "--calib", text, "--samples", "0"],
+          /^error: --samples: .*≥ 1/,
+        ],
+        [["eval", model, model], /^error: eval: unexpected argument .* \(takes at most 1 path\)$/],
+        [["eval", model, "--windw", "3"], /^error: Unknown option '--windw'/],
+      ];
+      for (const [args, expected] of cases) {
+        const r = cli(...args);
+        assert.equal(r.code, 1, `${args.join(" ")}: ${r.err}`);
+        const lines = r.err.trim().split("\n");
+        assert.match(lines[0], expected, args.join(" "));
+        assert.ok(!/^\s+at /m.test(r.err), `no stack trace: ${r.err}`);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+);

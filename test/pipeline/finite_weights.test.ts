@@ -1,0 +1,84 @@
+// Non-finite weights: refused where they are read, naming the tensor, never a NaN perplexity or a NaN model.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdir, readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { compressModel } from "../../src/pipeline/compress.ts";
+import { merge } from "../../src/pipeline/merge.ts";
+import { NumericError } from "../../src/errors.ts";
+import { openModelWeights } from "../../src/io/sharded.ts";
+import { checkedReader } from "../../src/io/tensor_reader.ts";
+import { specFromHfConfig } from "../../src/model/spec.ts";
+import { listing, syntheticModel, tempDir } from "./_helpers.ts";
+
+const SLOW = { timeout: 120_000 };
+
+async function synthetic(dir: string, name: string, poison?: { tensor: string; index: number }) {
+  const src = join(dir, name);
+  await mkdir(src);
+  await syntheticModel(src, poison);
+  return src;
+}
+
+test(
+  "NaN or Inf in any weight is refused where it is read, naming the tensor and the element",
+  SLOW,
+  async () => {
+    const dir = await tempDir();
+    try {
+      // A linear (svd never runs a forward pass: the read names it, not the factorisation).
+      const src = await synthetic(dir, "nan-linear", {
+        tensor: "model.layers.1.self_attn.k_proj.weight",
+        index: 19,
+      });
+      const reader = checkedReader(await openModelWeights(src));
+      assert.equal(checkedReader(reader), reader, "checking twice wraps once");
+      await assert.rejects(
+        reader.read("model.layers.1.self_attn.k_proj.weight"),
+        (e: Error) =>
+          e instanceof NumericError &&
+          /read model\.layers\.1\.self_attn\.k_proj\.weight from .*model\.safetensors: non-finite value NaN at element 19 \(row 1, column 3\)/
+            .test(e.message),
+      );
+      assert.equal((await reader.read("model.layers.1.self_attn.q_proj.weight")).length, 256);
+      await reader.close();
+      const model = {
+        spec: specFromHfConfig(JSON.parse(await readFile(join(src, "config.json"), "utf8"))),
+        reader: await openModelWeights(src),
+        name: "synthetic",
+      };
+      await assert.rejects(
+        compressModel(model, join(dir, "o1"), { method: "svd", ratio: { removed: 0.2 }, force: true }, {
+          inputPath: src,
+        }),
+        (e: Error) =>
+          e instanceof NumericError && /model\.layers\.1\.self_attn\.k_proj\.weight/.test(e.message),
+      );
+      await model.reader.close();
+      // Tensors no method factors, which used to be copied into a NaN model: the final norm, the embeddings.
+      for (const tensor of ["model.norm.weight", "model.embed_tokens.weight", "lm_head.weight"]) {
+        const name = tensor.split(".").slice(-2, -1)[0];
+        const src2 = await synthetic(dir, `nan-${name}`, { tensor, index: 3 });
+        const m2 = {
+          spec: specFromHfConfig(JSON.parse(await readFile(join(src2, "config.json"), "utf8"))),
+          reader: await openModelWeights(src2),
+          name: "synthetic",
+        };
+        await assert.rejects(
+          compressModel(m2, join(dir, `o-${name}`), { method: "svd", ratio: { removed: 0.2 }, force: true }, {
+            inputPath: src2,
+          }),
+          (e: Error) => e instanceof NumericError && e.message.includes(`read ${tensor} from`),
+        );
+        await m2.reader.close();
+        await assert.rejects(
+          merge(src2, join(dir, `m-${name}`)),
+          (e: Error) => e instanceof NumericError && e.message.includes(`read ${tensor} from`),
+        );
+      }
+      assert.deepEqual(await listing(dir), ["nan-embed_tokens", "nan-linear", "nan-lm_head", "nan-norm"]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+);
