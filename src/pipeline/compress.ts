@@ -80,10 +80,12 @@ export const BATCH_TOKENS = 1024;
 
 /**
  * Heap pages are handed back after factoring a linear of at least this many values (4 MiB in float32): the
- * temporaries of smaller ones are not worth the page faults of reusing trimmed memory. A model with no linear
- * this large never trims.
+ * temporaries of smaller ones are not worth the page faults of reusing trimmed memory.
  */
 const TRIM_MIN_VALUES = 1 << 20;
+
+/** Float32 bytes of a block's linears below which a compression never trims (see `findMemoryTrimmer`). */
+const TRIM_MIN_BLOCK_BYTES = 8 << 20;
 
 /** The compression methods. */
 export type CompressMethod = "svd" | "asvd" | "svdllm";
@@ -390,10 +392,13 @@ export async function compressModel(
   const gc = pacedCollector(await findGarbageCollector());
   // And hand freed heap pages back to the system where the allocation pattern changes (see memory.ts): after a
   // block's calibration passes, after each large linear's factorisation, after the block is written.
-  // Only for models with a linear of TRIM_MIN_VALUES or more: below that, every pass and factorisation pays
-  // the page faults of reusing trimmed memory (measured on tinylm-brown: 7–10 % of the run) for no lower peak.
-  const largest = Math.max(...LINEAR_NAMES.map((l) => linearShape(spec, l)[0] * linearShape(spec, l)[1]));
-  const trim = largest >= TRIM_MIN_VALUES ? findMemoryTrimmer() : null;
+  // Only for blocks of TRIM_MIN_BLOCK_BYTES or more: on smaller ones every pass and factorisation pays the
+  // page faults of reusing trimmed memory (tinylm-brown, 2.9 MB blocks: 7–10 % of the run) for no lower peak.
+  const blockBytes = LINEAR_NAMES.reduce(
+    (t, l) => t + 4 * linearShape(spec, l)[0] * linearShape(spec, l)[1],
+    0,
+  );
+  const trim = blockBytes >= TRIM_MIN_BLOCK_BYTES ? findMemoryTrimmer() : null;
   const linearBytes = (m: number, n: number) => 32 * m * n; // float64 W·L, its QR and SVD, the blocks
   const emit = (e: CompressProgress, large = true) => {
     peak.sample();
