@@ -112,8 +112,8 @@ export async function windowNll(
 }
 
 /**
- * Perplexity of `ids` (tokenized once, one BOS first, added by the caller) in consecutive windows of
- * `window` tokens.
+ * Perplexity of `tokenIds` (tokenized once, one BOS first, added by the caller; an Int32Array or any array of
+ * integers) in consecutive windows of `window` tokens.
  *
  * @example
  * ```ts ignore
@@ -126,9 +126,10 @@ export async function windowNll(
  */
 export async function perplexity(
   model: ModelWeights,
-  ids: Int32Array,
+  tokenIds: Int32Array | ArrayLike<number>,
   opts: PerplexityOptions,
 ): Promise<PerplexityResult> {
+  const ids = asTokenIds(tokenIds, "perplexity");
   const n = opts.window;
   if (!Number.isInteger(n) || n < 2) {
     throw new OptionError(`perplexity: window must be an integer ≥ 2, got ${n}`);
@@ -180,4 +181,18 @@ export async function perplexity(
     nonFinite,
     perWindow,
   };
+}
+
+/** `ids` as an Int32Array (itself when it is one); OptionError naming `action` on a value that is no integer. */
+function asTokenIds(ids: Int32Array | ArrayLike<number>, action: string): Int32Array {
+  if (ids instanceof Int32Array) return ids;
+  const out = new Int32Array(ids.length);
+  for (let i = 0; i < ids.length; i++) {
+    const v = ids[i];
+    if (!Number.isInteger(v) || v < -(2 ** 31) || v >= 2 ** 31) {
+      throw new OptionError(`${action}: token id ${JSON.stringify(v)} at position ${i} is not an integer`);
+    }
+    out[i] = v;
+  }
+  return out;
 }

@@ -15,17 +15,81 @@ export interface AtomicWriteOptions {
 /** Temporary names handed out by {@link tempPathFor} and not yet released: what an interrupt must remove. */
 const pendingTemps = new Set<string>();
 
+/** This process's mark in temporary names: `<host>.<pid>`, so a later run can tell a dead writer's debris. */
+function owner(): string {
+  const p = (globalThis as { process?: { pid?: number } }).process;
+  const pid = typeof p?.pid === "number" ? p.pid : 0; // browsers: no pid, never removed as stale
+  return `${hostName() ?? "unknown-host"}.${pid}`;
+}
+
+/** The host's name where the runtime tells it without an import (Deno, or $HOSTNAME), else undefined. */
+function hostName(): string | undefined {
+  try {
+    const d = (globalThis as { Deno?: { hostname?: () => string } }).Deno;
+    if (d?.hostname) return d.hostname();
+    return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env
+      ?.HOSTNAME ||
+      undefined;
+  } catch {
+    return undefined; // Deno without --allow-sys
+  }
+}
+
 /**
- * A fresh temporary name beside `path`: `<path>.tmp-<random hex>`. The name is recorded as pending until
- * {@link releaseTempPath}, so that an interrupted process can remove what it was writing
- * ({@link pendingTempPaths}).
+ * A fresh temporary name beside `path`: `<path>.tmp-<host>.<pid>-<random hex>`. The name is recorded as
+ * pending until {@link releaseTempPath}, so that an interrupted process can remove what it was writing
+ * ({@link pendingTempPaths}); the host and process id let {@link removeStaleTemps} tell the debris of a killed
+ * writer.
  */
 export function tempPathFor(path: string): string {
   const r = new Uint8Array(6);
   crypto.getRandomValues(r);
-  const temp = `${path}.tmp-${Array.from(r, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+  const temp = `${path}.tmp-${owner()}-${Array.from(r, (b) => b.toString(16).padStart(2, "0")).join("")}`;
   pendingTemps.add(temp);
   return temp;
+}
+
+/**
+ * Remove the temporary files and folders that writers of `path` on this host left when they were killed
+ * (SIGKILL, power loss: no handler ran), i.e. `<path>.tmp-<host>.<pid>-<hex>` whose process no longer exists.
+ * Kept: temporaries of live processes, of other hosts (a shared file system), from before process ids were
+ * recorded, and every `…-old` name with its partner (a kill between the two renames of an overwrite leaves
+ * the previous output there). Returns the paths removed. A no-op where processes cannot be probed or the
+ * host's name is unknown.
+ */
+export async function removeStaleTemps(path: string): Promise<string[]> {
+  const proc = (globalThis as { process?: { kill?: (pid: number, signal: number) => void } }).process;
+  if (typeof proc?.kill !== "function") return [];
+  const fs = await import("node:fs/promises");
+  const { basename, dirname, join } = await import("node:path");
+  const host = hostName();
+  if (host === undefined) return []; // another host's writer could not be told from a dead one
+  const dir = dirname(path), base = basename(path);
+  let names: string[];
+  try {
+    names = await fs.readdir(dir);
+  } catch {
+    return [];
+  }
+  const alive = (pid: number) => {
+    try {
+      proc.kill!(pid, 0);
+      return true;
+    } catch (e) {
+      return code(e) !== "ESRCH"; // EPERM: alive, someone else's
+    }
+  };
+  const removed: string[] = [];
+  for (const name of names) {
+    if (!name.startsWith(`${base}.tmp-${host}.`)) continue;
+    const m = /^(\d+)-([0-9a-f]{12})$/.exec(name.slice(`${base}.tmp-${host}.`.length));
+    if (!m || m[1] === "0" || alive(Number(m[1])) || names.includes(`${name}-old`)) continue;
+    const full = join(dir, name);
+    if (pendingTemps.has(full)) continue;
+    await fs.rm(full, { recursive: true, force: true });
+    removed.push(full);
+  }
+  return removed;
 }
 
 /** Forget a temporary name: it was renamed onto its destination or removed. */

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { FormatError } from "../errors.ts";
+import { FormatError, OptionError } from "../errors.ts";
 import { createSafetensorsWriter, type TensorPlan } from "../io/safetensors_writer.ts";
 import { openModelWeights } from "../io/sharded.ts";
 import { checkedReader } from "../io/tensor_reader.ts";
@@ -50,6 +50,11 @@ const EXTRA_FILES = [
 export async function merge(input: string, output: string, opts: MergeOptions = {}): Promise<MergeReport> {
   const fs = await import("node:fs/promises");
   const { join } = await import("node:path");
+  if (/\.gguf$/i.test(input)) {
+    throw new OptionError(
+      `merge: ${input} is a GGUF file, which holds no low-rank factors; merge reads a folder written by compress`,
+    );
+  }
   const reader = checkedReader(await openModelWeights(input));
   let out;
   try {
@@ -59,6 +64,12 @@ export async function merge(input: string, output: string, opts: MergeOptions = 
     throw e;
   }
   try {
+    if (!reader.tensors().some((t) => t.name.endsWith(`.${SVD_A}`))) {
+      throw new FormatError(
+        reader.name,
+        `merge: no low-rank factors (<linear>.${SVD_A} / .${SVD_B}) in this model: it is dense already`,
+      );
+    }
     const plan: TensorPlan[] = [];
     const merged: string[] = [];
     const keep = (d: string): WritableDType => (d === "F16" || d === "BF16" ? d : "F32");

@@ -1,12 +1,12 @@
 /**
- * A model folder written atomically: everything goes into `<output>.tmp-<random>/`, which is renamed onto
+ * A model folder written atomically: everything goes into `<output>.tmp-<host>.<pid>-<random>/`, which is renamed onto
  * `<output>` only when complete, so an aborted or failed run leaves nothing under the destination name.
  * Writing onto (or over a folder containing) one of the inputs is always refused.
  *
  * @module
  */
 import { OptionError } from "../errors.ts";
-import { pathExists, releaseTempPath, tempPathFor } from "../io/atomic_write.ts";
+import { pathExists, releaseTempPath, removeStaleTemps, tempPathFor } from "../io/atomic_write.ts";
 
 /** A folder being written; see {@link openOutputDir}. */
 export interface OutputDir {
@@ -69,6 +69,8 @@ export async function openOutputDir(path: string, opts: OutputDirOptions = {}): 
   if (!opts.overwrite && await pathExists(path)) {
     throw new OptionError(`${action}: the output ${path} already exists; pass overwrite: true to replace it`);
   }
+  // Debris of an earlier writer of this output that was killed (no handler could remove it).
+  await removeStaleTemps(path);
   const temp = tempPathFor(path);
   await fs.mkdir(temp, { recursive: false }).catch((e) => {
     releaseTempPath(temp);

@@ -105,3 +105,15 @@ test("kl: zero against itself, positive against a perturbed copy", async () => {
   assert.ok(d.meanKl > 1e-4 && d.maxKl >= d.meanKl && d.nonFinite === 0);
   assert.equal(events[events.length - 1], 2 * 2 * TINY.numLayers); // 2 batches (10+10, then 5) × 2 models
 });
+
+test("perplexity: a plain array of ids scores as its Int32Array; a non-integer id is refused by position", async () => {
+  const ids = [1, 5, 7, 2, 9, 11, 3];
+  const a = await perplexity(model, ids, { window: 4 });
+  const b = await perplexity(model, Int32Array.from(ids), { window: 4 });
+  assert.equal(a.meanNll, b.meanNll);
+  assert.equal(a.tokens, 7);
+  await assert.rejects(
+    perplexity(model, [1, 2, 2.5, 3], { window: 4 }),
+    (e: Error) => e instanceof OptionError && /token id 2\.5 at position 2 is not an integer/.test(e.message),
+  );
+});

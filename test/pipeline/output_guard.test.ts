@@ -5,10 +5,10 @@ import { mkdir, readFile, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { compress, compressModel } from "../../src/pipeline/compress.ts";
 import { merge } from "../../src/pipeline/merge.ts";
-import { OptionError } from "../../src/errors.ts";
+import { FormatError, OptionError } from "../../src/errors.ts";
 import { openModelWeights } from "../../src/io/sharded.ts";
 import { specFromHfConfig } from "../../src/model/spec.ts";
-import { listing, syntheticModel, tempDir } from "./_helpers.ts";
+import { listing, STORIES, syntheticModel, tempDir } from "./_helpers.ts";
 
 const SLOW = { timeout: 120_000 };
 
@@ -72,3 +72,22 @@ test(
     }
   },
 );
+
+test("merge refuses a dense model and a GGUF file before writing anything", SLOW, async () => {
+  const dir = await tempDir();
+  try {
+    const src = await synthetic(dir, "dense");
+    const out = join(dir, "merged");
+    await assert.rejects(
+      merge(src, out),
+      (e: Error) => e instanceof FormatError && /merge: no low-rank factors .* dense already/.test(e.message),
+    );
+    await assert.rejects(
+      merge(STORIES, out),
+      (e: Error) => e instanceof OptionError && /^merge: .*stories260K\.gguf is a GGUF file/.test(e.message),
+    );
+    assert.deepEqual(await listing(dir), ["dense"], "nothing written beside the input");
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
