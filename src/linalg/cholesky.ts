@@ -8,7 +8,8 @@ import { NumericError, OptionError } from "../errors.ts";
 import { eigh } from "./eigh.ts";
 import { checkFinite, checkSquare } from "./factor_kernels.ts";
 import type { Matrix64 } from "./matrix.ts";
-import { activeBackend } from "./backend.ts";
+import { activeBackend, activePool } from "./backend.ts";
+import { gemmWasmAt } from "./wasm/gemm_wasm.ts";
 import { type WasmRuntime, wasmRuntime, type WasmScope } from "./wasm/runtime.ts";
 
 /** Options of {@link cholesky}. */
@@ -211,26 +212,33 @@ export function factorAt(
   shift: number,
   tol: number,
 ): Attempt {
-  const work = s.allocF64(rt.fn("dgemm_work_size")());
-  const dgemm = rt.fn("dgemm");
+  // One DGEMM scratch per thread, taken once: the trailing updates are many products in one scope.
+  const pool = activeBackend() === "wasm" && rt.shared ? activePool() : null;
+  const works = Array.from({ length: pool?.size ?? 1 }, () => s.allocF64(rt.fn("dgemm_work_size")()));
   const view = rt.f64(p, n * n);
   return factorInPlace(view, n, shift, tol, (r0, r1, c0, c1, s0, s1) => {
-    // A[r0:r1, c0:c1] -= L[r0:r1, s0:s1]·L[c0:c1, s0:s1]ᵀ
-    dgemm(
-      0,
-      1,
-      r1 - r0,
-      c1 - c0,
-      s1 - s0,
-      -1,
-      p + 8 * (r0 * n + s0),
-      n,
-      p + 8 * (c0 * n + s0),
-      n,
-      1,
-      p + 8 * (r0 * n + c0),
-      n,
-      work,
+    // A[r0:r1, c0:c1] -= L[r0:r1, s0:s1]·L[c0:c1, s0:s1]ᵀ (split over the threads when large enough)
+    gemmWasmAt(
+      rt,
+      s,
+      true,
+      {
+        transA: false,
+        transB: true,
+        m: r1 - r0,
+        n: c1 - c0,
+        k: s1 - s0,
+        alpha: -1,
+        beta: 1,
+        a: p + 8 * (r0 * n + s0),
+        b: p + 8 * (c0 * n + s0),
+        c: p + 8 * (r0 * n + c0),
+        lda: n,
+        ldb: n,
+        ldc: n,
+      },
+      pool,
+      works,
     );
   });
 }

@@ -61,7 +61,7 @@ export function gemmWasm<T extends Float32Array | Float64Array>(
   });
 }
 
-/** A GEMM problem on operands already in wasm memory: byte offsets instead of arrays, dense row-major. */
+/** A GEMM problem on operands already in wasm memory: byte offsets instead of arrays, row-major. */
 export interface GemmAt extends GemmShape {
   /** Byte offset of A. */
   a: number;
@@ -69,12 +69,20 @@ export interface GemmAt extends GemmShape {
   b: number;
   /** Byte offset of C (m×n). */
   c: number;
+  /** Leading dimensions in elements (default: dense, i.e. A's, B's and C's stored row lengths). */
+  lda?: number;
+  /** See `lda`. */
+  ldb?: number;
+  /** See `lda`. */
+  ldc?: number;
 }
 
 /**
  * Run `sgemm` (or `dgemm` when `f64`) on operands that already live in wasm memory, e.g. a matrix kept
- * resident across many products. Scratch comes from the scope `s`. With a pool and enough work, C is split
- * into row or column stripes (whichever dimension is longer), one per thread.
+ * resident across many products. Scratch comes from the scope `s`, or from `works` (byte offsets of
+ * `<fn>_work_size` elements each, one per thread: for callers running many products in one scope). With a
+ * pool and enough work, C is split into row or column stripes (whichever dimension is longer), one per
+ * thread; every entry is summed in the same order as on one thread.
  */
 export function gemmWasmAt(
   rt: WasmRuntime,
@@ -82,28 +90,29 @@ export function gemmWasmAt(
   f64: boolean,
   p: GemmAt,
   pool: ThreadPool | null = null,
+  works?: readonly number[],
 ): void {
   const es = f64 ? 8 : 4;
   const fn = f64 ? "dgemm" : "sgemm";
   const { m, n, k, transA: ta, transB: tb } = p;
   if (m === 0 || n === 0) return;
-  const lda = ta ? m : k, ldb = tb ? k : n;
+  const lda = p.lda ?? (ta ? m : k), ldb = p.ldb ?? (tb ? k : n), ldc = p.ldc ?? n;
   const workLen: number = rt.fn(`${fn}_work_size`)();
-  const threads = pool && m * n * k >= THREAD_MIN_WORK ? pool.size : 1;
+  const threads = pool && m * n * k >= THREAD_MIN_WORK ? Math.min(pool.size, works?.length ?? pool.size) : 1;
   const jobs: Job[] = [];
   // Split the longer side of C in stripes that are whole micro-tiles (4 rows, 8 columns).
   const byRows = m >= n;
   const len = byRows ? m : n, unit = byRows ? 4 : 8;
   const parts = Math.max(1, Math.min(threads, Math.ceil(len / unit)));
   const step = Math.ceil(len / parts / unit) * unit;
-  for (let s0 = 0; s0 < len; s0 += step) {
+  for (let s0 = 0, q = 0; s0 < len; s0 += step, q++) {
     const cnt = Math.min(step, len - s0);
-    const work = s.alloc(workLen * es);
+    const work = works ? works[q] : s.alloc(workLen * es);
     let aOff = p.a, bOff = p.b, cOff = p.c, mm = m, nn = n;
     if (byRows) {
       mm = cnt;
       aOff += (ta ? s0 : s0 * lda) * es;
-      cOff += s0 * n * es;
+      cOff += s0 * ldc * es;
     } else {
       nn = cnt;
       bOff += (tb ? s0 * ldb : s0) * es;
@@ -111,7 +120,7 @@ export function gemmWasmAt(
     }
     jobs.push({
       fn,
-      args: [ta ? 1 : 0, tb ? 1 : 0, mm, nn, k, p.alpha, aOff, lda, bOff, ldb, p.beta, cOff, n, work],
+      args: [ta ? 1 : 0, tb ? 1 : 0, mm, nn, k, p.alpha, aOff, lda, bOff, ldb, p.beta, cOff, ldc, work],
     });
   }
   if (jobs.length === 1 || !pool) {
