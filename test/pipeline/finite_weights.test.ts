@@ -1,7 +1,7 @@
 // Non-finite weights: refused where they are read, naming the tensor, never a NaN perplexity or a NaN model.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir, readFile, rm } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { compressModel } from "../../src/pipeline/compress.ts";
 import { merge } from "../../src/pipeline/merge.ts";
@@ -71,14 +71,45 @@ test(
           (e: Error) => e instanceof NumericError && e.message.includes(`read ${tensor} from`),
         );
         await m2.reader.close();
-        await assert.rejects(
-          merge(src2, join(dir, `m-${name}`)),
-          (e: Error) => e instanceof NumericError && e.message.includes(`read ${tensor} from`),
-        );
       }
-      assert.deepEqual(await listing(dir), ["nan-embed_tokens", "nan-linear", "nan-lm_head", "nan-norm"]);
+      // merge reads a compressed folder: one whose final norm holds a NaN is refused the same way.
+      const clean = await synthetic(dir, "clean");
+      const low = join(dir, "low");
+      const m3 = {
+        spec: specFromHfConfig(JSON.parse(await readFile(join(clean, "config.json"), "utf8"))),
+        reader: await openModelWeights(clean),
+        name: "synthetic",
+      };
+      await compressModel(m3, low, { method: "svd", ratio: { removed: 0.2 }, force: true }, {
+        inputPath: clean,
+      });
+      await m3.reader.close();
+      await poisonSafetensors(join(low, "model.safetensors"), "model.norm.weight", 3);
+      await assert.rejects(
+        merge(low, join(dir, "merged")),
+        (e: Error) => e instanceof NumericError && e.message.includes("read model.norm.weight from"),
+      );
+      assert.deepEqual(await listing(dir), [
+        "clean",
+        "low",
+        "nan-embed_tokens",
+        "nan-linear",
+        "nan-lm_head",
+        "nan-norm",
+      ]);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
   },
 );
+
+/** Overwrite float32 element `index` of tensor `name` in a safetensors file with NaN. */
+async function poisonSafetensors(file: string, name: string, index: number): Promise<void> {
+  const bytes = new Uint8Array(await readFile(file));
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const headerLen = Number(view.getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLen)));
+  assert.equal(header[name].dtype, "F32");
+  view.setFloat32(8 + headerLen + header[name].data_offsets[0] + 4 * index, NaN, true);
+  await writeFile(file, bytes);
+}
