@@ -220,7 +220,7 @@ export function factorAt(
     // A[r0:r1, c0:c1] -= L[r0:r1, s0:s1]·L[c0:c1, s0:s1]ᵀ (split over the threads when large enough)
     gemmWasmAt(
       rt,
-      s,
+      works,
       true,
       {
         transA: false,
@@ -238,7 +238,6 @@ export function factorAt(
         ldc: n,
       },
       pool,
-      works,
     );
   });
 }

@@ -14,7 +14,7 @@ import { toFloat64 } from "./matrix.ts";
 import { activeBackend, activePool } from "./backend.ts";
 import type { Job, ThreadPool } from "./threads/pool.ts";
 import { type Kernel, type WasmRuntime, wasmRuntime } from "./wasm/runtime.ts";
-import { THREAD_MIN_WORK } from "./wasm/gemm_wasm.ts";
+import { gemmWasmAt, THREAD_MIN_WORK } from "./wasm/gemm_wasm.ts";
 
 /** Options of {@link gemm64}. */
 export interface Gemm64Options {
@@ -263,6 +263,8 @@ export class Workspace {
   }
 
   #gemmWork: Float64Array | null = null;
+  /** Packing scratch of the threads' parts beyond the first (which uses `#gemmWork`), byte offsets. */
+  #gemmWorkExtra: number[] = [];
 
   /**
    * C ← alpha·op(A)·op(B) + beta·C on this workspace's arrays (row-major, leading dimensions lda, ldb, ldc,
@@ -288,9 +290,20 @@ export class Workspace {
   ): void {
     if (m <= 0 || n <= 0) return;
     if (this.#rt) {
-      if (!this.#gemmWork) this.#gemmWork = this.f64(this.#rt.fn("dgemm_work_size")());
+      const rt = this.#rt, pool = this.#pool;
+      if (!this.#gemmWork) this.#gemmWork = this.f64(rt.fn("dgemm_work_size")());
       const ab = a.byteOffset + 8 * ao, bb = b.byteOffset + 8 * bo, cb = c.byteOffset + 8 * co;
-      if (this.#gemmThreads(ta, tb, m, n, k, alpha, ab, lda, bb, ldb, beta, cb, ldc)) return;
+      if (pool && m * n * k >= THREAD_MIN_WORK) {
+        // Worth splitting over the threads: one packing scratch per part, allocated once. (This may grow the
+        // memory: harmless, a pool implies a shared memory, whose views stay valid.)
+        while (this.#gemmWorkExtra.length < pool.size - 1) {
+          this.#gemmWorkExtra.push(rt.alloc(8 * rt.fn("dgemm_work_size")()));
+        }
+        const works = [this.#gemmWork.byteOffset, ...this.#gemmWorkExtra];
+        const shape = { transA: ta, transB: tb, m, n, k, alpha, beta, lda, ldb, ldc };
+        gemmWasmAt(rt, works, true, { ...shape, a: ab, b: bb, c: cb }, pool);
+        return;
+      }
       this.#k.dgemm(
         ta ? 1 : 0,
         tb ? 1 : 0,
@@ -404,56 +417,6 @@ export class Workspace {
         t[i * nb + j] = -tau * acc;
       }
     }
-  }
-
-  /** Packing scratch of the threads' parts beyond the first (which uses `#gemmWork`), byte offsets. */
-  #gemmWorkExtra: number[] = [];
-
-  /**
-   * {@link Workspace.gemm} (operands as byte offsets) split over the worker threads when there are any and
-   * the product repays the hand-off: C in row or column stripes of whole 4×4 tiles (the longer side), each
-   * part packing into its own scratch. Every entry's sum runs in the same order as in one call, so the result
-   * is bit-identical. Returns false when it did nothing.
-   */
-  #gemmThreads(
-    ta: boolean,
-    tb: boolean,
-    m: number,
-    n: number,
-    k: number,
-    alpha: number,
-    ab: number,
-    lda: number,
-    bb: number,
-    ldb: number,
-    beta: number,
-    cb: number,
-    ldc: number,
-  ): boolean {
-    const pool = this.#pool, rt = this.#rt!;
-    if (!pool || pool.size < 2 || m * n * k < THREAD_MIN_WORK) return false;
-    const byRows = m >= n, len = byRows ? m : n;
-    const parts = Math.min(pool.size, Math.floor(len / 4));
-    if (parts < 2) return false;
-    // (Allocating may grow the memory: harmless here, a pool implies a shared memory, whose views stay valid.)
-    const workBytes = 8 * rt.fn("dgemm_work_size")();
-    while (this.#gemmWorkExtra.length < parts - 1) this.#gemmWorkExtra.push(rt.alloc(workBytes));
-    const step = Math.ceil(len / parts / 4) * 4;
-    const jobs: Job[] = [];
-    for (let s0 = 0, q = 0; s0 < len; s0 += step, q++) {
-      const cnt = Math.min(step, len - s0);
-      const work = q === 0 ? this.#gemmWork!.byteOffset : this.#gemmWorkExtra[q - 1];
-      const [mm, nn] = byRows ? [cnt, n] : [m, cnt];
-      const ap = byRows ? ab + 8 * (ta ? s0 : s0 * lda) : ab;
-      const bp = byRows ? bb : bb + 8 * (tb ? s0 * ldb : s0);
-      const cp = cb + 8 * (byRows ? s0 * ldc : s0);
-      jobs.push({
-        fn: "dgemm",
-        args: [ta ? 1 : 0, tb ? 1 : 0, mm, nn, k, alpha, ap, lda, bp, ldb, beta, cp, ldc, work],
-      });
-    }
-    pool.run(jobs);
-    return true;
   }
 
   /** A zeroed float64 array of `len` values. */

@@ -79,19 +79,19 @@ export interface GemmAt extends GemmShape {
 
 /**
  * Run `sgemm` (or `dgemm` when `f64`) on operands that already live in wasm memory, e.g. a matrix kept
- * resident across many products. Scratch comes from the scope `s`, or from `works` (byte offsets of
- * `<fn>_work_size` elements each, one per thread: for callers running many products in one scope). With a
- * pool and enough work, C is split into row or column stripes (whichever dimension is longer), one per
- * thread; every entry is summed in the same order as on one thread.
+ * resident across many products. Scratch comes from the scope `scratch`, or is given: byte offsets of
+ * `<fn>_work_size` elements each, one per part (for callers running many products, which allocate them
+ * once; no more parts than offsets). With a pool and enough work, C is split into row or column stripes
+ * (whichever dimension is longer), one per thread; every entry is summed in the same order as on one thread.
  */
 export function gemmWasmAt(
   rt: WasmRuntime,
-  s: WasmScope,
+  scratch: WasmScope | readonly number[],
   f64: boolean,
   p: GemmAt,
   pool: ThreadPool | null = null,
-  works?: readonly number[],
 ): void {
+  const works = Array.isArray(scratch) ? scratch as readonly number[] : undefined;
   const es = f64 ? 8 : 4;
   const fn = f64 ? "dgemm" : "sgemm";
   const { m, n, k, transA: ta, transB: tb } = p;
@@ -107,7 +107,7 @@ export function gemmWasmAt(
   const step = Math.ceil(len / parts / unit) * unit;
   for (let s0 = 0, q = 0; s0 < len; s0 += step, q++) {
     const cnt = Math.min(step, len - s0);
-    const work = works ? works[q] : s.alloc(workLen * es);
+    const work = works ? works[q] : (scratch as WasmScope).alloc(workLen * es);
     let aOff = p.a, bOff = p.b, cOff = p.c, mm = m, nn = n;
     if (byRows) {
       mm = cnt;
