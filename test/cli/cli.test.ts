@@ -1,27 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-
-const root = fileURLToPath(new URL("../../", import.meta.url));
-const model = join(root, "models/stories260K/stories260K.gguf");
-const text = join(root, "data/tinystories-valid.part1.txt");
-
-/** Run the CLI under the runtime running this test (deno or bun). */
-function cli(...args: string[]): { code: number; out: string; err: string } {
-  const isDeno = "Deno" in globalThis;
-  const argv = isDeno ? ["run", "-A", join(root, "cli.ts"), ...args] : [join(root, "cli.ts"), ...args];
-  const r = spawnSync(process.execPath, argv, {
-    cwd: root,
-    encoding: "utf8",
-    env: { ...process.env, NO_COLOR: "1" },
-    timeout: 240_000,
-  });
-  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
-}
+import { cli, model, text } from "./_helpers.ts";
 
 test("cli: help, unknown command, and option errors that name the problem", () => {
   const help = cli("help");

@@ -1,27 +1,10 @@
 // Command-line mistakes: a one-line error naming the option or path and what is wrong, exit code 1, no stack.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-
-const root = fileURLToPath(new URL("../../", import.meta.url));
-const model = join(root, "models/stories260K/stories260K.gguf");
-const text = join(root, "data/tinystories-valid.part1.txt");
-
-function cli(...args: string[]): { code: number; out: string; err: string } {
-  const isDeno = "Deno" in globalThis;
-  const argv = isDeno ? ["run", "-A", join(root, "cli.ts"), ...args] : [join(root, "cli.ts"), ...args];
-  const r = spawnSync(process.execPath, argv, {
-    cwd: root,
-    encoding: "utf8",
-    env: { ...process.env, NO_COLOR: "1" },
-    timeout: 120_000,
-  });
-  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
-}
+import { cli, model, text } from "./_helpers.ts";
 
 test(
   "cli: bad options and unreadable text files give a one-line error naming them",

@@ -6,21 +6,16 @@ import { spawn } from "node:child_process";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-
-const root = fileURLToPath(new URL("../../", import.meta.url));
-const model = join(root, "models/stories260K/stories260K.gguf");
-const text = join(root, "data/tinystories-valid.part1.txt");
+import { cliCommand, model, root, text } from "./_helpers.ts";
 
 /** Start a compression, send `signal` as soon as its temporary folder exists, and report how it ended. */
 async function interrupted(
   dir: string,
   signal: "SIGINT" | "SIGTERM",
 ): Promise<{ code: number | null; signal: string | null; err: string; sent: boolean }> {
-  const isDeno = "Deno" in globalThis;
   const args = ["compress", model, join(dir, "out"), "--method", "svdllm", "--ratio", "0.2", "--calib", text];
-  const argv = isDeno ? ["run", "-A", join(root, "cli.ts"), ...args] : [join(root, "cli.ts"), ...args];
-  const child = spawn(process.execPath, argv, { cwd: root, env: { ...process.env, NO_COLOR: "1" } });
+  const [exe, argv] = cliCommand(args);
+  const child = spawn(exe, argv, { cwd: root, env: { ...process.env, NO_COLOR: "1" } });
   let err = "";
   child.stderr.setEncoding("utf8").on("data", (s: string) => (err += s));
   child.stdout.resume();

@@ -1,6 +1,6 @@
 // Shared helpers of the pipeline tests: the bundled model, its evaluation text, reloading a compressed folder,
 // and a tiny synthetic Hugging Face model folder written on the fly.
-import { mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { existsSync } from "node:fs";
@@ -54,6 +54,24 @@ export async function folderPpl(dir: string, ids: Int32Array, window: number): P
   } finally {
     await m.reader.close();
   }
+}
+
+/** A model folder opened as `compressModel`'s input (spec, weights reader, name). */
+export async function openModelInput(dir: string, name = "synthetic") {
+  const { spec, reader } = await openFolder(dir);
+  return { spec, reader, name };
+}
+
+/** {@link syntheticModel} written into a new folder `parent/name`; returns its path. */
+export async function syntheticFolder(
+  parent: string,
+  name: string,
+  poison?: { tensor: string; index: number },
+): Promise<string> {
+  const dir = join(parent, name);
+  await mkdir(dir);
+  await syntheticModel(dir, poison);
+  return dir;
 }
 
 /**

@@ -16,10 +16,11 @@ import {
   HAS_SHARED,
   listing,
   openFolder,
+  openModelInput,
   SHARED,
   STORIES,
   storiesText,
-  syntheticModel,
+  syntheticFolder,
   tempDir,
 } from "./_helpers.ts";
 
@@ -142,14 +143,11 @@ test("a failed or aborted compression leaves nothing under the destination name"
     );
     assert.deepEqual(await listing(dir), []);
     // NaN in a weight: NumericError naming the layer, nothing written.
-    const src = join(dir, "nan-weight");
-    await (await import("node:fs/promises")).mkdir(src);
-    await syntheticModel(src, { tensor: "model.layers.1.mlp.up_proj.weight", index: 5 });
-    const model = {
-      spec: specFromHfConfig(JSON.parse(await readFile(join(src, "config.json"), "utf8"))),
-      reader: await openModelWeights(src),
-      name: "synthetic",
-    };
+    const src = await syntheticFolder(dir, "nan-weight", {
+      tensor: "model.layers.1.mlp.up_proj.weight",
+      index: 5,
+    });
+    const model = await openModelInput(src);
     await assert.rejects(
       compressModel(model, join(dir, "o1"), { method: "svd", ratio: { removed: 0.2 }, force: true }, {
         inputPath: src,
@@ -159,14 +157,11 @@ test("a failed or aborted compression leaves nothing under the destination name"
     assert.deepEqual(await listing(dir), ["nan-weight"]);
     await model.reader.close();
     // NaN in a norm weight: refused where it is read, naming the tensor (not the linear it would poison).
-    const src2 = join(dir, "nan-act");
-    await (await import("node:fs/promises")).mkdir(src2);
-    await syntheticModel(src2, { tensor: "model.layers.0.post_attention_layernorm.weight", index: 3 });
-    const model2 = {
-      spec: specFromHfConfig(JSON.parse(await readFile(join(src2, "config.json"), "utf8"))),
-      reader: await openModelWeights(src2),
-      name: "synthetic",
-    };
+    const src2 = await syntheticFolder(dir, "nan-act", {
+      tensor: "model.layers.0.post_attention_layernorm.weight",
+      index: 3,
+    });
+    const model2 = await openModelInput(src2);
     const ids = Array.from({ length: 400 }, (_, i) => (i * 7) % 32);
     await assert.rejects(
       compressModel(model2, join(dir, "o2"), {
@@ -219,14 +214,8 @@ test("bad options are refused before any work, naming the problem", SLOW, async 
       compress(STORIES, out, { method: "svd", ratio: { removed: 0.2 } }),
       /already exists/,
     );
-    const src = join(dir, "synthetic");
-    await (await import("node:fs/promises")).mkdir(src);
-    await syntheticModel(src);
-    const model = {
-      spec: specFromHfConfig(JSON.parse(await readFile(join(src, "config.json"), "utf8"))),
-      reader: await openModelWeights(src),
-      name: "s",
-    };
+    const src = await syntheticFolder(dir, "synthetic");
+    const model = await openModelInput(src, "s");
     await assert.rejects(
       compressModel(model, src, { method: "svd", ratio: { removed: 0.2 }, force: true, overwrite: true }, {
         inputPath: src,

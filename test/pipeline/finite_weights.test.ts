@@ -1,24 +1,16 @@
 // Non-finite weights: refused where they are read, naming the tensor, never a NaN perplexity or a NaN model.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { compressModel } from "../../src/pipeline/compress.ts";
 import { merge } from "../../src/pipeline/merge.ts";
 import { NumericError } from "../../src/errors.ts";
 import { openModelWeights } from "../../src/io/sharded.ts";
 import { checkedReader } from "../../src/io/tensor_reader.ts";
-import { specFromHfConfig } from "../../src/model/spec.ts";
-import { listing, syntheticModel, tempDir } from "./_helpers.ts";
+import { listing, openModelInput, syntheticFolder, tempDir } from "./_helpers.ts";
 
 const SLOW = { timeout: 120_000 };
-
-async function synthetic(dir: string, name: string, poison?: { tensor: string; index: number }) {
-  const src = join(dir, name);
-  await mkdir(src);
-  await syntheticModel(src, poison);
-  return src;
-}
 
 test(
   "NaN or Inf in any weight is refused where it is read, naming the tensor and the element",
@@ -27,7 +19,7 @@ test(
     const dir = await tempDir();
     try {
       // A linear (svd never runs a forward pass: the read names it, not the factorisation).
-      const src = await synthetic(dir, "nan-linear", {
+      const src = await syntheticFolder(dir, "nan-linear", {
         tensor: "model.layers.1.self_attn.k_proj.weight",
         index: 19,
       });
@@ -42,11 +34,7 @@ test(
       );
       assert.equal((await reader.read("model.layers.1.self_attn.q_proj.weight")).length, 256);
       await reader.close();
-      const model = {
-        spec: specFromHfConfig(JSON.parse(await readFile(join(src, "config.json"), "utf8"))),
-        reader: await openModelWeights(src),
-        name: "synthetic",
-      };
+      const model = await openModelInput(src);
       await assert.rejects(
         compressModel(model, join(dir, "o1"), { method: "svd", ratio: { removed: 0.2 }, force: true }, {
           inputPath: src,
@@ -58,12 +46,8 @@ test(
       // Tensors no method factors, which used to be copied into a NaN model: the final norm, the embeddings.
       for (const tensor of ["model.norm.weight", "model.embed_tokens.weight", "lm_head.weight"]) {
         const name = tensor.split(".").slice(-2, -1)[0];
-        const src2 = await synthetic(dir, `nan-${name}`, { tensor, index: 3 });
-        const m2 = {
-          spec: specFromHfConfig(JSON.parse(await readFile(join(src2, "config.json"), "utf8"))),
-          reader: await openModelWeights(src2),
-          name: "synthetic",
-        };
+        const src2 = await syntheticFolder(dir, `nan-${name}`, { tensor, index: 3 });
+        const m2 = await openModelInput(src2);
         await assert.rejects(
           compressModel(m2, join(dir, `o-${name}`), { method: "svd", ratio: { removed: 0.2 }, force: true }, {
             inputPath: src2,
@@ -73,13 +57,9 @@ test(
         await m2.reader.close();
       }
       // merge reads a compressed folder: one whose final norm holds a NaN is refused the same way.
-      const clean = await synthetic(dir, "clean");
+      const clean = await syntheticFolder(dir, "clean");
       const low = join(dir, "low");
-      const m3 = {
-        spec: specFromHfConfig(JSON.parse(await readFile(join(clean, "config.json"), "utf8"))),
-        reader: await openModelWeights(clean),
-        name: "synthetic",
-      };
+      const m3 = await openModelInput(clean);
       await compressModel(m3, low, { method: "svd", ratio: { removed: 0.2 }, force: true }, {
         inputPath: clean,
       });

@@ -1,25 +1,17 @@
 // compress options that used to be accepted silently: refused before any work, naming the option and value.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir, readFile, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { compressModel, type CompressOptions } from "../../src/pipeline/compress.ts";
 import { OptionError } from "../../src/errors.ts";
-import { openModelWeights } from "../../src/io/sharded.ts";
-import { specFromHfConfig } from "../../src/model/spec.ts";
-import { listing, syntheticModel, tempDir } from "./_helpers.ts";
+import { listing, openModelInput, syntheticFolder, tempDir } from "./_helpers.ts";
 
 test("compress refuses an unknown allocation or dtype and a string ratio, naming the value", async () => {
   const dir = await tempDir();
   try {
-    const src = join(dir, "model");
-    await mkdir(src);
-    await syntheticModel(src);
-    const model = {
-      spec: specFromHfConfig(JSON.parse(await readFile(join(src, "config.json"), "utf8"))),
-      reader: await openModelWeights(src),
-      name: "synthetic",
-    };
+    const src = await syntheticFolder(dir, "model");
+    const model = await openModelInput(src);
     const ids = Array.from({ length: 200 }, (_, i) => i % 32);
     const base: CompressOptions = {
       method: "asvd",

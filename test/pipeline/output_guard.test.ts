@@ -1,23 +1,14 @@
 // Output destinations that would damage the input: refused before any work, the input left whole.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir, readFile, rm, stat } from "node:fs/promises";
+import { rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { compress, compressModel } from "../../src/pipeline/compress.ts";
 import { merge } from "../../src/pipeline/merge.ts";
 import { FormatError, OptionError } from "../../src/errors.ts";
-import { openModelWeights } from "../../src/io/sharded.ts";
-import { specFromHfConfig } from "../../src/model/spec.ts";
-import { listing, STORIES, syntheticModel, tempDir } from "./_helpers.ts";
+import { listing, openModelInput, STORIES, syntheticFolder, tempDir } from "./_helpers.ts";
 
 const SLOW = { timeout: 120_000 };
-
-async function synthetic(dir: string, name: string, poison?: { tensor: string; index: number }) {
-  const src = join(dir, name);
-  await mkdir(src);
-  await syntheticModel(src, poison);
-  return src;
-}
 
 test(
   "an output inside the input folder is refused, even with overwrite: the input stays whole",
@@ -25,14 +16,10 @@ test(
   async () => {
     const dir = await tempDir();
     try {
-      const src = await synthetic(dir, "model");
+      const src = await syntheticFolder(dir, "model");
       const weights = join(src, "model.safetensors");
       const before = (await stat(weights)).size;
-      const model = {
-        spec: specFromHfConfig(JSON.parse(await readFile(join(src, "config.json"), "utf8"))),
-        reader: await openModelWeights(src),
-        name: "synthetic",
-      };
+      const model = await openModelInput(src);
       try {
         for (const output of [weights, join(src, "config.json"), join(src, "sub")]) {
           await assert.rejects(
@@ -76,7 +63,7 @@ test(
 test("merge refuses a dense model and a GGUF file before writing anything", SLOW, async () => {
   const dir = await tempDir();
   try {
-    const src = await synthetic(dir, "dense");
+    const src = await syntheticFolder(dir, "dense");
     const out = join(dir, "merged");
     await assert.rejects(
       merge(src, out),
