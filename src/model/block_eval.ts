@@ -19,9 +19,24 @@
  * @example
  * ```ts
  * import { BLOCK_PROGRAM } from "./block_def.ts";
- * import { type BlockEnv, runBlockProgram } from "./block_eval.ts";
- * declare const env: BlockEnv, x: import("../linalg/matrix.ts").Matrix;
+ * import { runBlockProgram } from "./block_eval.ts";
+ * import type { Linear } from "./block_weights.ts";
+ * import { specFromHfConfig } from "./spec.ts";
+ * const spec = specFromHfConfig({
+ *   model_type: "llama", hidden_size: 4, intermediate_size: 3, num_hidden_layers: 1,
+ *   num_attention_heads: 1, vocab_size: 8,
+ * });
+ * const lin = (rows: number, cols: number): Linear =>
+ *   ({ kind: "dense", weight: { rows, cols, data: new Float32Array(rows * cols).fill(0.1) } });
+ * const ones = new Float32Array(4).fill(1);
+ * const block = {
+ *   inputNorm: ones, postNorm: ones, q: lin(4, 4), k: lin(4, 4), v: lin(4, 4), o: lin(4, 4),
+ *   gate: lin(3, 4), up: lin(3, 4), down: lin(4, 3),
+ * };
+ * const x = { rows: 2, cols: 4, data: new Float32Array([1, 2, 3, 4, 4, 3, 2, 1]) }; // 1 window of 2 tokens
+ * const env = { spec, block, batch: 1, end: 2 };
  * const { out, att } = runBlockProgram(env, BLOCK_PROGRAM, { x }, { keep: ["out", "att"] });
+ * // out: the block's output (2×4); att: the attention output kept beside it
  * ```
  *
  * @module
