@@ -51,7 +51,6 @@ import type { LlamaSpec } from "./spec.ts";
 
 export { BlockScratch, type LinearObserver, rmsNorm } from "./block_eval.ts";
 export {
-  addBias,
   applyLinear,
   BLOCK_FIELD,
   type Linear,
