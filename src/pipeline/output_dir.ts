@@ -32,8 +32,11 @@ export async function notOwnOutput(path: string): Promise<string | undefined> {
   let config: unknown;
   try {
     config = JSON.parse(await fs.readFile(join(path, "config.json"), "utf8"));
-  } catch {
-    return "it has no readable config.json";
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    // Listed a moment ago, gone now: a concurrent writer moved the folder away (the caller tries again).
+    if (code === "ENOENT" && names.includes("config.json")) throw e;
+    return code === "ENOENT" ? "it has no config.json" : "its config.json is not readable JSON";
   }
   if (!readSvdLlmConfig(config)) return "its config.json has no svd_llm section";
   return undefined;
@@ -128,7 +131,11 @@ export async function openOutputDir(path: string, opts: OutputDirOptions = {}): 
   if (!opts.overwrite && exists) {
     throw new OptionError(`${action}: the output ${path} already exists; pass overwrite: true to replace it`);
   }
-  if (exists) await refuseForeign(path, action);
+  if (exists) {
+    await refuseForeign(path, action).catch((e) => {
+      if ((e as { code?: string }).code !== "ENOENT") throw e; // moved away meanwhile: nothing to refuse
+    });
+  }
   // Debris of an earlier writer of this output that was killed (no handler could remove it).
   await removeStaleTemps(path);
   const temp = tempPathFor(path);
