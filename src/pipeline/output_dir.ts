@@ -26,7 +26,7 @@ export async function notOwnOutput(path: string): Promise<string | undefined> {
   if (!st.isDirectory()) {
     return st.isSymbolicLink() ? "it is a symbolic link" : "it is a file, not a model folder";
   }
-  const names = await fs.readdir(path);
+  const names = (await fs.readdir(path)).sort(); // sorted: the same message on every file system
   const other = names.find((n) => !OWN_FILES.has(n));
   if (other !== undefined) return `it holds ${JSON.stringify(other)}, which this program never writes`;
   let config: unknown;
