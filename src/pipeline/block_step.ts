@@ -32,6 +32,8 @@ import {
 import { LINEAR_NAMES, type LinearName, linearPrefix } from "../model/names.ts";
 import type { LlamaSpec } from "../model/spec.ts";
 import { type HiddenStates, runBlock } from "./hidden.ts";
+
+export type { HiddenStates };
 import { COLLECT_BYTES, type MemoryPolicy } from "./memory_policy.ts";
 import type { PhaseClock } from "./phases.ts";
 import type { CompressMethod } from "./svd_llm_config.ts";

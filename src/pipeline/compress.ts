@@ -62,7 +62,7 @@ import {
   writeBlockTensors,
   writeSideFiles,
 } from "./output.ts";
-import { type CompressPhases, createPhaseClock } from "./phases.ts";
+import { type CompressPhases, createPhaseClock, type PhaseClock } from "./phases.ts";
 import { sensitivitySweep } from "./sensitivity.ts";
 import { type OutputSink, writeWhole } from "./sink.ts";
 import { type CompressMethod, PIPELINE_VERSION, type SvdLlmConfig } from "./svd_llm_config.ts";
@@ -270,163 +270,226 @@ export async function compressModel(
   validate(opts);
   checkOutput(output);
   const t0 = performance.now();
-  const spec = model.spec;
-  // Every weight read is checked for NaN/Inf, so a bad weight is named where it is read (a no-op wrap for a
-  // model from loadModel, already checked).
-  const reader = checkedReader(model.reader);
-  checkLayerCount(reader, spec);
-  const { method, signal } = opts;
-  const linears = opts.kvCache ? KV_LINEARS : opts.linears ?? LINEAR_NAMES;
-  const update = opts.update ?? false;
-  const sequential = opts.sequential ?? true;
-  const allocation = opts.allocation ?? "uniform";
-  const seqlen = opts.calibration?.seqlen ?? Math.min(256, spec.maxPositions);
-  const batch = opts.batchSize ?? Math.max(1, Math.floor(BATCH_TOKENS / seqlen));
-  checkCalibrationSize(opts, spec);
-  const inputPath = origin.inputPath;
-  // A GGUF input: its names/metadata need translating into a Hugging Face folder.
-  const gguf = origin.gguf !== undefined ||
-    (inputPath !== undefined ? /\.gguf$/i.test(inputPath) : "general.architecture" in reader.metadata);
-  const blockBytes = linears.reduce((t, l) => t + 4 * linearShape(spec, l)[0] * linearShape(spec, l)[1], 0);
-  const memory = await defaultMemoryPolicy(blockBytes);
-  const clock = createPhaseClock();
-  const emit = (e: CompressProgress) => opts.onProgress?.(e);
-
-  // Refuse a bad destination before any expensive work.
-  const sink = typeof output === "string"
-    ? await (await import("./sink_folder.ts")).openFolderSink(output, {
-      overwrite: opts.overwrite,
-      inputs: inputPath ? [inputPath] : [],
-    })
-    : output;
+  const run = await startRun(model, opts, origin);
+  const sink = await openSink(output, opts, origin); // a bad destination is refused before any expensive work
   try {
-    const { windows, calibration } = calibrate(model, spec, opts);
-    const shapes: LayerShape[] = [];
-    for (let i = 0; i < spec.numLayers; i++) {
-      for (const name of linears) {
-        const [rows, cols] = linearShape(spec, name);
-        shapes.push({ name: linearPrefix(i, name), rows, cols });
-      }
-    }
-    const { ranks, sensitivity } = await allocateRanks(opts, spec, reader, shapes, windows, {
-      batch,
-      linears,
-      clock,
-      memory,
-      emit,
-    });
-    const out = planOutput(reader, spec, ranks, { factorDtype: opts.dtype ?? "F32", gguf });
-    const writer = await createSafetensorsStreamWriter(await sink.file("model.safetensors"), out.plan, {
-      metadata: { format: "pt", svd_llm_method: method },
-      name: `${sink.name}/model.safetensors`,
-    });
-    const layers: LayerReport[] = [];
-    try {
-      // Calibration streams: two separate buffers, both advanced in place, embedded from the one read of the
-      // embedding table that is also its copy (no lm_head, no cached head: they would stay for the whole run).
-      const useOrig = windows !== undefined && (!sequential || update);
-      const useComp = windows !== undefined && (sequential || update);
-      const [orig, comp] = await clock.time(
-        "embed",
-        () => copyAndEmbed(writer, reader, spec, out.outside, windows, useOrig, useComp, memory),
-      );
-      memory.boundary();
-      emit({ stage: "calibrate", done: 1, total: 1 });
-
-      const totalLayers = shapes.filter((s) => ranks[s.name] !== null).length;
-      let doneLayers = 0;
-      const tLayers = performance.now();
-      const ctx: BlockStepContext = {
-        spec,
-        reader,
-        method,
-        linears,
-        // The widest input first (down_proj in a LLaMA block), so that the largest statistics (its in×in Gram
-        // matrix) are dropped before the other linears are factored. The factors do not depend on the order.
-        factorOrder: [...linears].sort((a, b) => linearShape(spec, b)[1] - linearShape(spec, a)[1]),
-        ranks,
-        alpha: opts.alpha,
-        damping: opts.damping,
-        update,
-        sequential,
-        batch,
-        orig,
-        comp,
-        clock,
-        memory,
-        signal,
-        onLinear: (i, layer) => {
-          doneLayers++;
-          const el = (performance.now() - tLayers) / 1000;
-          const etaSeconds = (el / doneLayers) * (totalLayers - doneLayers);
-          emit({ stage: "compress", block: i, layer, done: doneLayers, total: totalLayers, etaSeconds });
-        },
-        write: (i, factored) =>
-          writeBlockTensors(
-            writer,
-            reader,
-            spec,
-            i,
-            out.blocks[i],
-            factored,
-            spec.ropeStyle === "interleaved",
-          ),
-      };
-      for (let i = 0; i < spec.numLayers; i++) {
-        layers.push(...await compressBlock(ctx, i));
-        memory.afterBlock(blockBytes);
-        emit({ stage: "write", block: i, done: i + 1, total: spec.numLayers });
-      }
-      await clock.time("write", () => writer.close());
-    } catch (e) {
-      await writer.abort();
-      throw e;
-    }
-
-    // config.json and the tokenizer files.
+    const { windows, calibration } = calibrate(model, run.spec, opts);
+    const shapes = layerShapes(run.spec, run.linears);
+    const { ranks, sensitivity } = await allocateRanks(run, shapes, windows);
+    const layers = await compressBlocks(run, sink, ranks, shapes, windows);
     const params = summarizeParams(
       shapes.map((s) => layerParams(s.name, s.rows, s.cols, ranks[s.name])),
-      otherParams(reader, shapes, gguf),
+      otherParams(run.reader, shapes, run.gguf),
     );
-    const config = outputConfig(model.config, spec, gguf);
-    config.svd_llm = svdLlmSection(model, opts, {
-      allocation,
-      sequential,
-      update,
-      calibration,
-      ranks,
-      params,
-      layers,
-    });
+    const config = outputConfig(model.config, run.spec, run.gguf);
+    config.svd_llm = svdLlmSection(model, run, { calibration, ranks, params, layers });
     await writeWhole(sink, "config.json", JSON.stringify(config, null, 2) + "\n");
-    await writeSideFiles(sink, await sideFilesOf(origin, gguf));
-    signal?.throwIfAborted();
+    await writeSideFiles(sink, await sideFilesOf(origin, run.gguf));
+    opts.signal?.throwIfAborted();
     await sink.commit();
-    memory.boundary();
-    emit({ stage: "done", done: 1, total: 1 });
+    run.memory.boundary();
+    run.emit({ stage: "done", done: 1, total: 1 });
     return {
       output: sink.name,
-      method,
+      method: opts.method,
       ratio: opts.ratio,
       ratioLabel: describeRatio(opts.ratio),
       layers,
       params,
       calibration,
-      sequential,
-      update,
-      allocation,
+      sequential: run.sequential,
+      update: run.update,
+      allocation: run.allocation,
       sensitivity,
-      kvCache: opts.kvCache ? kvCacheSavings(spec, ranks) : undefined,
+      kvCache: opts.kvCache ? kvCacheSavings(run.spec, ranks) : undefined,
       seconds: (performance.now() - t0) / 1000,
-      phases: clock.phases,
-      peakRssBytes: memory.peak(),
+      phases: run.clock.phases,
+      peakRssBytes: run.memory.peak(),
     };
   } catch (e) {
     await sink.abort(e);
     throw e;
   } finally {
-    memory.stop();
+    run.memory.stop();
   }
+}
+
+/**
+ * The driver proper, as GPTQ's `llama_sequential`: copy the non-block tensors and embed the calibration
+ * windows, then for each block one step (observe → factor → propagate → write), streaming to the output.
+ */
+async function compressBlocks(
+  run: Run,
+  sink: OutputSink,
+  ranks: Record<string, number | null>,
+  shapes: readonly LayerShape[],
+  windows: Int32Array[] | undefined,
+): Promise<LayerReport[]> {
+  const { spec, reader, memory, clock, emit } = run;
+  const out = planOutput(reader, spec, ranks, { factorDtype: run.opts.dtype ?? "F32", gguf: run.gguf });
+  const writer = await createSafetensorsStreamWriter(await sink.file("model.safetensors"), out.plan, {
+    metadata: { format: "pt", svd_llm_method: run.opts.method },
+    name: `${sink.name}/model.safetensors`,
+  });
+  try {
+    // Calibration streams: two separate buffers, both advanced in place, embedded from the one read of the
+    // embedding table that is also its copy (no lm_head, no cached head: they would stay for the whole run).
+    const useOrig = windows !== undefined && (!run.sequential || run.update);
+    const useComp = windows !== undefined && (run.sequential || run.update);
+    const [orig, comp] = await clock.time(
+      "embed",
+      () => copyAndEmbed(writer, reader, spec, out.outside, windows, useOrig, useComp, memory),
+    );
+    memory.boundary();
+    emit({ stage: "calibrate", done: 1, total: 1 });
+    const interleaved = spec.ropeStyle === "interleaved"; // a GGUF llama file's q/k rows
+    const ctx = blockContext(
+      run,
+      ranks,
+      shapes,
+      orig,
+      comp,
+      (i, factored) => writeBlockTensors(writer, reader, spec, i, out.blocks[i], factored, interleaved),
+    );
+    const layers: LayerReport[] = [];
+    for (let i = 0; i < spec.numLayers; i++) {
+      layers.push(...await compressBlock(ctx, i));
+      memory.afterBlock(run.blockBytes); // only now is nothing of block i reachable
+      emit({ stage: "write", block: i, done: i + 1, total: spec.numLayers });
+    }
+    await clock.time("write", () => writer.close());
+    return layers;
+  } catch (e) {
+    await writer.abort();
+    throw e;
+  }
+}
+
+/** The fixed choices of one run, derived once from the options and the model, and its hooks. */
+interface Run {
+  /** The options as given. */
+  opts: CompressOptions;
+  /** Architecture. */
+  spec: LlamaSpec;
+  /** Weights, checked for non-finite values as read. */
+  reader: TensorReader;
+  /** Linears compressed. */
+  linears: readonly LinearName[];
+  /** SVD-LLM update. */
+  update: boolean;
+  /** Sequential calibration. */
+  sequential: boolean;
+  /** Rank allocation. */
+  allocation: "uniform" | "sensitivity";
+  /** Windows per forward batch. */
+  batch: number;
+  /** The input is a GGUF file (its names and layout are translated). */
+  gguf: boolean;
+  /** Float32 bytes of one block's compressed linears. */
+  blockBytes: number;
+  /** Memory hooks. */
+  memory: MemoryPolicy;
+  /** Phase clock. */
+  clock: PhaseClock;
+  /** Progress. */
+  emit: (e: CompressProgress) => void;
+}
+
+async function startRun(model: ModelInput, opts: CompressOptions, origin: ModelOrigin): Promise<Run> {
+  const spec = model.spec;
+  // Every weight read is checked for NaN/Inf, so a bad weight is named where it is read (a no-op wrap for a
+  // model from loadModel, already checked).
+  const reader = checkedReader(model.reader);
+  checkLayerCount(reader, spec);
+  checkCalibrationSize(opts, spec);
+  const linears = opts.kvCache ? KV_LINEARS : opts.linears ?? LINEAR_NAMES;
+  const seqlen = opts.calibration?.seqlen ?? Math.min(256, spec.maxPositions);
+  const blockBytes = linears.reduce((t, l) => t + 4 * linearShape(spec, l)[0] * linearShape(spec, l)[1], 0);
+  const path = origin.inputPath;
+  return {
+    opts,
+    spec,
+    reader,
+    linears,
+    update: opts.update ?? false,
+    sequential: opts.sequential ?? true,
+    allocation: opts.allocation ?? "uniform",
+    batch: opts.batchSize ?? Math.max(1, Math.floor(BATCH_TOKENS / seqlen)),
+    gguf: origin.gguf !== undefined ||
+      (path !== undefined ? /\.gguf$/i.test(path) : "general.architecture" in reader.metadata),
+    blockBytes,
+    memory: await defaultMemoryPolicy(blockBytes),
+    clock: createPhaseClock(),
+    emit: (e) => opts.onProgress?.(e),
+  };
+}
+
+/** The output: a folder path opens a folder sink (lazily imported: file-system code), a sink is used as is. */
+async function openSink(
+  output: CompressOutput,
+  opts: CompressOptions,
+  origin: ModelOrigin,
+): Promise<OutputSink> {
+  if (typeof output !== "string") return output;
+  opts.signal?.throwIfAborted();
+  const { openFolderSink } = await import("./sink_folder.ts");
+  return await openFolderSink(output, {
+    overwrite: opts.overwrite,
+    inputs: origin.inputPath ? [origin.inputPath] : [],
+  });
+}
+
+/** Every compressed linear's prefix and shape, block by block. */
+function layerShapes(spec: LlamaSpec, linears: readonly LinearName[]): LayerShape[] {
+  const shapes: LayerShape[] = [];
+  for (let i = 0; i < spec.numLayers; i++) {
+    for (const name of linears) {
+      const [rows, cols] = linearShape(spec, name);
+      shapes.push({ name: linearPrefix(i, name), rows, cols });
+    }
+  }
+  return shapes;
+}
+
+/** What every block step shares: the run's choices, the streams, the progress of the linears, the writer. */
+function blockContext(
+  run: Run,
+  ranks: Readonly<Record<string, number | null>>,
+  shapes: readonly LayerShape[],
+  orig: HiddenStates | undefined,
+  comp: HiddenStates | undefined,
+  write: BlockStepContext["write"],
+): BlockStepContext {
+  const { spec, opts } = run;
+  const total = shapes.filter((s) => ranks[s.name] !== null).length;
+  const t0 = performance.now();
+  let done = 0;
+  return {
+    spec,
+    reader: run.reader,
+    method: opts.method,
+    linears: run.linears,
+    // The widest input first (down_proj in a LLaMA block), so that the largest statistics (its in×in Gram
+    // matrix) are dropped before the other linears are factored. The factors do not depend on the order.
+    factorOrder: [...run.linears].sort((a, b) => linearShape(spec, b)[1] - linearShape(spec, a)[1]),
+    ranks,
+    alpha: opts.alpha,
+    damping: opts.damping,
+    update: run.update,
+    sequential: run.sequential,
+    batch: run.batch,
+    orig,
+    comp,
+    clock: run.clock,
+    memory: run.memory,
+    signal: opts.signal,
+    onLinear: (block, layer) => {
+      done++;
+      const etaSeconds = ((performance.now() - t0) / 1000 / done) * (total - done);
+      run.emit({ stage: "compress", block, layer, done, total, etaSeconds });
+    },
+    write,
+  };
 }
 
 /** Refuse an output that is neither a non-empty path nor a sink. */
@@ -542,24 +605,17 @@ function calibrate(
 
 /** Ranks: known from shapes (uniform, KV cache), or after the ASVD sensitivity sweep. */
 async function allocateRanks(
-  opts: CompressOptions,
-  spec: LlamaSpec,
-  reader: TensorReader,
+  run: Run,
   shapes: LayerShape[],
   windows: Int32Array[] | undefined,
-  run: {
-    batch: number;
-    linears: readonly LinearName[];
-    clock: ReturnType<typeof createPhaseClock>;
-    memory: MemoryPolicy;
-    emit: (e: CompressProgress) => void;
-  },
 ): Promise<{ ranks: Record<string, number | null>; sensitivity?: CompressReport["sensitivity"] }> {
+  const { opts } = run;
   const ranks: Record<string, number | null> = {};
   if (opts.allocation === "sensitivity") {
     return await run.clock.time("sensitivity", async () => {
       const sw = opts.sensitivity ?? {};
-      const res = await sensitivitySweep({ spec, reader }, windows!.slice(0, sw.samples ?? windows!.length), {
+      const sweepWindows = windows!.slice(0, sw.samples ?? windows!.length);
+      const res = await sensitivitySweep({ spec: run.spec, reader: run.reader }, sweepWindows, {
         ratios: sw.ratios ?? SENSITIVITY_RATIOS,
         alpha: opts.alpha,
         linears: run.linears,
@@ -578,12 +634,11 @@ async function allocateRanks(
       return { ranks, sensitivity: { seconds, fromCache, densePpl, achievedKept: alloc.achievedKept } };
     });
   }
-  if (opts.kvCache) {
-    for (const s of shapes) ranks[s.name] = kvRank(s.rows, keptFraction(opts.ratio));
-  } else {
-    for (const s of shapes) {
-      ranks[s.name] = rankFor(s.rows, s.cols, opts.ratio, { force: opts.force, layer: s.name });
-    }
+  const kept = keptFraction(opts.ratio);
+  for (const s of shapes) {
+    ranks[s.name] = opts.kvCache
+      ? kvRank(s.rows, kept)
+      : rankFor(s.rows, s.cols, opts.ratio, { force: opts.force, layer: s.name });
   }
   return { ranks };
 }
@@ -591,26 +646,24 @@ async function allocateRanks(
 /** The `svd_llm` section of the output's config.json. */
 function svdLlmSection(
   model: ModelInput,
-  opts: CompressOptions,
+  run: Run,
   r: {
-    allocation: "uniform" | "sensitivity";
-    sequential: boolean;
-    update: boolean;
     calibration?: CompressReport["calibration"];
     ranks: Record<string, number | null>;
     params: ParamSummary;
     layers: LayerReport[];
   },
 ): SvdLlmConfig {
+  const { opts } = run;
   return {
     version: PIPELINE_VERSION,
     method: opts.method,
     ratio: "removed" in opts.ratio
       ? { convention: "removed", value: opts.ratio.removed }
       : { convention: "kept", value: opts.ratio.kept },
-    allocation: r.allocation,
-    sequential: r.sequential,
-    update: r.update,
+    allocation: run.allocation,
+    sequential: run.sequential,
+    update: run.update,
     alpha: opts.method === "asvd" ? (opts.alpha ?? 0.5) : undefined,
     calibration: r.calibration,
     ranks: r.ranks,
