@@ -148,7 +148,7 @@ test("a full disk is reported with the path being written", async () => {
       close: () => Promise.resolve(),
     },
     "/data/out/model.safetensors",
-    { close: () => Promise.resolve(), abort: async () => void (aborted = true) },
+    { close: () => Promise.resolve(), abort: () => Promise.resolve(void (aborted = true)) },
   );
   await assert.rejects(
     sink.write(new Uint8Array(8)),
@@ -215,7 +215,7 @@ test("tensors outside the blocks are shape-checked before anything is written", 
   }
 });
 
-test("planning the output of a 200k-tensor header is linear (a Set, not a quadratic scan)", async () => {
+test("planning the output of a 200k-tensor header is linear (a Set, not a quadratic scan)", () => {
   const spec = specFromHfConfig({
     model_type: "llama",
     hidden_size: 8,
