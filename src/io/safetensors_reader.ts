@@ -12,6 +12,7 @@ import type { ByteSource } from "./byte_source.ts";
 import type { DType, TensorInfo, TensorReader } from "./tensor_reader.ts";
 import { decodeInto, DTYPE_SIZE, isDType, LITTLE_ENDIAN } from "./dtype.ts";
 import { isByteSource, openSource, type SourceInput } from "./open_source.ts";
+import type { OpenUrlOptions } from "./url_source.ts";
 import { FormatError } from "../errors.ts";
 
 /** Largest JSON header accepted (the reference implementation's cap is also 100 MB). */
@@ -214,7 +215,7 @@ export interface SafetensorsReader extends TensorReader {
 
 /**
  * Open a safetensors file (path, `file:`/`http(s):` URL, Blob, bytes or {@link ByteSource}) as a
- * {@link TensorReader}. Only the header is read now; `read(name)` reads that tensor's bytes alone and
+ * {@link TensorReader} (`urlOptions`: timeout, headers, retries of an `http(s)` input). Only the header is read now; `read(name)` reads that tensor's bytes alone and
  * widens them to float32. `close()` releases the source (a ByteSource passed in is closed too).
  *
  * @example
@@ -226,9 +227,12 @@ export interface SafetensorsReader extends TensorReader {
  * await st.close();
  * ```
  */
-export async function openSafetensors(input: SourceInput): Promise<SafetensorsReader> {
+export async function openSafetensors(
+  input: SourceInput,
+  urlOptions: OpenUrlOptions = {},
+): Promise<SafetensorsReader> {
   const owned = !isByteSource(input);
-  const src = await openSource(input);
+  const src = await openSource(input, urlOptions);
   let header: SafetensorsHeader;
   try {
     header = await readSafetensorsHeader(src);

@@ -300,48 +300,49 @@ async function fetchFollowing(
 
 /**
  * Fetch a small text file (a config.json, a tokenizer, a shard index) under the {@link OpenUrlOptions}
- * policy; undefined on 404 when `optional`. Refuses bodies over `maxBytes` (default 256 MB) and bodies that
+ * policy; undefined on 404 when `optional`; `what` names the action in errors. Refuses bodies over `maxBytes` (default 256 MB) and bodies that
  * are not UTF-8, naming the URL.
  */
 export async function fetchUrlText(
   url: string | URL,
   opts: OpenUrlOptions = {},
   optional = false,
+  what = "fetch",
   maxBytes = 256 << 20,
 ): Promise<string | undefined> {
   const parsed = new URL(url);
   const name = displayName(parsed);
   if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
-    throw new FormatError(name, `fetch: only http(s) URLs are read, got ${parsed.protocol}`);
+    throw new FormatError(name, `${what}: only http(s) URLs are read, got ${parsed.protocol}`);
   }
-  return await requestWithPolicy(parsed, name, opts, "GET", undefined, "fetch", async (res) => {
+  return await requestWithPolicy(parsed, name, opts, "GET", undefined, what, async (res) => {
     if (res.status === 404 && optional) {
       await discard(res);
       return undefined;
     }
     if (!res.ok) {
       await discard(res);
-      throw new FormatError(name, `fetch: HTTP status ${res.status} ${res.statusText}`.trimEnd());
+      throw new FormatError(name, `${what}: HTTP status ${res.status} ${res.statusText}`.trimEnd());
     }
     const declared = Number(res.headers.get("content-length") ?? 0);
     if (declared > maxBytes) {
       await discard(res);
       throw new FormatError(
         name,
-        `fetch: ${declared} bytes, more than the ${maxBytes}-byte limit for this file`,
+        `${what}: ${declared} bytes, more than the ${maxBytes}-byte limit for this file`,
       );
     }
     const buf = new Uint8Array(await res.arrayBuffer());
     if (buf.length > maxBytes) {
       throw new FormatError(
         name,
-        `fetch: ${buf.length} bytes, more than the ${maxBytes}-byte limit for this file`,
+        `${what}: ${buf.length} bytes, more than the ${maxBytes}-byte limit for this file`,
       );
     }
     try {
       return new TextDecoder("utf-8", { fatal: true }).decode(buf);
     } catch {
-      throw new FormatError(name, "fetch: the file is not UTF-8 text");
+      throw new FormatError(name, `${what}: the file is not UTF-8 text`);
     }
   });
 }
