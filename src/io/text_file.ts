@@ -90,7 +90,7 @@ export function parseJsonObject(text: string, source: string, what: string): Rec
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     throw new FormatError(
       source,
-      `${what}: must hold a JSON object, got ${
+      `${what} must hold a JSON object, got ${
         json === null ? "null" : Array.isArray(json) ? "an array" : typeof json
       }`,
     );
