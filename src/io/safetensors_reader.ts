@@ -49,6 +49,31 @@ function isNonNegativeSafeInt(x: unknown): x is number {
 }
 
 /**
+ * The first key that appears twice at the top level of the JSON object `text` (already known to parse), or
+ * undefined. One pass over the text, tracking depth and strings.
+ */
+export function firstDuplicateKey(text: string): string | undefined {
+  const seen = new Set<string>();
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 34 /* " */) {
+      const start = i;
+      for (i++; text.charCodeAt(i) !== 34; i++) if (text.charCodeAt(i) === 92 /* \ */) i++;
+      if (depth !== 1) continue;
+      let j = i + 1;
+      while (j < text.length && /\s/.test(text[j])) j++;
+      if (text[j] !== ":") continue; // a string value, not a key
+      const key = JSON.parse(text.slice(start, i + 1)) as string;
+      if (seen.has(key)) return key;
+      seen.add(key);
+    } else if (c === 123 || c === 91) depth++; // { [
+    else if (c === 125 || c === 93) depth--; // } ]
+  }
+  return undefined;
+}
+
+/**
  * Read and validate the header of a safetensors source. Throws a {@link FormatError} naming the source and the
  * tensor or field at fault. Reads 8 bytes plus the header, nothing else.
  */
@@ -85,6 +110,11 @@ export async function readSafetensorsHeader(src: ByteSource): Promise<Safetensor
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     fail(`header must be a JSON object, got ${describe(json)}`);
+  }
+  const dup = firstDuplicateKey(text);
+  if (dup !== undefined) {
+    // JSON.parse keeps the last of two equal keys: which tensor is read would depend on the parser
+    fail(`tensor ${JSON.stringify(dup)} appears twice in the header`);
   }
   const dataStart = 8 + headerLength;
   const dataSize = src.size - dataStart;
