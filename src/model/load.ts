@@ -274,7 +274,12 @@ async function folderTokenizer(f: ModelFolder, spec: LlamaSpec): Promise<Tokeniz
       ? {}
       : parseJsonObject(cfgText, f.at("tokenizer_config.json"), "load tokenizer: tokenizer_config.json");
     try {
-      return hfTokenizerFromJson(json, cfg, { bosId: spec.bosTokenId, eosId: spec.eosTokenId });
+      return hfTokenizerFromJson(
+        json,
+        cfg,
+        { bosId: spec.bosTokenId, eosId: spec.eosTokenId },
+        f.at("tokenizer.json"),
+      );
     } catch (e) {
       if (e instanceof FormatError) throw e;
       throw new FormatError(f.at("tokenizer.json"), `load tokenizer: ${(e as Error).message}`);
