@@ -98,3 +98,15 @@ test("svd: a matrix whose entries span 1e-300 to 1e300 still factors (no overflo
   for (const x of res.s) assert.ok(Number.isFinite(x));
   assert.ok(Math.abs(res.s[0] - 1e300) <= 1e285);
 });
+
+test("svdPart: a label names the layer and file in the error that remains (non-finite input)", () => {
+  const a = fill(4, 4, (i, j) => (i === 2 && j === 1 ? NaN : 1));
+  assert.throws(
+    () => svdPart(a, { left: 1, label: "model.layers.3.mlp.up_proj (model.safetensors)" }),
+    (e: Error) =>
+      e.name === "NumericError" &&
+      e.message.startsWith(
+        "model.layers.3.mlp.up_proj (model.safetensors): svd: input 4×4 has non-finite value NaN",
+      ),
+  );
+});
