@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { FormatError } from "../errors.ts";
 import type { OpenUrlOptions } from "../io/url_source.ts";
 import { type LoadedModel, loadModel } from "./load.ts";
 
@@ -19,5 +20,11 @@ import { type LoadedModel, loadModel } from "./load.ts";
  * ```
  */
 export async function loadModelUrl(url: string | URL, opts: OpenUrlOptions = {}): Promise<LoadedModel> {
-  return await loadModel(url instanceof URL ? url : new URL(url), opts);
+  let u: URL;
+  try {
+    u = url instanceof URL ? url : new URL(url);
+  } catch {
+    throw new FormatError(String(url), "load model: not a valid URL");
+  }
+  return await loadModel(u, opts);
 }

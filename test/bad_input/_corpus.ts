@@ -191,6 +191,8 @@ export interface FileServer {
   redirect(path: string, location: string): void;
   /** Answer `path` with `status` the next `times` requests (then normally). */
   fail(path: string, status: number, times: number): void;
+  /** Answer `path` with headers and half a body, then nothing more (a stalled transfer). */
+  stall(path: string): void;
   close(): Promise<void>;
 }
 
@@ -199,6 +201,8 @@ export async function startFileServer(lifetimeMs = 60_000): Promise<FileServer> 
   const files = new Map<string, Uint8Array>();
   const redirects = new Map<string, string>();
   const failures = new Map<string, { status: number; times: number }>();
+  const stalls = new Set<string>();
+  const open = new Set<ServerResponse>();
   const log: Logged[] = [];
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? "/").split("?")[0];
@@ -209,6 +213,11 @@ export async function startFileServer(lifetimeMs = 60_000): Promise<FileServer> 
       f.times--;
       res.writeHead(f.status, { ...headers, "content-length": "0" });
       return res.end();
+    }
+    if (stalls.has(path)) {
+      open.add(res);
+      res.writeHead(200, { ...headers, "content-length": "1000" });
+      return res.write('{"model_type":');
     }
     const to = redirects.get(path);
     if (to) {
@@ -241,12 +250,14 @@ export async function startFileServer(lifetimeMs = 60_000): Promise<FileServer> 
     if (closed) return;
     closed = true;
     clearTimeout(auto);
+    for (const res of open) res.destroy();
     await new Promise<void>((r) => server.close(() => r()));
   };
   const auto = setTimeout(close, lifetimeMs);
   return {
     base,
     log,
+    stall: (p) => stalls.add(p),
     put: (p, b) => files.set(p, typeof b === "string" ? new TextEncoder().encode(b) : b),
     redirect: (p, to) => redirects.set(p, to),
     fail: (p, status, times) => failures.set(p, { status, times }),
