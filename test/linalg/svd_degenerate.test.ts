@@ -8,7 +8,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { type Matrix64 } from "../../src/linalg/matrix.ts";
+import type { Matrix64 } from "../../src/linalg/matrix.ts";
 import { orthonormalityError, reconstruct } from "../../src/linalg/qr.ts";
 import { svd, svdPart } from "../../src/linalg/svd.ts";
 import { BACKENDS, EPS, rowsAsColumns, withBackend, withSingularValues } from "./factor_helpers.ts";
