@@ -167,10 +167,64 @@ export function checkLayerCount(reader: TensorReader, spec: LlamaSpec): void {
 /** Storage types a weight may have: an integer tensor (U8, I32, I64) read as floats would be garbage. */
 const FLOAT_DTYPES: ReadonlySet<string> = new Set(["F32", "F16", "BF16", "F64"]);
 
+/** [out, in] of each block linear under `spec`. */
+function linearShapes(spec: LlamaSpec): Record<string, readonly [number, number]> {
+  const d = spec.hiddenSize, f = spec.intermediateSize, q = spec.numHeads * spec.headDim;
+  const kv = spec.numKvHeads * spec.headDim;
+  return {
+    "self_attn.q_proj": [q, d],
+    "self_attn.k_proj": [kv, d],
+    "self_attn.v_proj": [kv, d],
+    "self_attn.o_proj": [d, q],
+    "mlp.gate_proj": [f, d],
+    "mlp.up_proj": [f, d],
+    "mlp.down_proj": [d, f],
+  };
+}
+
+/**
+ * Throw a FormatError naming the first block tensor whose shape the config contradicts (a dense weight
+ * [out, in], low-rank factors svd_a [out, r] and svd_b [r, in], norms [hidden]): sizes from a few bytes of
+ * config are checked against the tensors present before they size anything.
+ */
+function checkBlockShapes(reader: TensorReader, spec: LlamaSpec): void {
+  const want = linearShapes(spec);
+  for (const t of reader.tensors()) {
+    const m =
+      /^model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj|input_layernorm|post_attention_layernorm)\.(weight|svd_a|svd_b)$/
+        .exec(t.name);
+    if (!m) continue;
+    const [out, inp] = want[m[1]] ?? [spec.hiddenSize, 0];
+    const s = t.shape;
+    const ok = want[m[1]] === undefined
+      ? m[2] === "weight" && s.length === 1 && s[0] === spec.hiddenSize
+      : m[2] === "weight"
+      ? s.length === 2 && s[0] === out && s[1] === inp
+      : m[2] === "svd_a"
+      ? s.length === 2 && s[0] === out
+      : s.length === 2 && s[1] === inp;
+    if (!ok) {
+      const expected = want[m[1]] === undefined
+        ? `[${spec.hiddenSize}]`
+        : m[2] === "weight"
+        ? `[${out}, ${inp}]`
+        : m[2] === "svd_a"
+        ? `[${out}, rank]`
+        : `[rank, ${inp}]`;
+      throw new FormatError(
+        reader.name,
+        `load model: ${t.name} has shape [${s.join(", ")}] but the config (hidden_size ${spec.hiddenSize}, ` +
+          `intermediate_size ${spec.intermediateSize}, ${spec.numHeads}/${spec.numKvHeads} heads of ${spec.headDim}) ` +
+          `says ${expected}`,
+      );
+    }
+  }
+}
+
 /**
  * Check an opened model against its own tensor list before anything is read or allocated from the config:
  * the block count ({@link checkLayerCount}), floating-point weights (an integer dtype is refused with the
- * tensor's name), the embedding's shape against vocab_size × hidden_size, and the BOS/EOS ids inside the
+ * tensor's name), every block linear's and norm's shape, the embedding's shape against vocab_size × hidden_size, and the BOS/EOS ids inside the
  * vocabulary (an id outside it would silently mean "no BOS"). Throws a FormatError naming the input.
  */
 export function checkLoadedModel(m: LoadedModel): void {
@@ -184,6 +238,7 @@ export function checkLoadedModel(m: LoadedModel): void {
       );
     }
   }
+  checkBlockShapes(reader, spec);
   const embed = "model.embed_tokens.weight";
   if (reader.has(embed)) {
     const shape = reader.info(embed).shape;

@@ -113,6 +113,16 @@ const shapeCases: [string, (c: Record<string, unknown>) => void, RegExp][] = [
     /embed_tokens\.weight has shape \[101, 64\] but the config says vocab_size 500/,
   ],
   ["hidden_size unlike the embedding's", (c) => (c.hidden_size = 128), /hidden_size 128/],
+  [
+    "intermediate_size unlike the MLP weights'",
+    (c) => (c.intermediate_size = 4096),
+    /model\.layers\.0\.mlp\.(gate|up|down)_proj\.weight has shape \[64, 64\] but the config \(hidden_size 64, intermediate_size 4096, .*\) says \[(4096, 64|64, 4096)\]/,
+  ],
+  [
+    "num_key_value_heads unlike k_proj's rows",
+    (c) => (c.num_key_value_heads = 4),
+    /model\.layers\.0\.self_attn\.k_proj\.weight has shape \[32, 64\] .* says \[64, 64\]/,
+  ],
 ];
 
 for (const [name, edit, problem] of shapeCases) {
