@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import type { Matrix64 } from "../../src/linalg/matrix.ts";
 import { orthonormalityError, reconstruct } from "../../src/linalg/qr.ts";
+import { eigh } from "../../src/linalg/eigh.ts";
 import { svd, svdPart } from "../../src/linalg/svd.ts";
 import { BACKENDS, EPS, rowsAsColumns, withBackend, withSingularValues } from "./factor_helpers.ts";
 
@@ -109,4 +110,27 @@ test("svdPart: a label names the layer and file in the error that remains (non-f
         "model.layers.3.mlp.up_proj (model.safetensors): svd: input 4×4 has non-finite value NaN",
       ),
   );
+});
+
+test("eigh (the Cholesky fallback's) converges on huge, tiny, constant and zero symmetric matrices", () => {
+  for (const n of [7, 33, 64, 130]) {
+    for (const scale of [0, 1e-300, 1e-30, 1, 1e30, 1e300]) {
+      const a = fill(n, n, (i, j) => scale * (i === j ? 1 : 0.5));
+      const { values, vectors } = eigh(a);
+      const tol = 30 * n * EPS;
+      // A·V = V·Λ, in units of ‖A‖ so that every scale is judged alike
+      const av = new Float64Array(n * n), vl = new Float64Array(n * n);
+      for (let i = 0; i < n; i++) {
+        for (let j = 0; j < n; j++) {
+          let s = 0;
+          for (let k = 0; k < n; k++) s += a.data[i * n + k] * vectors.data[k * n + j];
+          av[i * n + j] = s;
+          vl[i * n + j] = vectors.data[i * n + j] * values[j];
+        }
+      }
+      assert.ok(norm(av, vl) <= tol * norm(a.data), `n=${n} scale=${scale}: A·V ≠ V·Λ`);
+      assert.ok(orthonormalityError(vectors) <= tol, `n=${n} scale=${scale}: VᵀV ≠ I`);
+      assert.ok(Math.abs(values[0] - scale * (n + 1) / 2) <= tol * scale * n, `n=${n} scale=${scale}: λ₁`);
+    }
+  }
 });
