@@ -283,8 +283,9 @@ async function fetchFollowing(
     if (range) headers.range = range;
     const res = await doFetch(url.href, { method, headers, signal, redirect: "manual" });
     if (res.type === "opaqueredirect") {
-      // a browser hides the target of a manual redirect; let it follow (it strips credentials itself)
-      return await doFetch(url.href, { method, headers: range ? { range } : {}, signal });
+      // A browser hides the target of a manual redirect: let it follow. Headers go to this hop's origin as
+      // above; the Fetch standard drops Authorization on a cross-origin redirect.
+      return await doFetch(url.href, { method, headers, signal });
     }
     const location = res.status >= 300 && res.status < 400 ? res.headers.get("location") : null;
     if (location === null) return res;
