@@ -1,6 +1,8 @@
 /**
  * Open a model for evaluation, calibration or generation: a Hugging Face folder (config.json, safetensors,
- * tokenizer.json) or a GGUF file. Only the headers are read here; weights are read block by block later.
+ * tokenizer.json) or a GGUF file, local or by URL — one loader, whose folder is either a local directory or a
+ * URL prefix ({@link loadModel}). Only the headers are read here, and every size they state is checked against
+ * the tensors present ({@link checkLoadedModel}); weights are read block by block later.
  *
  * @module
  */
