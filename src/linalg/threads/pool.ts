@@ -10,12 +10,15 @@
  * main thread may not ({@link canBlock} is false there and callers stay single-threaded).
  *
  * Workers come from `node:worker_threads` where it exists (Deno, Bun, Node: they are `unref`'d, so an idle
- * pool never keeps a process alive) and from the web `Worker` otherwise. {@link ThreadPool.close} terminates
- * them; tests must call it (leak checks).
+ * pool never keeps a process alive) and from the web `Worker` otherwise, started from the embedded source
+ * (`worker_source.ts`) as a `data:` or `blob:` URL, so they start wherever the library was loaded from (a
+ * file, JSR or any http URL, a bundle). {@link ThreadPool.close} terminates them; tests must call it (leak
+ * checks).
  *
  * @module
  */
 import type { WasmRuntime } from "../wasm/runtime.ts";
+import { WORKER_SOURCE } from "./worker_source.ts";
 
 /** One kernel call: an export name and its numeric arguments. */
 export interface Job {
@@ -55,21 +58,41 @@ export function canBlock(): boolean {
   }
 }
 
+let sourceUrls: { data: URL; blob?: string } | null = null;
+
+/**
+ * The worker's source as URLs: `data:` for `worker_threads` (which takes file: and data: only), `blob:` for a
+ * web Worker (same origin as the page, so a cross-origin-isolated page's worker may share memory; a `data:`
+ * worker's origin is opaque).
+ */
+function workerUrls(): { data: URL; blob?: string } {
+  if (sourceUrls) return sourceUrls;
+  const data = new URL("data:text/javascript," + encodeURIComponent(WORKER_SOURCE));
+  let blob: string | undefined;
+  try {
+    blob = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "text/javascript" }));
+  } catch {
+    blob = undefined; // no Blob URLs here: the data: URL serves
+  }
+  sourceUrls = { data, blob };
+  return sourceUrls;
+}
+
 async function spawn(onMessage: (m: unknown) => void, onError: (e: unknown) => void): Promise<Port> {
-  const url = new URL("./worker.js", import.meta.url);
   let wt: typeof import("node:worker_threads") | null = null;
   try {
     wt = await import("node:worker_threads");
   } catch {
     wt = null;
   }
+  const urls = workerUrls();
   if (wt?.Worker) {
-    const w = new wt.Worker(url);
+    const w = new wt.Worker(urls.data);
     w.on("message", onMessage);
     w.on("error", onError);
     return { post: (m) => w.postMessage(m), unref: () => w.unref(), terminate: () => w.terminate() };
   }
-  const w = new Worker(url, { type: "module" });
+  const w = new Worker(urls.blob ?? urls.data, { type: "module" });
   w.onmessage = (e) => onMessage(e.data);
   w.onerror = (e) => onError(e);
   return { post: (m) => w.postMessage(m), unref: () => {}, terminate: () => w.terminate() };
