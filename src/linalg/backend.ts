@@ -37,6 +37,13 @@ export interface LinalgOptions {
    * otherwise stays at 1 and {@link LinalgInfo.threadsNote} says why.
    */
   threads?: number | "auto";
+  /**
+   * The kernels precompiled, for runtimes that forbid compiling WebAssembly from bytes (Cloudflare workerd;
+   * pages whose CSP lacks `wasm-unsafe-eval`): `wasm/svd_llm.wasm` imported as a module. Used when the
+   * compilation at import failed; a TypeError if it is not that module. Without it there, products run in
+   * TypeScript and one warning line says why.
+   */
+  wasmModule?: WebAssembly.Module;
 }
 
 /** What the linear algebra currently runs on. */
@@ -58,10 +65,28 @@ export interface LinalgInfo {
 let backend: "wasm" | "ts" = wasmRuntime() ? "wasm" : "ts";
 let pool: ThreadPool | null = null;
 let threadsNote: string | undefined;
+let warned = false;
+let tsChosen = false;
 
-/** The backend of CPU products now (for `gemm.ts`). */
+/**
+ * The backend of CPU products now (for `gemm.ts`). The first product that falls back to TypeScript because
+ * WebAssembly failed (not by choice) prints one warning line, once per process: a silent fallback is 10–50×
+ * slower with no hint why.
+ */
 export function activeBackend(): "wasm" | "ts" {
+  if (backend === "ts" && !warned && !tsChosen && !wasmRuntime()) {
+    warned = true;
+    console.warn(fallbackWarning(wasmInitError()));
+  }
   return backend;
+}
+
+/** The one-line warning for a TypeScript fallback caused by `error` (exported for tests). */
+export function fallbackWarning(error: unknown): string {
+  const why = (error instanceof Error ? error.message : String(error)).split("\n")[0];
+  return `@svd/llm: WebAssembly unavailable (${why}); products run in TypeScript (slower). Where compiling ` +
+    `at run time is forbidden (workerd), pass the precompiled kernels: initLinalg({ wasmModule }) with ` +
+    `wasm/svd_llm.wasm imported as a module.`;
 }
 
 /** The worker pool, or null when single-threaded (for `gemm.ts`). */
@@ -86,7 +111,8 @@ export function linalgInfo(): LinalgInfo {
 
 /**
  * Choose the backend and thread count. Safe to call again (threads are restarted when the count changes).
- * Throws {@link OptionError} for an unknown backend, a bad thread count, or `backend: "wasm"` without wasm.
+ * Throws {@link OptionError} for an unknown backend, a bad thread count, or `backend: "wasm"` without wasm,
+ * and a TypeError for a `wasmModule` that is not the kernel module.
  */
 export async function initLinalg(opts: LinalgOptions = {}): Promise<LinalgInfo> {
   const choice = opts.backend ?? "auto";
@@ -104,11 +130,12 @@ export async function initLinalg(opts: LinalgOptions = {}): Promise<LinalgInfo> 
   if (!Number.isInteger(want) || want < 1 || want > 64) {
     throw new OptionError(`initLinalg: threads must be an integer in 1..64 or "auto", got ${opts.threads}`);
   }
-  const rt = await initWasm();
+  const rt = await initWasm({ module: opts.wasmModule });
   if (choice === "wasm" && !rt) {
     throw new OptionError(`initLinalg: backend "wasm" requested but WebAssembly failed: ${wasmInitError()}`);
   }
   backend = choice === "ts" || !rt ? "ts" : "wasm";
+  tsChosen = choice === "ts";
   threadsNote = undefined;
   if (pool && (pool.size !== want || backend === "ts")) await closeLinalg();
   if (backend === "wasm" && want > 1 && !pool) {

@@ -134,8 +134,9 @@ export function gemmInto<T extends FloatArray>(
   const alpha = opts.alpha ?? 1, beta = opts.beta ?? 0;
   const transA = !!opts.transA, transB = !!opts.transB;
   const rt = wasmRuntime();
-  const useWasm = rt !== null &&
-    (opts.backend ?? (m * n * k < SMALL_WORK ? "ts" : activeBackend())) === "wasm";
+  // activeBackend() first: it warns once when WebAssembly failed and products fall back to TypeScript.
+  const want = opts.backend ?? (m * n * k < SMALL_WORK ? "ts" : activeBackend());
+  const useWasm = rt !== null && want === "wasm";
   if (useWasm) {
     gemmWasm(rt, { transA, transB, m, n, k, alpha, a: a.data, b: b.data, beta, c: c.data }, activePool());
   } else gemmTs(transA, transB, m, n, k, alpha, a.data, b.data, beta, c.data);

@@ -207,10 +207,21 @@ export class ThreadPool {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    const ctrl = this.#rt.i32(this.#ctrl, 2);
+    Atomics.store(ctrl, DONE, 0);
     for (let i = 0; i < this.#ports.length; i++) {
       const words = this.#rt.i32(this.#ctrl + HEADER_BYTES + SLOT_BYTES * i, 1);
       Atomics.store(words, 0, -1); // stop: leaves its wait loop
       Atomics.notify(words, 0);
+    }
+    // Wait until every worker has seen the stop (each counts itself done) before the control block and stacks
+    // are freed: `terminate()` may resolve before the thread has stopped (Deno), and a worker still waiting
+    // on a freed slot that a new pool zeroes would take generation 0 for a job and run garbage in it.
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const done = Atomics.load(ctrl, DONE);
+      if (done >= this.#ports.length || Date.now() > deadline) break;
+      Atomics.wait(ctrl, DONE, done, 100);
     }
     await Promise.all(this.#ports.map((p) => p.terminate()));
     for (const s of this.#stacks) this.#rt.free(s);

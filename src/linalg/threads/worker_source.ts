@@ -35,7 +35,12 @@ function serve(msg, reply) {
     Atomics.wait(words, 0, gen);
     const g = Atomics.load(words, 0);
     if (g === gen) continue;
-    if (g < 0) return;
+    if (g < 0) {
+      // Acknowledge the stop: the caller frees (and may reuse) the control block and stacks only after this.
+      Atomics.add(header, 0, 1);
+      Atomics.notify(header, 0);
+      return;
+    }
     gen = g;
     try {
       fns[words[1]](...args.subarray(0, words[2]));
