@@ -71,12 +71,12 @@ export interface FileServer {
 
 /**
  * Serve `files` (paths relative to `dir`, `/`-separated; anything else answers 404) on 127.0.0.1 at a free
- * port. `extra` maps URL paths to generated bodies (an import map, a page).
+ * port. `extra` maps URL paths to generated bodies (an import map, a page; a function is called per request).
  */
 export function serveFiles(
   dir: string,
   files: Iterable<string>,
-  extra: Record<string, { type: string; body: string }> = {},
+  extra: Record<string, { type: string; body: string | (() => string) }> = {},
   headers: Record<string, string> = {},
 ): Promise<FileServer> {
   const allowed = new Set(files);
@@ -85,7 +85,7 @@ export function serveFiles(
     const gen = extra["/" + path];
     if (gen) {
       res.writeHead(200, { "content-type": gen.type, ...headers });
-      res.end(gen.body);
+      res.end(typeof gen.body === "function" ? gen.body() : gen.body);
       return;
     }
     const file = normalize(join(dir, path));
