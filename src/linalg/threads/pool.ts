@@ -11,13 +11,14 @@
  *
  * Workers come from `node:worker_threads` where it exists (Deno, Bun, Node: they are `unref`'d, so an idle
  * pool never keeps a process alive) and from the web `Worker` otherwise, started from the embedded source
- * (`worker_source.ts`) as a `data:` or `blob:` URL, so they start wherever the library was loaded from (a
- * file, JSR or any http URL, a bundle). {@link ThreadPool.close} terminates them; tests must call it (leak
+ * (`worker_source.ts`) by `spawn.ts`, so they start wherever the library was loaded from (a file, JSR or any
+ * http URL, a bundle). {@link ThreadPool.close} terminates them; tests must call it (leak
  * checks).
  *
  * @module
  */
 import type { WasmRuntime } from "../wasm/runtime.ts";
+import { spawnWorker, type WorkerPort } from "./spawn.ts";
 import { WORKER_SOURCE } from "./worker_source.ts";
 
 /** One kernel call: an export name and its numeric arguments. */
@@ -39,13 +40,6 @@ export function kernelNames(module: WebAssembly.Module): string[] {
   return WebAssembly.Module.exports(module).filter((e) => e.kind === "function").map((e) => e.name);
 }
 
-interface Port {
-  post(msg: unknown): void;
-  /** Stop the worker from keeping the process alive (after it started: the start-up wait needs it alive). */
-  unref(): void;
-  terminate(): Promise<unknown> | void;
-}
-
 /** Whether this thread may block in `Atomics.wait` (false on a browser main thread). */
 export function canBlock(): boolean {
   if (typeof SharedArrayBuffer !== "function") return false;
@@ -58,58 +52,18 @@ export function canBlock(): boolean {
   }
 }
 
-let sourceUrls: { data: URL; blob?: string } | null = null;
-
-/**
- * The worker's source as URLs: `data:` for `worker_threads` (which takes file: and data: only), `blob:` for a
- * web Worker (same origin as the page, so a cross-origin-isolated page's worker may share memory; a `data:`
- * worker's origin is opaque).
- */
-function workerUrls(): { data: URL; blob?: string } {
-  if (sourceUrls) return sourceUrls;
-  const data = new URL("data:text/javascript," + encodeURIComponent(WORKER_SOURCE));
-  let blob: string | undefined;
-  try {
-    blob = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "text/javascript" }));
-  } catch {
-    blob = undefined; // no Blob URLs here: the data: URL serves
-  }
-  sourceUrls = { data, blob };
-  return sourceUrls;
-}
-
-async function spawn(onMessage: (m: unknown) => void, onError: (e: unknown) => void): Promise<Port> {
-  let wt: typeof import("node:worker_threads") | null = null;
-  try {
-    wt = await import("node:worker_threads");
-  } catch {
-    wt = null;
-  }
-  const urls = workerUrls();
-  if (wt?.Worker) {
-    const w = new wt.Worker(urls.data);
-    w.on("message", onMessage);
-    w.on("error", onError);
-    return { post: (m) => w.postMessage(m), unref: () => w.unref(), terminate: () => w.terminate() };
-  }
-  const w = new Worker(urls.blob ?? urls.data, { type: "module" });
-  w.onmessage = (e) => onMessage(e.data);
-  w.onerror = (e) => onError(e);
-  return { post: (m) => w.postMessage(m), unref: () => {}, terminate: () => w.terminate() };
-}
-
 /** Worker threads sharing the runtime's memory; `size` counts the calling thread too. */
 export class ThreadPool {
   /** Threads that run jobs, the calling thread included. */
   readonly size: number;
   #rt: WasmRuntime;
-  #ports: Port[];
+  #ports: WorkerPort[];
   #ctrl: number;
   #stacks: number[];
   #names: Map<string, number>;
   #closed = false;
 
-  private constructor(rt: WasmRuntime, ports: Port[], ctrl: number, stacks: number[]) {
+  private constructor(rt: WasmRuntime, ports: WorkerPort[], ctrl: number, stacks: number[]) {
     this.#rt = rt;
     this.#ports = ports;
     this.#ctrl = ctrl;
@@ -132,14 +86,15 @@ export class ThreadPool {
     const ctrl = rt.alloc(ctrlBytes);
     rt.i32(ctrl, ctrlBytes / 4).fill(0);
     const stacks: number[] = [];
-    const ports: Port[] = [];
+    const ports: WorkerPort[] = [];
     try {
       for (let i = 1; i < threads; i++) {
         const stack = rt.alloc(STACK_BYTES);
         stacks.push(stack);
         let ready!: () => void, fail!: (e: unknown) => void;
         const started = new Promise<void>((res, rej) => (ready = res, fail = rej));
-        const port = await spawn(
+        const port = await spawnWorker(
+          WORKER_SOURCE,
           (m) => (m as { type?: string }).type === "ready" ? ready() : fail(new Error(String(m))),
           (e) => fail(e),
         );
