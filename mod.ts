@@ -122,7 +122,7 @@ export type { FloatArray } from "./src/linalg/matrix.ts";
 export type { GgufFile, GgufNumberArray, GgufValue, OpenGgufOptions } from "./src/io/gguf.ts";
 export type { KlOptions, KlResult } from "./src/eval/kl.ts";
 export type { KvCacheLayer, KvCacheReport } from "./src/methods/kvcache.ts";
-export type { BackendChoice, LinalgInfo, LinalgOptions } from "./src/linalg/backend.ts";
+export type { BackendChoice, LinalgGpuInfo, LinalgInfo, LinalgOptions } from "./src/linalg/backend.ts";
 export type { LinearName } from "./src/model/names.ts";
 export type { MatmulOptions } from "./src/linalg/gemm.ts";
 export type { ModelWeights, ProgressEvent } from "./src/model/llama.ts";

@@ -10,3 +10,5 @@ export { GgufSentencePieceTokenizer, sentencePieceFromJson } from "./sentencepie
 export { ggufBpeTokenizer } from "./gguf_bpe.ts";
 export { tokenizerFromGguf, tokenizerFromGgufJson } from "./from_gguf.ts";
 export { checkBpeMerges } from "./bpe_merges.ts";
+// Types the exported functions name, re-exported so this entry point documents them (deno doc --lint).
+export type { GgufNumberArray, GgufValue } from "../io/gguf.ts";
