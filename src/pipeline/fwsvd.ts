@@ -27,7 +27,7 @@ import { createSafetensorsWriter, type TensorPlan } from "../io/safetensors_writ
 import { checkedReader, type TensorInfo, type TensorReader } from "../io/tensor_reader.ts";
 import { calibrationWindows } from "../calib/windows.ts";
 import type { Matrix } from "../linalg/matrix.ts";
-import { addFisherBatch, compressFwsvd } from "../methods/fwsvd.ts";
+import { addFisherBatch, compressFwsvd, type FisherSide } from "../methods/fwsvd.ts";
 import { describeRatio, layerParams, rankFor, type Ratio, summarizeParams } from "../methods/ratio.ts";
 import { lossAndGrad } from "../model/backward.ts";
 import { BLOCK_FIELD, loadBlock, loadHead, type ModelWeights } from "../model/llama.ts";
@@ -52,8 +52,10 @@ export interface FisherOptions {
 
 /** The per-row Fisher information of every linear, and how it was measured. */
 export interface FisherInfo {
-  /** Linear prefix (`model.layers.{i}.{name}`) → I (out): mean over batches of Σ_j (∂L/∂W_ij)². */
+  /** Linear prefix (`model.layers.{i}.{name}`) → per output row i: mean over batches of Σ_j (∂L/∂W_ij)². */
   rows: Map<string, Float64Array>;
+  /** Linear prefix → per input feature j: mean over batches of Σ_i (∂L/∂W_ij)². */
+  cols: Map<string, Float64Array>;
   /** Batches averaged. */
   batches: number;
   /** Mean calibration loss over the batches (nats per token). */
@@ -82,7 +84,7 @@ export async function fisherInformation(
   const reader = checkedReader(model.reader);
   checkLayerCount(reader, spec);
   const head = await loadHead(reader, spec);
-  const rows = new Map<string, Float64Array>();
+  const rows = new Map<string, Float64Array>(), cols = new Map<string, Float64Array>();
   const total = Math.ceil(windows.length / per);
   let lossSum = 0;
   for (let b = 0; b < total; b++) {
@@ -92,9 +94,11 @@ export async function fisherInformation(
       onLinearGrad: (layer, lin, x, dy) => {
         if (!wanted.has(lin)) return;
         const key = linearPrefix(layer, lin);
-        let acc = rows.get(key);
-        if (!acc) rows.set(key, acc = new Float64Array(dy.cols));
-        addFisherBatch(acc, x, dy);
+        if (!rows.has(key)) {
+          rows.set(key, new Float64Array(dy.cols));
+          cols.set(key, new Float64Array(x.cols));
+        }
+        addFisherBatch(rows.get(key), x, dy, cols.get(key));
       },
     });
     if (!Number.isFinite(r.loss)) {
@@ -105,8 +109,8 @@ export async function fisherInformation(
     lossSum += r.loss;
     opts.onProgress?.({ stage: "fisher", done: b + 1, total, loss: r.loss });
   }
-  for (const v of rows.values()) for (let i = 0; i < v.length; i++) v[i] /= total;
-  return { rows, batches: total, meanLoss: lossSum / total, seconds: (performance.now() - t0) / 1000 };
+  for (const v of [...rows.values(), ...cols.values()]) for (let i = 0; i < v.length; i++) v[i] /= total;
+  return { rows, cols, batches: total, meanLoss: lossSum / total, seconds: (performance.now() - t0) / 1000 };
 }
 
 /** Calibration of {@link fwsvdModel}: token ids cut into windows (as `compress` does), or the windows themselves. */
@@ -120,6 +124,8 @@ export interface FwsvdOptions extends FisherOptions {
   ratio: Ratio;
   /** Calibration data (default windows: 32 × min(256, context), random starts, seed 0). */
   calibration: FwsvdCalibration;
+  /** Which features the Fisher information weights (default "input"; see `FisherSide`). */
+  side?: FisherSide;
   /** Accept ranks that save nothing. */
   force?: boolean;
   /** Called after each factored linear. */
@@ -145,7 +151,7 @@ export interface FwsvdModel extends ModelWeights {
   /** Per linear, what was done. */
   layers: FwsvdLayer[];
   /** The Fisher pass. */
-  fisher: Omit<FisherInfo, "rows">;
+  fisher: Omit<FisherInfo, "rows" | "cols">;
   /** Ranks by prefix. */
   ranks: Record<string, number>;
   /** Fraction of the block linears' parameters removed, and of the whole model's. */
@@ -176,6 +182,9 @@ export async function fwsvdModel(model: ModelWeights, opts: FwsvdOptions): Promi
   const t0 = performance.now(), peak = createPeakMemory(), { spec } = model;
   try {
     if (!opts || !opts.ratio) throw new OptionError("fwsvd: a ratio is required, e.g. { removed: 0.2 }");
+    if (opts.side !== undefined && opts.side !== "input" && opts.side !== "output") {
+      throw new OptionError(`fwsvd: side must be "input" or "output", got ${JSON.stringify(opts.side)}`);
+    }
     const linears = opts.linears ?? LINEAR_NAMES;
     const ranks: Record<string, number> = {};
     for (let i = 0; i < spec.numLayers; i++) {
@@ -196,7 +205,13 @@ export async function fwsvdModel(model: ModelWeights, opts: FwsvdOptions): Promi
       for (const name of linears) {
         const prefix = linearPrefix(i, name), lin = block[BLOCK_FIELD[name]];
         if (lin.kind !== "dense") throw new OptionError(`fwsvd: ${prefix} is already low-rank in the input`);
-        const f = compressFwsvd(lin.weight, fisher.rows.get(prefix)!, ranks[prefix]);
+        const side = opts.side ?? "input";
+        const f = compressFwsvd(
+          lin.weight,
+          (side === "input" ? fisher.cols : fisher.rows).get(prefix)!,
+          ranks[prefix],
+          side,
+        );
         factors.set(prefix, { a: f.a, b: f.b });
         layers.push({
           name: prefix,
@@ -212,7 +227,7 @@ export async function fwsvdModel(model: ModelWeights, opts: FwsvdOptions): Promi
     const other = reader.tensors().filter((t) => !(t.name.replace(/\.weight$/, "") in ranks))
       .reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);
     const summary = summarizeParams(layers.map((l) => layerParams(l.name, l.rows, l.cols, l.rank)), other);
-    const { rows: _rows, ...fisherFacts } = fisher;
+    const { rows: _rows, cols: _cols, ...fisherFacts } = fisher;
     return {
       spec,
       reader: factoredReader(model.reader, factors),
@@ -336,6 +351,7 @@ export async function compressFwsvdFolder(
         : { samples: cal.samples ?? 32, seqlen: cal.seqlen, tokens: cal.ids.length, seed: cal.seed ?? 0 },
       fisher: {
         batches: c.fisher.batches,
+        side: opts.side ?? "input",
         batch_windows: opts.batchWindows ?? 1,
         mean_loss: c.fisher.meanLoss,
       },
