@@ -122,12 +122,14 @@ export type FwsvdCalibration =
 export interface FwsvdOptions extends FisherOptions {
   /** Target, e.g. `{ removed: 0.2 }`; every linear at the same ratio. */
   ratio: Ratio;
-  /** Calibration data (default windows: 32 × min(256, context), random starts, seed 0). */
+  /** Calibration data (default windows: 32 × min(256, context), random starts, seed 0); unused with `fisher`. */
   calibration: FwsvdCalibration;
   /** Which features the Fisher information weights (default "input"; see `FisherSide`). */
   side?: FisherSide;
   /** Accept ranks that save nothing. */
   force?: boolean;
+  /** A Fisher pass already made on this model ({@link fisherInformation}): reused (e.g. for several ratios). */
+  fisher?: FisherInfo;
   /** Called after each factored linear. */
   onLayer?: (e: { layer: string; done: number; total: number }) => void;
 }
@@ -193,8 +195,7 @@ export async function fwsvdModel(model: ModelWeights, opts: FwsvdOptions): Promi
         ranks[prefix] = rankFor(m, n, opts.ratio, { force: opts.force, layer: prefix });
       }
     }
-    const windows = windowsOf(spec, opts.calibration);
-    const fisher = await fisherInformation(model, windows, opts);
+    const fisher = opts.fisher ?? await fisherInformation(model, windowsOf(spec, opts.calibration), opts);
     peak.sample();
     const reader = checkedReader(model.reader);
     const factors = new Map<string, { a: Matrix; b: Matrix }>();
