@@ -30,6 +30,8 @@
 import { OptionError, ShapeError } from "../errors.ts";
 import type { FloatArray, Matrix } from "../linalg/matrix.ts";
 import { BLOCK_PROGRAM, opInputs, type ValueName } from "./block_def.ts";
+
+export type { ValueName };
 import {
   addForward,
   attentionBackward,
@@ -38,7 +40,6 @@ import {
   type GradHead,
   type GradLinear,
   headLossBackward,
-  type Layout,
   linearBackward,
   linearForward,
   type LinearGrads,
@@ -50,7 +51,7 @@ import {
   swigluBackward,
   swigluForward,
 } from "./backward_ops.ts";
-import { BLOCK_FIELD } from "./llama.ts";
+import { BLOCK_FIELD, type Layout } from "./llama.ts";
 import type { LinearName } from "./names.ts";
 import type { LlamaSpec } from "./spec.ts";
 

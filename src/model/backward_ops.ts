@@ -25,6 +25,7 @@ import { ShapeError } from "../errors.ts";
 import { gemmInto } from "../linalg/gemm.ts";
 import type { FloatArray, Matrix } from "../linalg/matrix.ts";
 import { applyRope, type RopeTables, ropeTables } from "./rope.ts";
+import type { Layout } from "./llama.ts";
 import type { LlamaSpec } from "./spec.ts";
 
 /** A linear layer of element type T: dense W (out×in) or low-rank A (out×rank) · B (rank×in), optional bias (out). */
@@ -44,13 +45,6 @@ export interface LinearGrads<T extends FloatArray = Float32Array> {
   bias?: T;
 }
 
-/** How rows are grouped into windows (the same as `Layout` in llama.ts). */
-export interface Layout {
-  /** Number of windows. */
-  batch: number;
-  /** Tokens per window. */
-  seq: number;
-}
 
 /** A zero rows×cols matrix of the same element type as `like`. */
 export function zerosLike<T extends FloatArray>(like: T, rows: number, cols: number): Matrix<T> {
