@@ -57,6 +57,7 @@ export {
 export { merge, type MergeOptions, type MergeReport } from "./src/pipeline/merge.ts";
 export {
   compressFwsvdFolder,
+  factoredReader,
   type FisherInfo,
   fisherInformation,
   type FwsvdModel,
