@@ -10,7 +10,7 @@
  * that model's: it covers the Fisher pass and the factorisations (the evaluations come after and are not
  * counted). Plain SVD is timed in the same process as the reference.
  *
- * Usage: deno run -A bench/fwsvd.ts [--models stories,brown] [--ratios 0.2,0.4,0.6] [--samples N]
+ * Usage: deno run -A bench/fwsvd.ts [--models stories,brown] [--ratios 0.2,0.4,0.6] [--samples N] [--shared DIR]
  *
  * @module
  */
@@ -22,12 +22,13 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
-const SHARED = join(ROOT, "../shared");
-
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? process.argv[i + 1] : fallback;
 }
+
+/** The shared material (models, texts): `--shared DIR`, default ../shared beside the checkout. */
+const SHARED = arg("shared", join(ROOT, "../shared"));
 
 async function child(model: string): Promise<void> {
   const { loadModel } = await import("../src/model/load.ts");
@@ -124,7 +125,10 @@ else {
   );
   console.log("| --- | --- | --- | --- | --- | --- | --- |");
   for (const model of arg("models", "stories,brown").split(",")) {
-    if (model === "brown" && !existsSync(join(SHARED, "models/tinylm-brown"))) continue;
+    if (model === "brown" && !existsSync(join(SHARED, "models/tinylm-brown"))) {
+      console.log(`(tinylm-brown skipped: ${join(SHARED, "models/tinylm-brown")} absent; --shared DIR)`);
+      continue;
+    }
     const { rows, peakRssMB } = await runChild(model);
     for (const r of rows) {
       const f = (v: number) => v >= 1000 ? v.toFixed(0) : v.toFixed(2);
