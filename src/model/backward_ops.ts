@@ -45,7 +45,6 @@ export interface LinearGrads<T extends FloatArray = Float32Array> {
   bias?: T;
 }
 
-
 /** A zero rows×cols matrix of the same element type as `like`. */
 export function zerosLike<T extends FloatArray>(like: T, rows: number, cols: number): Matrix<T> {
   const C = like.constructor as { new (n: number): T };
