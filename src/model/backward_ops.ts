@@ -451,6 +451,8 @@ export interface HeadLossOptions<T extends FloatArray> {
   klWeight?: number;
   /** Weight of the next-token cross-entropy (default 1). */
   nllWeight?: number;
+  /** Rows of logits at once (default {@link lossChunkRows}). */
+  chunkRows?: number;
 }
 
 /**
@@ -467,7 +469,7 @@ export function headLossBackward<T extends FloatArray>(
   opts: HeadLossOptions<T> = {},
 ): HeadLoss<T> {
   if (targets.length !== h.rows) throw new ShapeError(`loss: ${targets.length} targets for ${h.rows} rows`);
-  const V = head.lmHead.rows, d = h.cols, step = lossChunkRows(V), scale = opts.scale ?? 1;
+  const V = head.lmHead.rows, d = h.cols, step = opts.chunkRows ?? lossChunkRows(V), scale = opts.scale ?? 1;
   const wNll = opts.nllWeight ?? 1, wKl = opts.reference ? (opts.klWeight ?? 1) : 0;
   const dh = zerosLike(h.data, h.rows, d);
   let nllSum = 0, klSum = 0, count = 0;
