@@ -317,7 +317,8 @@ async function finalHidden<T extends FloatArray>(
  * The mean next-token loss over `windows` (equal lengths ≥ 2; every position but each window's last
  * predicts the next token) and, through `onLinearGrad`, every linear's (x, dy) pair, streaming with
  * checkpoints at block boundaries (see the module doc for the memory this takes). The objective is
- * nllWeight·NLL + klWeight·KL(p_ref ‖ p), both means over the predicted positions.
+ * nllWeight·NLL + klWeight·KL(p_ref ‖ p), both means over the predicted positions. A non-finite loss is
+ * returned as it is (the hook then sees non-finite gradients): the caller decides, e.g. refuses to step.
  */
 export async function lossAndGrad<T extends FloatArray = Float32Array>(
   model: GradModel<T>,
