@@ -291,11 +291,15 @@ function maskedSoftmax(s: FloatArray, seq: number, scale: number, slide: number)
     const o = i * seq, first = Math.max(0, i - slide + 1); // keys first..i are visible
     let max = -Infinity;
     for (let j = first; j <= i; j++) if (s[o + j] > max) max = s[o + j];
-    let sum = 0;
-    for (let j = first; j <= i; j++) sum += Math.exp((s[o + j] - max) * scale);
-    for (let j = 0; j < seq; j++) {
-      s[o + j] = j < first || j > i ? 0 : Math.exp((s[o + j] - max) * scale) / sum;
+    let sum = 0; // float64
+    for (let j = first; j <= i; j++) {
+      const e = Math.exp((s[o + j] - max) * scale);
+      s[o + j] = e;
+      sum += e;
     }
+    s.fill(0, o, o + first);
+    s.fill(0, o + i + 1, o + seq);
+    for (let j = first; j <= i; j++) s[o + j] /= sum;
   }
 }
 
