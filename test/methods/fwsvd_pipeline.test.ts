@@ -99,27 +99,30 @@ test("fwsvd pipeline: stories260K, FWSVD beats plain SVD on held-out text at 20 
     t.skip("stories260K absent");
     return;
   }
-  const text = await readFile(join(ROOT, "data/tinystories-valid.part1.txt"), "utf8");
-  const all = m.tokenizer.encode(text, { bos: true }), half = Math.floor(all.length / 2);
-  const evalIds = all.slice(half);
-  const c = await fwsvdModel(m, {
-    ratio: { removed: 0.2 },
-    calibration: { ids: all.slice(0, half), samples: 8, seqlen: 256 },
-  });
-  const f = new Map<string, { a: Matrix; b: Matrix }>();
-  for (let i = 0; i < m.spec.numLayers; i++) {
-    const b = await loadBlock(m.reader, m.spec, i);
-    for (const n of LINEAR_NAMES) {
-      const lin = b[BLOCK_FIELD[n]];
-      assert.equal(lin.kind, "dense");
-      if (lin.kind !== "dense") continue;
-      const s = compressSvd(lin.weight, rankFor(lin.weight.rows, lin.weight.cols, { removed: 0.2 }));
-      f.set(linearPrefix(i, n), { a: s.a, b: s.b });
+  try {
+    const text = await readFile(join(ROOT, "data/tinystories-valid.part1.txt"), "utf8");
+    const all = m.tokenizer.encode(text, { bos: true }), half = Math.floor(all.length / 2);
+    const evalIds = all.slice(half);
+    const c = await fwsvdModel(m, {
+      ratio: { removed: 0.2 },
+      calibration: { ids: all.slice(0, half), samples: 8, seqlen: 256 },
+    });
+    const f = new Map<string, { a: Matrix; b: Matrix }>();
+    for (let i = 0; i < m.spec.numLayers; i++) {
+      const b = await loadBlock(m.reader, m.spec, i);
+      for (const n of LINEAR_NAMES) {
+        const lin = b[BLOCK_FIELD[n]];
+        assert.equal(lin.kind, "dense");
+        if (lin.kind !== "dense") continue;
+        const s = compressSvd(lin.weight, rankFor(lin.weight.rows, lin.weight.cols, { removed: 0.2 }));
+        f.set(linearPrefix(i, n), { a: s.a, b: s.b });
+      }
     }
+    const fw = (await perplexity(c, evalIds, { window: 512 })).ppl;
+    const svd =
+      (await perplexity({ spec: m.spec, reader: factoredReader(m.reader, f) }, evalIds, { window: 512 })).ppl;
+    assert.ok(fw < 0.8 * svd, `fwsvd ${fw} vs svd ${svd}`);
+  } finally {
+    await m.close();
   }
-  const fw = (await perplexity(c, evalIds, { window: 512 })).ppl;
-  const svd =
-    (await perplexity({ spec: m.spec, reader: factoredReader(m.reader, f) }, evalIds, { window: 512 })).ppl;
-  assert.ok(fw < 0.8 * svd, `fwsvd ${fw} vs svd ${svd}`);
-  await m.close();
 });

@@ -170,34 +170,38 @@ test("grad: stories260K: lossAndGrad's loss is the forward pass's mean NLL; each
     t.skip("stories260K absent");
     return;
   }
-  const { spec, reader } = model, head = await loadHead(reader, spec);
-  const ids = Int32Array.from({ length: 3 * 48 }, (_, i) => (i * 37 + 11) % spec.vocabSize);
-  const windows = [0, 1, 2].map((b) => ids.subarray(b * 48, (b + 1) * 48));
-  const fetched: number[] = [];
-  const seen = new Map<LinearName, number>();
-  const r = await lossAndGrad(
-    { spec, head, block: (i) => (fetched.push(i), loadBlock(reader, spec, i)) },
-    windows,
-    {
-      onLinearGrad: (_layer, lin, x, dy) => {
-        assert.ok(x.data.every(Number.isFinite) && dy.data.every(Number.isFinite));
-        seen.set(lin, (seen.get(lin) ?? 0) + 1);
+  try {
+    const { spec, reader } = model, head = await loadHead(reader, spec);
+    const ids = Int32Array.from({ length: 3 * 48 }, (_, i) => (i * 37 + 11) % spec.vocabSize);
+    const windows = [0, 1, 2].map((b) => ids.subarray(b * 48, (b + 1) * 48));
+    const fetched: number[] = [];
+    const seen = new Map<LinearName, number>();
+    const r = await lossAndGrad(
+      { spec, head, block: (i) => (fetched.push(i), loadBlock(reader, spec, i)) },
+      windows,
+      {
+        onLinearGrad: (_layer, lin, x, dy) => {
+          assert.ok(x.data.every(Number.isFinite) && dy.data.every(Number.isFinite));
+          seen.set(lin, (seen.get(lin) ?? 0) + 1);
+        },
       },
-    },
-  );
-  const L = spec.numLayers;
-  assert.deepEqual(fetched, [...Array(L).keys(), ...[...Array(L).keys()].reverse()]);
-  for (const name of LINEAR_NAMES) assert.equal(seen.get(name), L);
-  const h = await forwardHidden(model, windows);
-  const targets = Int32Array.from(
-    { length: 3 * 48 },
-    (_, i) => (i % 48 === 47 ? -1 : windows[Math.floor(i / 48)][(i % 48) + 1]),
-  );
-  const nll = tokenNll(spec, head, h, targets).filter((v) => !Number.isNaN(v));
-  const mean = nll.reduce((a, b) => a + b, 0) / nll.length;
-  assert.equal(r.tokens, nll.length);
-  assert.ok(Math.abs(r.nll - mean) < 1e-4 * mean, `${r.nll} vs ${mean}`);
-  assert.equal(r.loss, r.nll);
+    );
+    const L = spec.numLayers;
+    assert.deepEqual(fetched, [...Array(L).keys(), ...[...Array(L).keys()].reverse()]);
+    for (const name of LINEAR_NAMES) assert.equal(seen.get(name), L);
+    const h = await forwardHidden(model, windows);
+    const targets = Int32Array.from(
+      { length: 3 * 48 },
+      (_, i) => (i % 48 === 47 ? -1 : windows[Math.floor(i / 48)][(i % 48) + 1]),
+    );
+    const nll = tokenNll(spec, head, h, targets).filter((v) => !Number.isNaN(v));
+    const mean = nll.reduce((a, b) => a + b, 0) / nll.length;
+    assert.equal(r.tokens, nll.length);
+    assert.ok(Math.abs(r.nll - mean) < 1e-4 * mean, `${r.nll} vs ${mean}`);
+    assert.equal(r.loss, r.nll);
+  } finally {
+    await model.close();
+  }
 });
 
 test("grad: lossAndGrad refuses bad options before any work", async () => {
