@@ -8,6 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { createRng } from "../../src/linalg/random.ts";
+import { matmul64 } from "../../src/linalg/gemm.ts";
 import { blockForward, type GradBlock, type GradModel, lossAndGrad } from "../../src/model/backward.ts";
 import {
   embeddingBackward,
@@ -35,9 +36,10 @@ const TOL = 1e-5;
 function model64(
   spec: ReturnType<typeof specOf>,
   seed: number,
+  lowrank = false,
 ): GradModel<Float64Array> & { blocks: GradBlock<Float64Array>[] } {
   const rng = createRng(seed), head = randomHead64(spec, rng);
-  const blocks = Array.from({ length: spec.numLayers }, () => randomBlock64(spec, rng));
+  const blocks = Array.from({ length: spec.numLayers }, () => randomBlock64(spec, rng, lowrank));
   return { spec, head, blocks, block: (i) => blocks[i] };
 }
 
@@ -121,6 +123,41 @@ test("grad: model loss gradient (hooks and embedding) against finite differences
       },
     ),
     { numRuns: 15 },
+  );
+});
+
+test("grad: a compressed model's factor gradients from the hook (dA = dyᵀ·(x·Bᵀ), dB = (dy·A)ᵀ·x) match finite differences", async () => {
+  await fc.assert(
+    fc.asyncProperty(specShape, fc.integer({ min: 2, max: 5 }), fc.nat(), async (s, seq, seed) => {
+      const spec = specOf(s),
+        m = model64(spec, seed, true),
+        windows = randomWindows(2, seq, spec.vocabSize, seed);
+      const grads = new Map<string, { a: Float64Array; b: Float64Array }>();
+      await lossAndGrad(m, windows, {
+        onLinearGrad: (layer, lin, x, dy) => {
+          const l = m.blocks[layer][BLOCK_FIELD[lin]];
+          if (l.kind !== "lowrank") return;
+          const mid = matmul64(x, l.b, { transB: true }); // tokens×rank
+          grads.set(`${layer}/${lin}`, {
+            a: matmul64(dy, mid, { transA: true }).data,
+            b: matmul64(matmul64(dy, l.a), x, { transA: true }).data,
+          });
+        },
+      });
+      assert.ok(grads.size >= spec.numLayers * 3); // q, v, gate, down are low-rank in randomBlock64
+      const rng = createRng(seed + 7), f = () => lossOf(m, windows);
+      for (const [key, g] of grads) {
+        const [layer, lin] = key.split("/") as [string, LinearName];
+        const l = m.blocks[Number(layer)][BLOCK_FIELD[lin]];
+        if (l.kind !== "lowrank") continue;
+        for (const [p, gp] of [[l.a.data, g.a], [l.b.data, g.b]] as const) {
+          const dir = rand64(1, p.length, rng).data;
+          const fd = await fdAsync(f, p, dir), an = dot(gp, dir);
+          assert.ok(Math.abs(fd - an) <= TOL * Math.max(1e-3, Math.abs(fd)), `${key}: ${an} vs ${fd}`);
+        }
+      }
+    }),
+    { numRuns: 10 },
   );
 });
 
