@@ -49,12 +49,31 @@ export {
   type CompressMethod,
   compressModel,
   type CompressOptions,
+  type CompressOutput,
   type CompressPhases,
   type CompressProgress,
   type CompressReport,
   type LayerReport,
+  type ModelOrigin,
+  type ModelSource,
 } from "./src/pipeline/compress.ts";
 export { merge, type MergeOptions, type MergeReport } from "./src/pipeline/merge.ts";
+export { type InspectedLinear, inspectModel, type InspectReport } from "./src/pipeline/inspect.ts";
+export {
+  type ByteSink,
+  type MemorySink,
+  memorySink,
+  type OutputSink,
+  streamSink,
+} from "./src/pipeline/sink.ts";
+export { readSvdLlmConfig, type RecordedLayer, type SvdLlmConfig } from "./src/pipeline/svd_llm_config.ts";
+export {
+  compareMethods,
+  type CompareOptions,
+  type MethodChoice,
+  type MethodComparison,
+} from "./src/eval/compare.ts";
+export { linearShape } from "./src/model/linear_shape.ts";
 export {
   compressFwsvdFolder,
   factoredReader,
@@ -141,7 +160,13 @@ export type { OpenUrlOptions } from "./src/io/url_source.ts";
 export type { LayerParams, ParamSummary, RankOptions } from "./src/methods/ratio.ts";
 export type { RopeScaling } from "./src/model/rope.ts";
 export type { SafetensorsEntry, SafetensorsReader } from "./src/io/safetensors_reader.ts";
-export type { SafetensorsWriter, SafetensorsWriterOptions, TensorPlan } from "./src/io/safetensors_writer.ts";
+export type {
+  SafetensorsStreamWriter,
+  SafetensorsWriter,
+  SafetensorsWriterOptions,
+  TensorPlan,
+} from "./src/io/safetensors_writer.ts";
+export type { SideFiles } from "./src/pipeline/output.ts";
 export type { SourceInput } from "./src/io/open_source.ts";
 export type { SvdResult } from "./src/linalg/svd.ts";
 export type { SvdTruncatedOptions } from "./src/linalg/svd_truncated.ts";

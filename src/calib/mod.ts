@@ -7,3 +7,4 @@ export * from "./windows.ts";
 export * from "./observer.ts";
 export * from "./abs_mean.ts";
 export * from "./gram.ts";
+export * from "./text.ts";

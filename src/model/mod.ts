@@ -4,7 +4,13 @@
  *
  * @module
  */
-export { type LlamaSpec, specFromGguf, specFromHfConfig, SUPPORTED_MODEL_TYPES } from "./spec.ts";
+export {
+  type LlamaSpec,
+  SPEC_LIMITS,
+  specFromGguf,
+  specFromHfConfig,
+  SUPPORTED_MODEL_TYPES,
+} from "./spec.ts";
 export {
   blockPrefix,
   EMBED,
@@ -55,4 +61,5 @@ export {
   ropeTables,
 } from "./rope.ts";
 export { ggufAsHfReader, type LoadedModel, loadModel, modelFromGguf } from "./load.ts";
+export { checkLayerCount, checkLoadedModel } from "./load.ts";
 export { loadModelUrl } from "./load_url.ts";

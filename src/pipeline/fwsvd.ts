@@ -36,7 +36,8 @@ import { LINEAR_NAMES, type LinearName, linearPrefix, SVD_A, SVD_B } from "../mo
 import type { LlamaSpec } from "../model/spec.ts";
 import { createPeakMemory } from "./memory.ts";
 import { openOutputDir } from "./output_dir.ts";
-import { linearShape, PIPELINE_VERSION } from "./compress.ts";
+import { linearShape } from "../model/linear_shape.ts";
+import { PIPELINE_VERSION } from "./svd_llm_config.ts";
 
 /** Options of {@link fisherInformation}. */
 export interface FisherOptions {

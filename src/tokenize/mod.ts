@@ -9,3 +9,4 @@ export { type HfTokenizerDefaults, hfTokenizerFromJson, loadHfTokenizer } from "
 export { GgufSentencePieceTokenizer, sentencePieceFromJson } from "./sentencepiece.ts";
 export { ggufBpeTokenizer } from "./gguf_bpe.ts";
 export { tokenizerFromGguf, tokenizerFromGgufJson } from "./from_gguf.ts";
+export { checkBpeMerges } from "./bpe_merges.ts";
