@@ -74,10 +74,20 @@ export {
   type MethodComparison,
 } from "./src/eval/compare.ts";
 export { linearShape } from "./src/model/linear_shape.ts";
+export {
+  compressFwsvdFolder,
+  factoredReader,
+  type FisherInfo,
+  fisherInformation,
+  type FwsvdModel,
+  fwsvdModel,
+  type FwsvdOptions,
+} from "./src/pipeline/fwsvd.ts";
 
 // Per-layer methods.
 export { asvd, type LayerCompressor, svdLayer, svdllm, type Target } from "./src/methods/layer.ts";
 export { compressSvd } from "./src/methods/svd.ts";
+export { addFisherBatch, compressFwsvd, type FisherSide } from "./src/methods/fwsvd.ts";
 export { type AsvdOptions, type AsvdStats, compressAsvd } from "./src/methods/asvd.ts";
 export { compressSvdLlm, type SvdLlmOptions, type SvdLlmStats, updateA } from "./src/methods/svdllm.ts";
 export type { Factors, MethodReport } from "./src/methods/factors.ts";
@@ -88,6 +98,15 @@ export { GramObserver } from "./src/calib/gram.ts";
 // Models and evaluation.
 export { type LoadedModel, loadModel } from "./src/model/load.ts";
 export type { LlamaSpec } from "./src/model/spec.ts";
+export {
+  blockBackward,
+  blockForward,
+  type GradModel,
+  type LinearGradHook,
+  type LossAndGrad,
+  lossAndGrad,
+  type LossAndGradOptions,
+} from "./src/model/backward.ts";
 export {
   perplexity,
   type PerplexityOptions,
@@ -114,6 +133,16 @@ export { FormatError, NumericError, OptionError, ShapeError } from "./src/errors
 
 // Types the public functions above take or return.
 export type { CalibrationOptions, ModelInput } from "./src/pipeline/compress.ts";
+export type { FisherOptions, FwsvdCalibration, FwsvdInput, FwsvdLayer } from "./src/pipeline/fwsvd.ts";
+export type {
+  BlockBackwardOptions,
+  BlockGrads,
+  BlockValues,
+  GradBlock,
+  ValueName,
+} from "./src/model/backward.ts";
+export type { GradHead, GradLinear, LinearGrads } from "./src/model/backward_ops.ts";
+export type { Layout } from "./src/model/llama.ts";
 export type { CholeskyOptions, CholeskyResult } from "./src/linalg/cholesky.ts";
 export { ResidentCholesky } from "./src/linalg/cholesky_resident.ts";
 export type { DType } from "./src/io/tensor_reader.ts";
