@@ -1,0 +1,374 @@
+/**
+ * Export a dense or compressed model to ONNX, in the folder layout transformers.js and Optimum use for
+ * decoder-only models: `onnx/model.onnx` (+ `onnx/model.onnx_data` when the weights are large),
+ * `config.json`, `generation_config.json`, and the tokenizer files of the input beside them.
+ *
+ * The graph is {@link decoderGraph} (derived from the one block definition). Weights are streamed: the model is
+ * read block by block (`loadBlock`) while the file is written, never held whole; each tensor's size is known
+ * from its header, so the protobuf lengths are written before the bytes exist (see `protobuf.ts`). The folder
+ * is written under a temporary name and renamed when complete.
+ *
+ * Dtypes: "f32" (default); "f16" stores matrices as float16 and casts them to float32 at load (compute stays
+ * float32, so inputs, outputs and the KV cache are float32 whatever the dtype); "int8" stores the block
+ * linears as int8 with one float32 scale per output channel (weight-only, DequantizeLinear), the embedding and
+ * lm_head staying float32.
+ *
+ * @example
+ * ```ts ignore
+ * import { exportOnnx } from "./onnx.ts";
+ * const r = await exportOnnx("models/stories260K/stories260K.gguf", "/tmp/stories-onnx", { dtype: "f16" });
+ * console.log(r.bytes, r.files);
+ * ```
+ *
+ * @module
+ */
+import { OptionError } from "../errors.ts";
+import { LITTLE_ENDIAN, numberToF16Bits } from "../io/dtype.ts";
+import type { Matrix } from "../linalg/matrix.ts";
+import { type LlamaBlock, type LlamaHead, loadBlock, loadHead, type ModelWeights } from "../model/llama.ts";
+import { loadModel } from "../model/load.ts";
+import { LINEAR_NAMES, type LinearName, linearPrefix, SVD_A, SVD_B } from "../model/names.ts";
+import { ropeTables } from "../model/rope.ts";
+import type { LlamaSpec } from "../model/spec.ts";
+import { openOutputDir } from "../pipeline/output_dir.ts";
+import {
+  decoderGraph,
+  type ExportDtype,
+  type LinearShape,
+  type WeightPlan,
+  type WeightTensor,
+} from "./graph.ts";
+import { constTensor, ELEM_SIZE, ElemType, modelProto, tensorProto } from "./onnx_proto.ts";
+import type { Message } from "./protobuf.ts";
+
+/** The dtypes {@link exportOnnx} accepts. */
+export const EXPORT_DTYPES: readonly ExportDtype[] = Object.freeze(["f32", "f16", "int8"]);
+
+/** Options of {@link exportOnnx}. */
+export interface ExportOnnxOptions {
+  /** Weight storage: "f32" (default), "f16" or "int8" (see the module doc). */
+  dtype?: ExportDtype;
+  /** Replace an existing output folder (default false: refuse). */
+  overwrite?: boolean;
+  /**
+   * Put the weights in `onnx/model.onnx_data` instead of inside the model: true, false, or "auto" (default:
+   * when they pass 1.5 GiB, since a protobuf message cannot pass 2 GiB).
+   */
+  externalData?: boolean | "auto";
+}
+
+/** What {@link exportOnnx} wrote. */
+export interface ExportOnnxReport {
+  /** Output folder. */
+  output: string;
+  /** Files written, relative to the folder. */
+  files: string[];
+  /** Bytes of the ONNX model (graph + weights, external data included). */
+  bytes: number;
+  /** Weight dtype. */
+  dtype: ExportDtype;
+}
+
+/** Above this many weight bytes, "auto" puts them in an external data file. */
+const EXTERNAL_THRESHOLD = 1.5 * 2 ** 30;
+
+/** The shape of every linear, from tensor headers only (no weight is read). */
+export function weightPlan(model: ModelWeights): WeightPlan {
+  const { spec, reader } = model;
+  const d = spec.hiddenSize, f = spec.intermediateSize;
+  const q = spec.numHeads * spec.headDim, kv = spec.numKvHeads * spec.headDim;
+  const dims: Record<LinearName, [number, number]> = {
+    "self_attn.q_proj": [q, d],
+    "self_attn.k_proj": [kv, d],
+    "self_attn.v_proj": [kv, d],
+    "self_attn.o_proj": [d, q],
+    "mlp.gate_proj": [f, d],
+    "mlp.up_proj": [f, d],
+    "mlp.down_proj": [d, f],
+  };
+  const blocks = [];
+  for (let i = 0; i < spec.numLayers; i++) {
+    const shapes = {} as Record<LinearName, LinearShape>;
+    for (const name of LINEAR_NAMES) {
+      const p = linearPrefix(i, name), [out, inDim] = dims[name], bias = reader.has(`${p}.bias`);
+      if (reader.has(`${p}.weight`)) shapes[name] = { kind: "dense", out, in: inDim, bias };
+      else if (reader.has(`${p}.${SVD_A}`) && reader.has(`${p}.${SVD_B}`)) {
+        const rank = reader.info(`${p}.${SVD_A}`).shape[1];
+        shapes[name] = { kind: "lowrank", out, in: inDim, rank, bias };
+      } else {
+        throw new OptionError(`export ${reader.name}: ${p} has neither a weight nor svd_a/svd_b factors`);
+      }
+    }
+    blocks.push(shapes);
+  }
+  return { blocks, tied: spec.tieWordEmbeddings };
+}
+
+/** Produces each weight's bytes in graph order, holding one block at a time. */
+class WeightBytes {
+  #layer = -1;
+  #block: Promise<LlamaBlock> | null = null;
+  #scales = new Map<string, Float32Array>();
+
+  constructor(readonly model: ModelWeights) {}
+
+  async #source(w: WeightTensor): Promise<Matrix> {
+    const vec = (v: Float32Array): Matrix => ({ rows: 1, cols: v.length, data: v });
+    if ("head" in w.source) {
+      const head: LlamaHead = await loadHead(this.model.reader, this.model.spec);
+      return w.source.head === "norm" ? vec(head.norm) : head[w.source.head];
+    }
+    const { layer, field } = w.source;
+    if (layer !== this.#layer) {
+      this.#layer = layer;
+      this.#block = loadBlock(this.model.reader, this.model.spec, layer); // the previous block is dropped
+    }
+    const b = await this.#block!;
+    if (field === "inputNorm" || field === "postNorm") return vec(b[field]);
+    const [lin, part] = field.split(".") as [keyof LlamaBlock, string | undefined];
+    const l = b[lin] as LlamaBlock["q"];
+    if (part === "bias") return vec(l.bias!);
+    if (l.kind === "dense") return l.weight;
+    return part === "a" ? l.a : l.b;
+  }
+
+  /** The stored bytes of `w`. */
+  async bytes(w: WeightTensor): Promise<Uint8Array> {
+    if (w.scaleOf) {
+      const s = this.#scales.get(w.scaleOf);
+      if (!s) throw new Error(`export: scale ${w.name} requested before ${w.scaleOf}`);
+      this.#scales.delete(w.scaleOf);
+      return f32Bytes(s);
+    }
+    const m = await this.#source(w);
+    if (w.type === ElemType.INT8) {
+      const { q, scale } = quantizeRows(m);
+      this.#scales.set(w.name, scale);
+      return new Uint8Array(transposed(q, m.rows, m.cols).buffer);
+    }
+    const data = w.transpose ? transposed(m.data, m.rows, m.cols) : m.data;
+    if (w.type === ElemType.FLOAT16) {
+      const h = new Uint16Array(data.length);
+      for (let i = 0; i < data.length; i++) h[i] = numberToF16Bits(data[i]);
+      return le16(h);
+    }
+    return f32Bytes(data);
+  }
+}
+
+function f32Bytes(a: Float32Array): Uint8Array {
+  if (LITTLE_ENDIAN) return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  const out = new Uint8Array(a.length * 4), v = new DataView(out.buffer);
+  for (let i = 0; i < a.length; i++) v.setFloat32(4 * i, a[i], true);
+  return out;
+}
+
+function le16(h: Uint16Array): Uint8Array {
+  if (LITTLE_ENDIAN) return new Uint8Array(h.buffer);
+  const out = new Uint8Array(h.length * 2), v = new DataView(out.buffer);
+  for (let i = 0; i < h.length; i++) v.setUint16(2 * i, h[i], true);
+  return out;
+}
+
+/** rows×cols → cols×rows (any typed array of the source's kind). */
+function transposed<T extends Float32Array | Int8Array>(a: T, rows: number, cols: number): T {
+  const out = new (a.constructor as { new (n: number): T })(a.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];
+  return out;
+}
+
+/** Symmetric int8 per row (row = output channel): scale = max|w|/127, q = round(w/scale). */
+export function quantizeRows(m: Matrix): { q: Int8Array; scale: Float32Array } {
+  const q = new Int8Array(m.data.length), scale = new Float32Array(m.rows);
+  for (let r = 0; r < m.rows; r++) {
+    let max = 0;
+    for (let c = 0; c < m.cols; c++) max = Math.max(max, Math.abs(m.data[r * m.cols + c]));
+    const s = max > 0 ? max / 127 : 1;
+    scale[r] = s;
+    const inv = 1 / Math.fround(s);
+    for (let c = 0; c < m.cols; c++) q[r * m.cols + c] = Math.max(-127, Math.min(127, Math.round(m.data[r * m.cols + c] * inv)));
+  }
+  return { q, scale };
+}
+
+function byteLength(w: WeightTensor): number {
+  return w.dims.reduce((a, b) => a * b, 1) * ELEM_SIZE[w.type];
+}
+
+/** A model prepared for writing: the ModelProto and, for external data, the weights to stream after it. */
+export interface OnnxModel {
+  /** The model message (weights inside as deferred bytes, or referencing `external`). */
+  proto: Message;
+  /** With external data: the weights in file order and the file name; else null. */
+  external: { location: string; weights: WeightTensor[] } | null;
+  /** Produces weight bytes (block by block). */
+  source: WeightBytes;
+  /** Total bytes of the model file plus external data. */
+  bytes: number;
+}
+
+/** Refuse what the graph cannot express, naming it. */
+function checkSupported(spec: LlamaSpec, where: string): void {
+  if (spec.architecture !== "llama") {
+    throw new OptionError(`export ${where}: architecture ${JSON.stringify(spec.architecture)} is not supported`);
+  }
+  if (spec.headDim % 2 !== 0) throw new OptionError(`export ${where}: head_dim ${spec.headDim} is odd`);
+}
+
+/** Build the ONNX model of `model` (nothing is read yet but headers; bytes come when the message is written). */
+export function onnxModel(
+  model: ModelWeights,
+  dtype: ExportDtype = "f32",
+  externalData: boolean | "auto" = "auto",
+  location = "model.onnx_data",
+): OnnxModel {
+  const { spec } = model;
+  checkSupported(spec, model.reader.name);
+  const graph = decoderGraph(spec, weightPlan(model), dtype);
+  const tables = ropeTables(Math.max(spec.maxPositions, 64), spec.headDim, spec.ropeTheta, spec.ropeScaling);
+  const ropeDims = [tables.positions, tables.pairs];
+  const consts = [
+    ...graph.constants,
+    constTensor(graph.ropeNames.cos, ElemType.FLOAT, ropeDims, tables.cos),
+    constTensor(graph.ropeNames.sin, ElemType.FLOAT, ropeDims, tables.sin),
+  ];
+  const weightBytes = graph.weights.reduce((s, w) => s + byteLength(w), 0);
+  const external = externalData === true || (externalData === "auto" && weightBytes > EXTERNAL_THRESHOLD);
+  const source = new WeightBytes(model);
+  let offset = 0;
+  const inits = graph.weights.map((w) => {
+    const length = byteLength(w);
+    if (!external) return tensorProto(w.name, w.type, w.dims, { kind: "raw", bytes: { length, bytes: () => source.bytes(w) } });
+    const t = tensorProto(w.name, w.type, w.dims, { kind: "external", location, offset, length });
+    offset += length;
+    return t;
+  });
+  const proto = modelProto({
+    name: "svd_llm_decoder",
+    nodes: graph.nodes,
+    initializers: [...consts, ...inits],
+    inputs: graph.inputs,
+    outputs: graph.outputs,
+    doc: `LLaMA-family decoder exported by @svd/llm (weights ${dtype}; low-rank linears as two MatMuls)`,
+  });
+  return {
+    proto,
+    external: external ? { location, weights: graph.weights } : null,
+    source,
+    bytes: proto.size + (external ? weightBytes : 0),
+  };
+}
+
+/** Write `m` into folder `dir`: `model.onnx` and, with external data, its data file. Returns bytes written. */
+export async function writeOnnxModel(m: OnnxModel, dir: string, file = "model.onnx"): Promise<number> {
+  const { open } = await import("node:fs/promises");
+  const { join } = await import("node:path");
+  let total = 0;
+  const pipe = async (path: string, chunks: AsyncIterable<Uint8Array>) => {
+    const fh = await open(path, "wx");
+    try {
+      for await (const c of chunks) (await fh.write(c), total += c.length);
+    } finally {
+      await fh.close();
+    }
+  };
+  await pipe(join(dir, file), m.proto.chunks());
+  if (m.external) {
+    const { weights } = m.external, source = m.source;
+    await pipe(
+      join(dir, m.external.location),
+      (async function* () {
+        for (const w of weights) yield await source.bytes(w);
+      })(),
+    );
+  }
+  return total;
+}
+
+/** config.json for the exported folder: the model's own fields, with what transformers.js needs set. */
+function exportConfig(spec: LlamaSpec, config: Record<string, unknown>, dtype: ExportDtype, external: boolean) {
+  const type = typeof config.model_type === "string" ? config.model_type : "llama";
+  const { svd_llm: _drop, quantization_config: _q, ...rest } = config as Record<string, unknown>;
+  const hf = typeof config.model_type === "string" ? rest : {};
+  return {
+    ...hf,
+    architectures: [type === "qwen2" ? "Qwen2ForCausalLM" : type === "mistral" ? "MistralForCausalLM" : "LlamaForCausalLM"],
+    model_type: type,
+    hidden_act: "silu",
+    hidden_size: spec.hiddenSize,
+    intermediate_size: spec.intermediateSize,
+    num_hidden_layers: spec.numLayers,
+    num_attention_heads: spec.numHeads,
+    num_key_value_heads: spec.numKvHeads,
+    head_dim: spec.headDim,
+    vocab_size: spec.vocabSize,
+    rms_norm_eps: spec.rmsNormEps,
+    rope_theta: spec.ropeTheta,
+    max_position_embeddings: spec.maxPositions,
+    tie_word_embeddings: spec.tieWordEmbeddings,
+    ...(spec.bosTokenId >= 0 ? { bos_token_id: spec.bosTokenId } : {}),
+    ...(spec.eosTokenId >= 0 ? { eos_token_id: spec.eosTokenId } : {}),
+    use_cache: true,
+    // the graph's inputs/outputs are float32 whatever the weights: transformers.js must load model.onnx
+    "transformers.js_config": { dtype: "fp32", use_external_data_format: external, kv_cache_dtype: "float32" },
+    svd_llm_onnx: { weights: dtype },
+  };
+}
+
+const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"];
+
+/**
+ * Export the model at `input` (a Hugging Face folder, dense or compressed, or a GGUF file) to an ONNX folder
+ * at `output`. Refuses an unknown dtype, an existing output (without `overwrite`), and an architecture the
+ * graph does not express, before writing anything; on failure nothing is left under `output`.
+ */
+export async function exportOnnx(input: string, output: string, opts: ExportOnnxOptions = {}): Promise<ExportOnnxReport> {
+  const dtype = opts.dtype ?? "f32";
+  if (!EXPORT_DTYPES.includes(dtype)) {
+    throw new OptionError(`export: dtype ${JSON.stringify(dtype)} is not supported (supported: ${EXPORT_DTYPES.join(", ")})`);
+  }
+  const ext = opts.externalData ?? "auto";
+  if (ext !== true && ext !== false && ext !== "auto") {
+    throw new OptionError(`export: externalData must be true, false or "auto", got ${JSON.stringify(ext)}`);
+  }
+  const fs = await import("node:fs/promises");
+  const { join, dirname } = await import("node:path");
+  const model = await loadModel(input);
+  try {
+    const m = onnxModel(model, dtype, ext);
+    if (!m.external && m.proto.size >= 2 ** 31) {
+      throw new OptionError(`export ${input}: the model passes protobuf's 2 GiB limit; use externalData`);
+    }
+    const out = await openOutputDir(output, { inputs: [input], overwrite: opts.overwrite, action: "export" });
+    try {
+      const files: string[] = [];
+      await fs.mkdir(join(out.temp, "onnx"));
+      const bytes = await writeOnnxModel(m, join(out.temp, "onnx"));
+      files.push("onnx/model.onnx", ...(m.external ? [`onnx/${m.external.location}`] : []));
+      const json = async (name: string, v: unknown) => {
+        await fs.writeFile(join(out.temp, name), JSON.stringify(v, null, 2) + "\n");
+        files.push(name);
+      };
+      await json("config.json", exportConfig(model.spec, model.config, dtype, m.external !== null));
+      await json("generation_config.json", {
+        ...(model.spec.bosTokenId >= 0 ? { bos_token_id: model.spec.bosTokenId } : {}),
+        ...(model.spec.eosTokenId >= 0 ? { eos_token_id: model.spec.eosTokenId } : {}),
+        do_sample: false,
+      });
+      const srcDir = (await fs.stat(input)).isDirectory() ? input : dirname(input);
+      for (const f of TOKENIZER_FILES) {
+        if ((await fs.stat(input)).isDirectory() && await fs.stat(join(srcDir, f)).then(() => true, () => false)) {
+          await fs.copyFile(join(srcDir, f), join(out.temp, f));
+          files.push(f);
+        }
+      }
+      await out.commit();
+      return { output, files, bytes, dtype };
+    } catch (e) {
+      await out.abort();
+      throw e;
+    }
+  } finally {
+    await model.close();
+  }
+}

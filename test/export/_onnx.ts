@@ -1,0 +1,58 @@
+// Shared helpers of the ONNX export tests: build a model's ONNX bytes in memory, run them in onnxruntime-web
+// (wasm, one thread, no network), and our own forward pass for comparison.
+import * as ort from "onnxruntime-web";
+import { encode } from "../../src/export/protobuf.ts";
+import { onnxModel } from "../../src/export/onnx.ts";
+import type { ExportDtype } from "../../src/export/graph.ts";
+import { finalLogits, forwardHidden, loadHead, type ModelWeights } from "../../src/model/llama.ts";
+
+ort.env.wasm.numThreads = 1;
+ort.env.logLevel = "error";
+
+export { ort };
+
+/** The ONNX model of `model` as one byte array. */
+export async function onnxBytes(model: ModelWeights, dtype: ExportDtype = "f32"): Promise<Uint8Array> {
+  return await encode(onnxModel(model, dtype, false).proto);
+}
+
+/** A session over ONNX bytes (onnxruntime-web, wasm backend). */
+export async function session(bytes: Uint8Array): Promise<ort.InferenceSession> {
+  return await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"] });
+}
+
+/** Inputs feeding `ids` (one sequence) after `past` cached positions, with the given past tensors. */
+export function feeds(
+  model: ModelWeights,
+  ids: Int32Array,
+  past: number,
+  pastKv?: Record<string, ort.Tensor>,
+): Record<string, ort.Tensor> {
+  const { spec } = model, n = ids.length;
+  const f: Record<string, ort.Tensor> = {
+    input_ids: new ort.Tensor("int64", BigInt64Array.from(ids, (v) => BigInt(v)), [1, n]),
+    attention_mask: new ort.Tensor("int64", new BigInt64Array(past + n).fill(1n), [1, past + n]),
+    position_ids: new ort.Tensor("int64", BigInt64Array.from({ length: n }, (_, i) => BigInt(past + i)), [1, n]),
+  };
+  for (let i = 0; i < spec.numLayers; i++) {
+    for (const kv of ["key", "value"]) {
+      f[`past_key_values.${i}.${kv}`] = pastKv?.[`present.${i}.${kv}`] ??
+        new ort.Tensor("float32", new Float32Array(0), [1, spec.numKvHeads, 0, spec.headDim]);
+    }
+  }
+  return f;
+}
+
+/** Our logits for every position of `ids` (seq×vocab), by the full forward pass. */
+export async function ourLogits(model: ModelWeights, ids: Int32Array): Promise<Float32Array> {
+  const h = await forwardHidden(model, [ids]);
+  return finalLogits(model.spec, await loadHead(model.reader, model.spec), h).data;
+}
+
+/** Largest |a - b|. */
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`lengths differ: ${a.length} vs ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return Number.isNaN(m) ? Infinity : m;
+}
