@@ -110,7 +110,12 @@ class WeightBytes {
   #block: Promise<LlamaBlock> | null = null;
   #scales = new Map<string, Float32Array>();
 
-  constructor(readonly model: ModelWeights) {}
+  /** The model read. */
+  readonly model: ModelWeights;
+
+  constructor(model: ModelWeights) {
+    this.model = model;
+  }
 
   async #source(w: WeightTensor): Promise<Matrix> {
     const vec = (v: Float32Array): Matrix => ({ rows: 1, cols: v.length, data: v });

@@ -1,12 +1,24 @@
 // Shared helpers of the ONNX export tests: build a model's ONNX bytes in memory, run them in onnxruntime-web
 // (wasm, one thread, no network), and our own forward pass for comparison.
 import * as ort from "onnxruntime-web";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { encode } from "../../src/export/protobuf.ts";
 import { onnxModel } from "../../src/export/onnx.ts";
 import type { ExportDtype } from "../../src/export/graph.ts";
 import { finalLogits, forwardHidden, loadHead, type ModelWeights } from "../../src/model/llama.ts";
 
 ort.env.wasm.numThreads = 1;
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+/** The shared folder: beside the repository (../shared), or beside its worktree folder (../../shared). */
+export const SHARED_DIR = [join(ROOT, "../shared"), join(ROOT, "../../shared")].find((d) =>
+  existsSync(join(d, "models/tinylm-brown/model.safetensors"))
+) ?? join(ROOT, "../shared");
+/** tinylm-brown (skipped when absent). */
+export const BROWN = join(SHARED_DIR, "models/tinylm-brown");
+/** Its validation text. */
+export const BROWN_VALID = join(SHARED_DIR, "data/brown-valid.txt");
 ort.env.logLevel = "error";
 
 export { ort };
