@@ -26,6 +26,7 @@ import {
 } from "./src/cli/report.ts";
 import { compress, type CompressOptions, type CompressProgress } from "./src/pipeline/compress.ts";
 import { merge } from "./src/pipeline/merge.ts";
+import { cmdExport } from "./src/cli/export.ts";
 import { type LoadedModel, loadModel } from "./src/model/load.ts";
 import { perplexity } from "./src/eval/perplexity.ts";
 import { generate } from "./src/eval/generate.ts";
@@ -45,6 +46,7 @@ usage:
                   [--force] [--overwrite]
   cli.ts inspect MODEL                          per-layer shapes, ranks and singular-value spectra
   cli.ts merge IN OUT                           low-rank factors back to dense weights
+  cli.ts export IN OUT --format onnx [--dtype f32|f16|int8] [--external-data] [--overwrite]
 
 Every command takes --threads N|auto (numeric worker threads; default auto = the machine's cores).
 MODEL/IN is a .gguf file or a Hugging Face folder (config.json + model.safetensors + tokenizer.json).
@@ -352,6 +354,9 @@ async function main(argv: string[]): Promise<number> {
         break;
       case "merge":
         await cmdMerge(rest);
+        break;
+      case "export":
+        await cmdExport(rest, print);
         break;
       case undefined:
       case "help":

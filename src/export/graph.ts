@@ -92,7 +92,12 @@ class Builder {
   #n = 0;
   #consts = new Map<string, string>();
 
-  op(type: string, inputs: string[], attrs: Record<string, number | number[] | { f: number }> = {}, out?: string) {
+  op(
+    type: string,
+    inputs: string[],
+    attrs: Record<string, number | number[] | { f: number }> = {},
+    out?: string,
+  ) {
     const name = out ?? `/${type}_${this.#n++}`;
     this.nodes.push(node(type, inputs, [name], attrs));
     return name;
@@ -198,7 +203,9 @@ function linear(g: Builder, c: Ctx, lin: LinearName, x: string): string {
     const a = matrixValue(g, `${p}.svd_a`, { layer: c.layer, field: `${f}.a` }, s.out, s.rank, c.dtype, true);
     y = g.op("MatMul", [g.op("MatMul", [x, b]), a]);
   }
-  if (s.bias) y = g.op("Add", [y, vectorValue(g, `${p}.bias`, { layer: c.layer, field: `${f}.bias` }, s.out)]);
+  if (s.bias) {
+    y = g.op("Add", [y, vectorValue(g, `${p}.bias`, { layer: c.layer, field: `${f}.bias` }, s.out)]);
+  }
   return y;
 }
 
@@ -232,7 +239,10 @@ function attention(g: Builder, c: Ctx, q: string, k: string, vFlat: string): str
   const pv = g.op("Concat", [`past_key_values.${i}.value`, v], { axis: 2 }, `present.${i}.value`);
   // GQA without copying keys: the `group` query heads of one kv head become group·seq rows against it
   const qg = g.op("Reshape", [q, g.i64([0, KV, -1, hd])]); // batch×KV×(group·seq)×hd
-  const scores = g.op("Mul", [g.op("MatMul", [qg, g.op("Transpose", [pk], { perm: [0, 1, 3, 2] })]), g.f32(1 / Math.sqrt(hd))]);
+  const scores = g.op("Mul", [
+    g.op("MatMul", [qg, g.op("Transpose", [pk], { perm: [0, 1, 3, 2] })]),
+    g.f32(1 / Math.sqrt(hd)),
+  ]);
   const p = g.op("Softmax", [g.op("Where", [c.mask, scores, g.f32(LOWEST)])], { axis: -1 });
   const o = g.op("Reshape", [g.op("MatMul", [p, pv]), g.i64([0, H, -1, hd])]); // batch×H×seq×hd
   return g.op("Reshape", [g.op("Transpose", [o], { perm: [0, 2, 1, 3] }), g.i64([0, 0, -1])]);
@@ -244,7 +254,12 @@ function emit(g: Builder, c: Ctx, op: BlockOp, env: Map<ValueName, string>): voi
   switch (op.op) {
     case "rmsnorm": {
       const which = op.weight === "inputNorm" ? "input_layernorm" : "post_attention_layernorm";
-      const w = vectorValue(g, `${p}.${which}.weight`, { layer: c.layer, field: op.weight }, c.spec.hiddenSize);
+      const w = vectorValue(
+        g,
+        `${p}.${which}.weight`,
+        { layer: c.layer, field: op.weight },
+        c.spec.hiddenSize,
+      );
       env.set(op.out, rmsNorm(g, get(op.x), w, c.spec.rmsNormEps));
       return;
     }
@@ -303,9 +318,17 @@ export function decoderGraph(spec: LlamaSpec, plan: WeightPlan, dtype: ExportDty
       source: { head: "embed" },
       transpose: false,
     });
-    x = g.op("Cast", [g.op("Gather", ["model.embed_tokens.weight_f16", "input_ids"])], { to: ElemType.FLOAT });
+    x = g.op("Cast", [g.op("Gather", ["model.embed_tokens.weight_f16", "input_ids"])], {
+      to: ElemType.FLOAT,
+    });
   } else {
-    g.weights.push({ name: "model.embed_tokens.weight", type: ElemType.FLOAT, dims: [V, d], source: { head: "embed" }, transpose: false });
+    g.weights.push({
+      name: "model.embed_tokens.weight",
+      type: ElemType.FLOAT,
+      dims: [V, d],
+      source: { head: "embed" },
+      transpose: false,
+    });
     x = g.op("Gather", ["model.embed_tokens.weight", "input_ids"]);
   }
   const ropeNames = { cos: "rope.cos", sin: "rope.sin" };
@@ -322,7 +345,9 @@ export function decoderGraph(spec: LlamaSpec, plan: WeightPlan, dtype: ExportDty
   const h = rmsNorm(g, x, norm, spec.rmsNormEps);
   let lmHead: string;
   if (plan.tied) {
-    const e = dtype === "f16" ? g.op("Cast", ["model.embed_tokens.weight_f16"], { to: ElemType.FLOAT }) : "model.embed_tokens.weight";
+    const e = dtype === "f16"
+      ? g.op("Cast", ["model.embed_tokens.weight_f16"], { to: ElemType.FLOAT })
+      : "model.embed_tokens.weight";
     lmHead = g.op("Transpose", [e], { perm: [1, 0] });
   } else lmHead = matrixValue(g, "lm_head.weight", { head: "lmHead" }, V, d, dtype, false);
   g.op("MatMul", [h, lmHead], {}, "logits");

@@ -25,6 +25,7 @@
 import { OptionError } from "../errors.ts";
 import { LITTLE_ENDIAN, numberToF16Bits } from "../io/dtype.ts";
 import type { Matrix } from "../linalg/matrix.ts";
+import { checkedReader } from "../io/tensor_reader.ts";
 import { type LlamaBlock, type LlamaHead, loadBlock, loadHead, type ModelWeights } from "../model/llama.ts";
 import { loadModel } from "../model/load.ts";
 import { LINEAR_NAMES, type LinearName, linearPrefix, SVD_A, SVD_B } from "../model/names.ts";
@@ -191,7 +192,9 @@ export function quantizeRows(m: Matrix): { q: Int8Array; scale: Float32Array } {
     const s = max > 0 ? max / 127 : 1;
     scale[r] = s;
     const inv = 1 / Math.fround(s);
-    for (let c = 0; c < m.cols; c++) q[r * m.cols + c] = Math.max(-127, Math.min(127, Math.round(m.data[r * m.cols + c] * inv)));
+    for (let c = 0; c < m.cols; c++) {
+      q[r * m.cols + c] = Math.max(-127, Math.min(127, Math.round(m.data[r * m.cols + c] * inv)));
+    }
   }
   return { q, scale };
 }
@@ -215,7 +218,9 @@ export interface OnnxModel {
 /** Refuse what the graph cannot express, naming it. */
 function checkSupported(spec: LlamaSpec, where: string): void {
   if (spec.architecture !== "llama") {
-    throw new OptionError(`export ${where}: architecture ${JSON.stringify(spec.architecture)} is not supported`);
+    throw new OptionError(
+      `export ${where}: architecture ${JSON.stringify(spec.architecture)} is not supported`,
+    );
   }
   if (spec.headDim % 2 !== 0) throw new OptionError(`export ${where}: head_dim ${spec.headDim} is odd`);
 }
@@ -243,7 +248,12 @@ export function onnxModel(
   let offset = 0;
   const inits = graph.weights.map((w) => {
     const length = byteLength(w);
-    if (!external) return tensorProto(w.name, w.type, w.dims, { kind: "raw", bytes: { length, bytes: () => source.bytes(w) } });
+    if (!external) {
+      return tensorProto(w.name, w.type, w.dims, {
+        kind: "raw",
+        bytes: { length, bytes: () => source.bytes(w) },
+      });
+    }
     const t = tensorProto(w.name, w.type, w.dims, { kind: "external", location, offset, length });
     offset += length;
     return t;
@@ -291,13 +301,20 @@ export async function writeOnnxModel(m: OnnxModel, dir: string, file = "model.on
 }
 
 /** config.json for the exported folder: the model's own fields, with what transformers.js needs set. */
-function exportConfig(spec: LlamaSpec, config: Record<string, unknown>, dtype: ExportDtype, external: boolean) {
+function exportConfig(
+  spec: LlamaSpec,
+  config: Record<string, unknown>,
+  dtype: ExportDtype,
+  external: boolean,
+) {
   const type = typeof config.model_type === "string" ? config.model_type : "llama";
   const { svd_llm: _drop, quantization_config: _q, ...rest } = config as Record<string, unknown>;
   const hf = typeof config.model_type === "string" ? rest : {};
   return {
     ...hf,
-    architectures: [type === "qwen2" ? "Qwen2ForCausalLM" : type === "mistral" ? "MistralForCausalLM" : "LlamaForCausalLM"],
+    architectures: [
+      type === "qwen2" ? "Qwen2ForCausalLM" : type === "mistral" ? "MistralForCausalLM" : "LlamaForCausalLM",
+    ],
     model_type: type,
     hidden_act: "silu",
     hidden_size: spec.hiddenSize,
@@ -315,36 +332,75 @@ function exportConfig(spec: LlamaSpec, config: Record<string, unknown>, dtype: E
     ...(spec.eosTokenId >= 0 ? { eos_token_id: spec.eosTokenId } : {}),
     use_cache: true,
     // the graph's inputs/outputs are float32 whatever the weights: transformers.js must load model.onnx
-    "transformers.js_config": { dtype: "fp32", use_external_data_format: external, kv_cache_dtype: "float32" },
+    "transformers.js_config": {
+      dtype: "fp32",
+      use_external_data_format: external,
+      kv_cache_dtype: "float32",
+    },
     svd_llm_onnx: { weights: dtype },
   };
 }
 
-const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"];
+const TOKENIZER_FILES = [
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "tokenizer.model",
+  "tokenizer_gguf.json", // a GGUF-sourced folder's vocabulary (our loader reads it, transformers.js does not)
+];
 
 /**
- * Export the model at `input` (a Hugging Face folder, dense or compressed, or a GGUF file) to an ONNX folder
- * at `output`. Refuses an unknown dtype, an existing output (without `overwrite`), and an architecture the
- * graph does not express, before writing anything; on failure nothing is left under `output`.
+ * An already opened model to export: spec and weights, plus what the folder's files are made from (the
+ * caller closes it). A path is opened with `loadModel` instead.
  */
-export async function exportOnnx(input: string, output: string, opts: ExportOnnxOptions = {}): Promise<ExportOnnxReport> {
+export interface ExportInput extends ModelWeights {
+  /** Display name (messages). */
+  readonly name: string;
+  /** The source config.json (its model_type and extra fields are kept), or GGUF metadata; default none. */
+  readonly config?: Record<string, unknown>;
+  /** The folder whose tokenizer files are copied beside the model, if any. */
+  readonly tokenizerDir?: string;
+}
+
+/**
+ * Export the model at `input` (a Hugging Face folder, dense or compressed, or a GGUF file; or an opened
+ * {@link ExportInput}) to an ONNX folder at `output`. Refuses an unknown dtype, an existing output (without
+ * `overwrite`), an output onto the input, and an architecture the graph does not express, before writing
+ * anything; a failure while writing (a NaN weight, a read error) leaves nothing under `output`.
+ */
+export async function exportOnnx(
+  input: string | ExportInput,
+  output: string,
+  opts: ExportOnnxOptions = {},
+): Promise<ExportOnnxReport> {
   const dtype = opts.dtype ?? "f32";
   if (!EXPORT_DTYPES.includes(dtype)) {
-    throw new OptionError(`export: dtype ${JSON.stringify(dtype)} is not supported (supported: ${EXPORT_DTYPES.join(", ")})`);
+    throw new OptionError(
+      `export: dtype ${JSON.stringify(dtype)} is not supported (supported: ${EXPORT_DTYPES.join(", ")})`,
+    );
   }
   const ext = opts.externalData ?? "auto";
   if (ext !== true && ext !== false && ext !== "auto") {
     throw new OptionError(`export: externalData must be true, false or "auto", got ${JSON.stringify(ext)}`);
   }
   const fs = await import("node:fs/promises");
-  const { join, dirname } = await import("node:path");
-  const model = await loadModel(input);
+  const { join } = await import("node:path");
+  let model: ExportInput, close = async () => {};
+  if (typeof input === "string") {
+    const m = await loadModel(input);
+    const isDir = (await fs.stat(input)).isDirectory();
+    model = { ...m, tokenizerDir: isDir ? input : undefined };
+    close = () => m.close();
+  } else model = { ...input, reader: checkedReader(input.reader) };
   try {
     const m = onnxModel(model, dtype, ext);
     if (!m.external && m.proto.size >= 2 ** 31) {
-      throw new OptionError(`export ${input}: the model passes protobuf's 2 GiB limit; use externalData`);
+      throw new OptionError(
+        `export ${model.name}: the model passes protobuf's 2 GiB limit; use externalData`,
+      );
     }
-    const out = await openOutputDir(output, { inputs: [input], overwrite: opts.overwrite, action: "export" });
+    const inputs = typeof input === "string" ? [input] : input.tokenizerDir ? [input.tokenizerDir] : [];
+    const out = await openOutputDir(output, { inputs, overwrite: opts.overwrite, action: "export" });
     try {
       const files: string[] = [];
       await fs.mkdir(join(out.temp, "onnx"));
@@ -354,16 +410,16 @@ export async function exportOnnx(input: string, output: string, opts: ExportOnnx
         await fs.writeFile(join(out.temp, name), JSON.stringify(v, null, 2) + "\n");
         files.push(name);
       };
-      await json("config.json", exportConfig(model.spec, model.config, dtype, m.external !== null));
+      await json("config.json", exportConfig(model.spec, model.config ?? {}, dtype, m.external !== null));
       await json("generation_config.json", {
         ...(model.spec.bosTokenId >= 0 ? { bos_token_id: model.spec.bosTokenId } : {}),
         ...(model.spec.eosTokenId >= 0 ? { eos_token_id: model.spec.eosTokenId } : {}),
         do_sample: false,
       });
-      const srcDir = (await fs.stat(input)).isDirectory() ? input : dirname(input);
-      for (const f of TOKENIZER_FILES) {
-        if ((await fs.stat(input)).isDirectory() && await fs.stat(join(srcDir, f)).then(() => true, () => false)) {
-          await fs.copyFile(join(srcDir, f), join(out.temp, f));
+      for (const f of model.tokenizerDir ? TOKENIZER_FILES : []) {
+        const src = join(model.tokenizerDir!, f);
+        if (await fs.stat(src).then(() => true, () => false)) {
+          await fs.copyFile(src, join(out.temp, f));
           files.push(f);
         }
       }
@@ -374,6 +430,6 @@ export async function exportOnnx(input: string, output: string, opts: ExportOnnx
       throw e;
     }
   } finally {
-    await model.close();
+    await close();
   }
 }

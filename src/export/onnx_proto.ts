@@ -23,15 +23,17 @@
 import { type Deferred, Message } from "./protobuf.ts";
 
 /** ONNX TensorProto.DataType values used here. */
-export const ElemType = Object.freeze({
-  FLOAT: 1,
-  UINT8: 2,
-  INT8: 3,
-  INT32: 6,
-  INT64: 7,
-  BOOL: 9,
-  FLOAT16: 10,
-} as const);
+export const ElemType = Object.freeze(
+  {
+    FLOAT: 1,
+    UINT8: 2,
+    INT8: 3,
+    INT32: 6,
+    INT64: 7,
+    BOOL: 9,
+    FLOAT16: 10,
+  } as const,
+);
 
 /** One of {@link ElemType}'s values. */
 export type ElemType = typeof ElemType[keyof typeof ElemType];
@@ -111,9 +113,16 @@ export function tensorProto(
 }
 
 /** A small constant tensor with its bytes inline. */
-export function constTensor(name: string, type: ElemType, dims: readonly number[], values: ArrayLike<number>) {
+export function constTensor(
+  name: string,
+  type: ElemType,
+  dims: readonly number[],
+  values: ArrayLike<number>,
+) {
   const n = dims.reduce((a, b) => a * b, 1);
-  if (values.length !== n) throw new RangeError(`onnx: constant ${name} has ${values.length} values for [${dims}]`);
+  if (values.length !== n) {
+    throw new RangeError(`onnx: constant ${name} has ${values.length} values for [${dims}]`);
+  }
   const bytes = new Uint8Array(n * ELEM_SIZE[type]), view = new DataView(bytes.buffer);
   for (let i = 0; i < n; i++) {
     const v = values[i];
@@ -170,6 +179,8 @@ export function modelProto(g: GraphParts): Message {
   if (g.doc) m.string(6, g.doc);
   m.message(7, graph);
   m.message(8, new Message().string(1, "").varint(2, OPSET));
-  for (const [k, v] of Object.entries(g.metadata ?? {})) m.message(14, new Message().string(1, k).string(2, v));
+  for (const [k, v] of Object.entries(g.metadata ?? {})) {
+    m.message(14, new Message().string(1, k).string(2, v));
+  }
   return m;
 }

@@ -12,9 +12,10 @@ ort.env.wasm.numThreads = 1;
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 /** The shared folder: beside the repository (../shared), or beside its worktree folder (../../shared). */
-export const SHARED_DIR = [join(ROOT, "../shared"), join(ROOT, "../../shared")].find((d) =>
-  existsSync(join(d, "models/tinylm-brown/model.safetensors"))
-) ?? join(ROOT, "../shared");
+export const SHARED_DIR =
+  [join(ROOT, "../shared"), join(ROOT, "../../shared")].find((d) =>
+    existsSync(join(d, "models/tinylm-brown/model.safetensors"))
+  ) ?? join(ROOT, "../shared");
 /** tinylm-brown (skipped when absent). */
 export const BROWN = join(SHARED_DIR, "models/tinylm-brown");
 /** Its validation text. */
@@ -44,7 +45,10 @@ export function feeds(
   const f: Record<string, ort.Tensor> = {
     input_ids: new ort.Tensor("int64", BigInt64Array.from(ids, (v) => BigInt(v)), [1, n]),
     attention_mask: new ort.Tensor("int64", new BigInt64Array(past + n).fill(1n), [1, past + n]),
-    position_ids: new ort.Tensor("int64", BigInt64Array.from({ length: n }, (_, i) => BigInt(past + i)), [1, n]),
+    position_ids: new ort.Tensor("int64", BigInt64Array.from({ length: n }, (_, i) => BigInt(past + i)), [
+      1,
+      n,
+    ]),
   };
   for (let i = 0; i < spec.numLayers; i++) {
     for (const kv of ["key", "value"]) {

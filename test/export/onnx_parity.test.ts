@@ -49,10 +49,12 @@ async function compressed(input: string, text: string): Promise<string> {
   return out;
 }
 
-for (const [name, path, textOf] of [
-  ["stories260K", STORIES, storiesText],
-  ["tinylm-brown", BROWN, () => readFile(BROWN_VALID, "utf8")],
-] as const) {
+for (
+  const [name, path, textOf] of [
+    ["stories260K", STORIES, storiesText],
+    ["tinylm-brown", BROWN, () => readFile(BROWN_VALID, "utf8")],
+  ] as const
+) {
   const present = existsSync(path) && (name !== "tinylm-brown" || existsSync(BROWN_VALID));
   test(`onnx parity: ${name} dense and svdllm 20 %, full pass and cached step, onnxruntime-web`, {
     skip: present ? false : `${path} absent`,
