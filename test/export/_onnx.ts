@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { encode } from "../../src/export/protobuf.ts";
 import { onnxModel } from "../../src/export/onnx.ts";
 import type { ExportDtype } from "../../src/export/graph.ts";
-import { finalLogits, forwardHidden, loadHead, type ModelWeights } from "../../src/model/llama.ts";
+import { finalLogits, forwardHidden, loadHead, logSumExp, type ModelWeights } from "../../src/model/llama.ts";
 
 ort.env.wasm.numThreads = 1;
 
@@ -71,4 +71,27 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
   return Number.isNaN(m) ? Infinity : m;
+}
+
+/**
+ * Perplexity of `ids` through an ONNX session in the papers' protocol (as `perplexity()`): consecutive
+ * windows of `window` tokens each run from position 0, a last window of ≥ 2 tokens counts, NLL in float64.
+ */
+export async function onnxPerplexity(
+  s: ort.InferenceSession,
+  model: ModelWeights,
+  ids: Int32Array,
+  window: number,
+): Promise<{ ppl: number; predicted: number }> {
+  const V = model.spec.vocabSize;
+  let nll = 0, n = 0;
+  for (let w0 = 0; w0 + 1 < ids.length; w0 += window) {
+    const win = ids.subarray(w0, Math.min(w0 + window, ids.length));
+    const logits = (await s.run(feeds(model, win, 0))).logits.data as Float32Array;
+    for (let t = 0; t + 1 < win.length; t++) {
+      nll += logSumExp(logits, t * V, V) - logits[t * V + win[t + 1]];
+      n++;
+    }
+  }
+  return { ppl: Math.exp(nll / n), predicted: n };
 }

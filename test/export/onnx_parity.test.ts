@@ -10,7 +10,8 @@ import { join } from "node:path";
 import { compress } from "../../src/pipeline/compress.ts";
 import { loadModel } from "../../src/model/load.ts";
 import type { LoadedModel } from "../../src/model/load.ts";
-import { feeds, maxAbsDiff, onnxBytes, ort, ourLogits, session } from "./_onnx.ts";
+import { feeds, maxAbsDiff, onnxBytes, onnxPerplexity, ort, ourLogits, session } from "./_onnx.ts";
+import { perplexity } from "../../src/eval/perplexity.ts";
 import { STORIES, storiesText, tempDir } from "../pipeline/_helpers.ts";
 import { BROWN, BROWN_VALID } from "./_onnx.ts";
 const TOL = 1e-4;
@@ -77,3 +78,25 @@ for (
     }
   });
 }
+
+test("onnx dtypes: stories260K perplexity (bundled text, window 512) f32 equals ours to 1e-4; f16, int8 within 0.5 %", async () => {
+  const m = await loadModel(STORIES);
+  try {
+    const text = await readFile(new URL("../../data/tinystories-valid.part1.txt", import.meta.url), "utf8");
+    const ids = m.tokenizer.encode(text, { bos: true });
+    const ours = await perplexity(m, ids, { window: 512 });
+    for (const dtype of ["f32", "f16", "int8"] as const) {
+      const s = await session(await onnxBytes(m, dtype));
+      try {
+        const r = await onnxPerplexity(s, m, ids, 512);
+        assert.equal(r.predicted, ours.predicted);
+        const tol = dtype === "f32" ? 1e-4 : 5e-3 * ours.ppl;
+        assert.ok(Math.abs(r.ppl - ours.ppl) < tol, `${dtype}: ppl ${r.ppl} vs ours ${ours.ppl}`);
+      } finally {
+        await s.release();
+      }
+    }
+  } finally {
+    await m.close();
+  }
+});
