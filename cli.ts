@@ -46,7 +46,7 @@ usage:
                   [--force] [--overwrite]
   cli.ts inspect MODEL                          per-layer shapes, ranks and singular-value spectra
   cli.ts merge IN OUT                           low-rank factors back to dense weights
-  cli.ts export IN OUT --format onnx [--dtype f32|f16|int8] [--external-data] [--overwrite]
+  cli.ts export IN OUT --format onnx [--dtype f32|f16|int8] [--kv-cache full|latent] [--overwrite]
 
 Every command takes --threads N|auto (numeric worker threads; default auto = the machine's cores).
 MODEL/IN is a .gguf file or a Hugging Face folder (config.json + model.safetensors + tokenizer.json).

@@ -1,6 +1,6 @@
 /**
- * The CLI's `export` command: `export IN OUT --format onnx [--dtype f32|f16|int8] [--external-data]
- * [--overwrite]` writes an ONNX folder (onnx/model.onnx, config.json, generation_config.json, tokenizer files)
+ * The CLI's `export` command: `export IN OUT --format onnx [--dtype f32|f16|int8] [--kv-cache full|latent]
+ * [--external-data] [--overwrite]` writes an ONNX folder (onnx/model.onnx, config.json, generation_config.json, tokenizer files)
  * that onnxruntime and transformers.js run.
  *
  * @example
@@ -21,7 +21,7 @@ const FORMATS = ["onnx"] as const;
 
 /** Usage of the export command (one line for the CLI's help). */
 export const EXPORT_USAGE =
-  "cli.ts export IN OUT --format onnx [--dtype f32|f16|int8] [--external-data] [--overwrite]";
+  "cli.ts export IN OUT --format onnx [--dtype f32|f16|int8] [--kv-cache full|latent] [--external-data] [--overwrite]";
 
 /** Run `export` with its arguments (after the command name); prints what was written. */
 export async function cmdExport(args: string[], print = (s: string) => console.log(s)): Promise<void> {
@@ -32,6 +32,7 @@ export async function cmdExport(args: string[], print = (s: string) => console.l
       format: { type: "string" },
       dtype: { type: "string", default: "f32" },
       "external-data": { type: "boolean" },
+      "kv-cache": { type: "string", default: "full" },
       overwrite: { type: "boolean" },
     },
   });
@@ -57,6 +58,7 @@ export async function cmdExport(args: string[], print = (s: string) => console.l
     dtype: values.dtype as ExportDtype,
     overwrite: values.overwrite,
     externalData: values["external-data"] ? true : "auto",
+    kvCache: values["kv-cache"] as "full" | "latent",
   });
   print(
     `exported ${positionals[0]} to ${r.output} (onnx, weights ${r.dtype}, ${r.bytes} bytes): ${

@@ -190,11 +190,27 @@ interface Ctx {
   sin: string;
   /** The attention mask: batch×1×(group·seq)×total, true where a query sees a key. */
   mask: string;
+  /** ASVD's KV-cache mode: the cache holds k/v latents (see {@link decoderGraph}). */
+  latent: boolean;
+  /** Latent mode: cos/sin of key positions 0..total-1, 1×1×total×(headDim/2). */
+  keyCos: string;
+  keySin: string;
+  /** Latent mode: the k/v latents of this block (graph value → its linear, and whether RoPE is pending). */
+  latents: Map<string, { lin: LinearName; rope: boolean }>;
 }
+
+const KV_LINS: readonly LinearName[] = ["self_attn.k_proj", "self_attn.v_proj"];
 
 function linear(g: Builder, c: Ctx, lin: LinearName, x: string): string {
   const s = c.shapes[lin], p = `model.layers.${c.layer}.${lin}`, f = FIELD[lin];
   let y: string;
+  if (c.latent && KV_LINS.includes(lin) && s.kind === "lowrank") {
+    // latent mode: the cached value is B·x (rank wide); A (and the bias) are applied after the cache
+    const b = matrixValue(g, `${p}.svd_b`, { layer: c.layer, field: `${f}.b` }, s.rank, s.in, c.dtype, true);
+    y = g.op("MatMul", [x, b]);
+    c.latents.set(y, { lin, rope: false });
+    return y;
+  }
   if (s.kind === "dense") {
     const w = matrixValue(g, `${p}.weight`, { layer: c.layer, field: f }, s.out, s.in, c.dtype, true);
     y = g.op("MatMul", [x, w]);
@@ -206,7 +222,19 @@ function linear(g: Builder, c: Ctx, lin: LinearName, x: string): string {
   if (s.bias) {
     y = g.op("Add", [y, vectorValue(g, `${p}.bias`, { layer: c.layer, field: `${f}.bias` }, s.out)]);
   }
+  if (c.latent && KV_LINS.includes(lin)) c.latents.set(y, { lin, rope: false }); // a dense k/v caches W·x + b
   return y;
+}
+
+/** Latent mode: a low-rank k/v's output rebuilt from its cached latents (…×rank → …×out): latent·Aᵀ (+ bias). */
+function fromLatent(g: Builder, c: Ctx, lin: LinearName, latent: string): string {
+  const s = c.shapes[lin], p = `model.layers.${c.layer}.${lin}`, f = FIELD[lin];
+  if (s.kind === "dense") return latent;
+  const a = matrixValue(g, `${p}.svd_a`, { layer: c.layer, field: `${f}.a` }, s.out, s.rank, c.dtype, true);
+  const y = g.op("MatMul", [latent, a]);
+  return s.bias
+    ? g.op("Add", [y, vectorValue(g, `${p}.bias`, { layer: c.layer, field: `${f}.bias` }, s.out)])
+    : y;
 }
 
 /** flat batch×seq×(heads·hd) → heads batch×heads×seq×hd. */
@@ -215,7 +243,17 @@ function toHeads(g: Builder, x: string, heads: number, hd: number): string {
 }
 
 function rope(g: Builder, c: Ctx, x: string, heads: number): string {
-  const hd = c.spec.headDim, half = hd / 2, h = toHeads(g, x, heads, hd);
+  const lat = c.latents.get(x);
+  if (lat) { // rotate the rebuilt keys, not the latent: rotation does not commute with A
+    lat.rope = true;
+    return x;
+  }
+  return rotate(g, c, toHeads(g, x, heads, c.spec.headDim), c.cos, c.sin);
+}
+
+/** RoPE on h (batch×heads×n×hd) with cos/sin broadcastable to batch×1×n×(hd/2). */
+function rotate(g: Builder, c: Ctx, h: string, cosT: string, sinT: string): string {
+  const hd = c.spec.headDim, half = hd / 2;
   const rot = (x1: string, x2: string, cos: string, sin: string, axis: number) =>
     g.op("Concat", [
       g.op("Sub", [g.op("Mul", [x1, cos]), g.op("Mul", [x2, sin])]),
@@ -224,19 +262,34 @@ function rope(g: Builder, c: Ctx, x: string, heads: number): string {
   const slice = (v: string, from: number, to: number) =>
     g.op("Slice", [v, g.i64([from]), g.i64([to]), g.i64([-1])]);
   if (c.spec.ropeStyle === "halves") {
-    return rot(slice(h, 0, half), slice(h, half, hd), c.cos, c.sin, -1);
+    return rot(slice(h, 0, half), slice(h, half, hd), cosT, sinT, -1);
   }
   // interleaved: pairs (2i, 2i+1) → view the head as half×2
   const p = g.op("Reshape", [h, g.i64([0, 0, 0, half, 2])]);
-  const cos = g.op("Unsqueeze", [c.cos, g.i64([-1])]), sin = g.op("Unsqueeze", [c.sin, g.i64([-1])]);
+  const cos = g.op("Unsqueeze", [cosT, g.i64([-1])]), sin = g.op("Unsqueeze", [sinT, g.i64([-1])]);
   return g.op("Reshape", [rot(slice(p, 0, 1), slice(p, 1, 2), cos, sin, -1), g.i64([0, 0, 0, hd])]);
 }
 
+/**
+ * The keys or values attended to, batch×KV×total×hd, and the cache output: the past concatenated with the
+ * new heads; in latent mode, with the new latents (batch×1×total×width), from which the heads are rebuilt.
+ */
+function cached(g: Builder, c: Ctx, x: string, kind: "key" | "value", heads: boolean): string {
+  const { numKvHeads: KV, headDim: hd } = c.spec, i = c.layer;
+  const past = `past_key_values.${i}.${kind}`, present = `present.${i}.${kind}`;
+  const lat = c.latents.get(x);
+  if (!lat) {
+    return g.op("Concat", [past, heads ? x : toHeads(g, x, KV, hd)], { axis: 2 }, present);
+  }
+  const all = g.op("Concat", [past, g.op("Unsqueeze", [x, g.i64([1])])], { axis: 2 }, present);
+  const flat = g.op("Squeeze", [fromLatent(g, c, lat.lin, all), g.i64([1])]); // batch×total×kv
+  const h = toHeads(g, flat, KV, hd);
+  return lat.rope ? rotate(g, c, h, c.keyCos, c.keySin) : h;
+}
+
 function attention(g: Builder, c: Ctx, q: string, k: string, vFlat: string): string {
-  const { numHeads: H, numKvHeads: KV, headDim: hd } = c.spec, i = c.layer;
-  const v = toHeads(g, vFlat, KV, hd);
-  const pk = g.op("Concat", [`past_key_values.${i}.key`, k], { axis: 2 }, `present.${i}.key`);
-  const pv = g.op("Concat", [`past_key_values.${i}.value`, v], { axis: 2 }, `present.${i}.value`);
+  const { numHeads: H, numKvHeads: KV, headDim: hd } = c.spec;
+  const pk = cached(g, c, k, "key", true), pv = cached(g, c, vFlat, "value", false);
   // GQA without copying keys: the `group` query heads of one kv head become group·seq rows against it
   const qg = g.op("Reshape", [q, g.i64([0, KV, -1, hd])]); // batch×KV×(group·seq)×hd
   const scores = g.op("Mul", [
@@ -306,7 +359,12 @@ function attentionMask(g: Builder, spec: LlamaSpec): string {
  * list is in block order (embedding, then block 0's tensors in program order, …, final norm, lm_head), which
  * is the order the exporter reads the model in.
  */
-export function decoderGraph(spec: LlamaSpec, plan: WeightPlan, dtype: ExportDtype): DecoderGraph {
+export function decoderGraph(
+  spec: LlamaSpec,
+  plan: WeightPlan,
+  dtype: ExportDtype,
+  kvCache: "full" | "latent" = "full",
+): DecoderGraph {
   const g = new Builder(), { hiddenSize: d, vocabSize: V, numKvHeads: KV, headDim: hd } = spec;
   // The embedding table is quantized only in f16 (int8 keeps it float32: Gather reads rows exactly).
   let x: string;
@@ -335,8 +393,27 @@ export function decoderGraph(spec: LlamaSpec, plan: WeightPlan, dtype: ExportDty
   const gathered = (t: string) => g.op("Unsqueeze", [g.op("Gather", [t, "position_ids"]), g.i64([1])]);
   const cos = gathered(ropeNames.cos), sin = gathered(ropeNames.sin);
   const mask = attentionMask(g, spec);
+  let keyCos = "", keySin = "";
+  if (kvCache === "latent") { // keys rebuilt from latents sit at positions 0..total-1
+    const total = g.op("Gather", [g.op("Shape", ["attention_mask"]), g.i64([1], true)], { axis: 0 });
+    const kPos = g.op("Range", [g.i64([0], true), total, g.i64([1], true)]);
+    const table = (t: string) => g.op("Unsqueeze", [g.op("Gather", [t, kPos]), g.i64([0, 1])]);
+    [keyCos, keySin] = [table(ropeNames.cos), table(ropeNames.sin)];
+  }
   for (let layer = 0; layer < spec.numLayers; layer++) {
-    const c: Ctx = { spec, layer, shapes: plan.blocks[layer], dtype, cos, sin, mask };
+    const c: Ctx = {
+      spec,
+      layer,
+      shapes: plan.blocks[layer],
+      dtype,
+      cos,
+      sin,
+      mask,
+      latent: kvCache === "latent",
+      keyCos,
+      keySin,
+      latents: new Map(),
+    };
     const env = new Map<ValueName, string>([["x", x]]);
     for (const op of BLOCK_PROGRAM) emit(g, c, op, env);
     x = env.get("out")!;
@@ -361,9 +438,28 @@ export function decoderGraph(spec: LlamaSpec, plan: WeightPlan, dtype: ExportDty
   const outputs = [valueInfo("logits", F, ["batch_size", "sequence_length", V])];
   for (let i = 0; i < spec.numLayers; i++) {
     for (const kv of ["key", "value"]) {
-      inputs.push(valueInfo(`past_key_values.${i}.${kv}`, F, ["batch_size", KV, "past_sequence_length", hd]));
-      outputs.push(valueInfo(`present.${i}.${kv}`, F, ["batch_size", KV, "total_sequence_length", hd]));
+      const [heads, width] = cacheShape(plan, spec, kvCache, i, kv as "key" | "value");
+      inputs.push(
+        valueInfo(`past_key_values.${i}.${kv}`, F, ["batch_size", heads, "past_sequence_length", width]),
+      );
+      outputs.push(valueInfo(`present.${i}.${kv}`, F, ["batch_size", heads, "total_sequence_length", width]));
     }
   }
   return { nodes: g.nodes, constants: g.constants, weights: g.weights, ropeNames, inputs, outputs };
+}
+
+/**
+ * [heads, width] of block `layer`'s cached keys or values: [kvHeads, headDim]; in latent mode [1, rank] for a
+ * low-rank k/v projection and [1, kvHeads·headDim] for a dense one.
+ */
+export function cacheShape(
+  plan: WeightPlan,
+  spec: LlamaSpec,
+  kvCache: "full" | "latent",
+  layer: number,
+  kind: "key" | "value",
+): [number, number] {
+  if (kvCache === "full") return [spec.numKvHeads, spec.headDim];
+  const s = plan.blocks[layer][kind === "key" ? "self_attn.k_proj" : "self_attn.v_proj"];
+  return [1, s.kind === "lowrank" ? s.rank : spec.numKvHeads * spec.headDim];
 }

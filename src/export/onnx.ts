@@ -56,6 +56,13 @@ export interface ExportOnnxOptions {
    * when they pass 1.5 GiB, since a protobuf message cannot pass 2 GiB).
    */
   externalData?: boolean | "auto";
+  /**
+   * What the cache inputs/outputs hold: "full" keys and values (default, the layout transformers.js expects),
+   * or "latent" (ASVD's KV-cache mode): for a low-rank k/v projection, the rank-r latent B·x of each token
+   * (present shape batch×1×total×r), from which the keys/values are rebuilt when attending. Needs a model with
+   * low-rank k/v; onnxruntime runs it, transformers.js does not (it sizes the cache from config.json).
+   */
+  kvCache?: "full" | "latent";
 }
 
 /** What {@link exportOnnx} wrote. */
@@ -225,16 +232,32 @@ function checkSupported(spec: LlamaSpec, where: string): void {
   if (spec.headDim % 2 !== 0) throw new OptionError(`export ${where}: head_dim ${spec.headDim} is odd`);
 }
 
+/** Options of {@link onnxModel}. */
+export interface OnnxModelOptions {
+  /** Weight storage (default "f32"). */
+  dtype?: ExportDtype;
+  /** External data: true, false or "auto" (default; see {@link ExportOnnxOptions}). */
+  externalData?: boolean | "auto";
+  /** What present/past hold: "full" keys and values (default) or "latent" (see {@link ExportOnnxOptions}). */
+  kvCache?: "full" | "latent";
+  /** External data file name (default "model.onnx_data"). */
+  location?: string;
+}
+
+const KV: readonly LinearName[] = ["self_attn.k_proj", "self_attn.v_proj"];
+
 /** Build the ONNX model of `model` (nothing is read yet but headers; bytes come when the message is written). */
-export function onnxModel(
-  model: ModelWeights,
-  dtype: ExportDtype = "f32",
-  externalData: boolean | "auto" = "auto",
-  location = "model.onnx_data",
-): OnnxModel {
+export function onnxModel(model: ModelWeights, opts: OnnxModelOptions = {}): OnnxModel {
+  const { dtype = "f32", externalData = "auto", kvCache = "full", location = "model.onnx_data" } = opts;
   const { spec } = model;
   checkSupported(spec, model.reader.name);
-  const graph = decoderGraph(spec, weightPlan(model), dtype);
+  const plan = weightPlan(model);
+  if (kvCache === "latent" && !plan.blocks.some((b) => KV.some((l) => b[l].kind === "lowrank"))) {
+    throw new OptionError(
+      `export ${model.reader.name}: kvCache "latent" needs low-rank k/v projections (compress with kvCache), and this model has none`,
+    );
+  }
+  const graph = decoderGraph(spec, plan, dtype, kvCache);
   const tables = ropeTables(Math.max(spec.maxPositions, 64), spec.headDim, spec.ropeTheta, spec.ropeScaling);
   const ropeDims = [tables.positions, tables.pairs];
   const consts = [
@@ -306,6 +329,7 @@ function exportConfig(
   config: Record<string, unknown>,
   dtype: ExportDtype,
   external: boolean,
+  kvCache: "full" | "latent",
 ) {
   const type = typeof config.model_type === "string" ? config.model_type : "llama";
   const { svd_llm: _drop, quantization_config: _q, ...rest } = config as Record<string, unknown>;
@@ -337,7 +361,7 @@ function exportConfig(
       use_external_data_format: external,
       kv_cache_dtype: "float32",
     },
-    svd_llm_onnx: { weights: dtype },
+    svd_llm_onnx: { weights: dtype, kv_cache: kvCache },
   };
 }
 
@@ -383,6 +407,12 @@ export async function exportOnnx(
   if (ext !== true && ext !== false && ext !== "auto") {
     throw new OptionError(`export: externalData must be true, false or "auto", got ${JSON.stringify(ext)}`);
   }
+  const kvCache = opts.kvCache ?? "full";
+  if (kvCache !== "full" && kvCache !== "latent") {
+    throw new OptionError(
+      `export: kvCache ${JSON.stringify(kvCache)} is not supported (supported: full, latent)`,
+    );
+  }
   const fs = await import("node:fs/promises");
   const { join } = await import("node:path");
   let model: ExportInput, close = async () => {};
@@ -393,7 +423,7 @@ export async function exportOnnx(
     close = () => m.close();
   } else model = { ...input, reader: checkedReader(input.reader) };
   try {
-    const m = onnxModel(model, dtype, ext);
+    const m = onnxModel(model, { dtype, externalData: ext, kvCache });
     if (!m.external && m.proto.size >= 2 ** 31) {
       throw new OptionError(
         `export ${model.name}: the model passes protobuf's 2 GiB limit; use externalData`,
@@ -410,7 +440,10 @@ export async function exportOnnx(
         await fs.writeFile(join(out.temp, name), JSON.stringify(v, null, 2) + "\n");
         files.push(name);
       };
-      await json("config.json", exportConfig(model.spec, model.config ?? {}, dtype, m.external !== null));
+      await json(
+        "config.json",
+        exportConfig(model.spec, model.config ?? {}, dtype, m.external !== null, kvCache),
+      );
       await json("generation_config.json", {
         ...(model.spec.bosTokenId >= 0 ? { bos_token_id: model.spec.bosTokenId } : {}),
         ...(model.spec.eosTokenId >= 0 ? { eos_token_id: model.spec.eosTokenId } : {}),

@@ -25,8 +25,12 @@ ort.env.logLevel = "error";
 export { ort };
 
 /** The ONNX model of `model` as one byte array. */
-export async function onnxBytes(model: ModelWeights, dtype: ExportDtype = "f32"): Promise<Uint8Array> {
-  return await encode(onnxModel(model, dtype, false).proto);
+export async function onnxBytes(
+  model: ModelWeights,
+  dtype: ExportDtype = "f32",
+  kvCache: "full" | "latent" = "full",
+): Promise<Uint8Array> {
+  return await encode(onnxModel(model, { dtype, externalData: false, kvCache }).proto);
 }
 
 /** A session over ONNX bytes (onnxruntime-web, wasm backend). */
@@ -40,6 +44,10 @@ export function feeds(
   ids: Int32Array,
   past: number,
   pastKv?: Record<string, ort.Tensor>,
+  cacheShape: (layer: number, kind: "key" | "value") => [number, number] = () => [
+    model.spec.numKvHeads,
+    model.spec.headDim,
+  ],
 ): Record<string, ort.Tensor> {
   const { spec } = model, n = ids.length;
   const f: Record<string, ort.Tensor> = {
@@ -50,10 +58,14 @@ export function feeds(
       n,
     ]),
   };
+  const empty = (i: number, kind: "key" | "value") => {
+    const [heads, width] = cacheShape(i, kind);
+    return [1, heads, 0, width];
+  };
   for (let i = 0; i < spec.numLayers; i++) {
     for (const kv of ["key", "value"]) {
       f[`past_key_values.${i}.${kv}`] = pastKv?.[`present.${i}.${kv}`] ??
-        new ort.Tensor("float32", new Float32Array(0), [1, spec.numKvHeads, 0, spec.headDim]);
+        new ort.Tensor("float32", new Float32Array(0), empty(i, kv as "key" | "value"));
     }
   }
   return f;
