@@ -365,7 +365,7 @@ export function decoderGraph(
   dtype: ExportDtype,
   kvCache: "full" | "latent" = "full",
 ): DecoderGraph {
-  const g = new Builder(), { hiddenSize: d, vocabSize: V, numKvHeads: KV, headDim: hd } = spec;
+  const g = new Builder(), { hiddenSize: d, vocabSize: V } = spec;
   // The embedding table is quantized only in f16 (int8 keeps it float32: Gather reads rows exactly).
   let x: string;
   if (dtype === "f16") {

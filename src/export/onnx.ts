@@ -113,7 +113,13 @@ export function weightPlan(model: ModelWeights): WeightPlan {
 }
 
 /** Produces each weight's bytes in graph order, holding one block at a time. */
-class WeightBytes {
+/** Produces the stored bytes of each weight tensor. */
+export interface WeightSource {
+  /** The bytes of `w` as stored (transposed, converted, quantized). */
+  bytes(w: WeightTensor): Promise<Uint8Array>;
+}
+
+class WeightBytes implements WeightSource {
   #layer = -1;
   #block: Promise<LlamaBlock> | null = null;
   #scales = new Map<string, Float32Array>();
@@ -217,7 +223,7 @@ export interface OnnxModel {
   /** With external data: the weights in file order and the file name; else null. */
   external: { location: string; weights: WeightTensor[] } | null;
   /** Produces weight bytes (block by block). */
-  source: WeightBytes;
+  source: WeightSource;
   /** Total bytes of the model file plus external data. */
   bytes: number;
 }

@@ -23,7 +23,15 @@
 import { type Deferred, Message } from "./protobuf.ts";
 
 /** ONNX TensorProto.DataType values used here. */
-export const ElemType = Object.freeze(
+export const ElemType: Readonly<{
+  FLOAT: 1;
+  UINT8: 2;
+  INT8: 3;
+  INT32: 6;
+  INT64: 7;
+  BOOL: 9;
+  FLOAT16: 10;
+}> = Object.freeze(
   {
     FLOAT: 1,
     UINT8: 2,
@@ -118,7 +126,7 @@ export function constTensor(
   type: ElemType,
   dims: readonly number[],
   values: ArrayLike<number>,
-) {
+): Message {
   const n = dims.reduce((a, b) => a * b, 1);
   if (values.length !== n) {
     throw new RangeError(`onnx: constant ${name} has ${values.length} values for [${dims}]`);

@@ -13,7 +13,7 @@ import { cacheShape } from "../../src/export/graph.ts";
 import { weightPlan } from "../../src/export/onnx.ts";
 import { exportOnnx } from "../../src/export/onnx.ts";
 import { OptionError } from "../../src/errors.ts";
-import { feeds, maxAbsDiff, onnxBytes, ort, ourLogits, session } from "./_onnx.ts";
+import { feeds, maxAbsDiff, onnxBytes, type ort, ourLogits, session } from "./_onnx.ts";
 import { STORIES, storiesText, tempDir } from "../pipeline/_helpers.ts";
 
 /** Bytes the present tensors of one run hold per cached position. */

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { compress } from "../../src/pipeline/compress.ts";
 import { loadModel } from "../../src/model/load.ts";
 import type { LoadedModel } from "../../src/model/load.ts";
-import { feeds, maxAbsDiff, onnxBytes, onnxPerplexity, ort, ourLogits, session } from "./_onnx.ts";
+import { feeds, maxAbsDiff, onnxBytes, onnxPerplexity, type ort, ourLogits, session } from "./_onnx.ts";
 import { perplexity } from "../../src/eval/perplexity.ts";
 import { STORIES, storiesText, tempDir } from "../pipeline/_helpers.ts";
 import { BROWN, BROWN_VALID } from "./_onnx.ts";
