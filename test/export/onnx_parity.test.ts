@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { compress } from "../../src/pipeline/compress.ts";
 import { loadModel } from "../../src/model/load.ts";
 import type { LoadedModel } from "../../src/model/load.ts";
-import { feeds, maxAbsDiff, onnxBytes, onnxPerplexity, type ort, ourLogits, session } from "./_onnx.ts";
+import { feeds, maxAbsDiff, onnxBytes, onnxPerplexity, ort, ourLogits, session } from "./_onnx.ts";
 import { perplexity } from "../../src/eval/perplexity.ts";
 import { STORIES, storiesText, tempDir } from "../pipeline/_helpers.ts";
 import { BROWN, BROWN_VALID } from "./_onnx.ts";
@@ -97,6 +97,44 @@ test("onnx dtypes: stories260K perplexity (bundled text, window 512) f32 equals 
       }
     }
   } finally {
+    await m.close();
+  }
+});
+
+test("onnx attention_mask: a left-padded row of a batch gives the logits of the same tokens run alone", async () => {
+  const m = await loadModel(STORIES);
+  const s = await session(await onnxBytes(m));
+  try {
+    const a = m.tokenizer.encode("Once upon a time, there was a big dog.", { bos: true });
+    const b = a.subarray(0, a.length - 4), pad = a.length - b.length, T = a.length, V = m.spec.vocabSize;
+    const ids = new BigInt64Array(2 * T), mask = new BigInt64Array(2 * T), pos = new BigInt64Array(2 * T);
+    for (let t = 0; t < T; t++) {
+      ids[t] = BigInt(a[t]), mask[t] = 1n, pos[t] = BigInt(t);
+      const real = t >= pad; // row 1: `pad` padding positions, then b
+      ids[T + t] = real ? BigInt(b[t - pad]) : 0n,
+        mask[T + t] = real ? 1n : 0n,
+        pos[T + t] = real ? BigInt(t - pad) : 1n;
+    }
+    const f = feeds(m, a, 0);
+    for (let i = 0; i < m.spec.numLayers; i++) {
+      for (const kv of ["key", "value"]) {
+        f[`past_key_values.${i}.${kv}`] = new ort.Tensor("float32", new Float32Array(0), [
+          2,
+          m.spec.numKvHeads,
+          0,
+          m.spec.headDim,
+        ]);
+      }
+    }
+    f.input_ids = new ort.Tensor("int64", ids, [2, T]);
+    f.attention_mask = new ort.Tensor("int64", mask, [2, T]);
+    f.position_ids = new ort.Tensor("int64", pos, [2, T]);
+    const out = (await s.run(f)).logits.data as Float32Array;
+    assert.ok(out.every(Number.isFinite), "padding rows must stay finite");
+    assert.ok(maxAbsDiff(out.subarray(0, T * V), await ourLogits(m, a)) < 1e-4);
+    assert.ok(maxAbsDiff(out.subarray((T + pad) * V), await ourLogits(m, b)) < 1e-4);
+  } finally {
+    await s.release();
     await m.close();
   }
 });
