@@ -22,13 +22,22 @@
  *
  * @module
  */
-import { OptionError } from "../errors.ts";
+import { OptionError, ShapeError } from "../errors.ts";
 import { LITTLE_ENDIAN, numberToF16Bits } from "../io/dtype.ts";
 import type { Matrix } from "../linalg/matrix.ts";
 import { checkedReader } from "../io/tensor_reader.ts";
-import { type LlamaBlock, type LlamaHead, loadBlock, loadHead, type ModelWeights } from "../model/llama.ts";
+import { type LlamaBlock, loadBlock, type ModelWeights } from "../model/llama.ts";
 import { loadModel } from "../model/load.ts";
-import { LINEAR_NAMES, type LinearName, linearPrefix, SVD_A, SVD_B } from "../model/names.ts";
+import {
+  EMBED,
+  FINAL_NORM,
+  LINEAR_NAMES,
+  type LinearName,
+  linearPrefix,
+  LM_HEAD,
+  SVD_A,
+  SVD_B,
+} from "../model/names.ts";
 import { ropeTables } from "../model/rope.ts";
 import type { LlamaSpec } from "../model/spec.ts";
 import { openOutputDir } from "../pipeline/output_dir.ts";
@@ -134,8 +143,21 @@ class WeightBytes implements WeightSource {
   async #source(w: WeightTensor): Promise<Matrix> {
     const vec = (v: Float32Array): Matrix => ({ rows: 1, cols: v.length, data: v });
     if ("head" in w.source) {
-      const head: LlamaHead = await loadHead(this.model.reader, this.model.spec);
-      return w.source.head === "norm" ? vec(head.norm) : head[w.source.head];
+      // read directly, not through loadHead (which keeps the embedding and lm_head for the reader's life)
+      const { spec, reader } = this.model, V = spec.vocabSize, d = spec.hiddenSize;
+      const [name, shape] = w.source.head === "norm"
+        ? [FINAL_NORM, [d]]
+        : [w.source.head === "embed" ? EMBED : LM_HEAD, [V, d]];
+      const got = reader.info(name).shape;
+      if (got.length !== shape.length || got.some((n, i) => n !== shape[i])) {
+        throw new ShapeError(
+          `export ${reader.name}: ${name} has shape [${got.join(", ")}], the spec expects [${
+            shape.join(", ")
+          }]`,
+        );
+      }
+      const data = await reader.read(name);
+      return shape.length === 1 ? vec(data) : { rows: V, cols: d, data };
     }
     const { layer, field } = w.source;
     if (layer !== this.#layer) {
