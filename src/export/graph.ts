@@ -12,7 +12,7 @@
  * Values are tensors batch×seq×width ("flat") or batch×heads×seq×headDim ("heads", after RoPE). A low-rank
  * linear is two MatMuls (x·Bᵀ)·Aᵀ, so the file keeps the saving. Weights are stored transposed (in×out) for
  * MatMul; float16 weights are Cast to float32 (compute stays float32), int8 weights are per-output-channel
- * symmetric and pass through DequantizeLinear.
+ * symmetric and pass through DequantizeLinear (the int8 embedding: its gathered rows times their scales).
  *
  * Weights are not held here: each initializer is a {@link WeightTensor} whose bytes are produced on demand.
  *
@@ -144,10 +144,9 @@ function matrixValue(
   rows: number,
   cols: number,
   dtype: ExportDtype,
-  quantize: boolean,
 ): string {
   const dims = [cols, rows]; // stored in×out for MatMul
-  if (dtype === "f32" || (dtype === "int8" && !quantize)) {
+  if (dtype === "f32") {
     g.weights.push({ name, type: ElemType.FLOAT, dims, source, transpose: true });
     return name;
   }
@@ -206,17 +205,17 @@ function linear(g: Builder, c: Ctx, lin: LinearName, x: string): string {
   let y: string;
   if (c.latent && KV_LINS.includes(lin) && s.kind === "lowrank") {
     // latent mode: the cached value is B·x (rank wide); A (and the bias) are applied after the cache
-    const b = matrixValue(g, `${p}.svd_b`, { layer: c.layer, field: `${f}.b` }, s.rank, s.in, c.dtype, true);
+    const b = matrixValue(g, `${p}.svd_b`, { layer: c.layer, field: `${f}.b` }, s.rank, s.in, c.dtype);
     y = g.op("MatMul", [x, b]);
     c.latents.set(y, { lin, rope: false });
     return y;
   }
   if (s.kind === "dense") {
-    const w = matrixValue(g, `${p}.weight`, { layer: c.layer, field: f }, s.out, s.in, c.dtype, true);
+    const w = matrixValue(g, `${p}.weight`, { layer: c.layer, field: f }, s.out, s.in, c.dtype);
     y = g.op("MatMul", [x, w]);
   } else {
-    const b = matrixValue(g, `${p}.svd_b`, { layer: c.layer, field: `${f}.b` }, s.rank, s.in, c.dtype, true);
-    const a = matrixValue(g, `${p}.svd_a`, { layer: c.layer, field: `${f}.a` }, s.out, s.rank, c.dtype, true);
+    const b = matrixValue(g, `${p}.svd_b`, { layer: c.layer, field: `${f}.b` }, s.rank, s.in, c.dtype);
+    const a = matrixValue(g, `${p}.svd_a`, { layer: c.layer, field: `${f}.a` }, s.out, s.rank, c.dtype);
     y = g.op("MatMul", [g.op("MatMul", [x, b]), a]);
   }
   if (s.bias) {
@@ -230,7 +229,7 @@ function linear(g: Builder, c: Ctx, lin: LinearName, x: string): string {
 function fromLatent(g: Builder, c: Ctx, lin: LinearName, latent: string): string {
   const s = c.shapes[lin], p = `model.layers.${c.layer}.${lin}`, f = FIELD[lin];
   if (s.kind === "dense") return latent;
-  const a = matrixValue(g, `${p}.svd_a`, { layer: c.layer, field: `${f}.a` }, s.out, s.rank, c.dtype, true);
+  const a = matrixValue(g, `${p}.svd_a`, { layer: c.layer, field: `${f}.a` }, s.out, s.rank, c.dtype);
   const y = g.op("MatMul", [latent, a]);
   return s.bias
     ? g.op("Add", [y, vectorValue(g, `${p}.bias`, { layer: c.layer, field: `${f}.bias` }, s.out)])
@@ -366,28 +365,38 @@ export function decoderGraph(
   kvCache: "full" | "latent" = "full",
 ): DecoderGraph {
   const g = new Builder(), { hiddenSize: d, vocabSize: V } = spec;
-  // The embedding table is quantized only in f16 (int8 keeps it float32: Gather reads rows exactly).
-  let x: string;
-  if (dtype === "f16") {
+  // The embedding table is gathered in its stored type and converted after the Gather (int8: times the
+  // row's scale), so only the rows in use are ever float32.
+  const E = "model.embed_tokens.weight", embedSrc = { head: "embed" } as const;
+  let x: string, embedF32: () => string; // the whole table as float32 (tied lm_head)
+  if (dtype === "f32") {
+    g.weights.push({ name: E, type: ElemType.FLOAT, dims: [V, d], source: embedSrc, transpose: false });
+    x = g.op("Gather", [E, "input_ids"]);
+    embedF32 = () => E;
+  } else if (dtype === "f16") {
     g.weights.push({
-      name: "model.embed_tokens.weight_f16",
+      name: `${E}_f16`,
       type: ElemType.FLOAT16,
       dims: [V, d],
-      source: { head: "embed" },
+      source: embedSrc,
       transpose: false,
     });
-    x = g.op("Cast", [g.op("Gather", ["model.embed_tokens.weight_f16", "input_ids"])], {
-      to: ElemType.FLOAT,
-    });
+    x = g.op("Cast", [g.op("Gather", [`${E}_f16`, "input_ids"])], { to: ElemType.FLOAT });
+    embedF32 = () => g.op("Cast", [`${E}_f16`], { to: ElemType.FLOAT });
   } else {
+    g.weights.push({ name: `${E}_q`, type: ElemType.INT8, dims: [V, d], source: embedSrc, transpose: false });
     g.weights.push({
-      name: "model.embed_tokens.weight",
+      name: `${E}_scale`,
       type: ElemType.FLOAT,
-      dims: [V, d],
-      source: { head: "embed" },
+      dims: [V],
+      source: embedSrc,
       transpose: false,
+      scaleOf: `${E}_q`,
     });
-    x = g.op("Gather", ["model.embed_tokens.weight", "input_ids"]);
+    const rows = g.op("Cast", [g.op("Gather", [`${E}_q`, "input_ids"])], { to: ElemType.FLOAT });
+    const scales = g.op("Unsqueeze", [g.op("Gather", [`${E}_scale`, "input_ids"]), g.i64([-1])]);
+    x = g.op("Mul", [rows, scales]);
+    embedF32 = () => g.op("DequantizeLinear", [`${E}_q`, `${E}_scale`], { axis: 0 });
   }
   const ropeNames = { cos: "rope.cos", sin: "rope.sin" };
   const gathered = (t: string) => g.op("Unsqueeze", [g.op("Gather", [t, "position_ids"]), g.i64([1])]);
@@ -421,12 +430,8 @@ export function decoderGraph(
   const norm = vectorValue(g, "model.norm.weight", { head: "norm" }, d);
   const h = rmsNorm(g, x, norm, spec.rmsNormEps);
   let lmHead: string;
-  if (plan.tied) {
-    const e = dtype === "f16"
-      ? g.op("Cast", ["model.embed_tokens.weight_f16"], { to: ElemType.FLOAT })
-      : "model.embed_tokens.weight";
-    lmHead = g.op("Transpose", [e], { perm: [1, 0] });
-  } else lmHead = matrixValue(g, "lm_head.weight", { head: "lmHead" }, V, d, dtype, false);
+  if (plan.tied) lmHead = g.op("Transpose", [embedF32()], { perm: [1, 0] });
+  else lmHead = matrixValue(g, "lm_head.weight", { head: "lmHead" }, V, d, dtype);
   g.op("MatMul", [h, lmHead], {}, "logits");
 
   const F = ElemType.FLOAT, I = ElemType.INT64;

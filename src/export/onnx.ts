@@ -9,9 +9,9 @@
  * is written under a temporary name and renamed when complete.
  *
  * Dtypes: "f32" (default); "f16" stores matrices as float16 and casts them to float32 at load (compute stays
- * float32, so inputs, outputs and the KV cache are float32 whatever the dtype); "int8" stores the block
- * linears as int8 with one float32 scale per output channel (weight-only, DequantizeLinear), the embedding and
- * lm_head staying float32.
+ * float32, so inputs, outputs and the KV cache are float32 whatever the dtype); "int8" stores every matrix
+ * (linears, embedding, lm_head) as int8 with one float32 scale per output channel (weight-only,
+ * DequantizeLinear; compute in float32). Norm weights stay float32.
  *
  * @example
  * ```ts ignore
@@ -185,7 +185,7 @@ class WeightBytes implements WeightSource {
     if (w.type === ElemType.INT8) {
       const { q, scale } = quantizeRows(m);
       this.#scales.set(w.name, scale);
-      return new Uint8Array(transposed(q, m.rows, m.cols).buffer);
+      return new Uint8Array((w.transpose ? transposed(q, m.rows, m.cols) : q).buffer);
     }
     const data = w.transpose ? transposed(m.data, m.rows, m.cols) : m.data;
     if (w.type === ElemType.FLOAT16) {
