@@ -36,8 +36,8 @@ def check(folder: str) -> None:
         print("  onnxruntime not installed: run check skipped")
         return
     s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    layers, kv = config["num_hidden_layers"], config["num_key_value_heads"]
-    hd = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    # cache shapes from the graph: batch×kvHeads×past×headDim, or batch×1×past×rank for a latent cache
+    past_shapes = {i.name: (i.shape[1], i.shape[3]) for i in s.get_inputs() if i.name.startswith("past_key_values")}
     ids = np.array([[1] + [(7 * i + 3) % config["vocab_size"] for i in range(11)]], dtype=np.int64)
 
     def feeds(part, past, cache):
@@ -46,9 +46,8 @@ def check(folder: str) -> None:
             "attention_mask": np.ones((1, past + part.shape[1]), dtype=np.int64),
             "position_ids": np.arange(past, past + part.shape[1], dtype=np.int64)[None],
         }
-        for i in range(layers):
-            for k in ("key", "value"):
-                f[f"past_key_values.{i}.{k}"] = cache.get(f"present.{i}.{k}", np.zeros((1, kv, 0, hd), np.float32))
+        for name, (heads, width) in past_shapes.items():
+            f[name] = cache.get(name.replace("past_key_values", "present"), np.zeros((1, heads, 0, width), np.float32))
         return f
 
     names = [o.name for o in s.get_outputs()]
@@ -57,9 +56,12 @@ def check(folder: str) -> None:
     pre = dict(zip(names, s.run(None, feeds(ids[:, :n], 0, {}))))
     step = dict(zip(names, s.run(None, feeds(ids[:, n:], n, pre))))
     diff = float(np.abs(step["logits"][0, -1] - full["logits"][0, -1]).max())
-    assert step["present.0.key"].shape == (1, kv, n + 1, hd), step["present.0.key"].shape
+    heads, width = past_shapes["past_key_values.0.key"]
+    assert step["present.0.key"].shape == (1, heads, n + 1, width), step["present.0.key"].shape
     assert diff < 1e-4, f"cached step differs from the full pass by {diff}"
-    print(f"  onnxruntime {ort.__version__}: logits {full['logits'].shape}, cached step = full pass (max |Δ| {diff:.2e})")
+    per_token = sum(v.size for k, v in step.items() if k.startswith("present.")) * 4 // (n + 1)
+    print(f"  onnxruntime {ort.__version__}: logits {full['logits'].shape}, cached step = full pass "
+          f"(max |Δ| {diff:.2e}), KV cache {per_token} bytes per token")
 
 
 if __name__ == "__main__":
