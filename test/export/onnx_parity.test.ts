@@ -138,3 +138,33 @@ test("onnx attention_mask: a left-padded row of a batch gives the logits of the 
     await m.close();
   }
 });
+
+// The Hugging Face fixtures cover what the two real models do not: tied embeddings (lm_head = the embedding's
+// transpose), q/k/v biases (qwen2), a sliding window shorter than the input (mistral-swa), linear and llama3
+// RoPE scaling, sharded weights.
+const FIXTURES = new URL("../fixtures/models/", import.meta.url).pathname;
+for (
+  const name of [
+    "llama-gqa-tiny",
+    "llama-linear-rope-tiny",
+    "llama-sharded-tiny",
+    "llama-tied-tiny",
+    "llama3-rope-tiny",
+    "mistral-swa-tiny",
+    "mistral-tiny",
+    "qwen2-tiny",
+  ]
+) {
+  test(`onnx parity: fixture ${name}, full pass and cached step within 1e-4`, async () => {
+    const m = await loadModel(join(FIXTURES, name));
+    try {
+      await checkParity(
+        m,
+        "The quick brown fox jumps over the lazy dog. It was a sunny day in the park.",
+        name,
+      );
+    } finally {
+      await m.close();
+    }
+  });
+}
