@@ -1,7 +1,7 @@
 // transformers.js (@huggingface/transformers, on onnxruntime-node) loads the exported compressed tinylm-brown
 // (svdllm 20 %, compressed here) from a local folder with no network: its tokenizer gives our ids, its greedy
-// continuations of the reference prompts equal our `generate` token for token, and its perplexity on
-// brown-valid equals ours.
+// continuations of the reference prompts equal our `generate` token for token (and as text through
+// `pipeline("text-generation")`), and its perplexity on brown-valid equals ours.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
@@ -31,7 +31,7 @@ test("transformers.js runs the exported compressed tinylm-brown: same ids, same 
     console.log(`skip: @huggingface/transformers does not load here: ${(e as Error).message}`);
     return;
   }
-  const { AutoModelForCausalLM, AutoTokenizer, env, Tensor } = tjs;
+  const { AutoModelForCausalLM, AutoTokenizer, env, pipeline, Tensor } = tjs;
   env.allowRemoteModels = false;
   const parent = await tempDir("svdllm-tjs-");
   try {
@@ -74,6 +74,13 @@ test("transformers.js runs the exported compressed tinylm-brown: same ids, same 
         );
         assert.ok(theirs.length === 12 || theirs.at(-1) === ours.spec.eosTokenId);
       }
+      // what a user writes: pipeline("text-generation") on the folder, text in, text out
+      const gen = await pipeline("text-generation", "svdllm20-onnx", { dtype: "fp32" });
+      const prompt = "The jury said", ids = ours.tokenizer.encode(prompt, { bos: true });
+      const [{ generated_text }] = await gen(prompt, { max_new_tokens: 12, do_sample: false });
+      const cont = await generate(ours, ids, 12, { stopAtEos: false });
+      assert.equal(generated_text, ours.tokenizer.decode(Int32Array.from([...ids.subarray(1), ...cont])));
+      await gen.dispose();
       // perplexity, papers' protocol: BOS once, windows of 256 from position 0
       const all = ours.tokenizer.encode(await readFile(BROWN_VALID, "utf8"), { bos: true }).slice(0, 2048);
       const window = 256, V = ours.spec.vocabSize;
