@@ -120,3 +120,29 @@ test("cli export: --format onnx --dtype f16 writes the folder; an unknown format
     await rm(parent, { recursive: true, force: true });
   }
 });
+
+test("exportOnnx streams: one pass over the weights, each tensor read once, block after block", async () => {
+  const parent = await tempDir("svdllm-onnx-");
+  try {
+    const input = await openModelInput(await syntheticFolder(parent, "m"));
+    const reads: string[] = [];
+    const reader = { ...input.reader, read: (name: string) => (reads.push(name), input.reader.read(name)) };
+    try {
+      await exportOnnx({ ...input, reader }, join(parent, "out"));
+    } finally {
+      await input.reader.close();
+    }
+    assert.equal(new Set(reads).size, reads.length, `a tensor was read twice: ${reads}`);
+    assert.deepEqual([...reads].sort(), input.reader.tensors().map((t) => t.name).sort());
+    const layers = reads.map((n) => Number(/^model\.layers\.(\d+)\./.exec(n)?.[1] ?? NaN)).filter((l) =>
+      l >= 0
+    );
+    assert.deepEqual(
+      layers,
+      [...layers].sort((a, b) => a - b),
+      "blocks must be read in order, one at a time",
+    );
+  } finally {
+    await rm(parent, { recursive: true, force: true });
+  }
+});
