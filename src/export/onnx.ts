@@ -22,7 +22,7 @@
  *
  * @module
  */
-import { OptionError, ShapeError } from "../errors.ts";
+import { NumericError, OptionError, ShapeError } from "../errors.ts";
 import { LITTLE_ENDIAN, numberToF16Bits } from "../io/dtype.ts";
 import type { Matrix } from "../linalg/matrix.ts";
 import { checkedReader } from "../io/tensor_reader.ts";
@@ -121,13 +121,13 @@ export function weightPlan(model: ModelWeights): WeightPlan {
   return { blocks, tied: spec.tieWordEmbeddings };
 }
 
-/** Produces each weight's bytes in graph order, holding one block at a time. */
 /** Produces the stored bytes of each weight tensor. */
 export interface WeightSource {
   /** The bytes of `w` as stored (transposed, converted, quantized). */
   bytes(w: WeightTensor): Promise<Uint8Array>;
 }
 
+/** Produces each weight's bytes in graph order, holding one block at a time. */
 class WeightBytes implements WeightSource {
   #layer = -1;
   #block: Promise<LlamaBlock> | null = null;
@@ -190,12 +190,24 @@ class WeightBytes implements WeightSource {
     const data = w.transpose ? transposed(m.data, m.rows, m.cols) : m.data;
     if (w.type === ElemType.FLOAT16) {
       const h = new Uint16Array(data.length);
-      for (let i = 0; i < data.length; i++) h[i] = numberToF16Bits(data[i]);
+      for (let i = 0; i < data.length; i++) {
+        if (Math.abs(data[i]) > F16_MAX) {
+          throw new NumericError(
+            `export ${this.model.reader.name}: ${w.name} holds ${
+              data[i]
+            }, beyond float16's range (±${F16_MAX}); export it with dtype f32 or int8`,
+          );
+        }
+        h[i] = numberToF16Bits(data[i]);
+      }
       return le16(h);
     }
     return f32Bytes(data);
   }
 }
+
+/** The largest finite float16 (a weight beyond it would become infinite). */
+const F16_MAX = 65504;
 
 function f32Bytes(a: Float32Array): Uint8Array {
   if (LITTLE_ENDIAN) return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);

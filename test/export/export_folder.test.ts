@@ -91,8 +91,26 @@ test("exportOnnx: bad input is refused by name, and nothing is left under the ou
     } finally {
       await input.reader.close();
     }
+    // a weight beyond float16's range is refused in f16 (it would become infinite), not written as Inf
+    const big = await openModelInput(await syntheticFolder(parent, "big"));
+    const wide = {
+      ...big.reader,
+      read: async (name: string) => {
+        const d = await big.reader.read(name);
+        if (name === "model.layers.0.mlp.up_proj.weight") d[5] = 1e6;
+        return d;
+      },
+    };
+    try {
+      await assert.rejects(
+        exportOnnx({ ...big, reader: wide }, out, { dtype: "f16" }),
+        (e: Error) => e instanceof NumericError && /up_proj\.weight.*float16's range/.test(e.message),
+      );
+    } finally {
+      await big.reader.close();
+    }
     assert.equal(existsSync(out), false);
-    assert.deepEqual(await readdir(parent), ["gpt2", "nan"]);
+    assert.deepEqual((await readdir(parent)).sort(), ["big", "gpt2", "nan"]);
     // an existing output is not overwritten
     await writeFile(out, "mine");
     await assert.rejects(exportOnnx(STORIES, out), /already exists/);
