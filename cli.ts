@@ -30,6 +30,7 @@ import {
 import { compress, type CompressOptions, type CompressProgress } from "./src/pipeline/compress.ts";
 import { merge } from "./src/pipeline/merge.ts";
 import { OptionError } from "./src/errors.ts";
+import { cmdExport } from "./src/cli/export.ts";
 import { type LoadedModel, loadModel } from "./src/model/load.ts";
 import { perplexity } from "./src/eval/perplexity.ts";
 import { generate } from "./src/eval/generate.ts";
@@ -49,6 +50,7 @@ usage:
                   [--force] [--overwrite]
   cli.ts inspect MODEL                          per-layer shapes, ranks and singular-value spectra
   cli.ts merge IN OUT                           low-rank factors back to dense weights
+  cli.ts export IN OUT --format onnx [--dtype f32|f16|int8] [--kv-cache full|latent] [--overwrite]
   cli.ts COMMAND --help                         the options of one command
 
 Every command takes --threads N|auto (numeric worker threads; default auto = the machine's cores).
@@ -469,6 +471,9 @@ async function main(argv: string[]): Promise<number> {
         break;
       case "merge":
         await cmdMerge(rest);
+        break;
+      case "export":
+        await cmdExport(rest, print);
         break;
       case undefined:
       case "help":
