@@ -1,13 +1,15 @@
 /**
  * FWSVD over a whole model: one Fisher pass over the calibration windows with the streaming backward pass
- * ({@link lossAndGrad}; each linear's per-row Σ_j (∂L/∂W_ij)² accumulated in float64 from its hook's x and
- * dy), then each linear factored by {@link compressFwsvd} at the rank the ratio gives, and the result either
+ * ({@link lossAndGrad}; each linear's Σ (∂L/∂W_ij)² per input feature and per output row, accumulated in
+ * float64 from its hook's x and dy), then each linear factored by {@link compressFwsvd} at the rank the ratio
+ * gives (Fisher per input feature by default), and the result either
  * kept in memory as a reader of the compressed model ({@link fwsvdModel}, for evaluation) or written as a
  * model folder that `loadModel` opens ({@link compressFwsvdFolder}).
  *
  * Memory: the Fisher pass holds one block's weights and intermediates plus the block-boundary checkpoints of
- * one batch (see `backward.ts`), and the Fisher rows (one float64 per output row of every linear); the
- * factoring holds one dense linear at a time and the factors (smaller than the dense model).
+ * one batch (see `backward.ts`), and the Fisher sums (one float64 per input feature and output row of every
+ * linear); the factoring holds one dense linear at a time and the factors (smaller than the dense model).
+ * Measured (one window of 256 per batch): stories260K 72 → 149 MB RSS, tinylm-brown 113 → 206 MB.
  *
  * @example
  * ```ts ignore
