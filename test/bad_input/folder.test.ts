@@ -176,6 +176,21 @@ const headerCases: [string, (h: Record<string, Record<string, unknown>>) => void
     (h) => (h["model.norm.weight"].dtype = "F8_E4M3"),
     /unknown or unsupported dtype "F8_E4M3"/,
   ],
+  [
+    "lm_head of the wrong width",
+    (h) => (h["lm_head.weight"].shape = [202, 32]),
+    /lm_head\.weight has shape \[202, 32\] but the config says vocab_size 101 × hidden_size 64/,
+  ],
+  [
+    "a final norm of the wrong shape",
+    (h) => (h["model.norm.weight"].shape = [32, 2]),
+    /model\.norm\.weight has shape \[32, 2\] but the config says hidden_size 64/,
+  ],
+  [
+    "a block norm of the wrong length",
+    (h) => Object.assign(h["model.layers.1.input_layernorm.weight"], { shape: [32], dtype: "F64" }),
+    /model\.layers\.1\.input_layernorm\.weight has shape \[32\]/,
+  ],
 ];
 
 for (const [name, edit, problem] of headerCases) {
