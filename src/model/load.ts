@@ -141,11 +141,15 @@ export async function loadModel(path: string | URL, opts: OpenUrlOptions = {}): 
  */
 export function checkLayerCount(reader: TensorReader, spec: LlamaSpec): void {
   const present = new Set<number>();
+  let top = -1; // a loop, not Math.max(...present): a hostile header may name 10⁶ blocks
   for (const t of reader.tensors()) {
     const m = /^model\.layers\.(\d+)\./.exec(t.name);
-    if (m) present.add(Number(m[1]));
+    if (m) {
+      const i = Number(m[1]);
+      present.add(i);
+      if (i > top) top = i;
+    }
   }
-  const top = Math.max(-1, ...present);
   if (top >= spec.numLayers) {
     throw new FormatError(
       reader.name,
