@@ -264,6 +264,21 @@ for (const [file, text, problem] of jsonCases) {
   });
 }
 
+test("folder: a tokenizer_config.json bos_token the vocabulary lacks is refused (not 'no BOS')", async () => {
+  const { dir, cleanup } = await fixtureCopy();
+  try {
+    await writeFile(join(dir, "tokenizer_config.json"), JSON.stringify({ bos_token: "<|begin|>" }));
+    await assertRefused(
+      () => loadModel(dir),
+      join(dir, "tokenizer.json"),
+      /tokenizer_config\.json bos_token "<\|begin\|>" is not a token of this vocabulary/,
+      dir,
+    );
+  } finally {
+    await cleanup();
+  }
+});
+
 test("folder: no tokenizer at all is refused naming the folder", async () => {
   const { dir, cleanup } = await fixtureCopy();
   try {
