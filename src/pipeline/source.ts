@@ -64,7 +64,7 @@ export async function openModelSource(
 ): Promise<{ model: LoadedModel; origin: ModelOrigin }> {
   const isUrl = input instanceof URL || (typeof input === "string" && /^(https?|file):/i.test(input));
   if (typeof input === "string" && !isUrl) {
-    if (/\.gguf$/i.test(input)) return await openGgufModel(input, input);
+    // A path goes through loadModel and all its checks (a GGUF file's vocabulary is read again at the end).
     return { model: await loadModel(input), origin: { inputPath: input } };
   }
   if (isUrl) {
