@@ -67,6 +67,7 @@ export {
   streamSink,
 } from "./src/pipeline/sink.ts";
 export { readSvdLlmConfig, type RecordedLayer, type SvdLlmConfig } from "./src/pipeline/svd_llm_config.ts";
+export { openModelSource } from "./src/pipeline/source.ts";
 export {
   compareMethods,
   type CompareOptions,
