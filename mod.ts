@@ -55,7 +55,13 @@ export {
   type LayerReport,
 } from "./src/pipeline/compress.ts";
 export { merge, type MergeOptions, type MergeReport } from "./src/pipeline/merge.ts";
-export { exportOnnx, type ExportOnnxOptions, type ExportOnnxReport } from "./src/export/onnx.ts";
+export {
+  type ExportDtype,
+  type ExportInput,
+  exportOnnx,
+  type ExportOnnxOptions,
+  type ExportOnnxReport,
+} from "./src/export/onnx.ts";
 
 // Per-layer methods.
 export { asvd, type LayerCompressor, svdLayer, svdllm, type Target } from "./src/methods/layer.ts";
