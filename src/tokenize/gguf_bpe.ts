@@ -8,6 +8,7 @@
  */
 import { FormatError } from "../errors.ts";
 import type { GgufValue } from "../io/gguf.ts";
+import { checkBpeMerges } from "./bpe_merges.ts";
 import { hfTokenizerFromJson } from "./hf.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
@@ -44,6 +45,7 @@ export function ggufBpeTokenizer(kv: ReadonlyMap<string, GgufValue>, where = "mo
   if (!Array.isArray(merges) || merges.some((t) => typeof t !== "string")) {
     throw new FormatError(where, "GGUF tokenizer.ggml.merges is missing or not an array of strings");
   }
+  checkBpeMerges(merges, new Set(tokens as string[]), `${where}: GGUF tokenizer.ggml.merges`);
   const pre = kv.get("tokenizer.ggml.pre") ?? "default";
   const regex = typeof pre === "string" ? PRE_REGEX[pre] : undefined;
   if (regex === undefined) {
