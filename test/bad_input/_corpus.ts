@@ -198,8 +198,8 @@ export interface FileServer {
   close(): Promise<void>;
 }
 
-/** Start a {@link FileServer}; it closes itself after `lifetimeMs` if a test forgets to. */
-export async function startFileServer(lifetimeMs = 60_000): Promise<FileServer> {
+/** Start a {@link FileServer}; it closes itself after `lifetimeMs` (10 min: longer than any test on a loaded machine) if a test forgets to. */
+export async function startFileServer(lifetimeMs = 600_000): Promise<FileServer> {
   const files = new Map<string, Uint8Array>();
   const redirects = new Map<string, string>();
   const failures = new Map<string, { status: number; times: number }>();
@@ -286,7 +286,7 @@ export async function startFileServer(lifetimeMs = 60_000): Promise<FileServer> 
 
 /** A TCP server on 127.0.0.1 that accepts connections and never answers; `close` drops them. */
 export async function startSilentServer(
-  lifetimeMs = 60_000,
+  lifetimeMs = 600_000,
 ): Promise<{ base: string; close(): Promise<void> }> {
   const sockets = new Set<Socket>();
   const server = createTcpServer((s) => {

@@ -150,8 +150,11 @@ test("url: a slow body that keeps progressing is not cut by the timeout (it boun
   const server = await startFileServer();
   try {
     const url = await serveSharded(server);
-    server.drip("/m/tokenizer.json", 8, 100); // ~800 ms in all, never 300 ms without a byte
-    const m = await loadModel(url, { timeoutMs: 300, retries: 0 });
+    // ~4 s in all, longer than the timeout, but never more than 400 ms without a byte. The margin between a
+    // gap and the timeout (2.6 s) is what a loaded machine may stall this process's event loop without the test
+    // failing: at 100 ms gaps against a 300 ms timeout, a 200 ms stall timed the transfer out.
+    server.drip("/m/tokenizer.json", 10, 400);
+    const m = await loadModel(url, { timeoutMs: 3_000, retries: 0 });
     assert.equal(m.tokenizer.bosId, 1);
     await m.close();
   } finally {
