@@ -27,7 +27,7 @@ export function cli(...args: string[]): { code: number; out: string; err: string
     cwd: root,
     encoding: "utf8",
     env: { ...process.env, NO_COLOR: "1" },
-    timeout: 240_000,
+    timeout: 600_000,
   });
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
 }

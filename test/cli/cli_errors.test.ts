@@ -8,7 +8,7 @@ import { cli, model, text } from "./_helpers.ts";
 
 test(
   "cli: bad options and unreadable text files give a one-line error naming them",
-  { timeout: 300_000 },
+  { timeout: 600_000 },
   async () => {
     const dir = await mkdtemp(join(tmpdir(), "svd-llm-cli-errors-"));
     try {

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { cli, model, root, text } from "./_helpers.ts";
 
-const SLOW = { timeout: 300_000 };
+const SLOW = { timeout: 600_000 };
 
 test("cli: each command has its own --help", () => {
   for (
@@ -121,16 +121,16 @@ test("cli: a Node bundle of the CLI runs (Node 20 has no import.meta.main)", SLO
     const bun = join(root, "node_modules/.bin/bun");
     const b = spawnSync(bun, ["build", join(root, "cli.ts"), "--target", "node", "--outfile", bundle], {
       encoding: "utf8",
-      timeout: 120_000,
+      timeout: 600_000,
     });
     assert.equal(b.status, 0, b.stderr);
-    const help = spawnSync("node", [bundle, "help"], { encoding: "utf8", timeout: 60_000 });
+    const help = spawnSync("node", [bundle, "help"], { encoding: "utf8", timeout: 600_000 });
     assert.equal(help.status, 0, help.stderr);
     assert.match(help.stdout, /compress IN OUT --method/);
     const ev = spawnSync(
       "node",
       [bundle, "--threads", "1", "eval", model, "--text", text, "--max-tokens", "128", "--window", "64"],
-      { encoding: "utf8", timeout: 120_000 },
+      { encoding: "utf8", timeout: 600_000 },
     );
     assert.equal(ev.status, 0, ev.stderr);
     assert.match(ev.stdout, /128 tokens in 2 windows of 64: mean NLL [\d.]+, ppl [\d.]+/);

@@ -13,7 +13,7 @@ const MODEL = new URL("../../models/stories260K/stories260K.gguf", import.meta.u
 const TEXT = new URL("../../data/tinystories-valid.part1.txt", import.meta.url).pathname; // bundled copy;
 
 test("stories260K: 5148 tokens, perplexity within 0.1 % of 5.3885 (windows of 512, one BOS)", {
-  timeout: 60_000,
+  timeout: 600_000,
 }, async () => {
   const m = await loadModel(MODEL);
   try {
@@ -38,7 +38,7 @@ test("stories260K: 5148 tokens, perplexity within 0.1 % of 5.3885 (windows of 51
 });
 
 test("stories260K: greedy from BOS + 'Once upon a time' tells of a little girl named Lily", {
-  timeout: 30_000,
+  timeout: 600_000,
 }, async () => {
   const m = await loadModel(MODEL);
   try {

@@ -25,7 +25,7 @@ interface Prompt {
 
 test("tinylm-brown: prompt ids, greedy continuations and last-position logits match reference.json", {
   skip: !present,
-  timeout: 60_000,
+  timeout: 600_000,
 }, async () => {
   const ref = JSON.parse(readFileSync(DIR + "reference.json", "utf8"));
   const m = await loadModel(DIR);
@@ -53,7 +53,7 @@ test("tinylm-brown: prompt ids, greedy continuations and last-position logits ma
 
 test("tinylm-brown: brown-valid ids and per-window NLL (per-window-BOS protocol) match reference.json", {
   skip: !present,
-  timeout: 60_000,
+  timeout: 600_000,
 }, async () => {
   const ref = JSON.parse(readFileSync(DIR + "reference.json", "utf8")).brown_valid;
   const m = await loadModel(DIR);
@@ -93,7 +93,7 @@ test("tinylm-brown: brown-valid ids and per-window NLL (per-window-BOS protocol)
 
 test("tinylm-brown: dense ppl 118.85 on the first 20,000 brown-valid tokens in the peers' protocol", {
   skip: !present,
-  timeout: 120_000,
+  timeout: 600_000,
 }, async () => {
   // shared/docs/methods.md's yardstick: one BOS, windows of 256, full windows only (the reference code's
   // numel // seqlen): 78 windows, 19,968 tokens

@@ -59,7 +59,7 @@ async function checkAll(r: TensorReader): Promise<void> {
 }
 
 test("round trip: writer → reader from a file, a Blob and a URL (F32/F16/BF16, 0-d, empty, odd shapes)", {
-  timeout: 60_000,
+  timeout: 600_000,
 }, async () => {
   const { dir, cleanup } = await tempDir();
   const server = await startRangeServer();

@@ -37,7 +37,7 @@ test("loadModel(URL): a GGUF file read by ranges gives the same model as the loc
 
 test("loadModel(URL): a Hugging Face folder, single file and sharded index, evaluates as the local folder", {
   skip: !haveBrown,
-  timeout: 60_000,
+  timeout: 600_000,
 }, async () => {
   const server = await startRangeServer();
   try {

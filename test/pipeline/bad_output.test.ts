@@ -28,7 +28,7 @@ async function run(src: string, out: string, opts: CompressOptions = SVD) {
     await model.reader.close();
   }
 }
-const SLOW = { timeout: 180_000 };
+const SLOW = { timeout: 600_000 };
 
 test("overwrite replaces a previous output of this library and refuses anything else", SLOW, async () => {
   const dir = await tempDir();

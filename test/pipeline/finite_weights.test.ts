@@ -10,7 +10,7 @@ import { openModelWeights } from "../../src/io/sharded.ts";
 import { checkedReader } from "../../src/io/tensor_reader.ts";
 import { listing, openModelInput, syntheticFolder, tempDir } from "./_helpers.ts";
 
-const SLOW = { timeout: 120_000 };
+const SLOW = { timeout: 600_000 };
 
 test(
   "NaN or Inf in any weight is refused where it is read, naming the tensor and the element",

@@ -22,7 +22,7 @@ const IS_BUN = "Bun" in globalThis;
 
 test(
   "compress: peak RSS stays flat when the layer count grows 5× (streaming, child processes)",
-  { timeout: 60_000, skip: HAS_PROC ? false : "needs /proc (Linux) to read a child's peak RSS" },
+  { timeout: 600_000, skip: HAS_PROC ? false : "needs /proc (Linux) to read a child's peak RSS" },
   async () => {
     const root = await mkdtemp(join(tmpdir(), "svdllm-memflat-"));
     try {
@@ -82,7 +82,7 @@ test(
 test(
   "compress: at each block's write event none of the block's weights or factors is still reachable",
   {
-    timeout: 60_000,
+    timeout: 600_000,
     skip: !HAS_PROC
       ? "needs /proc (Linux) to run the benchmark's child"
       : IS_BUN

@@ -53,7 +53,7 @@ if (process.env[CHILD] === "1") {
       const r = spawnSync(process.execPath, ["run", "-A", fileURLToPath(import.meta.url)], {
         encoding: "utf8",
         env: { ...process.env, [CHILD]: "1", NO_COLOR: "1" },
-        timeout: 120_000,
+        timeout: 600_000,
       });
       assert.equal(r.status, 0, `the measuring child failed: ${r.error ?? ""}${r.stderr}`);
       const m = JSON.parse(r.stdout.trim().split("\n").at(-1)!);

@@ -8,7 +8,7 @@ import { merge } from "../../src/pipeline/merge.ts";
 import { FormatError, OptionError } from "../../src/errors.ts";
 import { listing, openModelInput, STORIES, syntheticFolder, tempDir } from "./_helpers.ts";
 
-const SLOW = { timeout: 120_000 };
+const SLOW = { timeout: 600_000 };
 
 test(
   "an output inside the input folder is refused, even with overwrite: the input stays whole",

@@ -22,7 +22,7 @@ import {
 import { type LinearName, linearPrefix } from "../../src/model/names.ts";
 
 test("ASVD sensitivity sweep on stories260K: cached, resumable, and used for allocation", {
-  timeout: 240_000,
+  timeout: 600_000,
 }, async () => {
   const m = await loadModel(STORIES);
   const dir = await tempDir();
@@ -90,7 +90,7 @@ test("ASVD sensitivity sweep on stories260K: cached, resumable, and used for all
   }
 });
 
-test("KV-cache mode compresses only k/v and reports the cache saved", { timeout: 120_000 }, async () => {
+test("KV-cache mode compresses only k/v and reports the cache saved", { timeout: 600_000 }, async () => {
   const dir = await tempDir();
   try {
     const m = await loadModel(STORIES);
@@ -120,7 +120,7 @@ test("KV-cache mode compresses only k/v and reports the cache saved", { timeout:
 });
 
 test("sensitivity sweep: each entry is the calibration ppl of the full model with that one layer replaced", {
-  timeout: 240_000,
+  timeout: 600_000,
 }, async () => {
   const m = await loadModel(STORIES);
   try {

@@ -10,7 +10,7 @@ import { memorySink, streamSink } from "../../src/pipeline/sink.ts";
 import { OptionError } from "../../src/errors.ts";
 import { listing, ROOT, STORIES, storiesText, tempDir } from "./_helpers.ts";
 
-const SLOW = { timeout: 240_000 };
+const SLOW = { timeout: 600_000 };
 const SVD: CompressOptions = { method: "svd", ratio: { removed: 0.3 } };
 
 const concat = (parts: Uint8Array[]): Uint8Array => {
