@@ -6,15 +6,15 @@
 // Prints each runner's output as it comes and ends with the skipped tests (each with its reason) and one summary
 // line "tests: N passed, N failed, N skipped". A runner that exits non-zero without reporting a failed test (a
 // test file that fails to load or type-check, a crash at exit) counts as one failure; so does a step that
-// cannot start. Skips are read from each runner's JUnit report (file and line of each skipped test; the reason
-// is the string in the test's `skip` option, read from the source there) and from the lines a test prints
-// starting with "skip" (a test that skips part of itself, or skips with `t.skip()`, which Deno reports as ok).
+// cannot start. Skips come from each runner's JUnit report (the reason: the `skip` option in the source at the
+// test's line) and from the lines tests print starting with "skip" (see tools/test_report.mjs).
 // Usage: node tools/test.mjs [--only deno|bun|static|notebooks] [--no-static] [--no-notebooks]
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
+import { junitSkips, printedSkips, runnerCounts } from "./test_report.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const bin = (name) => join(root, "node_modules", ".bin", name);
@@ -46,60 +46,25 @@ const skipped = [];
 const reports = mkdtempSync(join(tmpdir(), "svd-llm-test-"));
 process.on("exit", () => rmSync(reports, { recursive: true, force: true }));
 
-/**
- * The reason of a skipped test: the string literals of the `skip` option (or `t.skip(…)` call) first found at or
- * after `line` of `file`, read up to the end of that expression.
- */
-function skipReason(file, line) {
-  let text;
+/** A test file's text, relative to the root, or null. */
+function source(file) {
   try {
-    text = readFileSync(join(root, file), "utf8").split("\n").slice(line - 1, line + 15).join("\n");
+    return readFileSync(join(root, file), "utf8");
   } catch {
-    return "(source not found)";
+    return null;
   }
-  const at = text.search(/\bskip\s*[:(]/);
-  if (at < 0) return "(no reason in the source)";
-  const strings = [];
-  let depth = 0, i = text.indexOf(text[at + 4] === "(" ? "(" : ":", at) + 1;
-  for (; i < text.length; i++) {
-    const c = text[i];
-    if (c === '"' || c === "'" || c === "`") {
-      let j = i + 1;
-      while (j < text.length && text[j] !== c) j += text[j] === "\\" ? 2 : 1;
-      strings.push(text.slice(i + 1, j));
-      i = j;
-    } else if ("([{".includes(c)) depth++;
-    else if (")]}".includes(c) && --depth < 0) break;
-    else if (c === "," && depth === 0) break;
-    else if (c === "\n" && depth === 0) {
-      // The expression goes on only when this line ends, or the next begins, with an operator.
-      const before = text.slice(0, i).trimEnd(), after = text.slice(i + 1).trimStart();
-      if (!/[?:&|+]$/.test(before) && !/^[?:&|+]/.test(after)) break;
-    }
-  }
-  return strings.length ? strings.join(" / ") : "(no reason in the source)";
 }
 
-/** Skipped test cases of a JUnit XML report: "file:line name — reason". */
-function junitSkips(path) {
-  if (!existsSync(path)) return [];
-  const xml = readFileSync(path, "utf8");
-  const out = [];
-  for (const m of xml.matchAll(/<testcase\b([^>]*?)(?:\/>|>([\s\S]*?)<\/testcase>)/g)) {
-    if (!/<skipped/.test(m[2] ?? "")) continue;
-    const attr = (k) => (m[1].match(new RegExp(`\\b${k}="([^"]*)"`)) ?? [])[1];
-    const file = (attr("file") || attr("classname") || "?").replace(/^\.\//, "");
-    const line = Number(attr("line") ?? 0);
-    const name = attr("name").replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&lt;/g, "<")
-      .replace(/&gt;/g, ">").replace(/&amp;/g, "&");
-    out.push(`${file}:${line} ${name} — ${skipReason(file, line)}`);
+/** Adds one runner's counts and skips (read from its output, exit code and JUnit report) to the totals. */
+function account(runner, r, junit) {
+  const c = runnerCounts(runner, r.out, r.code);
+  passed += c.passed;
+  failed += c.failed;
+  if (r.code !== 0) {
+    failures.push(`${runner} test${c.crashed ? ` (exit ${r.code} without a failed test)` : ""}`);
   }
-  return out;
-}
-
-/** The lines a test printed about what it skipped ("skip …", "skipped …"), once each. */
-function printedSkips(out) {
-  return [...new Set(out.split("\n").map((l) => l.trim()).filter((l) => /^skip(ped)?\b/i.test(l)))];
+  const xml = existsSync(junit) ? readFileSync(junit, "utf8") : "";
+  skipped.push(...[...junitSkips(xml, source), ...printedSkips(r.out)].map((s) => `${runner}: ${s}`));
 }
 
 if (!only || only === "deno") {
@@ -115,19 +80,7 @@ if (!only || only === "deno") {
     "mod.ts",
     "src/",
   ]);
-  const m = r.out.match(/(\d+) passed[^|]*\|\s*(\d+) failed/);
-  if (m) {
-    passed += Number(m[1]);
-    failed += Number(m[2]);
-  }
-  if (r.code !== 0) failures.push("deno test");
-  // No summary (a type error, a runner crash) or a summary without failures but a failing exit (an abort at
-  // exit): the run failed all the same, and counts as one failure.
-  if (r.code !== 0 && (!m || Number(m[2]) === 0)) failed += 1;
-  skipped.push(
-    ...junitSkips(junit).map((s) => `deno: ${s}`),
-    ...printedSkips(r.out).map((s) => `deno: ${s}`),
-  );
+  account("deno", r, junit);
 }
 if (!only || only === "bun") {
   console.log("\n=== bun test ===");
@@ -140,12 +93,7 @@ if (!only || only === "bun") {
     `--reporter-outfile=${junit}`,
     "test/",
   ]);
-  const p = r.out.match(/^\s*(\d+) pass$/m), f = r.out.match(/^\s*(\d+) fail$/m);
-  if (p) passed += Number(p[1]);
-  if (f) failed += Number(f[1]);
-  if (r.code !== 0) failures.push("bun test");
-  if (r.code !== 0 && (!f || Number(f[1]) === 0)) failed += 1;
-  skipped.push(...junitSkips(junit).map((s) => `bun: ${s}`), ...printedSkips(r.out).map((s) => `bun: ${s}`));
+  account("bun", r, junit);
 }
 if (!args.includes("--no-static") && (!only || only === "static")) {
   for (
