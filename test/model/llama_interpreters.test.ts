@@ -16,7 +16,14 @@ import {
   type ValueName,
   valueWidth,
 } from "../../src/model/block_def.ts";
-import { type BlockValues, evalBlockOp, runBlockProgram } from "../../src/model/block_eval.ts";
+import {
+  attentionShape,
+  type BlockValues,
+  evalBlockOp,
+  ropeHeads,
+  rowPosition,
+  runBlockProgram,
+} from "../../src/model/block_eval.ts";
 import {
   BLOCK_FIELD,
   BlockScratch,
@@ -216,6 +223,13 @@ test("runBlockProgram: results go over dead inputs it owns, never over a given o
   assert.deepEqual(given.data, c.x.data);
   assert.notEqual(kept.act!.data, kept.g!.data);
   assert.deepEqual(kept.out!.data, owned.out!.data);
+  // the helpers other interpreters share: positions of stacked windows (a cached step: the last rows),
+  // head counts, attention layout
+  assert.deepEqual([0, 1, 2, 3, 4, 5].map(rowPosition({ ...env, batch: 2, end: 5 }, 6)), [2, 3, 4, 2, 3, 4]);
+  assert.deepEqual([0, 1].map(rowPosition({ ...env, batch: 1, end: 9 }, 2)), [7, 8]);
+  const ropes = BLOCK_PROGRAM.filter((op) => op.op === "rope");
+  assert.deepEqual(ropes.map((op) => ropeHeads(c.spec, op)), [c.spec.numHeads, c.spec.numKvHeads]);
+  assert.equal(attentionShape(c.spec).slidingWindow, c.spec.slidingWindow);
   // a missing input is named
   assert.throws(() => runBlockProgram(env, opsAffectedBy("mlp.up_proj"), { x: c.x }), /reads n2/);
 });
