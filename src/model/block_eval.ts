@@ -226,7 +226,7 @@ export function attentionShape(spec: LlamaSpec): AttentionShape {
 }
 
 /** The inputs an op may overwrite with its result (elementwise ops only), in order of preference. */
-function inPlaceCandidates(op: BlockOp): ValueName[] {
+export function inPlaceCandidates(op: BlockOp): ValueName[] {
   switch (op.op) {
     case "rope":
       return [op.x];
@@ -237,6 +237,13 @@ function inPlaceCandidates(op: BlockOp): ValueName[] {
     default:
       return [];
   }
+}
+
+/** For each value an op list reads, the index of the last op reading it: after that op, the value is dead. */
+export function lastReads(ops: readonly BlockOp[]): Map<ValueName, number> {
+  const last = new Map<ValueName, number>();
+  ops.forEach((op, i) => opInputs(op).forEach((v) => last.set(v, i)));
+  return last;
 }
 
 /** A result supplied by {@link RunOptions.override}: the value, and whether the run may overwrite it. */
@@ -277,9 +284,7 @@ export function runBlockProgram(
   opts: RunOptions = {},
 ): BlockValues {
   const keep = new Set<ValueName>(opts.keep ?? ["out"]), owned = new Set<ValueName>(opts.owned ?? []);
-  const lastRead = new Map<ValueName, number>();
-  ops.forEach((op, i) => opInputs(op).forEach((v) => lastRead.set(v, i)));
-  const ws = opts.ws;
+  const lastRead = lastReads(ops), ws = opts.ws;
   for (let i = 0; i < ops.length; i++) {
     const op = ops[i];
     if (op.op === "linear") opts.observe?.(op.lin, read(values, op.x, op));

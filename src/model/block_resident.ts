@@ -28,6 +28,8 @@ import {
   attentionShape,
   type BlockEnv,
   type BlockScratch,
+  inPlaceCandidates,
+  lastReads,
   type LinearObserver,
   rmsNorm,
   ropeHeads,
@@ -70,8 +72,7 @@ export function runResident(
   opts: ResidentOptions,
 ): Partial<Record<ValueName, Matrix>> {
   const rt = modelKernels()!, keep = new Set(opts.keep), rows = x.rows;
-  const lastRead = new Map<ValueName, number>();
-  ops.forEach((op, i) => opInputs(op).forEach((v) => lastRead.set(v, i)));
+  const lastRead = lastReads(ops);
   const taken = new Set<number>(),
     alloc = (floats: number) => {
       const p = rt.alloc(floats * 4);
@@ -90,13 +91,8 @@ export function runResident(
       if (op.op === "linear" && opts.observe) opts.observe(op.lin, observed(opts.ws, mat(op.x), op.x, shown));
       // results over an input nothing reads later, as runBlockProgram places them (x is owned here)
       const dead = (v: ValueName) => !keep.has(v) && lastRead.get(v) === i;
-      const over = op.op === "rope"
-        ? [op.x]
-        : op.op === "swiglu"
-        ? [op.gate]
-        : op.op === "add"
-        ? [op.a, op.b]
-        : [];
+      // (ssilu_mul writes into its gate operand: SwiGLU goes over the gate or nowhere)
+      const over = inPlaceCandidates(op).filter((v) => !(op.op === "swiglu" && v === op.up));
       const reuse = over.find(dead);
       const po = reuse !== undefined ? at.get(reuse)! : alloc(rows * valueWidth(env.spec, op.out));
       if (reuse !== undefined) at.delete(reuse);

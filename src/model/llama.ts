@@ -14,7 +14,9 @@
  * variant), the ops the linears' inputs need ({@link observeBlock}: no down_proj product, no last add),
  * every intermediate kept ({@link traceBlock}), the ops downstream of one linear ({@link forwardBlockFrom}),
  * and an override that appends keys and values to a cache ({@link forwardBlockCached}) — so they agree bit
- * for bit. The kernels (attention, SwiGLU, log-sum-exp) and their wasm/thread scheduling live in src/linalg/.
+ * for bit. The batched passes with a scratch (the pipeline's) run the same list through `runResident`
+ * (`block_resident.ts`), which keeps every value in wasm memory instead of copying each kernel's operands in
+ * and out. The kernels (attention, SwiGLU, log-sum-exp) and their wasm/thread scheduling live in src/linalg/.
  *
  * y = x·Wᵀ everywhere (weights stored out×in), through `matmul(x, w, { transB: true })`.
  *
