@@ -71,8 +71,10 @@ export {
 } from "./block_def.ts";
 export {
   type BlockEnv,
+  BlockScratch,
   type BlockValues,
   evalBlockOp,
+  type OverriddenValue,
   runBlockProgram,
   type RunOptions,
 } from "./block_eval.ts";
