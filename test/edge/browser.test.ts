@@ -63,7 +63,7 @@ async function openPage(chromium: string, query: string, timeoutMs = 300_000): P
     `--user-data-dir=${join(dir, "profile")}`,
     "--remote-debugging-port=0", // keeps the headless shell running until it is killed
     url,
-  ], { stdio: ["ignore", "ignore", "pipe"] });
+  ], { stdio: ["ignore", "ignore", "pipe"], detached: true });
   let stderr = "";
   browser.stderr.on("data", (d) => stderr += d);
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -79,8 +79,16 @@ async function openPage(chromium: string, query: string, timeoutMs = 300_000): P
     ]);
   } finally {
     clearTimeout(timer);
-    browser.kill("SIGKILL");
-    await new Promise((r) => browser.exitCode !== null ? r(null) : browser.once("exit", r));
+    // Debian's /usr/bin/chromium* is a shell script that starts the real browser as its child: killing the
+    // script alone left the browser and its zygote, GPU and renderer processes running after the test (found
+    // orphaned, busy, after a CI run). Chromium runs in a process group of its own (`detached`): kill all of it.
+    const exited = new Promise((r) => browser.exitCode !== null ? r(null) : browser.once("exit", r));
+    try {
+      process.kill(-browser.pid!, "SIGKILL");
+    } catch {
+      browser.kill("SIGKILL");
+    }
+    await exited;
     await server.close();
     rmSync(dir, { recursive: true, force: true });
   }
