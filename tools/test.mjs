@@ -20,7 +20,10 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const bin = (name) => join(root, "node_modules", ".bin", name);
 const args = process.argv.slice(2);
 const only = args.includes("--only") ? args[args.indexOf("--only") + 1] : null;
-const env = { ...process.env, NO_COLOR: "1" };
+/** JUnit reports, and a runtime folder for Mesa's Vulkan driver (WebGPU), which prints an error without one. */
+const reports = mkdtempSync(join(tmpdir(), "svd-llm-test-"));
+process.on("exit", () => rmSync(reports, { recursive: true, force: true }));
+const env = { XDG_RUNTIME_DIR: reports, ...process.env, NO_COLOR: "1" };
 
 function run(cmd, argv) {
   return new Promise((resolve) => {
@@ -43,8 +46,6 @@ let passed = 0, failed = 0;
 const failures = [];
 /** "runner: file:line name — reason" for each skipped test or skipped part. */
 const skipped = [];
-const reports = mkdtempSync(join(tmpdir(), "svd-llm-test-"));
-process.on("exit", () => rmSync(reports, { recursive: true, force: true }));
 
 /** A test file's text, relative to the root, or null. */
 function source(file) {
