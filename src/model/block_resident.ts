@@ -5,9 +5,9 @@
  * through tinylm-brown). The same kernels with the same splits over the threads and the same TypeScript for
  * RMSNorm, RoPE and the adds: the results are bit for bit those of `runBlockProgram`.
  *
- * Usable when the wasm model kernels are active, the head width is a multiple of 4 (the fused attention's
- * condition) and every product is large enough for the wasm GEMM ({@link residentPossible}); otherwise the
- * caller runs `runBlockProgram`.
+ * Usable when the wasm model kernels are active, the GPU path is off, the head width is a multiple of 4 (the
+ * fused attention's condition) and every product is large enough for the wasm GEMM ({@link residentPossible});
+ * otherwise the caller runs `runBlockProgram`.
  *
  * @example
  * ```ts ignore
@@ -20,7 +20,7 @@ import { causalAttentionAt } from "../linalg/attention.ts";
 import { SMALL_WORK } from "../linalg/gemm.ts";
 import type { Matrix } from "../linalg/matrix.ts";
 import { modelKernels } from "../linalg/model_kernels.ts";
-import { activePool } from "../linalg/backend.ts";
+import { activeGpu, activePool } from "../linalg/backend.ts";
 import { gemmWasmAt } from "../linalg/wasm/gemm_wasm.ts";
 import type { WasmRuntime, WasmScope } from "../linalg/wasm/runtime.ts";
 import { type BlockOp, opInputs, type ValueName, valueWidth } from "./block_def.ts";
@@ -40,7 +40,8 @@ import { applyRope, cachedRopeTables } from "./rope.ts";
 
 /** Whether {@link runResident} can run this block over `rows` rows (else use runBlockProgram). */
 export function residentPossible(env: BlockEnv, rows: number): boolean {
-  if (!modelKernels() || env.spec.headDim % 4 !== 0) return false;
+  // With the GPU path on, products must go through matmul, which routes the large ones to the device.
+  if (!modelKernels() || activeGpu() !== null || env.spec.headDim % 4 !== 0) return false;
   // gemmInto takes its TypeScript path below SMALL_WORK multiply-adds: the resident run must not differ
   const big = (m: number, n: number, k: number) => m * n * k >= SMALL_WORK;
   return Object.values(BLOCK_FIELD).every((f) => {
