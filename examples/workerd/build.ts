@@ -45,6 +45,16 @@ const compressor :Workerd.Worker = (
 `;
 }
 
+/**
+ * The Worker's entry modules (kept here, not as files: `deno check` cannot resolve a `.wasm` default import).
+ * workerd compiles `svd_llm.wasm` ahead of time (a CompiledWasm module in config.capnp), the only way
+ * WebAssembly runs there; the second entry, without it, shows the TypeScript fallback.
+ */
+const ENTRIES = [
+  [`import wasm from "./svd_llm.wasm";\nimport { makeWorker } from "./worker.ts";\nexport default makeWorker(wasm);\n`, "worker.js"],
+  [`import { makeWorker } from "./worker.ts";\nexport default makeWorker();\n`, "worker_nowasm.js"],
+] as const;
+
 /** Bundle the Worker into `dir` (see the module doc). */
 export async function buildWorker(
   dir = fileURLToPath(new URL("./dist", import.meta.url)),
@@ -52,9 +62,9 @@ export async function buildWorker(
   await mkdir(dir, { recursive: true });
   const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
   const dynamicNode = new Set<string>();
-  for (const [entry, out] of [["entry.js", "worker.js"], ["entry_nowasm.js", "worker_nowasm.js"]]) {
+  for (const [entry, out] of ENTRIES) {
     const r = await esbuild.build({
-      entryPoints: [here(entry)],
+      stdin: { contents: entry, resolveDir: here("."), sourcefile: out, loader: "js" },
       outfile: `${dir}/${out}`,
       bundle: true,
       format: "esm",

@@ -2,13 +2,14 @@
  * A Cloudflare Worker that compresses a model fetched by URL: `GET /compress?model=URL&text=URL[&method=svdllm]
  * [&ratio=0.2][&samples=16][&seqlen=256]`. The model (a `.gguf` file or a Hugging Face folder URL) is read by
  * HTTP Range, block by block; the calibration text is fetched whole. The answer is the compressed folder as a
- * tar archive (`application/x-tar`, see `tar.ts` for why), or, when the Worker has an R2 bucket bound as
+ * `multipart/mixed` body streamed as it is written (default; see `multipart.ts`: the Worker never holds the
+ * output), or `&format=tar` for a tar archive built once the output is complete (held in memory), or, when the Worker has an R2 bucket bound as
  * `BUCKET`, the files are put under `<out>/` in it (`&out=NAME`, default the model's name) and the answer is a
  * JSON list of them; `<out>/COMPLETE` is written last, so a folder without it is a partial one. Bad input
  * (a file that is not a model, a missing parameter) gets a 400 with a one-line message, never a hang.
  *
  * workerd forbids compiling WebAssembly from bytes at run time, so the kernels come in precompiled:
- * `entry.js` imports `svd_llm.wasm` as a module (workerd's CompiledWasm rule) and hands it to
+ * the entry module (see `build.ts`) imports `svd_llm.wasm` as a module (workerd's CompiledWasm rule) and hands it to
  * {@link makeWorker}. Without it the Worker says, in the `x-svd-llm-kernels` header and in its log, that it
  * runs the TypeScript kernels (10–50× slower).
  *
@@ -24,6 +25,7 @@
  * @module
  */
 import { compress, type CompressReport, initLinalg, type LinalgInfo, memorySink } from "../../mod.ts";
+import { multipartSink } from "./multipart.ts";
 import { tarStream } from "./tar.ts";
 
 /** The part of an R2 bucket binding this Worker uses. */
@@ -53,6 +55,7 @@ interface Job {
   samples: number;
   seqlen: number;
   out: string;
+  format: "multipart" | "tar";
 }
 
 /** Parse `/compress?…`; throws a RangeError naming the bad parameter. */
@@ -82,7 +85,12 @@ function parseJob(url: URL): Job {
   if (!/^[\w.-]{1,64}$/.test(out) || out === "." || out === "..") {
     throw new RangeError(`parameter out=${JSON.stringify(out)} must be 1–64 letters, digits, _ . -`);
   }
+  const format = q.get("format") ?? "multipart";
+  if (format !== "multipart" && format !== "tar") {
+    throw new RangeError(`parameter format=${format} must be multipart or tar`);
+  }
   return {
+    format,
     model,
     text: need("text"),
     method,
@@ -145,19 +153,44 @@ export function makeWorker(wasmModule?: WebAssembly.Module): ModuleWorker {
       } catch (e) {
         return plain(400, `compress: ${(e as Error).message}`, { "x-svd-llm-kernels": note });
       }
+      let text: string;
+      try {
+        text = await fetchText(job.text);
+      } catch (e) {
+        return plain(400, `compress: ${(e as Error).message}`, { "x-svd-llm-kernels": note });
+      }
+      const options = {
+        method: job.method,
+        ratio: { removed: job.removed },
+        calibration: { text, samples: job.samples, seqlen: job.seqlen },
+        signal: request.signal,
+      };
+      const failed = (e: unknown) =>
+        plain(400, `compress ${job.model.href}: ${(e instanceof Error ? e.message : String(e)).split("\n")[0]}`, {
+          "x-svd-llm-kernels": note,
+        });
+      if (job.format === "multipart" && !env.BUCKET) {
+        // Streamed: headers go out when the first file starts; an error before that is a 400, one after it
+        // cuts the body (no closing delimiter).
+        const mp = multipartSink(job.out);
+        const run = compress(job.model, mp.sink, options).then(() => null, (e: unknown) => e ?? "failed");
+        const early = await Promise.race([mp.started.then(() => null), run]);
+        if (early !== null) return failed(early);
+        run.then((e) => e !== null && console.error(`compress ${job.model.href}: cut short: ${e}`));
+        return new Response(mp.readable, {
+          headers: {
+            "x-svd-llm-kernels": note,
+            "content-type": mp.contentType,
+            "content-disposition": `attachment; filename="${job.out}.multipart"`,
+          },
+        });
+      }
       const sink = memorySink(job.out);
       let report: CompressReport;
       try {
-        const text = await fetchText(job.text);
-        report = await compress(job.model, sink, {
-          method: job.method,
-          ratio: { removed: job.removed },
-          calibration: { text, samples: job.samples, seqlen: job.seqlen },
-          signal: request.signal,
-        });
+        report = await compress(job.model, sink, options);
       } catch (e) {
-        const msg = (e instanceof Error ? e.message : String(e)).split("\n")[0];
-        return plain(400, `compress ${job.model.href}: ${msg}`, { "x-svd-llm-kernels": note });
+        return failed(e);
       }
       const files = await sink.files;
       const headers = { "x-svd-llm-kernels": note, "x-svd-llm-report": summary(report, note) };

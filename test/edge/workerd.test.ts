@@ -1,7 +1,7 @@
 /**
  * The compressing Worker inside Cloudflare's workerd (npm `workerd`, its binary run on 127.0.0.1): stories260K
  * is fetched by HTTP Range from a local file server, compressed with svdllm at 20 % inside workerd, and the
- * returned tar reloads with `loadModel` to the same perplexity as the same compression done here (1e-4
+ * returned files (streamed multipart, or tar) reload with `loadModel` to the same perplexity as the same compression done here (1e-4
  * relative). A file that is not a model gets a clear 400, not a hang; without the precompiled kernels the
  * Worker says it runs TypeScript. Skips with a message where the workerd binary is absent.
  */
@@ -15,6 +15,7 @@ import { compress, loadModel, perplexity } from "../../mod.ts";
 import { buildWorker } from "../../examples/workerd/build.ts";
 import { startWorkerd, type Workerd, workerdBinary } from "../../examples/workerd/harness.ts";
 import { type FileServer, serveFiles } from "../../examples/workerd/serve_files.ts";
+import { parseMultipart } from "../../examples/workerd/multipart.ts";
 import { untar } from "../../examples/workerd/tar.ts";
 
 const repo = (p: string) => fileURLToPath(new URL(`../../${p}`, import.meta.url));
@@ -53,11 +54,17 @@ test("workerd: compress stories260K by URL, reload, same perplexity as Deno; bad
     const res = await fetch(q("stories260K.gguf"), { signal: AbortSignal.timeout(300_000) });
     assert.equal(res.status, 200, await res.clone().text().catch(() => ""));
     assert.equal(res.headers.get("x-svd-llm-kernels"), "wasm (precompiled module)");
-    const got = untar(new Uint8Array(await res.arrayBuffer()));
+    const got = parseMultipart(new Uint8Array(await res.arrayBuffer()), res.headers.get("content-type") ?? "");
     assert.deepEqual([...got.keys()].sort(), ["config.json", "model.safetensors", "tokenizer_gguf.json"]);
     const fromWorkerd = join(tmp, "from-workerd");
     await mkdir(fromWorkerd);
     for (const [name, bytes] of got) await writeFile(join(fromWorkerd, name), bytes);
+    // The buffered tar form holds the same files.
+    const tarRes = await fetch(`${q("stories260K.gguf")}&format=tar`, { signal: AbortSignal.timeout(300_000) });
+    assert.equal(tarRes.status, 200);
+    const tar = untar(new Uint8Array(await tarRes.arrayBuffer()));
+    assert.deepEqual([...tar.keys()].sort(), [...got.keys()].sort());
+    assert.deepEqual(tar.get("model.safetensors"), got.get("model.safetensors")); // config.json holds timings
     console.log(`workerd peak RSS ${((await w.peakRss()) / 2 ** 20).toFixed(1)} MiB (process, incl. runtime)`);
 
     const here = join(tmp, "from-deno");
