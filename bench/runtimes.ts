@@ -6,7 +6,7 @@
  * (its RSS before the request is given too: the runtime's own share). Prints a Markdown table.
  *
  * ```sh
- * nice deno run -A bench/runtimes.ts [--samples 16] [--seqlen 256]
+ * nice deno run -A bench/runtimes.ts [--samples 16] [--seqlen 256] [--only deno|bun|node|workerd]
  * ```
  *
  * @module
@@ -21,13 +21,18 @@ import * as esbuild from "esbuild";
 import { buildWorker } from "../examples/workerd/build.ts";
 import { startWorkerd, workerdBinary } from "../examples/workerd/harness.ts";
 import { serveFiles } from "../examples/workerd/serve_files.ts";
-import { untar } from "../examples/workerd/tar.ts";
+import { parseMultipart } from "../examples/workerd/multipart.ts";
 
 const arg = (k: string, d: number) => {
   const i = Deno.args.indexOf(k);
   return i >= 0 ? Number(Deno.args[i + 1]) : d;
 };
 const SAMPLES = arg("--samples", 16), SEQLEN = arg("--seqlen", 256);
+/** `--only deno|bun|node|workerd`: one row. */
+const ONLY = Deno.args.includes("--only") ? Deno.args[Deno.args.indexOf("--only") + 1].toLowerCase() : null;
+/** `--gc`: start workerd with V8's --expose-gc, so the pipeline collects after each linear (see build.ts). */
+const GC = Deno.args.includes("--gc");
+const wanted = (runtime: string) => !ONLY || runtime.toLowerCase().startsWith(ONLY);
 const repo = (p: string) => fileURLToPath(new URL(`../${p}`, import.meta.url));
 const TINYLM = "/work/shared/models/tinylm-brown";
 const TEXT = repo("data/tinystories-valid.part1.txt");
@@ -78,9 +83,10 @@ try {
   const runtimes: [string, string, string[]][] = [
     ["Deno 2.9.6", repo("node_modules/.bin/deno"), ["run", "-A", repo("bench/runtimes_child.ts")]],
     ["Bun 1.4.5", repo("node_modules/.bin/bun"), ["run", repo("bench/runtimes_child.ts")]],
-    [`Node ${process.versions.node ?? "?"} (esbuild bundle)`, "node", [nodeBundle]],
+    [`Node ${(await run("node", ["--version"])).trim()} (esbuild bundle)`, "node", [nodeBundle]],
   ];
   for (const [runtime, cmd, pre] of runtimes) {
+    if (!wanted(runtime)) continue;
     const row: Row = { runtime, works: {}, results: {} };
     for (const m of models) {
       let r;
@@ -101,10 +107,10 @@ try {
     rows.push(row);
   }
   const binary = workerdBinary();
-  if (binary) {
+  if (binary && wanted("workerd")) {
     const build = await buildWorker(join(tmp, "dist"));
     const row: Row = {
-      runtime: "workerd (npm workerd, 1 isolate)",
+      runtime: `workerd (npm workerd, 1 isolate${GC ? ", --expose-gc" : ""})`,
       works: {
         "load+eval (URL)": "load: yes (by Range); eval: not wired in the Worker",
         "compress Blob": "not tried (the Worker takes URLs)",
@@ -115,7 +121,7 @@ try {
       results: {},
     };
     for (const m of models) {
-      const w = await startWorkerd(binary, build.dir);
+      const w = await startWorkerd(binary, build.dir, "worker.js", 30_000, GC ? ["--expose-gc"] : []);
       try {
         const base = await w.rss();
         const t0 = performance.now();
@@ -125,7 +131,7 @@ try {
         );
         const body = new Uint8Array(await res.arrayBuffer());
         if (res.status !== 200) throw new Error(`workerd ${m.name}: ${new TextDecoder().decode(body)}`);
-        untar(body); // a complete archive
+        parseMultipart(body, res.headers.get("content-type") ?? ""); // throws unless complete
         const seconds = (performance.now() - t0) / 1000;
         row.results[m.name] = { seconds, peakMiB: mib(await w.peakRss()), baseMiB: mib(base) };
         console.error(`workerd ${m.name}: ${seconds.toFixed(1)} s, ${mib(await w.peakRss()).toFixed(0)} MiB`);

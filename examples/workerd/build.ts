@@ -21,8 +21,13 @@ export interface WorkerBuild {
   dynamicNode: string[];
 }
 
-/** The workerd config serving `worker` (worker.js or worker_nowasm.js) on 127.0.0.1:`port`. */
-export function workerdConfig(port: number, worker = "worker.js"): string {
+/**
+ * The workerd config serving `worker` (worker.js or worker_nowasm.js) on 127.0.0.1:`port`, with V8 flags
+ * (e.g. `--expose-gc`, which lets the pipeline collect after each linear so the resident set shows what is
+ * alive; the hosted runtime collects by itself as the isolate nears its limit).
+ */
+export function workerdConfig(port: number, worker = "worker.js", v8Flags: readonly string[] = []): string {
+  const flags = v8Flags.length ? `\n  v8Flags = ${JSON.stringify(v8Flags)},` : "";
   return `using Workerd = import "/workerd/workerd.capnp";
 
 const config :Workerd.Config = (
@@ -31,7 +36,7 @@ const config :Workerd.Config = (
     # The default outbound network allows public addresses only; the models are served from 127.0.0.1.
     (name = "net", network = (allow = ["public", "private", "local"])),
   ],
-  sockets = [(name = "http", address = "127.0.0.1:${port}", http = (), service = "main")],
+  sockets = [(name = "http", address = "127.0.0.1:${port}", http = (), service = "main")],${flags}
 );
 
 const compressor :Workerd.Worker = (

@@ -64,10 +64,11 @@ export async function startWorkerd(
   dir: string,
   worker = "worker.js",
   timeoutMs = 30_000,
+  v8Flags: readonly string[] = [],
 ): Promise<Workerd> {
   const port = await freePort();
   const config = `${dir}/config-${port}.capnp`;
-  await writeFile(config, workerdConfig(port, worker));
+  await writeFile(config, workerdConfig(port, worker, v8Flags));
   const child = spawn(binary, ["serve", config], { stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   child.stdout!.on("data", (b) => (out += b));
