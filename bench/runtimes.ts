@@ -47,8 +47,12 @@ function run(cmd: string, args: string[]): Promise<string> {
     let out = "", err = "";
     c.stdout!.on("data", (b) => (out += b));
     c.stderr!.on("data", (b) => (err += b));
-    c.once("exit", (code) =>
-      code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.join(" ")} exited ${code}: ${err.slice(-400)}`))
+    c.once(
+      "exit",
+      (code) =>
+        code === 0
+          ? resolve(out)
+          : reject(new Error(`${cmd} ${args.join(" ")} exited ${code}: ${err.slice(-400)}`)),
     );
   });
 }
@@ -91,7 +95,14 @@ try {
     for (const m of models) {
       let r;
       try {
-        const out = await run(cmd, [...pre, m.path, `${files.origin}/${m.url}`, TEXT, `${SAMPLES}`, `${SEQLEN}`]);
+        const out = await run(cmd, [
+          ...pre,
+          m.path,
+          `${files.origin}/${m.url}`,
+          TEXT,
+          `${SAMPLES}`,
+          `${SEQLEN}`,
+        ]);
         r = JSON.parse(out.trim().split("\n").pop()!);
       } catch (e) {
         console.error(`${runtime} ${m.name}: ${(e as Error).message}`);
@@ -156,7 +167,11 @@ const cell = (r: Row, m: string) => {
 console.log(`| runtime | ${keys.join(" | ")} | ${models.map((m) => m.name).join(" | ")} |`);
 console.log(`|${" --- |".repeat(keys.length + models.length + 1)}`);
 for (const r of rows) {
-  console.log(`| ${r.runtime} | ${keys.map((k) => r.works[k] ?? "—").join(" | ")} | ${models.map((m) => cell(r, m.name)).join(" | ")} |`);
+  console.log(
+    `| ${r.runtime} | ${keys.map((k) => r.works[k] ?? "—").join(" | ")} | ${
+      models.map((m) => cell(r, m.name)).join(" | ")
+    } |`,
+  );
 }
 console.log(
   `\nsvdllm, 20 % removed, ${SAMPLES}×${SEQLEN} calibration tokens of data/tinystories-valid.part1.txt, one ` +

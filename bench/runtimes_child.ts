@@ -65,7 +65,9 @@ await probe("threads", async () => {
 });
 await probe("WebGPU", async () => {
   const info = await initLinalg({ gpu: true });
-  const r = info.gpu ? `yes (${info.gpu.adapter}${info.gpu.fallback ? ", software" : ""})` : `no: ${info.gpuNote}`;
+  const r = info.gpu
+    ? `yes (${info.gpu.adapter}${info.gpu.fallback ? ", software" : ""})`
+    : `no: ${info.gpuNote}`;
   await initLinalg({});
   return r;
 });

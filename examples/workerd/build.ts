@@ -56,7 +56,10 @@ const compressor :Workerd.Worker = (
  * WebAssembly runs there; the second entry, without it, shows the TypeScript fallback.
  */
 const ENTRIES = [
-  [`import wasm from "./svd_llm.wasm";\nimport { makeWorker } from "./worker.ts";\nexport default makeWorker(wasm);\n`, "worker.js"],
+  [
+    `import wasm from "./svd_llm.wasm";\nimport { makeWorker } from "./worker.ts";\nexport default makeWorker(wasm);\n`,
+    "worker.js",
+  ],
   [`import { makeWorker } from "./worker.ts";\nexport default makeWorker();\n`, "worker_nowasm.js"],
 ] as const;
 
@@ -83,7 +86,9 @@ export async function buildWorker(
       for (const imp of o.imports) {
         if (!imp.path.startsWith("node:")) continue;
         if (imp.kind !== "dynamic-import") {
-          throw new Error(`build worker: ${out} keeps a static import of ${imp.path}; workerd cannot load it`);
+          throw new Error(
+            `build worker: ${out} keeps a static import of ${imp.path}; workerd cannot load it`,
+          );
         }
         dynamicNode.add(imp.path);
       }

@@ -16,7 +16,10 @@ import { workerdConfig } from "./build.ts";
 export function workerdBinary(): string | null {
   const arch = process.arch === "arm64" ? "arm64" : "64";
   const path = fileURLToPath(
-    new URL(`../../node_modules/@cloudflare/workerd-${process.platform}-${arch}/bin/workerd`, import.meta.url),
+    new URL(
+      `../../node_modules/@cloudflare/workerd-${process.platform}-${arch}/bin/workerd`,
+      import.meta.url,
+    ),
   );
   return existsSync(path) ? path : null;
 }

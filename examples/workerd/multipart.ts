@@ -23,6 +23,8 @@
  */
 import type { ByteSink, OutputSink } from "../../mod.ts";
 
+export type { ByteSink, OutputSink };
+
 /** A sink streaming into `readable` as multipart/mixed with the given `contentType`. */
 export interface MultipartSink {
   /** Give this to `compress`. */

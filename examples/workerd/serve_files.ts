@@ -40,7 +40,10 @@ export function serveFiles(root: string, port = 0): Promise<FileServer> {
       } finally {
         await f.close();
       }
-      const headers: Record<string, string> = { "accept-ranges": "bytes", "content-length": String(buf.length) };
+      const headers: Record<string, string> = {
+        "accept-ranges": "bytes",
+        "content-length": String(buf.length),
+      };
       if (range) headers["content-range"] = `bytes ${start}-${end}/${st.size}`;
       res.writeHead(range ? 206 : 200, headers).end(req.method === "HEAD" ? undefined : buf);
     } catch (e) {

@@ -81,14 +81,17 @@ export function tarStream(files: Map<string, Uint8Array[]>): ReadableStream<Uint
 export function untar(bytes: Uint8Array): Map<string, Uint8Array> {
   const out = new Map<string, Uint8Array>();
   const dec = new TextDecoder();
-  const field = (h: Uint8Array, at: number, len: number) => dec.decode(h.subarray(at, at + len)).replace(/\0.*$/s, "");
+  const field = (h: Uint8Array, at: number, len: number) =>
+    dec.decode(h.subarray(at, at + len)).replace(/\0.*$/s, "");
   let pos = 0;
   while (pos + BLOCK <= bytes.length) {
     const h = bytes.subarray(pos, pos + BLOCK);
     if (h.every((b) => b === 0)) return out;
     let sum = 0;
     for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 32 : h[i];
-    if (parseInt(field(h, 148, 8).trim(), 8) !== sum) throw new RangeError(`untar: bad header checksum at byte ${pos}`);
+    if (parseInt(field(h, 148, 8).trim(), 8) !== sum) {
+      throw new RangeError(`untar: bad header checksum at byte ${pos}`);
+    }
     const name = field(h, 0, 100);
     const size = parseInt(field(h, 124, 12).trim(), 8);
     if (pos + BLOCK + size > bytes.length) throw new RangeError(`untar: ${name} is cut short`);

@@ -81,7 +81,8 @@ function parseJob(url: URL): Job {
     throw new RangeError(`parameter method=${method} must be svd, asvd or svdllm`);
   }
   const model = need("model");
-  const out = q.get("out") ?? (model.pathname.split("/").filter(Boolean).pop() ?? "model").replace(/\.gguf$/i, "");
+  const out = q.get("out") ??
+    (model.pathname.split("/").filter(Boolean).pop() ?? "model").replace(/\.gguf$/i, "");
   if (!/^[\w.-]{1,64}$/.test(out) || out === "." || out === "..") {
     throw new RangeError(`parameter out=${JSON.stringify(out)} must be 1–64 letters, digits, _ . -`);
   }
@@ -109,7 +110,10 @@ async function fetchText(url: URL): Promise<string> {
 }
 
 const plain = (status: number, message: string, headers: Record<string, string> = {}) =>
-  new Response(message + "\n", { status, headers: { "content-type": "text/plain; charset=utf-8", ...headers } });
+  new Response(message + "\n", {
+    status,
+    headers: { "content-type": "text/plain; charset=utf-8", ...headers },
+  });
 
 /** A short summary of a run, for the `x-svd-llm-report` header (ASCII JSON). */
 function summary(r: CompressReport, kernels: string) {
@@ -166,9 +170,13 @@ export function makeWorker(wasmModule?: WebAssembly.Module): ModuleWorker {
         signal: request.signal,
       };
       const failed = (e: unknown) =>
-        plain(400, `compress ${job.model.href}: ${(e instanceof Error ? e.message : String(e)).split("\n")[0]}`, {
-          "x-svd-llm-kernels": note,
-        });
+        plain(
+          400,
+          `compress ${job.model.href}: ${(e instanceof Error ? e.message : String(e)).split("\n")[0]}`,
+          {
+            "x-svd-llm-kernels": note,
+          },
+        );
       if (job.format === "multipart" && !env.BUCKET) {
         // Streamed: headers go out when the first file starts; an error before that is a 400, one after it
         // cuts the body (no closing delimiter).
@@ -196,7 +204,11 @@ export function makeWorker(wasmModule?: WebAssembly.Module): ModuleWorker {
       const headers = { "x-svd-llm-kernels": note, "x-svd-llm-report": summary(report, note) };
       if (!env.BUCKET) {
         return new Response(tarStream(files), {
-          headers: { ...headers, "content-type": "application/x-tar", "content-disposition": `attachment; filename="${job.out}.tar"` },
+          headers: {
+            ...headers,
+            "content-type": "application/x-tar",
+            "content-disposition": `attachment; filename="${job.out}.tar"`,
+          },
         });
       }
       const listed: { key: string; bytes: number }[] = [];
