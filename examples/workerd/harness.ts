@@ -46,11 +46,16 @@ export interface Workerd {
   peakRss(): Promise<number>;
   /** Resident memory now, bytes (0 where /proc is absent). */
   rss(): Promise<number>;
+  /** CPU time the process has used so far, seconds (user + system; 0 where /proc is absent). */
+  cpuSeconds(): Promise<number>;
   /** What it printed. */
   log(): string;
   /** Kill it and wait for it to exit. */
   close(): Promise<void>;
 }
+
+/** Linux's USER_HZ: /proc reports CPU time in these ticks per second. */
+const CLOCK_TICKS = 100;
 
 async function procKiB(pid: number, field: string): Promise<number> {
   const s = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
@@ -82,6 +87,11 @@ export async function startWorkerd(
     pid: child.pid!,
     peakRss: () => procKiB(child.pid!, "VmHWM"),
     rss: () => procKiB(child.pid!, "VmRSS"),
+    cpuSeconds: async () => {
+      const stat = await readFile(`/proc/${child.pid}/stat`, "utf8").catch(() => "");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // fields from 3 on; utime, stime are 14, 15
+      return f.length > 13 ? (Number(f[11]) + Number(f[12])) / CLOCK_TICKS : 0;
+    },
     log: () => out,
     close: async () => {
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
