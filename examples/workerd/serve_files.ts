@@ -56,7 +56,11 @@ export function serveFiles(root: string, port = 0): Promise<FileServer> {
       const { port: p } = server.address() as AddressInfo;
       resolve({
         origin: `http://127.0.0.1:${p}`,
-        close: () => new Promise<void>((r) => server.close(() => r())),
+        close: () =>
+          new Promise<void>((r) => {
+            server.close(() => r());
+            server.closeAllConnections(); // idle keep-alive connections of a fetch pool would hold close() for minutes
+          }),
       });
     });
   });

@@ -166,3 +166,37 @@ test("workerd multipart sink: an aborted run errors the body (no complete-lookin
   await sink.abort(new Error("stop"));
   await assert.rejects(body);
 });
+
+test("workerd Worker with an R2 bucket bound: every file put, COMPLETE last, matching the streamed answer", async () => {
+  const { makeWorker } = await import("../../examples/workerd/worker.ts");
+  const files = await serveFiles(repo("."));
+  try {
+    const puts: [string, Uint8Array][] = [];
+    const BUCKET = {
+      put: async (key: string, value: Blob | Uint8Array | string) => {
+        const bytes = typeof value === "string"
+          ? new TextEncoder().encode(value)
+          : value instanceof Blob
+          ? new Uint8Array(await value.arrayBuffer())
+          : value;
+        puts.push([key, bytes]);
+      },
+    };
+    const worker = makeWorker(); // here the kernels compile from bytes as usual
+    const url = `http://worker/compress?model=${files.origin}/models/stories260K/stories260K.gguf` +
+      `&text=${files.origin}/data/tinystories-valid.part1.txt&samples=4&seqlen=64&out=s260`;
+    const res = await worker.fetch(new Request(url), { BUCKET });
+    assert.equal(res.status, 200, await res.clone().text());
+    const listed = (await res.json()).files as { key: string; bytes: number }[];
+    assert.deepEqual(puts.map(([k]) => k), [...listed.map((f) => f.key), "s260/COMPLETE"]);
+    const streamed = await worker.fetch(new Request(url));
+    const parts = parseMultipart(
+      new Uint8Array(await streamed.arrayBuffer()),
+      streamed.headers.get("content-type")!,
+    );
+    assert.deepEqual(puts.find(([k]) => k === "s260/model.safetensors")![1], parts.get("model.safetensors"));
+    assert.deepEqual(JSON.parse(new TextDecoder().decode(puts.at(-1)![1])), listed);
+  } finally {
+    await files.close();
+  }
+});
