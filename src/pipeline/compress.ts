@@ -60,11 +60,12 @@ import {
   type SideFiles,
   urlSideFiles,
   writeBlockTensors,
+  writeConfig,
   writeSideFiles,
 } from "./output.ts";
 import { type CompressPhases, createPhaseClock, type PhaseClock } from "./phases.ts";
 import { sensitivitySweep } from "./sensitivity.ts";
-import { type OutputSink, writeWhole } from "./sink.ts";
+import type { OutputSink } from "./sink.ts";
 import { type CompressMethod, PIPELINE_VERSION, type SvdLlmConfig } from "./svd_llm_config.ts";
 
 export { linearShape } from "../model/linear_shape.ts";
@@ -283,7 +284,7 @@ export async function compressModel(
     );
     const config = outputConfig(model.config, run.spec, run.gguf);
     config.svd_llm = svdLlmSection(model, run, { calibration, ranks, params, layers });
-    await writeWhole(sink, "config.json", JSON.stringify(config, null, 2) + "\n");
+    await writeConfig(sink, config);
     await writeSideFiles(sink, await sideFilesOf(origin, run.gguf));
     opts.signal?.throwIfAborted();
     await sink.commit();
