@@ -28,6 +28,7 @@ import {
   compressedConfig,
   denseConfig,
   hasFactors,
+  HF_BASE_TYPES,
   modelingFile,
   modelingFileName,
 } from "../export/hf.ts";
@@ -43,6 +44,9 @@ export const TOKENIZER_FILES: readonly string[] = Object.freeze([
   "tokenizer.model",
   "tokenizer_gguf.json",
 ]);
+
+/** The modeling files a compressed folder's config.json can name in its auto_map ({@link writeConfig}). */
+export const MODELING_FILES: readonly string[] = Object.freeze(HF_BASE_TYPES.map(modelingFileName));
 
 /** The dtype a copied tensor is stored in: F16 and BF16 stay, everything else (F32, quantized) becomes F32. */
 export function storageDtype(dtype: string): WritableDType {
