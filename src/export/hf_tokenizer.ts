@@ -1,7 +1,7 @@
 /**
  * A GGUF SentencePiece vocabulary (`tokenizer.ggml.model = "llama"`, as in stories260K) as a Hugging Face
  * `tokenizer.json` + `tokenizer_config.json`, so `AutoTokenizer` and transformers.js read a GGUF-sourced output.
- * The encoding is the one {@link GgufSentencePieceTokenizer} does: a "▁" prepended (when
+ * The encoding is the one `GgufSentencePieceTokenizer` (src/tokenize/sentencepiece.ts) does: a "▁" prepended (when
  * `add_space_prefix`), spaces → "▁", characters merged by the score of the merged piece, leftovers as
  * `<0xNN>` bytes. As a BPE tokenizer.json that is: a `Prepend` + `Replace` normalizer, no pre-tokenizer, every
  * split `(a, b)` of a piece whose parts are pieces as a merge ranked by the piece's score (highest first), and
@@ -21,7 +21,7 @@
  *   ["tokenizer.ggml.eos_token_id", 2],
  * ]);
  * const { tokenizerJson } = ggufToHfTokenizer(kv as never);
- * console.log((tokenizerJson.model as { merges: string[][] }).merges); // [ [ "▁", "a" ], [ "a", "b" ], [ "▁a", "b" ], [ "▁", "ab" ] ]
+ * console.log((tokenizerJson.model as { merges: string[][] }).merges); // [ [ "▁", "a" ], [ "a", "b" ], [ "▁", "ab" ], [ "▁a", "b" ] ]
  * ```
  *
  * @module
