@@ -12,7 +12,9 @@ import { tokenizerFromGguf } from "../../src/tokenize/from_gguf.ts";
 import { hfTokenizerFromJson } from "../../src/tokenize/hf.ts";
 import { ggufToHfTokenizer } from "../../src/export/hf_tokenizer.ts";
 import { OptionError } from "../../src/errors.ts";
-import { ROOT, STORIES } from "../pipeline/_helpers.ts";
+import { compress } from "../../src/pipeline/compress.ts";
+import { ROOT, STORIES, tempDir } from "../pipeline/_helpers.ts";
+import { rm } from "node:fs/promises";
 
 async function storiesVocab() {
   const g = await openGguf(STORIES);
@@ -60,6 +62,36 @@ test("GGUF → tokenizer.json: id-exact on random text (unknown characters as by
     }),
     { numRuns: 300 },
   );
+});
+
+test("a compressed stories260K folder's tokenizer.json: transformers.js AutoTokenizer gives our ids", {
+  timeout: 240_000,
+}, async () => {
+  // deno-lint-ignore no-explicit-any
+  let tjs: any;
+  try {
+    tjs = await import("@huggingface/transformers");
+  } catch (e) {
+    console.log(`skip: @huggingface/transformers does not load here: ${(e as Error).message}`);
+    return;
+  }
+  const dir = await tempDir("svdllm-hftok-");
+  try {
+    await compress(STORIES, join(dir, "stories-svd"), { method: "svd", ratio: { removed: 0.3 } });
+    tjs.env.allowRemoteModels = false;
+    tjs.env.localModelPath = dir + "/";
+    const tok = await tjs.AutoTokenizer.from_pretrained("stories-svd");
+    const { ours } = await storiesVocab();
+    const text = (await readFile(join(ROOT, "data/tinystories-valid.part1.txt"), "utf8")).slice(0, 5000);
+    const ids: number[] = tok.encode(text, { add_special_tokens: false });
+    assert.deepEqual(ids, Array.from(ours.encode(text)));
+    assert.deepEqual(
+      tok.encode("Once upon a time"),
+      Array.from(ours.encode("Once upon a time", { bos: true })),
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test("bad input: a vocabulary that is not SentencePiece, or is malformed, is refused by name", async () => {
