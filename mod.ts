@@ -67,6 +67,7 @@ export {
   streamSink,
 } from "./src/pipeline/sink.ts";
 export { readSvdLlmConfig, type RecordedLayer, type SvdLlmConfig } from "./src/pipeline/svd_llm_config.ts";
+export { openModelSource } from "./src/pipeline/source.ts";
 export {
   compareMethods,
   type CompareOptions,
@@ -83,7 +84,13 @@ export {
   fwsvdModel,
   type FwsvdOptions,
 } from "./src/pipeline/fwsvd.ts";
-export { exportOnnx, type ExportOnnxOptions, type ExportOnnxReport } from "./src/export/onnx.ts";
+export {
+  type ExportDtype,
+  type ExportInput,
+  exportOnnx,
+  type ExportOnnxOptions,
+  type ExportOnnxReport,
+} from "./src/export/onnx.ts";
 
 // Per-layer methods.
 export { asvd, type LayerCompressor, svdLayer, svdllm, type Target } from "./src/methods/layer.ts";

@@ -7,7 +7,9 @@
  * Inputs and outputs follow the layout transformers.js and Optimum use for decoder-only models:
  * `input_ids` (batch×seq int64), `attention_mask` (batch×(past+seq) int64), `position_ids` (batch×seq int64),
  * `past_key_values.N.key/value` (batch×kvHeads×past×headDim float32) → `logits` (batch×seq×vocab float32),
- * `present.N.key/value` (batch×kvHeads×(past+seq)×headDim).
+ * `present.N.key/value` (batch×kvHeads×(past+seq)×headDim). In ASVD's KV-cache mode ("latent"), the cache of a
+ * low-rank k/v projection holds its rank-r latents instead (batch×1×(past+seq)×r) and the keys/values are
+ * rebuilt from them (keys rotated after the rebuild: RoPE does not commute with A).
  *
  * Values are tensors batch×seq×width ("flat") or batch×heads×seq×headDim ("heads", after RoPE). A low-rank
  * linear is two MatMuls (x·Bᵀ)·Aᵀ, so the file keeps the saving. Weights are stored transposed (in×out) for
@@ -354,9 +356,10 @@ function attentionMask(g: Builder, spec: LlamaSpec): string {
 }
 
 /**
- * Build the decoder graph for `spec` with the linear shapes of `plan`, weights stored as `dtype`. The weight
- * list is in block order (embedding, then block 0's tensors in program order, …, final norm, lm_head), which
- * is the order the exporter reads the model in.
+ * Build the decoder graph for `spec` with the linear shapes of `plan`, weights stored as `dtype`, the cache
+ * holding full keys/values or (`kvCache` "latent") k/v latents. The weight list is in block order (embedding,
+ * then block 0's tensors in program order, …, final norm, lm_head), which is the order the exporter reads the
+ * model in.
  */
 export function decoderGraph(
   spec: LlamaSpec,

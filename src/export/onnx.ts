@@ -52,6 +52,8 @@ import {
 import { constTensor, ELEM_SIZE, ElemType, modelProto, tensorProto } from "./onnx_proto.ts";
 import type { Message } from "./protobuf.ts";
 
+export type { ExportDtype } from "./graph.ts";
+
 /** The dtypes {@link exportOnnx} accepts. */
 export const EXPORT_DTYPES: readonly ExportDtype[] = Object.freeze(["f32", "f16", "int8"]);
 

@@ -59,18 +59,29 @@ export function firstDuplicateKey(text: string): string | undefined {
     const c = text.charCodeAt(i);
     if (c === 34 /* " */) {
       const start = i;
-      for (i++; text.charCodeAt(i) !== 34; i++) if (text.charCodeAt(i) === 92 /* \ */) i++;
+      let escaped = false;
+      for (i++; text.charCodeAt(i) !== 34; i++) {
+        if (text.charCodeAt(i) === 92 /* \ */) {
+          escaped = true;
+          i++;
+        }
+      }
       if (depth !== 1) continue;
       let j = i + 1;
-      while (j < text.length && /\s/.test(text[j])) j++;
-      if (text[j] !== ":") continue; // a string value, not a key
-      const key = JSON.parse(text.slice(start, i + 1)) as string;
+      while (isJsonSpace(text.charCodeAt(j))) j++;
+      if (text.charCodeAt(j) !== 58 /* : */) continue; // a string value, not a key
+      const key = escaped ? JSON.parse(text.slice(start, i + 1)) as string : text.slice(start + 1, i);
       if (seen.has(key)) return key;
       seen.add(key);
     } else if (c === 123 || c === 91) depth++; // { [
     else if (c === 125 || c === 93) depth--; // } ]
   }
   return undefined;
+}
+
+/** JSON's white space: space, tab, line feed, carriage return. */
+function isJsonSpace(c: number): boolean {
+  return c === 32 || c === 9 || c === 10 || c === 13;
 }
 
 /**

@@ -24,8 +24,9 @@ export interface OpenUrlOptions {
   /** Pause before the first retry in milliseconds, growing linearly (default 250). */
   retryDelayMs?: number;
   /**
-   * Longest wait for one request, answer and body included, in milliseconds (default 30 000): a server that
-   * accepts and never answers fails with a FormatError naming the URL instead of hanging.
+   * Longest wait without progress, in milliseconds (default 30 000): for the answer to a request, then between
+   * two chunks of its body. A server that accepts and never answers, or stalls mid-body, fails (after the
+   * retries) with a FormatError naming the URL instead of hanging; a slow transfer that progresses goes on.
    */
   timeoutMs?: number;
   /** Aborts every request (and the pauses between retries) when it fires. */
@@ -178,8 +179,8 @@ export async function openUrl(url: string | URL, opts: OpenUrlOptions = {}): Pro
 class Stopped extends Error {}
 
 /**
- * One request under the retry policy: each attempt gets `opts.timeoutMs` for the answer and for `use` (which
- * reads the body) together; network errors, timeouts and {@link TRANSIENT} statuses are retried
+ * One request under the retry policy: each attempt may wait `opts.timeoutMs` for the answer, then as long
+ * again between two chunks of the body `use` reads; network errors, timeouts and {@link TRANSIENT} statuses are retried
  * `opts.retries` times after a growing pause; the caller's signal stops everything. Redirects are followed
  * here (at most {@link MAX_REDIRECTS}), and the caller's headers go to the first URL's origin only.
  */
@@ -212,11 +213,17 @@ export async function requestWithPolicy<T>(
     let stop: (e: Error) => void = () => {};
     const stopped = new Promise<never>((_, reject) => (stop = reject));
     stopped.catch(() => {});
-    const timer = setTimeout(() => {
+    const expire = () => {
       timedOut = true;
       ctrl.abort();
       stop(new Stopped());
-    }, timeoutMs);
+    };
+    // an idle deadline: re-armed by every body chunk, so a slow transfer that progresses is not cut
+    let timer = setTimeout(expire, timeoutMs);
+    const rearm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(expire, timeoutMs);
+    };
     const onAbort = () => {
       ctrl.abort();
       stop(new Stopped());
@@ -233,12 +240,12 @@ export async function requestWithPolicy<T>(
         await discard(res);
         failure = new Error(`HTTP status ${res.status}`);
       } else {
-        return await Promise.race([use(res), stopped]);
+        return await Promise.race([use(watchProgress(res, rearm)), stopped]);
       }
     } catch (e) {
       if (e instanceof FormatError) throw e;
       if (opts.signal?.aborted) throw aborted();
-      failure = timedOut ? new Error(`no complete answer within ${timeoutMs} ms (timeoutMs)`) : e as Error;
+      failure = timedOut ? new Error(`no answer for ${timeoutMs} ms (timeoutMs)`) : e as Error;
       if (attempt >= retries) {
         throw new FormatError(name, `${what}: request failed after ${attempt + 1} tries: ${failure.message}`);
       }
@@ -248,6 +255,20 @@ export async function requestWithPolicy<T>(
     }
     await pause(retryDelayMs * (attempt + 1), opts.signal);
   }
+}
+
+/** `res` with a body that calls `onChunk` as each chunk arrives (the same status, headers and bytes). */
+function watchProgress(res: Response, onChunk: () => void): Response {
+  if (!res.body || typeof TransformStream === "undefined") return res;
+  const body = res.body.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, out) {
+        onChunk();
+        out.enqueue(chunk);
+      },
+    }),
+  );
+  return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
 }
 
 /** Wait `ms`, or less if `signal` fires (the next loop turn then reports the abort). */

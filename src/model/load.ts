@@ -17,7 +17,7 @@ import { fetchUrlText, openUrl, type OpenUrlOptions } from "../io/url_source.ts"
 import { hfTokenizerFromJson } from "../tokenize/hf.ts";
 import { tokenizerFromGguf, tokenizerFromGgufJson } from "../tokenize/from_gguf.ts";
 import type { Tokenizer } from "../tokenize/tokenizer.ts";
-import { ggufToHfName, LM_HEAD } from "./names.ts";
+import { EMBED, FINAL_NORM, ggufToHfName, LM_HEAD } from "./names.ts";
 import { type LlamaSpec, specFromGguf, specFromHfConfig } from "./spec.ts";
 
 /** An opened model: spec, weights under canonical names, tokenizer. Close it when done. */
@@ -141,11 +141,15 @@ export async function loadModel(path: string | URL, opts: OpenUrlOptions = {}): 
  */
 export function checkLayerCount(reader: TensorReader, spec: LlamaSpec): void {
   const present = new Set<number>();
+  let top = -1; // a loop, not Math.max(...present): a hostile header may name 10⁶ blocks
   for (const t of reader.tensors()) {
     const m = /^model\.layers\.(\d+)\./.exec(t.name);
-    if (m) present.add(Number(m[1]));
+    if (m) {
+      const i = Number(m[1]);
+      present.add(i);
+      if (i > top) top = i;
+    }
   }
-  const top = Math.max(-1, ...present);
   if (top >= spec.numLayers) {
     throw new FormatError(
       reader.name,
@@ -226,7 +230,7 @@ function checkBlockShapes(reader: TensorReader, spec: LlamaSpec): void {
 /**
  * Check an opened model against its own tensor list before anything is read or allocated from the config:
  * the block count ({@link checkLayerCount}), floating-point weights (an integer dtype is refused with the
- * tensor's name), every block linear's and norm's shape, the embedding's shape against vocab_size × hidden_size, and the BOS/EOS ids inside the
+ * tensor's name), every block linear's and norm's shape, the embedding's, lm_head's and final norm's shapes, and the BOS/EOS ids inside the
  * vocabulary (an id outside it would silently mean "no BOS"). Throws a FormatError naming the input.
  */
 export function checkLoadedModel(m: LoadedModel): void {
@@ -241,16 +245,19 @@ export function checkLoadedModel(m: LoadedModel): void {
     }
   }
   checkBlockShapes(reader, spec);
-  const embed = "model.embed_tokens.weight";
-  if (reader.has(embed)) {
-    const shape = reader.info(embed).shape;
-    if (shape.length !== 2 || shape[1] !== spec.hiddenSize || shape[0] < spec.vocabSize) {
+  // embedding and lm_head: [vocab (or more rows, padding), hidden]; final norm: [hidden]
+  for (const name of [EMBED, LM_HEAD, FINAL_NORM]) {
+    if (!reader.has(name)) continue;
+    const shape = reader.info(name).shape;
+    const ok = name === FINAL_NORM
+      ? shape.length === 1 && shape[0] === spec.hiddenSize
+      : shape.length === 2 && shape[1] === spec.hiddenSize && shape[0] >= spec.vocabSize;
+    if (!ok) {
       throw new FormatError(
         reader.name,
-        `load model: ${embed} has shape [${
-          shape.join(", ")
-        }] but the config says vocab_size ${spec.vocabSize} × ` +
-          `hidden_size ${spec.hiddenSize}`,
+        `load model: ${name} has shape [${shape.join(", ")}] but the config says ${
+          name === FINAL_NORM ? "" : `vocab_size ${spec.vocabSize} × `
+        }hidden_size ${spec.hiddenSize}`,
       );
     }
   }

@@ -30,7 +30,6 @@
  */
 import { OptionError } from "../errors.ts";
 import { calibrationWindows } from "../calib/windows.ts";
-import { type GgufValue, openGguf } from "../io/gguf.ts";
 import type { WritableDType } from "../io/dtype.ts";
 import { createSafetensorsStreamWriter } from "../io/safetensors_writer.ts";
 import { checkedReader, type TensorReader } from "../io/tensor_reader.ts";
@@ -46,29 +45,22 @@ import {
   summarizeParams,
 } from "../methods/ratio.ts";
 import { linearShape } from "../model/linear_shape.ts";
-import { checkLayerCount, type LoadedModel, loadModel, modelFromGguf } from "../model/load.ts";
+import { checkLayerCount } from "../model/load.ts";
 import { EMBED, LINEAR_NAMES, type LinearName, linearPrefix } from "../model/names.ts";
 import type { LlamaSpec } from "../model/spec.ts";
 import type { Tokenizer } from "../tokenize/tokenizer.ts";
 import { type BlockStepContext, compressBlock, type LayerReport } from "./block_step.ts";
 import { embedWindows, type HiddenStates } from "./hidden.ts";
 import { defaultMemoryPolicy, type MemoryPolicy } from "./memory_policy.ts";
-import {
-  folderSideFiles,
-  outputConfig,
-  planOutput,
-  type SideFiles,
-  urlSideFiles,
-  writeBlockTensors,
-  writeConfig,
-  writeSideFiles,
-} from "./output.ts";
+import { outputConfig, planOutput, writeBlockTensors, writeConfig, writeSideFiles } from "./output.ts";
 import { type CompressPhases, createPhaseClock, type PhaseClock } from "./phases.ts";
 import { sensitivitySweep } from "./sensitivity.ts";
+import { type ModelOrigin, type ModelSource, openModelSource, sideFilesOf } from "./source.ts";
 import type { OutputSink } from "./sink.ts";
 import { type CompressMethod, PIPELINE_VERSION, type SvdLlmConfig } from "./svd_llm_config.ts";
 
 export { linearShape } from "../model/linear_shape.ts";
+export type { ModelOrigin, ModelSource } from "./source.ts";
 export type { LayerReport } from "./block_step.ts";
 export type { CompressPhases } from "./phases.ts";
 export { type CompressMethod, PIPELINE_VERSION } from "./svd_llm_config.ts";
@@ -210,21 +202,8 @@ export interface ModelInput {
   name: string;
 }
 
-/** A model {@link compress} can open: a folder or `.gguf` path, an http(s)/file URL, or a GGUF file's bytes. */
-export type ModelSource = string | URL | Blob | Uint8Array | ArrayBuffer;
-
 /** Where {@link compress} writes: a folder path, or a sink (memory, streams; see `sink.ts`). */
 export type CompressOutput = string | OutputSink;
-
-/** Where the model given to {@link compressModel} came from (all optional). */
-export interface ModelOrigin {
-  /** The folder or file it was read from: never written onto, and its tokenizer files are copied. */
-  inputPath?: string;
-  /** Its side files (tokenizer), when not a local folder. */
-  sideFiles?: SideFiles;
-  /** A GGUF input's metadata (its vocabulary is kept as `tokenizer_gguf.json`). */
-  gguf?: ReadonlyMap<string, GgufValue>;
-}
 
 /**
  * Compress the model at `input` (a Hugging Face folder or a GGUF file, by path or URL; or a GGUF file as a
@@ -679,82 +658,6 @@ function svdLlmSection(
     source: model.name,
     date: new Date().toISOString(),
   };
-}
-
-/** Where the output's tokenizer files come from. */
-async function sideFilesOf(
-  origin: ModelOrigin,
-  gguf: boolean,
-): Promise<{ gguf: ReadonlyMap<string, GgufValue> } | { files: SideFiles } | undefined> {
-  if (origin.gguf) return { gguf: origin.gguf };
-  if (origin.sideFiles) return { files: origin.sideFiles };
-  if (!origin.inputPath) return undefined;
-  if (!gguf) return { files: folderSideFiles(origin.inputPath) };
-  // An opened GGUF model given by path only: read its metadata again for the vocabulary.
-  const g = await openGguf(origin.inputPath);
-  try {
-    return { gguf: g.kv };
-  } finally {
-    await g.close();
-  }
-}
-
-/** True when the first bytes are GGUF's magic. */
-async function isGgufBytes(input: Blob | Uint8Array | ArrayBuffer): Promise<boolean> {
-  const head = input instanceof Blob
-    ? new Uint8Array(await input.slice(0, 4).arrayBuffer())
-    : new Uint8Array(input instanceof Uint8Array ? input.subarray(0, 4) : input.slice(0, 4));
-  return head.length === 4 && String.fromCharCode(...head) === "GGUF";
-}
-
-/** Open what {@link compress} was given, and where its side files come from. */
-async function openModelSource(input: ModelSource): Promise<{ model: LoadedModel; origin: ModelOrigin }> {
-  const isUrl = input instanceof URL || (typeof input === "string" && /^(https?|file):/i.test(input));
-  if (typeof input === "string" && !isUrl) {
-    if (/\.gguf$/i.test(input)) return await openGgufModel(input, input);
-    return { model: await loadModel(input), origin: { inputPath: input } };
-  }
-  if (isUrl) {
-    const url = new URL(input as string | URL);
-    if (url.protocol === "file:") {
-      const { fileURLToPath } = await import("node:url");
-      return await openModelSource(fileURLToPath(url));
-    }
-    if (/\.gguf$/i.test(url.pathname)) return await openGgufModel(url, url.href);
-    return { model: await loadModel(url), origin: { sideFiles: urlSideFiles(url) } };
-  }
-  const blob = input as Blob | Uint8Array | ArrayBuffer;
-  const known = (typeof Blob !== "undefined" && blob instanceof Blob) || blob instanceof Uint8Array ||
-    blob instanceof ArrayBuffer;
-  if (!known) {
-    throw new OptionError(
-      `compress: cannot read a model from ${
-        Object.prototype.toString.call(input)
-      } (give a path, URL, Blob or bytes)`,
-    );
-  }
-  const name = (blob as { name?: string }).name ?? "model.gguf";
-  if (!await isGgufBytes(blob)) {
-    throw new OptionError(
-      `compress: ${name} is not a GGUF file (a Blob or bytes must hold one; give a Hugging Face folder by path or URL)`,
-    );
-  }
-  return await openGgufModel(blob, name);
-}
-
-async function openGgufModel(
-  input: string | URL | Blob | Uint8Array | ArrayBuffer,
-  where: string,
-): Promise<{ model: LoadedModel; origin: ModelOrigin }> {
-  const g = await openGguf(input);
-  try {
-    const name = where.split(/[\\/]/).pop()!.replace(/\.gguf$/i, "");
-    const model = modelFromGguf(g, where, name);
-    return { model, origin: { gguf: g.kv, inputPath: typeof input === "string" ? input : undefined } };
-  } catch (e) {
-    await g.close();
-    throw e;
-  }
 }
 
 /**

@@ -11,4 +11,5 @@ export * from "./sensitivity.ts";
 export * from "./inspect.ts";
 export * from "./sink.ts";
 export * from "./svd_llm_config.ts";
+export { openModelSource, sideFilesOf } from "./source.ts";
 export { openOutputDir, type OutputDir, type OutputDirOptions } from "./output_dir.ts";

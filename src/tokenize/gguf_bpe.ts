@@ -10,6 +10,7 @@ import { FormatError } from "../errors.ts";
 import type { GgufValue } from "../io/gguf.ts";
 import { checkBpeMerges } from "./bpe_merges.ts";
 import { hfTokenizerFromJson } from "./hf.ts";
+import { specialId } from "./sentencepiece.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 const GPT2 = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
@@ -74,8 +75,8 @@ export function ggufBpeTokenizer(kv: ReadonlyMap<string, GgufValue>, where = "mo
     }
   });
   const id = (key: string): number | undefined => {
-    const v = kv.get(key);
-    return typeof v === "number" && v >= 0 && v < tokens.length ? v : undefined;
+    const v = specialId(kv, key, tokens.length, where);
+    return v < 0 ? undefined : v;
   };
   const json = {
     version: "1.0",
@@ -103,11 +104,9 @@ export function ggufBpeTokenizer(kv: ReadonlyMap<string, GgufValue>, where = "mo
       merges,
     },
   };
+  const bosId = id("tokenizer.ggml.bos_token_id"), eosId = id("tokenizer.ggml.eos_token_id");
   try {
-    return hfTokenizerFromJson(json, { clean_up_tokenization_spaces: false }, {
-      bosId: id("tokenizer.ggml.bos_token_id"),
-      eosId: id("tokenizer.ggml.eos_token_id"),
-    });
+    return hfTokenizerFromJson(json, { clean_up_tokenization_spaces: false }, { bosId, eosId });
   } catch (e) {
     throw new FormatError(where, `GGUF byte-level BPE tokenizer: ${(e as Error).message}`);
   }

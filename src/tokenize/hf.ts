@@ -58,6 +58,13 @@ export function hfTokenizerFromJson(
   const idOf = (key: string, fallback: number | undefined): number => {
     const content = tokenContent(tokenizerConfig[key]);
     const id = content === undefined ? undefined : tok.token_to_id(content);
+    if (content !== undefined && id === undefined) {
+      // named but absent: silently falling back would mean "no BOS" or another token
+      throw new FormatError(
+        where,
+        `tokenizer_config.json ${key} ${JSON.stringify(content)} is not a token of this vocabulary`,
+      );
+    }
     return id ?? (fallback !== undefined && fallback >= 0 ? fallback : -1);
   };
   let maxId = -1;

@@ -193,6 +193,8 @@ export interface FileServer {
   fail(path: string, status: number, times: number): void;
   /** Answer `path` with headers and half a body, then nothing more (a stalled transfer). */
   stall(path: string): void;
+  /** Send `path`'s body in `parts` pieces, `delayMs` apart (a slow transfer that progresses). */
+  drip(path: string, parts: number, delayMs: number): void;
   close(): Promise<void>;
 }
 
@@ -202,6 +204,7 @@ export async function startFileServer(lifetimeMs = 60_000): Promise<FileServer> 
   const redirects = new Map<string, string>();
   const failures = new Map<string, { status: number; times: number }>();
   const stalls = new Set<string>();
+  const drips = new Map<string, { parts: number; delayMs: number }>();
   const open = new Set<ServerResponse>();
   const log: Logged[] = [];
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
@@ -228,6 +231,21 @@ export async function startFileServer(lifetimeMs = 60_000): Promise<FileServer> 
     if (!body) {
       res.writeHead(404, { ...headers, "content-length": "0" });
       return res.end();
+    }
+    const drip = drips.get(path);
+    if (drip && !req.headers.range) {
+      open.add(res);
+      res.writeHead(200, { ...headers, "content-length": String(body.length) });
+      const size = Math.ceil(body.length / drip.parts);
+      let at = 0;
+      const next = () => {
+        if (res.destroyed) return;
+        res.write(body.subarray(at, at + size));
+        at += size;
+        if (at >= body.length) res.end();
+        else setTimeout(next, drip.delayMs);
+      };
+      return next();
     }
     const m = req.headers.range?.match(/^bytes=(\d+)-(\d+)$/);
     if (!m) {
@@ -258,6 +276,7 @@ export async function startFileServer(lifetimeMs = 60_000): Promise<FileServer> 
     base,
     log,
     stall: (p) => stalls.add(p),
+    drip: (p, parts, delayMs) => drips.set(p, { parts, delayMs }),
     put: (p, b) => files.set(p, typeof b === "string" ? new TextEncoder().encode(b) : b),
     redirect: (p, to) => redirects.set(p, to),
     fail: (p, status, times) => failures.set(p, { status, times }),

@@ -176,6 +176,21 @@ const headerCases: [string, (h: Record<string, Record<string, unknown>>) => void
     (h) => (h["model.norm.weight"].dtype = "F8_E4M3"),
     /unknown or unsupported dtype "F8_E4M3"/,
   ],
+  [
+    "lm_head of the wrong width",
+    (h) => (h["lm_head.weight"].shape = [202, 32]),
+    /lm_head\.weight has shape \[202, 32\] but the config says vocab_size 101 × hidden_size 64/,
+  ],
+  [
+    "a final norm of the wrong shape",
+    (h) => (h["model.norm.weight"].shape = [32, 2]),
+    /model\.norm\.weight has shape \[32, 2\] but the config says hidden_size 64/,
+  ],
+  [
+    "a block norm of the wrong length",
+    (h) => Object.assign(h["model.layers.1.input_layernorm.weight"], { shape: [32], dtype: "F64" }),
+    /model\.layers\.1\.input_layernorm\.weight has shape \[32\]/,
+  ],
 ];
 
 for (const [name, edit, problem] of headerCases) {
@@ -248,6 +263,21 @@ for (const [file, text, problem] of jsonCases) {
     }
   });
 }
+
+test("folder: a tokenizer_config.json bos_token the vocabulary lacks is refused (not 'no BOS')", async () => {
+  const { dir, cleanup } = await fixtureCopy();
+  try {
+    await writeFile(join(dir, "tokenizer_config.json"), JSON.stringify({ bos_token: "<|begin|>" }));
+    await assertRefused(
+      () => loadModel(dir),
+      join(dir, "tokenizer.json"),
+      /tokenizer_config\.json bos_token "<\|begin\|>" is not a token of this vocabulary/,
+      dir,
+    );
+  } finally {
+    await cleanup();
+  }
+});
 
 test("folder: no tokenizer at all is refused naming the folder", async () => {
   const { dir, cleanup } = await fixtureCopy();

@@ -204,3 +204,43 @@ test(
     }
   },
 );
+
+test("gguf: a tokenizer_gguf.json (a compressed GGUF model's vocabulary) with an out-of-vocabulary BOS is refused", async () => {
+  const { tokenizerFromGgufJson } = await import("../../src/tokenize/from_gguf.ts");
+  const pieces = ["<unk>", "<s>", "</s>", "a"];
+  const base = {
+    "tokenizer.ggml.model": "llama",
+    "tokenizer.ggml.tokens": pieces,
+    "tokenizer.ggml.scores": [0, 0, 0, -1],
+    "tokenizer.ggml.token_type": [2, 3, 3, 1],
+  };
+  assert.equal(tokenizerFromGgufJson({ ...base, "tokenizer.ggml.bos_token_id": 1 }, "t.json").bosId, 1);
+  assert.equal(
+    tokenizerFromGgufJson({ ...base, "tokenizer.ggml.bos_token_id": 0xffffffff }, "t.json").bosId,
+    -1,
+  );
+  await assertRefused(
+    () =>
+      Promise.resolve().then(() =>
+        tokenizerFromGgufJson({ ...base, "tokenizer.ggml.bos_token_id": 7 }, "t.json")
+      ),
+    "t.json",
+    /GGUF tokenizer\.ggml\.bos_token_id is 7, outside the vocabulary of 4 tokens/,
+  );
+  await assertRefused(
+    () =>
+      Promise.resolve().then(() =>
+        tokenizerFromGgufJson(
+          {
+            ...base,
+            "tokenizer.ggml.model": "gpt2",
+            "tokenizer.ggml.merges": [],
+            "tokenizer.ggml.eos_token_id": 4,
+          },
+          "t.json",
+        )
+      ),
+    "t.json",
+    /GGUF tokenizer\.ggml\.eos_token_id is 4, outside the vocabulary of 4 tokens/,
+  );
+});

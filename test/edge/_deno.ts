@@ -71,17 +71,30 @@ export interface FileServer {
 
 /**
  * Serve `files` (paths relative to `dir`, `/`-separated; anything else answers 404) on 127.0.0.1 at a free
- * port. `extra` maps URL paths to generated bodies (an import map, a page; a function is called per request).
+ * port, with single byte ranges (`Range: bytes=a-b`, as `loadModel(URL)` reads). `extra` maps URL paths to
+ * generated bodies (an import map, a bundle; a function is called per request); `onPost` receives POSTed
+ * bodies by path; `headers` go on every answer (COOP/COEP for a cross-origin-isolated page).
  */
 export function serveFiles(
   dir: string,
   files: Iterable<string>,
-  extra: Record<string, { type: string; body: string | (() => string) }> = {},
+  extra: Record<string, { type: string; body: string | Uint8Array | (() => string | Uint8Array) }> = {},
   headers: Record<string, string> = {},
+  onPost?: (path: string, body: string) => void,
 ): Promise<FileServer> {
   const allowed = new Set(files);
   const server: Server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname).slice(1);
+    if (req.method === "POST") {
+      let body = "";
+      req.on("data", (d) => body += d);
+      req.on("end", () => {
+        onPost?.("/" + path, body);
+        res.writeHead(204, headers);
+        res.end();
+      });
+      return;
+    }
     const gen = extra["/" + path];
     if (gen) {
       res.writeHead(200, { "content-type": gen.type, ...headers });
@@ -94,11 +107,26 @@ export function serveFiles(
       res.end(`not served: ${path}`);
       return;
     }
-    res.writeHead(200, {
-      "content-type": TYPES[extname(file)] ?? "application/octet-stream",
-      "content-length": String(statSync(file).size),
-      ...headers,
-    });
+    const type = TYPES[extname(file)] ?? "application/octet-stream";
+    const size = statSync(file).size;
+    const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");
+    if (range) {
+      const start = Number(range[1]), end = Math.min(size - 1, range[2] ? Number(range[2]) : size - 1);
+      if (start >= size || end < start) {
+        res.writeHead(416, { "content-range": `bytes */${size}`, ...headers });
+        res.end();
+        return;
+      }
+      res.writeHead(206, {
+        "content-type": type,
+        "content-range": `bytes ${start}-${end}/${size}`,
+        "content-length": String(end - start + 1),
+        ...headers,
+      });
+      res.end(readFileSync(file).subarray(start, end + 1));
+      return;
+    }
+    res.writeHead(200, { "content-type": type, "content-length": String(size), ...headers });
     res.end(readFileSync(file));
   });
   return new Promise((resolve) => {

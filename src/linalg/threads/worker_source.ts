@@ -52,19 +52,16 @@ function serve(msg, reply) {
   }
 }
 
-// Node's worker_threads (Deno, Bun, Node); absent in browsers, which take the web worker scope below.
-let port = null;
-try {
-  port = (await import("node:worker_threads")).parentPort ?? null;
-} catch {
-  port = null;
-}
-if (port) {
-  port.once("message", (m) => serve(m, (r) => port.postMessage(r)));
-} else {
+// A browser worker must listen before its first await: a message arriving while no handler is set is lost
+// (the pool would wait for "ready" forever). Node's worker_threads (Deno, Bun, Node, where \`process\` exists)
+// queue messages on parentPort until a listener is attached.
+if (typeof process === "undefined") {
   self.onmessage = (e) => {
     self.onmessage = null;
     serve(e.data, (r) => self.postMessage(r));
   };
+} else {
+  const port = (await import("node:worker_threads")).parentPort;
+  port.once("message", (m) => serve(m, (r) => port.postMessage(r)));
 }
 `;

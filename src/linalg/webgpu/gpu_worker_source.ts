@@ -29,12 +29,12 @@ const BLOCK = ${GPU_GRAM_BLOCK};
 const READ_BUDGET = 64 << 20; // bytes of partials mapped back at once
 let device = null, pipeline = null, maxBinding = 0, ctrl = null;
 
-let port = null;
-try {
-  port = (await import("node:worker_threads")).parentPort ?? null;
-} catch {
-  port = null;
-}
+// A browser worker must listen before any await (a message arriving with no handler set is lost); Node's
+// worker_threads (Deno, Bun, Node, where \`process\` exists) queue messages until a listener is attached.
+const browser = typeof process === "undefined";
+if (browser) self.onmessage = (e) => onMessage(e.data);
+const port = browser ? null : (await import("node:worker_threads")).parentPort;
+if (port) port.on("message", (m) => onMessage(m));
 const send = port ? (m) => port.postMessage(m) : (m) => self.postMessage(m);
 
 async function init() {
@@ -195,6 +195,4 @@ async function onMessage(m) {
 }
 
 // Jobs are serialised by the caller (it blocks until each is done), init and close by their replies.
-if (port) port.on("message", onMessage);
-else self.onmessage = (e) => onMessage(e.data);
 `;
