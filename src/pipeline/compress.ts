@@ -52,11 +52,11 @@ import type { Tokenizer } from "../tokenize/tokenizer.ts";
 import { type BlockStepContext, compressBlock, type LayerReport } from "./block_step.ts";
 import { embedWindows, type HiddenStates } from "./hidden.ts";
 import { defaultMemoryPolicy, type MemoryPolicy } from "./memory_policy.ts";
-import { outputConfig, planOutput, writeBlockTensors, writeSideFiles } from "./output.ts";
+import { outputConfig, planOutput, writeBlockTensors, writeConfig, writeSideFiles } from "./output.ts";
 import { type CompressPhases, createPhaseClock, type PhaseClock } from "./phases.ts";
 import { sensitivitySweep } from "./sensitivity.ts";
 import { type ModelOrigin, type ModelSource, openModelSource, sideFilesOf } from "./source.ts";
-import { type OutputSink, writeWhole } from "./sink.ts";
+import type { OutputSink } from "./sink.ts";
 import { type CompressMethod, PIPELINE_VERSION, type SvdLlmConfig } from "./svd_llm_config.ts";
 
 export { linearShape } from "../model/linear_shape.ts";
@@ -263,7 +263,7 @@ export async function compressModel(
     );
     const config = outputConfig(model.config, run.spec, run.gguf);
     config.svd_llm = svdLlmSection(model, run, { calibration, ranks, params, layers });
-    await writeWhole(sink, "config.json", JSON.stringify(config, null, 2) + "\n");
+    await writeConfig(sink, config);
     await writeSideFiles(sink, await sideFilesOf(origin, run.gguf));
     opts.signal?.throwIfAborted();
     await sink.commit();

@@ -39,8 +39,14 @@ import { LINEAR_NAMES, type LinearName, linearPrefix, SVD_A, SVD_B } from "../mo
 import type { LlamaSpec } from "../model/spec.ts";
 import { createPeakMemory } from "./memory.ts";
 import { openFolderSink } from "./sink_folder.ts";
-import { writeWhole } from "./sink.ts";
-import { folderSideFiles, outputConfig, planOutput, writeBlockTensors, writeSideFiles } from "./output.ts";
+import {
+  folderSideFiles,
+  outputConfig,
+  planOutput,
+  writeBlockTensors,
+  writeConfig,
+  writeSideFiles,
+} from "./output.ts";
 import type { Factors } from "../methods/factors.ts";
 import { linearShape } from "../model/linear_shape.ts";
 import { PIPELINE_VERSION } from "./svd_llm_config.ts";
@@ -383,7 +389,7 @@ export async function compressFwsvdFolder(
       source: model.name,
       date: new Date().toISOString(),
     };
-    await writeWhole(sink, "config.json", JSON.stringify(config, null, 2) + "\n");
+    await writeConfig(sink, config);
     if (gguf) {
       const g = await openGguf(opts.inputPath);
       try {

@@ -11,8 +11,7 @@ import { openModelWeights } from "../io/sharded.ts";
 import { checkedReader } from "../io/tensor_reader.ts";
 import { matmul } from "../linalg/gemm.ts";
 import { SVD_A, SVD_B } from "../model/names.ts";
-import { folderSideFiles, storageDtype, writeSideFiles } from "./output.ts";
-import { writeWhole } from "./sink.ts";
+import { folderSideFiles, storageDtype, writeConfig, writeSideFiles } from "./output.ts";
 import { openFolderSink } from "./sink_folder.ts";
 import { readSvdLlmConfig } from "./svd_llm_config.ts";
 
@@ -121,7 +120,7 @@ export async function merge(input: string, output: string, opts: MergeOptions = 
       const config = JSON.parse(await fs.readFile(join(input, "config.json"), "utf8"));
       const section = readSvdLlmConfig(config);
       if (section) config.svd_llm = { ...section, merged: true };
-      await writeWhole(out, "config.json", JSON.stringify(config, null, 2) + "\n");
+      await writeConfig(out, config);
     } catch (e) {
       if ((e as { code?: string }).code !== "ENOENT") throw e;
     }
