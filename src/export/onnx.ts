@@ -23,7 +23,7 @@
  * @module
  */
 import { NumericError, OptionError, ShapeError } from "../errors.ts";
-import { denseConfig } from "./hf.ts";
+import { denseConfig } from "../model/hf_config.ts";
 import { LITTLE_ENDIAN, numberToF16Bits } from "../io/dtype.ts";
 import type { Matrix } from "../linalg/matrix.ts";
 import { checkedReader } from "../io/tensor_reader.ts";

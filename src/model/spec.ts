@@ -154,7 +154,7 @@ function parseRopeScaling(scaling: unknown, where: string): RopeScaling | undefi
  * @param where file name for messages
  */
 export function specFromHfConfig(config: Record<string, unknown>, where = "config.json"): LlamaSpec {
-  // a compressed folder's "svd_llama" (src/export/hf.ts) is llama with factored linears
+  // a compressed folder's "svd_llama" (src/model/hf_config.ts) is llama with factored linears
   const type = typeof config.model_type === "string"
     ? config.model_type.replace(/^svd_(?=llama$|mistral$|qwen2$)/, "")
     : config.model_type;

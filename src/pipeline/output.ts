@@ -31,8 +31,8 @@ import {
   HF_BASE_TYPES,
   modelingFile,
   modelingFileName,
-} from "../export/hf.ts";
-import { ggufToHfTokenizer } from "../export/hf_tokenizer.ts";
+} from "../model/hf_config.ts";
+import { ggufToHfTokenizer } from "../tokenize/gguf_to_hf.ts";
 import { type OutputSink, writeWhole } from "./sink.ts";
 
 /** Files of a model folder besides its weights and config.json, copied as they are when present. */

@@ -10,7 +10,7 @@ import { compress } from "../../src/pipeline/compress.ts";
 import { merge } from "../../src/pipeline/merge.ts";
 import { loadModel } from "../../src/model/load.ts";
 import { perplexity } from "../../src/eval/perplexity.ts";
-import { compressedConfig, denseConfig, modelingFile } from "../../src/export/hf.ts";
+import { compressedConfig, denseConfig, modelingFile } from "../../src/model/hf_config.ts";
 import { OptionError } from "../../src/errors.ts";
 import { SVD_A } from "../../src/model/names.ts";
 import { STORIES, storiesText, tempDir } from "../pipeline/_helpers.ts";

@@ -10,7 +10,7 @@ import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { openGguf } from "../../src/io/gguf.ts";
 import { tokenizerFromGguf } from "../../src/tokenize/from_gguf.ts";
 import { hfTokenizerFromJson } from "../../src/tokenize/hf.ts";
-import { ggufToHfTokenizer } from "../../src/export/hf_tokenizer.ts";
+import { ggufToHfTokenizer } from "../../src/tokenize/gguf_to_hf.ts";
 import { OptionError } from "../../src/errors.ts";
 import { compress } from "../../src/pipeline/compress.ts";
 import { ROOT, STORIES, tempDir } from "../pipeline/_helpers.ts";

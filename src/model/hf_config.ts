@@ -10,7 +10,7 @@
  *
  * @example
  * ```ts
- * import { compressedConfig, denseConfig, modelingFileName } from "./hf.ts";
+ * import { compressedConfig, denseConfig, modelingFileName } from "./hf_config.ts";
  * const base = { model_type: "llama", architectures: ["LlamaForCausalLM"], hidden_size: 8 };
  * const ranks = { "model.layers.0.mlp.up_proj": 3, "model.layers.0.mlp.down_proj": null };
  * const c = compressedConfig({ ...base, svd_llm: { ranks } });

@@ -11,7 +11,7 @@
  *
  * @example
  * ```ts
- * import { ggufToHfTokenizer } from "./hf_tokenizer.ts";
+ * import { ggufToHfTokenizer } from "./gguf_to_hf.ts";
  * const kv = new Map<string, unknown>([
  *   ["tokenizer.ggml.model", "llama"],
  *   ["tokenizer.ggml.tokens", ["<unk>", "<s>", "</s>", "▁", "a", "b", "▁a", "ab", "▁ab"]],
