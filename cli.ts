@@ -13,7 +13,6 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { readFile } from "node:fs/promises";
 import { realpathSync, rmSync } from "node:fs";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -29,7 +28,8 @@ import {
 } from "./src/cli/report.ts";
 import { compress, type CompressOptions, type CompressProgress } from "./src/pipeline/compress.ts";
 import { merge } from "./src/pipeline/merge.ts";
-import { OptionError } from "./src/errors.ts";
+import { FormatError, OptionError } from "./src/errors.ts";
+import { checkText, readCalibrationText } from "./src/calib/text.ts";
 import { cmdExport } from "./src/cli/export.ts";
 import { type LoadedModel, loadModel } from "./src/model/load.ts";
 import { perplexity } from "./src/eval/perplexity.ts";
@@ -159,22 +159,32 @@ function int(v: string | undefined, name: string, min: number, fallback?: number
   return x;
 }
 
-/** The text of the file given to `--option`, with the option and the path named if it cannot be read or is empty. */
+/**
+ * The text of the file given to `--option` (a path or an http(s) URL), checked to be text (not binary, not a
+ * model file, not empty: `readCalibrationText`/`checkText`), with the flag and the path named on failure.
+ */
 async function readText(path: string, option: string): Promise<string> {
-  let text: string;
-  try {
-    if (/^https?:\/\//i.test(path)) {
+  const flag = `--${option}`;
+  if (/^https?:\/\//i.test(path)) {
+    let text: string;
+    try {
       const r = await fetch(path);
       if (!r.ok) throw new Error(`HTTP ${r.status}`);
       text = await r.text();
-    } else text = await readFile(path, "utf8");
-  } catch (e) {
-    const err = e as { code?: string; message: string };
-    const why = err.code === "EISDIR" ? "it is a folder, not a text file" : err.message;
-    throw new Error(`--${option} ${path}: cannot read the file (${why})`);
+    } catch (e) {
+      throw new Error(`${flag} ${path}: cannot read the file (${(e as Error).message})`);
+    }
+    checkText(text, `${flag} ${path}`);
+    return text;
   }
-  if (text.trim() === "") throw new Error(`--${option} ${path}: the file is empty`);
-  return text;
+  try {
+    return await readCalibrationText(path);
+  } catch (e) {
+    if (e instanceof FormatError) {
+      throw new FormatError(`${flag} ${e.source}`, e.message.slice(e.source.length + 2));
+    }
+    throw e;
+  }
 }
 
 /** Refuse more positional arguments than a command takes (a mistyped option value would be ignored). */

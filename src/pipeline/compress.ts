@@ -33,6 +33,8 @@ import { calibrationWindows } from "../calib/windows.ts";
 import type { WritableDType } from "../io/dtype.ts";
 import { createSafetensorsStreamWriter } from "../io/safetensors_writer.ts";
 import { checkedReader, type TensorReader } from "../io/tensor_reader.ts";
+import type { OpenUrlOptions } from "../io/url_source.ts";
+import { checkText } from "../calib/text.ts";
 import { allocateBySensitivity, type LayerShape, SENSITIVITY_RATIOS } from "../methods/asvd_sensitivity.ts";
 import { KV_LINEARS, type KvCacheReport, kvCacheSavings, kvRank } from "../methods/kvcache.ts";
 import {
@@ -148,6 +150,8 @@ export interface CompressOptions {
   force?: boolean;
   /** Replace an existing output folder (only one written by this library; see `openOutputDir`). */
   overwrite?: boolean;
+  /** How an http(s) URL input is fetched (custom fetch, headers sent to its own origin, retries, timeout). */
+  url?: OpenUrlOptions;
   /** Progress events (no printing happens here). */
   onProgress?: (event: CompressProgress) => void;
   /** Cancels the run (checked between linears and between batches); nothing complete-looking is left. */
@@ -229,7 +233,7 @@ export async function compress(
 ): Promise<CompressReport> {
   validate(opts);
   checkOutput(output);
-  const { model, origin } = await openModelSource(input);
+  const { model, origin } = await openModelSource(input, opts.url);
   try {
     return await compressModel(model, output, opts, origin);
   } finally {
@@ -511,6 +515,9 @@ function validate(opts: CompressOptions): void {
     throw new OptionError(
       `compress: method "${opts.method}" needs calibration data (calibration.text or calibration.ids)`,
     );
+  }
+  if (opts.method !== "svd" && opts.calibration?.text !== undefined && !opts.calibration.ids) {
+    checkText(opts.calibration.text, "compress: calibration.text");
   }
   const b = opts.batchSize ?? 8;
   if (!Number.isInteger(b) || b < 1) {
