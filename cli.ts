@@ -34,7 +34,7 @@ import { cmdExport } from "./src/cli/export.ts";
 import { type LoadedModel, loadModel } from "./src/model/load.ts";
 import { perplexity } from "./src/eval/perplexity.ts";
 import { generate } from "./src/eval/generate.ts";
-import { initLinalg, linalgInfo } from "./src/linalg/backend.ts";
+import { closeLinalg, initLinalg, linalgInfo } from "./src/linalg/backend.ts";
 import type { Ratio } from "./src/methods/ratio.ts";
 import { pendingTempPaths } from "./src/io/atomic_write.ts";
 
@@ -53,7 +53,8 @@ usage:
   cli.ts export IN OUT --format onnx [--dtype f32|f16|int8] [--kv-cache full|latent] [--overwrite]
   cli.ts COMMAND --help                         the options of one command
 
-Every command takes --threads N|auto (numeric worker threads; default auto = the machine's cores).
+Every command takes --threads N|auto (numeric worker threads; default auto = the machine's cores) and
+--gpu (large float32 products and Gram matrices on a WebGPU adapter; without one, a one-line note and the CPU).
 MODEL/IN is a .gguf file or a Hugging Face folder (config.json + model.safetensors + tokenizer.json).
 --ratio is the fraction of each linear's parameters REMOVED (SVD-LLM's convention, 0.2 keeps 80 %);
 --kept is the fraction KEPT (ASVD's parameter ratio). Give exactly one.`;
@@ -456,13 +457,22 @@ function takeThreads(argv: string[]): { threads: number | "auto"; rest: string[]
 
 async function main(argv: string[]): Promise<number> {
   try {
-    const { threads, rest: args } = takeThreads(argv);
+    const { threads, rest: afterThreads } = takeThreads(argv);
+    const gpu = afterThreads.includes("--gpu");
+    const args = afterThreads.filter((a) => a !== "--gpu");
     const [cmd, ...rest] = args;
     if (cmd !== undefined && HELP[cmd] && (rest.includes("--help") || rest.includes("-h"))) {
       print(HELP[cmd]);
       return 0;
     }
-    await initLinalg({ threads });
+    const info = await initLinalg({ threads, gpu });
+    if (gpu) {
+      process.stderr.write(
+        info.gpu
+          ? `gpu: ${info.gpu.adapter}${info.gpu.fallback ? " (a software adapter: correct, not fast)" : ""}\n`
+          : `gpu: not used (${info.gpuNote ?? "no WebGPU adapter"}); running on the CPU\n`,
+      );
+    }
     switch (cmd) {
       case "demo":
         await cmdDemo();
@@ -551,5 +561,7 @@ if (isMain()) {
   exitOnSignal("SIGTERM", 143);
   if (process.platform !== "win32") exitOnSignal("SIGHUP", 129);
   const code = await main(process.argv.slice(2));
+  // The GPU device is released before exit: a device torn down by process.exit has aborted Deno at exit.
+  if (process.argv.includes("--gpu")) await closeLinalg().catch(() => {});
   process.exit(code);
 }
