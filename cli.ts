@@ -44,8 +44,9 @@ usage:
   cli.ts demo                                   the bundled stories260K: size, perplexity, generation, compression
   cli.ts eval MODEL [--text FILE] [--window N] [--max-tokens N]
   cli.ts generate MODEL [--prompt TEXT] [--tokens N]
-  cli.ts compress IN OUT --method svd|asvd|svdllm (--ratio R | --kept P) [--calib FILE]
+  cli.ts compress IN OUT --method svd|asvd|svdllm|fwsvd (--ratio R | --kept P) [--calib FILE]
                   [--samples N] [--seqlen L] [--seed S] [--update] [--original-activations]
+                  [--fisher-side input|output]
                   [--alpha A] [--allocation uniform|sensitivity] [--kv-cache] [--dtype F32|F16|BF16]
                   [--force] [--overwrite]
   cli.ts inspect MODEL                          per-layer shapes, ranks and singular-value spectra
@@ -76,19 +77,22 @@ Without MODEL: the bundled stories260K on the bundled TinyStories text. A model 
 
 Greedy continuation of TEXT (default "Once upon a time") by MODEL (default: the bundled stories260K).
   --tokens N         tokens to generate (default 40)`,
-  compress: `cli.ts compress IN OUT --method svd|asvd|svdllm (--ratio R | --kept P) [--calib FILE] [options]
+  compress:
+    `cli.ts compress IN OUT --method svd|asvd|svdllm|fwsvd (--ratio R | --kept P) [--calib FILE] [options]
 
 Compress IN (a .gguf file, a Hugging Face folder, or an http(s) URL of either) into the folder OUT.
-  --method M               svd (no calibration), asvd or svdllm (default svdllm)
+  --method M               svd (no calibration), asvd, svdllm (default) or fwsvd (Fisher-weighted SVD:
+                           one gradient pass over the calibration windows)
   --ratio R                fraction of each block linear's parameters REMOVED (SVD-LLM's convention)
   --kept P                 fraction KEPT (ASVD's parameter ratio); give exactly one of --ratio / --kept
-  --calib FILE             calibration text (needed by asvd and svdllm)
+  --calib FILE             calibration text (needed by asvd, svdllm and fwsvd)
   --samples N              calibration windows (default 32)
   --seqlen L               tokens per window (default min(256, the model's context))
   --seed S                 seed of the random window starts (default 0)
   --update                 svdllm: closed-form update of A on the compressed prefix's activations
   --original-activations   calibrate every block on the original model's activations (not sequentially)
   --alpha A                asvd: scaling exponent (default 0.5)
+  --fisher-side S          fwsvd: weight each input feature (default "input") or each output row ("output")
   --allocation uniform|sensitivity   asvd: rank allocation (sensitivity: the paper's sweep)
   --kv-cache               asvd: compress only k/v, --kept is the fraction of the KV cache kept
   --dtype F32|F16|BF16     storage type of the factors (default F32)
@@ -288,6 +292,7 @@ async function cmdCompress(args: string[]): Promise<void> {
       alpha: { type: "string" },
       allocation: { type: "string" },
       "kv-cache": { type: "boolean" },
+      "fisher-side": { type: "string" },
       dtype: { type: "string" },
       force: { type: "boolean" },
       overwrite: { type: "boolean" },
@@ -313,6 +318,7 @@ async function cmdCompress(args: string[]): Promise<void> {
     alpha: num(values.alpha, "alpha"),
     allocation: values.allocation as CompressOptions["allocation"],
     kvCache: values["kv-cache"],
+    fisherSide: values["fisher-side"] as CompressOptions["fisherSide"],
     dtype: values.dtype as CompressOptions["dtype"],
     force: values.force,
     overwrite: values.overwrite,
@@ -432,6 +438,8 @@ const FLAG_NAMES: [RegExp, string][] = [
   [/compress: method must be/g, "compress: --method must be"],
   [/compress: allocation must be/g, "compress: --allocation must be"],
   [/compress: dtype must be/g, "compress: --dtype must be"],
+  [/compress: fisherSide must be/g, "compress: --fisher-side must be"],
+  [/fisherSide and fisherBatch apply/g, "--fisher-side applies"],
   [/compress: update applies/g, "compress: --update applies"],
   [/allocation "sensitivity" applies/g, "--allocation sensitivity applies"],
   [

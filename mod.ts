@@ -76,7 +76,6 @@ export {
 } from "./src/eval/compare.ts";
 export { linearShape } from "./src/model/linear_shape.ts";
 export {
-  compressFwsvdFolder,
   factoredReader,
   type FisherInfo,
   fisherInformation,
@@ -141,7 +140,7 @@ export { FormatError, NumericError, OptionError, ShapeError } from "./src/errors
 
 // Types the public functions above take or return.
 export type { CalibrationOptions, ModelInput } from "./src/pipeline/compress.ts";
-export type { FisherOptions, FwsvdCalibration, FwsvdInput, FwsvdLayer } from "./src/pipeline/fwsvd.ts";
+export type { FisherOptions, FwsvdCalibration, FwsvdLayer } from "./src/pipeline/fwsvd.ts";
 export type {
   BlockBackwardOptions,
   BlockGrads,

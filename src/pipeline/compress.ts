@@ -35,6 +35,8 @@ import { createSafetensorsStreamWriter } from "../io/safetensors_writer.ts";
 import { checkedReader, type TensorReader } from "../io/tensor_reader.ts";
 import type { OpenUrlOptions } from "../io/url_source.ts";
 import { checkText } from "../calib/text.ts";
+import type { FisherSide } from "../methods/fwsvd.ts";
+import { fisherInformation } from "./fwsvd.ts";
 import { allocateBySensitivity, type LayerShape, SENSITIVITY_RATIOS } from "../methods/asvd_sensitivity.ts";
 import { KV_LINEARS, type KvCacheReport, kvCacheSavings, kvRank } from "../methods/kvcache.ts";
 import {
@@ -97,8 +99,8 @@ export interface CalibrationOptions {
 
 /** A progress event: what is being done, and how far along. */
 export interface CompressProgress {
-  /** "calibrate" (embedding windows), "sensitivity" (ASVD sweep), "compress" (a layer), "write", "done". */
-  stage: "calibrate" | "sensitivity" | "compress" | "write" | "done";
+  /** "calibrate" (embedding windows), "fisher" (FWSVD's gradient pass), "sensitivity" (ASVD sweep), "compress" (a layer), "write", "done". */
+  stage: "calibrate" | "fisher" | "sensitivity" | "compress" | "write" | "done";
   /** Block index, when the event concerns one. */
   block?: number;
   /** Layer name (tensor prefix), when the event concerns one. */
@@ -140,6 +142,13 @@ export interface CompressOptions {
    * kept (rank = floor(kvDim·kept)); the report gives the cache bytes per token saved.
    */
   kvCache?: boolean;
+  /**
+   * FWSVD: which side of each linear the Fisher information weights (default "input": per input feature,
+   * the better of the two on stories260K; "output": per output row, the paper's row weighting).
+   */
+  fisherSide?: FisherSide;
+  /** FWSVD: calibration windows per gradient (default 1: each window's own gradient squared, as the paper). */
+  fisherBatch?: number;
   /** SVD-LLM Cholesky damping (default "auto"). */
   damping?: "none" | "auto" | number;
   /** Windows per forward batch (default: as many as fit in {@link BATCH_TOKENS} tokens, at least 1). */
@@ -182,6 +191,8 @@ export interface CompressReport {
   allocation: "uniform" | "sensitivity";
   /** ASVD sweep facts when run. */
   sensitivity?: { seconds: number; fromCache: boolean; densePpl: number; achievedKept: number };
+  /** FWSVD: the Fisher pass (batches averaged, mean calibration loss in nats per token). */
+  fisher?: { side: FisherSide; batches: number; meanLoss: number };
   /** KV-cache mode: cache bytes per token, full versus latent (fp16 values). */
   kvCache?: KvCacheReport;
   /** Wall time, seconds. */
@@ -260,13 +271,15 @@ export async function compressModel(
     const { windows, calibration } = calibrate(model, run.spec, opts);
     const shapes = layerShapes(run.spec, run.linears);
     const { ranks, sensitivity } = await allocateRanks(run, shapes, windows);
-    const layers = await compressBlocks(run, sink, ranks, shapes, windows);
+    // FWSVD: one Fisher pass (forward and backward) over the windows, then no calibration streams at all.
+    const fisher = opts.method === "fwsvd" ? await fisherPass(run, windows!) : undefined;
+    const layers = await compressBlocks(run, sink, ranks, shapes, fisher ? undefined : windows, fisher);
     const params = summarizeParams(
       shapes.map((s) => layerParams(s.name, s.rows, s.cols, ranks[s.name])),
       otherParams(run.reader, shapes, run.gguf),
     );
     const config = outputConfig(model.config, run.spec, run.gguf);
-    config.svd_llm = svdLlmSection(model, run, { calibration, ranks, params, layers });
+    config.svd_llm = svdLlmSection(model, run, { calibration, ranks, params, layers, fisher });
     await writeWhole(sink, "config.json", JSON.stringify(config, null, 2) + "\n");
     await writeSideFiles(sink, await sideFilesOf(origin, run.gguf));
     opts.signal?.throwIfAborted();
@@ -285,6 +298,7 @@ export async function compressModel(
       update: run.update,
       allocation: run.allocation,
       sensitivity,
+      fisher: fisher && { side: fisher.side, batches: fisher.batches, meanLoss: fisher.meanLoss },
       kvCache: opts.kvCache ? kvCacheSavings(run.spec, ranks) : undefined,
       seconds: (performance.now() - t0) / 1000,
       phases: run.clock.phases,
@@ -308,6 +322,7 @@ async function compressBlocks(
   ranks: Record<string, number | null>,
   shapes: readonly LayerShape[],
   windows: Int32Array[] | undefined,
+  fisher?: RunFisher,
 ): Promise<LayerReport[]> {
   const { spec, reader, memory, clock, emit } = run;
   const out = planOutput(reader, spec, ranks, { factorDtype: run.opts.dtype ?? "F32", gguf: run.gguf });
@@ -333,6 +348,7 @@ async function compressBlocks(
       shapes,
       orig,
       comp,
+      fisher,
       (i, factored) => writeBlockTensors(writer, reader, spec, i, out.blocks[i], factored, interleaved),
     );
     const layers: LayerReport[] = [];
@@ -442,6 +458,7 @@ function blockContext(
   shapes: readonly LayerShape[],
   orig: HiddenStates | undefined,
   comp: HiddenStates | undefined,
+  fisher: RunFisher | undefined,
   write: BlockStepContext["write"],
 ): BlockStepContext {
   const { spec, opts } = run;
@@ -459,6 +476,7 @@ function blockContext(
     ranks,
     alpha: opts.alpha,
     damping: opts.damping,
+    fisher,
     update: run.update,
     sequential: run.sequential,
     batch: run.batch,
@@ -476,6 +494,46 @@ function blockContext(
   };
 }
 
+/** The methods {@link compress} runs. */
+const METHODS: readonly CompressMethod[] = ["svd", "asvd", "svdllm", "fwsvd"];
+
+/** FWSVD's Fisher information of a run: the weighted side of every compressed linear, by prefix. */
+interface RunFisher {
+  /** Side weighted. */
+  side: FisherSide;
+  /** Linear prefix → Fisher information per input feature ("input") or output row ("output"). */
+  byPrefix: ReadonlyMap<string, Float64Array>;
+  /** Batches averaged. */
+  batches: number;
+  /** Mean calibration loss over the batches, nats per token. */
+  meanLoss: number;
+}
+
+/** FWSVD's one Fisher pass over the calibration windows (the whole model, forward and backward, per batch). */
+async function fisherPass(run: Run, windows: readonly Int32Array[]): Promise<RunFisher> {
+  const { opts } = run;
+  const side = opts.fisherSide ?? "input";
+  const f = await run.clock.time(
+    "fisher",
+    () =>
+      fisherInformation({ spec: run.spec, reader: run.reader }, windows, {
+        batchWindows: opts.fisherBatch,
+        linears: run.linears,
+        signal: opts.signal,
+        onProgress: (e) => {
+          run.memory.boundary();
+          run.emit({ stage: "fisher", done: e.done, total: e.total });
+        },
+      }),
+  );
+  return {
+    side,
+    byPrefix: side === "input" ? f.cols : f.rows,
+    batches: f.batches,
+    meanLoss: f.meanLoss,
+  };
+}
+
 /** Refuse an output that is neither a non-empty path nor a sink. */
 function checkOutput(output: CompressOutput): void {
   if (typeof output === "string" ? output.trim() === "" : typeof output?.file !== "function") {
@@ -486,10 +544,22 @@ function checkOutput(output: CompressOutput): void {
 }
 
 function validate(opts: CompressOptions): void {
-  if (!opts || !["svd", "asvd", "svdllm"].includes(opts.method)) {
+  if (!opts || !METHODS.includes(opts.method)) {
     throw new OptionError(
-      `compress: method must be "svd", "asvd" or "svdllm", got ${JSON.stringify(opts?.method)}`,
+      `compress: method must be "svd", "asvd", "svdllm" or "fwsvd", got ${JSON.stringify(opts?.method)}`,
     );
+  }
+  if (opts.fisherSide !== undefined && opts.fisherSide !== "input" && opts.fisherSide !== "output") {
+    throw new OptionError(
+      `compress: fisherSide must be "input" or "output", got ${JSON.stringify(opts.fisherSide)}`,
+    );
+  }
+  const fb = opts.fisherBatch ?? 1;
+  if (!Number.isInteger(fb) || fb < 1) {
+    throw new OptionError(`compress: fisherBatch must be a positive integer, got ${JSON.stringify(fb)}`);
+  }
+  if ((opts.fisherSide !== undefined || opts.fisherBatch !== undefined) && opts.method !== "fwsvd") {
+    throw new OptionError(`compress: fisherSide and fisherBatch apply to method "fwsvd" only`);
   }
   keptFraction(opts.ratio);
   if (opts.update && opts.method !== "svdllm") {
@@ -639,6 +709,7 @@ function svdLlmSection(
     ranks: Record<string, number | null>;
     params: ParamSummary;
     layers: LayerReport[];
+    fisher?: RunFisher;
   },
 ): SvdLlmConfig {
   const { opts } = run;
@@ -653,6 +724,12 @@ function svdLlmSection(
     update: run.update,
     alpha: opts.method === "asvd" ? (opts.alpha ?? 0.5) : undefined,
     calibration: r.calibration,
+    fisher: r.fisher && {
+      side: r.fisher.side,
+      batches: r.fisher.batches,
+      batch_windows: opts.fisherBatch ?? 1,
+      mean_loss: r.fisher.meanLoss,
+    },
     ranks: r.ranks,
     achieved: { linears_removed: r.params.linears.removed, model_removed: r.params.model.removed },
     // What each factorisation measured, for `inspect` (absent entries: not measured by the method).

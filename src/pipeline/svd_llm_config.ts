@@ -17,7 +17,7 @@
 export const PIPELINE_VERSION = "0.1.0";
 
 /** The compression methods. */
-export type CompressMethod = "svd" | "asvd" | "svdllm";
+export type CompressMethod = "svd" | "asvd" | "svdllm" | "fwsvd";
 
 /** One linear's entry in `svd_llm.layers`: what its factorisation measured (absent: not measured). */
 export interface RecordedLayer {
@@ -59,6 +59,8 @@ export interface SvdLlmConfig {
   source: string;
   /** ISO date of the run. */
   date: string;
+  /** FWSVD: the Fisher pass (which side weights the SVD, batches averaged, windows per batch, mean loss). */
+  fisher?: { side: "input" | "output"; batches: number; batch_windows: number; mean_loss: number };
   /** Set by `merge`: the factors were multiplied back into dense weights. */
   merged?: boolean;
 }
