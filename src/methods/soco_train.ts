@@ -167,25 +167,40 @@ export function stageOf(t: number, steps: number): SocoStage {
   return t < c ? "coarse" : t < r ? "refine" : "sparsify";
 }
 
-function validate(o: SocoTrainOptions): { steps: number; lr: number } {
+/**
+ * Check the training options a caller gives (before any expensive work): steps a whole number from 3 to
+ * 1,000,000, learning rate in (0, 1], sparsity weight positive. Returns steps and lr with their defaults;
+ * throws OptionError naming the option and the value.
+ */
+export function checkTrainOptions(
+  o: { steps?: number; lr?: number; sparsity?: number },
+): { steps: number; lr: number } {
   const steps = o.steps ?? 200, lr = o.lr ?? 0.02;
-  if (!Number.isInteger(steps) || steps < 3 || steps > 1e6) {
+  if (typeof steps !== "number" || !Number.isInteger(steps) || steps < 3 || steps > 1e6) {
     throw new OptionError(
-      `soco: steps must be a whole number from 3 to 1000000 (one per stage at least), got ${steps}`,
+      `soco: steps must be a whole number from 3 to 1000000 (one per stage at least), got ${show(steps)}`,
     );
   }
   if (typeof lr !== "number" || !(lr > 0 && lr <= 1)) {
-    throw new OptionError(`soco: learning rate must be a number in (0, 1], got ${lr}`);
+    throw new OptionError(`soco: learning rate must be a number in (0, 1], got ${show(lr)}`);
   }
   const k = o.sparsity ?? 1;
   if (typeof k !== "number" || !(k > 0 && Number.isFinite(k))) {
-    throw new OptionError(`soco: sparsity weight must be a positive number, got ${k}`);
+    throw new OptionError(`soco: sparsity weight must be a positive number, got ${show(k)}`);
   }
+  return { steps, lr };
+}
+
+/** A value as the user wrote it: strings quoted ("4" is not 4). */
+const show = (v: unknown): string => (typeof v === "string" ? JSON.stringify(v) : String(v));
+
+function validate(o: SocoTrainOptions): { steps: number; lr: number } {
+  const r = checkTrainOptions(o);
   if (o.linears.length === 0 || o.linears.length !== o.ranks.length) {
     throw new OptionError(`soco: ${o.linears.length} linears with ${o.ranks.length} ranks`);
   }
   checkBudget(o.linears, o.budget);
-  return { steps, lr };
+  return r;
 }
 
 /** A fresh state: every score 1 (W' = W), Adam's moments 0. */

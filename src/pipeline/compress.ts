@@ -978,7 +978,7 @@ function reportOf(name: string, r: MethodReport, updateShift?: number): LayerRep
 }
 
 /** Count of every value not in a listed linear (embeddings, norms, lm_head, dense linears left out). */
-function otherParams(reader: TensorReader, shapes: LayerShape[], gguf: boolean): number {
+export function otherParams(reader: TensorReader, shapes: LayerShape[], gguf: boolean): number {
   const listed = new Set(shapes.map((s) => `${s.name}.weight`));
   let n = 0;
   for (const t of reader.tensors()) {
@@ -988,7 +988,8 @@ function otherParams(reader: TensorReader, shapes: LayerShape[], gguf: boolean):
   return n;
 }
 
-async function writeBlock(
+/** Write block i's tensors in plan order: `factored` linears as svd_a/svd_b (q/k rows back to halves for GGUF), the rest copied. */
+export async function writeBlock(
   writer: { write(name: string, data: Float32Array): Promise<void> },
   reader: TensorReader,
   spec: LlamaSpec,
@@ -1034,7 +1035,7 @@ async function writeBlock(
 }
 
 /** The output config.json: the input's, or for a GGUF input one built from the spec. */
-function outputConfig(
+export function outputConfig(
   model: ModelInput,
   spec: LlamaSpec,
   gguf: boolean,
@@ -1070,7 +1071,8 @@ const TOKENIZER_FILES = [
   "tokenizer.model",
 ];
 
-async function copyTokenizer(inputPath: string | undefined, dir: string, gguf: boolean): Promise<void> {
+/** Copy the input's tokenizer files into `dir` (for a GGUF input, its tokenizer metadata as tokenizer_gguf.json). */
+export async function copyTokenizer(inputPath: string | undefined, dir: string, gguf: boolean): Promise<void> {
   if (!inputPath) return;
   const fs = await import("node:fs/promises");
   const { join } = await import("node:path");
