@@ -11,3 +11,6 @@ export * from "./asvd.ts";
 export * from "./svdllm.ts";
 export * from "./asvd_sensitivity.ts";
 export * from "./kvcache.ts";
+export * from "./soco.ts";
+export * from "./soco_budget.ts";
+export * from "./soco_train.ts";
