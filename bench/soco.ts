@@ -6,7 +6,7 @@
  * windows of 256. Each job runs in its own process, so that its time and peak RSS are its own.
  *
  * Usage: deno run -A bench/soco.ts [--models stories,brown] [--ratios 0.2,0.4,0.6] [--bases whitened,svd]
- *        [--steps 200] [--lr 0.02] [--batch 8] [--kl 0]
+ *        [--steps 100] [--lr 0.05] [--batch 4] [--kl 0]
  *
  * @module
  */
@@ -142,8 +142,8 @@ async function main(): Promise<void> {
   const models = arg("models", "stories").split(",") as Job["model"][];
   const ratios = arg("ratios", "0.2,0.4,0.6").split(",").map(Number);
   const bases = arg("bases", "whitened,svd").split(",") as Job["basis"][];
-  const steps = Number(arg("steps", "200")), lr = Number(arg("lr", "0.02"));
-  const batch = Number(arg("batch", "8")), kl = Number(arg("kl", "0"));
+  const steps = Number(arg("steps", "100")), lr = Number(arg("lr", "0.05"));
+  const batch = Number(arg("batch", "4")), kl = Number(arg("kl", "0"));
   console.log(
     "| model | basis | % removed | ppl | loss first → last | time s (bases / train) | peak RSS MB |",
   );

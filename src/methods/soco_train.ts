@@ -114,9 +114,9 @@ export interface SocoTrainOptions {
   ranks: readonly number[];
   /** Target: stored values of the kept components. */
   budget: number;
-  /** Total steps, split 20 / 30 / 50 % over the stages (default 200; 3 to 1,000,000). */
+  /** Total steps, split 20 / 30 / 50 % over the stages (default 100; 3 to 1,000,000). */
   steps?: number;
-  /** Adam's learning rate on the scores (default 0.02; in (0, 1]). */
+  /** Adam's learning rate on the scores (default 0.05; in (0, 1]). */
   lr?: number;
   /** Initial sparsity weight κ (default 1). */
   sparsity?: number;
@@ -177,7 +177,7 @@ export function stageOf(t: number, steps: number): SocoStage {
 export function checkTrainOptions(
   o: { steps?: number; lr?: number; sparsity?: number },
 ): { steps: number; lr: number } {
-  const steps = o.steps ?? 200, lr = o.lr ?? 0.02;
+  const steps = o.steps ?? 100, lr = o.lr ?? 0.05;
   if (typeof steps !== "number" || !Number.isInteger(steps) || steps < 3 || steps > 1e6) {
     throw new OptionError(
       `soco: steps must be a whole number from 3 to 1000000 (one per stage at least), got ${show(steps)}`,

@@ -1072,7 +1072,11 @@ const TOKENIZER_FILES = [
 ];
 
 /** Copy the input's tokenizer files into `dir` (for a GGUF input, its tokenizer metadata as tokenizer_gguf.json). */
-export async function copyTokenizer(inputPath: string | undefined, dir: string, gguf: boolean): Promise<void> {
+export async function copyTokenizer(
+  inputPath: string | undefined,
+  dir: string,
+  gguf: boolean,
+): Promise<void> {
   if (!inputPath) return;
   const fs = await import("node:fs/promises");
   const { join } = await import("node:path");

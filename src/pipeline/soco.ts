@@ -21,7 +21,7 @@
  * const report = await compressSoco("models/stories260K/stories260K.gguf", "out/stories-soco", {
  *   ratio: { removed: 0.4 },
  *   calibration: { ids, samples: 32, seqlen: 256 },
- *   steps: 200,
+ *   steps: 100,
  * });
  * report.params.linears.removed; // ≥ 0.4
  * ```
@@ -89,13 +89,13 @@ export interface SocoOptions {
   calibration: CalibrationOptions;
   /** The basis the spectrum is learned in (default "whitened": measured better, see the README). */
   basis?: SocoBasisKind;
-  /** Training steps over the three stages (default 200). */
+  /** Training steps over the three stages (default 100). */
   steps?: number;
-  /** Adam's learning rate on the scores (default 0.02). */
+  /** Adam's learning rate on the scores (default 0.05). */
   lr?: number;
   /** Initial sparsity weight (default 1). */
   sparsity?: number;
-  /** Calibration windows per step (default 8, at most the number of windows). */
+  /** Calibration windows per step (default 4, at most the number of windows). */
   batch?: number;
   /** Weight of a KL(original ‖ compressed) term beside the next-token loss (default 0: none). */
   klWeight?: number;
@@ -347,7 +347,7 @@ export async function compressSocoModel(
     const reference: GradModel | undefined = klWeight > 0
       ? { spec, head, block: (i) => loadBlock(reader, spec, i) }
       : undefined;
-    const batch = Math.min(opts.batch ?? 8, windows.length);
+    const batch = Math.min(opts.batch ?? 4, windows.length);
     const pick = batchPicker(windows.length, batch, seed);
     let resume: SocoState | undefined;
     if (opts.checkpoint) {
