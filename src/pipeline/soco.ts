@@ -140,8 +140,8 @@ export interface SocoReport {
   params: ParamSummary;
   /** Per step: stage, loss, budget (kept over target). */
   history: { step: number; stage: string; loss: number; budget: number }[];
-  /** Learned scores per linear (0 where pruned) and the basis's σ, for plots. */
-  spectra: { name: string; sigma: Float64Array; scores: Float64Array }[];
+  /** Per linear: its shape, the basis's σ and the learned scores (0 where pruned), for plots. */
+  spectra: { name: string; rows: number; cols: number; sigma: Float64Array; scores: Float64Array }[];
   /** Divergences recovered from (learning-rate halvings). */
   recoveries: number;
   /** Seconds: bases, training, writing, total. */
@@ -509,7 +509,13 @@ export async function compressSocoModel(
       ranks,
       params,
       history: trained.history,
-      spectra: bases.map((b, j) => ({ name: b.name, sigma: b.sigma, scores: trained.scores[j] })),
+      spectra: bases.map((b, j) => ({
+        name: b.name,
+        rows: b.rows,
+        cols: b.cols,
+        sigma: b.sigma,
+        scores: trained.scores[j],
+      })),
       recoveries: trained.state.recoveries,
       seconds: {
         bases: (tBases - t0) / 1000,
