@@ -6,7 +6,7 @@
  * windows of 256. Each job runs in its own process, so that its time and peak RSS are its own.
  *
  * Usage: deno run -A bench/soco.ts [--models stories,brown] [--ratios 0.2,0.4,0.6] [--bases whitened,svd]
- *        [--steps 100] [--lr 0.05] [--batch 4] [--kl 0]
+ *        [--steps 100] [--lr 0.05] [--batch 4] [--kl 0] [--nll 1]
  *
  * @module
  */
@@ -29,6 +29,7 @@ interface Job {
   lr: number;
   batch: number;
   kl: number;
+  nll: number;
 }
 
 function arg(name: string, fallback: string): string {
@@ -80,6 +81,7 @@ async function runOne(job: Job): Promise<void> {
       lr: job.lr,
       batch: job.batch,
       klWeight: job.kl,
+      nllWeight: job.nll,
       onProgress: (e) => {
         if (e.stage !== "train") return;
         const t = e.train;
@@ -143,7 +145,7 @@ async function main(): Promise<void> {
   const ratios = arg("ratios", "0.2,0.4,0.6").split(",").map(Number);
   const bases = arg("bases", "whitened,svd").split(",") as Job["basis"][];
   const steps = Number(arg("steps", "100")), lr = Number(arg("lr", "0.05"));
-  const batch = Number(arg("batch", "4")), kl = Number(arg("kl", "0"));
+  const batch = Number(arg("batch", "4")), kl = Number(arg("kl", "0")), nll = Number(arg("nll", "1"));
   console.log(
     "| model | basis | % removed | ppl | loss first → last | time s (bases / train) | peak RSS MB |",
   );
@@ -151,7 +153,7 @@ async function main(): Promise<void> {
   for (const model of models) {
     for (const removed of ratios) {
       for (const basis of bases) {
-        const r = await child({ model, basis, removed, steps, lr, batch, kl }) as {
+        const r = await child({ model, basis, removed, steps, lr, batch, kl, nll }) as {
           ppl: number;
           seconds: { bases: number; train: number; total: number };
           peakRssMB: number;

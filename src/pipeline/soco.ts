@@ -97,8 +97,10 @@ export interface SocoOptions {
   sparsity?: number;
   /** Calibration windows per step (default 4, at most the number of windows). */
   batch?: number;
-  /** Weight of a KL(original ‖ compressed) term beside the next-token loss (default 0: none). */
+  /** Weight of a KL(original ‖ compressed) term, the paper's deviation from the original model (default 0). */
   klWeight?: number;
+  /** Weight of the next-token loss (default 1; 0 with `klWeight` > 0 trains on the original's outputs only). */
+  nllWeight?: number;
   /**
    * A JSON checkpoint of the scores and the optimiser: resumed from when it exists (it must be of the same
    * run), rewritten every `checkpointEvery` steps and at the end.
@@ -170,9 +172,14 @@ function check(opts: SocoOptions): void {
   if (b !== undefined && !(Number.isInteger(b) && b >= 1)) {
     throw new OptionError(`soco: batch must be a whole number of windows ≥ 1, got ${b}`);
   }
-  const kl = opts.klWeight;
-  if (kl !== undefined && !(typeof kl === "number" && Number.isFinite(kl) && kl >= 0)) {
-    throw new OptionError(`soco: klWeight must be a finite number ≥ 0, got ${kl}`);
+  for (const key of ["klWeight", "nllWeight"] as const) {
+    const v = opts[key];
+    if (v !== undefined && !(typeof v === "number" && Number.isFinite(v) && v >= 0)) {
+      throw new OptionError(`soco: ${key} must be a finite number ≥ 0, got ${v}`);
+    }
+  }
+  if ((opts.nllWeight ?? 1) === 0 && !((opts.klWeight ?? 0) > 0)) {
+    throw new OptionError(`soco: nllWeight 0 needs a klWeight > 0 (the objective would be empty)`);
   }
   if (!opts.calibration || (!opts.calibration.ids && opts.calibration.text === undefined)) {
     throw new OptionError(`soco: calibration text or ids are required (the scores are trained on them)`);
@@ -382,6 +389,7 @@ export async function compressSocoModel(
         },
         reference,
         klWeight: reference ? klWeight : undefined,
+        nllWeight: opts.nllWeight,
         signal: opts.signal,
       });
       peak.sample();
@@ -485,6 +493,7 @@ export async function compressSocoModel(
         lr,
         batch,
         kl_weight: klWeight,
+        nll_weight: opts.nllWeight ?? 1,
         recoveries: trained.state.recoveries,
         budget: target,
         kept: trained.params,
