@@ -117,6 +117,8 @@ test("soco refuses bad options before writing anything", async () => {
       [{ steps: 10.5 }, /steps/],
       [{ batch: 0 }, /batch/],
       [{ klWeight: -1 }, /klWeight/],
+      [{ nllWeight: NaN }, /nllWeight must be a finite number/],
+      [{ nllWeight: 0 }, /nllWeight 0 needs a klWeight > 0/],
       [{ basis: "pca" as "svd" }, /basis must be "svd" or "whitened"/],
       [{ ratio: { removed: 0.999 } }, /nothing would be left/],
       [{ ratio: { removed: 1.5 } }, /strictly between 0 and 1/],
@@ -129,6 +131,24 @@ test("soco refuses bad options before writing anything", async () => {
       });
       assert.ok(!existsSync(out));
     }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("soco with the KL objective alone: at s = 1 the compressed model is the original, KL = 0", async () => {
+  const ids = await calibIds();
+  const dir = await mkdtemp(join(tmpdir(), "soco-test-"));
+  try {
+    const r = await compressSoco(MODEL, join(dir, "kl"), {
+      ...base(ids),
+      calibration: { ids, samples: 2, seqlen: 32, seed: 1 },
+      steps: 3,
+      klWeight: 1,
+      nllWeight: 0,
+    });
+    assert.ok(r.history[0].loss >= -1e-7 && r.history[0].loss < 1e-5, `KL at s = 1: ${r.history[0].loss}`);
+    assert.ok(r.history.at(-1)!.loss > 1e-4, "pruning moves the model away from the original");
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
