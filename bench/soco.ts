@@ -98,10 +98,17 @@ async function runOne(job: Job): Promise<void> {
     });
     const m = await loadModel(out);
     const ppl = (await perplexity(m, d.evalIds, { window: d.window })).ppl;
+    // The loss on every calibration window (what the training fitted), beside the held-out perplexity.
+    const { calibrationWindows } = await import("../src/calib/windows.ts");
+    const wins = calibrationWindows(d.calib, { samples: d.samples, seqlen: 256, seed: 0 });
+    const calibNll = Math.log(
+      (await perplexity(m, new Int32Array(wins.flatMap((w) => [...w])), { window: 256 })).ppl,
+    );
     await m.close();
     console.log(JSON.stringify({
       job,
       ppl,
+      calibNll,
       seconds: rep.seconds,
       peakRssMB: rep.peakRssBytes / 2 ** 20,
       linearsRemoved: rep.params.linears.removed,
