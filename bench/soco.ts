@@ -154,14 +154,15 @@ async function main(): Promise<void> {
   const steps = Number(arg("steps", "100")), lr = Number(arg("lr", "0.05"));
   const batch = Number(arg("batch", "4")), kl = Number(arg("kl", "0")), nll = Number(arg("nll", "1"));
   console.log(
-    "| model | basis | % removed | ppl | loss first → last | time s (bases / train) | peak RSS MB |",
+    "| model | basis | % removed | ppl | calib NLL | loss first → last | time s (bases / train) | peak RSS MB |",
   );
-  console.log("|---|---|---|---|---|---|---|");
+  console.log("|---|---|---|---|---|---|---|---|");
   for (const model of models) {
     for (const removed of ratios) {
       for (const basis of bases) {
         const r = await child({ model, basis, removed, steps, lr, batch, kl, nll }) as {
           ppl: number;
+          calibNll: number;
           seconds: { bases: number; train: number; total: number };
           peakRssMB: number;
           linearsRemoved: number;
@@ -171,9 +172,11 @@ async function main(): Promise<void> {
         console.log(
           `| ${model === "brown" ? "tinylm-brown" : "stories260K"} | ${basis} | ${
             (100 * r.linearsRemoved).toFixed(1)
-          } | ${r.ppl.toFixed(2)} | ${r.firstLoss.toFixed(3)} → ${r.lastLoss.toFixed(3)} | ${
-            r.seconds.total.toFixed(1)
-          } (${r.seconds.bases.toFixed(1)} / ${r.seconds.train.toFixed(1)}) | ${r.peakRssMB.toFixed(0)} |`,
+          } | ${r.ppl.toFixed(2)} | ${r.calibNll.toFixed(3)} | ${r.firstLoss.toFixed(3)} → ${
+            r.lastLoss.toFixed(3)
+          } | ${r.seconds.total.toFixed(1)} (${r.seconds.bases.toFixed(1)} / ${
+            r.seconds.train.toFixed(1)
+          }) | ${r.peakRssMB.toFixed(0)} |`,
         );
       }
     }
