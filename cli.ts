@@ -14,9 +14,12 @@
  */
 import { parseArgs } from "node:util";
 import { readFile } from "node:fs/promises";
-import { rmSync } from "node:fs";
+import { realpathSync, rmSync } from "node:fs";
+import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { formatDuration, progressBar, type ProgressEvent } from "./src/cli/progress.ts";
+import { type BarEvent, formatDuration, progressBar } from "./src/cli/progress.ts";
+import type { ProgressEvent } from "./src/model/llama.ts";
+import { compareMethods } from "./src/eval/compare.ts";
 import {
   formatBytes,
   formatCompressReport,
@@ -26,6 +29,8 @@ import {
 } from "./src/cli/report.ts";
 import { compress, type CompressOptions, type CompressProgress } from "./src/pipeline/compress.ts";
 import { merge } from "./src/pipeline/merge.ts";
+import { OptionError } from "./src/errors.ts";
+import { cmdExport } from "./src/cli/export.ts";
 import { type LoadedModel, loadModel } from "./src/model/load.ts";
 import { perplexity } from "./src/eval/perplexity.ts";
 import { generate } from "./src/eval/generate.ts";
@@ -45,27 +50,98 @@ usage:
                   [--force] [--overwrite]
   cli.ts inspect MODEL                          per-layer shapes, ranks and singular-value spectra
   cli.ts merge IN OUT                           low-rank factors back to dense weights
+  cli.ts export IN OUT --format onnx [--dtype f32|f16|int8] [--kv-cache full|latent] [--overwrite]
+  cli.ts COMMAND --help                         the options of one command
 
 Every command takes --threads N|auto (numeric worker threads; default auto = the machine's cores).
 MODEL/IN is a .gguf file or a Hugging Face folder (config.json + model.safetensors + tokenizer.json).
 --ratio is the fraction of each linear's parameters REMOVED (SVD-LLM's convention, 0.2 keeps 80 %);
 --kept is the fraction KEPT (ASVD's parameter ratio). Give exactly one.`;
 
-const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
-const DEFAULT_MODEL = here("./models/stories260K/stories260K.gguf");
-const DEFAULT_TEXT = here("./data/tinystories-valid.part1.txt");
+/** Help of each command, printed by `cli.ts COMMAND --help`. */
+const HELP: Record<string, string> = {
+  demo: `cli.ts demo
+
+The bundled stories260K model: its size and perplexity on the bundled TinyStories text, a greedy continuation,
+then each method (svd, asvd, svdllm) at 20 % removed, reloaded and evaluated on the same text.`,
+  eval: `cli.ts eval [MODEL] [--text FILE] [--window N] [--max-tokens N]
+
+Perplexity of MODEL (a .gguf file, a Hugging Face folder, or an http(s) URL of either) on the text of FILE.
+Without MODEL: the bundled stories260K on the bundled TinyStories text. A model of your own needs --text.
+  --text FILE        evaluation text (path or http(s) URL)
+  --window N         tokens per window (default: the model's context, at most 2048)
+  --max-tokens N     evaluate only the first N tokens`,
+  generate: `cli.ts generate [MODEL] [--prompt TEXT] [--tokens N]
+
+Greedy continuation of TEXT (default "Once upon a time") by MODEL (default: the bundled stories260K).
+  --tokens N         tokens to generate (default 40)`,
+  compress: `cli.ts compress IN OUT --method svd|asvd|svdllm (--ratio R | --kept P) [--calib FILE] [options]
+
+Compress IN (a .gguf file, a Hugging Face folder, or an http(s) URL of either) into the folder OUT.
+  --method M               svd (no calibration), asvd or svdllm (default svdllm)
+  --ratio R                fraction of each block linear's parameters REMOVED (SVD-LLM's convention)
+  --kept P                 fraction KEPT (ASVD's parameter ratio); give exactly one of --ratio / --kept
+  --calib FILE             calibration text (needed by asvd and svdllm)
+  --samples N              calibration windows (default 32)
+  --seqlen L               tokens per window (default min(256, the model's context))
+  --seed S                 seed of the random window starts (default 0)
+  --update                 svdllm: closed-form update of A on the compressed prefix's activations
+  --original-activations   calibrate every block on the original model's activations (not sequentially)
+  --alpha A                asvd: scaling exponent (default 0.5)
+  --allocation uniform|sensitivity   asvd: rank allocation (sensitivity: the paper's sweep)
+  --kv-cache               asvd: compress only k/v, --kept is the fraction of the KV cache kept
+  --dtype F32|F16|BF16     storage type of the factors (default F32)
+  --force                  accept ranks that save nothing
+  --overwrite              replace OUT if it is a model folder written by this program (nothing else)`,
+  inspect: `cli.ts inspect MODEL
+
+Per-layer shapes, ranks and singular-value spectra of MODEL; for a model compressed by this program, also what
+its compression recorded (relative loss, damping).`,
+  merge: `cli.ts merge IN OUT [--overwrite]
+
+Multiply the low-rank factors of the compressed folder IN back into dense weights, written to the folder OUT.
+  --overwrite        replace OUT if it is a model folder written by this program (nothing else)`,
+};
+
+/**
+ * A file shipped beside cli.ts (the demo model and text), resolved only when used: a path when the CLI runs
+ * from files, a URL when it runs from a remote URL (JSR), where there is no local copy.
+ */
+function bundled(relative: string): string {
+  const u = new URL(relative, import.meta.url);
+  return u.protocol === "file:" ? fileURLToPath(u) : u.href;
+}
+const demoModel = () => bundled("./models/stories260K/stories260K.gguf");
+const demoText = () => bundled("./data/tinystories-valid.part1.txt");
 /** stories260K was trained on 512-token contexts (llama2.c); its GGUF metadata says 2048, so say it explicitly. */
 const DEMO_WINDOW = 512;
+
+/** True when `path` names the bundled demo model. */
+function isDemoModel(path: string): boolean {
+  const demo = demoModel();
+  if (/^https?:/i.test(path) || /^https?:/i.test(demo)) return path === demo;
+  const real = (p: string) => {
+    try {
+      return realpathSync(p);
+    } catch {
+      return resolve(p);
+    }
+  };
+  return real(path) === real(demo);
+}
 
 const print = (s = "") => process.stdout.write(s + "\n");
 const bar = progressBar();
 const onProgress = (e: ProgressEvent) => bar(e);
 const onCompressProgress = (e: CompressProgress) =>
-  bar({
-    stage: e.block === undefined ? e.stage : `${e.stage} block ${e.block}`,
-    done: e.done,
-    total: e.total,
-  });
+  bar(
+    {
+      stage: e.stage,
+      label: e.block === undefined ? e.stage : `${e.stage} block ${e.block}`,
+      done: e.done,
+      total: e.total,
+    } satisfies BarEvent,
+  );
 
 function num(v: string | undefined, name: string, fallback?: number): number | undefined {
   if (v === undefined) return fallback;
@@ -87,7 +163,11 @@ function int(v: string | undefined, name: string, min: number, fallback?: number
 async function readText(path: string, option: string): Promise<string> {
   let text: string;
   try {
-    text = await readFile(path, "utf8");
+    if (/^https?:\/\//i.test(path)) {
+      const r = await fetch(path);
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
+      text = await r.text();
+    } else text = await readFile(path, "utf8");
   } catch (e) {
     const err = e as { code?: string; message: string };
     const why = err.code === "EISDIR" ? "it is a folder, not a text file" : err.message;
@@ -115,10 +195,16 @@ async function cmdEval(args: string[]): Promise<void> {
     options: { text: { type: "string" }, window: { type: "string" }, "max-tokens": { type: "string" } },
   });
   atMost("eval", positionals, 1);
-  const path = positionals[0] ?? DEFAULT_MODEL;
+  const path = positionals[0] ?? demoModel();
   const max = int(values["max-tokens"], "max-tokens", 2);
   const windowOpt = int(values.window, "window", 2);
-  const text = await readText(values.text ?? DEFAULT_TEXT, "text");
+  if (values.text === undefined && !isDemoModel(path)) {
+    throw new Error(
+      `eval: give --text FILE to evaluate ${path} (the bundled TinyStories text is used only with the bundled model)`,
+    );
+  }
+  if (values.text === undefined) process.stderr.write(`text: the bundled TinyStories validation text\n`);
+  const text = await readText(values.text ?? demoText(), "text");
   const model = await loadModel(path);
   try {
     let ids = model.tokenizer.encode(text, { bos: true });
@@ -156,7 +242,7 @@ async function cmdGenerate(args: string[]): Promise<void> {
   });
   atMost("generate", positionals, 1);
   const tokens = int(values.tokens, "tokens", 1, 40)!;
-  const model = await loadModel(positionals[0] ?? DEFAULT_MODEL);
+  const model = await loadModel(positionals[0] ?? demoModel());
   try {
     const prompt = values.prompt ?? "Once upon a time";
     print(await continueText(model, prompt, tokens));
@@ -196,7 +282,9 @@ async function cmdCompress(args: string[]): Promise<void> {
       overwrite: { type: "boolean" },
     },
   });
-  if (positionals.length !== 2) throw new Error("compress: expected two paths, IN and OUT\n\n" + USAGE);
+  if (positionals.length !== 2) {
+    throw new Error("compress: expected two paths, IN and OUT\n\n" + HELP.compress);
+  }
   const [input, output] = positionals;
   const opts: CompressOptions = {
     method: values.method as CompressOptions["method"],
@@ -219,13 +307,15 @@ async function cmdCompress(args: string[]): Promise<void> {
     overwrite: values.overwrite,
     onProgress: onCompressProgress,
   };
-  const report = await compress(input, output, opts);
+  const report = await compress(input, output, opts).catch((e) => {
+    throw inFlags(e);
+  });
   print(formatCompressReport(report));
 }
 
 async function cmdInspect(args: string[]): Promise<void> {
   const { positionals } = parseArgs({ args, allowPositionals: true, options: {} });
-  if (positionals.length !== 1) throw new Error("inspect: expected one model path\n\n" + USAGE);
+  if (positionals.length !== 1) throw new Error("inspect: expected one model path\n\n" + HELP.inspect);
   print(formatInspectReport(await inspectModel(positionals[0], { onProgress })));
 }
 
@@ -235,8 +325,10 @@ async function cmdMerge(args: string[]): Promise<void> {
     allowPositionals: true,
     options: { overwrite: { type: "boolean" } },
   });
-  if (positionals.length !== 2) throw new Error("merge: expected two paths, IN and OUT\n\n" + USAGE);
-  const r = await merge(positionals[0], positionals[1], { overwrite: values.overwrite });
+  if (positionals.length !== 2) throw new Error("merge: expected two paths, IN and OUT\n\n" + HELP.merge);
+  const r = await merge(positionals[0], positionals[1], { overwrite: values.overwrite }).catch((e) => {
+    throw inFlags(e);
+  });
   print(
     `merged ${r.merged.length} low-rank linears into dense weights: ${
       positionals[1]
@@ -248,11 +340,8 @@ async function cmdMerge(args: string[]): Promise<void> {
 async function cmdDemo(): Promise<void> {
   const info = linalgInfo();
   print(`numerics: ${info.backend}${info.threads > 1 ? `, ${info.threads} threads` : ""}`);
-  const { mkdtemp, rm } = await import("node:fs/promises");
-  const { tmpdir } = await import("node:os");
-  const { join } = await import("node:path");
-  const text = await readFile(DEFAULT_TEXT, "utf8");
-  const model = await loadModel(DEFAULT_MODEL);
+  const text = await readText(demoText(), "text");
+  const model = await loadModel(demoModel());
   const s = model.spec;
   let params = 0;
   for (const t of model.reader.tensors()) params += t.shape.reduce((a, b) => a * b, 1);
@@ -272,36 +361,24 @@ async function cmdDemo(): Promise<void> {
       dense.ppl.toFixed(4)
     }`,
   );
-
-  const dir = await mkdtemp(join(tmpdir(), "svd-llm-demo-"));
-  try {
-    for (const method of ["svd", "asvd", "svdllm"] as const) {
-      const out = join(dir, method);
-      const report = await compress(DEFAULT_MODEL, out, {
-        method,
-        ratio: { removed: 0.2 },
-        calibration: { text, samples: 16, seqlen: 128 },
-        onProgress: onCompressProgress,
-      });
-      const m = await loadModel(out);
-      try {
-        const r = await perplexity(m, m.tokenizer.encode(text, { bos: true }), {
-          window: DEMO_WINDOW,
-          onProgress,
-        });
-        rows.push([
-          method,
-          `${(report.params.model.removed * 100).toFixed(1)} %`,
-          r.ppl.toFixed(4),
-          `${report.seconds.toFixed(2)} s`,
-          await continueText(m, prompt, 24),
-        ]);
-      } finally {
-        await m.close();
-      }
-    }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
+  const samples = new Map<string, string>();
+  const results = await compareMethods(demoModel(), {
+    ratio: { removed: 0.2 },
+    calibration: { text, samples: 16, seqlen: 128 },
+    evalIds: ids,
+    window: DEMO_WINDOW,
+    onProgress: onCompressProgress,
+    onEvalProgress: onProgress,
+    onModel: async (m, method) => void samples.set(method, await continueText(m, prompt, 24)),
+  });
+  for (const r of results) {
+    rows.push([
+      r.method,
+      `${(r.report.params.model.removed * 100).toFixed(1)} %`,
+      r.ppl.toFixed(4),
+      `${r.report.seconds.toFixed(2)} s`,
+      samples.get(r.method)!,
+    ]);
   }
   print(
     "\n20 % of every block linear's parameters removed (calibration: 16 windows × 128 tokens of the same text):",
@@ -316,6 +393,44 @@ async function cmdDemo(): Promise<void> {
     ),
   );
 }
+
+/**
+ * The library's error with its option names replaced by the command line's flags ("pass overwrite: true" →
+ * "pass --overwrite"), so the user is told what to type.
+ */
+function inFlags(e: unknown): unknown {
+  if (!(e instanceof OptionError)) return e;
+  let m = e.message;
+  for (const [api, flag] of FLAG_NAMES) m = m.replace(api, flag);
+  if (m === e.message) return e;
+  const out = new OptionError(m);
+  out.stack = `${out.name}: ${m}`;
+  return out;
+}
+
+/** Library option names and the flags that set them. */
+const FLAG_NAMES: [RegExp, string][] = [
+  [/pass overwrite: true/g, "pass --overwrite"],
+  [/\(calibration\.text or calibration\.ids\)/g, "(--calib FILE)"],
+  [/calibration\.text/g, "--calib"],
+  [/calibration\.samples/g, "--samples"],
+  [/calibration seqlen/g, "--seqlen"],
+  [/calibration windows: samples/g, "--samples"],
+  [/calibration windows: seqlen/g, "--seqlen"],
+  [/calibration windows: seed/g, "--seed"],
+  [/compress: method must be/g, "compress: --method must be"],
+  [/compress: allocation must be/g, "compress: --allocation must be"],
+  [/compress: dtype must be/g, "compress: --dtype must be"],
+  [/compress: update applies/g, "compress: --update applies"],
+  [/allocation "sensitivity" applies/g, "--allocation sensitivity applies"],
+  [
+    /kvCache chooses the linears and ranks itself; drop linears\/allocation/g,
+    "--kv-cache chooses the ranks itself; drop --allocation",
+  ],
+  [/ratio: removed must be/g, "--ratio must be"],
+  [/ratio: kept must be/g, "--kept must be"],
+  [/force: true/g, "--force"],
+];
 
 /** `--threads N|auto` may stand anywhere; it sets the numeric worker threads (default: auto). */
 function takeThreads(argv: string[]): { threads: number | "auto"; rest: string[] } {
@@ -333,6 +448,10 @@ async function main(argv: string[]): Promise<number> {
   try {
     const { threads, rest: args } = takeThreads(argv);
     const [cmd, ...rest] = args;
+    if (cmd !== undefined && HELP[cmd] && (rest.includes("--help") || rest.includes("-h"))) {
+      print(HELP[cmd]);
+      return 0;
+    }
     await initLinalg({ threads });
     switch (cmd) {
       case "demo":
@@ -353,11 +472,14 @@ async function main(argv: string[]): Promise<number> {
       case "merge":
         await cmdMerge(rest);
         break;
+      case "export":
+        await cmdExport(rest, print);
+        break;
       case undefined:
       case "help":
       case "--help":
       case "-h":
-        print(USAGE);
+        print(rest[0] && HELP[rest[0]] ? HELP[rest[0]] : USAGE);
         break;
       default:
         process.stderr.write(`unknown command ${JSON.stringify(cmd)}\n\n${USAGE}\n`);
@@ -374,11 +496,11 @@ async function main(argv: string[]): Promise<number> {
 }
 
 /**
- * On SIGINT (Ctrl-C) or SIGTERM: remove the temporary files and folders being written (the destination name
- * never holds a partial output, and no `.tmp-…` debris is left beside it), then exit 130 / 143. The handler
+ * On SIGINT (Ctrl-C), SIGTERM or SIGHUP (the terminal closed): remove the temporary files and folders being written (the destination name
+ * never holds a partial output, and no `.tmp-…` debris is left beside it), then exit 130 / 143 / 129. The handler
  * runs when the event loop next turns (compress yields between tensor reads and writes).
  */
-function exitOnSignal(signal: "SIGINT" | "SIGTERM", code: number): void {
+function exitOnSignal(signal: "SIGINT" | "SIGTERM" | "SIGHUP", code: number): void {
   process.on(signal, () => {
     const removed: string[] = [];
     const pending = pendingTempPaths();
@@ -398,9 +520,26 @@ function exitOnSignal(signal: "SIGINT" | "SIGTERM", code: number): void {
   });
 }
 
-if (import.meta.main) {
+/**
+ * True when this file is the program being run: `import.meta.main` where the runtime sets it (Deno, Bun),
+ * else (Node 20, a Node bundle) when the script named on the command line is this file.
+ */
+function isMain(): boolean {
+  const main = (import.meta as { main?: boolean }).main;
+  if (typeof main === "boolean") return main;
+  const script = process.argv[1];
+  if (!script || !import.meta.url.startsWith("file:")) return false;
+  try {
+    return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isMain()) {
   exitOnSignal("SIGINT", 130);
   exitOnSignal("SIGTERM", 143);
+  if (process.platform !== "win32") exitOnSignal("SIGHUP", 129);
   const code = await main(process.argv.slice(2));
   process.exit(code);
 }

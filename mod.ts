@@ -49,10 +49,13 @@ export {
   type CompressMethod,
   compressModel,
   type CompressOptions,
+  type CompressOutput,
   type CompressPhases,
   type CompressProgress,
   type CompressReport,
   type LayerReport,
+  type ModelOrigin,
+  type ModelSource,
 } from "./src/pipeline/compress.ts";
 export { merge, type MergeOptions, type MergeReport } from "./src/pipeline/merge.ts";
 export {
@@ -62,10 +65,44 @@ export {
   type SocoPipelineProgress,
   type SocoReport,
 } from "./src/pipeline/soco.ts";
+export { type InspectedLinear, inspectModel, type InspectReport } from "./src/pipeline/inspect.ts";
+export {
+  type ByteSink,
+  type MemorySink,
+  memorySink,
+  type OutputSink,
+  streamSink,
+} from "./src/pipeline/sink.ts";
+export { readSvdLlmConfig, type RecordedLayer, type SvdLlmConfig } from "./src/pipeline/svd_llm_config.ts";
+export { openModelSource } from "./src/pipeline/source.ts";
+export {
+  compareMethods,
+  type CompareOptions,
+  type MethodChoice,
+  type MethodComparison,
+} from "./src/eval/compare.ts";
+export { linearShape } from "./src/model/linear_shape.ts";
+export {
+  compressFwsvdFolder,
+  factoredReader,
+  type FisherInfo,
+  fisherInformation,
+  type FwsvdModel,
+  fwsvdModel,
+  type FwsvdOptions,
+} from "./src/pipeline/fwsvd.ts";
+export {
+  type ExportDtype,
+  type ExportInput,
+  exportOnnx,
+  type ExportOnnxOptions,
+  type ExportOnnxReport,
+} from "./src/export/onnx.ts";
 
 // Per-layer methods.
 export { asvd, type LayerCompressor, svdLayer, svdllm, type Target } from "./src/methods/layer.ts";
 export { compressSvd } from "./src/methods/svd.ts";
+export { addFisherBatch, compressFwsvd, type FisherSide } from "./src/methods/fwsvd.ts";
 export { type AsvdOptions, type AsvdStats, compressAsvd } from "./src/methods/asvd.ts";
 export { compressSvdLlm, type SvdLlmOptions, type SvdLlmStats, updateA } from "./src/methods/svdllm.ts";
 export type { Factors, MethodReport } from "./src/methods/factors.ts";
@@ -89,6 +126,15 @@ export { GramObserver } from "./src/calib/gram.ts";
 // Models and evaluation.
 export { type LoadedModel, loadModel } from "./src/model/load.ts";
 export type { LlamaSpec } from "./src/model/spec.ts";
+export {
+  blockBackward,
+  blockForward,
+  type GradModel,
+  type LinearGradHook,
+  type LossAndGrad,
+  lossAndGrad,
+  type LossAndGradOptions,
+} from "./src/model/backward.ts";
 export {
   perplexity,
   type PerplexityOptions,
@@ -115,6 +161,16 @@ export { FormatError, NumericError, OptionError, ShapeError } from "./src/errors
 
 // Types the public functions above take or return.
 export type { CalibrationOptions, ModelInput } from "./src/pipeline/compress.ts";
+export type { FisherOptions, FwsvdCalibration, FwsvdInput, FwsvdLayer } from "./src/pipeline/fwsvd.ts";
+export type {
+  BlockBackwardOptions,
+  BlockGrads,
+  BlockValues,
+  GradBlock,
+  ValueName,
+} from "./src/model/backward.ts";
+export type { GradHead, GradLinear, LinearGrads } from "./src/model/backward_ops.ts";
+export type { Layout } from "./src/model/llama.ts";
 export type { CholeskyOptions, CholeskyResult } from "./src/linalg/cholesky.ts";
 export { ResidentCholesky } from "./src/linalg/cholesky_resident.ts";
 export type { DType } from "./src/io/tensor_reader.ts";
@@ -123,7 +179,7 @@ export type { FloatArray } from "./src/linalg/matrix.ts";
 export type { GgufFile, GgufNumberArray, GgufValue, OpenGgufOptions } from "./src/io/gguf.ts";
 export type { KlOptions, KlResult } from "./src/eval/kl.ts";
 export type { KvCacheLayer, KvCacheReport } from "./src/methods/kvcache.ts";
-export type { BackendChoice, LinalgInfo, LinalgOptions } from "./src/linalg/backend.ts";
+export type { BackendChoice, LinalgGpuInfo, LinalgInfo, LinalgOptions } from "./src/linalg/backend.ts";
 export type { LinearName } from "./src/model/names.ts";
 export type { MatmulOptions } from "./src/linalg/gemm.ts";
 export type { ModelWeights, ProgressEvent } from "./src/model/llama.ts";
@@ -132,7 +188,13 @@ export type { OpenUrlOptions } from "./src/io/url_source.ts";
 export type { LayerParams, ParamSummary, RankOptions } from "./src/methods/ratio.ts";
 export type { RopeScaling } from "./src/model/rope.ts";
 export type { SafetensorsEntry, SafetensorsReader } from "./src/io/safetensors_reader.ts";
-export type { SafetensorsWriter, SafetensorsWriterOptions, TensorPlan } from "./src/io/safetensors_writer.ts";
+export type {
+  SafetensorsStreamWriter,
+  SafetensorsWriter,
+  SafetensorsWriterOptions,
+  TensorPlan,
+} from "./src/io/safetensors_writer.ts";
+export type { SideFiles } from "./src/pipeline/output.ts";
 export type { SourceInput } from "./src/io/open_source.ts";
 export type { SvdResult } from "./src/linalg/svd.ts";
 export type { SvdTruncatedOptions } from "./src/linalg/svd_truncated.ts";

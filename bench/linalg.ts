@@ -1,7 +1,8 @@
 /**
  * Benchmark of the factorisations (`src/linalg/`): thin SVD, rank-k randomized SVD and Cholesky, beside
  * numpy/OpenBLAS on one thread, or on as many as ours with `--threads N` (Debian's python3-numpy through
- * `/usr/bin/python3`, when present) and ml-matrix (the SVD at 768² only). Prints seconds and ratios: one run
+ * `/usr/bin/python3`, else `python3`: whichever imports numpy; the run says when none does) and ml-matrix
+ * (the SVD at 768² only). Prints seconds and ratios: one run
  * per large case, the best of `reps` for the small SVDs of one linear layer (the shapes SVD-LLM and ASVD
  * factor per layer), for both sides.
  * numpy runs right before each case; the CPU-time ratio is printed beside the wall-clock one because the
@@ -17,7 +18,6 @@
  * @module
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
 import process from "node:process";
 import { cholesky } from "../src/linalg/cholesky.ts";
@@ -93,10 +93,37 @@ interface Time {
   cpu: number;
 }
 
+/** Pythons tried for numpy, in order: Debian's (python3-numpy), then whatever `python3` is on the PATH. */
+const PYTHONS = ["/usr/bin/python3", "python3"];
+
+/**
+ * The first Python that can import numpy, found by trying (once); null, with the reason printed, when none
+ * can: the numpy column is then left out, and the run says so rather than dropping it silently.
+ */
+const numpyPython: string | null = (() => {
+  const why: string[] = [];
+  for (const py of PYTHONS) {
+    try {
+      const v = execFileSync(py, ["-c", "import numpy; print(numpy.__version__)"], {
+        encoding: "utf8",
+        stdio: ["ignore", "pipe", "pipe"],
+      }).trim();
+      console.log(`numpy ${v} (${py})`);
+      return py;
+    } catch (e) {
+      const err = e as { code?: string; stderr?: string };
+      why.push(
+        `${py}: ${err.code === "ENOENT" ? "not found" : (err.stderr ?? String(e)).trim().split("\n").pop()}`,
+      );
+    }
+  }
+  console.log(`numpy: not available, its column is left out (${why.join("; ")})`);
+  return null;
+})();
+
 /** numpy timings of the given cases, or null when numpy is not installed. */
 function numpyTimes(cases: Case[]): Time[] | null {
-  const aptDone = !existsSync("/tmp/apt.log") || /apt done/.test(readFileSync("/tmp/apt.log", "utf8"));
-  if (!aptDone || !existsSync("/usr/bin/python3")) return null;
+  if (!numpyPython) return null;
   const script = `
 import json, sys, time
 import numpy as np
@@ -129,7 +156,7 @@ print(json.dumps(out))
   try {
     const t = String(threads);
     const env = { ...process.env, OPENBLAS_NUM_THREADS: t, OMP_NUM_THREADS: t, MKL_NUM_THREADS: t };
-    const text = execFileSync("/usr/bin/python3", ["-c", script, JSON.stringify(cases)], {
+    const text = execFileSync(numpyPython, ["-c", script, JSON.stringify(cases)], {
       env,
       encoding: "utf8",
     });

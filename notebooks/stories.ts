@@ -6,11 +6,9 @@
  *
  * @module
  */
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
-import { compress, type CompressOptions, type CompressReport, loadModel, perplexity } from "../mod.ts";
+import { compareMethods, type CompressOptions, type CompressReport, loadModel, perplexity } from "../mod.ts";
 import { AbsMeanObserver, GramObserver, LINEAR_NAMES } from "../mod.ts";
 import type { LoadedModel, Matrix, Matrix64 } from "../mod.ts";
 import { calibrationWindows } from "../src/calib/windows.ts";
@@ -225,20 +223,12 @@ export async function runJob(job: WorkerJob): Promise<unknown> {
       await model.close();
     }
   }
-  const dir = await mkdtemp(join(tmpdir(), "svd-llm-notebook-"));
-  try {
-    const out = join(dir, "model");
-    const report = await compress(MODEL_PATH, out, {
-      ...job.opts,
-      calibration: { ids: job.calib, samples: job.samples, seqlen: 256, seed: 0 },
-    });
-    const m = await loadModel(out);
-    try {
-      return { ppl: (await perplexity(m, job.evalIds, { window: WINDOW })).ppl, report };
-    } finally {
-      await m.close();
-    }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  const [row] = await compareMethods(MODEL_PATH, {
+    ...job.opts,
+    methods: [job.opts],
+    calibration: { ids: job.calib, samples: job.samples, seqlen: 256, seed: 0 },
+    evalIds: job.evalIds,
+    window: WINDOW,
+  });
+  return { ppl: row.ppl, report: row.report };
 }

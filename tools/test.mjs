@@ -62,12 +62,12 @@ if (!args.includes("--no-static") && (!only || only === "static")) {
       ["deno lint", ["lint"]],
       ["deno fmt --check", ["fmt", "--check"]],
       ["deno check", ["check", "mod.ts", "cli.ts", "src/", "bench/", "examples/", "notebooks/", "tools/"]],
-      // Every entry point deno.json exports (what JSR documents), not only the root module.
-      ["deno doc --lint", [
-        "doc",
-        "--lint",
-        ...Object.values(JSON.parse(readFileSync(join(root, "deno.json"))).exports),
-      ]],
+      // Every entry point deno.json exports (what JSR documents), each on its own: linted together, a type
+      // exported by one entry point hides that another one references it privately.
+      ...Object.values(JSON.parse(readFileSync(join(root, "deno.json"))).exports).map((file) => [
+        `deno doc --lint ${file}`,
+        ["doc", "--lint", file],
+      ]),
     ]
   ) {
     console.log(`\n=== ${label} ===`);

@@ -4,13 +4,10 @@
  *
  * @module
  */
-import { loadModel } from "../model/load.ts";
-import { BLOCK_FIELD, type Linear, loadBlock } from "../model/llama.ts";
-import { LINEAR_NAMES } from "../model/names.ts";
-import { matmul } from "../linalg/gemm.ts";
-import { svd } from "../linalg/svd.ts";
 import type { CompressPhases, CompressReport } from "../pipeline/compress.ts";
-import type { ProgressEvent } from "./progress.ts";
+import type { InspectReport } from "../pipeline/inspect.ts";
+
+export { type InspectedLinear, inspectModel, type InspectReport } from "../pipeline/inspect.ts";
 
 /** Bytes as a short human string (KiB/MiB/GiB). */
 export function formatBytes(n: number): string {
@@ -58,11 +55,11 @@ export function formatCompressReport(r: CompressReport): string {
     table(["layer", "shape", "rank", "removed", "rel. loss", "damping", "s"], rows),
     "",
     `method ${r.method}, ${r.ratioLabel}${r.update ? ", with update" : ""}, ${
-      r.sequential ? "sequential" : "original-activation"
-    } calibration${
       r.calibration
-        ? ` (${r.calibration.samples} × ${r.calibration.seqlen} tokens, seed ${r.calibration.seed})`
-        : ""
+        ? `${
+          r.sequential ? "sequential" : "original-activation"
+        } calibration (${r.calibration.samples} × ${r.calibration.seqlen} tokens, seed ${r.calibration.seed})`
+        : "no calibration (plain SVD of the weights)"
     }, ${r.allocation} allocation`,
     `parameters: block linears ${p.linears.before.toLocaleString("en")} → ${
       p.linears.after.toLocaleString("en")
@@ -75,81 +72,6 @@ export function formatCompressReport(r: CompressReport): string {
     }`,
     `written: ${r.output}`,
   ].filter((s) => s !== "").join("\n");
-}
-
-/** One linear as `inspect` sees it. */
-export interface InspectedLinear {
-  /** Tensor prefix. */
-  name: string;
-  /** Output × input features. */
-  rows: number;
-  /** Input features. */
-  cols: number;
-  /** Stored rank (low-rank) or null (dense). */
-  rank: number | null;
-  /** Singular values of the (effective) weight, descending. */
-  sigma: Float64Array;
-  /** What the compression measured for this linear (config.json `svd_llm.layers`), when recorded. */
-  recorded?: RecordedLayer;
-}
-
-/** One linear's entry in config.json's `svd_llm.layers`, written by `compress`. */
-export interface RecordedLayer {
-  /** Fraction of Σσ² kept (of W, W·S or W·L, by method). */
-  energy_kept?: number;
-  /** SVD-LLM: predicted relative loss ‖(W − AB)Xᵀ‖/‖WXᵀ‖ on the calibration inputs. */
-  relative_loss?: number;
-  /** SVD-LLM: shift added to the Gram matrix before its Cholesky factorisation. */
-  shift?: number;
-  /** SVD-LLM update: shift added to B P Bᵀ. */
-  update_shift?: number;
-}
-
-/** What `inspect` found. */
-export interface InspectReport {
-  /** Model name. */
-  name: string;
-  /** The `svd_llm` section of config.json, when the model was compressed by this library. */
-  compression?: Record<string, unknown>;
-  /** Every block linear. */
-  linears: InspectedLinear[];
-}
-
-function effectiveWeight(lin: Linear) {
-  return lin.kind === "dense" ? lin.weight : matmul(lin.a, lin.b);
-}
-
-/** Read a model block by block and compute each linear's spectrum. */
-export async function inspectModel(
-  path: string,
-  opts: { onProgress?: (e: ProgressEvent) => void } = {},
-): Promise<InspectReport> {
-  const model = await loadModel(path);
-  try {
-    const compression = model.config.svd_llm as Record<string, unknown> | undefined;
-    const recorded = (compression?.layers ?? {}) as Record<string, RecordedLayer>;
-    const linears: InspectedLinear[] = [];
-    const n = model.spec.numLayers;
-    for (let i = 0; i < n; i++) {
-      const block = await loadBlock(model.reader, model.spec, i);
-      for (const name of LINEAR_NAMES) {
-        const lin = block[BLOCK_FIELD[name]];
-        const w = effectiveWeight(lin);
-        linears.push({
-          name: `${i}.${name}`,
-          rows: w.rows,
-          cols: w.cols,
-          rank: lin.kind === "lowrank" ? lin.a.cols : null,
-          sigma: svd(w).s,
-          recorded: recorded[`model.layers.${i}.${name}`],
-        });
-      }
-      opts.onProgress?.({ stage: "inspect", done: i + 1, total: n });
-    }
-    return { name: model.name, compression, linears };
-  } finally {
-    await model.close();
-  }
 }
 
 /**

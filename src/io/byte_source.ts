@@ -43,14 +43,25 @@ export function checkRange(name: string, size: number, offset: number, length: n
  * ```
  */
 export async function openFile(path: string): Promise<ByteSource> {
-  const { open } = await import("node:fs/promises");
+  const { open, stat } = await import("node:fs/promises");
+  // stat before open: opening a FIFO for reading blocks until a writer comes, which may be never
+  const before = await stat(path).catch((e: Error) => {
+    throw new FormatError(path, `cannot open file: ${e.message}`);
+  });
+  if (before.isDirectory()) throw new FormatError(path, "cannot read: it is a folder, not a file");
+  if (!before.isFile()) {
+    throw new FormatError(
+      path,
+      "cannot read: not a regular file (a FIFO, socket or device), expected a file",
+    );
+  }
   const handle = await open(path, "r").catch((e: Error) => {
     throw new FormatError(path, `cannot open file: ${e.message}`);
   });
   const st = await handle.stat();
-  if (st.isDirectory()) {
+  if (!st.isFile()) {
     await handle.close();
-    throw new FormatError(path, "cannot read: it is a folder, not a file");
+    throw new FormatError(path, "cannot read: not a regular file");
   }
   const size = st.size;
   let closed = false;
@@ -62,7 +73,10 @@ export async function openFile(path: string): Promise<ByteSource> {
       const out = new Uint8Array(length);
       let done = 0;
       while (done < length) {
-        const { bytesRead } = await handle.read(out, done, length - done, offset + done);
+        const { bytesRead } = await handle.read(out, done, length - done, offset + done).catch((e: Error) => {
+          // EIO and the like: name the file, which the errno alone does not
+          throw new FormatError(path, `read of ${length} bytes at offset ${offset} failed: ${e.message}`);
+        });
         if (bytesRead === 0) throw new FormatError(path, `unexpected end of file at offset ${offset + done}`);
         done += bytesRead;
       }

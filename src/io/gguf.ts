@@ -293,7 +293,7 @@ function readValue(c: Cursor, t: number, what: string, depth: number): GgufValue
   const n = c.u64(`${what} array length`);
   if (et === VT.STRING || et === VT.ARRAY) {
     // each element takes at least 8 bytes (a length): refuse impossible counts before looping
-    if (c.pos + n * 8 > c.fileSize) {
+    if (c.pos + n * 8 > Math.min(c.fileSize, GGUF_MAX_HEADER_BYTES)) {
       c.fail(`${what}: array of ${n} ${VT_NAMES[et]}s at offset ${c.pos} runs past the end of the file`);
     }
     const out: GgufValue[] = new Array(n);
@@ -301,6 +301,7 @@ function readValue(c: Cursor, t: number, what: string, depth: number): GgufValue
     return out as readonly string[] | readonly GgufValue[];
   }
   if (et === VT.BOOL) {
+    if (n > GGUF_MAX_HEADER_BYTES) c.fail(`${what}: array of ${n} bools is larger than any header`);
     c.need(n, what);
     const out: boolean[] = new Array(n);
     for (let i = 0; i < n; i++) out[i] = readScalar(c, et, `${what}[${i}]`) as boolean;
@@ -351,9 +352,11 @@ function parseHeader(buf: Uint8Array, fileSize: number, fail: (msg: string) => n
   const nTensors = c.u64("tensor count");
   const nKv = c.u64("key/value count");
   // a key/value takes at least 8 (key length) + 4 (type) + 1 bytes; a tensor info at least 8 + 4 + 4 + 8
-  if (c.pos + nKv * 13 + nTensors * 24 > fileSize) {
+  if (c.pos + nKv * 13 + nTensors * 24 > Math.min(fileSize, GGUF_MAX_HEADER_BYTES)) {
     fail(
-      `header claims ${nKv} key/values and ${nTensors} tensors, more than a ${fileSize}-byte file can hold`,
+      `header claims ${nKv} key/values and ${nTensors} tensors, more than a ${
+        Math.min(fileSize, GGUF_MAX_HEADER_BYTES)
+      }-byte file can hold`,
     );
   }
   const kv = new Map<string, GgufValue>();
@@ -484,6 +487,20 @@ async function parse(src: ByteSource, opts: OpenGgufOptions): Promise<GgufFile> 
     });
     infos.push(info);
     where.set(t.name, { info, offset: dataStart + t.offset, readable: dtype !== undefined, type: t.type });
+  }
+  // Two tensors sharing bytes: writing one would change the other, and a reader could not tell which is right
+  const spans = [...where.entries()].filter(([, w]) => w.info.byteLength > 0)
+    .sort((x, y) => x[1].offset - y[1].offset);
+  for (let i = 1; i < spans.length; i++) {
+    const [pn, p] = spans[i - 1], [qn, q] = spans[i];
+    if (q.offset < p.offset + p.info.byteLength) {
+      fail(
+        `tensors ${JSON.stringify(pn)} (data offset ${
+          p.offset - dataStart
+        }, ${p.info.byteLength} bytes) and ` +
+          `${JSON.stringify(qn)} (data offset ${q.offset - dataStart}) overlap`,
+      );
+    }
   }
   const metadata: Record<string, string> = {};
   for (const [k, v] of h.kv) metadata[k] = render(v);

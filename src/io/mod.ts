@@ -6,7 +6,8 @@
  */
 export { type ByteSource, checkRange, openFile } from "./byte_source.ts";
 export { checkedReader, type DType, type TensorInfo, type TensorReader } from "./tensor_reader.ts";
-export { openUrl, type OpenUrlOptions } from "./url_source.ts";
+export { fetchUrlText, openUrl, type OpenUrlOptions, requestWithPolicy } from "./url_source.ts";
+export { checkRegularFile, MAX_TEXT_FILE_BYTES, parseJsonObject, readTextFile } from "./text_file.ts";
 export { openBlob } from "./blob_source.ts";
 export { openBytes } from "./memory_source.ts";
 export { isByteSource, openSource, type SourceInput } from "./open_source.ts";
@@ -23,6 +24,7 @@ export {
   type WritableDType,
 } from "./dtype.ts";
 export {
+  firstDuplicateKey,
   MAX_HEADER_BYTES,
   openSafetensors,
   readSafetensorsHeader,
@@ -31,7 +33,7 @@ export {
   type SafetensorsHeader,
   type SafetensorsReader,
 } from "./safetensors_reader.ts";
-export { INDEX_FILE, openModelWeights, openShardedSafetensors } from "./sharded.ts";
+export { INDEX_FILE, isPlainShardName, openModelWeights, openShardedSafetensors } from "./sharded.ts";
 export {
   buildSafetensorsHeader,
   createSafetensorsWriter,

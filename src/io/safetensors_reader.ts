@@ -12,6 +12,7 @@ import type { ByteSource } from "./byte_source.ts";
 import type { DType, TensorInfo, TensorReader } from "./tensor_reader.ts";
 import { decodeInto, DTYPE_SIZE, isDType, LITTLE_ENDIAN } from "./dtype.ts";
 import { isByteSource, openSource, type SourceInput } from "./open_source.ts";
+import type { OpenUrlOptions } from "./url_source.ts";
 import { FormatError } from "../errors.ts";
 
 /** Largest JSON header accepted (the reference implementation's cap is also 100 MB). */
@@ -45,6 +46,42 @@ function describe(x: unknown): string {
 
 function isNonNegativeSafeInt(x: unknown): x is number {
   return typeof x === "number" && Number.isSafeInteger(x) && x >= 0;
+}
+
+/**
+ * The first key that appears twice at the top level of the JSON object `text` (already known to parse), or
+ * undefined. One pass over the text, tracking depth and strings.
+ */
+export function firstDuplicateKey(text: string): string | undefined {
+  const seen = new Set<string>();
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 34 /* " */) {
+      const start = i;
+      let escaped = false;
+      for (i++; text.charCodeAt(i) !== 34; i++) {
+        if (text.charCodeAt(i) === 92 /* \ */) {
+          escaped = true;
+          i++;
+        }
+      }
+      if (depth !== 1) continue;
+      let j = i + 1;
+      while (isJsonSpace(text.charCodeAt(j))) j++;
+      if (text.charCodeAt(j) !== 58 /* : */) continue; // a string value, not a key
+      const key = escaped ? JSON.parse(text.slice(start, i + 1)) as string : text.slice(start + 1, i);
+      if (seen.has(key)) return key;
+      seen.add(key);
+    } else if (c === 123 || c === 91) depth++; // { [
+    else if (c === 125 || c === 93) depth--; // } ]
+  }
+  return undefined;
+}
+
+/** JSON's white space: space, tab, line feed, carriage return. */
+function isJsonSpace(c: number): boolean {
+  return c === 32 || c === 9 || c === 10 || c === 13;
 }
 
 /**
@@ -84,6 +121,11 @@ export async function readSafetensorsHeader(src: ByteSource): Promise<Safetensor
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     fail(`header must be a JSON object, got ${describe(json)}`);
+  }
+  const dup = firstDuplicateKey(text);
+  if (dup !== undefined) {
+    // JSON.parse keeps the last of two equal keys: which tensor is read would depend on the parser
+    fail(`tensor ${JSON.stringify(dup)} appears twice in the header`);
   }
   const dataStart = 8 + headerLength;
   const dataSize = src.size - dataStart;
@@ -214,7 +256,7 @@ export interface SafetensorsReader extends TensorReader {
 
 /**
  * Open a safetensors file (path, `file:`/`http(s):` URL, Blob, bytes or {@link ByteSource}) as a
- * {@link TensorReader}. Only the header is read now; `read(name)` reads that tensor's bytes alone and
+ * {@link TensorReader} (`urlOptions`: timeout, headers, retries of an `http(s)` input). Only the header is read now; `read(name)` reads that tensor's bytes alone and
  * widens them to float32. `close()` releases the source (a ByteSource passed in is closed too).
  *
  * @example
@@ -226,9 +268,12 @@ export interface SafetensorsReader extends TensorReader {
  * await st.close();
  * ```
  */
-export async function openSafetensors(input: SourceInput): Promise<SafetensorsReader> {
+export async function openSafetensors(
+  input: SourceInput,
+  urlOptions: OpenUrlOptions = {},
+): Promise<SafetensorsReader> {
   const owned = !isByteSource(input);
-  const src = await openSource(input);
+  const src = await openSource(input, urlOptions);
   let header: SafetensorsHeader;
   try {
     header = await readSafetensorsHeader(src);

@@ -162,67 +162,67 @@ async function refuseInputs(path: string, inputs: readonly string[]): Promise<vo
   }
 }
 
+/** Where a streamed safetensors file goes: bytes appended in order, then closed (or aborted). */
+export interface ByteSink {
+  /** Append `bytes` (the caller may reuse the buffer once this resolves). */
+  write(bytes: Uint8Array): Promise<void>;
+  /** Everything was written: make it final. */
+  close(): Promise<void>;
+  /** Give up: nothing written may look complete. Safe to call twice, and after a failed `close`. */
+  abort(): Promise<void>;
+}
+
+/** A safetensors file being streamed to a {@link ByteSink}; see {@link createSafetensorsStreamWriter}. */
+export interface SafetensorsStreamWriter {
+  /** Names not yet written, in the order they must come. */
+  pending(): readonly string[];
+  /**
+   * Write the next tensor of the plan; `data` is row-major with exactly shape-product values. Any error
+   * (wrong name or order, wrong length, disk full) aborts the writer and its sink.
+   */
+  write(name: string, data: Float32Array): Promise<void>;
+  /** Check every tensor was written and close the sink. */
+  close(): Promise<void>;
+  /** Stop and abort the sink. Safe to call twice. */
+  abort(): Promise<void>;
+}
+
 /**
- * Start writing a safetensors file at `path` with the tensors of `plan`. Tensors must then be written **in plan
- * order**: the header (offsets precomputed from the plan) is already on disk, and each `write` appends one
- * tensor. Refuses an existing `path` unless `overwrite: true`, and always refuses a `path` that is one of
- * `opts.inputs`.
+ * Stream a safetensors file with the tensors of `plan` into `sink`: the header first (offsets precomputed from
+ * the plan), then each `write` appends one tensor, **in plan order**. `name` is used in error messages.
  *
  * @example
- * ```ts ignore
- * import { createSafetensorsWriter } from "./safetensors_writer.ts";
- * const w = await createSafetensorsWriter("out.safetensors", [
- *   { name: "a", dtype: "F32", shape: [2, 3] },
- *   { name: "b", dtype: "BF16", shape: [4] },
- * ]);
- * try {
- *   await w.write("a", new Float32Array(6));
- *   await w.write("b", new Float32Array([1, 2, 3, 4]));
- *   await w.close();
- * } finally {
- *   await w.abort(); // no-op after a successful close
- * }
+ * ```ts
+ * import { createSafetensorsStreamWriter } from "./safetensors_writer.ts";
+ * const parts: Uint8Array[] = [];
+ * const w = await createSafetensorsStreamWriter({
+ *   write: async (b) => void parts.push(b.slice()),
+ *   close: async () => {},
+ *   abort: async () => void (parts.length = 0),
+ * }, [{ name: "w", dtype: "F32", shape: [2] }]);
+ * await w.write("w", new Float32Array([1, 2]));
+ * await w.close();
+ * console.log(parts.length); // 2: the header, then the tensor
  * ```
  */
-export async function createSafetensorsWriter(
-  path: string,
+export async function createSafetensorsStreamWriter(
+  sink: ByteSink,
   plan: readonly TensorPlan[],
-  opts: SafetensorsWriterOptions = {},
-): Promise<SafetensorsWriter> {
-  const fs = await import("node:fs/promises");
+  opts: { metadata?: Record<string, string>; name?: string } = {},
+): Promise<SafetensorsStreamWriter> {
   const { header, counts } = buildSafetensorsHeader(plan, opts.metadata);
-  await refuseInputs(path, opts.inputs ?? []);
-  await refuseExisting(path, opts.overwrite, "safetensors writer");
-  const tempPath = tempPathFor(path);
-  const handle = await fs.open(tempPath, "wx").catch((e) => {
-    releaseTempPath(tempPath);
-    throw e;
-  });
-  let position = 0;
+  const path = opts.name ?? "(stream)";
   let next = 0;
   let state: "open" | "closed" | "aborted" = "open";
   let busy = false;
 
-  async function writeAll(bytes: Uint8Array): Promise<void> {
-    let done = 0;
-    while (done < bytes.byteLength) {
-      // at most 1 GiB per call: file writes are limited to 2 GiB each
-      const n = Math.min(bytes.byteLength - done, 1 << 30);
-      const { bytesWritten } = await handle.write(bytes, done, n, position);
-      done += bytesWritten;
-      position += bytesWritten;
-    }
-  }
-
   async function abort(): Promise<void> {
     if (state !== "open") return;
     state = "aborted";
-    await handle.close().catch(() => {});
-    await fs.rm(tempPath, { force: true });
-    releaseTempPath(tempPath);
+    await sink.abort();
   }
 
-  /** Run `fn`; on any error abort the writer (removing the temp file) and rethrow. */
+  /** Run `fn`; on any error abort the writer (and the sink) and rethrow. */
   async function guarded(what: string, fn: () => Promise<void>): Promise<void> {
     if (state !== "open") {
       throw new OptionError(`safetensors writer ${path}: ${what}: writer is already ${state}`);
@@ -238,7 +238,7 @@ export async function createSafetensorsWriter(
     try {
       await fn();
     } catch (e) {
-      await abort();
+      await abort().catch(() => {});
       throw e;
     } finally {
       busy = false;
@@ -246,18 +246,14 @@ export async function createSafetensorsWriter(
   }
 
   try {
-    await writeAll(header);
+    await sink.write(header);
   } catch (e) {
     state = "aborted";
-    await handle.close().catch(() => {});
-    await fs.rm(tempPath, { force: true });
-    releaseTempPath(tempPath);
+    await sink.abort().catch(() => {});
     throw e;
   }
 
   return {
-    path,
-    tempPath,
     pending: () => plan.slice(next).map((t) => t.name),
     write(name: string, data: Float32Array): Promise<void> {
       return guarded(`write ${JSON.stringify(name)}`, async () => {
@@ -287,14 +283,18 @@ export async function createSafetensorsWriter(
           );
         }
         if (t.dtype === "F32" && LITTLE_ENDIAN) {
-          await writeAll(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+          // in parts of at most 1 GiB: file writes are limited to 2 GiB each
+          const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+          for (let i = 0; i < bytes.byteLength; i += 1 << 30) {
+            await sink.write(bytes.subarray(i, Math.min(bytes.byteLength, i + (1 << 30))));
+          }
         } else {
           // Convert in chunks so a tensor is never duplicated whole in memory.
           const size = DTYPE_SIZE[t.dtype];
           const buf = new Uint8Array(Math.min(data.length, WRITE_CHUNK_ELEMENTS) * size);
           for (let i = 0; i < data.length; i += WRITE_CHUNK_ELEMENTS) {
             const part = data.subarray(i, Math.min(data.length, i + WRITE_CHUNK_ELEMENTS));
-            await writeAll(encodeFromFloat32(t.dtype, part, buf));
+            await sink.write(encodeFromFloat32(t.dtype, part, buf));
           }
         }
         next++;
@@ -310,19 +310,130 @@ export async function createSafetensorsWriter(
             }${missing.length > 5 ? ` and ${missing.length - 5} more` : ""}`,
           );
         }
-        await handle.sync();
-        await handle.close();
+        await sink.close();
         state = "closed";
-        try {
-          await commitTempFile(tempPath, path, opts.overwrite);
-        } catch (e) {
-          state = "aborted";
-          throw e;
-        }
       });
     },
     abort,
   };
+}
+
+/** The parts of a `node:fs/promises` FileHandle that {@link fileByteSink} uses. */
+export interface WritableHandle {
+  /** Positional write. */
+  write(
+    buffer: Uint8Array,
+    offset: number,
+    length: number,
+    position: number,
+  ): Promise<{ bytesWritten: number }>;
+  /** Flush to disk. */
+  sync(): Promise<void>;
+  /** Close. */
+  close(): Promise<void>;
+}
+
+/**
+ * A {@link ByteSink} appending to the open file `handle` at `path` (positional writes from 0). Errors name the
+ * path (a bare "No space left on device" names nothing). `close` fsyncs and closes; `abort` closes.
+ */
+export function fileByteSink(
+  handle: WritableHandle,
+  path: string,
+  done: { close(): Promise<void>; abort(): Promise<void> },
+): ByteSink {
+  let position = 0;
+  let open = true;
+  const named = (what: string, e: unknown): Error => {
+    const err = e as { code?: string; message?: string };
+    const why = err.code === "ENOSPC" ? "no space left on device" : err.message ?? String(e);
+    return Object.assign(new Error(`${what} ${path}: ${why}`), { code: err.code });
+  };
+  return {
+    async write(bytes: Uint8Array): Promise<void> {
+      let n = 0;
+      while (n < bytes.byteLength) {
+        let written: number;
+        try {
+          ({ bytesWritten: written } = await handle.write(bytes, n, bytes.byteLength - n, position));
+        } catch (e) {
+          throw named("write", e);
+        }
+        n += written;
+        position += written;
+      }
+    },
+    async close(): Promise<void> {
+      try {
+        await handle.sync();
+        open = false;
+        await handle.close();
+      } catch (e) {
+        throw named("close", e);
+      }
+      await done.close();
+    },
+    async abort(): Promise<void> {
+      if (open) {
+        open = false;
+        await handle.close().catch(() => {});
+      }
+      await done.abort();
+    },
+  };
+}
+
+/**
+ * Start writing a safetensors file at `path` with the tensors of `plan`. Tensors must then be written **in plan
+ * order**: the header (offsets precomputed from the plan) is already on disk, and each `write` appends one
+ * tensor. Refuses an existing `path` unless `overwrite: true`, and always refuses a `path` that is one of
+ * `opts.inputs`.
+ *
+ * @example
+ * ```ts ignore
+ * import { createSafetensorsWriter } from "./safetensors_writer.ts";
+ * const w = await createSafetensorsWriter("out.safetensors", [
+ *   { name: "a", dtype: "F32", shape: [2, 3] },
+ *   { name: "b", dtype: "BF16", shape: [4] },
+ * ]);
+ * try {
+ *   await w.write("a", new Float32Array(6));
+ *   await w.write("b", new Float32Array([1, 2, 3, 4]));
+ *   await w.close();
+ * } finally {
+ *   await w.abort(); // no-op after a successful close
+ * }
+ * ```
+ */
+export async function createSafetensorsWriter(
+  path: string,
+  plan: readonly TensorPlan[],
+  opts: SafetensorsWriterOptions = {},
+): Promise<SafetensorsWriter> {
+  const fs = await import("node:fs/promises");
+  buildSafetensorsHeader(plan, opts.metadata); // a bad plan is refused before any file exists
+  await refuseInputs(path, opts.inputs ?? []);
+  await refuseExisting(path, opts.overwrite, "safetensors writer");
+  const tempPath = tempPathFor(path);
+  const handle = await fs.open(tempPath, "wx").catch((e) => {
+    releaseTempPath(tempPath);
+    throw e;
+  });
+  let settled = false;
+  const sink = fileByteSink(handle, path, {
+    close: async () => {
+      settled = true; // commitTempFile removes the temporary file itself on failure
+      await commitTempFile(tempPath, path, opts.overwrite);
+    },
+    abort: async () => {
+      if (settled) return;
+      settled = true;
+      await fs.rm(tempPath, { force: true });
+      releaseTempPath(tempPath);
+    },
+  });
+  const w = await createSafetensorsStreamWriter(sink, plan, { metadata: opts.metadata, name: path });
+  return { path, tempPath, pending: w.pending, write: w.write, close: w.close, abort: w.abort };
 }
 
 /**

@@ -6,10 +6,23 @@
  */
 import type { TensorInfo, TensorReader } from "./tensor_reader.ts";
 import { openSafetensors, type SafetensorsReader } from "./safetensors_reader.ts";
+import { fetchUrlText, type OpenUrlOptions } from "./url_source.ts";
+import { parseJsonObject, readTextFile } from "./text_file.ts";
 import { FormatError } from "../errors.ts";
 
 /** The index file name Hugging Face uses for sharded safetensors. */
 export const INDEX_FILE = "model.safetensors.index.json";
+
+/**
+ * True if `file`, a shard name from an index, is a plain relative name: segments of letters, digits and
+ * `._+-` separated by `/`, none of them `.` or `..`. That rules out absolute paths, other hosts (`//host`,
+ * `https:`), backslashes and percent-escapes (`%2e%2e` is `..` to a URL parser): a shard can only be beside
+ * its index, local or remote, so a hostile index cannot read elsewhere or send the caller's token elsewhere.
+ */
+export function isPlainShardName(file: string): boolean {
+  return /^[A-Za-z0-9_.+-]+(\/[A-Za-z0-9_.+-]+)*$/.test(file) &&
+    !file.split("/").some((seg) => seg === "." || seg === "..");
+}
 
 /** A local path for paths and `file:` URLs; undefined for http(s) URLs, which are read remotely. */
 async function localPath(input: string | URL): Promise<string | undefined> {
@@ -38,37 +51,22 @@ async function localPath(input: string | URL): Promise<string | undefined> {
  * await r.close();
  * ```
  */
-export async function openShardedSafetensors(index: string | URL): Promise<TensorReader> {
-  const { dirname, isAbsolute, join, normalize } = await import("node:path");
+export async function openShardedSafetensors(
+  index: string | URL,
+  opts: OpenUrlOptions = {},
+): Promise<TensorReader> {
+  const { dirname, join } = await import("node:path");
   const local = await localPath(index);
   const remote = local === undefined;
   const indexPath = local ?? new URL(index).href;
   const fail = (msg: string): never => {
     throw new FormatError(indexPath, `sharded safetensors index: ${msg}`);
   };
-  let text: string;
-  try {
-    if (remote) {
-      const res = await fetch(indexPath);
-      if (!res.ok) {
-        await res.body?.cancel();
-        throw new Error(`HTTP status ${res.status}`);
-      }
-      text = await res.text();
-    } else {
-      const { readFile } = await import("node:fs/promises");
-      text = await readFile(indexPath, "utf8");
-    }
-  } catch (e) {
-    return fail(`cannot read the index: ${(e as Error).message}`);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    return fail(`not valid JSON: ${(e as Error).message}`);
-  }
-  if (typeof json !== "object" || json === null || Array.isArray(json)) fail("must be a JSON object");
+  const what = "sharded safetensors index: cannot read the index";
+  const text = remote
+    ? (await fetchUrlText(indexPath, opts, false, what))!
+    : (await readTextFile(indexPath, what))!;
+  const json = parseJsonObject(text, indexPath, "sharded safetensors index");
   const { weight_map: map, metadata: rawMeta } = json as Record<string, unknown>;
   if (typeof map !== "object" || map === null || Array.isArray(map)) fail('missing "weight_map" object');
   const metadata: Record<string, string> = {};
@@ -92,11 +90,12 @@ export async function openShardedSafetensors(index: string | URL): Promise<Tenso
     const f = file as string;
     // shards live beside the index: no absolute paths, no other hosts, no climbing out of the folder
     const p = remote ? new URL(f, folder).href : join(folder, f);
-    if (
-      isAbsolute(f) || normalize(f).split(/[\\/]/).includes("..") || /^[a-z][a-z0-9+.-]*:/i.test(f) ||
-      (remote && !p.startsWith(folder))
-    ) {
-      fail(`weight_map[${JSON.stringify(tensor)}] = ${JSON.stringify(f)} points outside the index's folder`);
+    if (!isPlainShardName(f) || (remote && !p.startsWith(folder))) {
+      fail(
+        `weight_map[${JSON.stringify(tensor)}] = ${
+          JSON.stringify(f)
+        } points outside the index's folder or is not a plain file name (letters, digits, "._+-", "/")`,
+      );
     }
     shardOf.set(tensor, p);
     shardNames.set(p, f);
@@ -109,7 +108,7 @@ export async function openShardedSafetensors(index: string | URL): Promise<Tenso
   for (const [shard, file] of shardNames) {
     let r: SafetensorsReader;
     try {
-      r = await openSafetensors(shard);
+      r = await openSafetensors(shard, opts);
     } catch (e) {
       if (e instanceof FormatError && /cannot open file|HTTP status 404/.test(e.message)) {
         return fail(`shard ${JSON.stringify(file)} is missing or unreadable (${e.message})`);
@@ -141,7 +140,7 @@ export async function openShardedSafetensors(index: string | URL): Promise<Tenso
   const shardReader = (shard: string): Promise<SafetensorsReader> => {
     let p = open.get(shard);
     if (!p) {
-      p = openSafetensors(shard);
+      p = openSafetensors(shard, opts);
       open.set(shard, p);
     }
     return p;
@@ -183,7 +182,10 @@ export async function openShardedSafetensors(index: string | URL): Promise<Tenso
  * console.log(r.tensors().length);
  * ```
  */
-export async function openModelWeights(input: string | URL): Promise<TensorReader> {
+export async function openModelWeights(
+  input: string | URL,
+  opts: OpenUrlOptions = {},
+): Promise<TensorReader> {
   const local = await localPath(input);
   if (local === undefined) {
     const url = new URL(input);
@@ -193,7 +195,9 @@ export async function openModelWeights(input: string | URL): Promise<TensorReade
         "open model weights: this is a GGUF file; open it with the GGUF reader (gguf.ts)",
       );
     }
-    return /\.json$/i.test(url.pathname) ? await openShardedSafetensors(url) : await openSafetensors(url);
+    return /\.json$/i.test(url.pathname)
+      ? await openShardedSafetensors(url, opts)
+      : await openSafetensors(url, opts);
   }
   const dirOrFile = local;
   const fs = await import("node:fs/promises");

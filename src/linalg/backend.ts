@@ -8,7 +8,10 @@
  * call {@link closeLinalg} (or `initLinalg({ threads: 1 })`) to stop them. Idle workers never keep a Deno,
  * Bun or Node process alive.
  *
- * WebGPU is separate and asynchronous: see `webgpu/gemm_gpu.ts` (`matmulGpu`).
+ * WebGPU: `initLinalg({ gpu: true })` starts a worker owning a GPU device (`webgpu/gpu_worker.ts`) and routes
+ * float32 products of at least {@link LinalgOptions.gpuMinWork} multiply-adds (the forward passes, through
+ * `gemm.ts`) and the calibration Gram accumulation (`gram.ts`) to it, synchronously; without an adapter it
+ * stays off and {@link LinalgInfo.gpuNote} says why. The asynchronous `matmulGpu` is separate.
  *
  * @example
  * ```ts
@@ -22,6 +25,7 @@
  */
 import { OptionError } from "../errors.ts";
 import { canBlock, ThreadPool } from "./threads/pool.ts";
+import { GpuWorker } from "./webgpu/gpu_worker.ts";
 import { initWasm, sharedMemoryPossible, wasmInitError, wasmRuntime } from "./wasm/runtime.ts";
 
 /** A backend choice: `"auto"` takes wasm when it loaded, else TypeScript. */
@@ -37,6 +41,37 @@ export interface LinalgOptions {
    * otherwise stays at 1 and {@link LinalgInfo.threadsNote} says why.
    */
   threads?: number | "auto";
+  /**
+   * The kernels precompiled, for runtimes that forbid compiling WebAssembly from bytes (Cloudflare workerd;
+   * pages whose CSP lacks `wasm-unsafe-eval`): `wasm/svd_llm.wasm` imported as a module. Used when the
+   * compilation at import failed; a TypeError if it is not that module. Without it there, products run in
+   * TypeScript and one warning line says why.
+   */
+  wasmModule?: WebAssembly.Module;
+  /**
+   * Route large float32 products and the calibration Gram accumulation to a WebGPU device (float32 storage;
+   * Gram partials of 256 tokens reduced in float64 on the CPU). Default false: like `threads`, each call
+   * states the whole configuration, so a call without it stops the GPU worker.
+   * Needs an adapter and a thread that may block; otherwise stays off, {@link LinalgInfo.gpuNote} says why.
+   */
+  gpu?: boolean;
+  /** With `gpu`: the fewest multiply-adds (m·n·k) a product needs to go to the GPU. Default {@link GPU_SYNC_MIN_WORK}. */
+  gpuMinWork?: number;
+}
+
+/** Default {@link LinalgOptions.gpuMinWork}: smaller products cost more in copies and round trips than they gain. */
+export const GPU_SYNC_MIN_WORK = 1 << 22;
+
+/** The GPU that products route to after `initLinalg({ gpu: true })`, and what it has done. */
+export interface LinalgGpuInfo {
+  /** Adapter description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
+  adapter: string;
+  /** A software adapter (lavapipe, SwiftShader): correct, and no indication of a real GPU's speed. */
+  fallback: boolean;
+  /** Products run on the GPU so far. */
+  products: number;
+  /** Gram accumulations run on the GPU so far. */
+  grams: number;
 }
 
 /** What the linear algebra currently runs on. */
@@ -53,20 +88,55 @@ export interface LinalgInfo {
   webgpu: boolean;
   /** Why threads were not started, when asked for more than 1 and not given. */
   threadsNote?: string;
+  /** The GPU products and Gram accumulations route to, when `initLinalg({ gpu: true })` started one. */
+  gpu?: LinalgGpuInfo;
+  /** Why the GPU path is off, when asked for and not given. */
+  gpuNote?: string;
 }
 
 let backend: "wasm" | "ts" = wasmRuntime() ? "wasm" : "ts";
 let pool: ThreadPool | null = null;
 let threadsNote: string | undefined;
+let warned = false;
+let gpu: GpuWorker | null = null;
+let gpuMinWork = GPU_SYNC_MIN_WORK;
+let gpuNote: string | undefined;
+let tsChosen = false;
 
-/** The backend of CPU products now (for `gemm.ts`). */
+/**
+ * The backend of CPU products now (for `gemm.ts`). The first product that falls back to TypeScript because
+ * WebAssembly failed (not by choice) prints one warning line, once per process: a silent fallback is 10–50×
+ * slower with no hint why.
+ */
 export function activeBackend(): "wasm" | "ts" {
+  if (backend === "ts" && !warned && !tsChosen && !wasmRuntime()) {
+    warned = true;
+    console.warn(fallbackWarning(wasmInitError()));
+  }
   return backend;
+}
+
+/** The one-line warning for a TypeScript fallback caused by `error` (exported for tests). */
+export function fallbackWarning(error: unknown): string {
+  const why = (error instanceof Error ? error.message : String(error)).split("\n")[0];
+  return `@svd/llm: WebAssembly unavailable (${why}); products run in TypeScript (slower). Where compiling ` +
+    `at run time is forbidden (workerd), pass the precompiled kernels: initLinalg({ wasmModule }) with ` +
+    `wasm/svd_llm.wasm imported as a module.`;
 }
 
 /** The worker pool, or null when single-threaded (for `gemm.ts`). */
 export function activePool(): ThreadPool | null {
   return pool;
+}
+
+/** The GPU worker products route to, or null (for `gemm.ts` and `gram.ts`). */
+export function activeGpu(): GpuWorker | null {
+  return gpu;
+}
+
+/** Whether a float32 product of `work` multiply-adds goes to the GPU (for `gemm.ts` and `gram.ts`). */
+export function gpuWants(work: number): boolean {
+  return gpu !== null && work >= gpuMinWork;
 }
 
 /** Describe the current backend. */
@@ -81,12 +151,15 @@ export function linalgInfo(): LinalgInfo {
     webgpu: !!nav?.gpu,
   };
   if (threadsNote) info.threadsNote = threadsNote;
+  if (gpu) info.gpu = gpu.info();
+  if (gpuNote) info.gpuNote = gpuNote;
   return info;
 }
 
 /**
  * Choose the backend and thread count. Safe to call again (threads are restarted when the count changes).
- * Throws {@link OptionError} for an unknown backend, a bad thread count, or `backend: "wasm"` without wasm.
+ * Throws {@link OptionError} for an unknown backend, a bad thread count, or `backend: "wasm"` without wasm,
+ * and a TypeError for a `wasmModule` that is not the kernel module.
  */
 export async function initLinalg(opts: LinalgOptions = {}): Promise<LinalgInfo> {
   const choice = opts.backend ?? "auto";
@@ -104,13 +177,20 @@ export async function initLinalg(opts: LinalgOptions = {}): Promise<LinalgInfo> 
   if (!Number.isInteger(want) || want < 1 || want > 64) {
     throw new OptionError(`initLinalg: threads must be an integer in 1..64 or "auto", got ${opts.threads}`);
   }
-  const rt = await initWasm();
+  if (opts.gpu !== undefined && typeof opts.gpu !== "boolean") {
+    throw new OptionError(`initLinalg: gpu must be true or false, got ${JSON.stringify(opts.gpu)}`);
+  }
+  if (opts.gpuMinWork !== undefined && (!Number.isInteger(opts.gpuMinWork) || opts.gpuMinWork < 0)) {
+    throw new OptionError(`initLinalg: gpuMinWork must be a whole number ≥ 0, got ${opts.gpuMinWork}`);
+  }
+  const rt = await initWasm({ module: opts.wasmModule });
   if (choice === "wasm" && !rt) {
     throw new OptionError(`initLinalg: backend "wasm" requested but WebAssembly failed: ${wasmInitError()}`);
   }
   backend = choice === "ts" || !rt ? "ts" : "wasm";
+  tsChosen = choice === "ts";
   threadsNote = undefined;
-  if (pool && (pool.size !== want || backend === "ts")) await closeLinalg();
+  if (pool && (pool.size !== want || backend === "ts")) await closePool();
   if (backend === "wasm" && want > 1 && !pool) {
     if (!rt!.shared) {
       threadsNote = sharedMemoryPossible()
@@ -125,12 +205,31 @@ export async function initLinalg(opts: LinalgOptions = {}): Promise<LinalgInfo> 
       }
     }
   }
+  gpuNote = undefined;
+  if (!opts.gpu) await closeGpuWorker();
+  else if (!gpu) {
+    const started = await GpuWorker.start();
+    if (typeof started === "string") gpuNote = started;
+    else gpu = started;
+  }
+  gpuMinWork = opts.gpuMinWork ?? GPU_SYNC_MIN_WORK;
   return linalgInfo();
 }
 
-/** Stop the worker threads (products continue on one thread). Idempotent. */
-export async function closeLinalg(): Promise<void> {
+async function closePool(): Promise<void> {
   const p = pool;
   pool = null;
   if (p) await p.close();
+}
+
+async function closeGpuWorker(): Promise<void> {
+  const g = gpu;
+  gpu = null;
+  if (g) await g.close();
+}
+
+/** Stop the worker threads and the GPU worker (products continue on one CPU thread). Idempotent. */
+export async function closeLinalg(): Promise<void> {
+  await closePool();
+  await closeGpuWorker();
 }

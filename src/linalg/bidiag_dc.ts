@@ -44,7 +44,9 @@ export function bidiagonalDc(
   const n = d.length;
   if (n === 0) return;
   const sig = new Float64Array(n);
-  const ctx: Ctx = { ws, d, e, u, w, n, sig, scratch, wantU };
+  let bnorm = 0;
+  for (let i = 0; i < n; i++) bnorm = Math.max(bnorm, Math.abs(d[i]) + (i < n - 1 ? Math.abs(e[i]) : 0));
+  const ctx: Ctx = { ws, d, e, u, w, n, sig, scratch, wantU, tol: EPS * bnorm };
   node(ctx, 0, n, 0);
   d.set(sig);
 }
@@ -59,6 +61,8 @@ interface Ctx {
   sig: Float64Array;
   scratch: Float64Array;
   wantU: boolean;
+  /** ε·‖B‖ of the whole bidiagonal: the leaves deflate against it, not against their own (maybe tiny) norm. */
+  tol: number;
 }
 
 function node(ctx: Ctx, r0: number, nr: number, sqre: number): void {
@@ -81,7 +85,7 @@ function leaf(ctx: Ctx, r0: number, nr: number, sqre: number): void {
   for (let i = 0; i < N - 1; i++) e[i] = ctx.e[r0 + i];
   const ut = new Float64Array(N * N), vt = new Float64Array(N * N);
   for (let i = 0; i < N; i++) ut[i * N + i] = vt[i * N + i] = 1;
-  smallBidiagonalQr(d, e, ut, vt, N);
+  smallBidiagonalQr(d, e, ut, vt, N, ctx.tol);
   for (let j = 0; j < N; j++) {
     const neg = d[j] < 0 && j < nr;
     if (j < nr) sig[r0 + j] = Math.abs(d[j]);
@@ -91,7 +95,14 @@ function leaf(ctx: Ctx, r0: number, nr: number, sqre: number): void {
 }
 
 /** Golub–Kahan QR ({@link bidiagonalQrIterate}) on a small bidiagonal, rotations applied at once to ut, vt. */
-function smallBidiagonalQr(d: Float64Array, e: Float64Array, ut: Float64Array, vt: Float64Array, n: number) {
+function smallBidiagonalQr(
+  d: Float64Array,
+  e: Float64Array,
+  ut: Float64Array,
+  vt: Float64Array,
+  n: number,
+  tol: number,
+) {
   const rot = (x: Float64Array, a: number, b: number, c: number, s: number) => {
     const pa = a * n, pb = b * n;
     for (let j = 0; j < n; j++) {
@@ -100,15 +111,21 @@ function smallBidiagonalQr(d: Float64Array, e: Float64Array, ut: Float64Array, v
       x[pb + j] = c * q - s * p;
     }
   };
-  bidiagonalQrIterate(d, e, {
-    rotate: (side, a, b, c, s) => rot(side === "u" ? ut : vt, a, b, c, s),
-    sweep(l, count, cv, sv, cu, su) {
-      for (let t = 0; t < count; t++) {
-        rot(vt, l + t, l + t + 1, cv[t], sv[t]);
-        rot(ut, l + t, l + t + 1, cu[t], su[t]);
-      }
+  bidiagonalQrIterate(
+    d,
+    e,
+    {
+      rotate: (side, a, b, c, s) => rot(side === "u" ? ut : vt, a, b, c, s),
+      sweep(l, count, cv, sv, cu, su) {
+        for (let t = 0; t < count; t++) {
+          rot(vt, l + t, l + t + 1, cv[t], sv[t]);
+          rot(ut, l + t, l + t + 1, cu[t], su[t]);
+        }
+      },
     },
-  }, "svd (divide-and-conquer leaf)");
+    "svd (divide-and-conquer leaf)",
+    tol,
+  );
 }
 
 /** Where a column of the old vectors is non-zero: top rows only, bottom rows only, or both. */

@@ -9,6 +9,8 @@ import { NumericError } from "../errors.ts";
 import { hypot } from "./factor_kernels.ts";
 
 const EPS = 2.220446049250313e-16;
+/** Smallest normal double. */
+const MIN_NORMAL = 2.2250738585072014e-308;
 
 /** Where the iteration's rotations go: rows of Uᵀ (left rotations of B) and of Vᵀ (right rotations). */
 export interface BidiagRotationSink {
@@ -33,19 +35,24 @@ export interface BidiagRotationSink {
  * values (some possibly negative; their signs are the caller's to fold into V). Deflation is absolute
  * (|e_i| ≤ ε·‖B‖) or relative (|e_i| ≤ ε·(|d_i| + |d_{i+1}|)): what backward stability needs, without
  * crawling on tiny singular values. A zero on the diagonal is chased out with rotations on one side; shifts
- * are Wilkinson's, from the trailing 2×2 of BᵀB. `what` names the caller in the error raised when the
- * iteration does not converge (40·n + 40 sweeps).
+ * are Wilkinson's, from the trailing 2×2 of BᵀB (computed on the block scaled to norm 1). `what` names the
+ * caller in the error raised when the iteration does not converge (40·n + 40 sweeps); `absTol` is an absolute
+ * deflation threshold from a larger problem this one is part of (ε·‖B‖ of the whole matrix, for the
+ * divide-and-conquer leaves: a leaf made only of rounding residue then deflates at once).
  */
 export function bidiagonalQrIterate(
   d: Float64Array,
   e: Float64Array,
   sink: BidiagRotationSink,
   what: string,
+  absTol = 0,
 ): void {
   const n = d.length;
   let bnorm = 0;
   for (let i = 0; i < n; i++) bnorm = Math.max(bnorm, Math.abs(d[i]) + (i < n - 1 ? Math.abs(e[i]) : 0));
-  const tol = EPS * bnorm;
+  // Subnormals are below any accuracy this iteration has (ε·‖B‖ of a block made only of subnormals rounds
+  // to 0, and nothing would ever deflate): treat them as zero, as LAPACK's dbdsqr does with its underflow floor.
+  const tol = Math.max(EPS * bnorm, absTol, MIN_NORMAL);
   const smallE = (i: number) =>
     Math.abs(e[i]) <= tol || Math.abs(e[i]) <= EPS * (Math.abs(d[i]) + Math.abs(d[i + 1]));
   const cv = new Float64Array(n),
@@ -101,14 +108,24 @@ export function bidiagonalQrIterate(
       }
       continue;
     }
-    // Wilkinson shift from the trailing 2×2 of BᵀB.
-    const t11 = d[h - 1] * d[h - 1] + (h - 1 > l ? e[h - 2] * e[h - 2] : 0);
-    const t12 = d[h - 1] * e[h - 1];
-    const t22 = d[h] * d[h] + e[h - 1] * e[h - 1];
+    // Wilkinson shift from the trailing 2×2 of BᵀB, on the block scaled to norm ~1: its squares would
+    // underflow to subnormals (and the shift to garbage) on a block of 1e-160s, the rounding residue a
+    // rank-deficient matrix leaves. Only the direction of (y, z) matters, so the scale never comes back.
+    let sc = 0;
+    for (let i = l; i <= h; i++) sc = Math.max(sc, Math.abs(d[i]), i < h ? Math.abs(e[i]) : 0);
+    const pre = sc < 1e-290 ? 2 ** 600 : 1; // 1/sc itself overflows for a subnormal sc
+    const inv = 1 / (sc * pre);
+    const scaled = (x: number) => x * pre * inv;
+    const dh1 = scaled(d[h - 1]), dh = scaled(d[h]), eh1 = scaled(e[h - 1]);
+    const eh2 = h - 1 > l ? scaled(e[h - 2]) : 0;
+    const t11 = dh1 * dh1 + eh2 * eh2;
+    const t12 = dh1 * eh1;
+    const t22 = dh * dh + eh1 * eh1;
     const delta = 0.5 * (t11 - t22);
     const den = delta + (delta >= 0 ? 1 : -1) * hypot(delta, t12);
     const mu = den === 0 ? t22 : t22 - (t12 * t12) / den;
-    let y = d[l] * d[l] - mu, z = d[l] * e[l];
+    const dl = scaled(d[l]);
+    let y = dl * dl - mu, z = dl * scaled(e[l]);
     for (let k = l; k < h; k++) {
       // Right rotation on columns k, k+1.
       let r = hypot(y, z);

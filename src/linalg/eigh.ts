@@ -50,10 +50,17 @@ export function eigh(a: Matrix64): EighResult {
   const ws = new Workspace(2 * n * n + n + bs.f64, bs.i32);
   const d = new Float64Array(n), e = new Float64Array(Math.max(0, n - 1)), taus = new Float64Array(n);
   const zt = new Float64Array(n * n);
+  let amax = 0;
+  for (let i = 0; i < n * n; i++) amax = Math.max(amax, Math.abs(a.data[i]));
+  const scale = amax > 1e150 || (amax > 0 && amax < 1e-150) ? 1 / amax : 1;
   try {
     const w = ws.f64(n * n), p = ws.f64(n), z = ws.f64(n * n);
+    // Scale to max |a_ij| = 1 when the entries are huge or tiny (LAPACK dsyev does the same): the QR
+    // iteration squares off-diagonals for its shifts, which overflow from ~1e154 and underflow below ~1e-154.
     for (let i = 0; i < n; i++) {
-      for (let j = 0; j < n; j++) w[i * n + j] = 0.5 * (a.data[i * n + j] + a.data[j * n + i]);
+      for (let j = 0; j < n; j++) {
+        w[i * n + j] = 0.5 * (a.data[i * n + j] * scale + a.data[j * n + i] * scale);
+      }
     }
     // Tridiagonalise: reflector k zeroes row/column k beyond k+1; v_k is kept in row k of w (v[0] = 1 stored).
     for (let k = 0; k < n - 2; k++) {
@@ -96,7 +103,7 @@ export function eigh(a: Matrix64): EighResult {
   const values = new Float64Array(n), vec = new Float64Array(n * n);
   for (let j = 0; j < n; j++) {
     const src = order[j];
-    values[j] = d[src];
+    values[j] = d[src] / scale;
     for (let i = 0; i < n; i++) vec[i * n + j] = zt[src * n + i];
   }
   return { values, vectors: { rows: n, cols: n, data: vec } };

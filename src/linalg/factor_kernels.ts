@@ -80,26 +80,49 @@ export function hypot(x: number, y: number): number {
   return Math.hypot(x, y);
 }
 
-/**
- * Householder reflector of `x[off], x[off+stride], …` (len values), LAPACK dlarfg convention:
- * H = I − tau·v·vᵀ with v[0] = 1 and H·x = beta·e₁. Writes v[1..] back over x[1..] (v[0] is implicit),
- * returns [tau, beta]; tau = 0 when x is already a multiple of e₁.
- */
-export function householder(x: Float64Array, off: number, stride: number, len: number): [number, number] {
-  const alpha = x[off];
+/** Smallest x with 1/x finite, over ε (LAPACK dlamch('S')/dlamch('E')): below it a reflector is rescaled. */
+const SAFMIN = 2.2250738585072014e-308 / 2.220446049250313e-16;
+
+/** ‖x[off+stride], …, x[off+(len−1)·stride]‖₂ without overflow or underflow (scaled sum of squares). */
+function tailNorm(x: Float64Array, off: number, stride: number, len: number): number {
   let scale = 0;
   for (let i = 1; i < len; i++) scale = Math.max(scale, Math.abs(x[off + i * stride]));
-  if (scale === 0) return [0, alpha];
+  if (scale === 0) return 0;
   let ss = 0;
   for (let i = 1; i < len; i++) {
     const v = x[off + i * stride] / scale;
     ss += v * v;
   }
-  const xnorm = scale * Math.sqrt(ss);
-  const beta = -(alpha >= 0 ? 1 : -1) * hypot(alpha, xnorm);
+  return scale * Math.sqrt(ss);
+}
+
+/**
+ * Householder reflector of `x[off], x[off+stride], …` (len values), LAPACK dlarfg convention:
+ * H = I − tau·v·vᵀ with v[0] = 1 and H·x = beta·e₁. Writes v[1..] back over x[1..] (v[0] is implicit),
+ * returns [tau, beta]; tau = 0 when x is already a multiple of e₁. When |beta| is below {@link SAFMIN}
+ * (the rounding residue of a rank-deficient matrix decays by ε per step down to subnormals), x is first scaled
+ * up as dlarfg does: otherwise 1/(alpha − beta) overflows and the factorisation fills with ±Inf and NaN.
+ */
+export function householder(x: Float64Array, off: number, stride: number, len: number): [number, number] {
+  let alpha = x[off];
+  let xnorm = tailNorm(x, off, stride, len);
+  if (xnorm === 0) return [0, alpha];
+  let beta = -(alpha >= 0 ? 1 : -1) * hypot(alpha, xnorm);
+  let knt = 0;
+  while (Math.abs(beta) < SAFMIN && knt < 20) {
+    knt++;
+    for (let i = 1; i < len; i++) x[off + i * stride] /= SAFMIN;
+    beta /= SAFMIN;
+    alpha /= SAFMIN;
+  }
+  if (knt > 0) {
+    xnorm = tailNorm(x, off, stride, len);
+    beta = -(alpha >= 0 ? 1 : -1) * hypot(alpha, xnorm);
+  }
   const tau = (beta - alpha) / beta;
   const inv = 1 / (alpha - beta);
   for (let i = 1; i < len; i++) x[off + i * stride] *= inv;
+  for (let j = 0; j < knt; j++) beta *= SAFMIN;
   return [tau, beta];
 }
 

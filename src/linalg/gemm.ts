@@ -2,8 +2,9 @@
  * General matrix products C = alpha·op(A)·op(B) + beta·C, float32 ({@link matmul}) and float64
  * ({@link matmul64}), and in place into a preallocated C ({@link gemmInto}).
  *
- * Dispatch: the WebAssembly SIMD kernels (loaded at import, see `backend.ts`) for every product but the
- * tiniest, split over worker threads when `initLinalg({ threads })` started some and the product is large;
+ * Dispatch: float32 products of at least `gpuMinWork` multiply-adds on the GPU when `initLinalg({ gpu: true })`
+ * started one (same float32 accumulation as the wasm kernel, another summation order); else the WebAssembly
+ * SIMD kernels (loaded at import, see `backend.ts`) for every product but the tiniest, split over worker threads when `initLinalg({ threads })` started some and the product is large;
  * the plain-TypeScript loops here otherwise (no WebAssembly, `backend: "ts"`, or fewer than
  * {@link SMALL_WORK} multiply-adds, where copying into wasm memory costs more than it saves).
  *
@@ -15,7 +16,7 @@
  */
 import { ShapeError } from "../errors.ts";
 import type { FloatArray, Matrix, Matrix64 } from "./matrix.ts";
-import { activeBackend, activePool } from "./backend.ts";
+import { activeBackend, activeGpu, activePool, gpuWants } from "./backend.ts";
 import { gemmWasm } from "./wasm/gemm_wasm.ts";
 import { wasmRuntime } from "./wasm/runtime.ts";
 import { gpuInfo, matmulGpu } from "./webgpu/gemm_gpu.ts";
@@ -133,13 +134,46 @@ export function gemmInto<T extends FloatArray>(
   }
   const alpha = opts.alpha ?? 1, beta = opts.beta ?? 0;
   const transA = !!opts.transA, transB = !!opts.transB;
+  if (!f64 && opts.backend === undefined && gpuWants(m * n * k)) {
+    const gpu = activeGpu()!;
+    if (gpu.fits(Math.max(m * k, k * n, m * n))) {
+      gemmGpu(gpu, transA, transB, m, n, k, alpha, a.data as Float32Array, b.data as Float32Array, beta, c);
+      return c;
+    }
+  }
   const rt = wasmRuntime();
-  const useWasm = rt !== null &&
-    (opts.backend ?? (m * n * k < SMALL_WORK ? "ts" : activeBackend())) === "wasm";
+  // activeBackend() first: it warns once when WebAssembly failed and products fall back to TypeScript.
+  const want = opts.backend ?? (m * n * k < SMALL_WORK ? "ts" : activeBackend());
+  const useWasm = rt !== null && want === "wasm";
   if (useWasm) {
     gemmWasm(rt, { transA, transB, m, n, k, alpha, a: a.data, b: b.data, beta, c: c.data }, activePool());
   } else gemmTs(transA, transB, m, n, k, alpha, a.data, b.data, beta, c.data);
   return c;
+}
+
+/** The GPU path: P = op(A)·op(B) in float32 on the device, then C ← alpha·P + beta·C here. */
+function gemmGpu<T extends FloatArray>(
+  gpu: NonNullable<ReturnType<typeof activeGpu>>,
+  transA: boolean,
+  transB: boolean,
+  m: number,
+  n: number,
+  k: number,
+  alpha: number,
+  a: Float32Array,
+  b: Float32Array,
+  beta: number,
+  c: Matrix<T>,
+): void {
+  const cd = c.data as Float32Array;
+  if (alpha === 1 && beta === 0) {
+    gpu.gemm(transA, transB, m, n, k, a, b, cd);
+    return;
+  }
+  const p = new Float32Array(m * n);
+  gpu.gemm(transA, transB, m, n, k, a, b, p);
+  if (beta === 0) { for (let i = 0; i < p.length; i++) cd[i] = alpha * p[i]; }
+  else for (let i = 0; i < p.length; i++) cd[i] = alpha * p[i] + beta * cd[i];
 }
 
 function shapeOf(

@@ -7,7 +7,7 @@
 import { NumericError, ShapeError } from "../errors.ts";
 import { checkFinite } from "./factor_kernels.ts";
 import type { FloatArray, Matrix, Matrix64 } from "./matrix.ts";
-import { activeBackend, activePool } from "./backend.ts";
+import { activeBackend, activeGpu, activePool, gpuWants } from "./backend.ts";
 import { type WasmRuntime, wasmRuntime } from "./wasm/runtime.ts";
 import type { Job, ThreadPool } from "./threads/pool.ts";
 import { gemmInto } from "./gemm.ts";
@@ -166,6 +166,16 @@ export function sgramAccumulateAt(
   keep: number,
   pool: ThreadPool | null,
 ): void {
+  if (gpuWants(t * n * n) && activeGpu()!.fits(Math.max(n * n, F32_BLOCK * n))) {
+    // The GPU: the same float32 partials per 256 tokens, summed in float64 in the GPU worker, added here.
+    if (keep !== 1) rt.fn("dscale_upper")(n, pg, keep);
+    const sum = activeGpu()!.gram(x, t, n);
+    const g = rt.f64(pg, n * n);
+    for (let i = 0; i < n; i++) {
+      for (let j = i, ij = i * n + i; j < n; j++, ij++) g[ij] += scale * sum[ij];
+    }
+    return;
+  }
   rt.scoped((s) => {
     if (keep !== 1) rt.fn("dscale_upper")(n, pg, keep);
     const rows = Math.min(t, F32_CHUNK);

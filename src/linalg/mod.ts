@@ -29,6 +29,7 @@ export {
   type BackendChoice,
   closeLinalg,
   initLinalg,
+  type LinalgGpuInfo,
   type LinalgInfo,
   linalgInfo,
   type LinalgOptions,

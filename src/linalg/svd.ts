@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { NumericError } from "../errors.ts";
 import { bidiagBlockedScratch, bidiagonalizeBlocked } from "./bidiag_blocked.ts";
 import { bidiagonalDc, bidiagonalDcScratch } from "./bidiag_dc.ts";
 import { bidiagonalQrIterate } from "./bidiag_qr.ts";
@@ -67,6 +68,11 @@ export interface SvdPartOptions {
   left?: number;
   /** Leading right singular vectors (rows of Vᵀ), 0 to min(m, n); default 0. */
   right?: number;
+  /**
+   * What is factored, e.g. `model.layers.3.mlp.up_proj (model.safetensors)`: prefixed to any error so that
+   * a failure names the layer and the file.
+   */
+  label?: string;
 }
 
 /** Result of {@link svdPart}. */
@@ -85,7 +91,7 @@ export interface SvdPartResult {
  * nothing of its back-transformation (for the vectors of the short side, neither the merges' products of
  * the divide and conquer), and each side's back-transformation is applied to the vectors asked for only:
  * SVD-LLM, which needs U_k alone, does a fraction of a full SVD's work. Throws NumericError on non-finite
- * input, RangeError on a count outside [0, min(m, n)].
+ * input (with `label`, its message starts with the label), RangeError on a count outside [0, min(m, n)].
  *
  * @example
  * ```ts
@@ -95,6 +101,20 @@ export interface SvdPartResult {
  * ```
  */
 export function svdPart(a: Matrix<FloatArray>, opts: SvdPartOptions = {}): SvdPartResult {
+  if (opts.label === undefined) return svdPartOf(a, opts);
+  try {
+    return svdPartOf(a, opts);
+  } catch (e) {
+    if (e instanceof NumericError) {
+      const err = new NumericError(`${opts.label}: ${e.message}`);
+      err.cause = e;
+      throw err;
+    }
+    throw e;
+  }
+}
+
+function svdPartOf(a: Matrix<FloatArray>, opts: SvdPartOptions): SvdPartResult {
   checkFinite(a, "svd");
   const r = Math.min(a.rows, a.cols), kl = opts.left ?? 0, kr = opts.right ?? 0;
   for (const [name, k] of [["left", kl], ["right", kr]] as const) {

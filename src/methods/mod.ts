@@ -14,3 +14,8 @@ export * from "./kvcache.ts";
 export * from "./soco.ts";
 export * from "./soco_budget.ts";
 export * from "./soco_train.ts";
+// Types the exported functions name, re-exported so this entry point documents them (deno doc --lint).
+export type { FloatArray, Matrix, Matrix64 } from "../linalg/matrix.ts";
+export type { CholeskyResult } from "../linalg/cholesky.ts";
+export type { ResidentCholesky } from "../linalg/cholesky_resident.ts";
+export { LINEAR_NAMES, type LinearName } from "../model/names.ts";

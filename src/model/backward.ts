@@ -30,6 +30,8 @@
 import { OptionError, ShapeError } from "../errors.ts";
 import type { FloatArray, Matrix } from "../linalg/matrix.ts";
 import { BLOCK_PROGRAM, opInputs, type ValueName } from "./block_def.ts";
+
+export type { ValueName };
 import {
   addForward,
   attentionBackward,
@@ -38,7 +40,6 @@ import {
   type GradHead,
   type GradLinear,
   headLossBackward,
-  type Layout,
   linearBackward,
   linearForward,
   type LinearGrads,
@@ -50,7 +51,7 @@ import {
   swigluBackward,
   swigluForward,
 } from "./backward_ops.ts";
-import { BLOCK_FIELD } from "./llama.ts";
+import { BLOCK_FIELD, type Layout } from "./llama.ts";
 import type { LinearName } from "./names.ts";
 import type { LlamaSpec } from "./spec.ts";
 
@@ -316,7 +317,8 @@ async function finalHidden<T extends FloatArray>(
  * The mean next-token loss over `windows` (equal lengths ≥ 2; every position but each window's last
  * predicts the next token) and, through `onLinearGrad`, every linear's (x, dy) pair, streaming with
  * checkpoints at block boundaries (see the module doc for the memory this takes). The objective is
- * nllWeight·NLL + klWeight·KL(p_ref ‖ p), both means over the predicted positions.
+ * nllWeight·NLL + klWeight·KL(p_ref ‖ p), both means over the predicted positions. A non-finite loss is
+ * returned as it is (the hook then sees non-finite gradients): the caller decides, e.g. refuses to step.
  */
 export async function lossAndGrad<T extends FloatArray = Float32Array>(
   model: GradModel<T>,

@@ -25,6 +25,7 @@ import { ShapeError } from "../errors.ts";
 import { gemmInto } from "../linalg/gemm.ts";
 import type { FloatArray, Matrix } from "../linalg/matrix.ts";
 import { applyRope, type RopeTables, ropeTables } from "./rope.ts";
+import type { Layout } from "./llama.ts";
 import type { LlamaSpec } from "./spec.ts";
 
 /** A linear layer of element type T: dense W (out×in) or low-rank A (out×rank) · B (rank×in), optional bias (out). */
@@ -42,14 +43,6 @@ export interface LinearGrads<T extends FloatArray = Float32Array> {
   b?: Matrix<T>;
   /** dL/dbias, when the linear has a bias. */
   bias?: T;
-}
-
-/** How rows are grouped into windows (the same as `Layout` in llama.ts). */
-export interface Layout {
-  /** Number of windows. */
-  batch: number;
-  /** Tokens per window. */
-  seq: number;
 }
 
 /** A zero rows×cols matrix of the same element type as `like`. */
@@ -298,11 +291,15 @@ function maskedSoftmax(s: FloatArray, seq: number, scale: number, slide: number)
     const o = i * seq, first = Math.max(0, i - slide + 1); // keys first..i are visible
     let max = -Infinity;
     for (let j = first; j <= i; j++) if (s[o + j] > max) max = s[o + j];
-    let sum = 0;
-    for (let j = first; j <= i; j++) sum += Math.exp((s[o + j] - max) * scale);
-    for (let j = 0; j < seq; j++) {
-      s[o + j] = j < first || j > i ? 0 : Math.exp((s[o + j] - max) * scale) / sum;
+    let sum = 0; // float64
+    for (let j = first; j <= i; j++) {
+      const e = Math.exp((s[o + j] - max) * scale);
+      s[o + j] = e;
+      sum += e;
     }
+    s.fill(0, o, o + first);
+    s.fill(0, o + i + 1, o + seq);
+    for (let j = first; j <= i; j++) s[o + j] /= sum;
   }
 }
 
@@ -458,6 +455,8 @@ export interface HeadLossOptions<T extends FloatArray> {
   klWeight?: number;
   /** Weight of the next-token cross-entropy (default 1). */
   nllWeight?: number;
+  /** Rows of logits at once (default {@link lossChunkRows}). */
+  chunkRows?: number;
 }
 
 /**
@@ -474,7 +473,7 @@ export function headLossBackward<T extends FloatArray>(
   opts: HeadLossOptions<T> = {},
 ): HeadLoss<T> {
   if (targets.length !== h.rows) throw new ShapeError(`loss: ${targets.length} targets for ${h.rows} rows`);
-  const V = head.lmHead.rows, d = h.cols, step = lossChunkRows(V), scale = opts.scale ?? 1;
+  const V = head.lmHead.rows, d = h.cols, step = opts.chunkRows ?? lossChunkRows(V), scale = opts.scale ?? 1;
   const wNll = opts.nllWeight ?? 1, wKl = opts.reference ? (opts.klWeight ?? 1) : 0;
   const dh = zerosLike(h.data, h.rows, d);
   let nllSum = 0, klSum = 0, count = 0;

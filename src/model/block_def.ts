@@ -22,14 +22,16 @@
  *
  * @example
  * ```ts
- * import { BLOCK_PROGRAM, opsAffectedBy } from "./block_def.ts";
+ * import { BLOCK_PROGRAM, opsAffectedBy, opsNeededFor } from "./block_def.ts";
  * BLOCK_PROGRAM.filter((op) => op.op === "linear").length; // 7
  * opsAffectedBy("mlp.down_proj").map((op) => op.out); // ["dOut", "out"]
+ * opsNeededFor(["act"]).length; // 13: everything but down_proj and the last add
  * ```
  *
  * @module
  */
 import type { LinearName } from "./names.ts";
+import type { LlamaSpec } from "./spec.ts";
 
 /** A value of the block program: the input `x`, the output `out`, or an intermediate. */
 export type ValueName =
@@ -116,4 +118,47 @@ export function opsAffectedBy(from: LinearName, program: readonly BlockOp[] = BL
     }
   }
   return ops;
+}
+
+/**
+ * The operations that `wanted` depends on, in program order: the backward slice of the program from those
+ * values (what a pass that only needs, say, every linear's input must run). Values given from outside the
+ * program (`x`) need no operation.
+ */
+export function opsNeededFor(
+  wanted: Iterable<ValueName>,
+  program: readonly BlockOp[] = BLOCK_PROGRAM,
+): BlockOp[] {
+  const need = new Set<ValueName>(wanted);
+  const ops: BlockOp[] = [];
+  for (let i = program.length - 1; i >= 0; i--) {
+    const op = program[i];
+    if (!need.has(op.out)) continue;
+    ops.push(op);
+    for (const v of opInputs(op)) need.add(v);
+  }
+  return ops.reverse();
+}
+
+/**
+ * The width (columns) of a block value for `spec`: hidden for the residual stream and its norms, heads·headDim
+ * for queries and the attention output, kvHeads·headDim for keys and values, intermediate for the MLP.
+ */
+export function valueWidth(spec: LlamaSpec, v: ValueName): number {
+  switch (v) {
+    case "qLin":
+    case "q":
+    case "att":
+      return spec.numHeads * spec.headDim;
+    case "kLin":
+    case "k":
+    case "v":
+      return spec.numKvHeads * spec.headDim;
+    case "g":
+    case "u":
+    case "act":
+      return spec.intermediateSize;
+    default:
+      return spec.hiddenSize;
+  }
 }

@@ -1,18 +1,23 @@
 /**
  * Open a model for evaluation, calibration or generation: a Hugging Face folder (config.json, safetensors,
- * tokenizer.json) or a GGUF file. Only the headers are read here; weights are read block by block later.
+ * tokenizer.json) or a GGUF file, local or by URL — one loader, whose folder is either a local directory or a
+ * URL prefix ({@link loadModel}). Only the headers are read here, and every size they state is checked against
+ * the tensors present ({@link checkLoadedModel}); weights are read block by block later.
  *
  * @module
  */
 import { FormatError, OptionError } from "../errors.ts";
+import type { ByteSource } from "../io/byte_source.ts";
 import { type GgufFile, openGguf } from "../io/gguf.ts";
-import { openModelWeights } from "../io/sharded.ts";
+import { openSafetensors } from "../io/safetensors_reader.ts";
+import { INDEX_FILE, openModelWeights, openShardedSafetensors } from "../io/sharded.ts";
 import { checkedReader, type TensorInfo, type TensorReader } from "../io/tensor_reader.ts";
-import type { OpenUrlOptions } from "../io/url_source.ts";
-import { loadHfTokenizer } from "../tokenize/hf.ts";
+import { checkRegularFile, parseJsonObject, readTextFile } from "../io/text_file.ts";
+import { fetchUrlText, openUrl, type OpenUrlOptions } from "../io/url_source.ts";
+import { hfTokenizerFromJson } from "../tokenize/hf.ts";
 import { tokenizerFromGguf, tokenizerFromGgufJson } from "../tokenize/from_gguf.ts";
 import type { Tokenizer } from "../tokenize/tokenizer.ts";
-import { ggufToHfName, LM_HEAD } from "./names.ts";
+import { EMBED, FINAL_NORM, ggufToHfName, LM_HEAD } from "./names.ts";
 import { type LlamaSpec, specFromGguf, specFromHfConfig } from "./spec.ts";
 
 /** An opened model: spec, weights under canonical names, tokenizer. Close it when done. */
@@ -88,42 +93,24 @@ export function modelFromGguf(g: GgufFile, where: string, name: string): LoadedM
   return { spec, reader, tokenizer, config, name, close: () => reader.close() };
 }
 
-async function loadGgufModel(path: string): Promise<LoadedModel> {
-  const g = await openGguf(path);
+async function loadGgufModel(input: string | ByteSource, where: string, name: string): Promise<LoadedModel> {
+  const g = await openGguf(input);
   try {
-    return modelFromGguf(g, path, path.split(/[\\/]/).pop()!.replace(/\.gguf$/i, ""));
+    return modelFromGguf(g, where, name.replace(/\.gguf$/i, ""));
   } catch (e) {
     await g.close();
     throw e;
   }
 }
 
-/** A folder's tokenizer: tokenizer.json, else the GGUF vocabulary saved as tokenizer_gguf.json. */
-async function loadFolderTokenizer(dir: string, spec: LlamaSpec): Promise<Tokenizer> {
-  const { readFile } = await import("node:fs/promises");
-  const { join } = await import("node:path");
-  const ggufJson = join(dir, "tokenizer_gguf.json");
-  let text: string | undefined;
-  try {
-    text = await readFile(ggufJson, "utf8");
-  } catch {
-    // no GGUF vocabulary: tokenizer.json it is
-  }
-  if (text === undefined) {
-    return await loadHfTokenizer(dir, { bosId: spec.bosTokenId, eosId: spec.eosTokenId });
-  }
-  try {
-    return tokenizerFromGgufJson(JSON.parse(text), ggufJson);
-  } catch (e) {
-    if (e instanceof FormatError) throw e;
-    throw new FormatError(ggufJson, `load tokenizer: ${(e as Error).message}`);
-  }
-}
-
 /**
  * Open a model: a `.gguf` file, or a Hugging Face folder with config.json, model.safetensors (or a sharded
- * index) and tokenizer.json (or `tokenizer_gguf.json`, the GGUF vocabulary kept by a compressed GGUF model);
- * either may also be an `http(s)` URL, read with Range requests (see `load_url.ts`; `opts` are for it).
+ * index) and tokenizer.json (else `tokenizer_gguf.json`, the GGUF vocabulary kept by a compressed GGUF model).
+ * Either may be a local path, a `file:` URL or an `http(s)` URL (a folder URL such as
+ * `https://huggingface.co/<org>/<repo>/resolve/main/`): the same code reads both, remote files with Range
+ * requests under `opts` (timeout, retries, abort signal, headers sent to that host only). A shard index may
+ * name only plain files beside it. Sizes in the config are checked against the tensors present
+ * ({@link checkLoadedModel}) before anything is allocated from them.
  * Every tensor read is checked for NaN and ±Inf ({@link checkedReader}): a non-finite weight throws a
  * NumericError naming the tensor rather than producing a NaN perplexity or a NaN compressed model.
  *
@@ -138,7 +125,7 @@ async function loadFolderTokenizer(dir: string, spec: LlamaSpec): Promise<Tokeni
 export async function loadModel(path: string | URL, opts: OpenUrlOptions = {}): Promise<LoadedModel> {
   const m = await loadUnchecked(path, opts);
   try {
-    checkLayerCount(m.reader, m.spec);
+    checkLoadedModel(m);
   } catch (e) {
     await m.close();
     throw e;
@@ -147,15 +134,21 @@ export async function loadModel(path: string | URL, opts: OpenUrlOptions = {}): 
 }
 
 /**
- * Throw a FormatError when the weights hold blocks the spec does not count (config.json's num_hidden_layers or
- * GGUF block_count smaller than the file's): the extra blocks would be skipped silently, a different model.
- * (Missing blocks fail when read, naming the tensor.)
+ * Throw a FormatError when the config's block count (num_hidden_layers / block_count) and the blocks the
+ * weights hold disagree: more blocks in the weights would be skipped silently (a different model), fewer would
+ * let a few bytes of config (`num_hidden_layers: 1e9`) drive a loop, and allocations, over blocks that are not
+ * there. Runs over the tensor list only, before any weight is read.
  */
 export function checkLayerCount(reader: TensorReader, spec: LlamaSpec): void {
-  let top = -1;
+  const present = new Set<number>();
+  let top = -1; // a loop, not Math.max(...present): a hostile header may name 10⁶ blocks
   for (const t of reader.tensors()) {
     const m = /^model\.layers\.(\d+)\./.exec(t.name);
-    if (m) top = Math.max(top, Number(m[1]));
+    if (m) {
+      const i = Number(m[1]);
+      present.add(i);
+      if (i > top) top = i;
+    }
   }
   if (top >= spec.numLayers) {
     throw new FormatError(
@@ -166,42 +159,257 @@ export function checkLayerCount(reader: TensorReader, spec: LlamaSpec): void {
         `says ${spec.numLayers} (num_hidden_layers / block_count); fix the config rather than drop blocks`,
     );
   }
+  if (present.size < spec.numLayers) {
+    let missing = 0;
+    while (present.has(missing)) missing++;
+    throw new FormatError(
+      reader.name,
+      `load model: the config says ${spec.numLayers} blocks (num_hidden_layers / block_count) but the weights ` +
+        `hold ${present.size} (model.layers.${missing} is missing)`,
+    );
+  }
+}
+
+/** Storage types a weight may have: an integer tensor (U8, I32, I64) read as floats would be garbage. */
+const FLOAT_DTYPES: ReadonlySet<string> = new Set(["F32", "F16", "BF16", "F64"]);
+
+/** [out, in] of each block linear under `spec`. */
+function linearShapes(spec: LlamaSpec): Record<string, readonly [number, number]> {
+  const d = spec.hiddenSize, f = spec.intermediateSize, q = spec.numHeads * spec.headDim;
+  const kv = spec.numKvHeads * spec.headDim;
+  return {
+    "self_attn.q_proj": [q, d],
+    "self_attn.k_proj": [kv, d],
+    "self_attn.v_proj": [kv, d],
+    "self_attn.o_proj": [d, q],
+    "mlp.gate_proj": [f, d],
+    "mlp.up_proj": [f, d],
+    "mlp.down_proj": [d, f],
+  };
+}
+
+/**
+ * Throw a FormatError naming the first block tensor whose shape the config contradicts (a dense weight
+ * [out, in], low-rank factors svd_a [out, r] and svd_b [r, in], norms [hidden]): sizes from a few bytes of
+ * config are checked against the tensors present before they size anything.
+ */
+function checkBlockShapes(reader: TensorReader, spec: LlamaSpec): void {
+  const want = linearShapes(spec);
+  for (const t of reader.tensors()) {
+    const m =
+      /^model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj|input_layernorm|post_attention_layernorm)\.(weight|svd_a|svd_b)$/
+        .exec(t.name);
+    if (!m) continue;
+    const [out, inp] = want[m[1]] ?? [spec.hiddenSize, 0];
+    const s = t.shape;
+    const ok = want[m[1]] === undefined
+      ? m[2] === "weight" && s.length === 1 && s[0] === spec.hiddenSize
+      : m[2] === "weight"
+      ? s.length === 2 && s[0] === out && s[1] === inp
+      : m[2] === "svd_a"
+      ? s.length === 2 && s[0] === out
+      : s.length === 2 && s[1] === inp;
+    if (!ok) {
+      const expected = want[m[1]] === undefined
+        ? `[${spec.hiddenSize}]`
+        : m[2] === "weight"
+        ? `[${out}, ${inp}]`
+        : m[2] === "svd_a"
+        ? `[${out}, rank]`
+        : `[rank, ${inp}]`;
+      throw new FormatError(
+        reader.name,
+        `load model: ${t.name} has shape [${s.join(", ")}] but the config (hidden_size ${spec.hiddenSize}, ` +
+          `intermediate_size ${spec.intermediateSize}, ${spec.numHeads}/${spec.numKvHeads} heads of ${spec.headDim}) ` +
+          `says ${expected}`,
+      );
+    }
+  }
+}
+
+/**
+ * Check an opened model against its own tensor list before anything is read or allocated from the config:
+ * the block count ({@link checkLayerCount}), floating-point weights (an integer dtype is refused with the
+ * tensor's name), every block linear's and norm's shape, the embedding's, lm_head's and final norm's shapes, and the BOS/EOS ids inside the
+ * vocabulary (an id outside it would silently mean "no BOS"). Throws a FormatError naming the input.
+ */
+export function checkLoadedModel(m: LoadedModel): void {
+  const { reader, spec, tokenizer } = m;
+  checkLayerCount(reader, spec);
+  for (const t of reader.tensors()) {
+    if (!FLOAT_DTYPES.has(t.dtype) && /\.(weight|bias)$/.test(t.name)) {
+      throw new FormatError(
+        reader.name,
+        `load model: tensor ${t.name} has the integer dtype ${t.dtype}; weights must be F32, F16, BF16 or F64`,
+      );
+    }
+  }
+  checkBlockShapes(reader, spec);
+  // embedding and lm_head: [vocab (or more rows, padding), hidden]; final norm: [hidden]
+  for (const name of [EMBED, LM_HEAD, FINAL_NORM]) {
+    if (!reader.has(name)) continue;
+    const shape = reader.info(name).shape;
+    const ok = name === FINAL_NORM
+      ? shape.length === 1 && shape[0] === spec.hiddenSize
+      : shape.length === 2 && shape[1] === spec.hiddenSize && shape[0] >= spec.vocabSize;
+    if (!ok) {
+      throw new FormatError(
+        reader.name,
+        `load model: ${name} has shape [${shape.join(", ")}] but the config says ${
+          name === FINAL_NORM ? "" : `vocab_size ${spec.vocabSize} × `
+        }hidden_size ${spec.hiddenSize}`,
+      );
+    }
+  }
+  const vocab = Math.max(spec.vocabSize, tokenizer.vocabSize);
+  for (const [field, id] of [["bos_token_id", tokenizer.bosId], ["eos_token_id", tokenizer.eosId]] as const) {
+    if (id >= vocab || id >= spec.vocabSize) {
+      throw new FormatError(
+        m.name,
+        `load model: ${field} ${id} is outside the vocabulary (0 … ${
+          spec.vocabSize - 1
+        }); fix the config or the tokenizer`,
+      );
+    }
+  }
+}
+
+/** Where a Hugging Face model folder's files are read from: a local folder or a folder URL. */
+interface ModelFolder {
+  /** Display name (the folder's or the hub repository's name). */
+  readonly name: string;
+  /** The folder itself, for messages. */
+  readonly where: string;
+  /** A file's path or URL, for messages. */
+  at(file: string): string;
+  /** A small text file of the folder; undefined when absent and `optional`. */
+  readText(file: string, optional: boolean): Promise<string | undefined>;
+  /** The weights: model.safetensors or the sharded index (a local folder may also hold one other file). */
+  openWeights(): Promise<TensorReader>;
+}
+
+async function localFolder(dir: string, opts: OpenUrlOptions): Promise<ModelFolder> {
+  const { join, basename } = await import("node:path");
+  return {
+    name: basename(dir),
+    where: dir,
+    at: (file) => join(dir, file),
+    readText: (file, optional) => readTextFile(join(dir, file), `load model: read ${file}`, optional),
+    openWeights: () => openModelWeights(dir, opts),
+  };
+}
+
+function urlFolder(u: URL, opts: OpenUrlOptions): ModelFolder {
+  // the Hugging Face hub's https://huggingface.co/<org>/<repo>/resolve/<rev>/ names the repo, not the revision
+  const hub = /\/([^/]+)\/resolve\/[^/]+\/?$/.exec(u.pathname);
+  const last = hub?.[1] ?? u.pathname.replace(/\/+$/, "").split("/").pop() ?? "";
+  let name: string;
+  try {
+    name = decodeURIComponent(last) || u.host;
+  } catch {
+    name = last || u.host;
+  }
+  const base = u.href.endsWith("/") ? u.href : u.href + "/";
+  const at = (file: string) => new URL(file, base).href;
+  return {
+    name,
+    where: base,
+    at,
+    readText: (file, optional) => fetchUrlText(at(file), opts, optional, `load model: read ${file}`),
+    async openWeights() {
+      const index = await fetchUrlText(at(INDEX_FILE), opts, true, `load model: read ${INDEX_FILE}`);
+      return index === undefined
+        ? await openSafetensors(at("model.safetensors"), opts)
+        : await openShardedSafetensors(at(INDEX_FILE), opts);
+    },
+  };
+}
+
+/**
+ * A folder's tokenizer, in this order: `tokenizer.json` (with `tokenizer_config.json` when present), else
+ * `tokenizer_gguf.json` (the GGUF vocabulary a compressed GGUF model keeps).
+ */
+async function folderTokenizer(f: ModelFolder, spec: LlamaSpec): Promise<Tokenizer> {
+  const text = await f.readText("tokenizer.json", true);
+  if (text !== undefined) {
+    const json = parseJsonObject(text, f.at("tokenizer.json"), "load tokenizer: tokenizer.json");
+    const cfgText = await f.readText("tokenizer_config.json", true);
+    const cfg = cfgText === undefined
+      ? {}
+      : parseJsonObject(cfgText, f.at("tokenizer_config.json"), "load tokenizer: tokenizer_config.json");
+    try {
+      return hfTokenizerFromJson(
+        json,
+        cfg,
+        { bosId: spec.bosTokenId, eosId: spec.eosTokenId },
+        f.at("tokenizer.json"),
+      );
+    } catch (e) {
+      if (e instanceof FormatError) throw e;
+      throw new FormatError(f.at("tokenizer.json"), `load tokenizer: ${(e as Error).message}`);
+    }
+  }
+  const gg = await f.readText("tokenizer_gguf.json", true);
+  if (gg === undefined) {
+    throw new FormatError(
+      f.where,
+      "load model: neither tokenizer.json nor tokenizer_gguf.json in this folder",
+    );
+  }
+  const at = f.at("tokenizer_gguf.json");
+  try {
+    return tokenizerFromGgufJson(parseJsonObject(gg, at, "load tokenizer: tokenizer_gguf.json"), at);
+  } catch (e) {
+    if (e instanceof FormatError) throw e;
+    throw new FormatError(at, `load tokenizer: ${(e as Error).message}`);
+  }
+}
+
+async function loadFolder(f: ModelFolder): Promise<LoadedModel> {
+  const cfgPath = f.at("config.json");
+  const config = parseJsonObject(
+    (await f.readText("config.json", false))!,
+    cfgPath,
+    "load model: config.json",
+  );
+  const spec = specFromHfConfig(config, cfgPath);
+  const tokenizer = await folderTokenizer(f, spec);
+  const reader = await f.openWeights();
+  return { spec, reader, tokenizer, config, name: f.name, close: () => reader.close() };
 }
 
 async function loadUnchecked(path: string | URL, opts: OpenUrlOptions): Promise<LoadedModel> {
-  if (path instanceof URL || /^https?:\/\//i.test(path)) {
-    const { loadModelUrl } = await import("./load_url.ts");
-    return await loadModelUrl(path, opts);
+  if (path instanceof URL || /^[a-z][a-z0-9+.-]*:\/\//i.test(path)) {
+    let u: URL;
+    try {
+      u = new URL(path);
+    } catch {
+      throw new FormatError(String(path), "load model: not a valid URL");
+    }
+    if (u.protocol === "file:") return await loadUnchecked((await import("node:url")).fileURLToPath(u), opts);
+    if (u.protocol !== "http:" && u.protocol !== "https:") {
+      throw new FormatError(
+        u.href,
+        `load model: unsupported URL scheme ${u.protocol} (use http, https, file)`,
+      );
+    }
+    const name = urlFolder(u, opts).name;
+    if (/\.gguf$/i.test(u.pathname)) return await loadGgufModel(await openUrl(u, opts), u.href, name);
+    return await loadFolder(urlFolder(u, opts));
   }
-  if (/\.gguf$/i.test(path)) return await loadGgufModel(path);
-  const { readFile, stat } = await import("node:fs/promises");
-  const { join, basename } = await import("node:path");
+  const { stat } = await import("node:fs/promises");
   const st = await stat(path).catch((e: Error) => {
     throw new FormatError(path, `load model: no such file or folder (${e.message})`);
   });
+  if (/\.gguf$/i.test(path) && !st.isDirectory()) {
+    checkRegularFile(path, st, "load model");
+    return await loadGgufModel(path, path, path.split(/[\\/]/).pop()!);
+  }
   if (!st.isDirectory()) {
     throw new FormatError(
       path,
       "load model: expected a .gguf file or a Hugging Face model folder (config.json + safetensors)",
     );
   }
-  const cfgPath = join(path, "config.json");
-  let config: Record<string, unknown>;
-  try {
-    config = JSON.parse(await readFile(cfgPath, "utf8"));
-  } catch (e) {
-    throw new FormatError(cfgPath, `load model: cannot read config.json (${(e as Error).message})`);
-  }
-  if (typeof config !== "object" || config === null || Array.isArray(config)) {
-    throw new FormatError(
-      cfgPath,
-      `load model: config.json must hold a JSON object, got ${
-        config === null ? "null" : Array.isArray(config) ? "an array" : typeof config
-      }`,
-    );
-  }
-  const spec = specFromHfConfig(config, cfgPath);
-  const tokenizer = await loadFolderTokenizer(path, spec);
-  const reader = await openModelWeights(path);
-  return { spec, reader, tokenizer, config, name: basename(path), close: () => reader.close() };
+  return await loadFolder(await localFolder(path, opts));
 }

@@ -4,7 +4,13 @@
  *
  * @module
  */
-export { type LlamaSpec, specFromGguf, specFromHfConfig, SUPPORTED_MODEL_TYPES } from "./spec.ts";
+export {
+  type LlamaSpec,
+  SPEC_LIMITS,
+  specFromGguf,
+  specFromHfConfig,
+  SUPPORTED_MODEL_TYPES,
+} from "./spec.ts";
 export {
   blockPrefix,
   EMBED,
@@ -54,5 +60,30 @@ export {
   type RopeTables,
   ropeTables,
 } from "./rope.ts";
+export {
+  BLOCK_PROGRAM,
+  type BlockOp,
+  opInputs,
+  opsAffectedBy,
+  opsNeededFor,
+  type ValueName,
+  valueWidth,
+} from "./block_def.ts";
+export {
+  type BlockEnv,
+  BlockScratch,
+  type BlockValues,
+  evalBlockOp,
+  type OverriddenValue,
+  runBlockProgram,
+  type RunOptions,
+} from "./block_eval.ts";
 export { ggufAsHfReader, type LoadedModel, loadModel, modelFromGguf } from "./load.ts";
+export { checkLayerCount, checkLoadedModel } from "./load.ts";
 export { loadModelUrl } from "./load_url.ts";
+// Types the exported functions name, re-exported so this entry point documents them (deno doc --lint).
+export type { FloatArray, Matrix } from "../linalg/matrix.ts";
+export type { GgufFile, GgufNumberArray, GgufValue } from "../io/gguf.ts";
+export type { DType, TensorInfo, TensorReader } from "../io/tensor_reader.ts";
+export type { OpenUrlOptions } from "../io/url_source.ts";
+export type { EncodeOptions, Tokenizer } from "../tokenize/tokenizer.ts";

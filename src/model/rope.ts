@@ -75,6 +75,37 @@ export function ropeTables(
   return { positions, pairs, cos, sin };
 }
 
+const tableCache = new Map<string, RopeTables>();
+
+/** Positions a cached table set is first built for: a short prompt and its decoding steps share one build. */
+const MIN_CACHED_POSITIONS = 64;
+
+/**
+ * Tables covering at least positions 0..positions-1, from a cache keyed by (headDim, θ, scaling). They are
+ * sized by the positions asked for, never by the model's maximum context (a config may declare 2^31 positions
+ * for a model run on 256): a larger request rebuilds them at max(positions, twice the old size), so
+ * token-by-token decoding rebuilds them O(log n) times. The values are those of {@link ropeTables} whatever
+ * the size.
+ */
+export function cachedRopeTables(
+  positions: number,
+  headDim: number,
+  theta: number,
+  scaling?: RopeScaling,
+): RopeTables {
+  if (!Number.isSafeInteger(positions) || positions < 0) {
+    throw new ShapeError(`rope: ${positions} positions is not a non-negative integer`);
+  }
+  const key = `${headDim}/${theta}/${JSON.stringify(scaling ?? null)}`;
+  let t = tableCache.get(key);
+  if (!t || t.positions < positions) {
+    const size = Math.max(positions, 2 * (t?.positions ?? 0), MIN_CACHED_POSITIONS);
+    t = ropeTables(size, headDim, theta, scaling);
+    tableCache.set(key, t);
+  }
+  return t;
+}
+
 /**
  * Rotate, in place, every head of `x` (tokens×(heads·headDim)); row t sits at position `positionOf(t)`.
  *

@@ -55,9 +55,24 @@ export interface LlamaSpec {
 /** model_type values {@link specFromHfConfig} accepts. */
 export const SUPPORTED_MODEL_TYPES = ["llama", "mistral", "qwen2"] as const;
 
-function positiveInt(where: string, field: string, v: unknown): number {
+/**
+ * Upper limits of config sizes, far above any real model (the largest have ~130 blocks, width 16 384, 256K
+ * tokens, 10M positions): a few bytes of config above them are refused before they size any loop or table.
+ */
+export const SPEC_LIMITS: Readonly<Record<string, number>> = Object.freeze({
+  layers: 4096,
+  width: 1 << 20,
+  heads: 1 << 14,
+  vocab: 1 << 24,
+  positions: (1 << 24) - 1,
+});
+
+function positiveInt(where: string, field: string, v: unknown, max = Number.MAX_SAFE_INTEGER): number {
   if (typeof v !== "number" || !Number.isInteger(v) || v <= 0) {
     throw new FormatError(where, `field "${field}" must be a positive integer, got ${JSON.stringify(v)}`);
+  }
+  if (v > max) {
+    throw new FormatError(where, `field "${field}" is ${v}, above the limit of ${max} (a corrupt config?)`);
   }
   return v;
 }
@@ -69,12 +84,30 @@ function positiveNumber(where: string, field: string, v: unknown): number {
   return v;
 }
 
-function tokenId(v: unknown): number {
+/** A special token id: absent, null or negative means none; anything else must be an integer id. */
+function tokenId(where: string, field: string, v: unknown): number {
   if (Array.isArray(v)) v = v[0]; // some configs list several eos ids; the first is the canonical one
-  return typeof v === "number" && Number.isInteger(v) && v >= 0 ? v : -1;
+  if (v === undefined || v === null || (typeof v === "number" && v < 0)) return -1;
+  if (typeof v !== "number" || !Number.isInteger(v)) {
+    throw new FormatError(where, `field "${field}" must be an integer token id, got ${JSON.stringify(v)}`);
+  }
+  return v;
 }
 
-function checkHeads(where: string, s: LlamaSpec): LlamaSpec {
+/** Throw unless the BOS/EOS ids (when set) lie inside the vocabulary: an id outside it is not "no BOS". */
+function checkTokenIds(where: string, s: LlamaSpec, names: [string, string]): void {
+  for (const [field, id] of [[names[0], s.bosTokenId], [names[1], s.eosTokenId]] as const) {
+    if (id >= s.vocabSize) {
+      throw new FormatError(
+        where,
+        `field "${field}" is ${id}, outside the vocabulary (vocab size ${s.vocabSize})`,
+      );
+    }
+  }
+}
+
+function checkHeads(where: string, s: LlamaSpec, idNames: [string, string]): LlamaSpec {
+  checkTokenIds(where, s, idNames);
   if (s.numHeads % s.numKvHeads !== 0) {
     throw new FormatError(
       where,
@@ -146,14 +179,15 @@ export function specFromHfConfig(config: Record<string, unknown>, where = "confi
   const slide = slides && typeof config.sliding_window === "number"
     ? positiveInt(where, "sliding_window", config.sliding_window)
     : undefined;
-  const hidden = positiveInt(where, "hidden_size", config.hidden_size);
-  const heads = positiveInt(where, "num_attention_heads", config.num_attention_heads);
+  const L = SPEC_LIMITS;
+  const hidden = positiveInt(where, "hidden_size", config.hidden_size, L.width);
+  const heads = positiveInt(where, "num_attention_heads", config.num_attention_heads, L.heads);
   const kvHeads = config.num_key_value_heads === undefined || config.num_key_value_heads === null
     ? heads
-    : positiveInt(where, "num_key_value_heads", config.num_key_value_heads);
+    : positiveInt(where, "num_key_value_heads", config.num_key_value_heads, L.heads);
   const headDim = config.head_dim === undefined || config.head_dim === null
     ? hidden / heads
-    : positiveInt(where, "head_dim", config.head_dim);
+    : positiveInt(where, "head_dim", config.head_dim, L.width);
   if (!Number.isInteger(headDim)) {
     throw new FormatError(
       where,
@@ -166,23 +200,28 @@ export function specFromHfConfig(config: Record<string, unknown>, where = "confi
   return checkHeads(where, {
     architecture: "llama",
     hiddenSize: hidden,
-    intermediateSize: positiveInt(where, "intermediate_size", config.intermediate_size),
-    numLayers: positiveInt(where, "num_hidden_layers", config.num_hidden_layers),
+    intermediateSize: positiveInt(where, "intermediate_size", config.intermediate_size, L.width),
+    numLayers: positiveInt(where, "num_hidden_layers", config.num_hidden_layers, L.layers),
     numHeads: heads,
     numKvHeads: kvHeads,
     headDim,
-    vocabSize: positiveInt(where, "vocab_size", config.vocab_size),
+    vocabSize: positiveInt(where, "vocab_size", config.vocab_size, L.vocab),
     rmsNormEps: positiveNumber(where, "rms_norm_eps", config.rms_norm_eps ?? 1e-6),
     ropeTheta: positiveNumber(where, "rope_theta", ropeTheta),
     ropeStyle: "halves",
     ...(ropeScaling ? { ropeScaling } : {}),
-    maxPositions: positiveInt(where, "max_position_embeddings", config.max_position_embeddings ?? 2048),
+    maxPositions: positiveInt(
+      where,
+      "max_position_embeddings",
+      config.max_position_embeddings ?? 2048,
+      L.positions,
+    ),
     ...(slide !== undefined ? { slidingWindow: slide } : {}),
     tieWordEmbeddings: config.tie_word_embeddings === true,
     attentionBias: type === "qwen2" ? config.attention_bias !== false : config.attention_bias === true,
-    bosTokenId: tokenId(config.bos_token_id),
-    eosTokenId: tokenId(config.eos_token_id),
-  });
+    bosTokenId: tokenId(where, "bos_token_id", config.bos_token_id),
+    eosTokenId: tokenId(where, "eos_token_id", config.eos_token_id),
+  }, ["bos_token_id", "eos_token_id"]);
 }
 
 /** GGUF `<arch>.rope.scaling.*` → {@link RopeScaling}: "linear" is read, "none" ignored, others refused. */
@@ -234,17 +273,20 @@ export function specFromGguf(
     }
     return v;
   };
-  const hidden = positiveInt(where, `${a}.embedding_length`, num(`${a}.embedding_length`));
-  const heads = positiveInt(where, `${a}.attention.head_count`, num(`${a}.attention.head_count`));
+  const L = SPEC_LIMITS;
+  const hidden = positiveInt(where, `${a}.embedding_length`, num(`${a}.embedding_length`), L.width);
+  const heads = positiveInt(where, `${a}.attention.head_count`, num(`${a}.attention.head_count`), L.heads);
   const kvHeads = positiveInt(
     where,
     `${a}.attention.head_count_kv`,
     num(`${a}.attention.head_count_kv`, heads),
+    L.heads,
   );
   const headDim = positiveInt(
     where,
     `${a}.attention.key_length`,
     num(`${a}.attention.key_length`, hidden / heads),
+    L.width,
   );
   const ropeDims = num(`${a}.rope.dimension_count`, headDim);
   if (ropeDims !== headDim) {
@@ -256,17 +298,22 @@ export function specFromGguf(
   const vocab = kv.get(`${a}.vocab_size`) ?? (Array.isArray(tokens) ? tokens.length : embedRows);
   const id = (key: string): number => {
     const v = kv.get(key);
-    return typeof v === "number" && v >= 0 && v < 0xffffffff ? v : -1;
+    return typeof v === "number" && v >= 0 && v < 0xffffffff ? v : -1; // u32 −1 is llama.cpp's "none"
   };
   return checkHeads(where, {
     architecture: "llama",
     hiddenSize: hidden,
-    intermediateSize: positiveInt(where, `${a}.feed_forward_length`, num(`${a}.feed_forward_length`)),
-    numLayers: positiveInt(where, `${a}.block_count`, num(`${a}.block_count`)),
+    intermediateSize: positiveInt(
+      where,
+      `${a}.feed_forward_length`,
+      num(`${a}.feed_forward_length`),
+      L.width,
+    ),
+    numLayers: positiveInt(where, `${a}.block_count`, num(`${a}.block_count`), L.layers),
     numHeads: heads,
     numKvHeads: kvHeads,
     headDim,
-    vocabSize: positiveInt(where, `${a}.vocab_size`, vocab),
+    vocabSize: positiveInt(where, `${a}.vocab_size`, vocab, L.vocab),
     rmsNormEps: positiveNumber(
       where,
       `${a}.attention.layer_norm_rms_epsilon`,
@@ -276,10 +323,10 @@ export function specFromGguf(
     // llama.cpp permutes LLaMA's q/k rows for its interleaved RoPE; Qwen2 keeps Hugging Face's layout (NEOX)
     ropeStyle: arch === "llama" ? "interleaved" : "halves",
     ...ggufRopeScaling(kv, where, a),
-    maxPositions: positiveInt(where, `${a}.context_length`, num(`${a}.context_length`, 2048)),
+    maxPositions: positiveInt(where, `${a}.context_length`, num(`${a}.context_length`, 2048), L.positions),
     tieWordEmbeddings: false, // decided by the loader from whether output.weight exists
     attentionBias: arch === "qwen2",
     bosTokenId: id("tokenizer.ggml.bos_token_id"),
     eosTokenId: id("tokenizer.ggml.eos_token_id"),
-  });
+  }, ["tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"]);
 }

@@ -16,6 +16,9 @@ import {
 } from "../model/llama.ts";
 import type { LlamaSpec } from "../model/spec.ts";
 
+export { BlockScratch };
+export type { Linear, LinearObserver, LlamaBlock, LlamaHead } from "../model/llama.ts";
+
 /** The residual stream of `samples` windows of `seq` tokens: x is (samples·seq)×hidden. */
 export interface HiddenStates {
   /** (samples·seq)×hidden. */

@@ -5,8 +5,10 @@
  *
  * @module
  */
-import process from "node:process";
 import { wasmRuntime } from "../linalg/wasm/runtime.ts";
+
+/** `process.memoryUsage` where a runtime has it; `.rss()` is the cheap form (Node ≥ 15, Deno, Bun). */
+type MemoryUsage = (() => { rss: number }) & { rss?: () => number };
 
 /** A running peak-memory sampler. */
 export interface PeakMemory {
@@ -21,10 +23,13 @@ export interface PeakMemory {
 /** Start sampling every `intervalMs` (default 50 ms; the timer does not keep the process alive). */
 export function createPeakMemory(intervalMs = 50): PeakMemory {
   let max = 0;
+  // The global `process`, feature-detected (not `node:process`): the module must load in browsers and workerd.
+  const proc = (globalThis as { process?: { memoryUsage?: MemoryUsage } }).process;
   const read = (): number => {
     try {
-      const m = process.memoryUsage as unknown as { rss?: () => number };
-      return typeof m.rss === "function" ? m.rss() : process.memoryUsage().rss;
+      const m = proc?.memoryUsage;
+      if (!m) return 0;
+      return typeof m.rss === "function" ? m.rss() : m().rss;
     } catch {
       return 0;
     }

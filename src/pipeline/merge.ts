@@ -6,13 +6,15 @@
  * @module
  */
 import { FormatError, OptionError } from "../errors.ts";
-import { createSafetensorsWriter, type TensorPlan } from "../io/safetensors_writer.ts";
+import { createSafetensorsStreamWriter, type TensorPlan } from "../io/safetensors_writer.ts";
 import { openModelWeights } from "../io/sharded.ts";
 import { checkedReader } from "../io/tensor_reader.ts";
-import type { WritableDType } from "../io/dtype.ts";
 import { matmul } from "../linalg/gemm.ts";
 import { SVD_A, SVD_B } from "../model/names.ts";
-import { openOutputDir } from "./output_dir.ts";
+import { folderSideFiles, storageDtype, writeSideFiles } from "./output.ts";
+import { writeWhole } from "./sink.ts";
+import { openFolderSink } from "./sink_folder.ts";
+import { readSvdLlmConfig } from "./svd_llm_config.ts";
 
 /** Options of {@link merge}. */
 export interface MergeOptions {
@@ -27,15 +29,6 @@ export interface MergeReport {
   /** Values stored after merging. */
   params: number;
 }
-
-const EXTRA_FILES = [
-  "tokenizer.json",
-  "tokenizer_config.json",
-  "special_tokens_map.json",
-  "generation_config.json",
-  "tokenizer.model",
-  "tokenizer_gguf.json",
-];
 
 /**
  * Merge the compressed folder `input` into a dense folder `output`. Throws FormatError when a factor lacks its
@@ -58,7 +51,7 @@ export async function merge(input: string, output: string, opts: MergeOptions = 
   const reader = checkedReader(await openModelWeights(input));
   let out;
   try {
-    out = await openOutputDir(output, { overwrite: opts.overwrite, inputs: [input], action: "merge" });
+    out = await openFolderSink(output, { overwrite: opts.overwrite, inputs: [input], action: "merge" });
   } catch (e) {
     await reader.close(); // a refused destination must not leak the input's file handle
     throw e;
@@ -72,7 +65,6 @@ export async function merge(input: string, output: string, opts: MergeOptions = 
     }
     const plan: TensorPlan[] = [];
     const merged: string[] = [];
-    const keep = (d: string): WritableDType => (d === "F16" || d === "BF16" ? d : "F32");
     let params = 0;
     for (const t of reader.tensors()) {
       if (t.name.endsWith(`.${SVD_B}`)) continue;
@@ -86,11 +78,15 @@ export async function merge(input: string, output: string, opts: MergeOptions = 
         if (b.shape[0] !== t.shape[1]) {
           throw new FormatError(reader.name, `merge: ${t.name} is [${t.shape}] but ${bName} is [${b.shape}]`);
         }
-        plan.push({ name: `${prefix}.weight`, dtype: keep(t.dtype), shape: [t.shape[0], b.shape[1]] });
+        plan.push({
+          name: `${prefix}.weight`,
+          dtype: storageDtype(t.dtype),
+          shape: [t.shape[0], b.shape[1]],
+        });
         merged.push(prefix);
         params += t.shape[0] * b.shape[1];
       } else {
-        plan.push({ name: t.name, dtype: keep(t.dtype), shape: [...t.shape] });
+        plan.push({ name: t.name, dtype: storageDtype(t.dtype), shape: [...t.shape] });
         params += t.shape.reduce((x, y) => x * y, 1);
       }
     }
@@ -99,14 +95,15 @@ export async function merge(input: string, output: string, opts: MergeOptions = 
         throw new FormatError(reader.name, `merge: ${t.name} has no partner svd_a`);
       }
     }
-    const writer = await createSafetensorsWriter(join(out.temp, "model.safetensors"), plan, {
+    const writer = await createSafetensorsStreamWriter(await out.file("model.safetensors"), plan, {
       metadata: { format: "pt" },
-      inputs: [input],
+      name: join(output, "model.safetensors"),
     });
+    const isMerged = new Set(merged);
     try {
       for (const p of plan) {
         const prefix = p.name.replace(/\.weight$/, "");
-        if (merged.includes(prefix) && p.name.endsWith(".weight")) {
+        if (isMerged.has(prefix) && p.name.endsWith(".weight")) {
           const ai = reader.info(`${prefix}.${SVD_A}`), bi = reader.info(`${prefix}.${SVD_B}`);
           const a = { rows: ai.shape[0], cols: ai.shape[1], data: await reader.read(ai.name) };
           const b = { rows: bi.shape[0], cols: bi.shape[1], data: await reader.read(bi.name) };
@@ -122,16 +119,13 @@ export async function merge(input: string, output: string, opts: MergeOptions = 
     }
     try {
       const config = JSON.parse(await fs.readFile(join(input, "config.json"), "utf8"));
-      if (config.svd_llm) config.svd_llm = { ...config.svd_llm, merged: true };
-      await fs.writeFile(join(out.temp, "config.json"), JSON.stringify(config, null, 2) + "\n");
+      const section = readSvdLlmConfig(config);
+      if (section) config.svd_llm = { ...section, merged: true };
+      await writeWhole(out, "config.json", JSON.stringify(config, null, 2) + "\n");
     } catch (e) {
       if ((e as { code?: string }).code !== "ENOENT") throw e;
     }
-    for (const f of EXTRA_FILES) {
-      await fs.copyFile(join(input, f), join(out.temp, f)).catch((e) => {
-        if ((e as { code?: string }).code !== "ENOENT") throw e;
-      });
-    }
+    await writeSideFiles(out, { files: folderSideFiles(input) });
     await out.commit();
     return { merged, params };
   } catch (e) {

@@ -31,7 +31,8 @@
 import { NumericError, OptionError } from "../errors.ts";
 import { GramObserver } from "../calib/gram.ts";
 import { calibrationWindows } from "../calib/windows.ts";
-import { createSafetensorsWriter, type TensorPlan } from "../io/safetensors_writer.ts";
+import { createSafetensorsStreamWriter } from "../io/safetensors_writer.ts";
+import { openGguf } from "../io/gguf.ts";
 import { cholesky, type CholeskyResult } from "../linalg/cholesky.ts";
 import { createRng } from "../linalg/random.ts";
 import { type GradModel, lossAndGrad } from "../model/backward.ts";
@@ -67,19 +68,12 @@ import {
   stateToJson,
   trainSpectrum,
 } from "../methods/soco_train.ts";
-import {
-  type CalibrationOptions,
-  copyTokenizer,
-  linearShape,
-  type ModelInput,
-  otherParams,
-  outputConfig,
-  PIPELINE_VERSION,
-  writeBlock,
-} from "./compress.ts";
+import { type CalibrationOptions, linearShape, type ModelInput, PIPELINE_VERSION } from "./compress.ts";
+import { folderSideFiles, outputConfig, planOutput, writeBlockTensors, writeSideFiles } from "./output.ts";
+import { openFolderSink } from "./sink_folder.ts";
+import { writeWhole } from "./sink.ts";
 import { embedWindows, runBlock } from "./hidden.ts";
 import { createPeakMemory } from "./memory.ts";
-import { openOutputDir } from "./output_dir.ts";
 
 /** Options of {@link compressSoco}. */
 export interface SocoOptions {
@@ -255,9 +249,10 @@ export async function compressSocoModel(
   const gguf = inputPath !== undefined
     ? /\.gguf$/i.test(inputPath)
     : "general.architecture" in reader.metadata;
-  const out = await openOutputDir(output, {
+  const sink = await openFolderSink(output, {
     overwrite: opts.overwrite,
     inputs: inputPath ? [inputPath] : [],
+    action: "soco",
   });
   try {
     // Calibration windows.
@@ -434,38 +429,18 @@ export async function compressSocoModel(
         },
       });
     });
-    const all = reader.tensors().filter((t) => !gguf || /^(model\.|lm_head\.)/.test(t.name));
-    const blockOf = (name: string): number => {
-      const m = /^model\.layers\.(\d+)\./.exec(name);
-      return m ? Number(m[1]) : -1;
-    };
-    const keepDtype = (d: string) => (d === "F16" || d === "BF16" ? d : "F32") as "F32" | "F16" | "BF16";
-    const plan: TensorPlan[] = [];
-    for (const t of all) {
-      if (blockOf(t.name) < 0) plan.push({ name: t.name, dtype: keepDtype(t.dtype), shape: [...t.shape] });
-    }
-    for (let i = 0; i < spec.numLayers; i++) {
-      for (const t of all) {
-        if (blockOf(t.name) !== i) continue;
-        const prefix = t.name.replace(/\.weight$/, "");
-        const rank = t.name.endsWith(".weight") ? ranks[prefix] : undefined;
-        if (rank !== undefined) {
-          plan.push({ name: `${prefix}.${SVD_A}`, dtype: "F32", shape: [t.shape[0], rank] });
-          plan.push({ name: `${prefix}.${SVD_B}`, dtype: "F32", shape: [rank, t.shape[1]] });
-        } else plan.push({ name: t.name, dtype: keepDtype(t.dtype), shape: [...t.shape] });
-      }
-    }
-    const { join } = await import("node:path");
-    const writer = await createSafetensorsWriter(join(out.temp, "model.safetensors"), plan, {
+    // The folder, through compress's output steps (GGUF q/k rows back to the Hugging Face layout).
+    const plan = planOutput(reader, spec, ranks, { factorDtype: "F32", gguf });
+    const writer = await createSafetensorsStreamWriter(await sink.file("model.safetensors"), plan.plan, {
       metadata: { format: "pt", svd_llm_method: "soco" },
-      inputs: inputPath ? [inputPath] : [],
+      name: `${output}/model.safetensors`,
     });
     try {
-      for (const t of all) if (blockOf(t.name) < 0) await writer.write(t.name, await reader.read(t.name));
+      for (const name of plan.outside) await writer.write(name, await reader.read(name));
       for (let i = 0; i < spec.numLayers; i++) {
         const f = new Map<LinearName, Factors>();
         for (const l of LINEAR_NAMES) f.set(l, factors.get(linearPrefix(i, l))!);
-        await writeBlock(writer, reader, spec, i, all, f, spec.ropeStyle === "interleaved", blockOf);
+        await writeBlockTensors(writer, reader, spec, i, plan.blocks[i], f, spec.ropeStyle === "interleaved");
         opts.onProgress?.({ stage: "write", done: i + 1, total: spec.numLayers });
       }
       await writer.close();
@@ -476,9 +451,13 @@ export async function compressSocoModel(
     const shapes = names.map((name, j) => ({ name, rows: bases[j].rows, cols: bases[j].cols }));
     const params = summarizeParams(
       shapes.map((s) => layerParams(s.name, s.rows, s.cols, ranks[s.name])),
-      otherParams(reader, shapes, gguf),
+      reader.tensors()
+        .filter((t) =>
+          (!gguf || /^(model\.|lm_head\.)/.test(t.name)) && !(t.name.replace(/\.weight$/, "") in ranks)
+        )
+        .reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0),
     );
-    const config = outputConfig(model, spec, gguf);
+    const config = outputConfig(model.config, spec, gguf);
     config.svd_llm = {
       version: PIPELINE_VERSION,
       method: "soco",
@@ -503,10 +482,16 @@ export async function compressSocoModel(
       source: model.name,
       date: new Date().toISOString(),
     };
-    const fs = await import("node:fs/promises");
-    await fs.writeFile(join(out.temp, "config.json"), JSON.stringify(config, null, 2) + "\n");
-    await copyTokenizer(inputPath, out.temp, gguf);
-    await out.commit();
+    await writeWhole(sink, "config.json", JSON.stringify(config, null, 2) + "\n");
+    if (inputPath && gguf) {
+      const g = await openGguf(inputPath);
+      try {
+        await writeSideFiles(sink, { gguf: g.kv });
+      } finally {
+        await g.close();
+      }
+    } else if (inputPath) await writeSideFiles(sink, { files: folderSideFiles(inputPath) });
+    await sink.commit();
     const tEnd = performance.now();
     return {
       output,
@@ -535,7 +520,7 @@ export async function compressSocoModel(
       peakRssBytes: peak.peak(),
     };
   } catch (e) {
-    await out.abort();
+    await sink.abort();
     throw e;
   } finally {
     peak.stop();

@@ -8,7 +8,9 @@
  */
 import { FormatError } from "../errors.ts";
 import type { GgufValue } from "../io/gguf.ts";
+import { checkBpeMerges } from "./bpe_merges.ts";
 import { hfTokenizerFromJson } from "./hf.ts";
+import { specialId } from "./sentencepiece.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 const GPT2 = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
@@ -44,6 +46,7 @@ export function ggufBpeTokenizer(kv: ReadonlyMap<string, GgufValue>, where = "mo
   if (!Array.isArray(merges) || merges.some((t) => typeof t !== "string")) {
     throw new FormatError(where, "GGUF tokenizer.ggml.merges is missing or not an array of strings");
   }
+  checkBpeMerges(merges, new Set(tokens as string[]), `${where}: GGUF tokenizer.ggml.merges`);
   const pre = kv.get("tokenizer.ggml.pre") ?? "default";
   const regex = typeof pre === "string" ? PRE_REGEX[pre] : undefined;
   if (regex === undefined) {
@@ -72,8 +75,8 @@ export function ggufBpeTokenizer(kv: ReadonlyMap<string, GgufValue>, where = "mo
     }
   });
   const id = (key: string): number | undefined => {
-    const v = kv.get(key);
-    return typeof v === "number" && v >= 0 && v < tokens.length ? v : undefined;
+    const v = specialId(kv, key, tokens.length, where);
+    return v < 0 ? undefined : v;
   };
   const json = {
     version: "1.0",
@@ -101,11 +104,9 @@ export function ggufBpeTokenizer(kv: ReadonlyMap<string, GgufValue>, where = "mo
       merges,
     },
   };
+  const bosId = id("tokenizer.ggml.bos_token_id"), eosId = id("tokenizer.ggml.eos_token_id");
   try {
-    return hfTokenizerFromJson(json, { clean_up_tokenization_spaces: false }, {
-      bosId: id("tokenizer.ggml.bos_token_id"),
-      eosId: id("tokenizer.ggml.eos_token_id"),
-    });
+    return hfTokenizerFromJson(json, { clean_up_tokenization_spaces: false }, { bosId, eosId });
   } catch (e) {
     throw new FormatError(where, `GGUF byte-level BPE tokenizer: ${(e as Error).message}`);
   }

@@ -6,6 +6,8 @@
  */
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { FormatError } from "../errors.ts";
+import { parseJsonObject, readTextFile } from "../io/text_file.ts";
+import { checkBpeMerges } from "./bpe_merges.ts";
 import type { EncodeOptions, Tokenizer } from "./tokenizer.ts";
 
 /** Special token ids to use when tokenizer_config.json does not name them (usually from config.json). */
@@ -24,19 +26,45 @@ function tokenContent(v: unknown): string | undefined {
   return undefined;
 }
 
+/** A BPE model's merges checked against its vocabulary and added tokens ({@link checkBpeMerges}). */
+function checkBpeModel(json: Record<string, unknown>, where: string): void {
+  const model = json.model as Record<string, unknown> | undefined;
+  if (!model || model.type !== "BPE" || !Array.isArray(model.merges)) return;
+  const vocab = new Set<string>(
+    typeof model.vocab === "object" && model.vocab !== null ? Object.keys(model.vocab) : [],
+  );
+  if (Array.isArray(json.added_tokens)) {
+    for (const t of json.added_tokens) {
+      const c = (t as { content?: unknown })?.content;
+      if (typeof c === "string") vocab.add(c);
+    }
+  }
+  checkBpeMerges(model.merges, vocab, where);
+}
+
 /**
  * Wrap parsed `tokenizer.json` and `tokenizer_config.json` objects (works anywhere, browsers included).
- * `encode` never lets the post-processor add special tokens; BOS is added only when asked.
+ * `encode` never lets the post-processor add special tokens; BOS is added only when asked. A BPE merge that
+ * is not two tokens of the vocabulary is refused with a FormatError naming `where` and the merge.
  */
 export function hfTokenizerFromJson(
   tokenizerJson: Record<string, unknown>,
   tokenizerConfig: Record<string, unknown> = {},
   defaults: HfTokenizerDefaults = {},
+  where = "tokenizer.json",
 ): Tokenizer {
+  checkBpeModel(tokenizerJson, where);
   const tok = new HfTokenizer(tokenizerJson, tokenizerConfig);
   const idOf = (key: string, fallback: number | undefined): number => {
     const content = tokenContent(tokenizerConfig[key]);
     const id = content === undefined ? undefined : tok.token_to_id(content);
+    if (content !== undefined && id === undefined) {
+      // named but absent: silently falling back would mean "no BOS" or another token
+      throw new FormatError(
+        where,
+        `tokenizer_config.json ${key} ${JSON.stringify(content)} is not a token of this vocabulary`,
+      );
+    }
     return id ?? (fallback !== undefined && fallback >= 0 ? fallback : -1);
   };
   let maxId = -1;
@@ -72,29 +100,15 @@ export function hfTokenizerFromJson(
  * ```
  */
 export async function loadHfTokenizer(dir: string, defaults: HfTokenizerDefaults = {}): Promise<Tokenizer> {
-  const { readFile } = await import("node:fs/promises");
   const { join } = await import("node:path");
   const readJson = async (file: string, optional: boolean): Promise<Record<string, unknown>> => {
-    let text: string;
-    try {
-      text = await readFile(join(dir, file), "utf8");
-    } catch (e) {
-      if (optional) return {};
-      throw new FormatError(
-        join(dir, file),
-        `load tokenizer: cannot read the file (${(e as Error).message})`,
-      );
-    }
-    try {
-      return JSON.parse(text);
-    } catch (e) {
-      throw new FormatError(join(dir, file), `load tokenizer: not valid JSON (${(e as Error).message})`);
-    }
+    const text = await readTextFile(join(dir, file), "load tokenizer", optional);
+    return text === undefined ? {} : parseJsonObject(text, join(dir, file), `load tokenizer: ${file}`);
   };
   const json = await readJson("tokenizer.json", false);
   const config = await readJson("tokenizer_config.json", true);
   try {
-    return hfTokenizerFromJson(json, config, defaults);
+    return hfTokenizerFromJson(json, config, defaults, join(dir, "tokenizer.json"));
   } catch (e) {
     if (e instanceof FormatError) throw e;
     throw new FormatError(join(dir, "tokenizer.json"), `load tokenizer: ${(e as Error).message}`);

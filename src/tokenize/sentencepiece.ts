@@ -24,6 +24,19 @@ const enum TokenType {
 
 const SPACE = "\u2581"; // ▁
 
+/**
+ * A special token id from GGUF metadata: absent, or llama.cpp's "none" (a negative or 2^32 − 1 value), is -1;
+ * an id past the vocabulary of `n` tokens throws a FormatError (it would silently mean "no BOS").
+ */
+export function specialId(kv: ReadonlyMap<string, GgufValue>, key: string, n: number, where: string): number {
+  const v = kv.get(key);
+  if (typeof v !== "number" || v < 0 || v >= 0xffffffff) return -1;
+  if (!Number.isInteger(v) || v >= n) {
+    throw new FormatError(where, `GGUF ${key} is ${v}, outside the vocabulary of ${n} tokens`);
+  }
+  return v;
+}
+
 interface Symbol {
   text: string;
   prev: number;
@@ -129,10 +142,7 @@ export class GgufSentencePieceTokenizer implements Tokenizer {
     this.pieces = tokens as string[];
     this.scores = scores;
     this.types = (types as Int32Array | undefined) ?? new Int32Array(n).fill(TokenType.Normal);
-    const id = (key: string): number => {
-      const v = kv.get(key);
-      return typeof v === "number" && v >= 0 && v < n ? v : -1;
-    };
+    const id = (key: string): number => specialId(kv, key, n, where);
     this.bosId = id("tokenizer.ggml.bos_token_id");
     this.eosId = id("tokenizer.ggml.eos_token_id");
     this.unkId = id("tokenizer.ggml.unknown_token_id");

@@ -1,4 +1,4 @@
-// Ctrl-C / SIGTERM in the middle of `compress`: the CLI removes its temporary folder and exits 130 / 143;
+// Ctrl-C / SIGTERM / SIGHUP in the middle of `compress`: the CLI removes its temporary folder and exits 130 / 143 / 129;
 // nothing appears under the destination name and nothing is left beside it.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -11,7 +11,7 @@ import { cliCommand, model, root, text } from "./_helpers.ts";
 /** Start a compression, send `signal` as soon as its temporary folder exists, and report how it ended. */
 async function interrupted(
   dir: string,
-  signal: "SIGINT" | "SIGTERM",
+  signal: "SIGINT" | "SIGTERM" | "SIGHUP",
 ): Promise<{ code: number | null; signal: string | null; err: string; sent: boolean }> {
   const args = ["compress", model, join(dir, "out"), "--method", "svdllm", "--ratio", "0.2", "--calib", text];
   const [exe, argv] = cliCommand(args);
@@ -38,7 +38,7 @@ async function interrupted(
   return { code, signal: sig, err, sent };
 }
 
-for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]] as const) {
   test(`cli: compress interrupted by ${signal} removes its temporary folder, writes nothing`, {
     timeout: 180_000,
   }, async () => {

@@ -235,7 +235,11 @@ test("grad: cross-entropy and KL at the head, chunked over rows", () => {
           const o = headLossBackward(spec, head, h, targets, opts);
           return 0.5 * (o.nllSum + (withRef ? 0.7 * o.klSum : 0));
         };
-        const { dh, count, klSum } = headLossBackward(spec, head, h, targets, opts);
+        const { dh, count, klSum, nllSum } = headLossBackward(spec, head, h, targets, opts);
+        // chunk by chunk (2 rows at a time) gives the same loss and gradient
+        const chunked = headLossBackward(spec, head, h, targets, { ...opts, chunkRows: 2 });
+        assert.ok(Math.abs(chunked.nllSum - nllSum) <= 1e-12 * Math.max(1, nllSum));
+        assert.ok(relErr(chunked.dh.data, dh.data) < 1e-12);
         assert.equal(count, targets.filter((t) => t >= 0).length);
         assert.ok(relErr(dh.data, fdGrad(L, h.data)) < TOL);
         if (withRef) assert.ok(klSum >= -1e-12); // KL ≥ 0

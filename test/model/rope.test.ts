@@ -5,7 +5,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { applyRope, permuteQK, ropeFrequencies, ropeTables } from "../../src/model/rope.ts";
+import { applyRope, cachedRopeTables, permuteQK, ropeFrequencies, ropeTables } from "../../src/model/rope.ts";
+import { ShapeError } from "../../src/errors.ts";
 import type { Matrix } from "../../src/linalg/matrix.ts";
 import { memoryReader, randomWeights, TINY } from "./_random_model.ts";
 import { forwardHidden } from "../../src/model/llama.ts";
@@ -144,4 +145,24 @@ test("rope scaling: llama3 keeps high frequencies, divides low ones by the facto
   applyRope(m1, 1, 8, ropeTables(64, 8, 10000, { type: "linear", factor: 4 }), "halves", () => 40);
   applyRope(m2, 1, 8, ropeTables(64, 8, 10000), "halves", () => 10);
   for (let i = 0; i < 8; i++) assert.ok(Math.abs(m1.data[i] - m2.data[i]) < 1e-5);
+});
+
+test("rope tables: sized by the positions a pass uses, never by max_position_embeddings; cached, grown by doubling", async () => {
+  // A config may declare 2^31 positions: tables that size would be 2^31·headDim floats before any check.
+  const theta = 12345.5, spec = { ...TINY, maxPositions: 2 ** 31, ropeTheta: theta }; // theta: a cache key of its own
+  const ids = [Int32Array.from({ length: 20 }, (_, i) => (i * 5 + 1) % TINY.vocabSize)];
+  const h = await forwardHidden({ spec, reader: memoryReader(randomWeights(TINY, 3)) }, ids);
+  assert.ok(h.data.every(Number.isFinite));
+  const t = cachedRopeTables(20, TINY.headDim, theta);
+  assert.equal(t.positions, 64, "the pass built tables for its own 20 positions (at least 64), not 2^31");
+  assert.equal(cachedRopeTables(64, TINY.headDim, theta), t, "reused while large enough");
+  assert.equal(cachedRopeTables(65, TINY.headDim, theta).positions, 128, "doubles when a longer pass comes");
+  const big = cachedRopeTables(1000, TINY.headDim, theta);
+  assert.equal(big.positions, 1000);
+  const fresh = ropeTables(1000, TINY.headDim, theta);
+  assert.deepEqual(big.cos, fresh.cos);
+  assert.deepEqual(big.sin, fresh.sin);
+  for (const bad of [-1, 1.5, NaN, Infinity]) {
+    assert.throws(() => cachedRopeTables(bad, TINY.headDim, theta), ShapeError, String(bad));
+  }
 });

@@ -14,7 +14,9 @@ import type { LlamaSpec } from "../../src/model/spec.ts";
 
 export const ROOT = new URL("../../", import.meta.url).pathname;
 export const STORIES = join(ROOT, "models/stories260K/stories260K.gguf");
-export const SHARED = join(ROOT, "../shared");
+/** The shared material: beside the repository (a clone), or beside its worktrees' folder (a git worktree). */
+export const SHARED = [join(ROOT, "../shared"), join(ROOT, "../../shared")].find((d) => existsSync(d)) ??
+  join(ROOT, "../shared");
 export const HAS_SHARED = existsSync(join(SHARED, "models/tinylm-brown/model.safetensors"));
 
 /** TinyStories validation text: the shared copy when present, else the one bundled in the repo. */

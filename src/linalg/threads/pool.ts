@@ -10,12 +10,16 @@
  * main thread may not ({@link canBlock} is false there and callers stay single-threaded).
  *
  * Workers come from `node:worker_threads` where it exists (Deno, Bun, Node: they are `unref`'d, so an idle
- * pool never keeps a process alive) and from the web `Worker` otherwise. {@link ThreadPool.close} terminates
- * them; tests must call it (leak checks).
+ * pool never keeps a process alive) and from the web `Worker` otherwise, started from the embedded source
+ * (`worker_source.ts`) by `spawn.ts`, so they start wherever the library was loaded from (a file, JSR or any
+ * http URL, a bundle). {@link ThreadPool.close} terminates them; tests must call it (leak
+ * checks).
  *
  * @module
  */
 import type { WasmRuntime } from "../wasm/runtime.ts";
+import { spawnWorker, type WorkerPort } from "./spawn.ts";
+import { WORKER_SOURCE } from "./worker_source.ts";
 
 /** One kernel call: an export name and its numeric arguments. */
 export interface Job {
@@ -36,13 +40,6 @@ export function kernelNames(module: WebAssembly.Module): string[] {
   return WebAssembly.Module.exports(module).filter((e) => e.kind === "function").map((e) => e.name);
 }
 
-interface Port {
-  post(msg: unknown): void;
-  /** Stop the worker from keeping the process alive (after it started: the start-up wait needs it alive). */
-  unref(): void;
-  terminate(): Promise<unknown> | void;
-}
-
 /** Whether this thread may block in `Atomics.wait` (false on a browser main thread). */
 export function canBlock(): boolean {
   if (typeof SharedArrayBuffer !== "function") return false;
@@ -55,38 +52,18 @@ export function canBlock(): boolean {
   }
 }
 
-async function spawn(onMessage: (m: unknown) => void, onError: (e: unknown) => void): Promise<Port> {
-  const url = new URL("./worker.js", import.meta.url);
-  let wt: typeof import("node:worker_threads") | null = null;
-  try {
-    wt = await import("node:worker_threads");
-  } catch {
-    wt = null;
-  }
-  if (wt?.Worker) {
-    const w = new wt.Worker(url);
-    w.on("message", onMessage);
-    w.on("error", onError);
-    return { post: (m) => w.postMessage(m), unref: () => w.unref(), terminate: () => w.terminate() };
-  }
-  const w = new Worker(url, { type: "module" });
-  w.onmessage = (e) => onMessage(e.data);
-  w.onerror = (e) => onError(e);
-  return { post: (m) => w.postMessage(m), unref: () => {}, terminate: () => w.terminate() };
-}
-
 /** Worker threads sharing the runtime's memory; `size` counts the calling thread too. */
 export class ThreadPool {
   /** Threads that run jobs, the calling thread included. */
   readonly size: number;
   #rt: WasmRuntime;
-  #ports: Port[];
+  #ports: WorkerPort[];
   #ctrl: number;
   #stacks: number[];
   #names: Map<string, number>;
   #closed = false;
 
-  private constructor(rt: WasmRuntime, ports: Port[], ctrl: number, stacks: number[]) {
+  private constructor(rt: WasmRuntime, ports: WorkerPort[], ctrl: number, stacks: number[]) {
     this.#rt = rt;
     this.#ports = ports;
     this.#ctrl = ctrl;
@@ -109,14 +86,15 @@ export class ThreadPool {
     const ctrl = rt.alloc(ctrlBytes);
     rt.i32(ctrl, ctrlBytes / 4).fill(0);
     const stacks: number[] = [];
-    const ports: Port[] = [];
+    const ports: WorkerPort[] = [];
     try {
       for (let i = 1; i < threads; i++) {
         const stack = rt.alloc(STACK_BYTES);
         stacks.push(stack);
         let ready!: () => void, fail!: (e: unknown) => void;
         const started = new Promise<void>((res, rej) => (ready = res, fail = rej));
-        const port = await spawn(
+        const port = await spawnWorker(
+          WORKER_SOURCE,
           (m) => (m as { type?: string }).type === "ready" ? ready() : fail(new Error(String(m))),
           (e) => fail(e),
         );
@@ -184,10 +162,21 @@ export class ThreadPool {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    const ctrl = this.#rt.i32(this.#ctrl, 2);
+    Atomics.store(ctrl, DONE, 0);
     for (let i = 0; i < this.#ports.length; i++) {
       const words = this.#rt.i32(this.#ctrl + HEADER_BYTES + SLOT_BYTES * i, 1);
       Atomics.store(words, 0, -1); // stop: leaves its wait loop
       Atomics.notify(words, 0);
+    }
+    // Wait until every worker has seen the stop (each counts itself done) before the control block and stacks
+    // are freed: `terminate()` may resolve before the thread has stopped (Deno), and a worker still waiting
+    // on a freed slot that a new pool zeroes would take generation 0 for a job and run garbage in it.
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const done = Atomics.load(ctrl, DONE);
+      if (done >= this.#ports.length || Date.now() > deadline) break;
+      Atomics.wait(ctrl, DONE, done, 100);
     }
     await Promise.all(this.#ports.map((p) => p.terminate()));
     for (const s of this.#stacks) this.#rt.free(s);

@@ -268,6 +268,12 @@ class Runtime implements WasmRuntime {
 export interface InitWasmOptions {
   /** Use a shared memory (needed for threads). Default: where the runtime allows it. */
   shared?: boolean;
+  /**
+   * The kernels precompiled (`wasm/svd_llm.wasm` imported as a module, as Cloudflare workerd allows), for
+   * runtimes that forbid compiling WebAssembly from bytes. Used only when the runtime is not up yet (the
+   * compilation at import failed): a running runtime is kept, its kernels are the same.
+   */
+  module?: WebAssembly.Module;
 }
 
 let current: WasmRuntime | null = null;
@@ -281,17 +287,42 @@ export function sharedMemoryPossible(): boolean {
   return coi !== false;
 }
 
-async function create(shared: boolean): Promise<WasmRuntime> {
-  const module = await compileKernels(shared);
+/** Kernels every build exports; a given module lacking one is not ours. */
+const REQUIRED_EXPORTS = ["sgemm", "dgemm", "sgemm_work_size", "dgemm_work_size", "__heap_base"];
+
+async function create(shared: boolean, given?: WebAssembly.Module): Promise<WasmRuntime> {
+  const module = given ?? await compileKernels(shared);
   const memory = new WebAssembly.Memory(
     shared
       ? { initial: INITIAL_PAGES, maximum: MAX_PAGES, shared: true } as WebAssembly.MemoryDescriptor
       : { initial: INITIAL_PAGES },
   );
+  // A Module argument instantiates without compiling (allowed where compiling from bytes is not).
   const instance = await WebAssembly.instantiate(module, { env: { memory } });
   const rt = new Runtime(module, instance, memory);
   warmUp(rt);
   return rt;
+}
+
+/** Check that `m` is a compiled module exporting our kernels; throws naming what is wrong. */
+function checkGivenModule(m: unknown): WebAssembly.Module {
+  if (!(m instanceof WebAssembly.Module)) {
+    throw new TypeError(
+      `load wasm kernels: the given module is not a WebAssembly.Module (got ${
+        m === null ? "null" : typeof m
+      }): import wasm/svd_llm.wasm as a module`,
+    );
+  }
+  const names = new Set(WebAssembly.Module.exports(m).map((e) => e.name));
+  const missing = REQUIRED_EXPORTS.filter((n) => !names.has(n));
+  if (missing.length) {
+    throw new TypeError(
+      `load wasm kernels: the given module is not @svd/llm's wasm/svd_llm.wasm (exports no ${
+        missing.join(", ")
+      })`,
+    );
+  }
+  return m;
 }
 
 /**
@@ -316,18 +347,27 @@ function warmUp(rt: Runtime): void {
 
 /**
  * Compile and instantiate the kernels once (idempotent; already started at import). Resolves to the runtime,
- * or null when WebAssembly (with SIMD) is unavailable; {@link wasmInitError} then says why.
+ * or null when WebAssembly (with SIMD) is unavailable; {@link wasmInitError} then says why. With
+ * `opts.module` after a failed start (compiling forbidden), instantiates that precompiled module instead;
+ * throws a TypeError if it is not our kernel module.
  */
 export function initWasm(opts: InitWasmOptions = {}): Promise<WasmRuntime | null> {
-  if (pending) return pending;
+  const given = opts.module === undefined ? undefined : checkGivenModule(opts.module);
+  if (pending && (current || !given)) return pending;
   const wantShared = opts.shared ?? sharedMemoryPossible();
+  const previous = pending;
   pending = (async () => {
+    // The start at import may still be under way: if it succeeds, keep it (same kernels, live allocations).
+    if (previous && await previous) return current;
     try {
-      current = await create(wantShared);
+      current = await create(wantShared, given);
+      lastError = null;
     } catch (e) {
       if (wantShared) {
+        // No shared memory here, or a given module built for an unshared one (the import's flag must match).
         try {
-          current = await create(false);
+          current = await create(false, given);
+          lastError = null;
           return current;
         } catch (e2) {
           lastError = e2;

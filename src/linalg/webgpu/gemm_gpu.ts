@@ -31,7 +31,12 @@ export interface GpuMatmulOptions {
   transB?: boolean;
 }
 
-const SHADER = /* wgsl */ `
+/**
+ * The GEMM compute shader (WGSL): C = op(A)·op(B), float32, bindings A, B (read), C (write), dims uniform
+ * `{m, n, k, flags}` (flags bit 0: A transposed, bit 1: B transposed); dispatch ⌈n/64⌉ × ⌈m/64⌉
+ * workgroups. Shared by {@link matmulGpu} and the synchronous GPU worker (`gpu_worker_source.ts`).
+ */
+export const GEMM_WGSL: string = /* wgsl */ `
 struct Dims { m: u32, n: u32, k: u32, flags: u32 }
 @group(0) @binding(0) var<storage, read> A: array<f32>;
 @group(0) @binding(1) var<storage, read> B: array<f32>;
@@ -135,7 +140,7 @@ async function setup(): Promise<GpuState | null> {
     const device = await adapter.requestDevice({
       requiredLimits: { maxStorageBufferBindingSize: maxBinding, maxBufferSize: maxBinding },
     });
-    const module = device.createShaderModule({ code: SHADER });
+    const module = device.createShaderModule({ code: GEMM_WGSL });
     const pipeline = await device.createComputePipelineAsync({
       layout: "auto",
       compute: { module, entryPoint: "main" },
@@ -164,11 +169,21 @@ export async function gpuInfo(): Promise<GpuInfo | null> {
   return (await gpuState())?.info ?? null;
 }
 
-/** Release the GPU device (tests; long-lived programs may keep it). A later call sets it up again. */
+/**
+ * Release the GPU device (tests; long-lived programs may keep it). A later call sets it up again. Waits for
+ * the device's queue first: a device destroyed (or a process exiting) while the driver's threads still run
+ * submitted work is the likeliest cause of the one glibc abort seen at Deno's exit ("corrupted size vs.
+ * prev_size", lavapipe; not reproduced in 60 runs since).
+ */
 export async function closeGpu(): Promise<void> {
   const s = state ? await state : null;
   state = null;
-  s?.device.destroy();
+  if (!s) return;
+  try {
+    await s.device.queue.onSubmittedWorkDone();
+  } finally {
+    s.device.destroy();
+  }
 }
 
 /**

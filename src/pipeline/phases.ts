@@ -1,0 +1,63 @@
+/**
+ * Phase timing of a compression run: where the wall time went, in phases that do not overlap.
+ *
+ * @example
+ * ```ts
+ * import { createPhaseClock } from "./phases.ts";
+ * const clock = createPhaseClock();
+ * const x = clock.time("factor", () => 6 * 7);
+ * console.log(x, clock.phases.factor >= 0); // 42 true
+ * ```
+ *
+ * @module
+ */
+
+/** Seconds spent in each phase of a compression run; the phases do not overlap. */
+export interface CompressPhases {
+  /** ASVD's sensitivity sweep (0 when not run or read from its cache). */
+  sensitivity: number;
+  /** Reading the non-block tensors, copying them to the output and embedding the calibration windows. */
+  embed: number;
+  /** Reading each block's weights. */
+  read: number;
+  /** Calibration passes that feed the observers (forward products, |x| statistics or Gram matrices). */
+  calibrate: number;
+  /** Factorisations (Cholesky, SVD, triangular products; SVD-LLM's update). */
+  factor: number;
+  /** Passes that only advance the hidden states to the next block (through the compressed or dense block). */
+  propagate: number;
+  /** Writing each block's tensors and closing the output file. */
+  write: number;
+}
+
+/** A phase clock: `time(name, fn)` adds `fn`'s duration (awaited when it returns a promise) to `phases[name]`. */
+export interface PhaseClock {
+  /** The totals so far, seconds. */
+  readonly phases: CompressPhases;
+  /** Run `fn`, adding its duration to phase `name`. */
+  time<T>(name: keyof CompressPhases, fn: () => T): T;
+}
+
+/** A clock with every phase at 0. */
+export function createPhaseClock(): PhaseClock {
+  const phases: CompressPhases = {
+    sensitivity: 0,
+    embed: 0,
+    read: 0,
+    calibrate: 0,
+    factor: 0,
+    propagate: 0,
+    write: 0,
+  };
+  const add = (name: keyof CompressPhases, t0: number) => (phases[name] += (performance.now() - t0) / 1000);
+  return {
+    phases,
+    time<T>(name: keyof CompressPhases, fn: () => T): T {
+      const t0 = performance.now();
+      const r = fn();
+      if (r instanceof Promise) return r.finally(() => add(name, t0)) as T;
+      add(name, t0);
+      return r;
+    },
+  };
+}
