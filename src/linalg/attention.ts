@@ -23,7 +23,7 @@ import { matmul } from "./gemm.ts";
 import type { Matrix } from "./matrix.ts";
 import { modelKernels } from "./model_kernels.ts";
 import type { Job } from "./threads/pool.ts";
-import type { WasmRuntime } from "./wasm/runtime.ts";
+import type { WasmRuntime, WasmScope } from "./wasm/runtime.ts";
 
 /** The head layout of an attention: q has heads·headDim columns, k and v kvHeads·headDim. */
 export interface AttentionShape {
@@ -89,43 +89,65 @@ function attendWasm(
   nk: number,
   out?: Float32Array,
 ): Matrix {
-  const { heads: H, kvHeads: KV, headDim: hd } = shape, len = batch * nq * H * hd;
-  const slide = Math.min(shape.slidingWindow ?? nk, nk); // nk: every key of the window is visible
+  const len = batch * nq * shape.heads * shape.headDim;
   const data = rt.scoped((s) => {
     const pq = s.putF32(q.data), pk = s.putF32(k.data), pv = s.putF32(v.data), po = s.allocF32(len);
-    const workLen: number = rt.fn("sattend_work_size")(nk, hd), scale = 1 / Math.sqrt(hd);
-    // Windows are independent: with worker threads, each takes a share of them.
-    const pool = activePool(),
-      parts = pool && batch * nq * nk * H * hd >= ATTEND_THREAD_WORK ? Math.min(pool.size, batch) : 1;
-    const jobs: Job[] = [], step = Math.ceil(batch / parts);
-    for (let b0 = 0; b0 < batch; b0 += step) {
-      const nb = Math.min(step, batch - b0), qOff = b0 * nq * H * hd * 4, kOff = b0 * nk * KV * hd * 4;
-      jobs.push({
-        fn: "sattend",
-        args: [
-          pq + qOff,
-          pk + kOff,
-          pv + kOff,
-          po + qOff,
-          nb,
-          nq,
-          nk,
-          H,
-          KV,
-          hd,
-          scale,
-          slide,
-          s.allocF32(workLen),
-        ],
-      });
-    }
-    if (jobs.length === 1 || !pool) { for (const j of jobs) rt.fn(j.fn)(...j.args); }
-    else pool.run(jobs);
+    causalAttentionAt(rt, s, shape, pq, pk, pv, po, batch, nq, nk);
     if (!out) return rt.getF32(po, len);
     out.set(rt.f32(po, len));
     return out;
   });
-  return { rows: batch * nq, cols: H * hd, data };
+  return { rows: batch * nq, cols: shape.heads * shape.headDim, data };
+}
+
+/**
+ * {@link causalAttention} on operands already in wasm memory (byte offsets of q, k, v and the output, laid
+ * out as there), with the kernel's scratch from `scope`: the wasm kernel split over the worker threads by
+ * window when the work is large. Needs a runtime with the model kernels and headDim divisible by 4; shapes
+ * are the caller's to check.
+ */
+export function causalAttentionAt(
+  rt: WasmRuntime,
+  scope: WasmScope,
+  shape: AttentionShape,
+  pq: number,
+  pk: number,
+  pv: number,
+  po: number,
+  batch: number,
+  nq: number,
+  nk: number,
+): void {
+  const { heads: H, kvHeads: KV, headDim: hd } = shape;
+  const slide = Math.min(shape.slidingWindow ?? nk, nk); // nk: every key of the window is visible
+  const workLen: number = rt.fn("sattend_work_size")(nk, hd), scale = 1 / Math.sqrt(hd);
+  // Windows are independent: with worker threads, each takes a share of them.
+  const pool = activePool(),
+    parts = pool && batch * nq * nk * H * hd >= ATTEND_THREAD_WORK ? Math.min(pool.size, batch) : 1;
+  const jobs: Job[] = [], step = Math.ceil(batch / parts);
+  for (let b0 = 0; b0 < batch; b0 += step) {
+    const nb = Math.min(step, batch - b0), qOff = b0 * nq * H * hd * 4, kOff = b0 * nk * KV * hd * 4;
+    jobs.push({
+      fn: "sattend",
+      args: [
+        pq + qOff,
+        pk + kOff,
+        pv + kOff,
+        po + qOff,
+        nb,
+        nq,
+        nk,
+        H,
+        KV,
+        hd,
+        scale,
+        slide,
+        scope.allocF32(workLen),
+      ],
+    });
+  }
+  if (jobs.length === 1 || !pool) { for (const j of jobs) rt.fn(j.fn)(...j.args); }
+  else pool.run(jobs);
 }
 
 /** Copy head `h` of rows [r0, r0+n) of m (rows×(heads·hd)) into a contiguous n×hd matrix. */

@@ -16,6 +16,9 @@
  * // values.out equals forwardBlock(spec, block, x, layout) bit for bit, and every intermediate is kept
  * ```
  *
+ * and {@link rowPosition}, {@link ropeHeads} and {@link attentionShape} give them the positions, head counts
+ * and attention layout the forward ops use.
+ *
  * @example
  * ```ts
  * import { BLOCK_PROGRAM } from "./block_def.ts";
@@ -42,7 +45,7 @@
  * @module
  */
 import { ShapeError } from "../errors.ts";
-import { causalAttention } from "../linalg/attention.ts";
+import { type AttentionShape, causalAttention } from "../linalg/attention.ts";
 import { gemmInto } from "../linalg/gemm.ts";
 import type { Matrix } from "../linalg/matrix.ts";
 import { siluMulInto } from "../linalg/swiglu.ts";
@@ -170,21 +173,22 @@ export function evalBlockOp(
     case "rope": {
       const x = read(values, op.x, op), r: Matrix = { rows, cols, data: out };
       if (out !== x.data) out.set(x.data);
-      const n = rows / env.batch, first = env.end - n; // rows of a window: positions first … end−1
-      const heads = op.heads === "q" ? spec.numHeads : spec.numKvHeads;
       const tables = cachedRopeTables(env.end, spec.headDim, spec.ropeTheta, spec.ropeScaling);
-      applyRope(r, heads, spec.headDim, tables, spec.ropeStyle, (t) => first + (t % n));
+      applyRope(r, ropeHeads(spec, op), spec.headDim, tables, spec.ropeStyle, rowPosition(env, rows));
       return r;
     }
     case "attention": {
       const q = read(values, op.q, op), k = read(values, op.k, op), b = env.batch;
-      const shape = {
-        heads: spec.numHeads,
-        kvHeads: spec.numKvHeads,
-        headDim: spec.headDim,
-        slidingWindow: spec.slidingWindow,
-      };
-      return causalAttention(shape, q, k, read(values, op.v, op), b, q.rows / b, k.rows / b, out);
+      return causalAttention(
+        attentionShape(spec),
+        q,
+        k,
+        read(values, op.v, op),
+        b,
+        q.rows / b,
+        k.rows / b,
+        out,
+      );
     }
     case "swiglu":
       siluMulInto(read(values, op.gate, op).data, read(values, op.up, op).data, out);
@@ -197,8 +201,32 @@ export function evalBlockOp(
   }
 }
 
+/**
+ * The position of each row of a value with `rows` rows in `env`: the rows of a window sit at positions
+ * end−n … end−1 (n = rows / batch). What the `rope` op rotates by (and what its backward must rotate back by).
+ */
+export function rowPosition(env: BlockEnv, rows: number): (row: number) => number {
+  const n = rows / env.batch, first = env.end - n;
+  return (t) => first + (t % n);
+}
+
+/** The heads a `rope` op rotates: the query heads, or the key/value heads. */
+export function ropeHeads(spec: LlamaSpec, op: BlockOp & { op: "rope" }): number {
+  return op.heads === "q" ? spec.numHeads : spec.numKvHeads;
+}
+
+/** The `attention` op's head layout for a spec. */
+export function attentionShape(spec: LlamaSpec): AttentionShape {
+  return {
+    heads: spec.numHeads,
+    kvHeads: spec.numKvHeads,
+    headDim: spec.headDim,
+    slidingWindow: spec.slidingWindow,
+  };
+}
+
 /** The inputs an op may overwrite with its result (elementwise ops only), in order of preference. */
-function inPlaceCandidates(op: BlockOp): ValueName[] {
+export function inPlaceCandidates(op: BlockOp): ValueName[] {
   switch (op.op) {
     case "rope":
       return [op.x];
@@ -209,6 +237,13 @@ function inPlaceCandidates(op: BlockOp): ValueName[] {
     default:
       return [];
   }
+}
+
+/** For each value an op list reads, the index of the last op reading it: after that op, the value is dead. */
+export function lastReads(ops: readonly BlockOp[]): Map<ValueName, number> {
+  const last = new Map<ValueName, number>();
+  ops.forEach((op, i) => opInputs(op).forEach((v) => last.set(v, i)));
+  return last;
 }
 
 /** A result supplied by {@link RunOptions.override}: the value, and whether the run may overwrite it. */
@@ -249,9 +284,7 @@ export function runBlockProgram(
   opts: RunOptions = {},
 ): BlockValues {
   const keep = new Set<ValueName>(opts.keep ?? ["out"]), owned = new Set<ValueName>(opts.owned ?? []);
-  const lastRead = new Map<ValueName, number>();
-  ops.forEach((op, i) => opInputs(op).forEach((v) => lastRead.set(v, i)));
-  const ws = opts.ws;
+  const lastRead = lastReads(ops), ws = opts.ws;
   for (let i = 0; i < ops.length; i++) {
     const op = ops[i];
     if (op.op === "linear") opts.observe?.(op.lin, read(values, op.x, op));

@@ -14,7 +14,9 @@
  * variant), the ops the linears' inputs need ({@link observeBlock}: no down_proj product, no last add),
  * every intermediate kept ({@link traceBlock}), the ops downstream of one linear ({@link forwardBlockFrom}),
  * and an override that appends keys and values to a cache ({@link forwardBlockCached}) — so they agree bit
- * for bit. The kernels (attention, SwiGLU, log-sum-exp) and their wasm/thread scheduling live in src/linalg/.
+ * for bit. The batched passes with a scratch (the pipeline's) run the same list through `runResident`
+ * (`block_resident.ts`), which keeps every value in wasm memory instead of copying each kernel's operands in
+ * and out. The kernels (attention, SwiGLU, log-sum-exp) and their wasm/thread scheduling live in src/linalg/.
  *
  * y = x·Wᵀ everywhere (weights stored out×in), through `matmul(x, w, { transB: true })`.
  *
@@ -36,6 +38,7 @@ import {
   runBlockProgram,
 } from "./block_eval.ts";
 import { applyLinear, BLOCK_FIELD, type Linear, type LlamaBlock } from "./block_weights.ts";
+import { residentPossible, runResident } from "./block_resident.ts";
 import {
   EMBED,
   FINAL_NORM,
@@ -238,6 +241,11 @@ export function forwardBlockInPlace(
   ws?: BlockScratch,
 ): void {
   checkLayout("forwardBlock", spec, x, layout);
+  const env = fullEnv(spec, block, layout);
+  if (ws && residentPossible(env, x.rows)) {
+    runResident(env, BLOCK_PROGRAM, x, { keep: ["out"], observe, ws }); // the same values, fewer copies
+    return;
+  }
   // x is owned: both residual adds write over it (the stream is dead once added to)
   const { out } = runBlockProgram(fullEnv(spec, block, layout), BLOCK_PROGRAM, { x }, {
     owned: ["x"],
@@ -270,8 +278,10 @@ export function observeBlock(
   ws?: BlockScratch,
 ): void {
   checkLayout("observeBlock", spec, x, layout);
-  const keep = OBSERVED_NOT_RUN.map((op) => op.x);
-  const values = runBlockProgram(fullEnv(spec, block, layout), OBSERVE_OPS, { x }, { keep, observe, ws });
+  const keep = OBSERVED_NOT_RUN.map((op) => op.x), env = fullEnv(spec, block, layout);
+  const values = ws && residentPossible(env, x.rows)
+    ? runResident(env, OBSERVE_OPS, x, { keep, observe, ws })
+    : runBlockProgram(env, OBSERVE_OPS, { x }, { keep, observe, ws });
   for (const op of OBSERVED_NOT_RUN) observe(op.lin, values[op.x]!);
 }
 

@@ -60,6 +60,24 @@ export {
   type RopeTables,
   ropeTables,
 } from "./rope.ts";
+export {
+  BLOCK_PROGRAM,
+  type BlockOp,
+  opInputs,
+  opsAffectedBy,
+  opsNeededFor,
+  type ValueName,
+  valueWidth,
+} from "./block_def.ts";
+export {
+  type BlockEnv,
+  BlockScratch,
+  type BlockValues,
+  evalBlockOp,
+  type OverriddenValue,
+  runBlockProgram,
+  type RunOptions,
+} from "./block_eval.ts";
 export { ggufAsHfReader, type LoadedModel, loadModel, modelFromGguf } from "./load.ts";
 export { checkLayerCount, checkLoadedModel } from "./load.ts";
 export { loadModelUrl } from "./load_url.ts";

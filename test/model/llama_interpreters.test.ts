@@ -16,7 +16,14 @@ import {
   type ValueName,
   valueWidth,
 } from "../../src/model/block_def.ts";
-import { type BlockValues, evalBlockOp, runBlockProgram } from "../../src/model/block_eval.ts";
+import {
+  attentionShape,
+  type BlockValues,
+  evalBlockOp,
+  ropeHeads,
+  rowPosition,
+  runBlockProgram,
+} from "../../src/model/block_eval.ts";
 import {
   BLOCK_FIELD,
   BlockScratch,
@@ -35,6 +42,8 @@ import { LINEAR_NAMES, type LinearName } from "../../src/model/names.ts";
 import type { LlamaSpec } from "../../src/model/spec.ts";
 import type { Matrix } from "../../src/linalg/matrix.ts";
 import { createRng } from "../../src/linalg/random.ts";
+import { initLinalg } from "../../src/linalg/backend.ts";
+import { residentPossible, runResident } from "../../src/model/block_resident.ts";
 import { ShapeError } from "../../src/errors.ts";
 
 function randomMatrix(rows: number, cols: number, seed: number, scale = 1): Matrix {
@@ -216,6 +225,13 @@ test("runBlockProgram: results go over dead inputs it owns, never over a given o
   assert.deepEqual(given.data, c.x.data);
   assert.notEqual(kept.act!.data, kept.g!.data);
   assert.deepEqual(kept.out!.data, owned.out!.data);
+  // the helpers other interpreters share: positions of stacked windows (a cached step: the last rows),
+  // head counts, attention layout
+  assert.deepEqual([0, 1, 2, 3, 4, 5].map(rowPosition({ ...env, batch: 2, end: 5 }, 6)), [2, 3, 4, 2, 3, 4]);
+  assert.deepEqual([0, 1].map(rowPosition({ ...env, batch: 1, end: 9 }, 2)), [7, 8]);
+  const ropes = BLOCK_PROGRAM.filter((op) => op.op === "rope");
+  assert.deepEqual(ropes.map((op) => ropeHeads(c.spec, op)), [c.spec.numHeads, c.spec.numKvHeads]);
+  assert.equal(attentionShape(c.spec).slidingWindow, c.spec.slidingWindow);
   // a missing input is named
   assert.throws(() => runBlockProgram(env, opsAffectedBy("mlp.up_proj"), { x: c.x }), /reads n2/);
 });
@@ -241,4 +257,77 @@ test("block_def: opsNeededFor is the backward slice, valueWidth each value's col
     (["x", "q", "k", "v", "att", "g", "act", "out"] as const).map((v) => valueWidth(spec, v)),
     [5, 24, 8, 8, 24, 7, 7, 5],
   );
+});
+
+test("resident run (values kept in wasm memory): bit for bit the reference, on 1 and 2 threads, observed or not", async () => {
+  // shapes large enough for the wasm products, head widths divisible by 4: the pipeline's path
+  const big = fc.record({
+    kvHeads: fc.integer({ min: 1, max: 2 }),
+    group: fc.integer({ min: 1, max: 3 }),
+    headDim: fc.constantFrom(4, 8, 12),
+    hidden: fc.integer({ min: 8, max: 24 }),
+    inter: fc.integer({ min: 8, max: 40 }),
+    window: fc.option(fc.integer({ min: 1, max: 6 }), { nil: undefined }),
+    bias: fc.boolean(),
+    batch: fc.integer({ min: 1, max: 3 }),
+    seq: fc.integer({ min: 32, max: 48 }),
+    lowrank: fc.array(fc.boolean(), { minLength: 7, maxLength: 7 }),
+    seed: fc.nat({ max: 1000 }),
+  });
+  const cases = fc.sample(big, { numRuns: 25, seed: 3 });
+  try {
+    for (const threads of [1, 2]) {
+      assert.equal((await initLinalg({ threads })).threads, threads);
+      const ws = new BlockScratch();
+      for (const k of cases) {
+        const spec: LlamaSpec = {
+          ...TINY,
+          numLayers: 1,
+          hiddenSize: k.hidden,
+          intermediateSize: k.inter,
+          numKvHeads: k.kvHeads,
+          numHeads: k.kvHeads * k.group,
+          headDim: k.headDim,
+          attentionBias: k.bias,
+          ...(k.window ? { slidingWindow: k.window } : {}),
+        };
+        let block = await loadBlock(memoryReader(randomWeights(spec, k.seed + 1)), spec, 0);
+        LINEAR_NAMES.forEach((l, i) => {
+          if (k.lowrank[i]) {
+            block = { ...block, [BLOCK_FIELD[l]]: lowRank(block[BLOCK_FIELD[l]], 4, k.seed + i) };
+          }
+        });
+        const x = randomMatrix(k.batch * k.seq, k.hidden, k.seed), layout = { batch: k.batch, seq: k.seq };
+        const env = { spec, block, batch: k.batch, end: k.seq };
+        assert.ok(residentPossible(env, x.rows), JSON.stringify(k));
+        const ref = reference({ spec, block, x, batch: k.batch, seq: k.seq, seed: k.seed });
+        const seenRef = new Map<LinearName, Float32Array>();
+        for (const op of BLOCK_PROGRAM) if (op.op === "linear") seenRef.set(op.lin, ref[op.x]!.data);
+        const y = copy(x),
+          seen = new Map<LinearName, Float32Array>(),
+          obs = new Map<LinearName, Float32Array>();
+        forwardBlockInPlace(spec, block, y, layout, (l, m) => seen.set(l, m.data.slice()), ws);
+        assert.deepEqual(y.data, ref.out!.data, `threads ${threads} ${JSON.stringify(k)}`);
+        assert.deepEqual(seen, seenRef);
+        const z = copy(x);
+        forwardBlockInPlace(spec, block, z, layout, undefined, ws);
+        assert.deepEqual(z.data, ref.out!.data);
+        observeBlock(spec, block, x, layout, (l, m) => obs.set(l, m.data.slice()), ws);
+        assert.deepEqual(obs, seenRef);
+        // kept intermediates come out too, x untouched when out is not kept
+        const before = x.data.slice();
+        const kept = runResident(env, BLOCK_PROGRAM, x, { keep: ["att", "g", "act"] });
+        for (const v of ["att", "g", "act"] as const) assert.deepEqual(kept[v]!.data, ref[v]!.data, v);
+        assert.deepEqual(x.data, before);
+      }
+    }
+  } finally {
+    await initLinalg({ threads: 1 });
+  }
+  // too small a product for the wasm GEMM, or an odd head width: not resident
+  const env = (spec: LlamaSpec) => ({ spec, block: {} as LlamaBlock, batch: 1, end: 1 });
+  assert.equal(residentPossible(env({ ...TINY, headDim: 6 }), 64), false);
+  const tiny = await loadBlock(memoryReader(randomWeights(TINY, 2)), TINY, 0);
+  assert.equal(residentPossible({ spec: TINY, block: tiny, batch: 1, end: 1 }, 1), false);
+  assert.equal(residentPossible({ spec: TINY, block: tiny, batch: 1, end: 8 }, 8), true);
 });
