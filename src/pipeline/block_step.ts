@@ -82,6 +82,8 @@ export interface BlockStepContext {
   alpha?: number;
   /** SVD-LLM Cholesky damping. */
   damping?: "none" | "auto" | number;
+  /** SoCo: the factors the model-level pass learned, by linear prefix (the step only writes them). */
+  learned?: ReadonlyMap<string, Factors>;
   /** FWSVD: each linear's Fisher information on the weighted side (by prefix), from the run's Fisher pass. */
   fisher?: { side: FisherSide; byPrefix: ReadonlyMap<string, Float64Array> };
   /** SVD-LLM update of A on the compressed prefix's activations. */
@@ -157,6 +159,7 @@ export async function compressBlock(ctx: BlockStepContext, i: number): Promise<L
       () =>
         clock.time("factor", (): Factors & { updateShift?: number } => {
           if (method === "svd") return compressSvd(w, rank);
+          if (method === "soco") return ctx.learned!.get(prefix)!;
           if (method === "fwsvd") return compressFwsvd(w, fisherOf(ctx, prefix), rank, ctx.fisher!.side);
           if (method === "asvd") {
             const o = groups.get(g) as AbsMeanObserver;

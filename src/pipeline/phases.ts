@@ -16,6 +16,8 @@
 export interface CompressPhases {
   /** FWSVD's Fisher pass (forward and backward over the calibration windows; 0 for other methods). */
   fisher: number;
+  /** SoCo's bases and training (0 for other methods). */
+  soco: number;
   /** ASVD's sensitivity sweep (0 when not run or read from its cache). */
   sensitivity: number;
   /** Reading the non-block tensors, copying them to the output and embedding the calibration windows. */
@@ -44,6 +46,7 @@ export interface PhaseClock {
 export function createPhaseClock(): PhaseClock {
   const phases: CompressPhases = {
     fisher: 0,
+    soco: 0,
     sensitivity: 0,
     embed: 0,
     read: 0,
