@@ -44,9 +44,10 @@ usage:
   cli.ts demo                                   the bundled stories260K: size, perplexity, generation, compression
   cli.ts eval MODEL [--text FILE] [--window N] [--max-tokens N]
   cli.ts generate MODEL [--prompt TEXT] [--tokens N]
-  cli.ts compress IN OUT --method svd|asvd|svdllm|fwsvd (--ratio R | --kept P) [--calib FILE]
+  cli.ts compress IN OUT --method svd|asvd|svdllm|fwsvd|soco (--ratio R | --kept P) [--calib FILE]
                   [--samples N] [--seqlen L] [--seed S] [--update] [--original-activations]
-                  [--fisher-side input|output]
+                  [--fisher-side input|output] [--basis svd|whitened] [--steps N] [--lr X]
+                  [--checkpoint FILE]
                   [--alpha A] [--allocation uniform|sensitivity] [--kv-cache] [--dtype F32|F16|BF16]
                   [--force] [--overwrite]
   cli.ts inspect MODEL                          per-layer shapes, ranks and singular-value spectra
@@ -78,21 +79,26 @@ Without MODEL: the bundled stories260K on the bundled TinyStories text. A model 
 Greedy continuation of TEXT (default "Once upon a time") by MODEL (default: the bundled stories260K).
   --tokens N         tokens to generate (default 40)`,
   compress:
-    `cli.ts compress IN OUT --method svd|asvd|svdllm|fwsvd (--ratio R | --kept P) [--calib FILE] [options]
+    `cli.ts compress IN OUT --method svd|asvd|svdllm|fwsvd|soco (--ratio R | --kept P) [--calib FILE] [options]
 
 Compress IN (a .gguf file, a Hugging Face folder, or an http(s) URL of either) into the folder OUT.
-  --method M               svd (no calibration), asvd, svdllm (default) or fwsvd (Fisher-weighted SVD:
-                           one gradient pass over the calibration windows)
+  --method M               svd (no calibration), asvd, svdllm (default), fwsvd (Fisher-weighted SVD:
+                           one gradient pass over the calibration windows) or soco (ranks learned by
+                           training each linear's spectral scores on the model's own loss)
   --ratio R                fraction of each block linear's parameters REMOVED (SVD-LLM's convention)
   --kept P                 fraction KEPT (ASVD's parameter ratio); give exactly one of --ratio / --kept
-  --calib FILE             calibration text (needed by asvd, svdllm and fwsvd)
+  --calib FILE             calibration text (needed by every method but svd)
   --samples N              calibration windows (default 32)
   --seqlen L               tokens per window (default min(256, the model's context))
-  --seed S                 seed of the random window starts (default 0)
+  --seed S                 seed of the random window starts (and of soco's batches; default 0)
   --update                 svdllm: closed-form update of A on the compressed prefix's activations
   --original-activations   calibrate every block on the original model's activations (not sequentially)
   --alpha A                asvd: scaling exponent (default 0.5)
   --fisher-side S          fwsvd: weight each input feature (default "input") or each output row ("output")
+  --basis B                soco: "whitened" (default, SVD-LLM's basis) or "svd" (the weights' own)
+  --steps N                soco: training steps (default 100)
+  --lr X                   soco: learning rate of the scores (default 0.05)
+  --checkpoint FILE        soco: resume from FILE when it exists; save the training state there as it goes
   --allocation uniform|sensitivity   asvd: rank allocation (sensitivity: the paper's sweep)
   --kv-cache               asvd: compress only k/v, --kept is the fraction of the KV cache kept
   --dtype F32|F16|BF16     storage type of the factors (default F32)
@@ -293,6 +299,10 @@ async function cmdCompress(args: string[]): Promise<void> {
       allocation: { type: "string" },
       "kv-cache": { type: "boolean" },
       "fisher-side": { type: "string" },
+      basis: { type: "string" },
+      steps: { type: "string" },
+      lr: { type: "string" },
+      checkpoint: { type: "string" },
       dtype: { type: "string" },
       force: { type: "boolean" },
       overwrite: { type: "boolean" },
@@ -319,6 +329,7 @@ async function cmdCompress(args: string[]): Promise<void> {
     allocation: values.allocation as CompressOptions["allocation"],
     kvCache: values["kv-cache"],
     fisherSide: values["fisher-side"] as CompressOptions["fisherSide"],
+    soco: socoFlags(values),
     dtype: values.dtype as CompressOptions["dtype"],
     force: values.force,
     overwrite: values.overwrite,
@@ -328,6 +339,21 @@ async function cmdCompress(args: string[]): Promise<void> {
     throw inFlags(e);
   });
   print(formatCompressReport(report));
+}
+
+/** SoCo's flags, or undefined when none is given (any of them with another method is refused by compress). */
+function socoFlags(
+  v: { basis?: string; steps?: string; lr?: string; checkpoint?: string },
+): CompressOptions["soco"] {
+  if (v.basis === undefined && v.steps === undefined && v.lr === undefined && v.checkpoint === undefined) {
+    return undefined;
+  }
+  return {
+    basis: v.basis as NonNullable<CompressOptions["soco"]>["basis"],
+    steps: int(v.steps, "steps", 1),
+    lr: num(v.lr, "lr"),
+    checkpoint: v.checkpoint,
+  };
 }
 
 async function cmdInspect(args: string[]): Promise<void> {
@@ -439,6 +465,13 @@ const FLAG_NAMES: [RegExp, string][] = [
   [/compress: allocation must be/g, "compress: --allocation must be"],
   [/compress: dtype must be/g, "compress: --dtype must be"],
   [/compress: fisherSide must be/g, "compress: --fisher-side must be"],
+  [
+    /soco options apply to method "soco" only/g,
+    "--basis/--steps/--lr/--checkpoint apply to --method soco only",
+  ],
+  [/soco: basis must be/g, "soco: --basis must be"],
+  [/soco: steps must be/g, "soco: --steps must be"],
+  [/soco: learning rate must be/g, "soco: --lr must be"],
   [/fisherSide and fisherBatch apply/g, "--fisher-side applies"],
   [/compress: update applies/g, "compress: --update applies"],
   [/allocation "sensitivity" applies/g, "--allocation sensitivity applies"],
