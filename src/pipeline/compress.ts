@@ -43,7 +43,7 @@ import {
   socoPass,
   type SocoPassProgress,
   type SocoPassResult,
-  type SocoTrainOptions,
+  type SocoRunOptions,
 } from "./soco_pass.ts";
 import type { Factors } from "../methods/factors.ts";
 import { allocateBySensitivity, type LayerShape, SENSITIVITY_RATIOS } from "../methods/asvd_sensitivity.ts";
@@ -159,7 +159,7 @@ export interface CompressOptions {
   /** FWSVD: calibration windows per gradient (default 1: each window's own gradient squared, as the paper). */
   fisherBatch?: number;
   /** SoCo: the basis and the training (steps, learning rate, batch, loss weights, checkpoint / resume). */
-  soco?: SocoTrainOptions;
+  soco?: SocoRunOptions;
   /** SoCo: every event of its pass (bases per block, every training step with its loss and budget). */
   onSoco?: (event: SocoPassProgress) => void;
   /** SVD-LLM Cholesky damping (default "auto"). */

@@ -29,12 +29,12 @@ import {
   type CompressReport,
   type ModelInput,
 } from "./compress.ts";
-import type { SocoPassProgress, SocoTrainOptions } from "./soco_pass.ts";
+import type { SocoPassProgress, SocoRunOptions } from "./soco_pass.ts";
 
-export type { SocoTrainOptions } from "./soco_pass.ts";
+export type { SocoRunOptions } from "./soco_pass.ts";
 
 /** Options of {@link compressSoco}. */
-export interface SocoOptions extends SocoTrainOptions {
+export interface SocoOptions extends SocoRunOptions {
   /** Target: `{ removed: r }` (SVD-LLM) or `{ kept: p }`; the budget is the uniform ranks' parameter count. */
   ratio: Ratio;
   /** Calibration windows (default 32 × min(256, context), random starts, seed 0). */

@@ -40,6 +40,8 @@ import {
   whitenedBasis,
 } from "../methods/soco.ts";
 import { type BudgetLinear, checkBudget } from "../methods/soco_budget.ts";
+
+export type { BudgetLinear } from "../methods/soco_budget.ts";
 import {
   checkTrainOptions,
   type SocoProgress,
@@ -52,7 +54,7 @@ import { linearShape } from "../model/linear_shape.ts";
 import { embedWindows, runBlock } from "./hidden.ts";
 
 /** SoCo's own options (the ratio, calibration and output are the driver's). */
-export interface SocoTrainOptions {
+export interface SocoRunOptions {
   /** The basis the spectrum is learned in (default "whitened": measured better, see the README). */
   basis?: SocoBasisKind;
   /** Training steps over the three stages (default 100). */
@@ -107,7 +109,7 @@ export interface SocoPassResult {
  * Throw OptionError on a bad SoCo option (basis, batch, KL/NLL weights, and the training's steps and learning
  * rate); returns the training's resolved steps and learning rate.
  */
-export function checkSocoOptions(opts: SocoTrainOptions): { steps: number; lr: number } {
+export function checkSocoOptions(opts: SocoRunOptions): { steps: number; lr: number } {
   const trainOpts = checkTrainOptions(opts);
   if (opts.basis !== undefined && opts.basis !== "svd" && opts.basis !== "whitened") {
     throw new OptionError(`soco: basis must be "svd" or "whitened", got ${JSON.stringify(opts.basis)}`);
@@ -193,7 +195,7 @@ export async function socoPass(
   model: { spec: LlamaSpec; reader: TensorReader },
   windows: readonly Int32Array[],
   ratio: Ratio,
-  opts: SocoTrainOptions & {
+  opts: SocoRunOptions & {
     seed?: number;
     onProgress?: (e: SocoPassProgress) => void;
     signal?: AbortSignal;
