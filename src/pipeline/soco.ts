@@ -1,9 +1,9 @@
 /**
  * SoCo at model level: calibration windows → the spectral basis of every block linear (plain SVD, or
  * SVD-LLM's whitened basis from the original model's activations) → the scores trained on the model's own
- * next-token loss through the streaming backward pass (`lossAndGrad`, optionally plus KL to the original
- * model) → the kept components written as a compressed model folder (`svd_a`/`svd_b` per linear, ranks per
- * matrix) that `loadModel` reads like any other.
+ * next-token loss plus KL to the original model (the default; either can be weighted or dropped) through
+ * the streaming backward pass (`lossAndGrad`) → the kept components written as a compressed model folder
+ * (`svd_a`/`svd_b` per linear, ranks per matrix) that `loadModel` reads like any other.
  *
  * The target is the parameter count of the uniform-rank factorisation at the same ratio (what SVD-LLM
  * stores: Σ k·(m+n) with k = ⌊m·n·(1−r)/(m+n)⌋), so a SoCo model is never larger than the SVD-LLM model it is
@@ -91,7 +91,11 @@ export interface SocoOptions {
   sparsity?: number;
   /** Calibration windows per step (default 4, at most the number of windows). */
   batch?: number;
-  /** Weight of a KL(original ‖ compressed) term, the paper's deviation from the original model (default 0). */
+  /**
+   * Weight of a KL(original ‖ compressed) term, the paper's deviation from the original model (default 1: on
+   * stories260K it regularises the fit to a small calibration set — 20 % removed: ppl 58.57 without, 39.98
+   * with; 0 turns it off).
+   */
   klWeight?: number;
   /** Weight of the next-token loss (default 1; 0 with `klWeight` > 0 trains on the original's outputs only). */
   nllWeight?: number;
@@ -172,7 +176,7 @@ function check(opts: SocoOptions): void {
       throw new OptionError(`soco: ${key} must be a finite number ≥ 0, got ${v}`);
     }
   }
-  if ((opts.nllWeight ?? 1) === 0 && !((opts.klWeight ?? 0) > 0)) {
+  if ((opts.nllWeight ?? 1) === 0 && !((opts.klWeight ?? 1) > 0)) {
     throw new OptionError(`soco: nllWeight 0 needs a klWeight > 0 (the objective would be empty)`);
   }
   if (!opts.calibration || (!opts.calibration.ids && opts.calibration.text === undefined)) {
@@ -345,7 +349,7 @@ export async function compressSocoModel(
       };
     };
     const gm: GradModel = { spec, head, block: blockAt };
-    const klWeight = opts.klWeight ?? 0;
+    const klWeight = opts.klWeight ?? 1;
     const reference: GradModel | undefined = klWeight > 0
       ? { spec, head, block: (i) => loadBlock(reader, spec, i) }
       : undefined;
