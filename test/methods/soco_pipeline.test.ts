@@ -118,7 +118,7 @@ test("soco refuses bad options before writing anything", async () => {
       [{ batch: 0 }, /batch/],
       [{ klWeight: -1 }, /klWeight/],
       [{ nllWeight: NaN }, /nllWeight must be a finite number/],
-      [{ nllWeight: 0 }, /nllWeight 0 needs a klWeight > 0/],
+      [{ nllWeight: 0, klWeight: 0 }, /nllWeight 0 needs a klWeight > 0/],
       [{ basis: "pca" as "svd" }, /basis must be "svd" or "whitened"/],
       [{ ratio: { removed: 0.999 } }, /nothing would be left/],
       [{ ratio: { removed: 1.5 } }, /strictly between 0 and 1/],

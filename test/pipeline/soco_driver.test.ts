@@ -29,7 +29,7 @@ test("compress soco: refusals come before its pass, and nothing is written", asy
       [{ ...base, soco: { basis: "eigen" as never } }, "out", /soco: basis must be "svd" or "whitened"/],
       [{ ...base, soco: { steps: 2 } }, "out", /soco: steps must be a whole number from 3/],
       [{ ...base, soco: { lr: 0 } }, "out", /soco: learning rate must be/],
-      [{ ...base, soco: { nllWeight: 0 } }, "out", /nllWeight 0 needs a klWeight > 0/],
+      [{ ...base, soco: { nllWeight: 0, klWeight: 0 } }, "out", /nllWeight 0 needs a klWeight > 0/],
       [{ ...base, method: "svdllm" }, "out", /soco options apply to method "soco" only/],
       [{ ...base, linears: ["mlp.up_proj"] }, "out", /chooses every linear's rank itself/],
       [{ ...base, ratio: { removed: 0 } }, "out", /removed/],
