@@ -13,7 +13,6 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { readFile } from "node:fs/promises";
 import { realpathSync, rmSync } from "node:fs";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -29,12 +28,13 @@ import {
 } from "./src/cli/report.ts";
 import { compress, type CompressOptions, type CompressProgress } from "./src/pipeline/compress.ts";
 import { merge } from "./src/pipeline/merge.ts";
-import { OptionError } from "./src/errors.ts";
+import { FormatError, OptionError } from "./src/errors.ts";
+import { checkText, readCalibrationText } from "./src/calib/text.ts";
 import { cmdExport } from "./src/cli/export.ts";
 import { type LoadedModel, loadModel } from "./src/model/load.ts";
 import { perplexity } from "./src/eval/perplexity.ts";
 import { generate } from "./src/eval/generate.ts";
-import { initLinalg, linalgInfo } from "./src/linalg/backend.ts";
+import { closeLinalg, initLinalg, linalgInfo } from "./src/linalg/backend.ts";
 import type { Ratio } from "./src/methods/ratio.ts";
 import { pendingTempPaths } from "./src/io/atomic_write.ts";
 
@@ -44,8 +44,10 @@ usage:
   cli.ts demo                                   the bundled stories260K: size, perplexity, generation, compression
   cli.ts eval MODEL [--text FILE] [--window N] [--max-tokens N]
   cli.ts generate MODEL [--prompt TEXT] [--tokens N]
-  cli.ts compress IN OUT --method svd|asvd|svdllm (--ratio R | --kept P) [--calib FILE]
+  cli.ts compress IN OUT --method svd|asvd|svdllm|fwsvd|soco (--ratio R | --kept P) [--calib FILE]
                   [--samples N] [--seqlen L] [--seed S] [--update] [--original-activations]
+                  [--fisher-side input|output] [--basis svd|whitened] [--steps N] [--lr X]
+                  [--checkpoint FILE]
                   [--alpha A] [--allocation uniform|sensitivity] [--kv-cache] [--dtype F32|F16|BF16]
                   [--force] [--overwrite]
   cli.ts inspect MODEL                          per-layer shapes, ranks and singular-value spectra
@@ -53,7 +55,8 @@ usage:
   cli.ts export IN OUT --format onnx [--dtype f32|f16|int8] [--kv-cache full|latent] [--overwrite]
   cli.ts COMMAND --help                         the options of one command
 
-Every command takes --threads N|auto (numeric worker threads; default auto = the machine's cores).
+Every command takes --threads N|auto (numeric worker threads; default auto = the machine's cores) and
+--gpu (large float32 products and Gram matrices on a WebGPU adapter; without one, a one-line note and the CPU).
 MODEL/IN is a .gguf file or a Hugging Face folder (config.json + model.safetensors + tokenizer.json).
 --ratio is the fraction of each linear's parameters REMOVED (SVD-LLM's convention, 0.2 keeps 80 %);
 --kept is the fraction KEPT (ASVD's parameter ratio). Give exactly one.`;
@@ -75,19 +78,27 @@ Without MODEL: the bundled stories260K on the bundled TinyStories text. A model 
 
 Greedy continuation of TEXT (default "Once upon a time") by MODEL (default: the bundled stories260K).
   --tokens N         tokens to generate (default 40)`,
-  compress: `cli.ts compress IN OUT --method svd|asvd|svdllm (--ratio R | --kept P) [--calib FILE] [options]
+  compress:
+    `cli.ts compress IN OUT --method svd|asvd|svdllm|fwsvd|soco (--ratio R | --kept P) [--calib FILE] [options]
 
 Compress IN (a .gguf file, a Hugging Face folder, or an http(s) URL of either) into the folder OUT.
-  --method M               svd (no calibration), asvd or svdllm (default svdllm)
+  --method M               svd (no calibration), asvd, svdllm (default), fwsvd (Fisher-weighted SVD:
+                           one gradient pass over the calibration windows) or soco (ranks learned by
+                           training each linear's spectral scores on the model's own loss)
   --ratio R                fraction of each block linear's parameters REMOVED (SVD-LLM's convention)
   --kept P                 fraction KEPT (ASVD's parameter ratio); give exactly one of --ratio / --kept
-  --calib FILE             calibration text (needed by asvd and svdllm)
+  --calib FILE             calibration text (needed by every method but svd)
   --samples N              calibration windows (default 32)
   --seqlen L               tokens per window (default min(256, the model's context))
-  --seed S                 seed of the random window starts (default 0)
+  --seed S                 seed of the random window starts (and of soco's batches; default 0)
   --update                 svdllm: closed-form update of A on the compressed prefix's activations
   --original-activations   calibrate every block on the original model's activations (not sequentially)
   --alpha A                asvd: scaling exponent (default 0.5)
+  --fisher-side S          fwsvd: weight each input feature (default "input") or each output row ("output")
+  --basis B                soco: "whitened" (default, SVD-LLM's basis) or "svd" (the weights' own)
+  --steps N                soco: training steps (default 100)
+  --lr X                   soco: learning rate of the scores (default 0.05)
+  --checkpoint FILE        soco: resume from FILE when it exists; save the training state there as it goes
   --allocation uniform|sensitivity   asvd: rank allocation (sensitivity: the paper's sweep)
   --kv-cache               asvd: compress only k/v, --kept is the fraction of the KV cache kept
   --dtype F32|F16|BF16     storage type of the factors (default F32)
@@ -159,22 +170,32 @@ function int(v: string | undefined, name: string, min: number, fallback?: number
   return x;
 }
 
-/** The text of the file given to `--option`, with the option and the path named if it cannot be read or is empty. */
+/**
+ * The text of the file given to `--option` (a path or an http(s) URL), checked to be text (not binary, not a
+ * model file, not empty: `readCalibrationText`/`checkText`), with the flag and the path named on failure.
+ */
 async function readText(path: string, option: string): Promise<string> {
-  let text: string;
-  try {
-    if (/^https?:\/\//i.test(path)) {
+  const flag = `--${option}`;
+  if (/^https?:\/\//i.test(path)) {
+    let text: string;
+    try {
       const r = await fetch(path);
       if (!r.ok) throw new Error(`HTTP ${r.status}`);
       text = await r.text();
-    } else text = await readFile(path, "utf8");
-  } catch (e) {
-    const err = e as { code?: string; message: string };
-    const why = err.code === "EISDIR" ? "it is a folder, not a text file" : err.message;
-    throw new Error(`--${option} ${path}: cannot read the file (${why})`);
+    } catch (e) {
+      throw new Error(`${flag} ${path}: cannot read the file (${(e as Error).message})`);
+    }
+    checkText(text, `${flag} ${path}`);
+    return text;
   }
-  if (text.trim() === "") throw new Error(`--${option} ${path}: the file is empty`);
-  return text;
+  try {
+    return await readCalibrationText(path);
+  } catch (e) {
+    if (e instanceof FormatError) {
+      throw new FormatError(`${flag} ${e.source}`, e.message.slice(e.source.length + 2));
+    }
+    throw e;
+  }
 }
 
 /** Refuse more positional arguments than a command takes (a mistyped option value would be ignored). */
@@ -277,6 +298,11 @@ async function cmdCompress(args: string[]): Promise<void> {
       alpha: { type: "string" },
       allocation: { type: "string" },
       "kv-cache": { type: "boolean" },
+      "fisher-side": { type: "string" },
+      basis: { type: "string" },
+      steps: { type: "string" },
+      lr: { type: "string" },
+      checkpoint: { type: "string" },
       dtype: { type: "string" },
       force: { type: "boolean" },
       overwrite: { type: "boolean" },
@@ -302,6 +328,8 @@ async function cmdCompress(args: string[]): Promise<void> {
     alpha: num(values.alpha, "alpha"),
     allocation: values.allocation as CompressOptions["allocation"],
     kvCache: values["kv-cache"],
+    fisherSide: values["fisher-side"] as CompressOptions["fisherSide"],
+    soco: socoFlags(values),
     dtype: values.dtype as CompressOptions["dtype"],
     force: values.force,
     overwrite: values.overwrite,
@@ -311,6 +339,21 @@ async function cmdCompress(args: string[]): Promise<void> {
     throw inFlags(e);
   });
   print(formatCompressReport(report));
+}
+
+/** SoCo's flags, or undefined when none is given (any of them with another method is refused by compress). */
+function socoFlags(
+  v: { basis?: string; steps?: string; lr?: string; checkpoint?: string },
+): CompressOptions["soco"] {
+  if (v.basis === undefined && v.steps === undefined && v.lr === undefined && v.checkpoint === undefined) {
+    return undefined;
+  }
+  return {
+    basis: v.basis as NonNullable<CompressOptions["soco"]>["basis"],
+    steps: int(v.steps, "steps", 1),
+    lr: num(v.lr, "lr"),
+    checkpoint: v.checkpoint,
+  };
 }
 
 async function cmdInspect(args: string[]): Promise<void> {
@@ -421,6 +464,15 @@ const FLAG_NAMES: [RegExp, string][] = [
   [/compress: method must be/g, "compress: --method must be"],
   [/compress: allocation must be/g, "compress: --allocation must be"],
   [/compress: dtype must be/g, "compress: --dtype must be"],
+  [/compress: fisherSide must be/g, "compress: --fisher-side must be"],
+  [
+    /soco options apply to method "soco" only/g,
+    "--basis/--steps/--lr/--checkpoint apply to --method soco only",
+  ],
+  [/soco: basis must be/g, "soco: --basis must be"],
+  [/soco: steps must be/g, "soco: --steps must be"],
+  [/soco: learning rate must be/g, "soco: --lr must be"],
+  [/fisherSide and fisherBatch apply/g, "--fisher-side applies"],
   [/compress: update applies/g, "compress: --update applies"],
   [/allocation "sensitivity" applies/g, "--allocation sensitivity applies"],
   [
@@ -446,13 +498,22 @@ function takeThreads(argv: string[]): { threads: number | "auto"; rest: string[]
 
 async function main(argv: string[]): Promise<number> {
   try {
-    const { threads, rest: args } = takeThreads(argv);
+    const { threads, rest: afterThreads } = takeThreads(argv);
+    const gpu = afterThreads.includes("--gpu");
+    const args = afterThreads.filter((a) => a !== "--gpu");
     const [cmd, ...rest] = args;
     if (cmd !== undefined && HELP[cmd] && (rest.includes("--help") || rest.includes("-h"))) {
       print(HELP[cmd]);
       return 0;
     }
-    await initLinalg({ threads });
+    const info = await initLinalg({ threads, gpu });
+    if (gpu) {
+      process.stderr.write(
+        info.gpu
+          ? `gpu: ${info.gpu.adapter}${info.gpu.fallback ? " (a software adapter: correct, not fast)" : ""}\n`
+          : `gpu: not used (${info.gpuNote ?? "no WebGPU adapter"}); running on the CPU\n`,
+      );
+    }
     switch (cmd) {
       case "demo":
         await cmdDemo();
@@ -541,5 +602,7 @@ if (isMain()) {
   exitOnSignal("SIGTERM", 143);
   if (process.platform !== "win32") exitOnSignal("SIGHUP", 129);
   const code = await main(process.argv.slice(2));
+  // The GPU device is released before exit: a device torn down by process.exit has aborted Deno at exit.
+  if (process.argv.includes("--gpu")) await closeLinalg().catch(() => {});
   process.exit(code);
 }

@@ -58,6 +58,14 @@ export {
   type ModelSource,
 } from "./src/pipeline/compress.ts";
 export { merge, type MergeOptions, type MergeReport } from "./src/pipeline/merge.ts";
+export {
+  compressSoco,
+  compressSocoModel,
+  type SocoOptions,
+  type SocoPipelineProgress,
+  type SocoReport,
+} from "./src/pipeline/soco.ts";
+export type { SocoPassProgress, SocoPassResult, SocoRunOptions } from "./src/pipeline/soco_pass.ts";
 export { type InspectedLinear, inspectModel, type InspectReport } from "./src/pipeline/inspect.ts";
 export {
   type ByteSink,
@@ -76,7 +84,6 @@ export {
 } from "./src/eval/compare.ts";
 export { linearShape } from "./src/model/linear_shape.ts";
 export {
-  compressFwsvdFolder,
   factoredReader,
   type FisherInfo,
   fisherInformation,
@@ -100,6 +107,19 @@ export { type AsvdOptions, type AsvdStats, compressAsvd } from "./src/methods/as
 export { compressSvdLlm, type SvdLlmOptions, type SvdLlmStats, updateA } from "./src/methods/svdllm.ts";
 export type { Factors, MethodReport } from "./src/methods/factors.ts";
 export { describeRatio, keptFraction, rankFor, type Ratio } from "./src/methods/ratio.ts";
+export {
+  type SocoBasisKind,
+  type SpectralBasis,
+  spectralFactors,
+  svdBasis,
+  whitenedBasis,
+} from "./src/methods/soco.ts";
+export {
+  type SocoProgress,
+  type SocoStage,
+  type SocoState,
+  trainSpectrum,
+} from "./src/methods/soco_train.ts";
 export { AbsMeanObserver } from "./src/calib/abs_mean.ts";
 export { GramObserver } from "./src/calib/gram.ts";
 
@@ -141,7 +161,7 @@ export { FormatError, NumericError, OptionError, ShapeError } from "./src/errors
 
 // Types the public functions above take or return.
 export type { CalibrationOptions, ModelInput } from "./src/pipeline/compress.ts";
-export type { FisherOptions, FwsvdCalibration, FwsvdInput, FwsvdLayer } from "./src/pipeline/fwsvd.ts";
+export type { FisherOptions, FwsvdCalibration, FwsvdLayer } from "./src/pipeline/fwsvd.ts";
 export type {
   BlockBackwardOptions,
   BlockGrads,

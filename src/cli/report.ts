@@ -57,7 +57,17 @@ export function formatCompressReport(r: CompressReport): string {
     `method ${r.method}, ${r.ratioLabel}${r.update ? ", with update" : ""}, ${
       r.calibration
         ? `${
-          r.sequential ? "sequential" : "original-activation"
+          r.soco
+            ? `SoCo (${r.soco.basis} basis, ${r.soco.settings.steps} steps, final loss ${
+              (r.soco.history.at(-1)?.loss ?? NaN).toFixed(3)
+            })`
+            : r.fisher
+            ? `Fisher (per ${r.fisher.side === "input" ? "input feature" : "output row"}, mean loss ${
+              r.fisher.meanLoss.toFixed(3)
+            })`
+            : r.sequential
+            ? "sequential"
+            : "original-activation"
         } calibration (${r.calibration.samples} × ${r.calibration.seqlen} tokens, seed ${r.calibration.seed})`
         : "no calibration (plain SVD of the weights)"
     }, ${r.allocation} allocation`,

@@ -23,6 +23,7 @@
  * @module
  */
 import { NumericError, OptionError, ShapeError } from "../errors.ts";
+import { denseConfig } from "../model/hf_config.ts";
 import { LITTLE_ENDIAN, numberToF16Bits } from "../io/dtype.ts";
 import type { Matrix } from "../linalg/matrix.ts";
 import { checkedReader } from "../io/tensor_reader.ts";
@@ -484,7 +485,7 @@ export async function exportOnnx(
       };
       await json(
         "config.json",
-        exportConfig(model.spec, model.config ?? {}, dtype, m.external !== null, kvCache),
+        exportConfig(model.spec, denseConfig(model.config ?? {}), dtype, m.external !== null, kvCache),
       );
       await json("generation_config.json", {
         ...(model.spec.bosTokenId >= 0 ? { bos_token_id: model.spec.bosTokenId } : {}),

@@ -11,6 +11,9 @@ export * from "./asvd.ts";
 export * from "./svdllm.ts";
 export * from "./asvd_sensitivity.ts";
 export * from "./kvcache.ts";
+export * from "./soco.ts";
+export * from "./soco_budget.ts";
+export * from "./soco_train.ts";
 // Types the exported functions name, re-exported so this entry point documents them (deno doc --lint).
 export type { FloatArray, Matrix, Matrix64 } from "../linalg/matrix.ts";
 export type { CholeskyResult } from "../linalg/cholesky.ts";

@@ -154,7 +154,10 @@ function parseRopeScaling(scaling: unknown, where: string): RopeScaling | undefi
  * @param where file name for messages
  */
 export function specFromHfConfig(config: Record<string, unknown>, where = "config.json"): LlamaSpec {
-  const type = config.model_type;
+  // a compressed folder's "svd_llama" (src/model/hf_config.ts) is llama with factored linears
+  const type = typeof config.model_type === "string"
+    ? config.model_type.replace(/^svd_(?=llama$|mistral$|qwen2$)/, "")
+    : config.model_type;
   if (typeof type !== "string" || !(SUPPORTED_MODEL_TYPES as readonly string[]).includes(type)) {
     throw new OptionError(
       `${where}: model_type ${JSON.stringify(type)} is not supported (supported: ${

@@ -19,6 +19,7 @@ import type { Matrix } from "../linalg/matrix.ts";
 import { compressAsvd } from "../methods/asvd.ts";
 import type { Factors, MethodReport } from "../methods/factors.ts";
 import { type LayerParams, layerParams } from "../methods/ratio.ts";
+import { compressFwsvd, type FisherSide } from "../methods/fwsvd.ts";
 import { compressSvd } from "../methods/svd.ts";
 import { compressSvdLlm, crossFromLayer, type SvdLlmStats, updateA } from "../methods/svdllm.ts";
 import {
@@ -81,6 +82,10 @@ export interface BlockStepContext {
   alpha?: number;
   /** SVD-LLM Cholesky damping. */
   damping?: "none" | "auto" | number;
+  /** SoCo: the factors the model-level pass learned, by linear prefix (the step only writes them). */
+  learned?: ReadonlyMap<string, Factors>;
+  /** FWSVD: each linear's Fisher information on the weighted side (by prefix), from the run's Fisher pass. */
+  fisher?: { side: FisherSide; byPrefix: ReadonlyMap<string, Float64Array> };
   /** SVD-LLM update of A on the compressed prefix's activations. */
   update: boolean;
   /** Feed the statistics from the compressed prefix's outputs. */
@@ -149,24 +154,30 @@ export async function compressBlock(ctx: BlockStepContext, i: number): Promise<L
     const w = lin.weight;
     const g = INPUT_GROUP[name];
     const last = name === lastOf(ctx.factorOrder, wanted, g);
-    const f = clock.time("factor", (): Factors & { updateShift?: number } => {
-      if (method === "svd") return compressSvd(w, rank);
-      if (method === "asvd") {
-        const o = groups.get(g) as AbsMeanObserver;
-        return compressAsvd(w, { absMean: o.mean(), absMax: o.max() }, rank, { alpha: ctx.alpha });
-      }
-      // The group's last linear owns its statistics: they leave the maps first, so the Gram matrix and its
-      // factor can be collected during the factorisation (`release`).
-      const stats = svdllmStats(groups, choleskyOf, g, last, ctx.damping);
-      const s = compressSvdLlm(w, stats, rank, {
-        damping: ctx.damping,
-        collect: () => memory.dropped(COLLECT_BYTES),
-      });
-      if (!update) return s;
-      const p = (updateGroups.get(g) as GramObserver).gram();
-      const u = updateA(s.b, { gram: p, cross: crossFromLayer(w, p) });
-      return { ...s, a: u.a, updateShift: u.shift };
-    });
+    const f = named(
+      `${prefix}.weight (${ctx.reader.name})`,
+      () =>
+        clock.time("factor", (): Factors & { updateShift?: number } => {
+          if (method === "svd") return compressSvd(w, rank);
+          if (method === "soco") return ctx.learned!.get(prefix)!;
+          if (method === "fwsvd") return compressFwsvd(w, fisherOf(ctx, prefix), rank, ctx.fisher!.side);
+          if (method === "asvd") {
+            const o = groups.get(g) as AbsMeanObserver;
+            return compressAsvd(w, { absMean: o.mean(), absMax: o.max() }, rank, { alpha: ctx.alpha });
+          }
+          // The group's last linear owns its statistics: they leave the maps first, so the Gram matrix and its
+          // factor can be collected during the factorisation (`release`).
+          const stats = svdllmStats(groups, choleskyOf, g, last, ctx.damping);
+          const s = compressSvdLlm(w, stats, rank, {
+            damping: ctx.damping,
+            collect: () => memory.dropped(COLLECT_BYTES),
+          });
+          if (!update) return s;
+          const p = (updateGroups.get(g) as GramObserver).gram();
+          const u = updateA(s.b, { gram: p, cross: crossFromLayer(w, p) });
+          return { ...s, a: u.a, updateShift: u.shift };
+        }),
+    );
     factored.set(name, f);
     // Without an original stream the dense weight has no further use: drop it now, so that the block never
     // holds a linear twice (dense and factored) while its later linears are factored.
@@ -347,4 +358,26 @@ function reportOf(name: string, r: MethodReport, updateShift?: number): LayerRep
     updateShift,
     seconds: r.seconds,
   };
+}
+
+/**
+ * Run `f`; a NumericError it throws (an SVD that did not converge, a Gram matrix damping could not repair) is
+ * rethrown with `label` (the tensor and its file) in front, so the user knows which layer of which model.
+ */
+export function named<T>(label: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (!(e instanceof NumericError) || e.message.startsWith(label)) throw e;
+    const err = new NumericError(`${label}: ${e.message}`);
+    err.cause = e;
+    throw err;
+  }
+}
+
+/** The Fisher information of linear `prefix` from the run's pass (every compressed linear has one). */
+function fisherOf(ctx: BlockStepContext, prefix: string): Float64Array {
+  const f = ctx.fisher?.byPrefix.get(prefix);
+  if (!f) throw new Error(`compress: no Fisher information for ${prefix} (an internal error)`);
+  return f;
 }

@@ -33,6 +33,19 @@ import { calibrationWindows } from "../calib/windows.ts";
 import type { WritableDType } from "../io/dtype.ts";
 import { createSafetensorsStreamWriter } from "../io/safetensors_writer.ts";
 import { checkedReader, type TensorReader } from "../io/tensor_reader.ts";
+import type { OpenUrlOptions } from "../io/url_source.ts";
+import { checkText } from "../calib/text.ts";
+import type { FisherSide } from "../methods/fwsvd.ts";
+import { fisherInformation } from "./fwsvd.ts";
+import {
+  checkSocoOptions,
+  socoBudget,
+  socoPass,
+  type SocoPassProgress,
+  type SocoPassResult,
+  type SocoRunOptions,
+} from "./soco_pass.ts";
+import type { Factors } from "../methods/factors.ts";
 import { allocateBySensitivity, type LayerShape, SENSITIVITY_RATIOS } from "../methods/asvd_sensitivity.ts";
 import { KV_LINEARS, type KvCacheReport, kvCacheSavings, kvRank } from "../methods/kvcache.ts";
 import {
@@ -52,11 +65,11 @@ import type { Tokenizer } from "../tokenize/tokenizer.ts";
 import { type BlockStepContext, compressBlock, type LayerReport } from "./block_step.ts";
 import { embedWindows, type HiddenStates } from "./hidden.ts";
 import { defaultMemoryPolicy, type MemoryPolicy } from "./memory_policy.ts";
-import { outputConfig, planOutput, writeBlockTensors, writeSideFiles } from "./output.ts";
+import { outputConfig, planOutput, writeBlockTensors, writeConfig, writeSideFiles } from "./output.ts";
 import { type CompressPhases, createPhaseClock, type PhaseClock } from "./phases.ts";
 import { sensitivitySweep } from "./sensitivity.ts";
 import { type ModelOrigin, type ModelSource, openModelSource, sideFilesOf } from "./source.ts";
-import { type OutputSink, writeWhole } from "./sink.ts";
+import type { OutputSink } from "./sink.ts";
 import { type CompressMethod, PIPELINE_VERSION, type SvdLlmConfig } from "./svd_llm_config.ts";
 
 export { linearShape } from "../model/linear_shape.ts";
@@ -95,8 +108,8 @@ export interface CalibrationOptions {
 
 /** A progress event: what is being done, and how far along. */
 export interface CompressProgress {
-  /** "calibrate" (embedding windows), "sensitivity" (ASVD sweep), "compress" (a layer), "write", "done". */
-  stage: "calibrate" | "sensitivity" | "compress" | "write" | "done";
+  /** "calibrate" (embedding windows), "fisher" (FWSVD's gradient pass), "soco" (SoCo's bases, then its training steps), "sensitivity" (ASVD sweep), "compress" (a layer), "write", "done". */
+  stage: "calibrate" | "fisher" | "soco" | "sensitivity" | "compress" | "write" | "done";
   /** Block index, when the event concerns one. */
   block?: number;
   /** Layer name (tensor prefix), when the event concerns one. */
@@ -138,6 +151,17 @@ export interface CompressOptions {
    * kept (rank = floor(kvDim·kept)); the report gives the cache bytes per token saved.
    */
   kvCache?: boolean;
+  /**
+   * FWSVD: which side of each linear the Fisher information weights (default "input": per input feature,
+   * the better of the two on stories260K; "output": per output row, the paper's row weighting).
+   */
+  fisherSide?: FisherSide;
+  /** FWSVD: calibration windows per gradient (default 1: each window's own gradient squared, as the paper). */
+  fisherBatch?: number;
+  /** SoCo: the basis and the training (steps, learning rate, batch, loss weights, checkpoint / resume). */
+  soco?: SocoRunOptions;
+  /** SoCo: every event of its pass (bases per block, every training step with its loss and budget). */
+  onSoco?: (event: SocoPassProgress) => void;
   /** SVD-LLM Cholesky damping (default "auto"). */
   damping?: "none" | "auto" | number;
   /** Windows per forward batch (default: as many as fit in {@link BATCH_TOKENS} tokens, at least 1). */
@@ -148,6 +172,8 @@ export interface CompressOptions {
   force?: boolean;
   /** Replace an existing output folder (only one written by this library; see `openOutputDir`). */
   overwrite?: boolean;
+  /** How an http(s) URL input is fetched (custom fetch, headers sent to its own origin, retries, timeout). */
+  url?: OpenUrlOptions;
   /** Progress events (no printing happens here). */
   onProgress?: (event: CompressProgress) => void;
   /** Cancels the run (checked between linears and between batches); nothing complete-looking is left. */
@@ -174,10 +200,14 @@ export interface CompressReport {
   sequential: boolean;
   /** SVD-LLM update. */
   update: boolean;
-  /** Rank allocation used. */
-  allocation: "uniform" | "sensitivity";
+  /** Rank allocation used ("learned": SoCo). */
+  allocation: "uniform" | "sensitivity" | "learned";
   /** ASVD sweep facts when run. */
   sensitivity?: { seconds: number; fromCache: boolean; densePpl: number; achievedKept: number };
+  /** SoCo: what its pass learned (basis, budget, loss history, spectra and scores, seconds). */
+  soco?: Omit<SocoPassResult, "factors">;
+  /** FWSVD: the Fisher pass (batches averaged, mean calibration loss in nats per token). */
+  fisher?: { side: FisherSide; batches: number; meanLoss: number };
   /** KV-cache mode: cache bytes per token, full versus latent (fp16 values). */
   kvCache?: KvCacheReport;
   /** Wall time, seconds. */
@@ -229,7 +259,7 @@ export async function compress(
 ): Promise<CompressReport> {
   validate(opts);
   checkOutput(output);
-  const { model, origin } = await openModelSource(input);
+  const { model, origin } = await openModelSource(input, opts.url);
   try {
     return await compressModel(model, output, opts, origin);
   } finally {
@@ -256,14 +286,23 @@ export async function compressModel(
     const { windows, calibration } = calibrate(model, run.spec, opts);
     const shapes = layerShapes(run.spec, run.linears);
     const { ranks, sensitivity } = await allocateRanks(run, shapes, windows);
-    const layers = await compressBlocks(run, sink, ranks, shapes, windows);
+    // FWSVD: one Fisher pass (forward and backward) over the windows; SoCo: its bases and training, whose
+    // scores choose the ranks. Neither needs calibration streams in the block loop.
+    const fisher = opts.method === "fwsvd" ? await fisherPass(run, windows!) : undefined;
+    const soco = opts.method === "soco" ? await socoRun(run, windows!, calibration!.seed) : undefined;
+    if (soco) Object.assign(ranks, soco.ranks);
+    const modelPass = fisher !== undefined || soco !== undefined;
+    const layers = await compressBlocks(run, sink, ranks, shapes, modelPass ? undefined : windows, {
+      fisher,
+      learned: soco?.factors,
+    });
     const params = summarizeParams(
       shapes.map((s) => layerParams(s.name, s.rows, s.cols, ranks[s.name])),
       otherParams(run.reader, shapes, run.gguf),
     );
     const config = outputConfig(model.config, run.spec, run.gguf);
-    config.svd_llm = svdLlmSection(model, run, { calibration, ranks, params, layers });
-    await writeWhole(sink, "config.json", JSON.stringify(config, null, 2) + "\n");
+    config.svd_llm = svdLlmSection(model, run, { calibration, ranks, params, layers, fisher, soco });
+    await writeConfig(sink, config);
     await writeSideFiles(sink, await sideFilesOf(origin, run.gguf));
     opts.signal?.throwIfAborted();
     await sink.commit();
@@ -281,6 +320,8 @@ export async function compressModel(
       update: run.update,
       allocation: run.allocation,
       sensitivity,
+      fisher: fisher && { side: fisher.side, batches: fisher.batches, meanLoss: fisher.meanLoss },
+      soco: soco && (({ factors: _, ...facts }) => facts)(soco),
       kvCache: opts.kvCache ? kvCacheSavings(run.spec, ranks) : undefined,
       seconds: (performance.now() - t0) / 1000,
       phases: run.clock.phases,
@@ -304,6 +345,7 @@ async function compressBlocks(
   ranks: Record<string, number | null>,
   shapes: readonly LayerShape[],
   windows: Int32Array[] | undefined,
+  pass: { fisher?: RunFisher; learned?: ReadonlyMap<string, Factors> } = {},
 ): Promise<LayerReport[]> {
   const { spec, reader, memory, clock, emit } = run;
   const out = planOutput(reader, spec, ranks, { factorDtype: run.opts.dtype ?? "F32", gguf: run.gguf });
@@ -329,6 +371,7 @@ async function compressBlocks(
       shapes,
       orig,
       comp,
+      pass,
       (i, factored) => writeBlockTensors(writer, reader, spec, i, out.blocks[i], factored, interleaved),
     );
     const layers: LayerReport[] = [];
@@ -360,7 +403,7 @@ interface Run {
   /** Sequential calibration. */
   sequential: boolean;
   /** Rank allocation. */
-  allocation: "uniform" | "sensitivity";
+  allocation: "uniform" | "sensitivity" | "learned";
   /** Windows per forward batch. */
   batch: number;
   /** The input is a GGUF file (its names and layout are translated). */
@@ -382,6 +425,7 @@ async function startRun(model: ModelInput, opts: CompressOptions, origin: ModelO
   const reader = checkedReader(model.reader);
   checkLayerCount(reader, spec);
   checkCalibrationSize(opts, spec);
+  if (opts.method === "soco") socoBudget(spec, opts.ratio); // an unreachable budget is refused before any work
   const linears = opts.kvCache ? KV_LINEARS : opts.linears ?? LINEAR_NAMES;
   const seqlen = opts.calibration?.seqlen ?? Math.min(256, spec.maxPositions);
   const blockBytes = linears.reduce((t, l) => t + 4 * linearShape(spec, l)[0] * linearShape(spec, l)[1], 0);
@@ -393,7 +437,7 @@ async function startRun(model: ModelInput, opts: CompressOptions, origin: ModelO
     linears,
     update: opts.update ?? false,
     sequential: opts.sequential ?? true,
-    allocation: opts.allocation ?? "uniform",
+    allocation: opts.method === "soco" ? "learned" : opts.allocation ?? "uniform",
     batch: opts.batchSize ?? Math.max(1, Math.floor(BATCH_TOKENS / seqlen)),
     gguf: origin.gguf !== undefined ||
       (path !== undefined ? /\.gguf$/i.test(path) : "general.architecture" in reader.metadata),
@@ -438,6 +482,7 @@ function blockContext(
   shapes: readonly LayerShape[],
   orig: HiddenStates | undefined,
   comp: HiddenStates | undefined,
+  pass: { fisher?: RunFisher; learned?: ReadonlyMap<string, Factors> },
   write: BlockStepContext["write"],
 ): BlockStepContext {
   const { spec, opts } = run;
@@ -455,6 +500,8 @@ function blockContext(
     ranks,
     alpha: opts.alpha,
     damping: opts.damping,
+    fisher: pass.fisher,
+    learned: pass.learned,
     update: run.update,
     sequential: run.sequential,
     batch: run.batch,
@@ -472,6 +519,68 @@ function blockContext(
   };
 }
 
+/** The methods {@link compress} runs. */
+const METHODS: readonly CompressMethod[] = ["svd", "asvd", "svdllm", "fwsvd", "soco"];
+
+/** FWSVD's Fisher information of a run: the weighted side of every compressed linear, by prefix. */
+interface RunFisher {
+  /** Side weighted. */
+  side: FisherSide;
+  /** Linear prefix → Fisher information per input feature ("input") or output row ("output"). */
+  byPrefix: ReadonlyMap<string, Float64Array>;
+  /** Batches averaged. */
+  batches: number;
+  /** Mean calibration loss over the batches, nats per token. */
+  meanLoss: number;
+}
+
+/** FWSVD's one Fisher pass over the calibration windows (the whole model, forward and backward, per batch). */
+async function fisherPass(run: Run, windows: readonly Int32Array[]): Promise<RunFisher> {
+  const { opts } = run;
+  const side = opts.fisherSide ?? "input";
+  const f = await run.clock.time(
+    "fisher",
+    () =>
+      fisherInformation({ spec: run.spec, reader: run.reader }, windows, {
+        batchWindows: opts.fisherBatch,
+        linears: run.linears,
+        signal: opts.signal,
+        onProgress: (e) => {
+          run.memory.boundary();
+          run.emit({ stage: "fisher", done: e.done, total: e.total });
+        },
+      }),
+  );
+  return {
+    side,
+    byPrefix: side === "input" ? f.cols : f.rows,
+    batches: f.batches,
+    meanLoss: f.meanLoss,
+  };
+}
+
+/** SoCo's pass on the run's model and windows, its events reported as "soco" progress. */
+async function socoRun(run: Run, windows: readonly Int32Array[], seed: number): Promise<SocoPassResult> {
+  const { opts } = run;
+  const o = opts.soco ?? {};
+  const steps = o.steps ?? 100;
+  return await run.clock.time(
+    "soco",
+    () =>
+      socoPass({ spec: run.spec, reader: run.reader }, windows, opts.ratio, {
+        ...o,
+        seed,
+        signal: opts.signal,
+        sample: () => run.memory.sample(),
+        onProgress: (e) => {
+          opts.onSoco?.(e);
+          if (e.stage === "bases") run.emit({ stage: "soco", block: e.block, done: e.done, total: e.total });
+          else run.emit({ stage: "soco", done: e.train.step, total: steps });
+        },
+      }),
+  );
+}
+
 /** Refuse an output that is neither a non-empty path nor a sink. */
 function checkOutput(output: CompressOutput): void {
   if (typeof output === "string" ? output.trim() === "" : typeof output?.file !== "function") {
@@ -482,10 +591,35 @@ function checkOutput(output: CompressOutput): void {
 }
 
 function validate(opts: CompressOptions): void {
-  if (!opts || !["svd", "asvd", "svdllm"].includes(opts.method)) {
+  if (!opts || !METHODS.includes(opts.method)) {
     throw new OptionError(
-      `compress: method must be "svd", "asvd" or "svdllm", got ${JSON.stringify(opts?.method)}`,
+      `compress: method must be "svd", "asvd", "svdllm", "fwsvd" or "soco", got ${
+        JSON.stringify(opts?.method)
+      }`,
     );
+  }
+  if (opts.fisherSide !== undefined && opts.fisherSide !== "input" && opts.fisherSide !== "output") {
+    throw new OptionError(
+      `compress: fisherSide must be "input" or "output", got ${JSON.stringify(opts.fisherSide)}`,
+    );
+  }
+  const fb = opts.fisherBatch ?? 1;
+  if (!Number.isInteger(fb) || fb < 1) {
+    throw new OptionError(`compress: fisherBatch must be a positive integer, got ${JSON.stringify(fb)}`);
+  }
+  if (opts.soco !== undefined && opts.method !== "soco") {
+    throw new OptionError(`compress: soco options apply to method "soco" only`);
+  }
+  if (opts.method === "soco") {
+    checkSocoOptions(opts.soco ?? {});
+    if (opts.linears || opts.kvCache || opts.force) {
+      throw new OptionError(
+        `compress: method "soco" chooses every linear's rank itself; drop linears/kvCache/force`,
+      );
+    }
+  }
+  if ((opts.fisherSide !== undefined || opts.fisherBatch !== undefined) && opts.method !== "fwsvd") {
+    throw new OptionError(`compress: fisherSide and fisherBatch apply to method "fwsvd" only`);
   }
   keptFraction(opts.ratio);
   if (opts.update && opts.method !== "svdllm") {
@@ -511,6 +645,9 @@ function validate(opts: CompressOptions): void {
     throw new OptionError(
       `compress: method "${opts.method}" needs calibration data (calibration.text or calibration.ids)`,
     );
+  }
+  if (opts.method !== "svd" && opts.calibration?.text !== undefined && !opts.calibration.ids) {
+    checkText(opts.calibration.text, "compress: calibration.text");
   }
   const b = opts.batchSize ?? 8;
   if (!Number.isInteger(b) || b < 1) {
@@ -632,6 +769,8 @@ function svdLlmSection(
     ranks: Record<string, number | null>;
     params: ParamSummary;
     layers: LayerReport[];
+    fisher?: RunFisher;
+    soco?: SocoPassResult;
   },
 ): SvdLlmConfig {
   const { opts } = run;
@@ -646,6 +785,23 @@ function svdLlmSection(
     update: run.update,
     alpha: opts.method === "asvd" ? (opts.alpha ?? 0.5) : undefined,
     calibration: r.calibration,
+    fisher: r.fisher && {
+      side: r.fisher.side,
+      batches: r.fisher.batches,
+      batch_windows: opts.fisherBatch ?? 1,
+      mean_loss: r.fisher.meanLoss,
+    },
+    soco: r.soco && {
+      basis: r.soco.basis,
+      steps: r.soco.settings.steps,
+      lr: r.soco.settings.lr,
+      batch: r.soco.settings.batch,
+      kl_weight: r.soco.settings.klWeight,
+      nll_weight: r.soco.settings.nllWeight,
+      recoveries: r.soco.recoveries,
+      budget: r.soco.budget.target,
+      kept: r.soco.budget.kept,
+    },
     ranks: r.ranks,
     achieved: { linears_removed: r.params.linears.removed, model_removed: r.params.model.removed },
     // What each factorisation measured, for `inspect` (absent entries: not measured by the method).

@@ -2,9 +2,9 @@
  * FWSVD over a whole model: one Fisher pass over the calibration windows with the streaming backward pass
  * ({@link lossAndGrad}; each linear's Σ (∂L/∂W_ij)² per input feature and per output row, accumulated in
  * float64 from its hook's x and dy), then each linear factored by {@link compressFwsvd} at the rank the ratio
- * gives (Fisher per input feature by default), and the result either
- * kept in memory as a reader of the compressed model ({@link fwsvdModel}, for evaluation) or written as a
- * model folder that `loadModel` opens ({@link compressFwsvdFolder}).
+ * gives (Fisher per input feature by default), the result kept in memory as a reader of the compressed model
+ * ({@link fwsvdModel}, for evaluation). To write a model folder, `compress(…, { method: "fwsvd" })` runs the
+ * same Fisher pass and factors through the driver and its one output side.
  *
  * Memory: the Fisher pass holds one block's weights and intermediates plus the block-boundary checkpoints of
  * one batch (see `backward.ts`), and the Fisher sums (one float64 per input feature and output row of every
@@ -25,25 +25,18 @@
  * @module
  */
 import { NumericError, OptionError } from "../errors.ts";
-import { createSafetensorsStreamWriter } from "../io/safetensors_writer.ts";
-import { openGguf } from "../io/gguf.ts";
 import { checkedReader, type TensorInfo, type TensorReader } from "../io/tensor_reader.ts";
 import { calibrationWindows } from "../calib/windows.ts";
 import type { Matrix } from "../linalg/matrix.ts";
 import { addFisherBatch, compressFwsvd, type FisherSide } from "../methods/fwsvd.ts";
-import { describeRatio, layerParams, rankFor, type Ratio, summarizeParams } from "../methods/ratio.ts";
+import { layerParams, rankFor, type Ratio, summarizeParams } from "../methods/ratio.ts";
 import { lossAndGrad } from "../model/backward.ts";
 import { BLOCK_FIELD, loadBlock, loadHead, type ModelWeights } from "../model/llama.ts";
 import { checkLayerCount } from "../model/load.ts";
 import { LINEAR_NAMES, type LinearName, linearPrefix, SVD_A, SVD_B } from "../model/names.ts";
 import type { LlamaSpec } from "../model/spec.ts";
 import { createPeakMemory } from "./memory.ts";
-import { openFolderSink } from "./sink_folder.ts";
-import { writeWhole } from "./sink.ts";
-import { folderSideFiles, outputConfig, planOutput, writeBlockTensors, writeSideFiles } from "./output.ts";
-import type { Factors } from "../methods/factors.ts";
 import { linearShape } from "../model/linear_shape.ts";
-import { PIPELINE_VERSION } from "./svd_llm_config.ts";
 
 /** Options of {@link fisherInformation}. */
 export interface FisherOptions {
@@ -125,7 +118,7 @@ export type FwsvdCalibration =
   | { ids: ArrayLike<number>; samples?: number; seqlen?: number; seed?: number }
   | { windows: readonly Int32Array[] };
 
-/** Options of {@link fwsvdModel} and {@link compressFwsvdFolder}. */
+/** Options of {@link fwsvdModel}. */
 export interface FwsvdOptions extends FisherOptions {
   /** Target, e.g. `{ removed: 0.2 }`; every linear at the same ratio. */
   ratio: Ratio;
@@ -293,120 +286,3 @@ export function factoredReader(
     close: () => base.close(),
   };
 }
-
-/** Input of {@link compressFwsvdFolder}: an opened model (as `loadModel` returns). */
-export interface FwsvdInput extends ModelWeights {
-  /** config.json of a folder, or the GGUF metadata's scalars. */
-  config?: Record<string, unknown>;
-  /** Display name. */
-  name?: string;
-}
-
-/**
- * {@link fwsvdModel}, written as a Hugging Face model folder at `output` (atomically: a temporary folder
- * renamed when complete) through compress's output steps: `model.safetensors` with factor pairs (a GGUF
- * input's q/k rows put back into the Hugging Face layout), `config.json` (the input's, or one built from a
- * GGUF spec, with an `svd_llm` section recording the method, ratio, ranks and calibration) and the tokenizer
- * (the folder's files, or a GGUF vocabulary as `tokenizer_gguf.json`). The destination is checked before the
- * Fisher pass.
- */
-export async function compressFwsvdFolder(
-  model: FwsvdInput,
-  output: string,
-  opts: FwsvdOptions & { inputPath: string; overwrite?: boolean },
-): Promise<FwsvdModel> {
-  const gguf = /\.gguf$/i.test(opts.inputPath);
-  const sink = await openFolderSink(output, {
-    overwrite: opts.overwrite,
-    inputs: [opts.inputPath],
-    action: "fwsvd",
-  });
-  try {
-    const c = await fwsvdModel(model, opts);
-    const { spec } = model, reader = checkedReader(model.reader);
-    const out = planOutput(reader, spec, c.ranks, { factorDtype: "F32", gguf });
-    const writer = await createSafetensorsStreamWriter(await sink.file("model.safetensors"), out.plan, {
-      metadata: { format: "pt", svd_llm_method: "fwsvd" },
-      name: `${output}/model.safetensors`,
-    });
-    try {
-      for (const name of out.outside) await writer.write(name, await reader.read(name));
-      for (let i = 0; i < spec.numLayers; i++) {
-        const factored = new Map<LinearName, Factors>();
-        for (const lin of opts.linears ?? LINEAR_NAMES) {
-          const prefix = linearPrefix(i, lin);
-          const a = await c.reader.read(`${prefix}.${SVD_A}`), b = await c.reader.read(`${prefix}.${SVD_B}`);
-          const [m, n] = linearShape(spec, lin), k = c.ranks[prefix];
-          factored.set(lin, {
-            a: { rows: m, cols: k, data: a },
-            b: { rows: k, cols: n, data: b },
-            report: NO_REPORT,
-          });
-        }
-        await writeBlockTensors(
-          writer,
-          reader,
-          spec,
-          i,
-          out.blocks[i],
-          factored,
-          spec.ropeStyle === "interleaved",
-        );
-      }
-      await writer.close();
-    } catch (e) {
-      await writer.abort();
-      throw e;
-    }
-    const config = outputConfig(model.config, spec, gguf);
-    const cal = opts.calibration;
-    config.svd_llm = {
-      version: PIPELINE_VERSION,
-      method: "fwsvd",
-      ratio: "removed" in opts.ratio
-        ? { convention: "removed", value: opts.ratio.removed }
-        : { convention: "kept", value: opts.ratio.kept },
-      ratio_label: describeRatio(opts.ratio),
-      allocation: "uniform",
-      calibration: "windows" in cal
-        ? { samples: cal.windows.length, seqlen: cal.windows[0]?.length }
-        : { samples: cal.samples ?? 32, seqlen: cal.seqlen, tokens: cal.ids.length, seed: cal.seed ?? 0 },
-      fisher: {
-        side: opts.side ?? "input",
-        batches: c.fisher.batches,
-        batch_windows: opts.batchWindows ?? 1,
-        mean_loss: c.fisher.meanLoss,
-      },
-      ranks: c.ranks,
-      achieved: { linears_removed: c.removed.linears, model_removed: c.removed.model },
-      layers: Object.fromEntries(c.layers.map((l) => [l.name, { energy_kept: l.energyKept }])),
-      source: model.name,
-      date: new Date().toISOString(),
-    };
-    await writeWhole(sink, "config.json", JSON.stringify(config, null, 2) + "\n");
-    if (gguf) {
-      const g = await openGguf(opts.inputPath);
-      try {
-        await writeSideFiles(sink, { gguf: g.kv });
-      } finally {
-        await g.close();
-      }
-    } else await writeSideFiles(sink, { files: folderSideFiles(opts.inputPath) });
-    await sink.commit();
-    return c;
-  } catch (e) {
-    await sink.abort();
-    throw e;
-  }
-}
-
-/** The factors written carry no per-layer report (the run's report is the {@link FwsvdModel}). */
-const NO_REPORT: Factors["report"] = {
-  method: "fwsvd",
-  rank: 0,
-  rows: 0,
-  cols: 0,
-  singularValues: new Float64Array(0),
-  energyKept: 0,
-  seconds: 0,
-};

@@ -9,10 +9,10 @@ import { FormatError, OptionError } from "../errors.ts";
 import { createSafetensorsStreamWriter, type TensorPlan } from "../io/safetensors_writer.ts";
 import { openModelWeights } from "../io/sharded.ts";
 import { checkedReader } from "../io/tensor_reader.ts";
+import { parseJsonObject, readTextFile } from "../io/text_file.ts";
 import { matmul } from "../linalg/gemm.ts";
 import { SVD_A, SVD_B } from "../model/names.ts";
-import { folderSideFiles, storageDtype, writeSideFiles } from "./output.ts";
-import { writeWhole } from "./sink.ts";
+import { folderSideFiles, storageDtype, writeConfig, writeSideFiles } from "./output.ts";
 import { openFolderSink } from "./sink_folder.ts";
 import { readSvdLlmConfig } from "./svd_llm_config.ts";
 
@@ -41,7 +41,6 @@ export interface MergeReport {
  * ```
  */
 export async function merge(input: string, output: string, opts: MergeOptions = {}): Promise<MergeReport> {
-  const fs = await import("node:fs/promises");
   const { join } = await import("node:path");
   if (/\.gguf$/i.test(input)) {
     throw new OptionError(
@@ -117,13 +116,13 @@ export async function merge(input: string, output: string, opts: MergeOptions = 
       await writer.abort();
       throw e;
     }
-    try {
-      const config = JSON.parse(await fs.readFile(join(input, "config.json"), "utf8"));
+    const configPath = join(input, "config.json");
+    const configText = await readTextFile(configPath, "merge: read config.json", true);
+    if (configText !== undefined) {
+      const config = parseJsonObject(configText, configPath, "merge: read config.json");
       const section = readSvdLlmConfig(config);
       if (section) config.svd_llm = { ...section, merged: true };
-      await writeWhole(out, "config.json", JSON.stringify(config, null, 2) + "\n");
-    } catch (e) {
-      if ((e as { code?: string }).code !== "ENOENT") throw e;
+      await writeConfig(out, config);
     }
     await writeSideFiles(out, { files: folderSideFiles(input) });
     await out.commit();

@@ -23,6 +23,16 @@ import type { Factors } from "../methods/factors.ts";
 import { EMBED, FINAL_NORM, type LinearName, linearPrefix, LM_HEAD, SVD_A, SVD_B } from "../model/names.ts";
 import { permuteQK } from "../model/rope.ts";
 import type { LlamaSpec } from "../model/spec.ts";
+import {
+  baseModelType,
+  compressedConfig,
+  denseConfig,
+  hasFactors,
+  HF_BASE_TYPES,
+  modelingFile,
+  modelingFileName,
+} from "../model/hf_config.ts";
+import { ggufToHfTokenizer } from "../tokenize/gguf_to_hf.ts";
 import { type OutputSink, writeWhole } from "./sink.ts";
 
 /** Files of a model folder besides its weights and config.json, copied as they are when present. */
@@ -34,6 +44,9 @@ export const TOKENIZER_FILES: readonly string[] = Object.freeze([
   "tokenizer.model",
   "tokenizer_gguf.json",
 ]);
+
+/** The modeling files a compressed folder's config.json can name in its auto_map ({@link writeConfig}). */
+export const MODELING_FILES: readonly string[] = Object.freeze(HF_BASE_TYPES.map(modelingFileName));
 
 /** The dtype a copied tensor is stored in: F16 and BF16 stay, everything else (F32, quantized) becomes F32. */
 export function storageDtype(dtype: string): WritableDType {
@@ -200,6 +213,22 @@ export function outputConfig(
   };
 }
 
+/**
+ * Write config.json so that no tool misreads the folder: with factors (its `svd_llm.ranks` holds a rank and it
+ * is not merged) as {@link compressedConfig} plus the modeling file its `auto_map` names; without (dense,
+ * merged) as {@link denseConfig}, a plain `…ForCausalLM`.
+ */
+export async function writeConfig(sink: OutputSink, config: Record<string, unknown>): Promise<void> {
+  if (hasFactors(config)) {
+    const c = compressedConfig(config);
+    const base = baseModelType(String(c.model_type));
+    await writeWhole(sink, "config.json", JSON.stringify(c, null, 2) + "\n");
+    await writeWhole(sink, modelingFileName(base), modelingFile(base));
+  } else {
+    await writeWhole(sink, "config.json", JSON.stringify(denseConfig(config), null, 2) + "\n");
+  }
+}
+
 /** The GGUF tokenizer metadata (`tokenizer.*` keys) as `tokenizer_gguf.json`, so the tokenizer can be rebuilt. */
 export function ggufTokenizerJson(kv: ReadonlyMap<string, GgufValue>): string {
   const tok: Record<string, unknown> = {};
@@ -241,13 +270,23 @@ export function urlSideFiles(base: URL, init?: RequestInit): SideFiles {
   };
 }
 
-/** The tokenizer of the output: a GGUF input's vocabulary as `tokenizer_gguf.json`, or the folder's files. */
+/**
+ * The tokenizer of the output: a GGUF input's vocabulary as `tokenizer_gguf.json` (and, for a SentencePiece
+ * vocabulary, as `tokenizer.json` + `tokenizer_config.json` that transformers reads), or the folder's files.
+ */
 export async function writeSideFiles(
   sink: OutputSink,
   from: { gguf: ReadonlyMap<string, GgufValue> } | { files: SideFiles } | undefined,
 ): Promise<void> {
   if (!from) return;
-  if ("gguf" in from) return await writeWhole(sink, "tokenizer_gguf.json", ggufTokenizerJson(from.gguf));
+  if ("gguf" in from) {
+    await writeWhole(sink, "tokenizer_gguf.json", ggufTokenizerJson(from.gguf));
+    if (from.gguf.get("tokenizer.ggml.model") !== "llama") return; // byte-level BPE: tokenizer_gguf.json only
+    const hf = ggufToHfTokenizer(from.gguf);
+    await writeWhole(sink, "tokenizer.json", JSON.stringify(hf.tokenizerJson));
+    await writeWhole(sink, "tokenizer_config.json", JSON.stringify(hf.tokenizerConfig, null, 2) + "\n");
+    return;
+  }
   for (const name of TOKENIZER_FILES) {
     const bytes = await from.files(name);
     if (bytes) await writeWhole(sink, name, bytes);

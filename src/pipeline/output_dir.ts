@@ -9,11 +9,16 @@
  */
 import { OptionError } from "../errors.ts";
 import { pathExists, releaseTempPath, removeStaleTemps, tempPathFor } from "../io/atomic_write.ts";
-import { TOKENIZER_FILES } from "./output.ts";
+import { MODELING_FILES, TOKENIZER_FILES } from "./output.ts";
 import { readSvdLlmConfig } from "./svd_llm_config.ts";
 
 /** Files a folder written by `compress` or `merge` may hold. */
-const OWN_FILES: ReadonlySet<string> = new Set(["config.json", "model.safetensors", ...TOKENIZER_FILES]);
+const OWN_FILES: ReadonlySet<string> = new Set([
+  "config.json",
+  "model.safetensors",
+  ...TOKENIZER_FILES,
+  ...MODELING_FILES,
+]);
 
 /**
  * Why `path` is not a model folder written by this library (a folder holding only {@link OWN_FILES}, with a

@@ -14,6 +14,10 @@
 
 /** Seconds spent in each phase of a compression run; the phases do not overlap. */
 export interface CompressPhases {
+  /** FWSVD's Fisher pass (forward and backward over the calibration windows; 0 for other methods). */
+  fisher: number;
+  /** SoCo's bases and training (0 for other methods). */
+  soco: number;
   /** ASVD's sensitivity sweep (0 when not run or read from its cache). */
   sensitivity: number;
   /** Reading the non-block tensors, copying them to the output and embedding the calibration windows. */
@@ -41,6 +45,8 @@ export interface PhaseClock {
 /** A clock with every phase at 0. */
 export function createPhaseClock(): PhaseClock {
   const phases: CompressPhases = {
+    fisher: 0,
+    soco: 0,
     sensitivity: 0,
     embed: 0,
     read: 0,

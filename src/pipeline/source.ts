@@ -16,6 +16,8 @@
  */
 import { OptionError } from "../errors.ts";
 import { type GgufValue, openGguf } from "../io/gguf.ts";
+import type { ByteSource } from "../io/byte_source.ts";
+import { openUrl, type OpenUrlOptions } from "../io/url_source.ts";
 import { type LoadedModel, loadModel, modelFromGguf } from "../model/load.ts";
 import { folderSideFiles, type SideFiles, urlSideFiles } from "./output.ts";
 
@@ -58,9 +60,13 @@ async function isGgufBytes(input: Blob | Uint8Array | ArrayBuffer): Promise<bool
   return head.length === 4 && String.fromCharCode(...head) === "GGUF";
 }
 
-/** Open what `compress` was given, and where its side files come from. */
+/**
+ * Open what `compress` was given, and where its side files come from; `urlOpts` (fetch, headers, retries,
+ * timeout) apply when `input` is an http(s) URL.
+ */
 export async function openModelSource(
   input: ModelSource,
+  urlOpts: OpenUrlOptions = {},
 ): Promise<{ model: LoadedModel; origin: ModelOrigin }> {
   const isUrl = input instanceof URL || (typeof input === "string" && /^(https?|file):/i.test(input));
   if (typeof input === "string" && !isUrl) {
@@ -73,8 +79,8 @@ export async function openModelSource(
       const { fileURLToPath } = await import("node:url");
       return await openModelSource(fileURLToPath(url));
     }
-    if (/\.gguf$/i.test(url.pathname)) return await openGgufModel(url, url.href);
-    return { model: await loadModel(url), origin: { sideFiles: urlSideFiles(url) } };
+    if (/\.gguf$/i.test(url.pathname)) return await openGgufModel(await openUrl(url, urlOpts), url.href);
+    return { model: await loadModel(url, urlOpts), origin: { sideFiles: urlSideFiles(url) } };
   }
   const blob = input as Blob | Uint8Array | ArrayBuffer;
   const known = (typeof Blob !== "undefined" && blob instanceof Blob) || blob instanceof Uint8Array ||
@@ -96,7 +102,7 @@ export async function openModelSource(
 }
 
 async function openGgufModel(
-  input: string | URL | Blob | Uint8Array | ArrayBuffer,
+  input: string | URL | Blob | Uint8Array | ArrayBuffer | ByteSource,
   where: string,
 ): Promise<{ model: LoadedModel; origin: ModelOrigin }> {
   const g = await openGguf(input);

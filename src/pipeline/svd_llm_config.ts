@@ -17,7 +17,7 @@
 export const PIPELINE_VERSION = "0.1.0";
 
 /** The compression methods. */
-export type CompressMethod = "svd" | "asvd" | "svdllm";
+export type CompressMethod = "svd" | "asvd" | "svdllm" | "fwsvd" | "soco";
 
 /** One linear's entry in `svd_llm.layers`: what its factorisation measured (absent: not measured). */
 export interface RecordedLayer {
@@ -39,8 +39,8 @@ export interface SvdLlmConfig {
   method: CompressMethod;
   /** The ratio as given, with its convention. */
   ratio: { convention: "removed" | "kept"; value: number };
-  /** Rank allocation. */
-  allocation: "uniform" | "sensitivity";
+  /** Rank allocation ("learned": SoCo's trained scores chose the ranks). */
+  allocation: "uniform" | "sensitivity" | "learned";
   /** Sequential calibration (each block fed the compressed prefix's outputs). */
   sequential: boolean;
   /** SVD-LLM update of A. */
@@ -59,6 +59,20 @@ export interface SvdLlmConfig {
   source: string;
   /** ISO date of the run. */
   date: string;
+  /** FWSVD: the Fisher pass (which side weights the SVD, batches averaged, windows per batch, mean loss). */
+  fisher?: { side: "input" | "output"; batches: number; batch_windows: number; mean_loss: number };
+  /** SoCo: the basis and the training (steps, learning rate, batch, loss weights, budget and what was kept). */
+  soco?: {
+    basis: "svd" | "whitened";
+    steps: number;
+    lr: number;
+    batch: number;
+    kl_weight: number;
+    nll_weight: number;
+    recoveries: number;
+    budget: number;
+    kept: number;
+  };
   /** Set by `merge`: the factors were multiplied back into dense weights. */
   merged?: boolean;
 }

@@ -14,6 +14,8 @@ test(
     try {
       const empty = join(dir, "empty.txt");
       await writeFile(empty, "");
+      const nul = join(dir, "nul.txt");
+      await writeFile(nul, "Once \0upon a time");
       const out = join(dir, "out");
       const cases: [string[], RegExp][] = [
         [
@@ -30,24 +32,40 @@ test(
         [["eval", model, "--window", "1"], /^error: --window: expected a whole number ≥ 2, got "1"$/],
         [
           ["eval", model, "--text", dir],
-          /^error: --text .*: cannot read the file \(it is a folder, not a text file\)$/,
+          /^error: FormatError: --text .*: read calibration text: it is a folder, expected a file$/,
         ],
         [
           ["eval", model, "--text", join(dir, "none.txt")],
-          /^error: --text .*none\.txt: cannot read the file \(ENOENT/,
+          /^error: FormatError: --text .*none\.txt: read calibration text: cannot read the file \(ENOENT/,
         ],
-        [["eval", model, "--text", empty], /^error: --text .*empty\.txt: the file is empty$/],
+        [
+          ["eval", model, "--text", empty],
+          /^error: FormatError: --text .*empty\.txt: holds no text \(empty or only white space\)$/,
+        ],
         [
           ["compress", model, out, "--ratio", "0.2", "--calib", dir],
-          /^error: --calib .*: cannot read the file \(it is a folder/,
+          /^error: FormatError: --calib .*: read calibration text: it is a folder/,
         ],
         [
           ["compress", model, out, "--ratio", "0.2", "--calib", empty],
-          /^error: --calib .*empty\.txt: the file is empty$/,
+          /^error: FormatError: --calib .*empty\.txt: holds no text \(empty or only white space\)$/,
         ],
         [
           ["compress", model, out, "--ratio", "0.2", "--calib", text, "--samples", "0"],
           /^error: --samples: .*≥ 1/,
+        ],
+        // binary "text" (the model file itself, NUL bytes) is refused before tokenising, naming the flag
+        [
+          ["compress", model, out, "--ratio", "0.2", "--calib", model],
+          /^error: FormatError: --calib .*stories260K\.gguf: this is a GGUF model file, not text$/,
+        ],
+        [
+          ["compress", model, out, "--ratio", "0.2", "--calib", nul],
+          /^error: FormatError: --calib .*nul\.txt: holds a NUL character at offset 5: binary data, not text$/,
+        ],
+        [
+          ["eval", model, "--text", nul],
+          /^error: FormatError: --text .*nul\.txt: holds a NUL character at offset 5/,
         ],
         [["eval", model, model], /^error: eval: unexpected argument .* \(takes at most 1 path\)$/],
         [["eval", model, "--windw", "3"], /^error: Unknown option '--windw'/],

@@ -54,7 +54,7 @@ test("cli: errors name flags, not the library's options", SLOW, async () => {
       ],
       [
         ["compress", model, join(dir, "o5"), "--method", "svdx", "--ratio", "0.2"],
-        /--method must be "svd", "asvd" or "svdllm"/,
+        /--method must be "svd", "asvd", "svdllm", "fwsvd" or "soco", got "svdx"/,
       ],
       [
         ["compress", model, join(dir, "o6"), "--method", "asvd", "--ratio", "0.2", "--update"],

@@ -113,11 +113,6 @@ test("a JSR-like URL: every export imports from http://127.0.0.1, asvd compresse
     assert.deepEqual(JSON.parse(lib.out.trim().split("\n").pop()!), { a: [6, 2], b: [2, 5] });
 
     const cli = await run(deno, [...flags, `${server.origin}/cli.ts`, "--help"], { cwd: dir, env });
-    if (cli.code !== 0 && /fileURLToPath|must be a file URL|ERR_INVALID_URL_SCHEME/i.test(cli.err)) {
-      // cli.ts resolving its demo files with fileURLToPath at load time is the `driver` branch's fix (issue 14).
-      console.log("skip cli.ts --help from a URL: cli.ts still resolves its demo paths as files at load");
-      return;
-    }
     assert.equal(cli.code, 0, `cli.ts --help from ${server.origin} failed:\n${cli.err}`);
     assert.match(cli.out + cli.err, /usage:/);
   } finally {

@@ -12,12 +12,8 @@ import { fileURLToPath } from "node:url";
 import { loadModel } from "../../src/model/load.ts";
 import { perplexity } from "../../src/eval/perplexity.ts";
 import { calibrationWindows } from "../../src/calib/windows.ts";
-import {
-  compressFwsvdFolder,
-  factoredReader,
-  fisherInformation,
-  fwsvdModel,
-} from "../../src/pipeline/fwsvd.ts";
+import { compress } from "../../src/pipeline/compress.ts";
+import { factoredReader, fisherInformation, fwsvdModel } from "../../src/pipeline/fwsvd.ts";
 import { compressSvd } from "../../src/methods/svd.ts";
 import { rankFor } from "../../src/methods/ratio.ts";
 import { BLOCK_FIELD, loadBlock } from "../../src/model/llama.ts";
@@ -31,13 +27,15 @@ const STORIES = join(ROOT, "models/stories260K/stories260K.gguf");
 
 const ids = Int32Array.from({ length: 600 }, (_, i) => (i * 37 + (i >> 3)) % 101);
 
-test("fwsvd pipeline: the written folder loads and equals the in-memory model; config records the run", async () => {
+test("fwsvd pipeline: compress() writes a folder that loads and equals the in-memory model; config records the run", async () => {
   const dir = await mkdtemp(join(tmpdir(), "fwsvd-"));
   try {
     const m = await loadModel(TINY);
     const out = join(dir, "out");
     const calibration = { ids, samples: 4, seqlen: 32 };
-    const c = await compressFwsvdFolder(m, out, { ratio: { removed: 0.4 }, calibration, inputPath: TINY });
+    const r = await compress(TINY, out, { method: "fwsvd", ratio: { removed: 0.4 }, calibration });
+    assert.equal(r.fisher?.batches, 4);
+    const c = await fwsvdModel(m, { ratio: { removed: 0.4 }, calibration });
     const loaded = await loadModel(out);
     const evalIds = ids.subarray(0, 128);
     const a = await perplexity(c, evalIds, { window: 64 }),
@@ -54,9 +52,9 @@ test("fwsvd pipeline: the written folder loads and equals the in-memory model; c
     assert.ok(loaded.reader.has("model.layers.0.mlp.down_proj.svd_a"));
     assert.ok(!loaded.reader.has("model.layers.0.mlp.down_proj.weight"));
     await stat(join(out, "tokenizer.json"));
-    // nothing overwritten without overwrite; GGUF refused before any work
+    // nothing overwritten without overwrite
     await assert.rejects(
-      compressFwsvdFolder(m, out, { ratio: { removed: 0.4 }, calibration, inputPath: TINY }),
+      compress(TINY, out, { method: "fwsvd", ratio: { removed: 0.4 }, calibration }),
       /already exists/,
     );
     await loaded.close();
@@ -65,11 +63,9 @@ test("fwsvd pipeline: the written folder loads and equals the in-memory model; c
     const g = await loadModel(STORIES);
     try {
       const gout = join(dir, "g");
-      const gc = await compressFwsvdFolder(g, gout, {
-        ratio: { removed: 0.2 },
-        calibration: { ids: Int32Array.from(ids, (v) => v % 512), samples: 2, seqlen: 64 },
-        inputPath: STORIES,
-      });
+      const gcal = { ids: Int32Array.from(ids, (v) => v % 512), samples: 2, seqlen: 64 };
+      await compress(STORIES, gout, { method: "fwsvd", ratio: { removed: 0.2 }, calibration: gcal });
+      const gc = await fwsvdModel(g, { ratio: { removed: 0.2 }, calibration: gcal });
       const gl = await loadModel(gout);
       const gids = Int32Array.from(ids.subarray(0, 200), (v) => v % 512);
       const p1 = (await perplexity(gc, gids, { window: 100 })).ppl,

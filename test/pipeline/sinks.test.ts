@@ -23,6 +23,16 @@ const concat = (parts: Uint8Array[]): Uint8Array => {
   return out;
 };
 
+// a GGUF (SentencePiece) input's output: the vocabulary as tokenizer_gguf.json and as a transformers tokenizer
+const GGUF_OUTPUT_FILES = [
+  "config.json",
+  "model.safetensors",
+  "modeling_svd_llama.py",
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "tokenizer_gguf.json",
+];
+
 test("the same output from a path, a Blob or bytes, to a folder, memory or streams", SLOW, async () => {
   const dir = await tempDir();
   try {
@@ -37,7 +47,7 @@ test("the same output from a path, a Blob or bytes, to a folder, memory or strea
     const rMem = await compress(new Blob([bytes]), mem, SVD);
     assert.equal(rMem.output, "memory");
     const files = await mem.files;
-    assert.deepEqual([...files.keys()].sort(), ["config.json", "model.safetensors", "tokenizer_gguf.json"]);
+    assert.deepEqual([...files.keys()].sort(), GGUF_OUTPUT_FILES);
     assert.deepEqual(concat(files.get("model.safetensors")!), new Uint8Array(want));
     assert.deepEqual(concat(files.get("tokenizer_gguf.json")!), new Uint8Array(wantTok));
     const config = JSON.parse(await (await mem.blob("config.json")).text());
@@ -56,7 +66,7 @@ test("the same output from a path, a Blob or bytes, to a folder, memory or strea
       });
     });
     await compress(bytes, streams, SVD);
-    assert.deepEqual(closed.sort(), ["config.json", "model.safetensors", "tokenizer_gguf.json"]);
+    assert.deepEqual(closed.sort(), GGUF_OUTPUT_FILES);
     assert.deepEqual(concat(written.get("model.safetensors")!), new Uint8Array(want));
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -1,0 +1,186 @@
+/**
+ * SoCo benchmark: perplexity, time and peak RSS of SoCo (both bases) at 20 / 40 / 60 % removed, on the
+ * protocol of bench/methods.ts — stories260K calibrated on the first half of the bundled TinyStories text
+ * (32 × 256 tokens, seed 0) and evaluated on its second half in windows of 512; tinylm-brown (../shared)
+ * calibrated on brown-calib.txt (64 × 256) and evaluated on the first 19,968 tokens of brown-valid.txt in
+ * windows of 256. Each job runs in its own process, so that its time and peak RSS are its own.
+ *
+ * Usage: deno run -A bench/soco.ts [--models stories,brown] [--ratios 0.2,0.4,0.6] [--bases whitened,svd]
+ *        [--steps 100] [--lr 0.05] [--batch 4] [--kl 1] [--nll 1]
+ *
+ * @module
+ */
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+
+const ROOT = fileURLToPath(new URL("../", import.meta.url));
+const SHARED = join(ROOT, "../shared");
+
+interface Job {
+  model: "stories" | "brown";
+  basis: "whitened" | "svd";
+  removed: number;
+  steps: number;
+  lr: number;
+  batch: number;
+  kl: number;
+  nll: number;
+}
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : fallback;
+}
+
+async function data(model: Job["model"]) {
+  const { loadModel } = await import("../src/model/load.ts");
+  if (model === "stories") {
+    const path = join(ROOT, "models/stories260K/stories260K.gguf");
+    const m = await loadModel(path);
+    const shared = join(SHARED, "data/tinystories-valid.part1.txt");
+    const text = await readFile(
+      existsSync(shared) ? shared : join(ROOT, "data/tinystories-valid.part1.txt"),
+      "utf8",
+    );
+    const ids = m.tokenizer.encode(text, { bos: true });
+    await m.close();
+    const half = Math.floor(ids.length / 2);
+    return { path, calib: ids.slice(0, half), evalIds: ids.slice(half), window: 512, samples: 32 };
+  }
+  const path = join(SHARED, "models/tinylm-brown");
+  const m = await loadModel(path);
+  const calib = m.tokenizer.encode(await readFile(join(SHARED, "data/brown-calib.txt"), "utf8"), {
+    bos: true,
+  });
+  const valid = m.tokenizer.encode(await readFile(join(SHARED, "data/brown-valid.txt"), "utf8"), {
+    bos: true,
+  });
+  await m.close();
+  return { path, calib, evalIds: valid.slice(0, Math.floor(20000 / 256) * 256), window: 256, samples: 64 };
+}
+
+async function runOne(job: Job): Promise<void> {
+  const { compressSoco } = await import("../src/pipeline/soco.ts");
+  const { perplexity } = await import("../src/eval/perplexity.ts");
+  const { loadModel } = await import("../src/model/load.ts");
+  const d = await data(job.model);
+  const dir = await mkdtemp(join(tmpdir(), "bench-soco-"));
+  try {
+    const out = join(dir, "out");
+    let last = 0;
+    const rep = await compressSoco(d.path, out, {
+      ratio: { removed: job.removed },
+      basis: job.basis,
+      calibration: { ids: d.calib, samples: d.samples, seqlen: 256, seed: 0 },
+      steps: job.steps,
+      lr: job.lr,
+      batch: job.batch,
+      klWeight: job.kl,
+      nllWeight: job.nll,
+      onProgress: (e) => {
+        if (e.stage !== "train") return;
+        const t = e.train;
+        if (t.recovery) console.error(t.recovery);
+        if (t.step - last >= 10 || t.step === t.steps) {
+          last = t.step;
+          console.error(
+            `${t.stage} ${t.step}/${t.steps} loss ${t.loss.toFixed(4)} budget ${t.budget.toFixed(3)} ${
+              t.stepsPerSecond.toFixed(2)
+            } steps/s`,
+          );
+        }
+      },
+    });
+    const m = await loadModel(out);
+    const ppl = (await perplexity(m, d.evalIds, { window: d.window })).ppl;
+    // The loss on every calibration window (what the training fitted), beside the held-out perplexity.
+    const { calibrationWindows } = await import("../src/calib/windows.ts");
+    const wins = calibrationWindows(d.calib, { samples: d.samples, seqlen: 256, seed: 0 });
+    const calibNll = Math.log(
+      (await perplexity(m, new Int32Array(wins.flatMap((w) => [...w])), { window: 256 })).ppl,
+    );
+    await m.close();
+    console.log(JSON.stringify({
+      job,
+      ppl,
+      calibNll,
+      seconds: rep.seconds,
+      peakRssMB: rep.peakRssBytes / 2 ** 20,
+      linearsRemoved: rep.params.linears.removed,
+      budget: rep.budget,
+      firstLoss: rep.history[0].loss,
+      lastLoss: rep.history.at(-1)!.loss,
+      recoveries: rep.recoveries,
+    }));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function child(job: Job): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(join(ROOT, "node_modules/.bin/deno"), [
+      "run",
+      "-A",
+      fileURLToPath(import.meta.url),
+      "--one",
+      JSON.stringify(job),
+    ], { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" } });
+    let out = "", err = "";
+    p.stdout.on("data", (b) => (out += b));
+    p.stderr.on("data", (b) => {
+      err += b;
+      if (process.argv.includes("--verbose")) process.stderr.write(b);
+    });
+    p.on("close", (code) => {
+      const last = out.trim().split("\n").at(-1) ?? "";
+      if (code === 0 && last.startsWith("{")) resolve(JSON.parse(last));
+      else reject(new Error(`job ${JSON.stringify(job)} failed (${code}): ${err.slice(-2000)}`));
+    });
+  });
+}
+
+async function main(): Promise<void> {
+  const one = process.argv.indexOf("--one");
+  if (one >= 0) return await runOne(JSON.parse(process.argv[one + 1]));
+  const models = arg("models", "stories").split(",") as Job["model"][];
+  const ratios = arg("ratios", "0.2,0.4,0.6").split(",").map(Number);
+  const bases = arg("bases", "whitened,svd").split(",") as Job["basis"][];
+  const steps = Number(arg("steps", "100")), lr = Number(arg("lr", "0.05"));
+  const batch = Number(arg("batch", "4")), kl = Number(arg("kl", "1")), nll = Number(arg("nll", "1"));
+  console.log(
+    "| model | basis | % removed | ppl | calib NLL | loss first → last | time s (bases / train) | peak RSS MB |",
+  );
+  console.log("|---|---|---|---|---|---|---|---|");
+  for (const model of models) {
+    for (const removed of ratios) {
+      for (const basis of bases) {
+        const r = await child({ model, basis, removed, steps, lr, batch, kl, nll }) as {
+          ppl: number;
+          calibNll: number;
+          seconds: { bases: number; train: number; total: number };
+          peakRssMB: number;
+          linearsRemoved: number;
+          firstLoss: number;
+          lastLoss: number;
+        };
+        console.log(
+          `| ${model === "brown" ? "tinylm-brown" : "stories260K"} | ${basis} | ${
+            (100 * r.linearsRemoved).toFixed(1)
+          } | ${r.ppl.toFixed(2)} | ${r.calibNll.toFixed(3)} | ${r.firstLoss.toFixed(3)} → ${
+            r.lastLoss.toFixed(3)
+          } | ${r.seconds.total.toFixed(1)} (${r.seconds.bases.toFixed(1)} / ${
+            r.seconds.train.toFixed(1)
+          }) | ${r.peakRssMB.toFixed(0)} |`,
+        );
+      }
+    }
+  }
+}
+
+await main();

@@ -1,0 +1,143 @@
+/**
+ * SoCo at model level, through the compress driver: calibration windows → the spectral basis of every block
+ * linear → the scores trained on the model's own next-token loss → the kept components written as a
+ * compressed model folder (`svd_a`/`svd_b` per linear, ranks per matrix) that `loadModel` reads like any
+ * other. The pass itself is `soco_pass.ts`; the folder is written by the driver's one output side
+ * (`compress(…, { method: "soco" })`). This module keeps SoCo's own report (loss history, spectra, scores).
+ *
+ * @example
+ * ```ts ignore
+ * import { compressSoco } from "./soco.ts";
+ * const report = await compressSoco("models/stories260K/stories260K.gguf", "out/stories-soco", {
+ *   ratio: { removed: 0.4 },
+ *   calibration: { ids, samples: 32, seqlen: 256 },
+ *   steps: 100,
+ * });
+ * report.params.linears.removed; // ≥ 0.4
+ * ```
+ *
+ * @module
+ */
+import { OptionError } from "../errors.ts";
+import type { ParamSummary, Ratio } from "../methods/ratio.ts";
+import type { SocoBasisKind } from "../methods/soco.ts";
+import {
+  type CalibrationOptions,
+  compress,
+  compressModel,
+  type CompressOptions,
+  type CompressReport,
+  type ModelInput,
+} from "./compress.ts";
+import type { SocoPassProgress, SocoRunOptions } from "./soco_pass.ts";
+
+export type { SocoRunOptions } from "./soco_pass.ts";
+
+/** Options of {@link compressSoco}. */
+export interface SocoOptions extends SocoRunOptions {
+  /** Target: `{ removed: r }` (SVD-LLM) or `{ kept: p }`; the budget is the uniform ranks' parameter count. */
+  ratio: Ratio;
+  /** Calibration windows (default 32 × min(256, context), random starts, seed 0). */
+  calibration: CalibrationOptions;
+  /** Replace an existing output folder. */
+  overwrite?: boolean;
+  /** Progress: the bases (per block), then every training step (loss, budget, steps/second), then writing. */
+  onProgress?: (e: SocoPipelineProgress) => void;
+  /** Stop early. */
+  signal?: AbortSignal;
+}
+
+/** A progress event of {@link compressSoco}. */
+export type SocoPipelineProgress = SocoPassProgress | { stage: "write"; done: number; total: number };
+
+/** What {@link compressSoco} did. */
+export interface SocoReport {
+  /** Output folder. */
+  output: string;
+  /** Always "soco". */
+  method: "soco";
+  /** The basis used. */
+  basis: SocoBasisKind;
+  /** The ratio as given, and its label. */
+  ratio: Ratio;
+  /** Human label of the ratio. */
+  ratioLabel: string;
+  /** Target parameter count of the block linears (uniform ranks at the ratio) and what was kept. */
+  budget: { target: number; kept: number };
+  /** Rank kept per linear (tensor prefix). */
+  ranks: Record<string, number>;
+  /** Parameter counts. */
+  params: ParamSummary;
+  /** Per step: stage, loss, budget (kept over target). */
+  history: { step: number; stage: string; loss: number; budget: number }[];
+  /** Per linear: its shape, the basis's σ and the learned scores (0 where pruned), for plots. */
+  spectra: { name: string; rows: number; cols: number; sigma: Float64Array; scores: Float64Array }[];
+  /** Divergences recovered from (learning-rate halvings). */
+  recoveries: number;
+  /** Seconds: bases, training, writing (and the rest of the driver's work), total. */
+  seconds: { bases: number; train: number; write: number; total: number };
+  /** Peak resident memory seen, bytes. */
+  peakRssBytes: number;
+}
+
+/** Compress the model at `input` (folder or GGUF file) with SoCo into the folder `output`. */
+export async function compressSoco(input: string, output: string, opts: SocoOptions): Promise<SocoReport> {
+  return socoReport(await compress(input, output, driverOptions(opts)));
+}
+
+/** {@link compressSoco} on a model already opened (as `loadModel` returns it). */
+export async function compressSocoModel(
+  model: ModelInput,
+  output: string,
+  opts: SocoOptions,
+  { inputPath }: { inputPath?: string } = {},
+): Promise<SocoReport> {
+  return socoReport(await compressModel(model, output, driverOptions(opts), { inputPath }));
+}
+
+/** The driver's options for a SoCo run. */
+function driverOptions(opts: SocoOptions): CompressOptions {
+  if (!opts || typeof opts !== "object") throw new OptionError("soco: options are required");
+  const { ratio, calibration, overwrite, onProgress, signal, ...soco } = opts;
+  if (!calibration || (!calibration.ids && calibration.text === undefined)) {
+    throw new OptionError(`soco: calibration text or ids are required (the scores are trained on them)`);
+  }
+  return {
+    method: "soco",
+    ratio,
+    calibration,
+    soco,
+    overwrite,
+    signal,
+    onSoco: onProgress,
+    onProgress: (e) => {
+      if (e.stage === "write" && e.block !== undefined) {
+        onProgress?.({ stage: "write", done: e.done, total: e.total });
+      }
+    },
+  };
+}
+
+function socoReport(r: CompressReport): SocoReport {
+  const s = r.soco!;
+  return {
+    output: r.output,
+    method: "soco",
+    basis: s.basis,
+    ratio: r.ratio,
+    ratioLabel: r.ratioLabel,
+    budget: s.budget,
+    ranks: s.ranks,
+    params: r.params,
+    history: s.history,
+    spectra: s.spectra,
+    recoveries: s.recoveries,
+    seconds: {
+      bases: s.seconds.bases,
+      train: s.seconds.train,
+      write: Math.max(0, r.seconds - s.seconds.bases - s.seconds.train),
+      total: r.seconds,
+    },
+    peakRssBytes: r.peakRssBytes,
+  };
+}
