@@ -6,7 +6,7 @@ import { cli, model } from "./_helpers.ts";
 
 const pplOf = (out: string) => Number(/ppl ([0-9.]+)/.exec(out)?.[1]);
 
-test("cli: --gpu says in one line whether a GPU is used, and still evaluates", { timeout: 300_000 }, () => {
+test("cli: --gpu says in one line whether a GPU is used, and still evaluates", { timeout: 600_000 }, () => {
   const cpu = cli("eval", model, "--max-tokens", "200");
   assert.equal(cpu.code, 0, cpu.err);
   const gpu = cli("--gpu", "eval", model, "--max-tokens", "200");

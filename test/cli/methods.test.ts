@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { cli, model, text } from "./_helpers.ts";
 
-test("cli: compress --method fwsvd writes a model that eval loads", { timeout: 300_000 }, async () => {
+test("cli: compress --method fwsvd writes a model that eval loads", { timeout: 600_000 }, async () => {
   const dir = await mkdtemp(join(tmpdir(), "svd-llm-cli-fwsvd-"));
   try {
     const out = join(dir, "fw");
@@ -86,7 +86,7 @@ test("cli: compress --method fwsvd writes a model that eval loads", { timeout: 3
 });
 
 test("cli: compress --method soco trains, checkpoints, resumes, and writes a model that eval loads", {
-  timeout: 300_000,
+  timeout: 600_000,
 }, async () => {
   const dir = await mkdtemp(join(tmpdir(), "svd-llm-cli-soco-"));
   try {

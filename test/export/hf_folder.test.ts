@@ -15,7 +15,7 @@ import { OptionError } from "../../src/errors.ts";
 import { SVD_A } from "../../src/model/names.ts";
 import { STORIES, storiesText, tempDir } from "../pipeline/_helpers.ts";
 
-const SLOW = { timeout: 240_000 };
+const SLOW = { timeout: 600_000 };
 
 async function pplOf(dir: string, text: string): Promise<number> {
   const m = await loadModel(dir);

@@ -65,7 +65,7 @@ test("GGUF → tokenizer.json: id-exact on random text (unknown characters as by
 });
 
 test("a compressed stories260K folder's tokenizer.json: transformers.js AutoTokenizer gives our ids", {
-  timeout: 240_000,
+  timeout: 600_000,
 }, async () => {
   // deno-lint-ignore no-explicit-any
   let tjs: any;
