@@ -49,7 +49,7 @@ test(
       await writeFile(join(site, "bogus.gguf"), "this is a text file, not a GGUF model\n".repeat(20));
       files = await serveFiles(site);
       const build = await buildWorker(join(tmp, "dist"));
-      const w = await startWorkerd(binary!, build.dir);
+      const w = await startWorkerd(binary!, build.dir, "worker.js", 300_000); // start-up bound sized for a loaded machine
       workers.push(w);
       const text = await readFile(repo("data/tinystories-valid.part1.txt"), "utf8");
 
@@ -97,7 +97,7 @@ test(
       assert.ok(a > dense, "compression costs perplexity"); // the model was really compressed
 
       // Not a model: a clear one-line error, well before the timeout.
-      const bad = await fetch(q("bogus.gguf"), { signal: AbortSignal.timeout(60_000) });
+      const bad = await fetch(q("bogus.gguf"), { signal: AbortSignal.timeout(300_000) });
       const msg = await bad.text();
       assert.equal(bad.status, 400, msg);
       assert.match(msg, /bogus\.gguf/);
@@ -107,7 +107,7 @@ test(
       assert.match(await missing.text(), /missing parameter model=/);
 
       // Without the precompiled kernels: it says so, and why.
-      const plain = await startWorkerd(binary!, build.dir, "worker_nowasm.js");
+      const plain = await startWorkerd(binary!, build.dir, "worker_nowasm.js", 300_000);
       workers.push(plain);
       const health = await (await fetch(`${plain.origin}/health`)).text();
       assert.match(health, /kernels ts: no precompiled WebAssembly\.Module/);
