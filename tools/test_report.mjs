@@ -31,22 +31,36 @@ export function runnerCounts(runner, out, code) {
 /**
  * The reason of a skipped test, from the source text that starts at the test's line: the string literals of
  * the first `skip` option (`skip: cond ? "why" : false`) or `t.skip("why")` call, read to the end of that
- * expression (a comma or closing bracket at its depth, or a line break not continued by an operator).
+ * expression (a comma or closing bracket at its depth, or a line break not continued by an operator). A `skip`
+ * inside a string or a comment does not count; a reason held in a variable reads "(reason not written in the source: see the printed skip lines)".
  * @param {string} text
  * @returns {string}
  */
 export function skipReason(text) {
-  const at = text.search(/\bskip\s*[:(]/);
-  if (at < 0) return "(no reason in the source)";
+  /** Index past the string literal that opens at `i`. */
+  const pastString = (i) => {
+    let j = i + 1;
+    while (j < text.length && text[j] !== text[i]) j += text[j] === "\\" ? 2 : 1;
+    return j + 1;
+  };
+  // The `skip` of code, not one inside a string ("skip: …" messages) or a comment.
+  let at = -1;
+  for (let i = 0; i < text.length && at < 0;) {
+    const c = text[i];
+    if (c === '"' || c === "'" || c === "`") i = pastString(i);
+    else if (text.startsWith("//", i)) i = text.indexOf("\n", i) >>> 0;
+    else if (/\bskip\s*[:(]/y.test(text.slice(i, i + 40)) && !/[\w$]/.test(text[i - 1] ?? "")) at = i;
+    else i++;
+  }
+  if (at < 0) return "(reason not written in the source: see the printed skip lines)";
   const strings = [];
   let depth = 0;
   for (let i = text.slice(at).search(/[:(]/) + at + 1; i < text.length; i++) {
     const c = text[i];
     if (c === '"' || c === "'" || c === "`") {
-      let j = i + 1;
-      while (j < text.length && text[j] !== c) j += text[j] === "\\" ? 2 : 1;
-      strings.push(text.slice(i + 1, j));
-      i = j;
+      const end = pastString(i);
+      strings.push(text.slice(i + 1, end - 1));
+      i = end - 1;
     } else if ("([{".includes(c)) depth++;
     else if (")]}".includes(c) && --depth < 0) break;
     else if (c === "," && depth === 0) break;
@@ -55,7 +69,9 @@ export function skipReason(text) {
       if (!/[?:&|+]$/.test(before) && !/^[?:&|+]/.test(after)) break;
     }
   }
-  return strings.length ? strings.join(" / ") : "(no reason in the source)";
+  return strings.length
+    ? strings.join(" / ")
+    : "(reason not written in the source: see the printed skip lines)";
 }
 
 const ENTITIES = { quot: '"', apos: "'", lt: "<", gt: ">", amp: "&" };

@@ -46,8 +46,20 @@ test("skipReason: the strings of the skip expression, not of what follows it", (
     skipReason(`  if (!ok) {\n    t.skip("clang not installed");\n    return;\n  }`),
     "clang not installed",
   );
-  assert.equal(skipReason(`{ skip: SKIP_REASON }, () => {}`), "(no reason in the source)");
-  assert.equal(skipReason(`test("plain", () => {});`), "(no reason in the source)");
+  assert.equal(
+    skipReason(`{ skip: SKIP_REASON }, () => {}`),
+    "(reason not written in the source: see the printed skip lines)",
+  );
+  // A "skip:" inside a message or a comment is not the skip: here the reason is a variable.
+  const message =
+    "async (t) => {\n  // skip: not this\n  if (!ok) {\n    console.log(`skip: WebGPU unavailable (${why})`);" +
+    '\n    t.skip(why);\n    return;\n  }\n  f("not a reason");';
+  assert.equal(skipReason(message), "(reason not written in the source: see the printed skip lines)");
+  assert.equal(skipReason('console.log("skip: x");\nt.skip("the real one");'), "the real one");
+  assert.equal(
+    skipReason(`test("plain", () => {});`),
+    "(reason not written in the source: see the printed skip lines)",
+  );
 });
 
 test("junitSkips: each skipped case of Deno's and Bun's reports, with file, line, name and reason", () => {
