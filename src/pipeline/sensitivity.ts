@@ -19,6 +19,7 @@ import type { TensorReader } from "../io/tensor_reader.ts";
 import type { Matrix } from "../linalg/matrix.ts";
 import { asvdFactors, asvdSpectrum } from "../methods/asvd.ts";
 import { SENSITIVITY_RATIOS, type SensitivityTable } from "../methods/asvd_sensitivity.ts";
+import { keptRank } from "../methods/ratio.ts";
 import {
   BLOCK_FIELD,
   forwardBlock,
@@ -243,7 +244,7 @@ export async function sensitivitySweep(
       const sp = asvdSpectrum(lin.weight, { absMean: obs.get(l)!.mean() }, { alpha });
       for (const p of ratios) {
         const m = lin.weight.rows, n = lin.weight.cols;
-        const rank = Math.max(1, Math.min(Math.floor((m * n * p) / (m + n)), m, n));
+        const rank = Math.max(1, Math.min(keptRank(m, n, p), m, n));
         const { a, b } = asvdFactors(sp, rank);
         const block: LlamaBlock = {
           ...blocks[i],
