@@ -49,7 +49,7 @@ import type { LlamaSpec } from "../model/spec.ts";
 import { checkedReader, type TensorReader } from "../io/tensor_reader.ts";
 import type { Tokenizer } from "../tokenize/tokenizer.ts";
 import { compressAsvd } from "../methods/asvd.ts";
-import { allocateBySensitivity, type LayerShape, SENSITIVITY_RATIOS } from "../methods/asvd_sensitivity.ts";
+import type { LayerShape } from "../methods/asvd_sensitivity.ts";
 import type { Factors, MethodReport } from "../methods/factors.ts";
 import {
   describeRatio,
@@ -66,7 +66,7 @@ import { KV_LINEARS, type KvCacheReport, kvCacheSavings, kvRank } from "../metho
 import { compressSvdLlm, crossFromLayer, type SvdLlmStats, updateA } from "../methods/svdllm.ts";
 import { embedWindows, type HiddenStates, runBlock } from "./hidden.ts";
 import { openOutputDir } from "./output_dir.ts";
-import { sensitivitySweep } from "./sensitivity.ts";
+import { type Allocation, allocateLinears } from "./sensitivity.ts";
 import { createPeakMemory, findGarbageCollector, findMemoryTrimmer } from "./memory.ts";
 
 /** Version recorded in the output's config.json. */
@@ -140,10 +140,17 @@ export interface CompressOptions {
   update?: boolean;
   /** ASVD: α (default 0.5). */
   alpha?: number;
-  /** ASVD: "uniform" (default: every linear at the ratio) or "sensitivity" (the paper's sweep + search). */
-  allocation?: "uniform" | "sensitivity";
-  /** ASVD sensitivity sweep: JSON cache file (resumable), the ratio grid and how many windows it uses. */
-  sensitivity?: { cacheFile?: string; ratios?: readonly number[]; samples?: number };
+  /**
+   * Ranks per linear: "uniform" (default: every linear at the ratio); ASVD's "sensitivity" (fast: each
+   * linear's output-error curve scaled by one end-to-end point) or "sweep" (the paper's full sweep); "global"
+   * (any method: its exact per-component truncation losses under one budget). See `allocateLinears`.
+   */
+  allocation?: Allocation;
+  /**
+   * Sweeps: the full sweep's JSON cache file (resumable), ratio grid and windows used; the fast allocation's
+   * one ratio and windows (defaults 0.6 and 8).
+   */
+  sensitivity?: { cacheFile?: string; ratios?: readonly number[]; samples?: number; ratio?: number };
   /** Linears to compress (default all seven). */
   linears?: readonly LinearName[];
   /**
@@ -218,8 +225,8 @@ export interface CompressReport {
   /** SVD-LLM update. */
   update: boolean;
   /** Rank allocation used. */
-  allocation: "uniform" | "sensitivity";
-  /** ASVD sweep facts when run. */
+  allocation: Allocation;
+  /** Allocation facts when not uniform (densePpl: NaN when no sweep ran; achievedKept: over the linears). */
   sensitivity?: { seconds: number; fromCache: boolean; densePpl: number; achievedKept: number };
   /** KV-cache mode: cache bytes per token, full versus latent (fp16 values). */
   kvCache?: KvCacheReport;
@@ -319,12 +326,14 @@ function validate(opts: CompressOptions): void {
   if (opts.update && opts.method !== "svdllm") {
     throw new OptionError(`compress: update applies to method "svdllm" only, not "${opts.method}"`);
   }
-  if (opts.kvCache && (opts.linears || opts.allocation === "sensitivity")) {
+  if (opts.kvCache && (opts.linears || (opts.allocation ?? "uniform") !== "uniform")) {
     throw new OptionError(`compress: kvCache chooses the linears and ranks itself; drop linears/allocation`);
   }
-  if (opts.allocation !== undefined && opts.allocation !== "uniform" && opts.allocation !== "sensitivity") {
+  if (opts.allocation !== undefined && !["uniform", "sensitivity", "sweep", "global"].includes(opts.allocation)) {
     throw new OptionError(
-      `compress: allocation must be "uniform" or "sensitivity", got ${JSON.stringify(opts.allocation)}`,
+      `compress: allocation must be "uniform", "sensitivity", "sweep" or "global", got ${
+        JSON.stringify(opts.allocation)
+      }`,
     );
   }
   if (opts.dtype !== undefined && !["F32", "F16", "BF16"].includes(opts.dtype)) {
@@ -332,8 +341,8 @@ function validate(opts: CompressOptions): void {
       `compress: dtype must be "F32", "F16" or "BF16", got ${JSON.stringify(opts.dtype)}`,
     );
   }
-  if (opts.allocation === "sensitivity" && opts.method !== "asvd") {
-    throw new OptionError(`compress: allocation "sensitivity" applies to method "asvd" only`);
+  if ((opts.allocation === "sensitivity" || opts.allocation === "sweep") && opts.method !== "asvd") {
+    throw new OptionError(`compress: allocation "${opts.allocation}" applies to method "asvd" only`);
   }
   if (opts.method !== "svd" && !opts.calibration?.text && !opts.calibration?.ids) {
     throw new OptionError(
@@ -464,25 +473,24 @@ export async function compressModel(
     }
     const ranks: Record<string, number | null> = {};
     let sensitivity: CompressReport["sensitivity"];
-    if (allocation === "sensitivity") {
+    if (allocation !== "uniform") {
       start();
-      const sw = opts.sensitivity ?? {};
-      const sweepWindows = windows!.slice(0, sw.samples ?? windows!.length);
-      const res = await sensitivitySweep({ spec, reader }, sweepWindows, {
-        ratios: sw.ratios ?? SENSITIVITY_RATIOS,
+      const res = await allocateLinears({ spec, reader }, windows, {
+        allocation,
+        method,
+        kept: keptFraction(opts.ratio),
         alpha: opts.alpha,
         linears,
         batchSize: batch,
-        cacheFile: sw.cacheFile,
+        sensitivity: opts.sensitivity,
         onProgress: (e) => emit({ stage: "sensitivity", ...e }),
       });
-      const alloc = allocateBySensitivity(res.table, shapes, keptFraction(opts.ratio));
-      Object.assign(ranks, alloc.ranks);
+      Object.assign(ranks, res.ranks);
       sensitivity = {
         seconds: res.seconds,
         fromCache: res.fromCache,
-        densePpl: res.densePpl,
-        achievedKept: alloc.achievedKept,
+        densePpl: res.densePpl ?? NaN,
+        achievedKept: res.achievedKept,
       };
       stop("sensitivity");
     } else if (opts.kvCache) {

@@ -18,13 +18,21 @@ import { writeFileAtomic } from "../io/atomic_write.ts";
 import type { TensorReader } from "../io/tensor_reader.ts";
 import type { Matrix } from "../linalg/matrix.ts";
 import { asvdFactors, asvdSpectrum } from "../methods/asvd.ts";
-import { SENSITIVITY_RATIOS, type SensitivityTable } from "../methods/asvd_sensitivity.ts";
+import { allocateRanks, type LossCurve } from "../methods/allocation.ts";
+import {
+  type LayerShape,
+  SENSITIVITY_RATIOS,
+  type SensitivityTable,
+  sweepCurves,
+} from "../methods/asvd_sensitivity.ts";
 import { keptRank } from "../methods/ratio.ts";
 import {
   BLOCK_FIELD,
   forwardBlock,
   forwardBlockFrom,
   type Linear,
+  linearIn,
+  linearOut,
   type LlamaBlock,
   type LlamaHead,
   loadBlock,
@@ -35,6 +43,7 @@ import {
 import { LINEAR_NAMES, type LinearName, linearPrefix } from "../model/names.ts";
 import type { LlamaSpec } from "../model/spec.ts";
 import { embedWindows, type HiddenStates, runBlock } from "./hidden.ts";
+import { calibratedCurves, lossCurves, truncationLosses } from "./truncation_losses.ts";
 
 /** Options of {@link sensitivitySweep}. */
 export interface SensitivityOptions {
@@ -294,3 +303,121 @@ export async function sensitivitySweep(
     key,
   };
 }
+
+/** How ranks are chosen across the linears: see {@link allocateLinears}. */
+export type Allocation = "uniform" | "sensitivity" | "sweep" | "global";
+
+/** Options of {@link allocateLinears}. */
+export interface AllocateLinearsOptions {
+  /** "sensitivity" (fast, ASVD), "sweep" (the paper's full sweep, ASVD) or "global" (any method). */
+  allocation: Exclude<Allocation, "uniform">;
+  /** The method whose truncation is allocated. */
+  method: "svd" | "asvd" | "svdllm";
+  /** Fraction of the linears' parameters to keep, in (0, 1). */
+  kept: number;
+  /** ASVD α (default 0.5). */
+  alpha?: number;
+  /** Linears to compress (default all seven). */
+  linears?: readonly LinearName[];
+  /** Windows per forward batch (default 8). */
+  batchSize?: number;
+  /**
+   * Sweeps: cache file and ratio grid of the full sweep, and how many of the windows it uses (default all);
+   * for the fast allocation, the one ratio its end-to-end points are measured at (default 0.6) and the
+   * windows they use (default 8).
+   */
+  sensitivity?: { cacheFile?: string; ratios?: readonly number[]; samples?: number; ratio?: number };
+  /** Progress of the sweep or of the losses' pass. */
+  onProgress?: (e: { layer?: string; done: number; total: number; etaSeconds?: number }) => void;
+}
+
+/** Result of {@link allocateLinears}. */
+export interface LinearAllocation {
+  /** Per linear (tensor prefix): the rank, or null to stay dense. */
+  ranks: Record<string, number | null>;
+  /** Fraction of the linears' parameters kept: at most the target, within one rank step of it. */
+  achievedKept: number;
+  /** Dense calibration perplexity, when a sweep measured it. */
+  densePpl?: number;
+  /** A full sweep came from its cache. */
+  fromCache: boolean;
+  /** Wall seconds. */
+  seconds: number;
+}
+
+/**
+ * Choose every linear's rank under one budget (`kept` of the linears' parameters), landing within one rank
+ * step of it:
+ * - "sweep": ASVD's sensitivity sweep (every linear at every ratio of the grid, calibration perplexity of the
+ *   whole model), its perplexities as loss curves, ASVD's threshold rule at rank granularity;
+ * - "sensitivity" (ASVD, fast): each linear's exact ASVD output-error curve on the calibration inputs, scaled
+ *   by one end-to-end point per linear (a one-ratio sweep on a few windows, see {@link calibratedCurves}),
+ *   threshold rule;
+ * - "global": the method's own exact per-component truncation losses (SVD-LLM: the σ² tail of W·L), least
+ *   total loss (marginal rule).
+ * `windows` may be undefined for "global" with plain SVD (weight-space losses). Throws OptionError on a
+ * target no allocation reaches.
+ */
+export async function allocateLinears(
+  model: { spec: LlamaSpec; reader: TensorReader },
+  windows: readonly Int32Array[] | undefined,
+  opts: AllocateLinearsOptions,
+): Promise<LinearAllocation> {
+  const t0 = performance.now();
+  const { spec } = model;
+  const linears = opts.linears ?? LINEAR_NAMES;
+  const sw = opts.sensitivity ?? {};
+  const shapes: LayerShape[] = [];
+  const blockShapes = await loadBlock(model.reader, spec, 0);
+  for (let i = 0; i < spec.numLayers; i++) {
+    for (const l of linears) {
+      const lin = blockShapes[BLOCK_FIELD[l]] as Linear;
+      shapes.push({ name: linearPrefix(i, l), rows: linearOut(lin), cols: linearIn(lin) });
+    }
+  }
+  const sweepOpts = { alpha: opts.alpha, linears, batchSize: opts.batchSize, onProgress: opts.onProgress };
+  let curves: LossCurve[], rule: "threshold" | "marginal" = "threshold";
+  let densePpl: number | undefined, fromCache = false;
+  if (opts.allocation !== "global" && opts.method !== "asvd") {
+    throw new OptionError(`allocation "${opts.allocation}" applies to method "asvd" only; use "global"`);
+  }
+  if (opts.allocation === "sweep") {
+    const res = await sensitivitySweep(model, windows!.slice(0, sw.samples ?? windows!.length), {
+      ...sweepOpts,
+      ratios: sw.ratios,
+      cacheFile: sw.cacheFile,
+    });
+    curves = sweepCurves(res.table, shapes, res.densePpl);
+    (densePpl = res.densePpl), (fromCache = res.fromCache);
+  } else if (opts.allocation === "sensitivity") {
+    const p = sw.ratio ?? FAST_RATIO;
+    const losses = await truncationLosses(model, windows, { ...sweepOpts, method: "asvd" });
+    const res = await sensitivitySweep(model, windows!.slice(0, sw.samples ?? FAST_SAMPLES), {
+      ...sweepOpts,
+      ratios: [p],
+    });
+    const measured: Record<string, { rank: number; nll: number }> = {};
+    for (const s of shapes) {
+      measured[s.name] = {
+        rank: Math.max(1, keptRank(s.rows, s.cols, p)),
+        nll: Math.log(res.table[s.name][String(p)] / res.densePpl),
+      };
+    }
+    curves = calibratedCurves(losses, measured);
+    densePpl = res.densePpl;
+  } else {
+    curves = lossCurves(await truncationLosses(model, windows, { ...sweepOpts, method: opts.method }));
+    rule = "marginal";
+  }
+  const a = allocateRanks(curves, opts.kept, { rule });
+  return {
+    ranks: a.ranks,
+    achievedKept: a.achievedKept,
+    densePpl,
+    fromCache,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+/** The fast allocation's end-to-end points: at this parameter ratio, on this many windows. */
+const FAST_RATIO = 0.6, FAST_SAMPLES = 8;

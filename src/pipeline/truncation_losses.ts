@@ -4,7 +4,7 @@
  * sweep uses them) records every linear's inputs as a mean Gram matrix G and per-channel mean |x|, and turns
  * them at once into per-component losses — the exact mean squared output error each dropped component adds:
  *
- * - svd: c_j = σ_j²·v_jᵀ G v_j (W = U Σ Vᵀ);
+ * - svd: c_j = σ_j²·v_jᵀ G v_j (W = U Σ Vᵀ), or σ_j² (the weight's own error) without calibration windows;
  * - asvd: c_j = σ_j²·ṽ_jᵀ G ṽ_j, ṽ_j = S⁻¹ v_j (W·S = U Σ Vᵀ);
  * - svdllm: c_j = σ_j(W L)², the eigenvalues of W G Wᵀ (SVD-LLM's loss is exactly this tail).
  *
@@ -20,6 +20,7 @@ import { GramObserver } from "../calib/gram.ts";
 import { OptionError } from "../errors.ts";
 import type { TensorReader } from "../io/tensor_reader.ts";
 import type { Matrix } from "../linalg/matrix.ts";
+import { svdPart } from "../linalg/svd.ts";
 import type { LossCurve } from "../methods/allocation.ts";
 import { asvdComponentLosses } from "../methods/asvd.ts";
 import { whitenedComponentLosses } from "../methods/svdllm.ts";
@@ -83,11 +84,12 @@ const FIRST_OF_INPUT: ReadonlySet<LinearName> = new Set<LinearName>([
  */
 export async function truncationLosses(
   model: { spec: LlamaSpec; reader: TensorReader },
-  windows: readonly Int32Array[],
+  windows: readonly Int32Array[] | undefined,
   opts: TruncationLossOptions,
 ): Promise<LinearLosses[]> {
   const { spec, reader } = model;
-  if (windows.length < 1 || windows[0].length < 2) {
+  if (!windows && opts.method === "svd") return weightLosses(model, opts.linears ?? LINEAR_NAMES);
+  if (!windows || windows.length < 1 || windows[0].length < 2) {
     throw new OptionError(`truncation losses: needs at least one calibration window of 2 tokens or more`);
   }
   const linears = opts.linears ?? LINEAR_NAMES;
@@ -122,6 +124,24 @@ export async function truncationLosses(
       out.push({ name, rows: lin.weight.rows, cols: lin.weight.cols, components });
     }
     opts.onProgress?.({ layer: `model.layers.${i}`, done: i + 1, total: spec.numLayers });
+  }
+  return out;
+}
+
+/** Plain SVD without calibration data: c_j = σ_j(W)², the Frobenius error of each dropped component. */
+async function weightLosses(
+  model: { spec: LlamaSpec; reader: TensorReader },
+  linears: readonly LinearName[],
+): Promise<LinearLosses[]> {
+  const out: LinearLosses[] = [];
+  for (let i = 0; i < model.spec.numLayers; i++) {
+    const block = await loadBlock(model.reader, model.spec, i);
+    for (const l of linears) {
+      const lin = block[BLOCK_FIELD[l]] as Linear, name = linearPrefix(i, l);
+      if (lin.kind !== "dense") throw new OptionError(`truncation losses: ${name} is already low-rank`);
+      const { s } = svdPart(lin.weight);
+      out.push({ name, rows: lin.weight.rows, cols: lin.weight.cols, components: s.map((v) => v * v) });
+    }
   }
   return out;
 }
