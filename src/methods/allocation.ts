@@ -53,6 +53,14 @@ export interface LossCurve {
 export interface AllocateOptions {
   /** "threshold" (ASVD's rule, default) or "marginal" (least total loss). */
   rule?: "threshold" | "marginal";
+  /**
+   * Group of each curve (by name): each group keeps the target fraction of its own parameters, and only
+   * losses within a group are compared (e.g. one group per kind of linear, whose losses share a scale, as
+   * SVD-LLM V2 allocates); what the groups leave of the budget is then filled across them. Default: one group.
+   */
+  groupOf?: (name: string) => string;
+  /** Ranks to start from instead of searching (within the budget); only the filling of what is left runs. */
+  start?: Readonly<Record<string, number | null>>;
 }
 
 /** Result of {@link allocateRanks}. */
@@ -80,6 +88,16 @@ export function allocateRanks(
   targetKept: number,
   opts: AllocateOptions = {},
 ): RankAllocation {
+  if (opts.groupOf) {
+    const groups = new Map<string, LossCurve[]>();
+    for (const c of curves) {
+      const g = opts.groupOf(c.name);
+      groups.set(g, [...(groups.get(g) ?? []), c]);
+    }
+    const start: Record<string, number | null> = {};
+    for (const g of groups.values()) Object.assign(start, allocateRanks(g, targetKept, { rule: opts.rule }).ranks);
+    return allocateRanks(curves, targetKept, { rule: opts.rule, start });
+  }
   if (!(targetKept > 0 && targetKept < 1)) {
     throw new OptionError(`rank allocation: target kept fraction must be in (0, 1), got ${targetKept}`);
   }
@@ -136,7 +154,11 @@ export function allocateRanks(
         return best;
       });
   let ks: (number | null)[];
-  if (rule === "threshold") {
+  if (opts.start) {
+    const start = opts.start;
+    ks = ls.map((l) => start[l.name] ?? null);
+    if (params(ks) > budget) throw new OptionError(`rank allocation: the starting ranks exceed the budget`);
+  } else if (rule === "threshold") {
     // The smallest τ among the losses offered that meets the budget (τ = the largest finite loss does).
     const taus = [...new Set(ls.flatMap((l) => [...l.loss].filter((v) => v < Infinity)))].sort((a, b) => a - b);
     let lo = 0, hi = taus.length - 1;

@@ -141,14 +141,14 @@ export interface CompressOptions {
   /** ASVD: α (default 0.5). */
   alpha?: number;
   /**
-   * Ranks per linear: "uniform" (default: every linear at the ratio); ASVD's "sensitivity" (fast: each
-   * linear's output-error curve scaled by one end-to-end point) or "sweep" (the paper's full sweep); "global"
-   * (any method: its exact per-component truncation losses under one budget). See `allocateLinears`.
+   * Ranks per linear: "uniform" (default: every linear at the ratio); "global" (any method: its exact
+   * per-component truncation losses under one budget) — for ASVD also called "sensitivity", its fast
+   * allocation; ASVD's "sweep" (the paper's full sensitivity sweep: minutes). See `allocateLinears`.
    */
   allocation?: Allocation;
   /**
-   * Sweeps: the full sweep's JSON cache file (resumable), ratio grid and windows used; the fast allocation's
-   * one ratio and windows (defaults 0.6 and 8).
+   * The full sweep's JSON cache file (resumable), ratio grid and windows used; `ratio`: "sensitivity"'s
+   * calibrated variant (see `allocateLinears`).
    */
   sensitivity?: { cacheFile?: string; ratios?: readonly number[]; samples?: number; ratio?: number };
   /** Linears to compress (default all seven). */

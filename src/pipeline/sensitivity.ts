@@ -28,8 +28,10 @@ import {
 import { keptRank } from "../methods/ratio.ts";
 import {
   BLOCK_FIELD,
+  BlockScratch,
   forwardBlock,
   forwardBlockFrom,
+  forwardBlockInPlace,
   type Linear,
   linearIn,
   linearOut,
@@ -43,6 +45,7 @@ import {
 import { LINEAR_NAMES, type LinearName, linearPrefix } from "../model/names.ts";
 import type { LlamaSpec } from "../model/spec.ts";
 import { embedWindows, type HiddenStates, runBlock } from "./hidden.ts";
+import { findGarbageCollector } from "./memory.ts";
 import { calibratedCurves, lossCurves, truncationLosses } from "./truncation_losses.ts";
 
 /** Options of {@link sensitivitySweep}. */
@@ -227,6 +230,8 @@ export async function sensitivitySweep(
   const tSweep = performance.now();
   let swept = 0;
   const seq = h.seq, d = h.x.cols;
+  const scratch = new BlockScratch();
+  const gc = await findGarbageCollector();
   for (let i = 0; i < spec.numLayers; i++) {
     const todo = linears.filter((l) =>
       Object.keys(cache.table[linearPrefix(i, l)] ?? {}).length !== ratios.length
@@ -271,8 +276,10 @@ export async function sensitivitySweep(
       const trace = traceBlock(spec, blocks[i], x, layout);
       const targets = targetsOf(windows.slice(s0, s0 + nb), seq);
       for (const vt of variants) {
-        let y = forwardBlockFrom(spec, vt.block, x, layout, trace, vt.linear);
-        for (let j = i + 1; j < spec.numLayers; j++) y = forwardBlock(spec, blocks[j], y, layout);
+        // The later blocks run in place over the variant's own output, their temporaries in one scratch
+        // (bit-for-bit forwardBlock's values): no per-variant garbage beyond that output.
+        const y = forwardBlockFrom(spec, vt.block, x, layout, trace, vt.linear);
+        for (let j = i + 1; j < spec.numLayers; j++) forwardBlockInPlace(spec, blocks[j], y, layout, undefined, scratch);
         addNll(vt.nll, tokenNll(spec, head, y, targets), targets);
       }
     }
@@ -281,6 +288,8 @@ export async function sensitivitySweep(
       for (const vt of variants) if (vt.linear === l) row[String(vt.p)] = pplOf(vt.nll);
       cache.table[linearPrefix(i, l)] = row;
     }
+    variants.length = 0;
+    gc?.(); // the block's variants and traces, before the next block's
     await save();
     for (const l of todo) {
       swept++;
@@ -309,7 +318,7 @@ export type Allocation = "uniform" | "sensitivity" | "sweep" | "global";
 
 /** Options of {@link allocateLinears}. */
 export interface AllocateLinearsOptions {
-  /** "sensitivity" (fast, ASVD), "sweep" (the paper's full sweep, ASVD) or "global" (any method). */
+  /** "sensitivity" (ASVD: fast, = "global"), "sweep" (ASVD: the paper's full sweep) or "global" (any method). */
   allocation: Exclude<Allocation, "uniform">;
   /** The method whose truncation is allocated. */
   method: "svd" | "asvd" | "svdllm";
@@ -322,9 +331,9 @@ export interface AllocateLinearsOptions {
   /** Windows per forward batch (default 8). */
   batchSize?: number;
   /**
-   * Sweeps: cache file and ratio grid of the full sweep, and how many of the windows it uses (default all);
-   * for the fast allocation, the one ratio its end-to-end points are measured at (default 0.6) and the
-   * windows they use (default 8).
+   * Sweeps: cache file and ratio grid of the full sweep, and how many of the windows it uses (default all).
+   * `ratio` turns "sensitivity" into its calibrated variant: output-error curves scaled by a one-ratio sweep
+   * at that ratio on `samples` windows (default 8); slower, and not better on tinylm-brown or stories260K.
    */
   sensitivity?: { cacheFile?: string; ratios?: readonly number[]; samples?: number; ratio?: number };
   /** Progress of the sweep or of the losses' pass. */
@@ -350,11 +359,11 @@ export interface LinearAllocation {
  * step of it:
  * - "sweep": ASVD's sensitivity sweep (every linear at every ratio of the grid, calibration perplexity of the
  *   whole model), its perplexities as loss curves, ASVD's threshold rule at rank granularity;
- * - "sensitivity" (ASVD, fast): each linear's exact ASVD output-error curve on the calibration inputs, scaled
- *   by one end-to-end point per linear (a one-ratio sweep on a few windows, see {@link calibratedCurves}),
- *   threshold rule;
- * - "global": the method's own exact per-component truncation losses (SVD-LLM: the σ² tail of W·L), least
- *   total loss (marginal rule).
+ * - "global", and "sensitivity" for ASVD (fast, the default way to allocate ASVD's ranks): the method's own
+ *   exact per-component truncation losses on the calibration inputs (ASVD: its output error; SVD-LLM: the σ²
+ *   tail of W·L; SVD without calibration: σ² of W), as fractions of each linear's output energy, least total
+ *   loss within each kind of linear (q_proj, …, down_proj), each kind keeping the target share;
+ * - "sensitivity" with `sensitivity.ratio`: the calibrated variant (see {@link calibratedCurves}).
  * `windows` may be undefined for "global" with plain SVD (weight-space losses). Throws OptionError on a
  * target no allocation reaches.
  */
@@ -377,6 +386,7 @@ export async function allocateLinears(
   }
   const sweepOpts = { alpha: opts.alpha, linears, batchSize: opts.batchSize, onProgress: opts.onProgress };
   let curves: LossCurve[], rule: "threshold" | "marginal" = "threshold";
+  let groupOf: ((name: string) => string) | undefined;
   let densePpl: number | undefined, fromCache = false;
   if (opts.allocation !== "global" && opts.method !== "asvd") {
     throw new OptionError(`allocation "${opts.allocation}" applies to method "asvd" only; use "global"`);
@@ -389,8 +399,8 @@ export async function allocateLinears(
     });
     curves = sweepCurves(res.table, shapes, res.densePpl);
     (densePpl = res.densePpl), (fromCache = res.fromCache);
-  } else if (opts.allocation === "sensitivity") {
-    const p = sw.ratio ?? FAST_RATIO;
+  } else if (opts.allocation === "sensitivity" && sw.ratio !== undefined) {
+    const p = sw.ratio;
     const losses = await truncationLosses(model, windows, { ...sweepOpts, method: "asvd" });
     const res = await sensitivitySweep(model, windows!.slice(0, sw.samples ?? FAST_SAMPLES), {
       ...sweepOpts,
@@ -406,10 +416,16 @@ export async function allocateLinears(
     curves = calibratedCurves(losses, measured);
     densePpl = res.densePpl;
   } else {
-    curves = lossCurves(await truncationLosses(model, windows, { ...sweepOpts, method: opts.method }));
+    // Relative losses (the fraction of each linear's output lost), compared only among linears of one kind
+    // (all q_proj, all down_proj, …), each kind keeping its share: on stories260K (svdllm, 20/40/60 %
+    // removed) this beat absolute losses over all linears (64.4/90.0/147 → 29.4/87.0/117.7) and relative
+    // ones over all linears (32.0/92.1/142.6).
+    const losses = await truncationLosses(model, windows, { ...sweepOpts, method: opts.method });
+    curves = lossCurves(losses, { relative: true });
     rule = "marginal";
+    groupOf = (name: string) => name.replace(/^model\.layers\.\d+\./, "");
   }
-  const a = allocateRanks(curves, opts.kept, { rule });
+  const a = allocateRanks(curves, opts.kept, { rule, groupOf });
   return {
     ranks: a.ranks,
     achievedKept: a.achievedKept,
@@ -419,5 +435,5 @@ export async function allocateLinears(
   };
 }
 
-/** The fast allocation's end-to-end points: at this parameter ratio, on this many windows. */
-const FAST_RATIO = 0.6, FAST_SAMPLES = 8;
+/** Windows of the calibrated variant's one-ratio sweep (8 of 32: 35 CPU-s on tinylm-brown). */
+const CALIBRATION_SAMPLES = 8;
