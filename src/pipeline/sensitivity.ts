@@ -402,7 +402,7 @@ export async function allocateLinears(
   } else if (opts.allocation === "sensitivity" && sw.ratio !== undefined) {
     const p = sw.ratio;
     const losses = await truncationLosses(model, windows, { ...sweepOpts, method: "asvd" });
-    const res = await sensitivitySweep(model, windows!.slice(0, sw.samples ?? FAST_SAMPLES), {
+    const res = await sensitivitySweep(model, windows!.slice(0, sw.samples ?? CALIBRATION_SAMPLES), {
       ...sweepOpts,
       ratios: [p],
     });
