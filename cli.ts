@@ -41,7 +41,7 @@ usage:
   cli.ts generate MODEL [--prompt TEXT] [--tokens N]
   cli.ts compress IN OUT --method svd|asvd|svdllm (--ratio R | --kept P) [--calib FILE]
                   [--samples N] [--seqlen L] [--seed S] [--update] [--original-activations]
-                  [--alpha A] [--allocation uniform|sensitivity] [--kv-cache] [--dtype F32|F16|BF16]
+                  [--alpha A] [--allocation uniform|sensitivity|sweep|global] [--kv-cache] [--dtype F32|F16|BF16]
                   [--force] [--overwrite]
   cli.ts inspect MODEL                          per-layer shapes, ranks and singular-value spectra
   cli.ts merge IN OUT                           low-rank factors back to dense weights

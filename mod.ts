@@ -55,6 +55,7 @@ export {
   type LayerReport,
 } from "./src/pipeline/compress.ts";
 export { merge, type MergeOptions, type MergeReport } from "./src/pipeline/merge.ts";
+export type { AllocationMode } from "./src/pipeline/sensitivity.ts";
 
 // Per-layer methods.
 export { asvd, type LayerCompressor, svdLayer, svdllm, type Target } from "./src/methods/layer.ts";

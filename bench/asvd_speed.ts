@@ -77,7 +77,12 @@ function timed(args: string[]): Run {
   if (res.status !== 0) throw new Error(`asvd_speed: ${args.join(" ")} failed:\n${res.stderr}`);
   const m = /TIME ([\d.]+) ([\d.]+) ([\d.]+) (\d+)\s*$/.exec(res.stderr);
   if (!m) throw new Error(`asvd_speed: no timing from /usr/bin/time in:\n${res.stderr}`);
-  return { wall: Number(m[1]), cpu: Number(m[2]) + Number(m[3]), peakMB: Number(m[4]) / 1024, out: res.stdout };
+  return {
+    wall: Number(m[1]),
+    cpu: Number(m[2]) + Number(m[3]),
+    peakMB: Number(m[4]) / 1024,
+    out: res.stdout,
+  };
 }
 
 /** Perplexity of a compressed folder in the README's protocol, in a child of its own. */
@@ -109,12 +114,20 @@ if (!existsSync("/usr/bin/time")) {
 const dir = await mkdtemp(join(tmpdir(), "asvd-speed-"));
 const f = (x: number, d = 2) => x.toFixed(d);
 try {
-  console.log(`ASVD, tinylm-brown, 25 % of the block linears removed, 32 × 256 calibration tokens, ${threads} threads`);
+  console.log(
+    `ASVD, tinylm-brown, 25 % of the block linears removed, 32 × 256 calibration tokens, ${threads} threads`,
+  );
   console.log(`before: ${load()}`);
   const o = OFFICIAL.asvd;
-  console.log("| allocation | removed | ppl | wall s | CPU s | peak MB | wall ÷ official | CPU ÷ official compute | peak ÷ official |");
+  console.log(
+    "| allocation | removed | ppl | wall s | CPU s | peak MB | wall ÷ official | CPU ÷ official compute | peak ÷ official |",
+  );
   console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-  console.log(`| official sweep (recorded) | ${f(100 * o.removed, 1)} % | ${o.ppl} | ${o.wall} | ${o.compute} | ${o.peakMB} | 1 | 1 | 1 |`);
+  console.log(
+    `| official sweep (recorded) | ${
+      f(100 * o.removed, 1)
+    } % | ${o.ppl} | ${o.wall} | ${o.compute} | ${o.peakMB} | 1 | 1 | 1 |`,
+  );
   for (const allocation of allocations) {
     const out = join(dir, allocation);
     const r = timed([
@@ -151,8 +164,12 @@ try {
     await rm(out, { recursive: true, force: true });
   }
   if (process.argv.includes("--svdllm")) {
-    console.log(`\nSVD-LLM, tinylm-brown, 20 % removed, 64 × 256, original activations (the official's mode)`);
-    console.log("| threads | wall s | CPU s | peak MB | official wall / compute / peak | wall ÷ official compute | peak ÷ official |");
+    console.log(
+      `\nSVD-LLM, tinylm-brown, 20 % removed, 64 × 256, original activations (the official's mode)`,
+    );
+    console.log(
+      "| threads | wall s | CPU s | peak MB | official wall / compute / peak | wall ÷ official compute | peak ÷ official |",
+    );
     console.log("| --- | --- | --- | --- | --- | --- | --- |");
     for (const t of [1, 2]) {
       const r = timed([
@@ -179,9 +196,11 @@ try {
       ]);
       const of = OFFICIAL.svdllm[t];
       console.log(
-        `| ${t} | ${f(r.wall)} | ${f(r.cpu)} | ${f(r.peakMB, 0)} | ${of.wall} / ${of.compute} / ${of.peakMB} | ${
-          f(r.wall / of.compute)
-        } | ${f(r.peakMB / of.peakMB)} |`,
+        `| ${t} | ${f(r.wall)} | ${f(r.cpu)} | ${
+          f(r.peakMB, 0)
+        } | ${of.wall} / ${of.compute} / ${of.peakMB} | ${f(r.wall / of.compute)} | ${
+          f(r.peakMB / of.peakMB)
+        } |`,
       );
     }
   }

@@ -53,8 +53,12 @@ if (threads > 1) await initLinalg({ threads });
 
 const m = await loadModel(join(SHARED, "models/tinylm-brown"));
 const { spec, reader } = m;
-const calibIds = m.tokenizer.encode(await readFile(join(SHARED, "data/brown-calib.txt"), "utf8"), { bos: true });
-const validIds = m.tokenizer.encode(await readFile(join(SHARED, "data/brown-valid.txt"), "utf8"), { bos: true });
+const calibIds = m.tokenizer.encode(await readFile(join(SHARED, "data/brown-calib.txt"), "utf8"), {
+  bos: true,
+});
+const validIds = m.tokenizer.encode(await readFile(join(SHARED, "data/brown-valid.txt"), "utf8"), {
+  bos: true,
+});
 const windows = calibrationWindows(calibIds, { samples: 32, seqlen: 256, seed: 0 });
 const head = await loadHead(reader, spec);
 const blocks: LlamaBlock[] = [];
@@ -65,7 +69,9 @@ for (let i = 0; i < spec.numLayers; i++) blocks.push(await loadBlock(reader, spe
 const t0 = performance.now();
 const asvdLoss = await truncationLosses(m, windows, { method: "asvd" });
 const whiteLoss = await truncationLosses(m, windows, { method: "svdllm" });
-console.log(`proxies: ${((performance.now() - t0) / 1000 / 2).toFixed(1)} s each (calibration pass + 42 spectra)`);
+console.log(
+  `proxies: ${((performance.now() - t0) / 1000 / 2).toFixed(1)} s each (calibration pass + 42 spectra)`,
+);
 interface Info {
   name: string;
   m: number;
@@ -79,7 +85,11 @@ for (let i = 0; i < spec.numLayers; i++) {
   const abs = new Map<LinearName, AbsMeanObserver>();
   const out = new Float32Array(h.data.length);
   for (let s0 = 0; s0 < windows.length; s0 += 8) {
-    const x: Matrix = { rows: 8 * 256, cols: h.cols, data: h.data.subarray(s0 * 256 * h.cols, (s0 + 8) * 256 * h.cols) };
+    const x: Matrix = {
+      rows: 8 * 256,
+      cols: h.cols,
+      data: h.data.subarray(s0 * 256 * h.cols, (s0 + 8) * 256 * h.cols),
+    };
     const y = forwardBlock(spec, blocks[i], x, layout, (l, input) => {
       if (!abs.has(l)) abs.set(l, new AbsMeanObserver(l, input.cols));
       abs.get(l)!.addBatch(input);
@@ -88,17 +98,28 @@ for (let i = 0; i < spec.numLayers; i++) {
   }
   for (const l of LINEAR_NAMES) {
     const w = (blocks[i][BLOCK_FIELD[l]] as Linear & { kind: "dense" }).weight;
-    infos.push({ name: linearPrefix(i, l), m: w.rows, n: w.cols, sp: asvdSpectrum(w, { absMean: abs.get(l)!.mean() }) });
+    infos.push({
+      name: linearPrefix(i, l),
+      m: w.rows,
+      n: w.cols,
+      sp: asvdSpectrum(w, { absMean: abs.get(l)!.mean() }),
+    });
   }
   h = { rows: h.rows, cols: h.cols, data: out };
 }
 
 const skipSweep = process.argv.includes("--skip-sweep");
-const sweep = skipSweep ? { table: {}, densePpl: NaN, fromCache: true, seconds: 0 } : await sensitivitySweep(m, windows, {
-  cacheFile,
-  onProgress: (e) => console.error(`sweep ${e.done}/${e.total}`),
-});
-console.log(`sweep: ${sweep.fromCache ? "from cache" : `${sweep.seconds.toFixed(0)} s`}, dense calib ppl ${sweep.densePpl}`);
+const sweep = skipSweep
+  ? { table: {}, densePpl: NaN, fromCache: true, seconds: 0 }
+  : await sensitivitySweep(m, windows, {
+    cacheFile,
+    onProgress: (e) => console.error(`sweep ${e.done}/${e.total}`),
+  });
+console.log(
+  `sweep: ${
+    sweep.fromCache ? "from cache" : `${sweep.seconds.toFixed(0)} s`
+  }, dense calib ppl ${sweep.densePpl}`,
+);
 
 const shapes = infos.map((f) => ({ name: f.name, rows: f.m, cols: f.n }));
 const curves: Record<string, LossCurve[]> = {
@@ -115,22 +136,34 @@ const pointOf = (table: Record<string, Record<string, number>>, dense: number, p
     rank: Math.max(1, keptRank(s.rows, s.cols, p)),
     nll: Math.log(table[s.name][String(p)] / dense),
   }]));
-if (!skipSweep) {
+if (!skipSweep && !process.argv.includes("--quick")) {
   for (const p of [0.5, 0.6, 0.7]) {
-    curves[`calibrated by the sweep at p = ${p}`] = calibratedCurves(asvdLoss, pointOf(sweep.table, sweep.densePpl, p));
+    curves[`calibrated by the sweep at p = ${p}`] = calibratedCurves(
+      asvdLoss,
+      pointOf(sweep.table, sweep.densePpl, p),
+    );
   }
 }
-for (const [samples, p] of [[8, 0.6], [4, 0.6], [8, 0.5]]) {
+for (const [samples, p] of process.argv.includes("--quick") ? [] : [[8, 0.6], [4, 0.6], [8, 0.5]]) {
   const t1 = performance.now(), c1 = process.cpuUsage();
   const one = await sensitivitySweep(m, windows.slice(0, samples), { ratios: [p] });
   const cpu = process.cpuUsage(c1);
-  console.log(`one-ratio sweep p = ${p} on ${samples} windows: ${((performance.now() - t1) / 1000).toFixed(1)} s wall, ${((cpu.user + cpu.system) / 1e6).toFixed(1)} s CPU`);
-  curves[`calibrated by ${samples} windows at p = ${p}`] = calibratedCurves(asvdLoss, pointOf(one.table, one.densePpl, p));
+  console.log(
+    `one-ratio sweep p = ${p} on ${samples} windows: ${
+      ((performance.now() - t1) / 1000).toFixed(1)
+    } s wall, ${((cpu.user + cpu.system) / 1e6).toFixed(1)} s CPU`,
+  );
+  curves[`calibrated by ${samples} windows at p = ${p}`] = calibratedCurves(
+    asvdLoss,
+    pointOf(one.table, one.densePpl, p),
+  );
 }
 
 // Evaluation: brown-valid, first 78 whole windows of 256.
 const evalWindows: Int32Array[] = [];
-for (let s = 0; s + 256 <= Math.min(20000, validIds.length); s += 256) evalWindows.push(validIds.slice(s, s + 256));
+for (let s = 0; s + 256 <= Math.min(20000, validIds.length); s += 256) {
+  evalWindows.push(validIds.slice(s, s + 256));
+}
 function evaluate(ranks: Record<string, number | null>): number {
   const bs = blocks.map((b, i) => {
     const nb: LlamaBlock = { ...b };
@@ -168,9 +201,17 @@ if (!skipSweep) {
   const cut = allocateBySensitivity(sweep.table, shapes, 1 - removed);
   rows.push({ label: "sweep, paper's cut on the grid", ranks: cut.ranks });
 }
+const kind = (name: string) => name.replace(/^model\.layers\.\d+\./, "");
 for (const [label, cs] of Object.entries(curves)) {
   for (const rule of ["threshold", "marginal"] as const) {
+    if (process.argv.includes("--quick") && label !== "sweep" && !label.includes("energy")) continue;
     rows.push({ label: `${label}, ${rule}`, ranks: allocateRanks(cs, 1 - removed, { rule }).ranks });
+    if (label.includes("energy") && rule === "marginal") {
+      rows.push({
+        label: `${label}, ${rule}, within each kind of linear (ours)`,
+        ranks: allocateRanks(cs, 1 - removed, { rule, groupOf: kind }).ranks,
+      });
+    }
   }
 }
 const uni: Record<string, number | null> = {};
@@ -178,7 +219,9 @@ for (const f of infos) uni[f.name] = Math.floor((f.m * f.n * (1 - removed)) / (f
 rows.push({ label: "uniform", ranks: uni });
 const ref = rows[skipSweep ? 0 : 1].ranks; // sweep, threshold
 console.log(`dense eval ppl ${evaluate(Object.fromEntries(infos.map((f) => [f.name, null])))}`);
-console.log(`| allocation | removed | ppl | Σ|Δparams| vs sweep-threshold | ranks (block 0 q k v o gate up down) |`);
+console.log(
+  `| allocation | removed | ppl | Σ|Δparams| vs sweep-threshold | ranks (block 0 q k v o gate up down) |`,
+);
 for (const r of rows) {
   let after = 0, diff = 0;
   for (const f of infos) {

@@ -95,7 +95,9 @@ export function allocateRanks(
       groups.set(g, [...(groups.get(g) ?? []), c]);
     }
     const start: Record<string, number | null> = {};
-    for (const g of groups.values()) Object.assign(start, allocateRanks(g, targetKept, { rule: opts.rule }).ranks);
+    for (const g of groups.values()) {
+      Object.assign(start, allocateRanks(g, targetKept, { rule: opts.rule }).ranks);
+    }
     return allocateRanks(curves, targetKept, { rule: opts.rule, start });
   }
   if (!(targetKept > 0 && targetKept < 1)) {
@@ -116,7 +118,9 @@ export function allocateRanks(
     for (let k = 1; k <= kmax; k++) {
       const v = Number(c.loss[k - 1]);
       if (Number.isNaN(v) || v < 0) {
-        throw new OptionError(`rank allocation: ${c.name} has loss ${v} at rank ${k} (must be ≥ 0 or Infinity)`);
+        throw new OptionError(
+          `rank allocation: ${c.name} has loss ${v} at rank ${k} (must be ≥ 0 or Infinity)`,
+        );
       }
       loss[k - 1] = v;
       if (kmin === 0 && v < Infinity) kmin = k;
@@ -160,7 +164,9 @@ export function allocateRanks(
     if (params(ks) > budget) throw new OptionError(`rank allocation: the starting ranks exceed the budget`);
   } else if (rule === "threshold") {
     // The smallest τ among the losses offered that meets the budget (τ = the largest finite loss does).
-    const taus = [...new Set(ls.flatMap((l) => [...l.loss].filter((v) => v < Infinity)))].sort((a, b) => a - b);
+    const taus = [...new Set(ls.flatMap((l) => [...l.loss].filter((v) => v < Infinity)))].sort((a, b) =>
+      a - b
+    );
     let lo = 0, hi = taus.length - 1;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;

@@ -10,4 +10,5 @@ export * from "./svd.ts";
 export * from "./asvd.ts";
 export * from "./svdllm.ts";
 export * from "./asvd_sensitivity.ts";
+export * from "./allocation.ts";
 export * from "./kvcache.ts";

@@ -66,7 +66,7 @@ import { KV_LINEARS, type KvCacheReport, kvCacheSavings, kvRank } from "../metho
 import { compressSvdLlm, crossFromLayer, type SvdLlmStats, updateA } from "../methods/svdllm.ts";
 import { embedWindows, type HiddenStates, runBlock } from "./hidden.ts";
 import { openOutputDir } from "./output_dir.ts";
-import { type Allocation, allocateLinears } from "./sensitivity.ts";
+import { allocateLinears, type AllocationMode } from "./sensitivity.ts";
 import { createPeakMemory, findGarbageCollector, findMemoryTrimmer } from "./memory.ts";
 
 /** Version recorded in the output's config.json. */
@@ -145,7 +145,7 @@ export interface CompressOptions {
    * per-component truncation losses under one budget) — for ASVD also called "sensitivity", its fast
    * allocation; ASVD's "sweep" (the paper's full sensitivity sweep: minutes). See `allocateLinears`.
    */
-  allocation?: Allocation;
+  allocation?: AllocationMode;
   /**
    * The full sweep's JSON cache file (resumable), ratio grid and windows used; `ratio`: "sensitivity"'s
    * calibrated variant (see `allocateLinears`).
@@ -225,7 +225,7 @@ export interface CompressReport {
   /** SVD-LLM update. */
   update: boolean;
   /** Rank allocation used. */
-  allocation: Allocation;
+  allocation: AllocationMode;
   /** Allocation facts when not uniform (densePpl: NaN when no sweep ran; achievedKept: over the linears). */
   sensitivity?: { seconds: number; fromCache: boolean; densePpl: number; achievedKept: number };
   /** KV-cache mode: cache bytes per token, full versus latent (fp16 values). */
@@ -329,7 +329,9 @@ function validate(opts: CompressOptions): void {
   if (opts.kvCache && (opts.linears || (opts.allocation ?? "uniform") !== "uniform")) {
     throw new OptionError(`compress: kvCache chooses the linears and ranks itself; drop linears/allocation`);
   }
-  if (opts.allocation !== undefined && !["uniform", "sensitivity", "sweep", "global"].includes(opts.allocation)) {
+  if (
+    opts.allocation !== undefined && !["uniform", "sensitivity", "sweep", "global"].includes(opts.allocation)
+  ) {
     throw new OptionError(
       `compress: allocation must be "uniform", "sensitivity", "sweep" or "global", got ${
         JSON.stringify(opts.allocation)

@@ -8,3 +8,4 @@ export * from "./compress.ts";
 export * from "./merge.ts";
 export * from "./sensitivity.ts";
 export { openOutputDir, type OutputDir, type OutputDirOptions } from "./output_dir.ts";
+export * from "./truncation_losses.ts";

@@ -29,7 +29,6 @@ import { keptRank } from "../methods/ratio.ts";
 import {
   BLOCK_FIELD,
   BlockScratch,
-  forwardBlock,
   forwardBlockFrom,
   forwardBlockInPlace,
   type Linear,
@@ -279,7 +278,9 @@ export async function sensitivitySweep(
         // The later blocks run in place over the variant's own output, their temporaries in one scratch
         // (bit-for-bit forwardBlock's values): no per-variant garbage beyond that output.
         const y = forwardBlockFrom(spec, vt.block, x, layout, trace, vt.linear);
-        for (let j = i + 1; j < spec.numLayers; j++) forwardBlockInPlace(spec, blocks[j], y, layout, undefined, scratch);
+        for (let j = i + 1; j < spec.numLayers; j++) {
+          forwardBlockInPlace(spec, blocks[j], y, layout, undefined, scratch);
+        }
         addNll(vt.nll, tokenNll(spec, head, y, targets), targets);
       }
     }
@@ -314,12 +315,12 @@ export async function sensitivitySweep(
 }
 
 /** How ranks are chosen across the linears: see {@link allocateLinears}. */
-export type Allocation = "uniform" | "sensitivity" | "sweep" | "global";
+export type AllocationMode = "uniform" | "sensitivity" | "sweep" | "global";
 
 /** Options of {@link allocateLinears}. */
 export interface AllocateLinearsOptions {
   /** "sensitivity" (ASVD: fast, = "global"), "sweep" (ASVD: the paper's full sweep) or "global" (any method). */
-  allocation: Exclude<Allocation, "uniform">;
+  allocation: Exclude<AllocationMode, "uniform">;
   /** The method whose truncation is allocated. */
   method: "svd" | "asvd" | "svdllm";
   /** Fraction of the linears' parameters to keep, in (0, 1). */

@@ -111,7 +111,10 @@ test("allocations on stories260K land on the target; fast and sweep beat uniform
     const half = Math.floor(ids.length / 2);
     const calibration = { ids: ids.slice(0, half), samples: 8, seqlen: 128, seed: 0 };
     const ppl: Record<string, number> = {};
-    const cases = [["asvd", "uniform"], ["asvd", "sensitivity"], ["asvd", "sweep"], ["svdllm", "global"]] as const;
+    const cases = [["asvd", "uniform"], ["asvd", "sensitivity"], ["asvd", "sweep"], [
+      "svdllm",
+      "global",
+    ]] as const;
     for (const [method, allocation] of cases) {
       const out = join(dir, `${method}-${allocation}`);
       const rep = await compress(STORIES, out, {
@@ -131,7 +134,12 @@ test("allocations on stories260K land on the target; fast and sweep beat uniform
     assert.ok(Number.isFinite(ppl["svdllm-global"]), JSON.stringify(ppl));
     // "sensitivity" and "sweep" are ASVD's: refused for other methods, before any work.
     await assert.rejects(
-      compress(STORIES, join(dir, "x"), { method: "svdllm", ratio: { removed: 0.3 }, allocation: "sweep", calibration }),
+      compress(STORIES, join(dir, "x"), {
+        method: "svdllm",
+        ratio: { removed: 0.3 },
+        allocation: "sweep",
+        calibration,
+      }),
       /allocation "sweep" applies to method "asvd" only/,
     );
   } finally {
