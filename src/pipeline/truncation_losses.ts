@@ -39,7 +39,7 @@ export interface TruncationLossOptions {
   linears?: readonly LinearName[];
   /** Windows per forward batch (default 8). */
   batchSize?: number;
-  /** Progress: blocks done out of all. */
+  /** Progress: linears done out of all. */
   onProgress?: (e: { layer?: string; done: number; total: number }) => void;
 }
 
@@ -122,8 +122,9 @@ export async function truncationLosses(
         ? whitenedComponentLosses(lin.weight, g)
         : asvdComponentLosses(lin.weight, { absMean: abs.get(INPUT[l])!.mean() }, g, { alpha });
       out.push({ name, rows: lin.weight.rows, cols: lin.weight.cols, components });
+      // After every linear: a caller collecting garbage on progress (compress does) frees its spectra now.
+      opts.onProgress?.({ layer: name, done: out.length, total: spec.numLayers * linears.length });
     }
-    opts.onProgress?.({ layer: `model.layers.${i}`, done: i + 1, total: spec.numLayers });
   }
   return out;
 }
