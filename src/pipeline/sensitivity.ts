@@ -20,6 +20,7 @@ import type { Matrix } from "../linalg/matrix.ts";
 import { asvdFactors, asvdSpectrum } from "../methods/asvd.ts";
 import { allocateRanks, type LossCurve } from "../methods/allocation.ts";
 import {
+  allocateBySensitivity,
   type LayerShape,
   SENSITIVITY_RATIOS,
   type SensitivityTable,
@@ -359,7 +360,8 @@ export interface LinearAllocation {
  * Choose every linear's rank under one budget (`kept` of the linears' parameters), landing within one rank
  * step of it:
  * - "sweep": ASVD's sensitivity sweep (every linear at every ratio of the grid, calibration perplexity of the
- *   whole model), its perplexities as loss curves, ASVD's threshold rule at rank granularity;
+ *   whole model) and the paper's cut on that grid, then what the cut leaves of the budget filled rank by rank
+ *   along the perplexities interpolated between the grid's ranks;
  * - "global", and "sensitivity" for ASVD (fast, the default way to allocate ASVD's ranks): the method's own
  *   exact per-component truncation losses on the calibration inputs (ASVD: its output error; SVD-LLM: the σ²
  *   tail of W·L; SVD without calibration: σ² of W), as fractions of each linear's output energy, least total
@@ -388,6 +390,7 @@ export async function allocateLinears(
   const sweepOpts = { alpha: opts.alpha, linears, batchSize: opts.batchSize, onProgress: opts.onProgress };
   let curves: LossCurve[], rule: "threshold" | "marginal" = "threshold";
   let groupOf: ((name: string) => string) | undefined;
+  let start: Record<string, number | null> | undefined;
   let densePpl: number | undefined, fromCache = false;
   if (opts.allocation !== "global" && opts.method !== "asvd") {
     throw new OptionError(`allocation "${opts.allocation}" applies to method "asvd" only; use "global"`);
@@ -399,6 +402,10 @@ export async function allocateLinears(
       cacheFile: sw.cacheFile,
     });
     curves = sweepCurves(res.table, shapes, res.densePpl);
+    // The paper's cut on its ratio grid, then the budget it leaves filled rank by rank along the
+    // interpolated curves. (The threshold rule on the interpolated curves alone did worse on tinylm-brown at
+    // 25 % removed: ppl 122.62 against the cut's 120.67.)
+    start = allocateBySensitivity(res.table, shapes, opts.kept).ranks;
     (densePpl = res.densePpl), (fromCache = res.fromCache);
   } else if (opts.allocation === "sensitivity" && sw.ratio !== undefined) {
     const p = sw.ratio;
@@ -426,7 +433,7 @@ export async function allocateLinears(
     rule = "marginal";
     groupOf = (name: string) => name.replace(/^model\.layers\.\d+\./, "");
   }
-  const a = allocateRanks(curves, opts.kept, { rule, groupOf });
+  const a = allocateRanks(curves, opts.kept, { rule, groupOf, start });
   return {
     ranks: a.ranks,
     achievedKept: a.achievedKept,
