@@ -98,6 +98,7 @@ export {
   type ExportOnnxOptions,
   type ExportOnnxReport,
 } from "./src/export/onnx.ts";
+export type { AllocationMode } from "./src/pipeline/sensitivity.ts";
 
 // Per-layer methods.
 export { asvd, type LayerCompressor, svdLayer, svdllm, type Target } from "./src/methods/layer.ts";
