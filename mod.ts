@@ -115,9 +115,12 @@ export {
   whitenedBasis,
 } from "./src/methods/soco.ts";
 export {
+  type SocoObjective,
   type SocoProgress,
   type SocoStage,
   type SocoState,
+  type SocoTrainOptions,
+  type SocoTrainResult,
   trainSpectrum,
 } from "./src/methods/soco_train.ts";
 export { AbsMeanObserver } from "./src/calib/abs_mean.ts";
