@@ -65,7 +65,12 @@ export {
   type SocoPipelineProgress,
   type SocoReport,
 } from "./src/pipeline/soco.ts";
-export type { SocoPassProgress, SocoPassResult, SocoRunOptions } from "./src/pipeline/soco_pass.ts";
+export type {
+  BudgetLinear,
+  SocoPassProgress,
+  SocoPassResult,
+  SocoRunOptions,
+} from "./src/pipeline/soco_pass.ts";
 export { type InspectedLinear, inspectModel, type InspectReport } from "./src/pipeline/inspect.ts";
 export {
   type ByteSink,
