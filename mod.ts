@@ -65,7 +65,12 @@ export {
   type SocoPipelineProgress,
   type SocoReport,
 } from "./src/pipeline/soco.ts";
-export type { SocoPassProgress, SocoPassResult, SocoRunOptions } from "./src/pipeline/soco_pass.ts";
+export type {
+  BudgetLinear,
+  SocoPassProgress,
+  SocoPassResult,
+  SocoRunOptions,
+} from "./src/pipeline/soco_pass.ts";
 export { type InspectedLinear, inspectModel, type InspectReport } from "./src/pipeline/inspect.ts";
 export {
   type ByteSink,
@@ -116,9 +121,12 @@ export {
   whitenedBasis,
 } from "./src/methods/soco.ts";
 export {
+  type SocoObjective,
   type SocoProgress,
   type SocoStage,
   type SocoState,
+  type SocoTrainOptions,
+  type SocoTrainResult,
   trainSpectrum,
 } from "./src/methods/soco_train.ts";
 export { AbsMeanObserver } from "./src/calib/abs_mean.ts";
