@@ -48,7 +48,7 @@ usage:
                   [--samples N] [--seqlen L] [--seed S] [--update] [--original-activations]
                   [--fisher-side input|output] [--basis svd|whitened] [--steps N] [--lr X]
                   [--checkpoint FILE]
-                  [--alpha A] [--allocation uniform|sensitivity] [--kv-cache] [--dtype F32|F16|BF16]
+                  [--alpha A] [--allocation uniform|sensitivity|sweep|global] [--kv-cache] [--dtype F32|F16|BF16]
                   [--force] [--overwrite]
   cli.ts inspect MODEL                          per-layer shapes, ranks and singular-value spectra
   cli.ts merge IN OUT                           low-rank factors back to dense weights
@@ -99,7 +99,9 @@ Compress IN (a .gguf file, a Hugging Face folder, or an http(s) URL of either) i
   --steps N                soco: training steps (default 100)
   --lr X                   soco: learning rate of the scores (default 0.05)
   --checkpoint FILE        soco: resume from FILE when it exists; save the training state there as it goes
-  --allocation uniform|sensitivity   asvd: rank allocation (sensitivity: the paper's sweep)
+  --allocation MODE        ranks per linear: uniform (default); global (any method but soco: least
+                           truncation loss under one budget); asvd: sensitivity (fast) or sweep (the paper's
+                           full sweep: minutes)
   --kv-cache               asvd: compress only k/v, --kept is the fraction of the KV cache kept
   --dtype F32|F16|BF16     storage type of the factors (default F32)
   --force                  accept ranks that save nothing
@@ -474,7 +476,7 @@ const FLAG_NAMES: [RegExp, string][] = [
   [/soco: learning rate must be/g, "soco: --lr must be"],
   [/fisherSide and fisherBatch apply/g, "--fisher-side applies"],
   [/compress: update applies/g, "compress: --update applies"],
-  [/allocation "sensitivity" applies/g, "--allocation sensitivity applies"],
+  [/allocation "(sensitivity|sweep)" applies/g, "--allocation $1 applies"],
   [
     /kvCache chooses the linears and ranks itself; drop linears\/allocation/g,
     "--kv-cache chooses the ranks itself; drop --allocation",

@@ -65,7 +65,12 @@ export {
   type SocoPipelineProgress,
   type SocoReport,
 } from "./src/pipeline/soco.ts";
-export type { SocoPassProgress, SocoPassResult, SocoRunOptions } from "./src/pipeline/soco_pass.ts";
+export type {
+  BudgetLinear,
+  SocoPassProgress,
+  SocoPassResult,
+  SocoRunOptions,
+} from "./src/pipeline/soco_pass.ts";
 export { type InspectedLinear, inspectModel, type InspectReport } from "./src/pipeline/inspect.ts";
 export {
   type ByteSink,
@@ -98,6 +103,7 @@ export {
   type ExportOnnxOptions,
   type ExportOnnxReport,
 } from "./src/export/onnx.ts";
+export type { AllocationMode } from "./src/pipeline/sensitivity.ts";
 
 // Per-layer methods.
 export { asvd, type LayerCompressor, svdLayer, svdllm, type Target } from "./src/methods/layer.ts";
@@ -115,9 +121,12 @@ export {
   whitenedBasis,
 } from "./src/methods/soco.ts";
 export {
+  type SocoObjective,
   type SocoProgress,
   type SocoStage,
   type SocoState,
+  type SocoTrainOptions,
+  type SocoTrainResult,
   trainSpectrum,
 } from "./src/methods/soco_train.ts";
 export { AbsMeanObserver } from "./src/calib/abs_mean.ts";

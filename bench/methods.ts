@@ -42,7 +42,7 @@ interface Job {
   update?: boolean;
   /** false: statistics from the original model's activations (the references' protocol). */
   sequential?: boolean;
-  allocation?: "uniform" | "sensitivity";
+  allocation?: "uniform" | "sweep";
   samples: number;
 }
 
@@ -110,7 +110,7 @@ async function runOne(job: Job): Promise<void> {
       update: job.update,
       sequential: job.sequential,
       allocation: job.allocation,
-      sensitivity: job.allocation === "sensitivity"
+      sensitivity: job.allocation === "sweep"
         ? {
           cacheFile: join(tmpdir(), `svd-llm-bench-asvd-sensitivity-${job.model}.json`),
           samples: Number(arg("sweep-samples", "8")),
@@ -218,7 +218,7 @@ async function main(): Promise<void> {
         method: "asvd",
         label: "asvd (sensitivity, kept 0.8)",
         ratio: { kept: 0.8 },
-        allocation: "sensitivity",
+        allocation: "sweep",
         samples: asvdSamples,
       });
     }

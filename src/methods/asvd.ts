@@ -13,6 +13,7 @@
  */
 import { NumericError, OptionError, ShapeError } from "../errors.ts";
 import type { FloatArray, Matrix, Matrix64 } from "../linalg/matrix.ts";
+import { matmul64 } from "../linalg/gemm.ts";
 import { svdPart } from "../linalg/svd.ts";
 import {
   checkWeight,
@@ -148,4 +149,37 @@ export function compressAsvd(
       seconds: since(t0),
     },
   };
+}
+
+/**
+ * The exact output error of every truncation of ASVD's factors of `w: out×in` on inputs with mean Gram `g`
+ * (in×in), split by component: with W·S = U Σ Vᵀ, c_j = σ_j²·ṽ_jᵀ G ṽ_j where ṽ_j = S⁻¹ v_j, and the mean
+ * squared output error per token of the rank-k factors is Σ_{j ≥ k} c_j (exact: the cross terms vanish
+ * because U's columns are orthonormal); Σ_j c_j is the layer's mean output energy tr(W G Wᵀ). α = 0 gives
+ * plain SVD's losses. Only Vᵀ is formed. Throws like {@link asvdScale}, ShapeError on mismatched sizes.
+ */
+export function asvdComponentLosses(
+  w: Matrix<FloatArray>,
+  stats: AsvdStats,
+  g: Matrix64,
+  opts: AsvdOptions = {},
+): Float64Array {
+  const m = w.rows, n = w.cols, r = Math.min(m, n);
+  if (g.rows !== n || g.cols !== n) {
+    throw new ShapeError(`asvd component losses: weight ${m}×${n} vs Gram ${g.rows}×${g.cols}`);
+  }
+  const scale = asvdScale(stats, n, opts);
+  const ws = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) ws[i * n + j] = w.data[i * n + j] * scale[j];
+  const f = svdPart({ rows: m, cols: n, data: ws }, { right: r });
+  const vt = f.vt!.data; // rows become ṽ_jᵀ = v_jᵀ S⁻¹
+  for (let j = 0; j < r; j++) for (let a = 0; a < n; a++) vt[j * n + a] /= scale[a];
+  const vg = matmul64({ rows: r, cols: n, data: vt }, g);
+  const c = new Float64Array(r);
+  for (let j = 0; j < r; j++) {
+    let t = 0;
+    for (let a = 0; a < n; a++) t += vg.data[j * n + a] * vt[j * n + a];
+    c[j] = f.s[j] * f.s[j] * Math.max(0, t);
+  }
+  return c;
 }

@@ -13,7 +13,8 @@
  * @module
  */
 import { OptionError } from "../errors.ts";
-import { lowRankParams } from "./ratio.ts";
+import type { LossCurve } from "./allocation.ts";
+import { breakEvenRank, keptRank, lowRankParams } from "./ratio.ts";
 
 /** The ASVD paper's grid of parameter ratios for the sweep. */
 export const SENSITIVITY_RATIOS: readonly number[] = Object.freeze([0.4, 0.5, 0.6, 0.7, 0.8, 0.9]);
@@ -45,9 +46,9 @@ export interface Allocation {
   triples: number;
 }
 
-/** Rank of an m×n layer at parameter ratio p: floor(m·n·p/(m+n)), at least 1. */
+/** Rank of an m×n layer at parameter ratio p (ratio.ts's formula), at least 1. */
 function rankAt(m: number, n: number, p: number): number {
-  return Math.max(1, Math.floor((m * n * p) / (m + n)));
+  return Math.max(1, keptRank(m, n, p));
 }
 
 /**
@@ -120,4 +121,43 @@ export function allocateBySensitivity(
     ranks[s.name] = p === null ? null : rankAt(s.rows, s.cols, p);
   }
   return { kept, ranks, achievedKept: keptFraction(kept), cut: lo, triples: triples.length };
+}
+
+/**
+ * The sweep as loss curves for {@link allocateRanks} (`allocation.ts`): the loss of a linear at rank k is
+ * log(ppl/densePpl) (the calibration NLL it adds, floored at 0), linear in k between the swept ranks and
+ * falling to 0 at the break-even rank m·n/(m+n); ranks below the smallest swept one are not offered
+ * (Infinity), as the sweep says nothing about them. Throws OptionError when a layer has no sweep results.
+ */
+export function sweepCurves(
+  table: SensitivityTable,
+  shapes: readonly LayerShape[],
+  densePpl: number,
+): LossCurve[] {
+  return shapes.map((s) => {
+    const row = table[s.name];
+    if (!row || Object.keys(row).length === 0) {
+      throw new OptionError(`sensitivity allocation: no sweep results for layer ${s.name}`);
+    }
+    const pts = Object.entries(row)
+      .map(([p, ppl]) => ({
+        k: rankAt(s.rows, s.cols, Number(p)),
+        loss: Number.isNaN(ppl) ? Infinity : Math.max(0, Math.log(ppl / densePpl)),
+      }))
+      .sort((a, b) => a.k - b.k);
+    pts.push({ k: breakEvenRank(s.rows, s.cols), loss: 0 });
+    const kmax = Math.ceil(breakEvenRank(s.rows, s.cols)) - 1;
+    const loss = new Float64Array(Math.max(0, kmax)).fill(Infinity);
+    for (let k = pts[0].k; k <= kmax; k++) {
+      let j = 0;
+      while (j + 1 < pts.length - 1 && pts[j + 1].k <= k) j++;
+      const a = pts[j], b = pts[j + 1];
+      if (k === a.k || !Number.isFinite(a.loss) || !Number.isFinite(b.loss)) {
+        loss[k - 1] = k === a.k ? a.loss : Math.max(a.loss, b.loss);
+        continue;
+      }
+      loss[k - 1] = a.loss + ((b.loss - a.loss) * (k - a.k)) / (b.k - a.k);
+    }
+    return { name: s.name, rows: s.rows, cols: s.cols, loss };
+  });
 }

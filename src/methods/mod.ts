@@ -10,6 +10,7 @@ export * from "./svd.ts";
 export * from "./asvd.ts";
 export * from "./svdllm.ts";
 export * from "./asvd_sensitivity.ts";
+export * from "./allocation.ts";
 export * from "./kvcache.ts";
 export * from "./soco.ts";
 export * from "./soco_budget.ts";

@@ -70,6 +70,15 @@ export function lowRankParams(m: number, n: number, k: number): number {
 }
 
 /**
+ * The rank formula, the one place it is written: a rank-k factorisation of an m×n weight keeping the fraction
+ * p of its parameters has k = ⌊m·n·p/(m+n)⌋ (unchecked: may be 0 or beyond the break-even rank; see
+ * {@link rankFor} for the validated form).
+ */
+export function keptRank(m: number, n: number, p: number): number {
+  return Math.floor((m * n * p) / (m + n));
+}
+
+/**
  * Rank for an m×n (out×in) weight under `ratio`: k = floor(m·n·p/(m+n)) with p the kept fraction.
  * Throws OptionError if the rank is 0 (nothing left of the layer) or saves nothing (k ≥ m·n/(m+n)) unless
  * `force`; a forced rank is capped at min(m, n), where the factorisation is exact.
@@ -79,7 +88,7 @@ export function rankFor(m: number, n: number, ratio: Ratio, opts: RankOptions = 
   if (!Number.isInteger(m) || !Number.isInteger(n) || m <= 0 || n <= 0) {
     throw new OptionError(`rank: layer${at(opts.layer)} has invalid shape ${m}×${n}`);
   }
-  const k = Math.floor((m * n * p) / (m + n));
+  const k = keptRank(m, n, p);
   return checkRank(m, n, k, opts, describeRatio(ratio));
 }
 

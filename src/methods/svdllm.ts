@@ -27,6 +27,7 @@ import { ResidentCholesky } from "../linalg/cholesky_resident.ts";
 import { gemmInto, matmul64 } from "../linalg/gemm.ts";
 import type { FloatArray, Matrix, Matrix64 } from "../linalg/matrix.ts";
 import { toFloat64, transpose } from "../linalg/matrix.ts";
+import { eigh } from "../linalg/eigh.ts";
 import { qrCompact, qrR } from "../linalg/qr.ts";
 import { matmulLowerInto } from "../linalg/trmm.ts";
 import { svdPart } from "../linalg/svd.ts";
@@ -371,4 +372,25 @@ export function layerLoss(
   let s = 0;
   for (let i = 0; i < e.data.length; i++) s += e.data[i] * eg.data[i];
   return Math.sqrt(Math.max(0, s));
+}
+
+/**
+ * SVD-LLM's truncation loss split by component, before any factorisation: the squared singular values of
+ * W·L (G = L Lᵀ the mean Gram of the inputs, in×in), descending, so the mean squared output error per token
+ * of the rank-k factors is Σ_{j ≥ k} σ_j². They are the eigenvalues of W G Wᵀ (m×m), or of Lᵀ WᵀW L (n×n)
+ * when the input side is the narrower (then G is factored, damped as {@link cholesky} does when singular).
+ * Throws ShapeError on mismatched sizes.
+ */
+export function whitenedComponentLosses(w: Matrix<FloatArray>, g: Matrix64): Float64Array {
+  if (g.rows !== w.cols || g.cols !== w.cols) {
+    throw new ShapeError(`svdllm component losses: weight ${w.rows}×${w.cols} vs Gram ${g.rows}×${g.cols}`);
+  }
+  const w64 = toFloat64(w);
+  let c: Matrix64;
+  if (w.rows <= w.cols) c = matmul64(matmul64(w64, g), w64, { transB: true });
+  else {
+    const l = cholesky(g).factor;
+    c = matmul64(l, matmul64(matmul64(w64, w64, { transA: true }), l), { transA: true });
+  }
+  return eigh(c).values.map((v) => Math.max(0, v));
 }

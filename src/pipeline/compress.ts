@@ -46,7 +46,7 @@ import {
   type SocoRunOptions,
 } from "./soco_pass.ts";
 import type { Factors } from "../methods/factors.ts";
-import { allocateBySensitivity, type LayerShape, SENSITIVITY_RATIOS } from "../methods/asvd_sensitivity.ts";
+import type { LayerShape } from "../methods/asvd_sensitivity.ts";
 import { KV_LINEARS, type KvCacheReport, kvCacheSavings, kvRank } from "../methods/kvcache.ts";
 import {
   describeRatio,
@@ -67,7 +67,7 @@ import { embedWindows, type HiddenStates } from "./hidden.ts";
 import { defaultMemoryPolicy, type MemoryPolicy } from "./memory_policy.ts";
 import { outputConfig, planOutput, writeBlockTensors, writeConfig, writeSideFiles } from "./output.ts";
 import { type CompressPhases, createPhaseClock, type PhaseClock } from "./phases.ts";
-import { sensitivitySweep } from "./sensitivity.ts";
+import { allocateLinears, type AllocationMode } from "./sensitivity.ts";
 import { type ModelOrigin, type ModelSource, openModelSource, sideFilesOf } from "./source.ts";
 import type { OutputSink } from "./sink.ts";
 import { type CompressMethod, PIPELINE_VERSION, type SvdLlmConfig } from "./svd_llm_config.ts";
@@ -140,10 +140,17 @@ export interface CompressOptions {
   update?: boolean;
   /** ASVD: α (default 0.5). */
   alpha?: number;
-  /** ASVD: "uniform" (default: every linear at the ratio) or "sensitivity" (the paper's sweep + search). */
-  allocation?: "uniform" | "sensitivity";
-  /** ASVD sensitivity sweep: JSON cache file (resumable), the ratio grid and how many windows it uses. */
-  sensitivity?: { cacheFile?: string; ratios?: readonly number[]; samples?: number };
+  /**
+   * Ranks per linear: "uniform" (default: every linear at the ratio); "global" (any method: its exact
+   * per-component truncation losses under one budget) — for ASVD also called "sensitivity", its fast
+   * allocation; ASVD's "sweep" (the paper's full sensitivity sweep: minutes). See `allocateLinears`.
+   */
+  allocation?: AllocationMode;
+  /**
+   * The full sweep's JSON cache file (resumable), ratio grid and windows used; `ratio`: "sensitivity"'s
+   * calibrated variant (see `allocateLinears`).
+   */
+  sensitivity?: { cacheFile?: string; ratios?: readonly number[]; samples?: number; ratio?: number };
   /** Linears to compress (default all seven). */
   linears?: readonly LinearName[];
   /**
@@ -200,9 +207,9 @@ export interface CompressReport {
   sequential: boolean;
   /** SVD-LLM update. */
   update: boolean;
-  /** Rank allocation used ("learned": SoCo). */
-  allocation: "uniform" | "sensitivity" | "learned";
-  /** ASVD sweep facts when run. */
+  /** Rank allocation used ("learned": SoCo's, chosen by its training). */
+  allocation: AllocationMode | "learned";
+  /** Allocation facts when not uniform (densePpl: NaN when no sweep ran; achievedKept: over the linears). */
   sensitivity?: { seconds: number; fromCache: boolean; densePpl: number; achievedKept: number };
   /** SoCo: what its pass learned (basis, budget, loss history, spectra and scores, seconds). */
   soco?: Omit<SocoPassResult, "factors">;
@@ -403,7 +410,7 @@ interface Run {
   /** Sequential calibration. */
   sequential: boolean;
   /** Rank allocation. */
-  allocation: "uniform" | "sensitivity" | "learned";
+  allocation: AllocationMode | "learned";
   /** Windows per forward batch. */
   batch: number;
   /** The input is a GGUF file (its names and layout are translated). */
@@ -625,12 +632,16 @@ function validate(opts: CompressOptions): void {
   if (opts.update && opts.method !== "svdllm") {
     throw new OptionError(`compress: update applies to method "svdllm" only, not "${opts.method}"`);
   }
-  if (opts.kvCache && (opts.linears || opts.allocation === "sensitivity")) {
+  if (opts.kvCache && (opts.linears || (opts.allocation ?? "uniform") !== "uniform")) {
     throw new OptionError(`compress: kvCache chooses the linears and ranks itself; drop linears/allocation`);
   }
-  if (opts.allocation !== undefined && opts.allocation !== "uniform" && opts.allocation !== "sensitivity") {
+  if (
+    opts.allocation !== undefined && !["uniform", "sensitivity", "sweep", "global"].includes(opts.allocation)
+  ) {
     throw new OptionError(
-      `compress: allocation must be "uniform" or "sensitivity", got ${JSON.stringify(opts.allocation)}`,
+      `compress: allocation must be "uniform", "sensitivity", "sweep" or "global", got ${
+        JSON.stringify(opts.allocation)
+      }`,
     );
   }
   if (opts.dtype !== undefined && !["F32", "F16", "BF16"].includes(opts.dtype)) {
@@ -638,8 +649,13 @@ function validate(opts: CompressOptions): void {
       `compress: dtype must be "F32", "F16" or "BF16", got ${JSON.stringify(opts.dtype)}`,
     );
   }
-  if (opts.allocation === "sensitivity" && opts.method !== "asvd") {
-    throw new OptionError(`compress: allocation "sensitivity" applies to method "asvd" only`);
+  if ((opts.allocation === "sensitivity" || opts.allocation === "sweep") && opts.method !== "asvd") {
+    throw new OptionError(`compress: allocation "${opts.allocation}" applies to method "asvd" only`);
+  }
+  if ((opts.allocation ?? "uniform") !== "uniform" && (opts.method === "fwsvd" || opts.method === "soco")) {
+    throw new OptionError(
+      `compress: allocation "${opts.allocation}" applies to methods "svd", "asvd" and "svdllm", not "${opts.method}"`,
+    );
   }
   if (opts.method !== "svd" && !opts.calibration?.text && !opts.calibration?.ids) {
     throw new OptionError(
@@ -720,7 +736,7 @@ function calibrate(
   return { windows, calibration: { samples, seqlen, tokens: ids.length, seed, layout } };
 }
 
-/** Ranks: known from shapes (uniform, KV cache), or after the ASVD sensitivity sweep. */
+/** Ranks: known from shapes (uniform, KV cache), or chosen under one budget (see `allocateLinears`). */
 async function allocateRanks(
   run: Run,
   shapes: LayerShape[],
@@ -728,27 +744,32 @@ async function allocateRanks(
 ): Promise<{ ranks: Record<string, number | null>; sensitivity?: CompressReport["sensitivity"] }> {
   const { opts } = run;
   const ranks: Record<string, number | null> = {};
-  if (opts.allocation === "sensitivity") {
+  const allocation = opts.allocation ?? "uniform";
+  if (allocation !== "uniform") {
     return await run.clock.time("sensitivity", async () => {
-      const sw = opts.sensitivity ?? {};
-      const sweepWindows = windows!.slice(0, sw.samples ?? windows!.length);
-      const res = await sensitivitySweep({ spec: run.spec, reader: run.reader }, sweepWindows, {
-        ratios: sw.ratios ?? SENSITIVITY_RATIOS,
+      const res = await allocateLinears({ spec: run.spec, reader: run.reader }, windows, {
+        allocation,
+        method: opts.method as "svd" | "asvd" | "svdllm",
+        kept: keptFraction(opts.ratio),
         alpha: opts.alpha,
         linears: run.linears,
         batchSize: run.batch,
-        cacheFile: sw.cacheFile,
+        sensitivity: opts.sensitivity,
         onProgress: (e) => {
-          // The sweep has no memory hooks of its own: each of its steps drops a layer's candidates.
+          // The allocation passes have no memory hooks of their own: each step drops a layer's candidates.
           run.memory.boundary();
           opts.signal?.throwIfAborted();
           run.emit({ stage: "sensitivity", ...e });
         },
       });
-      const alloc = allocateBySensitivity(res.table, shapes, keptFraction(opts.ratio));
-      Object.assign(ranks, alloc.ranks);
-      const { seconds, fromCache, densePpl } = res;
-      return { ranks, sensitivity: { seconds, fromCache, densePpl, achievedKept: alloc.achievedKept } };
+      Object.assign(ranks, res.ranks);
+      const sensitivity = {
+        seconds: res.seconds,
+        fromCache: res.fromCache,
+        densePpl: res.densePpl ?? NaN,
+        achievedKept: res.achievedKept,
+      };
+      return { ranks, sensitivity };
     });
   }
   const kept = keptFraction(opts.ratio);

@@ -13,3 +13,4 @@ export * from "./sink.ts";
 export * from "./svd_llm_config.ts";
 export { openModelSource, sideFilesOf } from "./source.ts";
 export { openOutputDir, type OutputDir, type OutputDirOptions } from "./output_dir.ts";
+export * from "./truncation_losses.ts";

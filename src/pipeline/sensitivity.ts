@@ -18,12 +18,23 @@ import { writeFileAtomic } from "../io/atomic_write.ts";
 import type { TensorReader } from "../io/tensor_reader.ts";
 import type { Matrix } from "../linalg/matrix.ts";
 import { asvdFactors, asvdSpectrum } from "../methods/asvd.ts";
-import { SENSITIVITY_RATIOS, type SensitivityTable } from "../methods/asvd_sensitivity.ts";
+import { allocateRanks, type LossCurve } from "../methods/allocation.ts";
+import {
+  allocateBySensitivity,
+  type LayerShape,
+  SENSITIVITY_RATIOS,
+  type SensitivityTable,
+  sweepCurves,
+} from "../methods/asvd_sensitivity.ts";
+import { keptRank } from "../methods/ratio.ts";
 import {
   BLOCK_FIELD,
-  forwardBlock,
+  BlockScratch,
   forwardBlockFrom,
+  forwardBlockInPlace,
   type Linear,
+  linearIn,
+  linearOut,
   type LlamaBlock,
   type LlamaHead,
   loadBlock,
@@ -34,6 +45,8 @@ import {
 import { LINEAR_NAMES, type LinearName, linearPrefix } from "../model/names.ts";
 import type { LlamaSpec } from "../model/spec.ts";
 import { embedWindows, type HiddenStates, runBlock } from "./hidden.ts";
+import { findGarbageCollector } from "./memory.ts";
+import { calibratedCurves, lossCurves, truncationLosses } from "./truncation_losses.ts";
 
 /** Options of {@link sensitivitySweep}. */
 export interface SensitivityOptions {
@@ -217,6 +230,8 @@ export async function sensitivitySweep(
   const tSweep = performance.now();
   let swept = 0;
   const seq = h.seq, d = h.x.cols;
+  const scratch = new BlockScratch();
+  const gc = await findGarbageCollector();
   for (let i = 0; i < spec.numLayers; i++) {
     const todo = linears.filter((l) =>
       Object.keys(cache.table[linearPrefix(i, l)] ?? {}).length !== ratios.length
@@ -243,7 +258,7 @@ export async function sensitivitySweep(
       const sp = asvdSpectrum(lin.weight, { absMean: obs.get(l)!.mean() }, { alpha });
       for (const p of ratios) {
         const m = lin.weight.rows, n = lin.weight.cols;
-        const rank = Math.max(1, Math.min(Math.floor((m * n * p) / (m + n)), m, n));
+        const rank = Math.max(1, Math.min(keptRank(m, n, p), m, n));
         const { a, b } = asvdFactors(sp, rank);
         const block: LlamaBlock = {
           ...blocks[i],
@@ -261,8 +276,12 @@ export async function sensitivitySweep(
       const trace = traceBlock(spec, blocks[i], x, layout);
       const targets = targetsOf(windows.slice(s0, s0 + nb), seq);
       for (const vt of variants) {
-        let y = forwardBlockFrom(spec, vt.block, x, layout, trace, vt.linear);
-        for (let j = i + 1; j < spec.numLayers; j++) y = forwardBlock(spec, blocks[j], y, layout);
+        // The later blocks run in place over the variant's own output, their temporaries in one scratch
+        // (bit-for-bit forwardBlock's values): no per-variant garbage beyond that output.
+        const y = forwardBlockFrom(spec, vt.block, x, layout, trace, vt.linear);
+        for (let j = i + 1; j < spec.numLayers; j++) {
+          forwardBlockInPlace(spec, blocks[j], y, layout, undefined, scratch);
+        }
         addNll(vt.nll, tokenNll(spec, head, y, targets), targets);
       }
     }
@@ -271,6 +290,8 @@ export async function sensitivitySweep(
       for (const vt of variants) if (vt.linear === l) row[String(vt.p)] = pplOf(vt.nll);
       cache.table[linearPrefix(i, l)] = row;
     }
+    variants.length = 0;
+    gc?.(); // the block's variants and traces, before the next block's
     await save();
     for (const l of todo) {
       swept++;
@@ -293,3 +314,136 @@ export async function sensitivitySweep(
     key,
   };
 }
+
+/** How ranks are chosen across the linears: see {@link allocateLinears}. */
+export type AllocationMode = "uniform" | "sensitivity" | "sweep" | "global";
+
+/** Options of {@link allocateLinears}. */
+export interface AllocateLinearsOptions {
+  /** "sensitivity" (ASVD: fast, = "global"), "sweep" (ASVD: the paper's full sweep) or "global" (any method). */
+  allocation: Exclude<AllocationMode, "uniform">;
+  /** The method whose truncation is allocated. */
+  method: "svd" | "asvd" | "svdllm";
+  /** Fraction of the linears' parameters to keep, in (0, 1). */
+  kept: number;
+  /** ASVD α (default 0.5). */
+  alpha?: number;
+  /** Linears to compress (default all seven). */
+  linears?: readonly LinearName[];
+  /** Windows per forward batch (default 8). */
+  batchSize?: number;
+  /**
+   * Sweeps: cache file and ratio grid of the full sweep, and how many of the windows it uses (default all).
+   * `ratio` turns "sensitivity" into its calibrated variant: output-error curves scaled by a one-ratio sweep
+   * at that ratio on `samples` windows (default 8); slower, and not better on tinylm-brown or stories260K.
+   */
+  sensitivity?: { cacheFile?: string; ratios?: readonly number[]; samples?: number; ratio?: number };
+  /** Progress of the sweep or of the losses' pass. */
+  onProgress?: (e: { layer?: string; done: number; total: number; etaSeconds?: number }) => void;
+}
+
+/** Result of {@link allocateLinears}. */
+export interface LinearAllocation {
+  /** Per linear (tensor prefix): the rank, or null to stay dense. */
+  ranks: Record<string, number | null>;
+  /** Fraction of the linears' parameters kept: at most the target, within one rank step of it. */
+  achievedKept: number;
+  /** Dense calibration perplexity, when a sweep measured it. */
+  densePpl?: number;
+  /** A full sweep came from its cache. */
+  fromCache: boolean;
+  /** Wall seconds. */
+  seconds: number;
+}
+
+/**
+ * Choose every linear's rank under one budget (`kept` of the linears' parameters), landing within one rank
+ * step of it:
+ * - "sweep": ASVD's sensitivity sweep (every linear at every ratio of the grid, calibration perplexity of the
+ *   whole model) and the paper's cut on that grid, then what the cut leaves of the budget filled rank by rank
+ *   along the perplexities interpolated between the grid's ranks;
+ * - "global", and "sensitivity" for ASVD (fast, the default way to allocate ASVD's ranks): the method's own
+ *   exact per-component truncation losses on the calibration inputs (ASVD: its output error; SVD-LLM: the σ²
+ *   tail of W·L; SVD without calibration: σ² of W), as fractions of each linear's output energy, least total
+ *   loss within each kind of linear (q_proj, …, down_proj), each kind keeping the target share;
+ * - "sensitivity" with `sensitivity.ratio`: the calibrated variant (see {@link calibratedCurves}).
+ * `windows` may be undefined for "global" with plain SVD (weight-space losses). Throws OptionError on a
+ * target no allocation reaches.
+ */
+export async function allocateLinears(
+  model: { spec: LlamaSpec; reader: TensorReader },
+  windows: readonly Int32Array[] | undefined,
+  opts: AllocateLinearsOptions,
+): Promise<LinearAllocation> {
+  const t0 = performance.now();
+  const { spec } = model;
+  const linears = opts.linears ?? LINEAR_NAMES;
+  const sw = opts.sensitivity ?? {};
+  const shapes: LayerShape[] = [];
+  const blockShapes = await loadBlock(model.reader, spec, 0);
+  for (let i = 0; i < spec.numLayers; i++) {
+    for (const l of linears) {
+      const lin = blockShapes[BLOCK_FIELD[l]] as Linear;
+      shapes.push({ name: linearPrefix(i, l), rows: linearOut(lin), cols: linearIn(lin) });
+    }
+  }
+  const sweepOpts = { alpha: opts.alpha, linears, batchSize: opts.batchSize, onProgress: opts.onProgress };
+  let curves: LossCurve[], rule: "threshold" | "marginal" = "threshold";
+  let groupOf: ((name: string) => string) | undefined;
+  let start: Record<string, number | null> | undefined;
+  let densePpl: number | undefined, fromCache = false;
+  if (opts.allocation !== "global" && opts.method !== "asvd") {
+    throw new OptionError(`allocation "${opts.allocation}" applies to method "asvd" only; use "global"`);
+  }
+  if (opts.allocation === "sweep") {
+    const res = await sensitivitySweep(model, windows!.slice(0, sw.samples ?? windows!.length), {
+      ...sweepOpts,
+      ratios: sw.ratios,
+      cacheFile: sw.cacheFile,
+    });
+    curves = sweepCurves(res.table, shapes, res.densePpl);
+    // The paper's cut on its ratio grid, then the budget it leaves filled rank by rank along the
+    // interpolated curves. (The threshold rule on the interpolated curves alone did worse on tinylm-brown at
+    // 25 % removed: ppl 122.62 against the cut's 120.67.)
+    start = allocateBySensitivity(res.table, shapes, opts.kept).ranks;
+    (densePpl = res.densePpl), (fromCache = res.fromCache);
+  } else if (opts.allocation === "sensitivity" && sw.ratio !== undefined) {
+    const p = sw.ratio;
+    const losses = await truncationLosses(model, windows, { ...sweepOpts, method: "asvd" });
+    const res = await sensitivitySweep(model, windows!.slice(0, sw.samples ?? CALIBRATION_SAMPLES), {
+      ...sweepOpts,
+      ratios: [p],
+    });
+    const measured: Record<string, { rank: number; nll: number }> = {};
+    for (const s of shapes) {
+      measured[s.name] = {
+        rank: Math.max(1, keptRank(s.rows, s.cols, p)),
+        nll: Math.log(res.table[s.name][String(p)] / res.densePpl),
+      };
+    }
+    curves = calibratedCurves(losses, measured);
+    densePpl = res.densePpl;
+  } else {
+    // Relative losses (the fraction of each linear's output lost), compared only among linears of one kind
+    // (all q_proj, all down_proj, …), each kind keeping its share: on stories260K (svdllm, 20/40/60 %
+    // removed) this beat absolute losses over all linears (64.4/90.0/147 → 29.4/87.0/117.7) and relative
+    // ones over all linears (32.0/92.1/142.6). For ASVD its own output error, not SVD-LLM's whitened loss:
+    // on tinylm-brown at 25 % removed 122.25 against 121.93, but on stories260K at 30 % (the test) below the
+    // sweep's ppl, where the whitened ranking lands above it (272 against 244).
+    const losses = await truncationLosses(model, windows, { ...sweepOpts, method: opts.method });
+    curves = lossCurves(losses, { relative: true });
+    rule = "marginal";
+    groupOf = (name: string) => name.replace(/^model\.layers\.\d+\./, "");
+  }
+  const a = allocateRanks(curves, opts.kept, { rule, groupOf, start });
+  return {
+    ranks: a.ranks,
+    achievedKept: a.achievedKept,
+    densePpl,
+    fromCache,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+/** Windows of the calibrated variant's one-ratio sweep (8 of 32: 35 CPU-s on tinylm-brown). */
+const CALIBRATION_SAMPLES = 8;

@@ -40,7 +40,7 @@ export interface SvdLlmConfig {
   /** The ratio as given, with its convention. */
   ratio: { convention: "removed" | "kept"; value: number };
   /** Rank allocation ("learned": SoCo's trained scores chose the ranks). */
-  allocation: "uniform" | "sensitivity" | "learned";
+  allocation: "uniform" | "sensitivity" | "sweep" | "global" | "learned";
   /** Sequential calibration (each block fed the compressed prefix's outputs). */
   sequential: boolean;
   /** SVD-LLM update of A. */
