@@ -6,7 +6,7 @@
  * windows of 256. Each job runs in its own process, so that its time and peak RSS are its own.
  *
  * Usage: deno run -A bench/soco.ts [--models stories,brown] [--ratios 0.2,0.4,0.6] [--bases whitened,svd]
- *        [--steps 100] [--lr 0.05] [--batch 4] [--kl 1] [--nll 1]
+ *        [--steps 100] [--lr 0.05] [--batch 4] [--kl 10] [--nll 1]
  *
  * @module
  */
@@ -152,7 +152,7 @@ async function main(): Promise<void> {
   const ratios = arg("ratios", "0.2,0.4,0.6").split(",").map(Number);
   const bases = arg("bases", "whitened,svd").split(",") as Job["basis"][];
   const steps = Number(arg("steps", "100")), lr = Number(arg("lr", "0.05"));
-  const batch = Number(arg("batch", "4")), kl = Number(arg("kl", "1")), nll = Number(arg("nll", "1"));
+  const batch = Number(arg("batch", "4")), kl = Number(arg("kl", "10")), nll = Number(arg("nll", "1"));
   console.log(
     "| model | basis | % removed | ppl | calib NLL | loss first → last | time s (bases / train) | peak RSS MB |",
   );
