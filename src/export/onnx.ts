@@ -39,6 +39,7 @@ import {
   SVD_A,
   SVD_B,
 } from "../model/names.ts";
+import { linearShape } from "../model/linear_shape.ts";
 import { ropeTables } from "../model/rope.ts";
 import type { LlamaSpec } from "../model/spec.ts";
 import { openOutputDir } from "../pipeline/output_dir.ts";
@@ -95,22 +96,11 @@ const EXTERNAL_THRESHOLD = 1.5 * 2 ** 30;
 /** The shape of every linear, from tensor headers only (no weight is read). */
 export function weightPlan(model: ModelWeights): WeightPlan {
   const { spec, reader } = model;
-  const d = spec.hiddenSize, f = spec.intermediateSize;
-  const q = spec.numHeads * spec.headDim, kv = spec.numKvHeads * spec.headDim;
-  const dims: Record<LinearName, [number, number]> = {
-    "self_attn.q_proj": [q, d],
-    "self_attn.k_proj": [kv, d],
-    "self_attn.v_proj": [kv, d],
-    "self_attn.o_proj": [d, q],
-    "mlp.gate_proj": [f, d],
-    "mlp.up_proj": [f, d],
-    "mlp.down_proj": [d, f],
-  };
   const blocks = [];
   for (let i = 0; i < spec.numLayers; i++) {
     const shapes = {} as Record<LinearName, LinearShape>;
     for (const name of LINEAR_NAMES) {
-      const p = linearPrefix(i, name), [out, inDim] = dims[name], bias = reader.has(`${p}.bias`);
+      const p = linearPrefix(i, name), [out, inDim] = linearShape(spec, name), bias = reader.has(`${p}.bias`);
       if (reader.has(`${p}.weight`)) shapes[name] = { kind: "dense", out, in: inDim, bias };
       else if (reader.has(`${p}.${SVD_A}`) && reader.has(`${p}.${SVD_B}`)) {
         const rank = reader.info(`${p}.${SVD_A}`).shape[1];

@@ -50,6 +50,7 @@ import {
   SVD_A,
   SVD_B,
 } from "./names.ts";
+import { linearShape } from "./linear_shape.ts";
 import type { LlamaSpec } from "./spec.ts";
 
 export { BlockScratch, type LinearObserver, rmsNorm } from "./block_eval.ts";
@@ -139,20 +140,19 @@ export async function loadLinear(
 
 /** Read block `i` (dense or low-rank linears), checking every shape against the spec. */
 export async function loadBlock(reader: TensorReader, spec: LlamaSpec, i: number): Promise<LlamaBlock> {
-  const d = spec.hiddenSize, f = spec.intermediateSize;
-  const q = spec.numHeads * spec.headDim, kv = spec.numKvHeads * spec.headDim;
-  const lin = (name: LinearName, out: number, inDim: number, bias = false) =>
-    loadLinear(reader, linearPrefix(i, name), out, inDim, bias);
+  const d = spec.hiddenSize;
+  const lin = (name: LinearName, bias = false) =>
+    loadLinear(reader, linearPrefix(i, name), ...linearShape(spec, name), bias);
   return {
     inputNorm: await readShaped(reader, inputNormName(i), [d]),
-    q: await lin("self_attn.q_proj", q, d, spec.attentionBias),
-    k: await lin("self_attn.k_proj", kv, d, spec.attentionBias),
-    v: await lin("self_attn.v_proj", kv, d, spec.attentionBias),
-    o: await lin("self_attn.o_proj", d, q),
+    q: await lin("self_attn.q_proj", spec.attentionBias),
+    k: await lin("self_attn.k_proj", spec.attentionBias),
+    v: await lin("self_attn.v_proj", spec.attentionBias),
+    o: await lin("self_attn.o_proj"),
     postNorm: await readShaped(reader, postNormName(i), [d]),
-    gate: await lin("mlp.gate_proj", f, d),
-    up: await lin("mlp.up_proj", f, d),
-    down: await lin("mlp.down_proj", d, f),
+    gate: await lin("mlp.gate_proj"),
+    up: await lin("mlp.up_proj"),
+    down: await lin("mlp.down_proj"),
   };
 }
 

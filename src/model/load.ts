@@ -17,7 +17,8 @@ import { fetchUrlText, openUrl, type OpenUrlOptions } from "../io/url_source.ts"
 import { hfTokenizerFromJson } from "../tokenize/hf.ts";
 import { tokenizerFromGguf, tokenizerFromGgufJson } from "../tokenize/from_gguf.ts";
 import type { Tokenizer } from "../tokenize/tokenizer.ts";
-import { EMBED, FINAL_NORM, ggufToHfName, LM_HEAD } from "./names.ts";
+import { EMBED, FINAL_NORM, ggufToHfName, LINEAR_NAMES, LM_HEAD } from "./names.ts";
+import { linearShape } from "./linear_shape.ts";
 import { type LlamaSpec, specFromGguf, specFromHfConfig } from "./spec.ts";
 
 /** An opened model: spec, weights under canonical names, tokenizer. Close it when done. */
@@ -173,19 +174,9 @@ export function checkLayerCount(reader: TensorReader, spec: LlamaSpec): void {
 /** Storage types a weight may have: an integer tensor (U8, I32, I64) read as floats would be garbage. */
 const FLOAT_DTYPES: ReadonlySet<string> = new Set(["F32", "F16", "BF16", "F64"]);
 
-/** [out, in] of each block linear under `spec`. */
+/** [out, in] of each block linear under `spec` (from {@link linearShape}), by linear name. */
 function linearShapes(spec: LlamaSpec): Record<string, readonly [number, number]> {
-  const d = spec.hiddenSize, f = spec.intermediateSize, q = spec.numHeads * spec.headDim;
-  const kv = spec.numKvHeads * spec.headDim;
-  return {
-    "self_attn.q_proj": [q, d],
-    "self_attn.k_proj": [kv, d],
-    "self_attn.v_proj": [kv, d],
-    "self_attn.o_proj": [d, q],
-    "mlp.gate_proj": [f, d],
-    "mlp.up_proj": [f, d],
-    "mlp.down_proj": [d, f],
-  };
+  return Object.fromEntries(LINEAR_NAMES.map((n) => [n, linearShape(spec, n)]));
 }
 
 /**
