@@ -26,6 +26,7 @@
  *
  * @module
  */
+import { BLOCK_FIELD } from "../model/block_weights.ts";
 import { BLOCK_PROGRAM, type BlockOp, type ValueName } from "../model/block_def.ts";
 import type { LinearName } from "../model/names.ts";
 import type { LlamaSpec } from "../model/spec.ts";
@@ -128,16 +129,6 @@ class Builder {
   }
 }
 
-const FIELD: Readonly<Record<LinearName, string>> = {
-  "self_attn.q_proj": "q",
-  "self_attn.k_proj": "k",
-  "self_attn.v_proj": "v",
-  "self_attn.o_proj": "o",
-  "mlp.gate_proj": "gate",
-  "mlp.up_proj": "up",
-  "mlp.down_proj": "down",
-};
-
 /** A weight matrix (source rows×cols, stored transposed) as a float32 graph value, per the dtype. */
 function matrixValue(
   g: Builder,
@@ -203,7 +194,7 @@ interface Ctx {
 const KV_LINS: readonly LinearName[] = ["self_attn.k_proj", "self_attn.v_proj"];
 
 function linear(g: Builder, c: Ctx, lin: LinearName, x: string): string {
-  const s = c.shapes[lin], p = `model.layers.${c.layer}.${lin}`, f = FIELD[lin];
+  const s = c.shapes[lin], p = `model.layers.${c.layer}.${lin}`, f = BLOCK_FIELD[lin];
   let y: string;
   if (c.latent && KV_LINS.includes(lin) && s.kind === "lowrank") {
     // latent mode: the cached value is B·x (rank wide); A (and the bias) are applied after the cache
@@ -229,7 +220,7 @@ function linear(g: Builder, c: Ctx, lin: LinearName, x: string): string {
 
 /** Latent mode: a low-rank k/v's output rebuilt from its cached latents (…×rank → …×out): latent·Aᵀ (+ bias). */
 function fromLatent(g: Builder, c: Ctx, lin: LinearName, latent: string): string {
-  const s = c.shapes[lin], p = `model.layers.${c.layer}.${lin}`, f = FIELD[lin];
+  const s = c.shapes[lin], p = `model.layers.${c.layer}.${lin}`, f = BLOCK_FIELD[lin];
   if (s.kind === "dense") return latent;
   const a = matrixValue(g, `${p}.svd_a`, { layer: c.layer, field: `${f}.a` }, s.out, s.rank, c.dtype);
   const y = g.op("MatMul", [latent, a]);
