@@ -9,6 +9,7 @@ import { openSafetensors, type SafetensorsReader } from "./safetensors_reader.ts
 import { fetchUrlText, type OpenUrlOptions } from "./url_source.ts";
 import { parseJsonObject, readTextFile } from "./text_file.ts";
 import { FormatError } from "../errors.ts";
+import { type FileSet, isFileSet, readSetText } from "./file_set.ts";
 
 /** The index file name Hugging Face uses for sharded safetensors. */
 export const INDEX_FILE = "model.safetensors.index.json";
@@ -38,8 +39,9 @@ async function localPath(input: string | URL): Promise<string | undefined> {
 
 /**
  * Open a sharded safetensors model from its index (`{"metadata": {...}, "weight_map": {tensor: shard file}}`,
- * shard paths relative to the index's folder). The index may be a path, a `file:` URL or an `http(s)` URL
- * (then the index is fetched and the shards are read with Range requests beside it). Every shard's header is read and checked now (each tensor of
+ * shard paths relative to the index's folder). The index may be a path, a `file:` URL, an `http(s)` URL
+ * (then the index is fetched and the shards are read with Range requests beside it), or a {@link FileSet}
+ * holding `model.safetensors.index.json` (the shards are then looked up in the set). Every shard's header is read and checked now (each tensor of
  * the map must be in its shard); shard files are then opened again lazily, on the first read of one of
  * their tensors, and stay open until `close()`. Tensors present in a shard but absent from the map are ignored.
  *
@@ -52,18 +54,21 @@ async function localPath(input: string | URL): Promise<string | undefined> {
  * ```
  */
 export async function openShardedSafetensors(
-  index: string | URL,
+  index: string | URL | FileSet,
   opts: OpenUrlOptions = {},
 ): Promise<TensorReader> {
-  const { dirname, join } = await import("node:path");
-  const local = await localPath(index);
+  const set = isFileSet(index) ? index : undefined;
+  const path = set ? undefined : await import("node:path");
+  const local = set ? set.at(INDEX_FILE) : await localPath(index as string | URL);
   const remote = local === undefined;
-  const indexPath = local ?? new URL(index).href;
+  const indexPath = local ?? new URL(index as string | URL).href;
   const fail = (msg: string): never => {
     throw new FormatError(indexPath, `sharded safetensors index: ${msg}`);
   };
   const what = "sharded safetensors index: cannot read the index";
-  const text = remote
+  const text = set
+    ? (await readSetText(set, INDEX_FILE, what))!
+    : remote
     ? (await fetchUrlText(indexPath, opts, false, what))!
     : (await readTextFile(indexPath, what))!;
   const json = parseJsonObject(text, indexPath, "sharded safetensors index");
@@ -80,7 +85,15 @@ export async function openShardedSafetensors(
       });
     }
   }
-  const folder = remote ? new URL(".", indexPath).href : dirname(indexPath);
+  const folder = set ? set.where : remote ? new URL(".", indexPath).href : path!.dirname(indexPath);
+  // a set's shard is looked up by its name in the index; a path or URL is opened as such
+  const openShard = (shard: string): Promise<SafetensorsReader> => {
+    if (!set) return openSafetensors(shard, opts);
+    const src = set.open(shardNames.get(shard)!);
+    return src
+      ? openSafetensors(src)
+      : Promise.reject(new FormatError(shard, "cannot open file: not among the files given"));
+  };
   const shardOf = new Map<string, string>(); // tensor → shard path or URL
   const shardNames = new Map<string, string>(); // shard path or URL → file name as written in the index
   for (const [tensor, file] of Object.entries(map as Record<string, unknown>)) {
@@ -89,7 +102,7 @@ export async function openShardedSafetensors(
     }
     const f = file as string;
     // shards live beside the index: no absolute paths, no other hosts, no climbing out of the folder
-    const p = remote ? new URL(f, folder).href : join(folder, f);
+    const p = set ? set.at(f) : remote ? new URL(f, folder).href : path!.join(folder, f);
     if (!isPlainShardName(f) || (remote && !p.startsWith(folder))) {
       fail(
         `weight_map[${JSON.stringify(tensor)}] = ${
@@ -108,7 +121,7 @@ export async function openShardedSafetensors(
   for (const [shard, file] of shardNames) {
     let r: SafetensorsReader;
     try {
-      r = await openSafetensors(shard, opts);
+      r = await openShard(shard);
     } catch (e) {
       if (e instanceof FormatError && /cannot open file|HTTP status 404/.test(e.message)) {
         return fail(`shard ${JSON.stringify(file)} is missing or unreadable (${e.message})`);
@@ -140,7 +153,7 @@ export async function openShardedSafetensors(
   const shardReader = (shard: string): Promise<SafetensorsReader> => {
     let p = open.get(shard);
     if (!p) {
-      p = openSafetensors(shard, opts);
+      p = openShard(shard);
       open.set(shard, p);
     }
     return p;
@@ -220,15 +233,33 @@ export async function openModelWeights(
       : await openSafetensors(dirOrFile);
   }
   const names = await fs.readdir(dirOrFile);
-  if (names.includes("model.safetensors")) return await openSafetensors(join(dirOrFile, "model.safetensors"));
-  if (names.includes(INDEX_FILE)) return await openShardedSafetensors(join(dirOrFile, INDEX_FILE));
+  const file = pickWeights(dirOrFile, names);
+  return file === INDEX_FILE
+    ? await openShardedSafetensors(join(dirOrFile, file))
+    : await openSafetensors(join(dirOrFile, file));
+}
+
+/**
+ * Which file of a folder holds its weights: `model.safetensors`, else the shard index, else the only
+ * `*.safetensors` file. Throws a FormatError naming `where` and what it found instead.
+ */
+export function pickWeights(where: string, names: readonly string[]): string {
+  if (names.includes("model.safetensors")) return "model.safetensors";
+  if (names.includes(INDEX_FILE)) return INDEX_FILE;
   const st_ = names.filter((n) => /\.safetensors$/i.test(n));
-  if (st_.length === 1) return await openSafetensors(join(dirOrFile, st_[0]));
+  if (st_.length === 1) return st_[0];
   const ggufs = names.filter((n) => /\.gguf$/i.test(n));
   throw new FormatError(
-    dirOrFile,
+    where,
     `open model weights: no model.safetensors or ${INDEX_FILE} in this folder${
       st_.length > 1 ? ` (several .safetensors files and no index: ${st_.slice(0, 4).join(", ")})` : ""
     }${ggufs.length ? `; GGUF files found (${ggufs.join(", ")}): open them with the GGUF reader` : ""}`,
   );
+}
+
+/** {@link openModelWeights} for a folder given as a {@link FileSet} (top-level files only, as a folder's). */
+export async function openSetWeights(set: FileSet): Promise<TensorReader> {
+  const file = pickWeights(set.where, set.list().filter((n) => !n.includes("/")));
+  if (file === INDEX_FILE) return await openShardedSafetensors(set);
+  return await openSafetensors(set.open(file)!);
 }

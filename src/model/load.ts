@@ -10,7 +10,16 @@ import { FormatError, OptionError } from "../errors.ts";
 import type { ByteSource } from "../io/byte_source.ts";
 import { type GgufFile, openGguf } from "../io/gguf.ts";
 import { openSafetensors } from "../io/safetensors_reader.ts";
-import { INDEX_FILE, openModelWeights, openShardedSafetensors } from "../io/sharded.ts";
+import { INDEX_FILE, openModelWeights, openSetWeights, openShardedSafetensors } from "../io/sharded.ts";
+import { openBlob } from "../io/blob_source.ts";
+import {
+  type FileSet,
+  fileSetFromFiles,
+  fileSetFromTar,
+  isFileSet,
+  isTarHeader,
+  readSetText,
+} from "../io/file_set.ts";
 import { checkedReader, type TensorInfo, type TensorReader } from "../io/tensor_reader.ts";
 import { checkRegularFile, parseJsonObject, readTextFile } from "../io/text_file.ts";
 import { fetchUrlText, openUrl, type OpenUrlOptions } from "../io/url_source.ts";
@@ -109,7 +118,9 @@ async function loadGgufModel(input: string | ByteSource, where: string, name: st
  * index) and tokenizer.json (else `tokenizer_gguf.json`, the GGUF vocabulary kept by a compressed GGUF model).
  * Either may be a local path, a `file:` URL or an `http(s)` URL (a folder URL such as
  * `https://huggingface.co/<org>/<repo>/resolve/main/`): the same code reads both, remote files with Range
- * requests under `opts` (timeout, retries, abort signal, headers sent to that host only). A shard index may
+ * requests under `opts` (timeout, retries, abort signal, headers sent to that host only). In a browser the
+ * folder may be given as its `File`s (a `FileList` from `<input type=file webkitdirectory>` or a drop), and a
+ * GGUF file, or a tar of a model folder, as one `File`/`Blob` ({@link ModelFiles}). A shard index may
  * name only plain files beside it. Sizes in the config are checked against the tensors present
  * ({@link checkLoadedModel}) before anything is allocated from them.
  * Every tensor read is checked for NaN and ±Inf ({@link checkedReader}): a non-finite weight throws a
@@ -123,8 +134,13 @@ async function loadGgufModel(input: string | ByteSource, where: string, name: st
  * await m.close();
  * ```
  */
-export async function loadModel(path: string | URL, opts: OpenUrlOptions = {}): Promise<LoadedModel> {
-  const m = await loadUnchecked(path, opts);
+export async function loadModel(
+  path: string | URL | ModelFiles,
+  opts: OpenUrlOptions = {},
+): Promise<LoadedModel> {
+  const m = typeof path === "string" || path instanceof URL
+    ? await loadUnchecked(path, opts)
+    : await loadFiles(await resolveModelFiles(path));
   try {
     checkLoadedModel(m);
   } catch (e) {
@@ -367,6 +383,79 @@ async function loadFolder(f: ModelFolder): Promise<LoadedModel> {
   const tokenizer = await folderTokenizer(f, spec);
   const reader = await f.openWeights();
   return { spec, reader, tokenizer, config, name: f.name, close: () => reader.close() };
+}
+
+/**
+ * A model given as files rather than a path or URL: one GGUF file or one tar of a model folder as a `Blob`/
+ * `File`; a folder's `File`s (a `FileList` or an array; picked folders carry `webkitRelativePath`); or a
+ * {@link FileSet}.
+ */
+export type ModelFiles = Blob | ArrayLike<File> | FileSet;
+
+/** What {@link ModelFiles} hold: one GGUF file, or a folder's files (a picked folder, or a tar's members). */
+export type ResolvedModelFiles = { gguf: ByteSource; name: string } | { folder: FileSet };
+
+/** Refuse a single file that is neither GGUF nor a tar, naming it and saying what it seems to be. */
+async function sniffOne(src: ByteSource): Promise<ResolvedModelFiles> {
+  const head = await src.read(0, Math.min(src.size, 512));
+  const text = new TextDecoder().decode(head.subarray(0, 4));
+  if (text === "GGUF") return { gguf: src, name: src.name.split("/").pop()!.replace(/\.gguf$/i, "") };
+  if (isTarHeader(head)) return { folder: await fileSetFromTar(src) };
+  // safetensors: an 8-byte little-endian header length, then the JSON header
+  const looksSafetensors = head.length > 9 && head[8] === 0x7b && head[6] === 0 && head[7] === 0;
+  throw new FormatError(
+    src.name,
+    looksSafetensors
+      ? "load model: a safetensors file alone has no config.json or tokenizer; give the whole model folder's " +
+        "files (config.json, *.safetensors, tokenizer.json)"
+      : "load model: not a model file (neither GGUF, a model folder's files, nor a tar of one)",
+  );
+}
+
+/**
+ * Tell what {@link ModelFiles} hold, reading at most one header: a lone file (no folder in its
+ * `webkitRelativePath`) is sniffed — GGUF, a tar of a folder, or refused with a message naming it; several
+ * files are a folder (whose one `.gguf` is loaded when it has no config.json). Throws a FormatError naming
+ * the file, or an OptionError for what is not a File/Blob.
+ */
+export async function resolveModelFiles(input: ModelFiles): Promise<ResolvedModelFiles> {
+  if (isFileSet(input)) return gguFolder(input);
+  if (typeof Blob !== "undefined" && input instanceof Blob) return await sniffOne(openBlob(input));
+  if (typeof input !== "object" || input === null || typeof (input as ArrayLike<File>).length !== "number") {
+    throw new OptionError(
+      `load model: cannot read a model from ${
+        Object.prototype.toString.call(input)
+      } (give a path, URL, File, Blob or a folder's Files)`,
+    );
+  }
+  const files = Array.from(input as ArrayLike<File>);
+  const lone = files.length === 1 &&
+    !(files[0] as { webkitRelativePath?: string }).webkitRelativePath?.includes("/");
+  if (lone && files[0] instanceof Blob) return await sniffOne(openBlob(files[0]));
+  return gguFolder(fileSetFromFiles(files));
+}
+
+/** A folder with no config.json and a single `.gguf` file is that GGUF file. */
+function gguFolder(set: FileSet): ResolvedModelFiles {
+  const top = set.list().filter((n) => !n.includes("/"));
+  const ggufs = top.filter((n) => /\.gguf$/i.test(n));
+  if (!top.includes("config.json") && ggufs.length === 1) {
+    return { gguf: set.open(ggufs[0])!, name: ggufs[0].replace(/\.gguf$/i, "") };
+  }
+  return { folder: set };
+}
+
+/** Load resolved files (unchecked, like {@link loadUnchecked}). */
+async function loadFiles(r: ResolvedModelFiles): Promise<LoadedModel> {
+  if ("gguf" in r) return await loadGgufModel(r.gguf, r.gguf.name, r.name);
+  const set = r.folder;
+  return await loadFolder({
+    name: set.name,
+    where: set.where,
+    at: set.at,
+    readText: (file, optional) => readSetText(set, file, `load model: read ${file}`, optional),
+    openWeights: () => openSetWeights(set),
+  });
 }
 
 async function loadUnchecked(path: string | URL, opts: OpenUrlOptions): Promise<LoadedModel> {

@@ -17,12 +17,22 @@
 import { OptionError } from "../errors.ts";
 import { type GgufValue, openGguf } from "../io/gguf.ts";
 import type { ByteSource } from "../io/byte_source.ts";
+import type { FileSet } from "../io/file_set.ts";
 import { openUrl, type OpenUrlOptions } from "../io/url_source.ts";
-import { type LoadedModel, loadModel, modelFromGguf } from "../model/load.ts";
+import {
+  type LoadedModel,
+  loadModel,
+  type ModelFiles,
+  modelFromGguf,
+  resolveModelFiles,
+} from "../model/load.ts";
 import { folderSideFiles, type SideFiles, urlSideFiles } from "./output.ts";
 
-/** A model `compress` can open: a folder or `.gguf` path, an http(s)/file URL, or a GGUF file's bytes. */
-export type ModelSource = string | URL | Blob | Uint8Array | ArrayBuffer;
+/**
+ * A model `compress` can open: a folder or `.gguf` path, an http(s)/file URL, a GGUF file's bytes, or
+ * {@link ModelFiles} (a GGUF file or a tar of a model folder as a Blob/File; a Hugging Face folder's Files).
+ */
+export type ModelSource = string | URL | Uint8Array | ArrayBuffer | ModelFiles;
 
 /** Where the model given to `compressModel` came from (all optional). */
 export interface ModelOrigin {
@@ -82,23 +92,45 @@ export async function openModelSource(
     if (/\.gguf$/i.test(url.pathname)) return await openGgufModel(await openUrl(url, urlOpts), url.href);
     return { model: await loadModel(url, urlOpts), origin: { sideFiles: urlSideFiles(url) } };
   }
-  const blob = input as Blob | Uint8Array | ArrayBuffer;
-  const known = (typeof Blob !== "undefined" && blob instanceof Blob) || blob instanceof Uint8Array ||
-    blob instanceof ArrayBuffer;
-  if (!known) {
+  if (input instanceof Uint8Array || input instanceof ArrayBuffer) {
+    if (!await isGgufBytes(input)) {
+      throw new OptionError(
+        "compress: bytes is not a GGUF file (bytes must hold one; give a Hugging Face folder by path, URL or its Files)",
+      );
+    }
+    return await openGgufModel(input, "model.gguf");
+  }
+  if (
+    typeof Blob !== "undefined" && input instanceof Blob && !await isGgufBytes(input) && !await isTar(input)
+  ) {
     throw new OptionError(
-      `compress: cannot read a model from ${
-        Object.prototype.toString.call(input)
-      } (give a path, URL, Blob or bytes)`,
+      `compress: ${(input as { name?: string }).name || "blob"} is not a GGUF file (a Blob must hold one, ` +
+        "or a tar of a model folder; give a Hugging Face folder by path, URL or its Files)",
     );
   }
-  const name = (blob as { name?: string }).name ?? "model.gguf";
-  if (!await isGgufBytes(blob)) {
-    throw new OptionError(
-      `compress: ${name} is not a GGUF file (a Blob or bytes must hold one; give a Hugging Face folder by path or URL)`,
-    );
-  }
-  return await openGgufModel(blob, name);
+  // A Blob, a folder's Files, a FileSet: through the loader's own resolution and checks.
+  const r = await resolveModelFiles(input as ModelFiles);
+  if ("gguf" in r) return await openGgufModel(r.gguf, r.gguf.name);
+  return { model: await loadModel(r.folder), origin: { sideFiles: setSideFiles(r.folder) } };
+}
+
+/** True when a Blob holds a ustar archive (magic at byte 257). */
+async function isTar(blob: Blob): Promise<boolean> {
+  const m = new Uint8Array(await blob.slice(257, 262).arrayBuffer());
+  return String.fromCharCode(...m) === "ustar";
+}
+
+/** Side files of a folder given as a {@link FileSet}. */
+function setSideFiles(set: FileSet): SideFiles {
+  return async (name) => {
+    const src = set.open(name);
+    if (!src) return undefined;
+    try {
+      return await src.read(0, src.size);
+    } finally {
+      await src.close();
+    }
+  };
 }
 
 async function openGgufModel(
