@@ -133,7 +133,8 @@ export { AbsMeanObserver } from "./src/calib/abs_mean.ts";
 export { GramObserver } from "./src/calib/gram.ts";
 
 // Models and evaluation.
-export { type LoadedModel, loadModel } from "./src/model/load.ts";
+export { type LoadedModel, loadModel, type ModelFiles, type ResolvedModelFiles } from "./src/model/load.ts";
+export { type FileSet, fileSetFromFiles, fileSetFromTar, tarBlob } from "./src/io/file_set.ts";
 export type { LlamaSpec } from "./src/model/spec.ts";
 export {
   blockBackward,

@@ -1,10 +1,24 @@
-// The page: starts worker.js (which loads the library) and shows what it reports. ?model=URL and ?text=URL
-// fill the form, ?gpu=0 unticks WebGPU, ?auto evaluates at once, ?report=PATH POSTs the final message as JSON to PATH (the
-// end-to-end test reads it there).
+// The page: reads the form, starts worker.js (which loads the library and compresses), shows its progress,
+// the per-layer summary and an Observable Plot figure, and offers the tar it returns as a download.
+// `#status[data-state]` is idle | running | cancelling | done | error | aborted, and `data-stage` the
+// current stage: the end-to-end test waits on them. ?gpu=0 unticks WebGPU; ?model=URL, ?text=URL fill the form.
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 for (const k of ["model", "text"]) if (params.get(k)) $(k).value = params.get(k);
 if (params.get("gpu") === "0") $("gpu").checked = false;
+// Picking a folder or a file selects it as the source.
+for (const k of ["folder", "file"]) {
+  $(k).addEventListener("change", () => document.querySelector(`input[name=source][value=${k}]`).click());
+}
+
+let worker = null;
+let downloadUrl = null;
+
+function setStatus(state, text, stage = "") {
+  $("status").dataset.state = state;
+  $("status").dataset.stage = stage;
+  $("status").textContent = text;
+}
 
 function show(rows) {
   for (const [k, v] of Object.entries(rows)) {
@@ -18,16 +32,84 @@ function show(rows) {
   }
 }
 
+/** What the form asks for: the model (Files, a File or a URL), its display name, and the options. */
+function job() {
+  const source = document.querySelector("input[name=source]:checked").value;
+  const job = {
+    method: $("method").value,
+    removed: Number($("removed").value) / 100,
+    samples: Number($("samples").value),
+    seqlen: Number($("seqlen").value),
+    text: new URL($("text").value, location.href).href,
+    textFile: $("textFile").files[0],
+    evaluate: $("evaluate").checked,
+    gpu: $("gpu").checked,
+  };
+  if (source === "bundled") {
+    job.model = new URL($("model").value, location.href).href;
+    job.name = job.model.split("/").pop().replace(/\.gguf$/i, "");
+  } else {
+    const files = [...$(source).files];
+    if (files.length === 0) throw new Error(`pick a ${source === "folder" ? "model folder" : "file"} first`);
+    job.files = files;
+    const first = files[0].webkitRelativePath || files[0].name;
+    job.name = (source === "folder" ? first.split("/")[0] : first).replace(/\.(gguf|tar)$/i, "");
+  }
+  return job;
+}
+
+/** A figure of the fraction of each linear's parameters kept, per block (1 = left dense). */
+function plot(layers) {
+  const rows = layers.map((l) => {
+    const m = /layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)$/.exec(l.name);
+    return { block: m ? Number(m[1]) : l.name, linear: m ? m[2] : l.name, kept: l.after / l.before };
+  });
+  $("plot").replaceChildren(Plot.plot({
+    height: 220,
+    marginLeft: 50,
+    x: { axis: null },
+    fx: { label: "block" },
+    y: { label: "parameters kept", domain: [0, 1], grid: true },
+    color: { legend: true },
+    marks: [Plot.barY(rows, { fx: "block", x: "linear", y: "kept", fill: "linear", title: (d) => d.kept.toFixed(3) })],
+  }));
+}
+
+function table(layers) {
+  const head = "<tr><th>linear</th><th>shape</th><th>rank</th><th>kept</th><th>rel. loss</th></tr>";
+  $("layers").innerHTML = head + layers.map((l) =>
+    `<tr><td>${l.name.replace(/^model\.layers\./, "")}</td><td>${l.rows}×${l.cols}</td><td>${l.rank ?? "dense"}</td>` +
+    `<td>${(l.after / l.before).toFixed(3)}</td><td>${l.relativeLoss?.toExponential(2) ?? ""}</td></tr>`
+  ).join("");
+}
+
+function finish(state, text) {
+  worker?.terminate(); // also ends its thread pool
+  worker = null;
+  $("go").disabled = false;
+  $("cancel").disabled = true;
+  setStatus(state, text, $("status").dataset.stage);
+}
+
 function run() {
   $("error").textContent = "";
   $("progress").value = 0;
-  const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
-  const finish = (msg) => {
-    worker.terminate();
-    globalThis.__svdLlmResult = msg;
-    const to = params.get("report");
-    if (to) fetch(to, { method: "POST", body: JSON.stringify(msg) });
-  };
+  $("download").hidden = true;
+  if (downloadUrl) URL.revokeObjectURL(downloadUrl);
+  downloadUrl = null;
+  $("download").removeAttribute("href");
+  let j;
+  try {
+    j = job();
+  } catch (e) {
+    $("error").textContent = e.message;
+    setStatus("error", "Nothing to compress.");
+    return;
+  }
+  $("go").disabled = true;
+  $("cancel").disabled = false;
+  setStatus("running", "Starting…", "start");
+  worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
   worker.onmessage = ({ data: m }) => {
     if (m.type === "info") {
       show({
@@ -38,34 +120,50 @@ function run() {
           ? `${m.info.gpu.adapter}${m.info.gpu.fallback ? " (software)" : ""}`
           : m.info.gpuNote ?? "off",
       });
-    } else if (m.type === "progress") $("progress").value = m.done / m.total;
-    else if (m.type === "done") {
+    } else if (m.type === "progress") {
+      $("progress").value = m.total ? m.done / m.total : 0;
+      const where = m.block !== undefined ? ` block ${m.block}` : "";
+      const eta = m.etaSeconds !== undefined ? `, ${Math.ceil(m.etaSeconds)} s left` : "";
+      if ($("status").dataset.state === "running") {
+        setStatus("running", `${m.stage}${where} ${m.layer?.replace(/^.*\./, "") ?? ""} ${m.done}/${m.total}${eta}`, m.stage);
+      }
+    } else if (m.type === "cancelling") {
+      setStatus("cancelling", "Cancelling…", $("status").dataset.stage);
+    } else if (m.type === "done") {
+      const r = m.report;
       $("progress").value = 1;
       show({
-        model: m.model,
-        tokens: String(m.tokens),
-        perplexity: m.ppl.toFixed(4),
-        seconds: m.seconds.toFixed(2),
+        result: `${r.method}, ${r.ratioLabel}: linears ${r.params.linears.before.toLocaleString()} → ` +
+          `${r.params.linears.after.toLocaleString()} values, model ${(r.params.model.removed * 100).toFixed(1)} % smaller`,
+        seconds: r.seconds.toFixed(2),
+        ...(m.ppl ? { "perplexity of the download": `${m.ppl.value.toFixed(4)} (${m.ppl.tokens} tokens, window ${m.ppl.window})` } : {}),
+        download: `${m.fileName}, ${(m.tar.size / 1e6).toFixed(2)} MB`,
       });
-      finish(m);
+      plot(r.layers);
+      table(r.layers);
+      downloadUrl = URL.createObjectURL(m.tar);
+      Object.assign($("download"), { href: downloadUrl, download: m.fileName, hidden: false });
+      globalThis.__svdLlmResult = { type: "done", ppl: m.ppl?.value, info: m.info, fileName: m.fileName };
+      finish("done", `Done: ${m.fileName}`);
+    } else if (m.type === "aborted") {
+      globalThis.__svdLlmResult = { type: "aborted", message: m.message };
+      finish("aborted", "Cancelled: nothing was kept.");
     } else if (m.type === "error") {
       $("error").textContent = m.message;
-      finish(m);
+      globalThis.__svdLlmResult = { type: "error", message: m.message };
+      finish("error", "Failed.");
     }
   };
   worker.onerror = (e) => {
     $("error").textContent = `the worker failed: ${e.message}`;
-    finish({ type: "error", message: e.message });
+    finish("error", "Failed.");
   };
-  worker.postMessage({
-    model: new URL($("model").value, location.href).href,
-    text: new URL($("text").value, location.href).href,
-    gpu: $("gpu").checked,
-  });
+  worker.postMessage(j);
 }
 
 $("form").addEventListener("submit", (e) => {
   e.preventDefault();
   run();
 });
+$("cancel").addEventListener("click", () => worker?.postMessage({ type: "abort" }));
 if (params.has("auto")) run();

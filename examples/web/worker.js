@@ -1,31 +1,89 @@
 // The Worker: loads the library (the browser bundle of mod.ts beside this file), starts threads and WebGPU
-// where the page allows, loads the model by URL and evaluates its perplexity, reporting to the page.
-// Loaded on the first message (a handler set before any await: a message arriving without one is lost).
+// where the page allows, compresses the model it is given into memory, packs the folder as one tar Blob and
+// (optionally) reloads that tar and evaluates it, reporting to the page. `{ type: "abort" }` cancels a run
+// through its AbortSignal: the memory sink then holds nothing and no tar is made.
+// Handlers are set before any await: a message arriving without one is lost.
 // The bundle is built, not committed: its URL is computed so `deno check examples/` does not look for it.
 const bundle = new URL("./svd_llm.js", import.meta.url).href;
+const post = (m) => self.postMessage(m);
+let controller;
 
-self.onmessage = async ({ data: job }) => {
-  const post = (m) => self.postMessage(m);
+/** The calibration text: a picked File, or fetched by URL (a failed fetch names the URL and status). */
+async function textOf(job) {
+  if (job.textFile) return await job.textFile.text();
+  const res = await fetch(job.text);
+  if (!res.ok) throw new Error(`load calibration text ${job.text}: HTTP status ${res.status}`);
+  return await res.text();
+}
+
+/** The report without what does not survive structured cloning or is not shown. */
+function summary(r) {
+  return {
+    method: r.method,
+    ratioLabel: r.ratioLabel,
+    params: r.params,
+    layers: r.layers.map((l) => ({
+      name: l.name,
+      rows: l.rows,
+      cols: l.cols,
+      rank: l.rank,
+      before: l.before,
+      after: l.after,
+      relativeLoss: l.relativeLoss,
+      energyKept: l.energyKept,
+    })),
+    calibration: r.calibration,
+    seconds: r.seconds,
+  };
+}
+
+async function compressJob(job) {
+  controller = new AbortController();
+  const { signal } = controller;
   try {
-    const { initLinalg, linalgInfo, loadModel, perplexity } = await import(bundle);
-    const info = await initLinalg({ threads: Math.min(4, navigator.hardwareConcurrency || 1), gpu: job.gpu });
+    const lib = await import(bundle);
+    const info = await lib.initLinalg({ threads: Math.min(4, navigator.hardwareConcurrency || 1), gpu: job.gpu });
     post({ type: "info", info });
-    const model = await loadModel(new URL(job.model));
-    try {
-      const res = await fetch(job.text);
-      if (!res.ok) throw new Error(`load text ${job.text}: HTTP status ${res.status}`);
-      const ids = model.tokenizer.encode(await res.text(), { bos: true });
-      const t0 = performance.now();
-      const r = await perplexity(model, ids, {
-        window: 512,
-        onProgress: (p) => post({ type: "progress", done: p.done, total: p.total }),
-      });
-      const seconds = (performance.now() - t0) / 1000;
-      post({ type: "done", model: job.model, ppl: r.ppl, tokens: r.tokens, seconds, info: linalgInfo() });
-    } finally {
-      await model.close();
+    const text = await textOf(job);
+    const input = job.files ?? new URL(job.model);
+    const sink = lib.memorySink();
+    const report = await lib.compress(input, sink, {
+      method: job.method,
+      ratio: { removed: job.removed },
+      calibration: job.method === "svd" ? undefined : { text, samples: job.samples, seqlen: job.seqlen },
+      signal,
+      url: { signal },
+      onProgress: (p) => post({ type: "progress", ...p }),
+    });
+    // Only a committed sink hands out its files; the tar is made from them once the run has succeeded.
+    const folder = `${job.name}-${job.method}-${Math.round(job.removed * 100)}`.replace(/[^\w.+-]/g, "_");
+    const tar = lib.tarBlob(await sink.files, folder);
+    let ppl;
+    if (job.evaluate) {
+      // Reload what the user downloads (the tar itself) and evaluate it: the download is a loadable model.
+      post({ type: "progress", stage: "evaluate", done: 0, total: 1 });
+      const m = await lib.loadModel(new File([tar], `${folder}.tar`));
+      try {
+        const ids = m.tokenizer.encode(text, { bos: true });
+        const r = await lib.perplexity(m, ids, {
+          window: Math.min(job.seqlen, m.spec.maxPositions),
+          onProgress: (p) => post({ type: "progress", stage: "evaluate", done: p.done, total: p.total }),
+        });
+        ppl = { value: r.ppl, tokens: r.tokens, window: Math.min(job.seqlen, m.spec.maxPositions) };
+      } finally {
+        await m.close();
+      }
     }
+    post({ type: "done", report: summary(report), tar, fileName: `${folder}.tar`, ppl, info: lib.linalgInfo() });
   } catch (e) {
-    post({ type: "error", message: e instanceof Error ? e.message : String(e) });
+    const message = e instanceof Error ? e.message : String(e);
+    post(signal.aborted ? { type: "aborted", message } : { type: "error", message });
   }
+}
+
+self.onmessage = ({ data: job }) => {
+  if (job.type === "abort") {
+    post({ type: "cancelling" });
+    controller?.abort(new Error("compression cancelled by the user"));
+  } else compressJob(job);
 };

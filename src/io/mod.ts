@@ -33,7 +33,23 @@ export {
   type SafetensorsHeader,
   type SafetensorsReader,
 } from "./safetensors_reader.ts";
-export { INDEX_FILE, isPlainShardName, openModelWeights, openShardedSafetensors } from "./sharded.ts";
+export {
+  INDEX_FILE,
+  isPlainShardName,
+  openModelWeights,
+  openSetWeights,
+  openShardedSafetensors,
+  pickWeights,
+} from "./sharded.ts";
+export {
+  type FileSet,
+  fileSetFromFiles,
+  fileSetFromTar,
+  isFileSet,
+  isTarHeader,
+  readSetText,
+  tarBlob,
+} from "./file_set.ts";
 export {
   buildSafetensorsHeader,
   createSafetensorsWriter,

@@ -79,11 +79,14 @@ export {
   type RunOptions,
 } from "./block_eval.ts";
 export { ggufAsHfReader, type LoadedModel, loadModel, modelFromGguf } from "./load.ts";
+export { type ModelFiles, resolveModelFiles, type ResolvedModelFiles } from "./load.ts";
 export { checkLayerCount, checkLoadedModel } from "./load.ts";
 export { loadModelUrl } from "./load_url.ts";
 // Types the exported functions name, re-exported so this entry point documents them (deno doc --lint).
 export type { FloatArray, Matrix } from "../linalg/matrix.ts";
 export type { GgufFile, GgufNumberArray, GgufValue } from "../io/gguf.ts";
+export type { FileSet } from "../io/file_set.ts";
+export type { ByteSource } from "../io/byte_source.ts";
 export type { DType, TensorInfo, TensorReader } from "../io/tensor_reader.ts";
 export type { OpenUrlOptions } from "../io/url_source.ts";
 export type { EncodeOptions, Tokenizer } from "../tokenize/tokenizer.ts";

@@ -73,7 +73,8 @@ export interface FileServer {
  * Serve `files` (paths relative to `dir`, `/`-separated; anything else answers 404) on 127.0.0.1 at a free
  * port, with single byte ranges (`Range: bytes=a-b`, as `loadModel(URL)` reads). `extra` maps URL paths to
  * generated bodies (an import map, a bundle; a function is called per request); `onPost` receives POSTed
- * bodies by path; `headers` go on every answer (COOP/COEP for a cross-origin-isolated page).
+ * bodies by path; `headers` go on every answer (COOP/COEP for a cross-origin-isolated page); `hold` may
+ * return a promise that delays the answer to a range request (path, first byte) until it resolves.
  */
 export function serveFiles(
   dir: string,
@@ -81,6 +82,7 @@ export function serveFiles(
   extra: Record<string, { type: string; body: string | Uint8Array | (() => string | Uint8Array) }> = {},
   headers: Record<string, string> = {},
   onPost?: (path: string, body: string) => void,
+  hold?: (path: string, start: number) => Promise<void> | undefined,
 ): Promise<FileServer> {
   const allowed = new Set(files);
   const server: Server = createServer((req, res) => {
@@ -110,24 +112,32 @@ export function serveFiles(
     const type = TYPES[extname(file)] ?? "application/octet-stream";
     const size = statSync(file).size;
     const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");
-    if (range) {
-      const start = Number(range[1]), end = Math.min(size - 1, range[2] ? Number(range[2]) : size - 1);
-      if (start >= size || end < start) {
-        res.writeHead(416, { "content-range": `bytes */${size}`, ...headers });
-        res.end();
-        return;
-      }
-      res.writeHead(206, {
-        "content-type": type,
-        "content-range": `bytes ${start}-${end}/${size}`,
-        "content-length": String(end - start + 1),
-        ...headers,
-      });
-      res.end(readFileSync(file).subarray(start, end + 1));
+    const held = range ? hold?.(path, Number(range[1])) : undefined;
+    if (held) {
+      held.then(() => answer());
       return;
     }
-    res.writeHead(200, { "content-type": type, "content-length": String(size), ...headers });
-    res.end(readFileSync(file));
+    answer();
+    function answer(): void {
+      if (range) {
+        const start = Number(range[1]), end = Math.min(size - 1, range[2] ? Number(range[2]) : size - 1);
+        if (start >= size || end < start) {
+          res.writeHead(416, { "content-range": `bytes */${size}`, ...headers });
+          res.end();
+          return;
+        }
+        res.writeHead(206, {
+          "content-type": type,
+          "content-range": `bytes ${start}-${end}/${size}`,
+          "content-length": String(end - start + 1),
+          ...headers,
+        });
+        res.end(readFileSync(file).subarray(start, end + 1));
+        return;
+      }
+      res.writeHead(200, { "content-type": type, "content-length": String(size), ...headers });
+      res.end(readFileSync(file));
+    }
   });
   return new Promise((resolve) => {
     server.listen(0, "127.0.0.1", () => {
