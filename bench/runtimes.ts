@@ -6,8 +6,11 @@
  * (its RSS before the request is given too: the runtime's own share). Prints a Markdown table.
  *
  * ```sh
- * nice deno run -A bench/runtimes.ts [--samples 16] [--seqlen 256] [--only deno|bun|node|workerd]
+ * nice deno run -A bench/runtimes.ts [--samples 16] [--seqlen 256] [--only deno,bun,node,chromium,workerd]
  * ```
+ *
+ * The Chromium rows (the page's own thread, and a dedicated Worker) are measured by `runtimes_browser.ts`:
+ * wall time in the page, CPU time and peak RSS of the page's renderer process (from /proc).
  *
  * @module
  */
@@ -22,17 +25,20 @@ import { buildWorker } from "../examples/workerd/build.ts";
 import { startWorkerd, workerdBinary } from "../examples/workerd/harness.ts";
 import { serveFiles } from "../examples/workerd/serve_files.ts";
 import { parseMultipart } from "../examples/workerd/multipart.ts";
+import { measureInChromium } from "./runtimes_browser.ts";
 
 const arg = (k: string, d: number) => {
   const i = Deno.args.indexOf(k);
   return i >= 0 ? Number(Deno.args[i + 1]) : d;
 };
 const SAMPLES = arg("--samples", 16), SEQLEN = arg("--seqlen", 256);
-/** `--only deno|bun|node|workerd`: one row. */
-const ONLY = Deno.args.includes("--only") ? Deno.args[Deno.args.indexOf("--only") + 1].toLowerCase() : null;
+/** `--only deno,chromium`: these rows only (names' prefixes, comma-separated). */
+const ONLY = Deno.args.includes("--only")
+  ? Deno.args[Deno.args.indexOf("--only") + 1].toLowerCase().split(",")
+  : null;
 /** `--gc`: start workerd with V8's --expose-gc, so the pipeline collects after each linear (see build.ts). */
 const GC = Deno.args.includes("--gc");
-const wanted = (runtime: string) => !ONLY || runtime.toLowerCase().startsWith(ONLY);
+const wanted = (runtime: string) => !ONLY || ONLY.some((o) => runtime.toLowerCase().startsWith(o));
 const repo = (p: string) => fileURLToPath(new URL(`../${p}`, import.meta.url));
 const TINYLM = "/work/shared/models/tinylm-brown";
 const TEXT = repo("data/tinystories-valid.part1.txt");
@@ -117,6 +123,54 @@ try {
     }
     rows.push(row);
   }
+  const chromium = ["/usr/lib/chromium/chromium-headless-shell", "/usr/lib/chromium/chromium"].find(
+    existsSync,
+  );
+  for (const mode of ["page", "worker"] as const) {
+    const runtime = `Chromium ${mode === "page" ? "page (main thread)" : "Worker"}`;
+    if (!chromium || !wanted(runtime)) continue;
+    const bundle = join(tmp, "svd_llm.js");
+    if (!existsSync(bundle)) {
+      await run(repo("node_modules/.bin/deno"), [
+        "bundle",
+        "--platform",
+        "browser",
+        "-o",
+        bundle,
+        repo("mod.ts"),
+      ]);
+    }
+    const version = (await run(chromium, ["--version"])).trim().replace(/^\D*/, "");
+    const row: Row = { runtime: `${runtime}, headless ${version}`, works: {}, results: {} };
+    for (const m of models) {
+      try {
+        const text = await Deno.readTextFile(TEXT);
+        const c = await measureInChromium(
+          chromium,
+          await Deno.readFile(bundle),
+          m,
+          mode,
+          text,
+          SAMPLES,
+          SEQLEN,
+        );
+        row.results[m.name] = {
+          seconds: c.seconds,
+          cpuSeconds: c.cpuSeconds,
+          peakMiB: c.peakMiB,
+          baseMiB: c.baseMiB,
+        };
+        for (const [k, v] of Object.entries(c.works)) {
+          row.works[k] = row.works[k] && row.works[k] !== v ? `${row.works[k]}; ${v}` : v;
+        }
+        console.error(`${runtime} ${m.name}: ${c.seconds.toFixed(1)} s, ${c.peakMiB.toFixed(0)} MiB`);
+      } catch (e) {
+        console.error(`${runtime} ${m.name}: ${(e as Error).message}`);
+        row.works.error = (e as Error).message.split("\n")[0].slice(0, 120);
+      }
+    }
+    rows.push(row);
+  }
   const binary = workerdBinary();
   if (binary && wanted("workerd")) {
     const build = await buildWorker(join(tmp, "dist"));
@@ -177,5 +231,7 @@ for (const r of rows) {
 console.log(
   `\nsvdllm, 20 % removed, ${SAMPLES}×${SEQLEN} calibration tokens of data/tinystories-valid.part1.txt, one ` +
     `thread; wall time, CPU time (user+system) and peak RSS (VmHWM) of a fresh process per cell. Deno, Bun, ` +
-    `Node keep the output in memory (memorySink); the Worker streams it to the client (multipart).`,
+    `Node keep the output in memory (memorySink); the Worker streams it to the client (multipart). Chromium: ` +
+    `wall time measured in the page, CPU time and peak RSS (VmHWM) of the page's renderer process, which ` +
+    `holds the page, its Workers and their wasm heaps (the browser and GPU processes are not counted).`,
 );

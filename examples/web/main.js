@@ -58,29 +58,46 @@ function job() {
   return job;
 }
 
-/** A figure of the fraction of each linear's parameters kept, per block (1 = left dense). */
+/**
+ * Figures per block and linear: the fraction of parameters kept (1 = left dense) and, when the method
+ * predicts it (svdllm), the relative output error ‖(W − AB)Xᵀ‖/‖WXᵀ‖ on the calibration inputs.
+ */
 function plot(layers) {
   const rows = layers.map((l) => {
     const m = /layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)$/.exec(l.name);
-    return { block: m ? Number(m[1]) : l.name, linear: m ? m[2] : l.name, kept: l.after / l.before };
+    return {
+      block: m ? Number(m[1]) : l.name,
+      linear: m ? m[2] : l.name,
+      kept: l.after / l.before,
+      loss: l.relativeLoss,
+    };
   });
-  $("plot").replaceChildren(Plot.plot({
-    height: 220,
-    marginLeft: 50,
-    x: { axis: null },
-    fx: { label: "block" },
-    y: { label: "parameters kept", domain: [0, 1], grid: true },
-    color: { legend: true },
-    marks: [Plot.barY(rows, { fx: "block", x: "linear", y: "kept", fill: "linear", title: (d) => d.kept.toFixed(3) })],
-  }));
+  const figure = (y, label, domain) =>
+    Plot.plot({
+      height: 200,
+      marginLeft: 50,
+      x: { axis: null },
+      fx: { label: "block" },
+      y: { label, domain, grid: true },
+      color: { legend: true },
+      marks: [
+        Plot.barY(rows, { fx: "block", x: "linear", y, fill: "linear", title: (d) => d[y]?.toFixed(4) }),
+      ],
+    });
+  const figures = [figure("kept", "parameters kept", [0, 1])];
+  if (rows.some((r) => r.loss !== undefined)) figures.push(figure("loss", "relative output error"));
+  $("plot").replaceChildren(...figures);
 }
 
 function table(layers) {
   const head = "<tr><th>linear</th><th>shape</th><th>rank</th><th>kept</th><th>rel. loss</th></tr>";
-  $("layers").innerHTML = head + layers.map((l) =>
-    `<tr><td>${l.name.replace(/^model\.layers\./, "")}</td><td>${l.rows}×${l.cols}</td><td>${l.rank ?? "dense"}</td>` +
-    `<td>${(l.after / l.before).toFixed(3)}</td><td>${l.relativeLoss?.toExponential(2) ?? ""}</td></tr>`
-  ).join("");
+  $("layers").innerHTML = head +
+    layers.map((l) =>
+      `<tr><td>${l.name.replace(/^model\.layers\./, "")}</td><td>${l.rows}×${l.cols}</td><td>${
+        l.rank ?? "dense"
+      }</td>` +
+      `<td>${(l.after / l.before).toFixed(3)}</td><td>${l.relativeLoss?.toExponential(2) ?? ""}</td></tr>`
+    ).join("");
 }
 
 function finish(state, text) {
@@ -125,7 +142,11 @@ function run() {
       const where = m.block !== undefined ? ` block ${m.block}` : "";
       const eta = m.etaSeconds !== undefined ? `, ${Math.ceil(m.etaSeconds)} s left` : "";
       if ($("status").dataset.state === "running") {
-        setStatus("running", `${m.stage}${where} ${m.layer?.replace(/^.*\./, "") ?? ""} ${m.done}/${m.total}${eta}`, m.stage);
+        setStatus(
+          "running",
+          `${m.stage}${where} ${m.layer?.replace(/^.*\./, "") ?? ""} ${m.done}/${m.total}${eta}`,
+          m.stage,
+        );
       }
     } else if (m.type === "cancelling") {
       setStatus("cancelling", "Cancelling…", $("status").dataset.stage);
@@ -134,9 +155,17 @@ function run() {
       $("progress").value = 1;
       show({
         result: `${r.method}, ${r.ratioLabel}: linears ${r.params.linears.before.toLocaleString()} → ` +
-          `${r.params.linears.after.toLocaleString()} values, model ${(r.params.model.removed * 100).toFixed(1)} % smaller`,
+          `${r.params.linears.after.toLocaleString()} values, model ${
+            (r.params.model.removed * 100).toFixed(1)
+          } % smaller`,
         seconds: r.seconds.toFixed(2),
-        ...(m.ppl ? { "perplexity of the download": `${m.ppl.value.toFixed(4)} (${m.ppl.tokens} tokens, window ${m.ppl.window})` } : {}),
+        ...(m.ppl
+          ? {
+            "perplexity of the download": `${
+              m.ppl.value.toFixed(4)
+            } (${m.ppl.tokens} tokens, window ${m.ppl.window})`,
+          }
+          : {}),
         download: `${m.fileName}, ${(m.tar.size / 1e6).toFixed(2)} MB`,
       });
       plot(r.layers);

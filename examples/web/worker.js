@@ -42,7 +42,10 @@ async function compressJob(job) {
   const { signal } = controller;
   try {
     const lib = await import(bundle);
-    const info = await lib.initLinalg({ threads: Math.min(4, navigator.hardwareConcurrency || 1), gpu: job.gpu });
+    const info = await lib.initLinalg({
+      threads: Math.min(4, navigator.hardwareConcurrency || 1),
+      gpu: job.gpu,
+    });
     post({ type: "info", info });
     const text = await textOf(job);
     const input = job.files ?? new URL(job.model);
@@ -74,7 +77,14 @@ async function compressJob(job) {
         await m.close();
       }
     }
-    post({ type: "done", report: summary(report), tar, fileName: `${folder}.tar`, ppl, info: lib.linalgInfo() });
+    post({
+      type: "done",
+      report: summary(report),
+      tar,
+      fileName: `${folder}.tar`,
+      ppl,
+      info: lib.linalgInfo(),
+    });
   } catch (e) {
     const message = e instanceof Error ? e.message : String(e);
     post(signal.aborted ? { type: "aborted", message } : { type: "error", message });
