@@ -39,7 +39,9 @@ function findChromium(): string | null {
   return candidates.find((c) => c && existsSync(c)) ?? null;
 }
 const chromium = findChromium();
-const skip = chromium ? false : "no Chromium installed (apt-get install chromium-headless-shell, or set CHROMIUM)";
+const skip = chromium
+  ? false
+  : "no Chromium installed (apt-get install chromium-headless-shell, or set CHROMIUM)";
 
 const STORIES = "models/stories260K/stories260K.gguf";
 const TEXT = "data/tinystories-valid.part1.txt";
@@ -138,46 +140,55 @@ async function pplOf(input: string | File): Promise<number> {
   }
 }
 
-test("Chromium page: compress stories260K (svdllm 20 %) with threads, download, reload: same perplexity as here", {
-  skip,
-  timeout: 900_000,
-}, async () => {
-  const text = readFileSync(join(root, TEXT), "utf8");
-  // The same compression here, into memory, packed as the page packs it.
-  const sink = memorySink();
-  await compress(join(root, STORIES), sink, {
-    method: OPTS.method,
-    ratio: OPTS.ratio,
-    calibration: { text, samples: OPTS.samples, seqlen: OPTS.seqlen },
-  });
-  const here = await pplOf(new File([tarBlob(await sink.files, "here")], "here.tar"));
-  await withPage(async (page, tmp) => {
-    let downloads = 0;
-    page.on("download", () => downloads++);
-    assert.equal(await compressOnPage(page), "done", await page.textContent("#error") ?? "");
-    const result = await page.evaluate(() =>
-      (globalThis as unknown as { __svdLlmResult: { ppl: number; info: { threads: number; threadsNote?: string } } })
-        .__svdLlmResult
-    );
-    assert.ok(result.info.threads > 1, `no worker threads in the page's Worker: ${result.info.threadsNote}`);
-    assert.equal(downloads, 0, "a download started before the user asked");
-    const shot = join(tmpdir(), `svd-llm-page-${process.pid}.png`);
-    await page.screenshot({ path: shot, fullPage: true });
-    console.log(`screenshot: ${shot}`);
-    if (process.env.SVD_LLM_SCREENSHOT) copyFileSync(shot, process.env.SVD_LLM_SCREENSHOT);
-    const [download] = await Promise.all([page.waitForEvent("download", WAIT), page.click("#download")]);
-    assert.equal(download.suggestedFilename(), "stories260K-svdllm-20.tar");
-    const saved = join(tmp, download.suggestedFilename());
-    await download.saveAs(saved);
-    const fromPage = await pplOf(new File([readFileSync(saved)], download.suggestedFilename()));
-    console.log(
-      `Chromium (${result.info.threads} threads): reloaded download ppl ${fromPage.toFixed(6)}, page's ` +
-        `${result.ppl.toFixed(6)}, same compression here ${here.toFixed(6)}`,
-    );
-    assert.ok(Math.abs(fromPage / here - 1) < 1e-5, `download ${fromPage} against here ${here}`);
-    assert.ok(Math.abs(result.ppl / here - 1) < 1e-5, `page ${result.ppl} against here ${here}`);
-  });
-});
+test(
+  "Chromium page: compress stories260K (svdllm 20 %) with threads, download, reload: same perplexity as here",
+  {
+    skip,
+    timeout: 900_000,
+  },
+  async () => {
+    const text = readFileSync(join(root, TEXT), "utf8");
+    // The same compression here, into memory, packed as the page packs it.
+    const sink = memorySink();
+    await compress(join(root, STORIES), sink, {
+      method: OPTS.method,
+      ratio: OPTS.ratio,
+      calibration: { text, samples: OPTS.samples, seqlen: OPTS.seqlen },
+    });
+    const here = await pplOf(new File([tarBlob(await sink.files, "here")], "here.tar"));
+    await withPage(async (page, tmp) => {
+      let downloads = 0;
+      page.on("download", () => downloads++);
+      assert.equal(await compressOnPage(page), "done", await page.textContent("#error") ?? "");
+      const result = await page.evaluate(() =>
+        (globalThis as unknown as {
+          __svdLlmResult: { ppl: number; info: { threads: number; threadsNote?: string } };
+        })
+          .__svdLlmResult
+      );
+      assert.ok(
+        result.info.threads > 1,
+        `no worker threads in the page's Worker: ${result.info.threadsNote}`,
+      );
+      assert.equal(downloads, 0, "a download started before the user asked");
+      const shot = join(tmpdir(), `svd-llm-page-${process.pid}.png`);
+      await page.screenshot({ path: shot, fullPage: true });
+      console.log(`screenshot: ${shot}`);
+      if (process.env.SVD_LLM_SCREENSHOT) copyFileSync(shot, process.env.SVD_LLM_SCREENSHOT);
+      const [download] = await Promise.all([page.waitForEvent("download", WAIT), page.click("#download")]);
+      assert.equal(download.suggestedFilename(), "stories260K-svdllm-20.tar");
+      const saved = join(tmp, download.suggestedFilename());
+      await download.saveAs(saved);
+      const fromPage = await pplOf(new File([readFileSync(saved)], download.suggestedFilename()));
+      console.log(
+        `Chromium (${result.info.threads} threads): reloaded download ppl ${fromPage.toFixed(6)}, page's ` +
+          `${result.ppl.toFixed(6)}, same compression here ${here.toFixed(6)}`,
+      );
+      assert.ok(Math.abs(fromPage / here - 1) < 1e-5, `download ${fromPage} against here ${here}`);
+      assert.ok(Math.abs(result.ppl / here - 1) < 1e-5, `page ${result.ppl} against here ${here}`);
+    });
+  },
+);
 
 test("Chromium page: a folder picked as Files compresses as the folder does; a non-model file is named", {
   skip,
@@ -211,48 +222,52 @@ test("Chromium page: a folder picked as Files compresses as the folder does; a n
   });
 });
 
-test("Chromium page: Cancel mid-compression ends the run with no download", { skip, timeout: 900_000 }, async () => {
-  // The first byte of block 1's weights: a spy on the reads of the GGUF reader itself.
-  const file = await openFile(join(root, STORIES));
-  let lastRead = 0;
-  const spy: ByteSource = { ...file, read: (o, n) => (lastRead = o, file.read(o, n)) };
-  const g = await openGguf(spy);
-  let block1 = Infinity;
-  for (const t of g.tensors()) {
-    if (!t.name.startsWith("blk.1.")) continue;
-    await g.read(t.name);
-    block1 = Math.min(block1, lastRead);
-  }
-  await g.close();
-  await file.close();
-  assert.ok(Number.isFinite(block1));
+test(
+  "Chromium page: Cancel mid-compression ends the run with no download",
+  { skip, timeout: 900_000 },
+  async () => {
+    // The first byte of block 1's weights: a spy on the reads of the GGUF reader itself.
+    const file = await openFile(join(root, STORIES));
+    let lastRead = 0;
+    const spy: ByteSource = { ...file, read: (o, n) => (lastRead = o, file.read(o, n)) };
+    const g = await openGguf(spy);
+    let block1 = Infinity;
+    for (const t of g.tensors()) {
+      if (!t.name.startsWith("blk.1.")) continue;
+      await g.read(t.name);
+      block1 = Math.min(block1, lastRead);
+    }
+    await g.close();
+    await file.close();
+    assert.ok(Number.isFinite(block1));
 
-  let release!: () => void;
-  const released = new Promise<void>((r) => release = r);
-  let arrived!: () => void;
-  const heldBack = new Promise<void>((r) => arrived = r);
-  const hold = (path: string, start: number) => {
-    if (path !== STORIES || start < block1) return undefined;
-    arrived();
-    return released;
-  };
-  try {
-    await withPage(async (page) => {
-      let downloads = 0;
-      page.on("download", () => downloads++);
-      await page.click("#go");
-      await heldBack; // the Worker waits for block 1's weights: block 0 is done, the run is mid-way
-      assert.equal(await page.getAttribute("#status", "data-state"), "running");
-      await page.click("#cancel");
-      await page.waitForSelector("#status:is([data-state=cancelling],[data-state=aborted])", WAIT);
+    let release!: () => void;
+    const released = new Promise<void>((r) => release = r);
+    let arrived!: () => void;
+    const heldBack = new Promise<void>((r) => arrived = r);
+    const hold = (path: string, start: number) => {
+      if (path !== STORIES || start < block1) return undefined;
+      arrived();
+      return released;
+    };
+    try {
+      await withPage(async (page) => {
+        let downloads = 0;
+        page.on("download", () => downloads++);
+        await page.click("#go");
+        await heldBack; // the Worker waits for block 1's weights: block 0 is done, the run is mid-way
+        assert.equal(await page.getAttribute("#status", "data-state"), "running");
+        await page.click("#cancel");
+        await page.waitForSelector("#status:is([data-state=cancelling],[data-state=aborted])", WAIT);
+        release();
+        await page.waitForSelector("#status[data-state=aborted]", WAIT);
+        assert.equal(await page.isHidden("#download"), true);
+        assert.equal(await page.getAttribute("#download", "href"), null);
+        assert.equal(downloads, 0);
+        assert.match(await page.textContent("#status") ?? "", /Cancelled: nothing was kept/);
+      }, hold);
+    } finally {
       release();
-      await page.waitForSelector("#status[data-state=aborted]", WAIT);
-      assert.equal(await page.isHidden("#download"), true);
-      assert.equal(await page.getAttribute("#download", "href"), null);
-      assert.equal(downloads, 0);
-      assert.match(await page.textContent("#status") ?? "", /Cancelled: nothing was kept/);
-    }, hold);
-  } finally {
-    release();
-  }
-});
+    }
+  },
+);
