@@ -79,7 +79,7 @@ export {
   type RunOptions,
 } from "./block_eval.ts";
 export { ggufAsHfReader, type LoadedModel, loadModel, modelFromGguf } from "./load.ts";
-export { type ModelFiles, resolveModelFiles, type ResolvedModelFiles } from "./load.ts";
+export { type ModelFiles, type ResolvedModelFiles, resolveModelFiles } from "./load.ts";
 export { checkLayerCount, checkLoadedModel } from "./load.ts";
 export { loadModelUrl } from "./load_url.ts";
 // Types the exported functions name, re-exported so this entry point documents them (deno doc --lint).
