@@ -1,6 +1,6 @@
 /**
- * Serve the browser page: builds the browser bundle of mod.ts (examples/web/svd_llm.js) and serves the
- * repository on 127.0.0.1 with the headers that make the page cross-origin isolated (COOP/COEP: worker
+ * Serve the browser page: builds the browser bundle of mod.ts (into a temporary folder; it is served as
+ * examples/web/svd_llm.js, nothing is written into the repository) and serves the repository on 127.0.0.1 with the headers that make the page cross-origin isolated (COOP/COEP: worker
  * threads need SharedArrayBuffer) and with HTTP Range (the library reads models by Range requests).
  *
  * ```sh
@@ -12,7 +12,9 @@
  */
 import { spawnSync } from "node:child_process";
 import { createServer } from "node:http";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { open, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { extname, join, normalize } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
@@ -32,15 +34,22 @@ const ISOLATED = {
   "cross-origin-resource-policy": "same-origin",
 };
 
+const tmp = mkdtempSync(join(tmpdir(), "svd-llm-web-"));
 const built = spawnSync(
   process.execPath,
-  ["bundle", "--platform", "browser", "-o", join(root, "examples/web/svd_llm.js"), join(root, "mod.ts")],
+  ["bundle", "--platform", "browser", "-o", join(tmp, "svd_llm.js"), join(root, "mod.ts")],
   { stdio: "inherit" },
 );
 if (built.status !== 0) throw new Error("serve: deno bundle of mod.ts failed (run this with Deno)");
+const bundle = readFileSync(join(tmp, "svd_llm.js"));
+rmSync(tmp, { recursive: true, force: true });
 
 createServer(async (req, res) => {
-  const path = normalize(join(root, decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname)));
+  const url = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname);
+  if (url === "/examples/web/svd_llm.js") {
+    return void res.writeHead(200, { "content-type": "text/javascript", ...ISOLATED }).end(bundle);
+  }
+  const path = normalize(join(root, url));
   const st = path.startsWith(root) ? await stat(path).catch(() => null) : null; // nothing above the repository
   if (!st?.isFile()) return void res.writeHead(404, ISOLATED).end("not found\n");
   const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");

@@ -1,7 +1,7 @@
 /**
  * Bytes in: what `compress` can read a model from (a folder or `.gguf` path, an http(s)/file URL, a GGUF file
- * as a Blob or bytes), opened through the model loader, and where the output's tokenizer files then come
- * from. File-system access is imported lazily, so the browser's import graph holds no `node:` module.
+ * as a Blob or bytes, a Hugging Face folder as its `File`s, a tar of one), opened through the model loader, and
+ * where the output's tokenizer files then come from. File-system access is imported lazily, so the browser's import graph holds no `node:` module.
  *
  * @example
  * ```ts
