@@ -43,6 +43,7 @@ import { linearShape } from "../model/linear_shape.ts";
 import { ropeTables } from "../model/rope.ts";
 import type { LlamaSpec } from "../model/spec.ts";
 import { openOutputDir } from "../pipeline/output_dir.ts";
+import { TOKENIZER_FILES } from "../pipeline/output.ts";
 import {
   decoderGraph,
   type ExportDtype,
@@ -384,13 +385,11 @@ function exportConfig(
   };
 }
 
-const TOKENIZER_FILES = [
-  "tokenizer.json",
-  "tokenizer_config.json",
-  "special_tokens_map.json",
-  "tokenizer.model",
-  "tokenizer_gguf.json", // a GGUF-sourced folder's vocabulary (our loader reads it, transformers.js does not)
-];
+/**
+ * The tokenizer files copied beside the ONNX model when present: a model folder's side files
+ * ({@link TOKENIZER_FILES}), but generation_config.json, which the export writes itself.
+ */
+const EXPORT_TOKENIZER_FILES = TOKENIZER_FILES.filter((f) => f !== "generation_config.json");
 
 /**
  * An already opened model to export: spec and weights, plus what the folder's files are made from (the
@@ -468,7 +467,7 @@ export async function exportOnnx(
         ...(model.spec.eosTokenId >= 0 ? { eos_token_id: model.spec.eosTokenId } : {}),
         do_sample: false,
       });
-      for (const f of model.tokenizerDir ? TOKENIZER_FILES : []) {
+      for (const f of model.tokenizerDir ? EXPORT_TOKENIZER_FILES : []) {
         const src = join(model.tokenizerDir!, f);
         if (await fs.stat(src).then(() => true, () => false)) {
           await fs.copyFile(src, join(out.temp, f));

@@ -13,8 +13,7 @@ import { denseConfig, specConfig } from "../../src/model/hf_config.ts";
 import { loadModel } from "../../src/model/load.ts";
 import { compress } from "../../src/pipeline/compress.ts";
 import { STORIES, tempDir } from "../pipeline/_helpers.ts";
-
-const FIXTURES = new URL("../fixtures/models/", import.meta.url).pathname;
+import { FIXTURES, HF_FIXTURES } from "./_fixtures.ts";
 
 /** config.json of `input` compressed (svd, dense types restored) and exported to ONNX. */
 async function bothConfigs(input: string): Promise<[Record<string, unknown>, Record<string, unknown>]> {
@@ -54,18 +53,7 @@ test("config.json: compress and exportOnnx agree on every shared field of a GGUF
   }
 });
 
-for (
-  const name of [
-    "llama-gqa-tiny",
-    "llama-linear-rope-tiny",
-    "llama-sharded-tiny",
-    "llama-tied-tiny",
-    "llama3-rope-tiny",
-    "mistral-swa-tiny",
-    "mistral-tiny",
-    "qwen2-tiny",
-  ]
-) {
+for (const name of HF_FIXTURES) {
   test(`config.json: compress and exportOnnx agree on every shared field of fixture ${name}`, async () => {
     const [compressed, onnx] = await bothConfigs(join(FIXTURES, name));
     assert.deepEqual(disagreements(compressed, onnx), []);
