@@ -14,21 +14,11 @@
  *
  * @module
  */
-import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-
-const ROOT = fileURLToPath(new URL("../", import.meta.url));
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : fallback;
-}
-
-/** The shared material (models, texts): `--shared DIR`, default ../shared beside the checkout. */
-const SHARED = arg("shared", join(ROOT, "../shared"));
+import { arg, childJson, modelPath, protocolTokens, SHARED } from "./protocol.ts";
 
 async function child(model: string): Promise<void> {
   const { loadModel } = await import("../src/model/load.ts");
@@ -40,28 +30,12 @@ async function child(model: string): Promise<void> {
   const { rankFor } = await import("../src/methods/ratio.ts");
   const { BLOCK_FIELD, loadBlock } = await import("../src/model/llama.ts");
   const { LINEAR_NAMES, linearPrefix } = await import("../src/model/names.ts");
-  const stories = model === "stories";
-  const path = stories
-    ? join(ROOT, "models/stories260K/stories260K.gguf")
-    : join(SHARED, "models/tinylm-brown");
-  const m = await loadModel(path);
-  let calib: number[] | Int32Array, evalIds: Int32Array | number[], window: number, samples: number;
-  if (stories) {
-    const shared = join(SHARED, "data/tinystories-valid.part1.txt");
-    const text = await readFile(
-      existsSync(shared) ? shared : join(ROOT, "data/tinystories-valid.part1.txt"),
-      "utf8",
-    );
-    const ids = m.tokenizer.encode(text, { bos: true }), half = Math.floor(ids.length / 2);
-    [calib, evalIds, window, samples] = [ids.slice(0, half), ids.slice(half), 512, 32];
-  } else {
-    calib = m.tokenizer.encode(await readFile(join(SHARED, "data/brown-calib.txt"), "utf8"), { bos: true });
-    const valid = m.tokenizer.encode(await readFile(join(SHARED, "data/brown-valid.txt"), "utf8"), {
-      bos: true,
-    });
-    [evalIds, window, samples] = [valid.slice(0, Math.floor(20000 / 256) * 256), 256, 64];
-  }
-  samples = Number(arg("samples", String(samples)));
+  const m = await loadModel(modelPath(model as "stories" | "brown"));
+  const { calib, evalIds, window, samples: protocolSamples } = await protocolTokens(
+    model as "stories" | "brown",
+    m.tokenizer,
+  );
+  const samples = Number(arg("samples", String(protocolSamples)));
   const ratios = arg("ratios", "0.2,0.4,0.6").split(",").map(Number);
   const baseMB = process.memoryUsage().rss / 2 ** 20; // the loaded model and the token streams
   const peak = createPeakMemory(10);
@@ -106,19 +80,7 @@ async function child(model: string): Promise<void> {
 function runChild(
   model: string,
 ): Promise<{ rows: Record<string, number>[]; peakRssMB: number; baseMB: number }> {
-  return new Promise((resolve, reject) => {
-    const args = ["run", "-A", fileURLToPath(import.meta.url), "--child", model, ...process.argv.slice(2)];
-    const p = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
-    let s = "";
-    p.stdout.on("data", (d) => (s += d));
-    p.on(
-      "close",
-      (code) =>
-        code === 0
-          ? resolve(JSON.parse(s.trim().split("\n").pop()!))
-          : reject(new Error(`${model}: exit ${code}`)),
-    );
-  });
+  return childJson([fileURLToPath(import.meta.url), "--child", model, ...process.argv.slice(2)], true);
 }
 
 if (process.argv.includes("--child")) await child(arg("child", "stories"));

@@ -19,20 +19,20 @@
  *   (whitening ≥ + update) compares the first two. ASVD: uniform allocation, scales from the sequential
  *   stream (our default; the ASVD reference scales from the original activations).
  *
+ * The protocol set-up (paths, tokens, windows, one child per job) is bench/protocol.ts, shared with
+ * bench/soco.ts and bench/fwsvd.ts.
+ *
  * Usage: deno run -A bench/methods.ts [--models stories,brown] [--ratios 0.2,0.4,0.6] [--threads N]
  *
  * @module
  */
-import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-
-const ROOT = fileURLToPath(new URL("../", import.meta.url));
-const SHARED = join(ROOT, "../shared");
+import { arg, childJson, protocolData, SHARED } from "./protocol.ts";
 
 interface Job {
   model: "stories" | "brown";
@@ -57,39 +57,6 @@ interface JobResult {
   modelRemoved: number;
 }
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : fallback;
-}
-
-async function data(model: Job["model"]) {
-  const { loadModel } = await import("../src/model/load.ts");
-  if (model === "stories") {
-    const path = join(ROOT, "models/stories260K/stories260K.gguf");
-    const m = await loadModel(path);
-    const shared = join(SHARED, "data/tinystories-valid.part1.txt");
-    const text = await readFile(
-      existsSync(shared) ? shared : join(ROOT, "data/tinystories-valid.part1.txt"),
-      "utf8",
-    );
-    const ids = m.tokenizer.encode(text, { bos: true });
-    await m.close();
-    const half = Math.floor(ids.length / 2);
-    return { path, calib: ids.slice(0, half), evalIds: ids.slice(half), window: 512 };
-  }
-  const path = join(SHARED, "models/tinylm-brown");
-  const m = await loadModel(path);
-  const calib = m.tokenizer.encode(await readFile(join(SHARED, "data/brown-calib.txt"), "utf8"), {
-    bos: true,
-  });
-  const valid = m.tokenizer.encode(await readFile(join(SHARED, "data/brown-valid.txt"), "utf8"), {
-    bos: true,
-  });
-  await m.close();
-  // The peers' evaluator keeps whole windows only: 78 × 256 = 19,968 of the first 20,000 tokens.
-  return { path, calib, evalIds: valid.slice(0, Math.floor(20000 / 256) * 256), window: 256 };
-}
-
 /** Child: run one job, print its JSON result as the last line. */
 async function runOne(job: Job): Promise<void> {
   const { compress } = await import("../src/pipeline/compress.ts");
@@ -100,7 +67,7 @@ async function runOne(job: Job): Promise<void> {
   const { initLinalg } = await import("../src/linalg/backend.ts");
   const threads = Number(arg("threads", "1"));
   if (threads > 1) await initLinalg({ threads });
-  const d = await data(job.model);
+  const d = await protocolData(job.model);
   const dir = await mkdtemp(join(tmpdir(), "bench-methods-"));
   try {
     const out = join(dir, "out");
@@ -148,26 +115,14 @@ async function runOne(job: Job): Promise<void> {
 }
 
 function child(job: Job): Promise<JobResult> {
-  return new Promise((resolve, reject) => {
-    const argv = ["run", "-A", fileURLToPath(import.meta.url), "--one", JSON.stringify(job)];
-    const t = arg("threads", "1");
-    argv.push("--threads", t);
-    const p = spawn(join(ROOT, "node_modules/.bin/deno"), argv, {
-      cwd: ROOT,
-      env: { ...process.env, NO_COLOR: "1" },
-    });
-    let out = "", err = "";
-    p.stdout.on("data", (b) => (out += b));
-    p.stderr.on("data", (b) => {
-      err += b;
-      if (process.argv.includes("--verbose")) process.stderr.write(b);
-    });
-    p.on("close", (code) => {
-      const last = out.trim().split("\n").at(-1) ?? "";
-      if (code === 0 && last.startsWith("{")) resolve(JSON.parse(last));
-      else reject(new Error(`job ${JSON.stringify(job)} failed (${code}): ${err.slice(-2000)}`));
-    });
-  });
+  const argv = [
+    fileURLToPath(import.meta.url),
+    "--one",
+    JSON.stringify(job),
+    "--threads",
+    arg("threads", "1"),
+  ];
+  return childJson<JobResult>(argv);
 }
 
 async function main(): Promise<void> {

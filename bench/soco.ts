@@ -10,16 +10,12 @@
  *
  * @module
  */
-import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-
-const ROOT = fileURLToPath(new URL("../", import.meta.url));
-const SHARED = join(ROOT, "../shared");
+import { arg, childJson, protocolData } from "./protocol.ts";
 
 interface Job {
   model: "stories" | "brown";
@@ -32,43 +28,11 @@ interface Job {
   nll: number;
 }
 
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : fallback;
-}
-
-async function data(model: Job["model"]) {
-  const { loadModel } = await import("../src/model/load.ts");
-  if (model === "stories") {
-    const path = join(ROOT, "models/stories260K/stories260K.gguf");
-    const m = await loadModel(path);
-    const shared = join(SHARED, "data/tinystories-valid.part1.txt");
-    const text = await readFile(
-      existsSync(shared) ? shared : join(ROOT, "data/tinystories-valid.part1.txt"),
-      "utf8",
-    );
-    const ids = m.tokenizer.encode(text, { bos: true });
-    await m.close();
-    const half = Math.floor(ids.length / 2);
-    return { path, calib: ids.slice(0, half), evalIds: ids.slice(half), window: 512, samples: 32 };
-  }
-  const path = join(SHARED, "models/tinylm-brown");
-  const m = await loadModel(path);
-  const calib = m.tokenizer.encode(await readFile(join(SHARED, "data/brown-calib.txt"), "utf8"), {
-    bos: true,
-  });
-  const valid = m.tokenizer.encode(await readFile(join(SHARED, "data/brown-valid.txt"), "utf8"), {
-    bos: true,
-  });
-  await m.close();
-  return { path, calib, evalIds: valid.slice(0, Math.floor(20000 / 256) * 256), window: 256, samples: 64 };
-}
-
 async function runOne(job: Job): Promise<void> {
   const { compressSoco } = await import("../src/pipeline/soco.ts");
   const { perplexity } = await import("../src/eval/perplexity.ts");
   const { loadModel } = await import("../src/model/load.ts");
-  const d = await data(job.model);
+  const d = await protocolData(job.model);
   const dir = await mkdtemp(join(tmpdir(), "bench-soco-"));
   try {
     const out = join(dir, "out");
@@ -123,26 +87,7 @@ async function runOne(job: Job): Promise<void> {
 }
 
 function child(job: Job): Promise<Record<string, unknown>> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(join(ROOT, "node_modules/.bin/deno"), [
-      "run",
-      "-A",
-      fileURLToPath(import.meta.url),
-      "--one",
-      JSON.stringify(job),
-    ], { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" } });
-    let out = "", err = "";
-    p.stdout.on("data", (b) => (out += b));
-    p.stderr.on("data", (b) => {
-      err += b;
-      if (process.argv.includes("--verbose")) process.stderr.write(b);
-    });
-    p.on("close", (code) => {
-      const last = out.trim().split("\n").at(-1) ?? "";
-      if (code === 0 && last.startsWith("{")) resolve(JSON.parse(last));
-      else reject(new Error(`job ${JSON.stringify(job)} failed (${code}): ${err.slice(-2000)}`));
-    });
-  });
+  return childJson([fileURLToPath(import.meta.url), "--one", JSON.stringify(job)]);
 }
 
 async function main(): Promise<void> {

@@ -23,7 +23,7 @@
  * @module
  */
 import { NumericError, OptionError, ShapeError } from "../errors.ts";
-import { denseConfig } from "../model/hf_config.ts";
+import { denseConfig, specConfig } from "../model/hf_config.ts";
 import { LITTLE_ENDIAN, numberToF16Bits } from "../io/dtype.ts";
 import type { Matrix } from "../linalg/matrix.ts";
 import { checkedReader } from "../io/tensor_reader.ts";
@@ -43,6 +43,7 @@ import { linearShape } from "../model/linear_shape.ts";
 import { ropeTables } from "../model/rope.ts";
 import type { LlamaSpec } from "../model/spec.ts";
 import { openOutputDir } from "../pipeline/output_dir.ts";
+import { TOKENIZER_FILES } from "../pipeline/output.ts";
 import {
   decoderGraph,
   type ExportDtype,
@@ -356,7 +357,10 @@ export async function writeOnnxModel(m: OnnxModel, dir: string, file = "model.on
   return total;
 }
 
-/** config.json for the exported folder: the model's own fields, with what transformers.js needs set. */
+/**
+ * config.json for the exported folder: the model's own fields, the architecture's from the spec
+ * ({@link specConfig}, as a compressed folder's from a GGUF file), and what transformers.js needs.
+ */
 function exportConfig(
   spec: LlamaSpec,
   config: Record<string, unknown>,
@@ -364,29 +368,12 @@ function exportConfig(
   external: boolean,
   kvCache: "full" | "latent",
 ) {
-  const type = typeof config.model_type === "string" ? config.model_type : "llama";
+  const type = typeof config.model_type === "string" ? config.model_type : undefined;
   const { svd_llm: _drop, quantization_config: _q, ...rest } = config as Record<string, unknown>;
-  const hf = typeof config.model_type === "string" ? rest : {};
+  const hf = type !== undefined ? rest : {}; // GGUF metadata is no config: the spec gives every field
   return {
     ...hf,
-    architectures: [
-      type === "qwen2" ? "Qwen2ForCausalLM" : type === "mistral" ? "MistralForCausalLM" : "LlamaForCausalLM",
-    ],
-    model_type: type,
-    hidden_act: "silu",
-    hidden_size: spec.hiddenSize,
-    intermediate_size: spec.intermediateSize,
-    num_hidden_layers: spec.numLayers,
-    num_attention_heads: spec.numHeads,
-    num_key_value_heads: spec.numKvHeads,
-    head_dim: spec.headDim,
-    vocab_size: spec.vocabSize,
-    rms_norm_eps: spec.rmsNormEps,
-    rope_theta: spec.ropeTheta,
-    max_position_embeddings: spec.maxPositions,
-    tie_word_embeddings: spec.tieWordEmbeddings,
-    ...(spec.bosTokenId >= 0 ? { bos_token_id: spec.bosTokenId } : {}),
-    ...(spec.eosTokenId >= 0 ? { eos_token_id: spec.eosTokenId } : {}),
+    ...specConfig(spec, type),
     use_cache: true,
     // the graph's inputs/outputs are float32 whatever the weights: transformers.js must load model.onnx
     "transformers.js_config": {
@@ -398,13 +385,11 @@ function exportConfig(
   };
 }
 
-const TOKENIZER_FILES = [
-  "tokenizer.json",
-  "tokenizer_config.json",
-  "special_tokens_map.json",
-  "tokenizer.model",
-  "tokenizer_gguf.json", // a GGUF-sourced folder's vocabulary (our loader reads it, transformers.js does not)
-];
+/**
+ * The tokenizer files copied beside the ONNX model when present: a model folder's side files
+ * ({@link TOKENIZER_FILES}), but generation_config.json, which the export writes itself.
+ */
+const EXPORT_TOKENIZER_FILES = TOKENIZER_FILES.filter((f) => f !== "generation_config.json");
 
 /**
  * An already opened model to export: spec and weights, plus what the folder's files are made from (the
@@ -482,7 +467,7 @@ export async function exportOnnx(
         ...(model.spec.eosTokenId >= 0 ? { eos_token_id: model.spec.eosTokenId } : {}),
         do_sample: false,
       });
-      for (const f of model.tokenizerDir ? TOKENIZER_FILES : []) {
+      for (const f of model.tokenizerDir ? EXPORT_TOKENIZER_FILES : []) {
         const src = join(model.tokenizerDir!, f);
         if (await fs.stat(src).then(() => true, () => false)) {
           await fs.copyFile(src, join(out.temp, f));

@@ -25,8 +25,10 @@
  */
 import { OptionError } from "../errors.ts";
 import { canBlock, ThreadPool } from "./threads/pool.ts";
-import { GpuWorker } from "./webgpu/gpu_worker.ts";
+import { GpuWorker, type LinalgGpuInfo } from "./webgpu/gpu_worker.ts";
 import { initWasm, sharedMemoryPossible, wasmInitError, wasmRuntime } from "./wasm/runtime.ts";
+
+export type { LinalgGpuInfo } from "./webgpu/gpu_worker.ts";
 
 /** A backend choice: `"auto"` takes wasm when it loaded, else TypeScript. */
 export type BackendChoice = "auto" | "wasm" | "ts";
@@ -61,18 +63,6 @@ export interface LinalgOptions {
 
 /** Default {@link LinalgOptions.gpuMinWork}: smaller products cost more in copies and round trips than they gain. */
 export const GPU_SYNC_MIN_WORK = 1 << 22;
-
-/** The GPU that products route to after `initLinalg({ gpu: true })`, and what it has done. */
-export interface LinalgGpuInfo {
-  /** Adapter description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
-  adapter: string;
-  /** A software adapter (lavapipe, SwiftShader): correct, and no indication of a real GPU's speed. */
-  fallback: boolean;
-  /** Products run on the GPU so far. */
-  products: number;
-  /** Gram accumulations run on the GPU so far. */
-  grams: number;
-}
 
 /** What the linear algebra currently runs on. */
 export interface LinalgInfo {

@@ -21,6 +21,7 @@
  * @module
  */
 import { OptionError } from "../errors.ts";
+import type { LlamaSpec } from "./spec.ts";
 
 /** Prefix of our model types: `svd_` + the base model type. */
 export const SVD_MODEL_PREFIX = "svd_";
@@ -104,6 +105,49 @@ export function denseConfig(config: Record<string, unknown>): Record<string, unk
   const { auto_map: _drop, ...rest } = structuredClone(config);
   const base = baseModelType(raw);
   return { ...rest, model_type: base, architectures: [`${BASES[base]}ForCausalLM`] };
+}
+
+/**
+ * The architecture fields of a Hugging Face config.json, from `spec`: the whole config of a folder written
+ * from a GGUF file, and what the ONNX export sets over the source's own config. `modelType` defaults to the
+ * one the spec implies (qwen2 when attention has biases: the one GGUF architecture besides llama we read);
+ * the architecture is its `…ForCausalLM` (Llama's for a type not in {@link HF_BASE_TYPES}). A missing BOS or
+ * EOS token is null, not absent: transformers' LlamaConfig would read absent as ids 1 and 2.
+ *
+ * @example
+ * ```ts
+ * import { specConfig } from "./hf_config.ts";
+ * import { specFromHfConfig } from "./spec.ts";
+ * const spec = specFromHfConfig({
+ *   model_type: "llama", hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2,
+ *   num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 32, bos_token_id: 1, eos_token_id: 2,
+ * });
+ * const c = specConfig(spec);
+ * console.log(c.architectures, c.head_dim, c.vocab_size); // [ "LlamaForCausalLM" ] 4 32
+ * ```
+ */
+export function specConfig(
+  spec: LlamaSpec,
+  modelType: string = spec.attentionBias ? "qwen2" : "llama",
+): Record<string, unknown> {
+  return {
+    architectures: [`${Object.hasOwn(BASES, modelType) ? BASES[modelType] : BASES.llama}ForCausalLM`],
+    model_type: modelType,
+    hidden_act: "silu",
+    hidden_size: spec.hiddenSize,
+    intermediate_size: spec.intermediateSize,
+    num_hidden_layers: spec.numLayers,
+    num_attention_heads: spec.numHeads,
+    num_key_value_heads: spec.numKvHeads,
+    head_dim: spec.headDim,
+    rms_norm_eps: spec.rmsNormEps,
+    rope_theta: spec.ropeTheta,
+    max_position_embeddings: spec.maxPositions,
+    tie_word_embeddings: spec.tieWordEmbeddings,
+    vocab_size: spec.vocabSize,
+    bos_token_id: spec.bosTokenId >= 0 ? spec.bosTokenId : null,
+    eos_token_id: spec.eosTokenId >= 0 ? spec.eosTokenId : null,
+  };
 }
 
 /**

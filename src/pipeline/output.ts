@@ -31,6 +31,7 @@ import {
   HF_BASE_TYPES,
   modelingFile,
   modelingFileName,
+  specConfig,
 } from "../model/hf_config.ts";
 import { ggufToHfTokenizer } from "../tokenize/gguf_to_hf.ts";
 import { type OutputSink, writeWhole } from "./sink.ts";
@@ -184,33 +185,14 @@ export async function writeBlockTensors(
   }
 }
 
-/** The output config.json: the input's (a copy), or for a GGUF input one built from the spec. */
+/** The output config.json: the input's (a copy), or for a GGUF input one built from the spec ({@link specConfig}). */
 export function outputConfig(
   config: Record<string, unknown> | undefined,
   spec: LlamaSpec,
   gguf: boolean,
 ): Record<string, unknown> {
   if (!gguf && config) return structuredClone(config);
-  const qwen2 = spec.attentionBias; // the one GGUF architecture besides llama that we read
-  return {
-    architectures: [qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"],
-    model_type: qwen2 ? "qwen2" : "llama",
-    hidden_act: "silu",
-    hidden_size: spec.hiddenSize,
-    intermediate_size: spec.intermediateSize,
-    num_hidden_layers: spec.numLayers,
-    num_attention_heads: spec.numHeads,
-    num_key_value_heads: spec.numKvHeads,
-    head_dim: spec.headDim,
-    rms_norm_eps: spec.rmsNormEps,
-    rope_theta: spec.ropeTheta,
-    max_position_embeddings: spec.maxPositions,
-    tie_word_embeddings: spec.tieWordEmbeddings,
-    vocab_size: spec.vocabSize,
-    bos_token_id: spec.bosTokenId >= 0 ? spec.bosTokenId : null,
-    eos_token_id: spec.eosTokenId >= 0 ? spec.eosTokenId : null,
-    torch_dtype: "float32",
-  };
+  return { ...specConfig(spec), torch_dtype: "float32" };
 }
 
 /**

@@ -7,7 +7,7 @@
 import { FormatError } from "../errors.ts";
 import type { GgufValue } from "../io/gguf.ts";
 import { ggufBpeTokenizer } from "./gguf_bpe.ts";
-import { GgufSentencePieceTokenizer } from "./sentencepiece.ts";
+import { ggufKvFromJson, GgufSentencePieceTokenizer } from "./sentencepiece.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 /** Build the tokenizer `tokenizer.ggml.model` names; a FormatError for a kind not read here. */
@@ -29,11 +29,5 @@ export function tokenizerFromGgufJson(
   obj: Record<string, unknown>,
   where = "tokenizer_gguf.json",
 ): Tokenizer {
-  const kv = new Map<string, GgufValue>();
-  for (const [k, v] of Object.entries(obj)) {
-    if (k === "tokenizer.ggml.scores" && Array.isArray(v)) kv.set(k, Float32Array.from(v as number[]));
-    else if (k === "tokenizer.ggml.token_type" && Array.isArray(v)) kv.set(k, Int32Array.from(v as number[]));
-    else kv.set(k, v as GgufValue);
-  }
-  return tokenizerFromGguf(kv, where);
+  return tokenizerFromGguf(ggufKvFromJson(obj), where);
 }

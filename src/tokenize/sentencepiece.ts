@@ -242,11 +242,19 @@ export function sentencePieceFromJson(
   obj: Record<string, unknown>,
   where = "tokenizer_gguf.json",
 ): GgufSentencePieceTokenizer {
+  return new GgufSentencePieceTokenizer(ggufKvFromJson(obj), where);
+}
+
+/**
+ * GGUF `tokenizer.*` metadata from its JSON copy (`tokenizer_gguf.json`): the scores and token types, which
+ * JSON holds as number arrays, restored to the typed arrays a GGUF file gives; every other value as it is.
+ */
+export function ggufKvFromJson(obj: Record<string, unknown>): Map<string, GgufValue> {
   const kv = new Map<string, GgufValue>();
   for (const [k, v] of Object.entries(obj)) {
     if (k === "tokenizer.ggml.scores" && Array.isArray(v)) kv.set(k, Float32Array.from(v as number[]));
     else if (k === "tokenizer.ggml.token_type" && Array.isArray(v)) kv.set(k, Int32Array.from(v as number[]));
     else kv.set(k, v as GgufValue);
   }
-  return new GgufSentencePieceTokenizer(kv, where);
+  return kv;
 }

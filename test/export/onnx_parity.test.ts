@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { compress } from "../../src/pipeline/compress.ts";
 import { loadModel } from "../../src/model/load.ts";
 import type { LoadedModel } from "../../src/model/load.ts";
+import { FIXTURES, HF_FIXTURES } from "./_fixtures.ts";
 import { feeds, maxAbsDiff, onnxBytes, onnxPerplexity, ort, ourLogits, session } from "./_onnx.ts";
 import { perplexity } from "../../src/eval/perplexity.ts";
 import { STORIES, storiesText, tempDir } from "../pipeline/_helpers.ts";
@@ -139,22 +140,8 @@ test("onnx attention_mask: a left-padded row of a batch gives the logits of the 
   }
 });
 
-// The Hugging Face fixtures cover what the two real models do not: tied embeddings (lm_head = the embedding's
-// transpose), q/k/v biases (qwen2), a sliding window shorter than the input (mistral-swa), linear and llama3
-// RoPE scaling, sharded weights.
-const FIXTURES = new URL("../fixtures/models/", import.meta.url).pathname;
-for (
-  const name of [
-    "llama-gqa-tiny",
-    "llama-linear-rope-tiny",
-    "llama-sharded-tiny",
-    "llama-tied-tiny",
-    "llama3-rope-tiny",
-    "mistral-swa-tiny",
-    "mistral-tiny",
-    "qwen2-tiny",
-  ]
-) {
+// The Hugging Face fixtures (see _fixtures.ts) cover what the two real models do not.
+for (const name of HF_FIXTURES) {
   test(`onnx parity: fixture ${name}, full pass and cached step within 1e-4`, async () => {
     const m = await loadModel(join(FIXTURES, name));
     try {

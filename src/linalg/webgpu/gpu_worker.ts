@@ -14,7 +14,18 @@
 import { canBlock } from "../threads/pool.ts";
 import { spawnWorker, type WorkerPort } from "../threads/spawn.ts";
 import { GPU_WORKER_SOURCE } from "./gpu_worker_source.ts";
-import type { LinalgGpuInfo } from "../backend.ts";
+
+/** The GPU that products route to after `initLinalg({ gpu: true })`, and what it has done. */
+export interface LinalgGpuInfo {
+  /** Adapter description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
+  adapter: string;
+  /** A software adapter (lavapipe, SwiftShader): correct, and no indication of a real GPU's speed. */
+  fallback: boolean;
+  /** Products run on the GPU so far. */
+  products: number;
+  /** Gram accumulations run on the GPU so far. */
+  grams: number;
+}
 
 /** Longest wait for one job before it is declared lost (a software adapter on a busy machine is slow). */
 const JOB_TIMEOUT_MS = 600_000;
