@@ -45,7 +45,7 @@ export function isFileSet(x: unknown): x is FileSet {
  * `webkitRelativePath` is `tinylm-brown/config.json`), that folder is the set's name and is dropped.
  */
 function relativeNames(paths: readonly string[]): { folder?: string; names: string[] } {
-  const split = paths.map((p) => p.split("/").filter((s) => s !== ""));
+  const split = paths.map((p) => p.split("/").filter((s) => s !== "" && s !== ".")); // GNU tar writes ./name
   const first = split[0]?.[0];
   const shared = first !== undefined && split.every((s) => s.length > 1 && s[0] === first);
   return shared

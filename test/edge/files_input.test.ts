@@ -4,6 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { spawnSync } from "node:child_process";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -205,4 +206,43 @@ test("files: compress from a folder's Files writes what compress from its path w
     loadModel(new File([bytes.subarray(0, bytes.length - 1024)], "cut.tar")),
     /^cut\.tar: read tar archive: no end-of-archive marker/,
   );
+});
+
+const noTar = spawnSync("tar", ["--version"]).status === 0 ? false : "no tar command";
+test("files: the tar is an ordinary one: `tar -xf` unpacks a loadable folder, and a GNU tar of it loads", {
+  skip: noTar,
+}, async () => {
+  const dir = await mkdtemp(join(tmpdir(), "svd-llm-files-"));
+  try {
+    const sink = memorySink();
+    await compress(TINY, sink, { method: "svd", ratio: { removed: 0.3 } });
+    const files = await sink.files;
+    await writeFile(join(dir, "out.tar"), new Uint8Array(await tarBlob(files, "out").arrayBuffer()));
+    const x = spawnSync("tar", ["-xf", "out.tar"], { cwd: dir, encoding: "utf8" });
+    assert.equal(x.status, 0, x.stderr);
+    assert.deepEqual((await readdir(join(dir, "out"))).sort(), [...files.keys()].sort());
+    for (const [name, parts] of files) {
+      assert.deepEqual(
+        new Uint8Array(await readFile(join(dir, "out", name))),
+        new Uint8Array(await new Blob(parts as BlobPart[]).arrayBuffer()),
+      );
+    }
+    // GNU tar's own archive of the folder: "./" names and a folder entry.
+    const c = spawnSync("tar", ["-cf", "../gnu.tar", "."], { cwd: join(dir, "out"), encoding: "utf8" });
+    assert.equal(c.status, 0, c.stderr);
+    const a = await loadModel(join(dir, "out"));
+    const b = await loadModel(new File([await readFile(join(dir, "gnu.tar"))], "gnu.tar"));
+    try {
+      assert.equal(b.name, "gnu"); // "./name" members: no folder of their own, named after the archive
+      assert.deepEqual(b.spec, a.spec);
+      for (const t of a.reader.tensors()) {
+        assert.deepEqual(await b.reader.read(t.name), await a.reader.read(t.name));
+      }
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
