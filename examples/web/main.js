@@ -166,13 +166,19 @@ function run() {
             } (${m.ppl.tokens} tokens, window ${m.ppl.window})`,
           }
           : {}),
-        download: `${m.fileName}, ${(m.tar.size / 1e6).toFixed(2)} MB`,
+        download: `${m.fileName}, ${(m.tar.size / 1e6).toFixed(2)} MB (output written to ${m.output})`,
       });
       plot(r.layers);
       table(r.layers);
       downloadUrl = URL.createObjectURL(m.tar);
       Object.assign($("download"), { href: downloadUrl, download: m.fileName, hidden: false });
-      globalThis.__svdLlmResult = { type: "done", ppl: m.ppl?.value, info: m.info, fileName: m.fileName };
+      globalThis.__svdLlmResult = {
+        type: "done",
+        ppl: m.ppl?.value,
+        info: m.info,
+        fileName: m.fileName,
+        output: m.output,
+      };
       finish("done", `Done: ${m.fileName}`);
     } else if (m.type === "aborted") {
       globalThis.__svdLlmResult = { type: "aborted", message: m.message };

@@ -1,7 +1,9 @@
 // The Worker: loads the library (the browser bundle of mod.ts beside this file), starts threads and WebGPU
-// where the page allows, compresses the model it is given into memory, packs the folder as one tar Blob and
-// (optionally) reloads that tar and evaluates it, reporting to the page. `{ type: "abort" }` cancels a run
-// through its AbortSignal: the memory sink then holds nothing and no tar is made.
+// where the page allows, compresses the model it is given, packs the folder as one tar Blob and (optionally)
+// reloads that tar and evaluates it, reporting to the page. The output files are streamed to the origin-private
+// file system (OPFS: on disk, so the output need not fit in memory) where the browser has it, else kept in
+// memory. `{ type: "abort" }` cancels a run through its AbortSignal: the sink then discards what it received
+// and no tar is made.
 // Handlers are set before any await: a message arriving without one is lost.
 // The bundle is built, not committed: its URL is computed so `deno check examples/` does not look for it.
 const bundle = new URL("./svd_llm.js", import.meta.url).href;
@@ -37,9 +39,40 @@ function summary(r) {
   };
 }
 
+const OPFS_FOLDER = "svd-llm-output";
+
+/**
+ * Where the output goes: a `streamSink` into an OPFS folder (the previous run's is removed first: its download
+ * link was revoked when this run started), or a `memorySink`. `files()` gives each file's parts once the sink
+ * has committed; `discard()` removes what a failed run left.
+ */
+async function outputSink(lib) {
+  const root = await navigator.storage?.getDirectory?.().catch(() => undefined);
+  if (!root) {
+    const sink = lib.memorySink();
+    return { sink, where: "memory", files: () => sink.files, discard: async () => {} };
+  }
+  await root.removeEntry(OPFS_FOLDER, { recursive: true }).catch(() => {});
+  const dir = await root.getDirectoryHandle(OPFS_FOLDER, { create: true });
+  const handles = new Map();
+  const sink = lib.streamSink(async (name) => {
+    const h = await dir.getFileHandle(name, { create: true });
+    handles.set(name, h);
+    return await h.createWritable();
+  }, "OPFS");
+  return {
+    sink,
+    where: "the origin-private file system",
+    files: async () =>
+      new Map(await Promise.all([...handles].map(async ([n, h]) => [n, [await h.getFile()]]))),
+    discard: () => root.removeEntry(OPFS_FOLDER, { recursive: true }).catch(() => {}),
+  };
+}
+
 async function compressJob(job) {
   controller = new AbortController();
   const { signal } = controller;
+  let out;
   try {
     const lib = await import(bundle);
     const info = await lib.initLinalg({
@@ -49,7 +82,8 @@ async function compressJob(job) {
     post({ type: "info", info });
     const text = await textOf(job);
     const input = job.files ?? new URL(job.model);
-    const sink = lib.memorySink();
+    out = await outputSink(lib);
+    const sink = out.sink;
     const report = await lib.compress(input, sink, {
       method: job.method,
       ratio: { removed: job.removed },
@@ -58,9 +92,9 @@ async function compressJob(job) {
       url: { signal },
       onProgress: (p) => post({ type: "progress", ...p }),
     });
-    // Only a committed sink hands out its files; the tar is made from them once the run has succeeded.
+    // Only a committed sink's files are used; the tar is made from them once the run has succeeded.
     const folder = `${job.name}-${job.method}-${Math.round(job.removed * 100)}`.replace(/[^\w.+-]/g, "_");
-    const tar = lib.tarBlob(await sink.files, folder);
+    const tar = lib.tarBlob(await out.files(), folder);
     let ppl;
     if (job.evaluate) {
       // Reload what the user downloads (the tar itself) and evaluate it: the download is a loadable model.

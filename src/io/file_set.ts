@@ -196,8 +196,9 @@ function tarHeader(path: string, size: number): Uint8Array {
 }
 
 /**
- * A tar archive of `files` (name → parts in order, as `memorySink().files` gives them) under `folder/`, as a
- * Blob that references the parts rather than copying them. The loader reads such a tar directly
+ * A tar archive of `files` (name → parts in order: bytes as `memorySink().files` gives them, or Blobs such
+ * as files written to the browser's origin-private file system) under `folder/`, as a Blob that references
+ * the parts rather than copying them. The loader reads such a tar directly
  * ({@link fileSetFromTar}); `tar -xf` unpacks it into the folder.
  *
  * @example
@@ -209,7 +210,10 @@ function tarHeader(path: string, size: number): Uint8Array {
  * console.log(set.name, set.list()); // out ["a.txt"]
  * ```
  */
-export function tarBlob(files: ReadonlyMap<string, readonly Uint8Array[]>, folder: string): Blob {
+export function tarBlob(
+  files: ReadonlyMap<string, readonly (Uint8Array | Blob)[]>,
+  folder: string,
+): Blob {
   if (!/^[\w.+-]{1,64}$/.test(folder) || folder === "." || folder === "..") {
     throw new OptionError(
       `write tar: folder name ${JSON.stringify(folder)} must be 1–64 letters, digits, _ . + -`,
@@ -217,7 +221,7 @@ export function tarBlob(files: ReadonlyMap<string, readonly Uint8Array[]>, folde
   }
   const parts: BlobPart[] = [];
   for (const [name, data] of files) {
-    const size = data.reduce((s, p) => s + p.length, 0);
+    const size = data.reduce((s, p) => s + (p instanceof Uint8Array ? p.length : p.size), 0);
     parts.push(tarHeader(`${folder}/${name}`, size) as BlobPart, ...(data as readonly BlobPart[]));
     if (size % BLOCK) parts.push(new Uint8Array(BLOCK - (size % BLOCK)) as BlobPart);
   }
