@@ -117,9 +117,11 @@ async function compressJob(job) {
       tar,
       fileName: `${folder}.tar`,
       ppl,
+      output: out.where,
       info: lib.linalgInfo(),
     });
   } catch (e) {
+    await out?.discard(); // what a failed or cancelled run streamed to OPFS
     const message = e instanceof Error ? e.message : String(e);
     post(signal.aborted ? { type: "aborted", message } : { type: "error", message });
   }

@@ -129,6 +129,14 @@ async function compressOnPage(page: Page): Promise<string> {
   return (await end.getAttribute("data-state"))!;
 }
 
+/** True when the page's origin-private file system holds the Worker's output folder. */
+function outputFolder(page: Page): Promise<boolean> {
+  return page.evaluate(async () => {
+    const root = await navigator.storage.getDirectory();
+    return await root.getDirectoryHandle("svd-llm-output").then(() => true, () => false);
+  });
+}
+
 /** Perplexity of a model (a path or a File) on the bundled text, window 256 or its context, as the page does. */
 async function pplOf(input: string | File): Promise<number> {
   const m = await loadModel(input);
@@ -162,7 +170,7 @@ test(
       assert.equal(await compressOnPage(page), "done", await page.textContent("#error") ?? "");
       const result = await page.evaluate(() =>
         (globalThis as unknown as {
-          __svdLlmResult: { ppl: number; info: { threads: number; threadsNote?: string } };
+          __svdLlmResult: { ppl: number; output: string; info: { threads: number; threadsNote?: string } };
         })
           .__svdLlmResult
       );
@@ -170,6 +178,7 @@ test(
         result.info.threads > 1,
         `no worker threads in the page's Worker: ${result.info.threadsNote}`,
       );
+      assert.equal(result.output, "the origin-private file system", "the output was not streamed to OPFS");
       assert.equal(downloads, 0, "a download started before the user asked");
       const shot = join(tmpdir(), `svd-llm-page-${process.pid}.png`);
       await page.screenshot({ path: shot, fullPage: true });
@@ -257,6 +266,7 @@ test(
         await page.click("#go");
         await heldBack; // the Worker waits for block 1's weights: block 0 is done, the run is mid-way
         assert.equal(await page.getAttribute("#status", "data-state"), "running");
+        assert.equal(await outputFolder(page), true, "no output being streamed to OPFS mid-run");
         await page.click("#cancel");
         await page.waitForSelector("#status:is([data-state=cancelling],[data-state=aborted])", WAIT);
         release();
@@ -265,6 +275,8 @@ test(
         assert.equal(await page.getAttribute("#download", "href"), null);
         assert.equal(downloads, 0);
         assert.match(await page.textContent("#status") ?? "", /Cancelled: nothing was kept/);
+        // Nor on disk: the run's OPFS folder, where the output was being streamed, is gone.
+        assert.equal(await outputFolder(page), false, "the cancelled run left its output folder in OPFS");
       }, hold);
     } finally {
       release();
