@@ -8,13 +8,24 @@
  */
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
-import { compareMethods, type CompressOptions, type CompressReport, loadModel, perplexity } from "../mod.ts";
-import { AbsMeanObserver, GramObserver, LINEAR_NAMES } from "../mod.ts";
-import type { LoadedModel, Matrix, Matrix64 } from "../mod.ts";
-import { calibrationWindows } from "../src/calib/windows.ts";
-import { BLOCK_FIELD, forwardHidden, loadBlock } from "../src/model/llama.ts";
-import { type SensitivityResult, sensitivitySweep } from "../src/pipeline/sensitivity.ts";
-import type { LinearName } from "../src/model/names.ts";
+import {
+  AbsMeanObserver,
+  compareMethods,
+  type CompressOptions,
+  type CompressReport,
+  GramObserver,
+  LINEAR_NAMES,
+  type LinearName,
+  type LoadedModel,
+  loadModel,
+  type Matrix,
+  type Matrix64,
+  perplexity,
+  type SensitivityResult,
+  sensitivitySweep,
+} from "@svd/llm";
+import { calibrationWindows } from "@svd/llm/calib";
+import { BLOCK_FIELD, forwardHidden, loadBlock } from "@svd/llm/model";
 
 /** The bundled model file. */
 export const MODEL_PATH = fileURLToPath(new URL("../models/stories260K/stories260K.gguf", import.meta.url));
