@@ -164,9 +164,11 @@ export type WorkerJob =
  * Compress the whole model with `opts` (calibration: `samples` × 256 tokens of the first half, seed 0), reload
  * the result, measure its perplexity on the second half, and delete it.
  *
- * Runs in a worker (compress_worker.ts): the pipeline forces a full garbage collection after every factored
- * linear, which on this tiny model is most of the work, and costs more in the kernel, whose own JavaScript
- * heap is about 80 MB (a collection ≈ 80 ms, against ≈ 15 ms in a fresh isolate); the worker skips them.
+ * Runs in a worker (compress_worker.ts), which skips the pipeline's forced garbage collections: they cost
+ * more in the kernel, whose own JavaScript heap is about 80 MB. Since the pipeline paces them
+ * (`COLLECT_BYTES` in src/pipeline/memory_policy.ts) the gain is small: the worker took about 0.7× the
+ * kernel's CPU time for svdllm at 20 % (3 runs each, at load 20). The quickstart notebook calls `compress`
+ * and `compareMethods` in the kernel, as a user would.
  */
 export function compressedPpl(
   s: Stories,
