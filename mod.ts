@@ -104,6 +104,11 @@ export {
   type ExportOnnxReport,
 } from "./src/export/onnx.ts";
 export type { AllocationMode } from "./src/pipeline/sensitivity.ts";
+export {
+  type SensitivityOptions,
+  type SensitivityResult,
+  sensitivitySweep,
+} from "./src/pipeline/sensitivity.ts";
 
 // Per-layer methods.
 export { asvd, type LayerCompressor, svdLayer, svdllm, type Target } from "./src/methods/layer.ts";
@@ -210,4 +215,5 @@ export type { SvdResult } from "./src/linalg/svd.ts";
 export type { SvdTruncatedOptions } from "./src/linalg/svd_truncated.ts";
 export type { UpdateResult, UpdateStats } from "./src/methods/svdllm.ts";
 export type { WritableDType } from "./src/io/dtype.ts";
+export type { SensitivityTable } from "./src/methods/asvd_sensitivity.ts";
 export { LINEAR_NAMES } from "./src/model/names.ts";

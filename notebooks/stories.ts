@@ -8,13 +8,24 @@
  */
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
-import { compareMethods, type CompressOptions, type CompressReport, loadModel, perplexity } from "../mod.ts";
-import { AbsMeanObserver, GramObserver, LINEAR_NAMES } from "../mod.ts";
-import type { LoadedModel, Matrix, Matrix64 } from "../mod.ts";
-import { calibrationWindows } from "../src/calib/windows.ts";
-import { BLOCK_FIELD, forwardHidden, loadBlock } from "../src/model/llama.ts";
-import { type SensitivityResult, sensitivitySweep } from "../src/pipeline/sensitivity.ts";
-import type { LinearName } from "../src/model/names.ts";
+import {
+  AbsMeanObserver,
+  compareMethods,
+  type CompressOptions,
+  type CompressReport,
+  GramObserver,
+  LINEAR_NAMES,
+  type LinearName,
+  type LoadedModel,
+  loadModel,
+  type Matrix,
+  type Matrix64,
+  perplexity,
+  type SensitivityResult,
+  sensitivitySweep,
+} from "@svd/llm";
+import { calibrationWindows } from "@svd/llm/calib";
+import { BLOCK_FIELD, forwardHidden, loadBlock } from "@svd/llm/model";
 
 /** The bundled model file. */
 export const MODEL_PATH = fileURLToPath(new URL("../models/stories260K/stories260K.gguf", import.meta.url));
@@ -153,9 +164,11 @@ export type WorkerJob =
  * Compress the whole model with `opts` (calibration: `samples` × 256 tokens of the first half, seed 0), reload
  * the result, measure its perplexity on the second half, and delete it.
  *
- * Runs in a worker (compress_worker.ts): the pipeline forces a full garbage collection after every factored
- * linear, which on this tiny model is most of the work, and costs more in the kernel, whose own JavaScript
- * heap is about 80 MB (a collection ≈ 80 ms, against ≈ 15 ms in a fresh isolate); the worker skips them.
+ * Runs in a worker (compress_worker.ts), which skips the pipeline's forced garbage collections: they cost
+ * more in the kernel, whose own JavaScript heap is about 80 MB. Since the pipeline paces them
+ * (`COLLECT_BYTES` in src/pipeline/memory_policy.ts) the gain is small: the worker took about 0.7× the
+ * kernel's CPU time for svdllm at 20 % (3 runs each, at load 20). The quickstart notebook calls `compress`
+ * and `compareMethods` in the kernel, as a user would.
  */
 export function compressedPpl(
   s: Stories,

@@ -9,6 +9,8 @@ Usage: python3 tools/run_notebooks.py [--write] [NOTEBOOK ...]
   claims by throwing), on a non-"ok" execute reply, on output to stderr, or on a cell timeout.
 - Deno 2.9's kernel can publish a cell's outputs *after* its `idle` status (nbconvert --execute drops those),
   so after `idle` this runner keeps reading until the kernel has been quiet for a short while.
+- Prints each cell's wall time, and each notebook's wall time and its kernel's CPU time (user + sys, read from
+  the ended kernel process: the wall time alone says little on a loaded machine).
 - `--write` saves the outputs back into the notebooks (to commit them, so they read well on GitHub); without
   it the notebooks are left untouched.
 - Exit status 0: all passed; 1: a notebook failed; 77: skipped (no jupyter_client/nbformat, or no Deno).
@@ -20,6 +22,7 @@ import json
 import os
 import queue
 import re
+import resource
 import shutil
 import sys
 import tempfile
@@ -143,10 +146,16 @@ def problems_of(outputs, status):
     return found
 
 
+def children_cpu():
+    """CPU seconds (user + sys) of the child processes that have ended: a kernel's, once it is shut down."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def run_notebook(path, ksm, write, log_path):
-    """Run one notebook in a fresh kernel; returns (seconds, list of failure messages)."""
+    """Run one notebook in a fresh kernel; returns (wall seconds, kernel CPU seconds, failure messages)."""
     nb = nbformat.read(path, as_version=4)
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), children_cpu()
     km = KernelManager(kernel_name="deno", kernel_spec_manager=ksm)
     # The kernel's own output (Deno's "unstable" warning, a crash) goes to a log shown only on failure.
     log = open(log_path, "w")
@@ -186,13 +195,13 @@ def run_notebook(path, ksm, write, log_path):
         with open(log_path) as f:
             tail = [l.rstrip() for l in f.readlines()[-20:] if "is unstable" not in l]
         failures.extend(f"kernel: {l}" for l in tail if l)
-    seconds = time.monotonic() - t0
+    seconds, cpu = time.monotonic() - t0, children_cpu() - cpu0
     if write and not failures:
         nb.metadata["kernelspec"] = KERNELSPEC
         if info:
             nb.metadata["language_info"] = info
         nbformat.write(nb, path)
-    return seconds, failures
+    return seconds, cpu, failures
 
 
 def main(argv):
@@ -218,18 +227,21 @@ def main(argv):
         with open(os.path.join(kdir, "kernel.json"), "w") as f:
             json.dump(KERNEL_SPEC, f)
         ksm = KernelSpecManager(kernel_dirs=[os.path.join(tmp, "data", "kernels")])
-        total, failed = 0.0, []
+        total, total_cpu, failed = 0.0, 0.0, []
         for p in paths:
             print(f"notebook {os.path.relpath(p, ROOT)}", flush=True)
-            seconds, failures = run_notebook(p, ksm, write, os.path.join(tmp, "kernel.log"))
+            seconds, cpu, failures = run_notebook(p, ksm, write, os.path.join(tmp, "kernel.log"))
             total += seconds
-            print(f"  {'FAILED' if failures else 'passed'} in {seconds:.1f} s{' (outputs saved)' if write and not failures else ''}")
+            total_cpu += cpu
+            saved = " (outputs saved)" if write and not failures else ""
+            print(f"  {'FAILED' if failures else 'passed'} in {seconds:.1f} s, kernel CPU {cpu:.1f} s{saved}")
             for f_ in failures:
                 print(f"  - {f_}")
             if failures:
                 failed.append(os.path.relpath(p, ROOT))
         late = f", {LATE[0]} output(s) arrived after idle and were kept" if LATE[0] else ""
-        print(f"notebooks: {len(paths) - len(failed)} passed, {len(failed)} failed, {total:.1f} s{late}")
+        print(f"notebooks: {len(paths) - len(failed)} passed, {len(failed)} failed, {total:.1f} s "
+              f"(kernel CPU {total_cpu:.1f} s){late}")
         return 1 if failed else 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

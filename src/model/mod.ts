@@ -28,6 +28,7 @@ export {
 } from "./names.ts";
 export {
   applyLinear,
+  BLOCK_FIELD,
   embed,
   finalLogits,
   forwardBlock,
