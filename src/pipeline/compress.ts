@@ -68,8 +68,8 @@ export {
 } from "./options.ts";
 
 /**
- * Compress the model at `input` (a Hugging Face folder or a GGUF file, by path or URL; or a GGUF file as a
- * Blob or bytes) into `output` (a folder path, or an {@link OutputSink}). Throws OptionError for bad options
+ * Compress the model at `input` (a Hugging Face folder or a GGUF file, by path or URL; a GGUF file as a Blob
+ * or bytes; a Hugging Face folder given as its Files; a tar of one — see {@link ModelSource}) into `output` (a folder path, or an {@link OutputSink}). Throws OptionError for bad options
  * (ratio outside (0, 1), missing or too-short calibration, an existing output without `overwrite`, output
  * onto the input), NumericError for NaN weights or activations; on any failure or abort nothing
  * complete-looking is left.
