@@ -66,7 +66,7 @@ import { type BlockStepContext, compressBlock, type LayerReport } from "./block_
 import { embedWindows, type HiddenStates } from "./hidden.ts";
 import { defaultMemoryPolicy, type MemoryPolicy } from "./memory_policy.ts";
 import { outputConfig, planOutput, writeBlockTensors, writeConfig, writeSideFiles } from "./output.ts";
-import { type CompressPhases, createPhaseClock, type PhaseClock } from "./phases.ts";
+import { type CompressPhases, cpuSeconds, createPhaseClock, type PhaseClock } from "./phases.ts";
 import { allocateLinears, type AllocationMode } from "./sensitivity.ts";
 import { type ModelOrigin, type ModelSource, openModelSource, sideFilesOf } from "./source.ts";
 import type { OutputSink } from "./sink.ts";
@@ -221,6 +221,10 @@ export interface CompressReport {
   seconds: number;
   /** Where the wall time went, seconds (the rest: set-up, tokenising, the output's config and tokenizer). */
   phases: CompressPhases;
+  /** CPU time of the run, seconds (all threads), where the runtime reports it. */
+  cpuSeconds?: number;
+  /** Where the CPU time went, seconds per phase (all threads), where the runtime reports it. */
+  cpuPhases?: CompressPhases;
   /** Peak resident memory seen during the run, bytes (0 where the runtime does not tell). */
   peakRssBytes: number;
 }
@@ -286,7 +290,7 @@ export async function compressModel(
 ): Promise<CompressReport> {
   validate(opts);
   checkOutput(output);
-  const t0 = performance.now();
+  const t0 = performance.now(), c0 = cpuSeconds();
   const run = await startRun(model, opts, origin);
   const sink = await openSink(output, opts, origin); // a bad destination is refused before any expensive work
   try {
@@ -332,6 +336,8 @@ export async function compressModel(
       kvCache: opts.kvCache ? kvCacheSavings(run.spec, ranks) : undefined,
       seconds: (performance.now() - t0) / 1000,
       phases: run.clock.phases,
+      cpuSeconds: c0 === undefined ? undefined : cpuSeconds()! - c0,
+      cpuPhases: run.clock.cpu,
       peakRssBytes: run.memory.peak(),
     };
   } catch (e) {
