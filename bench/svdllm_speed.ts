@@ -32,8 +32,11 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
-const MODEL = join(ROOT, "../shared/models/tinylm-brown");
-const CALIB = join(ROOT, "../shared/data/brown-calib.txt");
+/** The shared folder beside the repository (a clone) or two levels up (a worktree under /work/wt). */
+const SHARED = [join(ROOT, "../shared"), join(ROOT, "../../shared")].find((p) => existsSync(p)) ??
+  join(ROOT, "../shared");
+const MODEL = join(SHARED, "models/tinylm-brown");
+const CALIB = join(SHARED, "data/brown-calib.txt");
 const SAMPLES = 64, SEQLEN = 256, RATIO = 0.2, BLOCKS = 6, BATCH_TOKENS = 1024;
 /** The official SVD-LLM (whitening, r = 0.2) on this protocol, torch 2.13 CPU (issue #13, December 2026). */
 const OFFICIAL: Record<number, { compute: number; whole: number; mb: number }> = {
