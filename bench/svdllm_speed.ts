@@ -20,6 +20,10 @@
  *   yardstick measured in the same run.
  *
  * Usage: deno run -A bench/svdllm_speed.ts [--threads 1,2] [--modes orig,seq] [--runs N] [--profile] [--numpy]
+ *        deno run -A bench/svdllm_speed.ts --profile-text PROF.txt (group a saved `node --prof-process` output)
+ *
+ * The profile samples every thread's wall clock (`--no-logfile-per-isolate`: the workers' isolates too), so
+ * with threads a share is of thread time, idle waiting included and shown as such.
  *
  * @module
  */
@@ -236,8 +240,12 @@ function groupOf(name: string, wasm: Map<number, string>): string {
     if (fn.startsWith("d")) return "factorisation kernels (float64: dgemm, reflectors, rotations)";
     return `other wasm (${fn})`;
   }
+  if (/syscall|futex|epoll/.test(name)) {
+    return "blocked in a system call (idle threads in Atomics.wait, I/O: wall time, no CPU)";
+  }
   if (/js-to-wasm/.test(name)) return "Gram SYRK XᵀX (float32 blocks → float64)"; // the entry stub of sgram_acc's calls
   if (/src\/linalg\/|src\/methods\//.test(name)) return "factorisation code (TypeScript)";
+  if (/data:text\/javascript|worker_threads/.test(name)) return "worker threads' job loop (JavaScript)";
   if (/tokenizers/.test(name)) return "tokenising (@huggingface/tokenizers)";
   if (/\/deno$|libc|libm|vdso|Builtin|Stub|Bytecode|Handler/.test(name)) {
     return "runtime: GC, JIT and wasm compilers, builtins";
@@ -264,6 +272,14 @@ function profileTable(text: string, wasm: Map<number, string>): [string, number]
     total += Number(u[2]);
   }
   return [...groups].sort((a, b) => b[1] - a[1]).map(([g, t]) => [g, t / Math.max(1, total)]);
+}
+
+// `--profile-text FILE`: only group a saved `node --prof-process` output (e.g. of a run made by hand).
+if (process.argv.includes("--profile-text")) {
+  const wasm = wasmNames(new Uint8Array(readFileSync(join(ROOT, "wasm/svd_llm.wasm"))));
+  const rows = profileTable(readFileSync(arg("--profile-text", ""), "utf8"), wasm);
+  for (const [g, s] of rows) console.log(`  ${(s * 100).toFixed(1).padStart(5)} %  ${g}`);
+  process.exit(0);
 }
 
 if (!existsSync(join(MODEL, "model.safetensors")) || !existsSync(CALIB)) {
