@@ -365,7 +365,7 @@ try {
       else {
         const wasm = wasmNames(new Uint8Array(readFileSync(join(ROOT, "wasm/svd_llm.wasm"))));
         details.push(
-          `${threads} thread(s), original activations, V8 profile (share of the main thread's ticks):\n` +
+          `${threads} thread(s), original activations, V8 profile (share of every thread's sampled ticks):\n` +
             profileTable(node.stdout, wasm).map(([g, s]) => `  ${(s * 100).toFixed(1).padStart(5)} %  ${g}`)
               .join(
                 "\n",
