@@ -80,6 +80,9 @@ export function formatCompressReport(r: CompressReport): string {
     `time ${r.seconds.toFixed(2)} s (${formatPhases(r.phases)}), peak memory ${
       r.peakRssBytes ? formatBytes(r.peakRssBytes) : "n/a"
     }`,
+    r.cpuPhases && r.cpuSeconds !== undefined
+      ? `cpu ${r.cpuSeconds.toFixed(2)} s (${formatPhases(r.cpuPhases)}), all threads`
+      : "",
     `written: ${r.output}`,
   ].filter((s) => s !== "").join("\n");
 }

@@ -46,6 +46,7 @@ import { outputConfig, planOutput, writeBlockTensors, writeConfig, writeSideFile
 import { allocateRanks } from "./ranks.ts";
 import { otherParams, svdLlmSection } from "./report.ts";
 import { layerShapes, type Run, startRun } from "./run.ts";
+import { cpuSeconds } from "./phases.ts";
 import { type ModelOrigin, type ModelSource, openModelSource, sideFilesOf } from "./source.ts";
 import type { OutputSink } from "./sink.ts";
 import { checkOutput, validate } from "./validate.ts";
@@ -111,7 +112,7 @@ export async function compressModel(
 ): Promise<CompressReport> {
   validate(opts);
   checkOutput(output);
-  const t0 = performance.now();
+  const t0 = performance.now(), c0 = cpuSeconds();
   const run = await startRun(model, opts, origin);
   const sink = await openSink(output, opts, origin); // a bad destination is refused before any expensive work
   try {
@@ -157,6 +158,8 @@ export async function compressModel(
       kvCache: opts.kvCache ? kvCacheSavings(run.spec, ranks) : undefined,
       seconds: (performance.now() - t0) / 1000,
       phases: run.clock.phases,
+      cpuSeconds: c0 === undefined ? undefined : cpuSeconds()! - c0,
+      cpuPhases: run.clock.cpu,
       peakRssBytes: run.memory.peak(),
     };
   } catch (e) {

@@ -176,6 +176,10 @@ export interface CompressReport {
   seconds: number;
   /** Where the wall time went, seconds (the rest: set-up, tokenising, the output's config and tokenizer). */
   phases: CompressPhases;
+  /** CPU time of the run, seconds (all threads), where the runtime reports it. */
+  cpuSeconds?: number;
+  /** Where the CPU time went, seconds per phase (all threads), where the runtime reports it. */
+  cpuPhases?: CompressPhases;
   /** Peak resident memory seen during the run, bytes (0 where the runtime does not tell). */
   peakRssBytes: number;
 }

@@ -8,6 +8,7 @@ import { GramObserver } from "../../src/calib/gram.ts";
 import { cholesky } from "../../src/linalg/cholesky.ts";
 import { choleskyResident, ResidentCholesky } from "../../src/linalg/cholesky_resident.ts";
 import { gemmInto } from "../../src/linalg/gemm.ts";
+import { closeLinalg, initLinalg, linalgInfo } from "../../src/linalg/backend.ts";
 import { gramAccumulate } from "../../src/linalg/gram.ts";
 import { ResidentGram } from "../../src/linalg/gram_resident.ts";
 import { type Matrix, type Matrix64, matrix64 } from "../../src/linalg/matrix.ts";
@@ -149,3 +150,31 @@ test("ResidentGram: wasm memory is returned after take, transfer + factor + disp
   c.dispose();
   assert.equal(rt.bytesInUse(), before);
 });
+
+test(
+  "ResidentCholesky.mulInto skips L's zero upper half with gemmInto's bits, on 1 and 2 threads",
+  { skip: SKIP },
+  async () => {
+    // Orders across several inner blocks of dgemm (256), odd widths, and row counts splitting into uneven stripes.
+    const cases = [{ n: 688, rows: 101 }, { n: 257, rows: 64 }, { n: 770, rows: 9 }];
+    const factors = cases.map(({ n }) => choleskyResident(residentMean([activations(n + 40, n, n)], n)));
+    const host = factors.map((c) => c.toHost());
+    for (let j = 0; j < host[0].cols; j++) assert.equal(host[0].data[j * host[0].cols + j + 1] ?? 0, 0);
+    try {
+      for (const threads of [1, 2]) {
+        await initLinalg({ threads });
+        if (threads === 2 && linalgInfo().threads !== 2) continue; // no shared memory here: one thread only
+        cases.forEach(({ n, rows }, i) => {
+          const x: Matrix64 = { rows, cols: n, data: fillUniform(new Float64Array(rows * n), 3 + n) };
+          const got = matrix64(rows, n), want = matrix64(rows, n);
+          factors[i].mulInto(x, got);
+          gemmInto(x, host[i], want);
+          sameBits(got.data, want.data, `n ${n}, ${rows} rows, ${threads} thread(s)`);
+        });
+      }
+    } finally {
+      for (const f of factors) f.dispose();
+      await closeLinalg();
+    }
+  },
+);
