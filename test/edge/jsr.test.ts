@@ -178,12 +178,11 @@ test(
       assert.equal(want.tokens, 5148);
       assert.equal(want.ppl, "5.3885");
       // The model and the text fetched from the same server (HTTP Range for the model), then local paths.
-      for (
-        const [model, text] of [[`${origin}/${MODEL}`, `${origin}/${TEXT}`], [
-          join(root, MODEL),
-          join(root, TEXT),
-        ]]
-      ) {
+      const inputs = [
+        [`${origin}/${MODEL}`, `${origin}/${TEXT}`],
+        [join(root, MODEL), join(root, TEXT)],
+      ];
+      for (const [model, text] of inputs) {
         const r = await run(deno, [...flags, `${origin}/cli.ts`, "eval", model, "--text", text, ...args], {
           cwd: dir,
           env,
