@@ -1,7 +1,7 @@
 // WebGPU in Chromium: the pipeline's GPU path (`initLinalg({ gpu: true })`: large float32 products and the
 // calibration Gram on a device owned by a nested Worker) gives the wasm path's perplexity to 1e-4 relative,
 // on stories260K and on its svdllm-compressed (20 %) model. A minimal page (fixtures/webgpu/) served from
-// 127.0.0.1 with COOP/COEP runs the browser bundle of mod.ts in a module Worker; headless Chromium
+// 127.0.0.1 with COOP/COEP runs the browser bundle of mod.ts in a module Worker, with 2 worker threads; headless Chromium
 // (playwright-core, `--enable-unsafe-webgpu`) offers its software adapter, SwiftShader. The page loads the
 // model by URL (Range), compresses into memory, PUTs the output back to this test's server and reloads it from
 // there by URL. The wasm path in Chromium is also checked against the same run here, in this process.
@@ -28,6 +28,8 @@ const FIXTURES = join(root, "test/edge/fixtures/webgpu");
 const WAIT_MS = 900_000; // bounds a hang per answer; a software adapter on a loaded machine is slow
 /** Products of 2¹⁶ multiply-adds and more go to the GPU: the linears, attention, head and every Gram. */
 const GPU_MIN_WORK = 1 << 16;
+/** Both runs as the page runs: worker threads beside the GPU (bit-identical to one thread, as here). */
+const THREADS = 2;
 
 /** The browser binary itself where known (Debian's /usr/bin/chromium* are shell scripts around it). */
 function findChromium(): string | null {
@@ -54,6 +56,8 @@ interface RunAnswer {
   compressed: Evaluated;
   compressSeconds: number;
   gpu: { adapter: string; fallback: boolean; products: number; grams: number } | null;
+  threads: number;
+  threadsNote: string | null;
 }
 interface ProbeAnswer {
   type: "done" | "error";
@@ -263,6 +267,7 @@ test(
           type: "run",
           gpu,
           gpuMinWork: GPU_MIN_WORK,
+          threads: THREADS,
           model: `${server.origin}/${MODEL}`,
           text: `${server.origin}/${TEXT}`,
           out: `${server.origin}/out/${gpu ? "gpu" : "wasm"}/`,
@@ -275,6 +280,7 @@ test(
       assert.deepEqual(errors, [], "errors on the page");
 
       assert.equal(wasm.gpu, null);
+      for (const r of [wasm, gpu]) assert.equal(r.threads, THREADS, `threads: ${r.threadsNote}`);
       assert.ok(
         gpu.gpu!.products > 100 && gpu.gpu!.grams > 0,
         `too little ran on the GPU: ${JSON.stringify(gpu.gpu)}`,
