@@ -1,13 +1,13 @@
 // WebGPU in Chromium: the pipeline's GPU path (`initLinalg({ gpu: true })`: large float32 products and the
 // calibration Gram on a device owned by a nested Worker) gives the wasm path's perplexity to 1e-4 relative,
 // on stories260K and on its svdllm-compressed (20 %) model. A minimal page (fixtures/webgpu/) served from
-// 127.0.0.1 with COOP/COEP runs the browser bundle of mod.ts in a module Worker, with 2 worker threads; headless Chromium
-// (playwright-core, `--enable-unsafe-webgpu`) offers its software adapter, SwiftShader. The page loads the
-// model by URL (Range), compresses into memory, PUTs the output back to this test's server and reloads it from
-// there by URL. The wasm path in Chromium is also checked against the same run here, in this process.
-// Speed is printed as measured on a **software adapter** (wall time in the page, and the CPU time of all of
-// Chromium's processes): it says nothing about a real GPU. Waits are on the page's answers; the timeouts only
-// bound hangs. Skipped with a message where no Chromium is installed or it offers no WebGPU adapter.
+// 127.0.0.1 with COOP/COEP runs the browser bundle of mod.ts in a module Worker, with 2 worker threads;
+// headless Chromium (playwright-core, `--enable-unsafe-webgpu`) offers its software adapter, SwiftShader. The
+// page loads the model by URL (Range), compresses into memory, PUTs the output back to this test's server and
+// reloads it from there by URL. The wasm path in Chromium is also checked against the same run here, in this
+// process. Speed is printed as measured on a **software adapter** (wall time in the page, and the CPU time of
+// all of Chromium's processes): it says nothing about a real GPU. Waits are on the page's answers; the
+// timeouts only bound hangs. Skipped with a message where no Chromium is installed or it offers no adapter.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
