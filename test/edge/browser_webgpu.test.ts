@@ -234,7 +234,7 @@ test(
         "true",
         "the page is not cross-origin isolated",
       );
-      /** The Worker's answer to `m`; rejects, rather than hangs, when none comes in WAIT_MS (so cleanup runs). */
+      /** The Worker's answer to `m`; rejects rather than hangs when none comes in WAIT_MS (cleanup runs). */
       const ask = async <T>(m: Record<string, unknown>): Promise<T> => {
         let timer: ReturnType<typeof setTimeout> | undefined;
         try {

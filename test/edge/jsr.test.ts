@@ -1,11 +1,11 @@
 // What a JSR user gets: the file set `deno publish --dry-run` lists, served from 127.0.0.1 with the bare npm
 // specifiers mapped by an import map (JSR rewrites "@huggingface/tokenizers" to the npm: specifier of
 // deno.json's "imports"; here it maps to the same pinned version served from node_modules, so the test
-// downloads nothing). A child Deno, with no local config, lock or cache, then: imports every export but "./cli"
-// from that URL and compresses a layer with `asvd`; runs `cli.ts --help`; runs `cli.ts eval` on the served
-// model and text, on local files and on the bundled demo (found beside cli.ts on the server), each printing
-// the local CLI's figures; and compresses stories260K with the URL's `compress()` into a folder that the local
-// library reloads to the same perplexity, with the same weight bytes as a compression done here.
+// downloads nothing). A child Deno, with no local config, lock or cache, then: imports every export but
+// "./cli" from that URL and compresses a layer with `asvd`; runs `cli.ts --help`; runs `cli.ts eval` on the
+// served model and text, on local files and on the bundled demo (found beside cli.ts on the server), each
+// printing the local CLI's figures; and compresses stories260K with the URL's `compress()` into a folder that
+// the local library reloads to the same perplexity, with the same weight bytes as a compression done here.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -76,7 +76,7 @@ interface JsrSite {
   close(): Promise<void>;
 }
 
-/** Serve the published files plus the npm entries their bare imports need, with the import map JSR would make. */
+/** Serve the published files and the npm entries their bare imports need, with the import map JSR makes. */
 async function serveJsr(): Promise<JsrSite> {
   const files = await publishedFiles();
   const cfg = JSON.parse(readFileSync(join(root, "deno.json"), "utf8")) as {
@@ -146,7 +146,7 @@ test("a JSR-like URL: every export imports from http://127.0.0.1, asvd compresse
 const MODEL = "models/stories260K/stories260K.gguf";
 const TEXT = "data/tinystories-valid.part1.txt";
 
-/** The figures of `cli.ts eval`'s result line: "NAME: T tokens in W windows of N: mean NLL X, ppl Y [time]". */
+/** The figures of `cli.ts eval`'s line "NAME: T tokens in W windows of N: mean NLL X, ppl Y [time]". */
 function evalLine(out: string, what: string): { tokens: number; windows: number; nll: string; ppl: string } {
   const m = out.match(/: (\d+) tokens in (\d+) windows of \d+: mean NLL ([\d.]+), ppl ([\d.]+)/);
   assert.ok(m, `${what} printed no result line:\n${out}`);
@@ -190,7 +190,7 @@ test(
         assert.equal(r.code, 0, `cli.ts eval ${model} from ${origin} failed:\n${r.err}`);
         assert.deepEqual(evalLine(r.out, `cli.ts eval ${model} from ${origin}`), want);
       }
-      // Without arguments: the bundled model and text, found beside cli.ts on the server (no file: URL there).
+      // No arguments: the bundled model and text, found beside cli.ts on the server (no file: URL there).
       const demo = await run(deno, [...flags, `${origin}/cli.ts`, "eval", ...args], { cwd: dir, env });
       assert.equal(demo.code, 0, `cli.ts eval (bundled model) from ${origin} failed:\n${demo.err}`);
       assert.deepEqual(evalLine(demo.out, `cli.ts eval from ${origin}`), want);
