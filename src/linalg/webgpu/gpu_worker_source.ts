@@ -50,7 +50,9 @@ async function init() {
   pipeline = await device.createComputePipelineAsync({ layout: "auto", compute: { module, entryPoint: "main" } });
   const info = adapter.info ?? {};
   const fallback = !!(info.isFallbackAdapter ?? adapter.isFallbackAdapter);
-  return { type: "ready", description: info.description ?? "", fallback, maxBinding };
+  // Chromium leaves description empty (SwiftShader: vendor "google", architecture "swiftshader").
+  const description = info.description || [info.vendor, info.architecture, info.device].filter(Boolean).join(" ");
+  return { type: "ready", description, fallback, maxBinding };
 }
 
 const U = () => GPUBufferUsage;
