@@ -67,7 +67,7 @@ import { embedWindows, type HiddenStates } from "./hidden.ts";
 import { defaultMemoryPolicy, type MemoryPolicy } from "./memory_policy.ts";
 import { outputConfig, planOutput, writeBlockTensors, writeConfig, writeSideFiles } from "./output.ts";
 import { type CompressPhases, createPhaseClock, type PhaseClock } from "./phases.ts";
-import { allocateLinears, type AllocationMode } from "./sensitivity.ts";
+import { type AllocateLinearsOptions, allocateLinears, type AllocationMode } from "./sensitivity.ts";
 import { type ModelOrigin, type ModelSource, openModelSource, sideFilesOf } from "./source.ts";
 import type { OutputSink } from "./sink.ts";
 import { type CompressMethod, PIPELINE_VERSION, type SvdLlmConfig } from "./svd_llm_config.ts";
@@ -150,7 +150,7 @@ export interface CompressOptions {
    * The full sweep's JSON cache file (resumable), ratio grid and windows used; `ratio`: "sensitivity"'s
    * calibrated variant (see `allocateLinears`).
    */
-  sensitivity?: { cacheFile?: string; ratios?: readonly number[]; samples?: number; ratio?: number };
+  sensitivity?: AllocateLinearsOptions["sensitivity"];
   /** Linears to compress (default all seven). */
   linears?: readonly LinearName[];
   /**
