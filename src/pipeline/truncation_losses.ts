@@ -255,11 +255,19 @@ export async function fisherLosses(
   const out: LinearLosses[] = [];
   const progress = (e: { layer?: string; done: number }) =>
     opts.onProgress?.({ ...e, done: passes + e.done, total });
-  await observeLinears(model, windows, { ...opts, onProgress: progress }, true, (name, w, stats) => {
-    const sp = asvdSpectrum(w, { absMean: stats.absMean! }, { alpha });
-    const components = asvdFisherLosses(sp, stats.gram, fisher.get(name)!.diagonal());
-    out.push({ name, rows: w.rows, cols: w.cols, components });
-  });
+  // Two windows per forward batch: the statistics pass's temporaries set the stage's peak.
+  const batchSize = Math.min(opts.batchSize ?? 8, 2);
+  await observeLinears(
+    model,
+    windows,
+    { ...opts, batchSize, onProgress: progress },
+    true,
+    (name, w, stats) => {
+      const sp = asvdSpectrum(w, { absMean: stats.absMean! }, { alpha });
+      const components = asvdFisherLosses(sp, stats.gram, fisher.get(name)!.diagonal());
+      out.push({ name, rows: w.rows, cols: w.cols, components });
+    },
+  );
   return out;
 }
 
