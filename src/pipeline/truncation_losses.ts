@@ -217,7 +217,8 @@ export async function fisherLosses(
   const used = windows.slice(0, samples), passes = Math.ceil(used.length / per);
   // Progress (and so the caller's memory hooks) after every block the gradient pass fetches (forward, then
   // backward): left to pile up, the passes' temporaries raised tinylm-brown's peak from 160 to 215 MiB
-  // (203 MiB with hooks in the backward half only), at a cost of 10 CPU-s of collections (35 against 25).
+  // (203 MiB with hooks in the backward half only); the collections cost 10 CPU-s with 8 windows (35 against
+  // 25), about half that with the default 4.
   const steps = passes * 2 * spec.numLayers, total = steps + spec.numLayers * linears.size;
   const fisher = new Map<string, OutputFisherObserver>();
   {
