@@ -1,8 +1,8 @@
 /**
  * How close do cheap proxies come to ASVD's full sensitivity sweep? On tinylm-brown (32 × 256 calibration
- * tokens from brown-calib.txt, seed 0, as `compress` draws them), this computes for every linear the exact
- * per-component losses of ASVD's truncation (its own output error on the calibration inputs, and SVD-LLM's
- * whitened σ² tail), reads the full sweep's table from a cache written by `sensitivitySweep` (or runs it), then
+ * tokens from brown-calib.txt, seed 0, as `compress` draws them), this computes for every linear the
+ * per-component losses of ASVD's truncation (the loss-aware Fisher estimate `compress` uses by default, its
+ * own output error on the calibration inputs, and SVD-LLM's whitened σ² tail), reads the full sweep's table from a cache written by `sensitivitySweep` (or runs it), then
  * allocates ranks at the target removal with each loss and each rule, and evaluates every allocation on the
  * first 20,000 tokens of brown-valid.txt in windows of 256 (the README's protocol). Prints one row per
  * allocation: achieved removal, ppl, and how far its per-linear parameters are from the sweep's.
@@ -37,7 +37,12 @@ import {
 import { loadModel } from "../src/model/load.ts";
 import { LINEAR_NAMES, type LinearName, linearPrefix } from "../src/model/names.ts";
 import { sensitivitySweep } from "../src/pipeline/sensitivity.ts";
-import { calibratedCurves, lossCurves, truncationLosses } from "../src/pipeline/truncation_losses.ts";
+import {
+  calibratedCurves,
+  fisherLosses,
+  lossCurves,
+  truncationLosses,
+} from "../src/pipeline/truncation_losses.ts";
 
 // ../shared beside the checkout (CI), or two levels up from a git worktree.
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
@@ -69,6 +74,7 @@ for (let i = 0; i < spec.numLayers; i++) blocks.push(await loadBlock(reader, spe
 const t0 = performance.now();
 const asvdLoss = await truncationLosses(m, windows, { method: "asvd" });
 const whiteLoss = await truncationLosses(m, windows, { method: "svdllm" });
+const fisherLoss = await fisherLosses(m, windows);
 console.log(
   `proxies: ${((performance.now() - t0) / 1000 / 2).toFixed(1)} s each (calibration pass + 42 spectra)`,
 );
@@ -124,6 +130,7 @@ console.log(
 const shapes = infos.map((f) => ({ name: f.name, rows: f.m, cols: f.n }));
 const curves: Record<string, LossCurve[]> = {
   ...(skipSweep ? {} : { sweep: sweepCurves(sweep.table, shapes, sweep.densePpl) }),
+  "fisher (ours, the default)": lossCurves(fisherLoss),
   "output error": lossCurves(asvdLoss),
   "output error / energy": lossCurves(asvdLoss, { relative: true }),
   "whitened σ² tail": lossCurves(whiteLoss),
@@ -204,7 +211,10 @@ if (!skipSweep) {
 const kind = (name: string) => name.replace(/^model\.layers\.\d+\./, "");
 for (const [label, cs] of Object.entries(curves)) {
   for (const rule of ["threshold", "marginal"] as const) {
-    if (process.argv.includes("--quick") && label !== "sweep" && !label.includes("energy")) continue;
+    if (
+      process.argv.includes("--quick") && label !== "sweep" && !label.includes("energy") &&
+      !label.startsWith("fisher")
+    ) continue;
     rows.push({ label: `${label}, ${rule}`, ranks: allocateRanks(cs, 1 - removed, { rule }).ranks });
     if (label.includes("energy") && rule === "marginal") {
       rows.push({

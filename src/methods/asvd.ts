@@ -172,14 +172,33 @@ export function asvdComponentLosses(
   const ws = new Float64Array(m * n);
   for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) ws[i * n + j] = w.data[i * n + j] * scale[j];
   const f = svdPart({ rows: m, cols: n, data: ws }, { right: r });
-  const vt = f.vt!.data; // rows become ṽ_jᵀ = v_jᵀ S⁻¹
+  return outputErrors(f.s, f.vt!, scale, g);
+}
+
+/**
+ * {@link asvdComponentLosses} from a spectrum whose Vᵀ has all min(out, in) rows (e.g. `asvdSpectrum` with all
+ * vectors). Throws ShapeError on mismatched sizes.
+ */
+export function asvdSpectrumLosses(sp: AsvdSpectrum, g: Matrix64): Float64Array {
+  const n = sp.vt.cols;
+  if (g.rows !== n || g.cols !== n || sp.vt.rows !== sp.s.length) {
+    throw new ShapeError(
+      `asvd component losses: Vᵀ ${sp.vt.rows}×${n} of ${sp.s.length} values vs Gram ${g.rows}×${g.cols}`,
+    );
+  }
+  return outputErrors(sp.s, { rows: sp.vt.rows, cols: n, data: sp.vt.data.slice() }, sp.scale, g);
+}
+
+/** c_j = σ_j²·ṽ_jᵀ G ṽ_j with ṽ_j = S⁻¹ v_j; `vt` (r×n) is overwritten by the ṽ_jᵀ. */
+function outputErrors(s: Float64Array, v: Matrix64, scale: Float64Array, g: Matrix64): Float64Array {
+  const r = v.rows, n = v.cols, vt = v.data; // rows become ṽ_jᵀ = v_jᵀ S⁻¹
   for (let j = 0; j < r; j++) for (let a = 0; a < n; a++) vt[j * n + a] /= scale[a];
   const vg = matmul64({ rows: r, cols: n, data: vt }, g);
   const c = new Float64Array(r);
   for (let j = 0; j < r; j++) {
     let t = 0;
     for (let a = 0; a < n; a++) t += vg.data[j * n + a] * vt[j * n + a];
-    c[j] = f.s[j] * f.s[j] * Math.max(0, t);
+    c[j] = s[j] * s[j] * Math.max(0, t);
   }
   return c;
 }

@@ -97,15 +97,23 @@ export interface CompressOptions {
   alpha?: number;
   /**
    * Ranks per linear: "uniform" (default: every linear at the ratio); "global" (any method: its exact
-   * per-component truncation losses under one budget) — for ASVD also called "sensitivity", its fast
-   * allocation; ASVD's "sweep" (the paper's full sensitivity sweep: minutes). See `allocateLinears`.
+   * per-component truncation losses under one budget); ASVD's "sensitivity" (fast: each component's
+   * calibration-loss increase estimated from a gradient pass) and "sweep" (the paper's full sensitivity
+   * sweep: minutes). See `allocateLinears`.
    */
   allocation?: AllocationMode;
   /**
    * The full sweep's JSON cache file (resumable), ratio grid and windows used; `ratio`: "sensitivity"'s
-   * calibrated variant (see `allocateLinears`).
+   * calibrated variant; `proxy`: "sensitivity"'s estimate, "fisher" (default) or "output" (see
+   * `allocateLinears`).
    */
-  sensitivity?: { cacheFile?: string; ratios?: readonly number[]; samples?: number; ratio?: number };
+  sensitivity?: {
+    cacheFile?: string;
+    ratios?: readonly number[];
+    samples?: number;
+    ratio?: number;
+    proxy?: "fisher" | "output";
+  };
   /** Linears to compress (default all seven). */
   linears?: readonly LinearName[];
   /**
