@@ -65,6 +65,33 @@ export function table(rows: readonly Record<string, string | number | null>[]): 
 
 /** One colour per method in every notebook's figures (a Plot `color` scale). */
 export const METHOD_COLORS = {
-  domain: ["dense", "svd", "asvd", "svdllm", "svdllm + update"],
-  range: ["#555555", "#e45756", "#f58518", "#4c78a8", "#54a24b"],
+  domain: ["dense", "svd", "asvd", "svdllm", "svdllm + update", "fwsvd", "svdllm (global)", "soco"],
+  range: ["#555555", "#e45756", "#f58518", "#4c78a8", "#54a24b", "#b279a2", "#72b7b2", "#000000"],
 };
+
+/**
+ * Perplexity against % removed, one labelled line per method on a log scale (the notebooks' common chart):
+ * `points` are `{ method, removed (fraction), ppl }`.
+ */
+export function ratioChart(
+  points: readonly { method: string; removed: number; ppl: number }[],
+  alt = "perplexity vs ratio, every method",
+): Figure {
+  const data = points.map((p) => ({ method: p.method, removed: p.removed * 100, ppl: p.ppl }));
+  return figure({
+    width: 680,
+    height: 380,
+    marginRight: 110,
+    y: { label: "held-out perplexity (log)", type: "log", grid: true },
+    x: { label: "% of the block linears' parameters removed", ticks: [...new Set(data.map((d) => d.removed))] },
+    color: METHOD_COLORS,
+    marks: [
+      Plot.line(data, { x: "removed", y: "ppl", stroke: "method" }),
+      Plot.dot(data, { x: "removed", y: "ppl", fill: "method" }),
+      Plot.text(
+        data,
+        Plot.selectLast({ x: "removed", y: "ppl", z: "method", text: "method", fill: "method", textAnchor: "start", dx: 6 }),
+      ),
+    ],
+  }, alt);
+}
