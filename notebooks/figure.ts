@@ -83,14 +83,25 @@ export function ratioChart(
     height: 380,
     marginRight: 110,
     y: { label: "held-out perplexity (log)", type: "log", grid: true },
-    x: { label: "% of the block linears' parameters removed", ticks: [...new Set(data.map((d) => d.removed))] },
+    x: {
+      label: "% of the block linears' parameters removed",
+      ticks: [...new Set(data.map((d) => d.removed))],
+    },
     color: METHOD_COLORS,
     marks: [
       Plot.line(data, { x: "removed", y: "ppl", stroke: "method" }),
       Plot.dot(data, { x: "removed", y: "ppl", fill: "method" }),
       Plot.text(
         data,
-        Plot.selectLast({ x: "removed", y: "ppl", z: "method", text: "method", fill: "method", textAnchor: "start", dx: 6 }),
+        Plot.selectLast({
+          x: "removed",
+          y: "ppl",
+          z: "method",
+          text: "method",
+          fill: "method",
+          textAnchor: "start",
+          dx: 6,
+        }),
       ),
     ],
   }, alt);
