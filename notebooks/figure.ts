@@ -78,9 +78,17 @@ export function ratioChart(
   alt = "perplexity vs ratio, every method",
 ): Figure {
   const data = points.map((p) => ({ method: p.method, removed: p.removed * 100, ppl: p.ppl }));
+  const height = 380, lineHeight = 13; // px; the plot area is about height − 50 px tall
+  // Labels at each line's last point, pushed apart (in log10 units) where lines end close together.
+  const lastX = Math.max(...data.map((d) => d.removed));
+  const logs = data.map((d) => Math.log10(d.ppl));
+  const gap = (Math.max(...logs) - Math.min(...logs)) * lineHeight / (height - 50);
+  const labels = data.filter((d) => d.removed === lastX).map((d) => ({ ...d, y: Math.log10(d.ppl) }))
+    .sort((a, b) => a.y - b.y);
+  labels.forEach((l, i) => i > 0 && (l.y = Math.max(l.y, labels[i - 1].y + gap)));
   return figure({
     width: 680,
-    height: 380,
+    height,
     marginRight: 110,
     y: { label: "held-out perplexity (log)", type: "log", grid: true },
     x: {
@@ -91,18 +99,14 @@ export function ratioChart(
     marks: [
       Plot.line(data, { x: "removed", y: "ppl", stroke: "method" }),
       Plot.dot(data, { x: "removed", y: "ppl", fill: "method" }),
-      Plot.text(
-        data,
-        Plot.selectLast({
-          x: "removed",
-          y: "ppl",
-          z: "method",
-          text: "method",
-          fill: "method",
-          textAnchor: "start",
-          dx: 6,
-        }),
-      ),
+      Plot.text(labels, {
+        x: "removed",
+        y: (l) => 10 ** l.y,
+        text: "method",
+        fill: "method",
+        textAnchor: "start",
+        dx: 8,
+      }),
     ],
   }, alt);
 }

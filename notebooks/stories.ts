@@ -323,7 +323,7 @@ export function curveClaims(points: readonly CurvePoint[]): CurveClaim[] {
     if (!p) throw new Error(`curveClaims: no point for ${method} at ${removed}`);
     return p.ppl;
   };
-  const fmt = (v: number) => v.toFixed(v < 100 ? 2 : 0);
+  const fmt = (v: number) => v.toFixed(v < 1000 ? 2 : 0);
   const less = (a: string, b: string, ratios: readonly number[]): CurveClaim => ({
     claim: `${a} < ${b} at ${ratios.map((r) => `${r * 100} %`).join(", ")}`,
     holds: ratios.every((r) => at(a, r) < at(b, r)),
