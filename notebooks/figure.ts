@@ -65,6 +65,48 @@ export function table(rows: readonly Record<string, string | number | null>[]): 
 
 /** One colour per method in every notebook's figures (a Plot `color` scale). */
 export const METHOD_COLORS = {
-  domain: ["dense", "svd", "asvd", "svdllm", "svdllm + update"],
-  range: ["#555555", "#e45756", "#f58518", "#4c78a8", "#54a24b"],
+  domain: ["dense", "svd", "asvd", "svdllm", "svdllm + update", "fwsvd", "svdllm (global)", "soco"],
+  range: ["#555555", "#e45756", "#f58518", "#4c78a8", "#54a24b", "#b279a2", "#72b7b2", "#000000"],
 };
+
+/**
+ * Perplexity against % removed, one labelled line per method on a log scale (the notebooks' common chart):
+ * `points` are `{ method, removed (fraction), ppl }`.
+ */
+export function ratioChart(
+  points: readonly { method: string; removed: number; ppl: number }[],
+  alt = "perplexity vs ratio, every method",
+): Figure {
+  const data = points.map((p) => ({ method: p.method, removed: p.removed * 100, ppl: p.ppl }));
+  const height = 380, lineHeight = 13; // px; the plot area is about height − 50 px tall
+  // Labels at each line's last point, pushed apart (in log10 units) where lines end close together.
+  const lastX = Math.max(...data.map((d) => d.removed));
+  const logs = data.map((d) => Math.log10(d.ppl));
+  const gap = (Math.max(...logs) - Math.min(...logs)) * lineHeight / (height - 50);
+  const labels = data.filter((d) => d.removed === lastX).map((d) => ({ ...d, y: Math.log10(d.ppl) }))
+    .sort((a, b) => a.y - b.y);
+  labels.forEach((l, i) => i > 0 && (l.y = Math.max(l.y, labels[i - 1].y + gap)));
+  return figure({
+    width: 680,
+    height,
+    marginRight: 110,
+    y: { label: "held-out perplexity (log)", type: "log", grid: true },
+    x: {
+      label: "% of the block linears' parameters removed",
+      ticks: [...new Set(data.map((d) => d.removed))],
+    },
+    color: METHOD_COLORS,
+    marks: [
+      Plot.line(data, { x: "removed", y: "ppl", stroke: "method" }),
+      Plot.dot(data, { x: "removed", y: "ppl", fill: "method" }),
+      Plot.text(labels, {
+        x: "removed",
+        y: (l) => 10 ** l.y,
+        text: "method",
+        fill: "method",
+        textAnchor: "start",
+        dx: 8,
+      }),
+    ],
+  }, alt);
+}
