@@ -5,8 +5,12 @@
  * calibrated on brown-calib.txt (64 × 256) and evaluated on the first 19,968 tokens of brown-valid.txt in
  * windows of 256. Each job runs in its own process, so that its time and peak RSS are its own.
  *
- * Usage: deno run -A bench/soco.ts [--models stories,brown] [--ratios 0.2,0.4,0.6] [--bases whitened,svd]
- *        [--steps 100] [--lr 0.05] [--batch 4] [--kl 10] [--nll 1]
+ * Usage: deno run -A bench/soco.ts [--shared DIR] [--models stories,brown] [--ratios 0.2,0.4,0.6] [--bases whitened,svd]
+ *        [--steps 100] [--lr 0.05] [--batch 4] [--kl 10[,1,…]] [--nll 1] [--start allocation|full]
+ *        [--holdout 0.125] [--select] [--verbose]
+ *
+ * `--select` chooses hyper-parameters without the evaluation text: each job calibrates on the first 7/8 of the
+ * calibration text and reports the perplexity on its last 1/8.
  *
  * @module
  */
@@ -19,7 +23,8 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
-const SHARED = join(ROOT, "../shared");
+/** The shared material (models, texts): `--shared DIR`, default ../shared beside the checkout. */
+const SHARED = arg("shared", join(ROOT, "../shared"));
 
 interface Job {
   model: "stories" | "brown";
@@ -30,6 +35,10 @@ interface Job {
   batch: number;
   kl: number;
   nll: number;
+  start: "allocation" | "full";
+  holdout: number;
+  /** Hyper-parameter selection: calibrate on the first 7/8 of the calibration text, evaluate on its last 1/8. */
+  select: boolean;
 }
 
 function arg(name: string, fallback: string): string {
@@ -69,6 +78,12 @@ async function runOne(job: Job): Promise<void> {
   const { perplexity } = await import("../src/eval/perplexity.ts");
   const { loadModel } = await import("../src/model/load.ts");
   const d = await data(job.model);
+  if (job.select) {
+    // Never the evaluation text: the calibration text's last eighth stands in for it.
+    const cut = Math.floor(d.calib.length * 7 / 8);
+    d.evalIds = d.calib.slice(cut);
+    d.calib = d.calib.slice(0, cut);
+  }
   const dir = await mkdtemp(join(tmpdir(), "bench-soco-"));
   try {
     const out = join(dir, "out");
@@ -82,6 +97,8 @@ async function runOne(job: Job): Promise<void> {
       batch: job.batch,
       klWeight: job.kl,
       nllWeight: job.nll,
+      start: job.start,
+      holdout: job.holdout,
       onProgress: (e) => {
         if (e.stage !== "train") return;
         const t = e.train;
@@ -113,6 +130,8 @@ async function runOne(job: Job): Promise<void> {
       peakRssMB: rep.peakRssBytes / 2 ** 20,
       linearsRemoved: rep.params.linears.removed,
       budget: rep.budget,
+      validation: rep.validation,
+      spilledMB: rep.spilledBytes / 2 ** 20,
       firstLoss: rep.history[0].loss,
       lastLoss: rep.history.at(-1)!.loss,
       recoveries: rep.recoveries,
@@ -130,6 +149,8 @@ function child(job: Job): Promise<Record<string, unknown>> {
       fileURLToPath(import.meta.url),
       "--one",
       JSON.stringify(job),
+      "--shared",
+      SHARED,
     ], { cwd: ROOT, env: { ...process.env, NO_COLOR: "1" } });
     let out = "", err = "";
     p.stdout.on("data", (b) => (out += b));
@@ -152,15 +173,32 @@ async function main(): Promise<void> {
   const ratios = arg("ratios", "0.2,0.4,0.6").split(",").map(Number);
   const bases = arg("bases", "whitened,svd").split(",") as Job["basis"][];
   const steps = Number(arg("steps", "100")), lr = Number(arg("lr", "0.05"));
-  const batch = Number(arg("batch", "4")), kl = Number(arg("kl", "10")), nll = Number(arg("nll", "1"));
+  const batch = Number(arg("batch", "4")), nll = Number(arg("nll", "1"));
+  const kls = arg("kl", "10").split(",").map(Number);
+  const start = arg("start", "allocation") as Job["start"], holdout = Number(arg("holdout", "0.125"));
+  const select = process.argv.includes("--select");
   console.log(
-    "| model | basis | % removed | ppl | calib NLL | loss first → last | time s (bases / train) | peak RSS MB |",
+    `| model | basis | KL | % removed | ${
+      select ? "ppl (calibration text's last 1/8)" : "ppl"
+    } | calib NLL | held-out NLL start → trained (kept) | loss first → last | time s (bases / train) | peak RSS MB |`,
   );
-  console.log("|---|---|---|---|---|---|---|---|");
+  console.log("|---|---|---|---|---|---|---|---|---|---|");
   for (const model of models) {
     for (const removed of ratios) {
-      for (const basis of bases) {
-        const r = await child({ model, basis, removed, steps, lr, batch, kl, nll }) as {
+      for (const [basis, kl] of bases.flatMap((b) => kls.map((k) => [b, k] as const))) {
+        const r = await child({
+          model,
+          basis,
+          removed,
+          steps,
+          lr,
+          batch,
+          kl,
+          nll,
+          start,
+          holdout,
+          select,
+        }) as {
           ppl: number;
           calibNll: number;
           seconds: { bases: number; train: number; total: number };
@@ -168,15 +206,17 @@ async function main(): Promise<void> {
           linearsRemoved: number;
           firstLoss: number;
           lastLoss: number;
+          validation?: { start?: number; trained: number; kept: string };
         };
+        const v = r.validation;
         console.log(
-          `| ${model === "brown" ? "tinylm-brown" : "stories260K"} | ${basis} | ${
+          `| ${model === "brown" ? "tinylm-brown" : "stories260K"} | ${basis} | ${kl} | ${
             (100 * r.linearsRemoved).toFixed(1)
-          } | ${r.ppl.toFixed(2)} | ${r.calibNll.toFixed(3)} | ${r.firstLoss.toFixed(3)} → ${
-            r.lastLoss.toFixed(3)
-          } | ${r.seconds.total.toFixed(1)} (${r.seconds.bases.toFixed(1)} / ${
-            r.seconds.train.toFixed(1)
-          }) | ${r.peakRssMB.toFixed(0)} |`,
+          } | ${r.ppl.toFixed(2)} | ${r.calibNll.toFixed(3)} | ${
+            v ? `${v.start?.toFixed(3) ?? "—"} → ${v.trained.toFixed(3)} (${v.kept})` : "—"
+          } | ${r.firstLoss.toFixed(3)} → ${r.lastLoss.toFixed(3)} | ${r.seconds.total.toFixed(1)} (${
+            r.seconds.bases.toFixed(1)
+          } / ${r.seconds.train.toFixed(1)}) | ${r.peakRssMB.toFixed(0)} |`,
         );
       }
     }

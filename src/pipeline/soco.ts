@@ -20,7 +20,6 @@
  */
 import { OptionError } from "../errors.ts";
 import type { ParamSummary, Ratio } from "../methods/ratio.ts";
-import type { SocoBasisKind } from "../methods/soco.ts";
 import {
   type CalibrationOptions,
   compress,
@@ -29,7 +28,7 @@ import {
   type CompressReport,
   type ModelInput,
 } from "./compress.ts";
-import type { SocoPassProgress, SocoRunOptions } from "./soco_pass.ts";
+import type { SocoPassProgress, SocoPassResult, SocoRunOptions } from "./soco_pass.ts";
 
 export type { SocoRunOptions } from "./soco_pass.ts";
 
@@ -50,32 +49,20 @@ export interface SocoOptions extends SocoRunOptions {
 /** A progress event of {@link compressSoco}. */
 export type SocoPipelineProgress = SocoPassProgress | { stage: "write"; done: number; total: number };
 
-/** What {@link compressSoco} did. */
-export interface SocoReport {
+/** What {@link compressSoco} did: the pass's own findings (see `SocoPassResult`) and the written model's. */
+export interface SocoReport extends Omit<SocoPassResult, "factors" | "seconds"> {
   /** Output folder. */
   output: string;
   /** Always "soco". */
   method: "soco";
-  /** The basis used. */
-  basis: SocoBasisKind;
-  /** The ratio as given, and its label. */
+  /** The ratio as given. */
   ratio: Ratio;
   /** Human label of the ratio. */
   ratioLabel: string;
-  /** Target parameter count of the block linears (uniform ranks at the ratio) and what was kept. */
-  budget: { target: number; kept: number };
-  /** Rank kept per linear (tensor prefix). */
-  ranks: Record<string, number>;
   /** Parameter counts. */
   params: ParamSummary;
-  /** Per step: stage, loss, budget (kept over target). */
-  history: { step: number; stage: string; loss: number; budget: number }[];
-  /** Per linear: its shape, the basis's σ and the learned scores (0 where pruned), for plots. */
-  spectra: { name: string; rows: number; cols: number; sigma: Float64Array; scores: Float64Array }[];
-  /** Divergences recovered from (learning-rate halvings). */
-  recoveries: number;
-  /** Seconds: bases, training, writing (and the rest of the driver's work), total. */
-  seconds: { bases: number; train: number; write: number; total: number };
+  /** Seconds: bases, training, the held-out guard, writing (and the rest of the driver's work), total. */
+  seconds: { bases: number; train: number; validate: number; write: number; total: number };
   /** Peak resident memory seen, bytes. */
   peakRssBytes: number;
 }
@@ -119,23 +106,17 @@ function driverOptions(opts: SocoOptions): CompressOptions {
 }
 
 function socoReport(r: CompressReport): SocoReport {
-  const s = r.soco!;
+  const { seconds, ...pass } = r.soco!;
   return {
+    ...pass,
     output: r.output,
     method: "soco",
-    basis: s.basis,
     ratio: r.ratio,
     ratioLabel: r.ratioLabel,
-    budget: s.budget,
-    ranks: s.ranks,
     params: r.params,
-    history: s.history,
-    spectra: s.spectra,
-    recoveries: s.recoveries,
     seconds: {
-      bases: s.seconds.bases,
-      train: s.seconds.train,
-      write: Math.max(0, r.seconds - s.seconds.bases - s.seconds.train),
+      ...seconds,
+      write: Math.max(0, r.seconds - seconds.bases - seconds.train - seconds.validate),
       total: r.seconds,
     },
     peakRssBytes: r.peakRssBytes,
