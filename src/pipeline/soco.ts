@@ -2,8 +2,13 @@
  * SoCo at model level, through the compress driver: calibration windows → the spectral basis of every block
  * linear → the scores trained on the model's own next-token loss → the kept components written as a
  * compressed model folder (`svd_a`/`svd_b` per linear, ranks per matrix) that `loadModel` reads like any
- * other. The pass itself is `soco_pass.ts`; the folder is written by the driver's one output side
- * (`compress(…, { method: "soco" })`). This module keeps SoCo's own report (loss history, spectra, scores).
+ * other.
+ *
+ * One job per file: this module is the public entry only — SoCo's options in one object, turned into the
+ * driver's (`compress(…, { method: "soco" })`, which writes the folder through its one output side), and the
+ * driver's report turned back into SoCo's ({@link SocoReport}: the pass's result plus the written model's
+ * figures). Everything SoCo computes — bases, start, training, held-out guard, factors — is the pass the
+ * driver runs, `soco_pass.ts`; the bases' storage is `soco_bases.ts`.
  *
  * @example
  * ```ts ignore
