@@ -33,7 +33,14 @@ import {
   type CompressReport,
   type ModelInput,
 } from "./compress.ts";
-import type { SocoPassProgress, SocoPassResult, SocoRunOptions } from "./soco_pass.ts";
+import {
+  checkSocoOptions,
+  DEFAULT_HOLDOUT,
+  holdoutSplit,
+  type SocoPassProgress,
+  type SocoPassResult,
+  type SocoRunOptions,
+} from "./soco_pass.ts";
 
 export type { SocoRunOptions } from "./soco_pass.ts";
 
@@ -90,9 +97,20 @@ export async function compressSocoModel(
 /** The driver's options for a SoCo run. */
 function driverOptions(opts: SocoOptions): CompressOptions {
   if (!opts || typeof opts !== "object") throw new OptionError("soco: options are required");
-  const { ratio, calibration, overwrite, onProgress, signal, ...soco } = opts;
-  if (!calibration || (!calibration.ids && calibration.text === undefined)) {
+  const { ratio, calibration: given, overwrite, onProgress, signal, ...soco } = opts;
+  if (!given || (!given.ids && given.text === undefined)) {
     throw new OptionError(`soco: calibration text or ids are required (the scores are trained on them)`);
+  }
+  checkSocoOptions(soco); // before splitting anything
+  let calibration = given;
+  // With ids, the held-out guard gets text of its own: the ids' last fraction, which no training window sees.
+  const holdout = soco.holdout ?? DEFAULT_HOLDOUT;
+  if (given.ids && holdout > 0 && !soco.validation) {
+    const split = holdoutSplit(given.ids, holdout, given.samples ?? 32, given.seqlen ?? 256);
+    if (split.validation.length > 0) {
+      calibration = { ...given, ids: split.calib };
+      soco.validation = split.validation;
+    }
   }
   return {
     method: "soco",

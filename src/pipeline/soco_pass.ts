@@ -93,11 +93,15 @@ export interface SocoRunOptions {
    */
   start?: SocoStart;
   /**
-   * Fraction of the calibration windows held out of training (default 0.125; 0: none). The trained model is
-   * kept only if its NLL on them is no worse than the start's. The windows are random starts in the
-   * calibration text, so a held-out window may share text with a training one.
+   * Fraction held out of training (default 0.125; 0: none): the trained model is kept only if its NLL on the
+   * held-out windows is no worse than the start's. `compressSoco` with calibration ids holds out the ids' last
+   * fraction (text no training window contains, see {@link holdoutSplit}); otherwise (and through
+   * `compress()`) it is that fraction of the calibration windows, which are random starts in the same text,
+   * so they may share text with training windows and the guard is then weaker.
    */
   holdout?: number;
+  /** Held-out windows of text the calibration windows do not contain (replaces the window split of `holdout`). */
+  validation?: readonly Int32Array[];
   /** Spill the bases to a temporary file (default "auto": when `node:fs` exists), see `soco_bases.ts`. */
   spill?: boolean | "auto";
 }
@@ -108,7 +112,8 @@ export type SocoStart = "allocation" | "full";
 /** KL weight by default (see {@link SocoRunOptions.klWeight}). */
 export const DEFAULT_KL_WEIGHT = 10;
 const DEFAULT_START: SocoStart = "allocation";
-const DEFAULT_HOLDOUT = 0.125;
+/** Fraction held out for the guard by default (see {@link SocoRunOptions.holdout}). */
+export const DEFAULT_HOLDOUT = 0.125;
 
 /** The factors of the kept components, formed on demand (block by block, from the spilled bases). */
 export interface FactorSource {
@@ -152,6 +157,7 @@ export interface SocoPassResult {
     klWeight: number;
     nllWeight: number;
     start: SocoStart;
+    /** Held-out windows the guard used (0: none). */
     holdout: number;
   };
   /** Bytes of bases spilled to the temporary file (0 when kept in memory). */
@@ -188,6 +194,14 @@ export function checkSocoOptions(opts: SocoRunOptions): { steps: number; lr: num
   }
   if (opts.spill !== undefined && opts.spill !== true && opts.spill !== false && opts.spill !== "auto") {
     throw new OptionError(`soco: spill must be true, false or "auto", got ${JSON.stringify(opts.spill)}`);
+  }
+  const v = opts.validation;
+  if (
+    v !== undefined &&
+    (!Array.isArray(v) ||
+      v.some((w) => !(w instanceof Int32Array) || w.length < 2 || w.length !== v[0].length))
+  ) {
+    throw new OptionError(`soco: validation must be windows of token ids (Int32Array), of one length ≥ 2`);
   }
   if ((opts.nllWeight ?? 1) === 0 && !((opts.klWeight ?? DEFAULT_KL_WEIGHT) > 0)) {
     throw new OptionError(`soco: nllWeight 0 needs a klWeight > 0 (the objective would be empty)`);
@@ -403,8 +417,9 @@ export async function socoPass(
       ? { spec, head, block: (i) => loadBlock(reader, spec, i) }
       : undefined;
     // Held-out calibration windows: the final model must do no worse on them than the start.
-    const nHold = holdoutCount(windows.length, opts.holdout ?? DEFAULT_HOLDOUT);
-    const train = windows.slice(0, windows.length - nHold), held = windows.slice(windows.length - nHold);
+    const nHold = opts.validation ? 0 : holdoutCount(windows.length, opts.holdout ?? DEFAULT_HOLDOUT);
+    const train = windows.slice(0, windows.length - nHold);
+    const held = opts.validation ?? windows.slice(windows.length - nHold);
     const batch = Math.min(opts.batch ?? 4, train.length);
     const pick = batchPicker(train.length, batch, opts.seed ?? 0);
     const heldLoss = async (s: readonly Float64Array[]): Promise<number> => {
@@ -556,7 +571,7 @@ export async function socoPass(
         klWeight,
         nllWeight: opts.nllWeight ?? 1,
         start: start ? "allocation" : "full",
-        holdout: nHold,
+        holdout: held.length,
       },
       spilledBytes: store.spilled ? store.bytes() : 0,
       seconds: {
@@ -568,6 +583,30 @@ export async function socoPass(
   } finally {
     if (closeStore) await store.close();
   }
+}
+
+/**
+ * Calibration ids split for the held-out guard: the last `holdout` fraction of `ids` becomes validation windows
+ * (consecutive, `seqlen` tokens each, at most max(1, round(holdout·samples)) of them, the last ones), the rest
+ * is the calibration text. No validation window shares a token position with the calibration text. When not
+ * even one window fits, nothing is held out.
+ */
+export function holdoutSplit(
+  ids: ArrayLike<number>,
+  holdout: number,
+  samples: number,
+  seqlen: number,
+): { calib: Int32Array; validation: Int32Array[] } {
+  const all = Int32Array.from(ids);
+  const cut = Math.floor(all.length * (1 - holdout));
+  const fit = Math.floor((all.length - cut) / seqlen);
+  const n = Math.min(fit, Math.max(1, Math.round(holdout * samples)));
+  if (!(holdout > 0) || n < 1) return { calib: all, validation: [] };
+  const validation: Int32Array[] = [];
+  for (let j = n; j >= 1; j--) {
+    validation.push(all.slice(all.length - j * seqlen, all.length - (j - 1) * seqlen));
+  }
+  return { calib: all.slice(0, cut), validation };
 }
 
 /** Held-out windows for a fraction `holdout` of `n` (none when 0; at least one training window stays). */

@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { compressSoco, type SocoOptions } from "../../src/pipeline/soco.ts";
 import { openBasisStore } from "../../src/pipeline/soco_bases.ts";
+import { holdoutSplit } from "../../src/pipeline/soco_pass.ts";
 import { compress } from "../../src/pipeline/compress.ts";
 import { loadModel } from "../../src/model/load.ts";
 import { perplexity } from "../../src/eval/perplexity.ts";
@@ -145,7 +146,11 @@ test("the held-out guard keeps the model with the lower held-out NLL, and the fo
   const dir = await mkdtemp(join(tmpdir(), "soco-guard-"));
   try {
     const calibration = { ids, samples: 8, seqlen: 64, seed: 2 };
-    const held = calibrationWindows(ids, calibration).slice(6); // holdout 0.25 of 8: the last two
+    // holdout 0.25 of 8 windows: two windows of 64 from the ids' last quarter, which training never sees
+    const { calib, validation: held } = holdoutSplit(ids, 0.25, 8, 64);
+    assert.equal(held.length, 2);
+    assert.equal(held[1].at(-1), ids.at(-1));
+    assert.ok(calib.length <= ids.length - 2 * 64);
     const joined = new Int32Array(held.flatMap((w) => [...w]));
     for (const lr of [0.02, 1]) {
       const out = join(dir, `lr${lr}`);
