@@ -29,7 +29,7 @@ import type { SpectralBasis } from "../methods/soco.ts";
 export interface BasisStore {
   /** Whether U and C live in a temporary file (true) or in memory. */
   readonly spilled: boolean;
-  /** Keep block `block`'s bases (in block order, each block once). */
+  /** Keep some of block `block`'s bases (appended to those already stored for it, in block order). */
   put(block: number, bases: readonly SpectralBasis[]): Promise<void>;
   /** Block `block`'s bases (read back from the file when spilled: a fresh copy each call). */
   get(block: number): SpectralBasis[];
@@ -102,7 +102,7 @@ export async function openBasisStore(opts: BasisStoreOptions = {}): Promise<Basi
           end += bytes.length;
         }
       }
-      blocks[block] = metas;
+      (blocks[block] ??= []).push(...metas);
       return Promise.resolve();
     },
     get(block) {
@@ -147,7 +147,7 @@ function memoryStore(): BasisStore {
   return {
     spilled: false,
     put(block, bases) {
-      blocks[block] = [...bases];
+      (blocks[block] ??= []).push(...bases);
       for (const b of bases) bytes += b.u.data.byteLength + b.c.data.byteLength;
       return Promise.resolve();
     },

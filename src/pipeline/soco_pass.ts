@@ -352,7 +352,6 @@ export async function socoPass(
       }
       const chol = new Map<LinearName, CholeskyResult>();
       const bias = new Map<LinearName, Float32Array>();
-      const bases: SpectralBasis[] = [];
       for (const l of LINEAR_NAMES) {
         const lin = block[BLOCK_FIELD[l]] as Linear;
         if (lin.kind !== "dense") {
@@ -363,15 +362,17 @@ export async function socoPass(
         if (!h) b = svdBasis(linearPrefix(i, l), lin.weight);
         else {
           let f = chol.get(GROUP[l]);
-          if (!f) chol.set(GROUP[l], f = cholesky(grams.get(GROUP[l])!.gram(), { damping: "auto" }));
+          if (!f) {
+            chol.set(GROUP[l], f = cholesky(grams.get(GROUP[l])!.gram(), { damping: "auto" }));
+            grams.delete(GROUP[l]); // its factor is all the group needs now
+          }
           if (l === lastOfGroup(l)) chol.delete(GROUP[l]);
           b = whitenedBasis(linearPrefix(i, l), lin.weight, { cholesky: f });
         }
         const { u: _u, c: _c, ...meta } = b;
         info.push(meta);
-        bases.push(b);
+        await store.put(i, [b]); // now: U and C leave memory before the next linear's SVD
       }
-      await store.put(i, bases);
       kept.push({ inputNorm: block.inputNorm, postNorm: block.postNorm, bias });
       opts.sample?.();
       opts.onProgress?.({ stage: "bases", block: i, done: i + 1, total: spec.numLayers });
