@@ -579,6 +579,7 @@ async function socoRun(run: Run, windows: readonly Int32Array[], seed: number): 
         seed,
         signal: opts.signal,
         sample: () => run.memory.sample(),
+        memory: run.memory,
         onProgress: (e) => {
           opts.onSoco?.(e);
           if (e.stage === "bases") run.emit({ stage: "soco", block: e.block, done: e.done, total: e.total });

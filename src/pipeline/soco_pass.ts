@@ -310,6 +310,8 @@ export async function socoPass(
     onProgress?: (e: SocoPassProgress) => void;
     signal?: AbortSignal;
     sample?: () => void;
+    /** The driver's memory hooks (`memory_policy.ts`): told what became garbage, they collect it in time. */
+    memory?: { afterLinear(rows: number, cols: number): void; dropped(bytes: number): void };
   },
 ): Promise<SocoPassResult> {
   const t0 = performance.now();
@@ -319,6 +321,8 @@ export async function socoPass(
   const { steps, lr } = checkSocoOptions(opts);
   const { linears, target } = socoBudget(spec, ratio);
   const per = LINEAR_NAMES.length;
+  // float32 bytes of one block's linears (what a block's weights, or its W'(s), take)
+  const blockBytes = 4 * LINEAR_NAMES.reduce((t, l) => t + linearShape(spec, l).reduce((a, b) => a * b), 0);
   const store = await openBasisStore({ spill: opts.spill ?? "auto" });
   let closeStore = true;
   try {
@@ -372,8 +376,10 @@ export async function socoPass(
         const { u: _u, c: _c, ...meta } = b;
         info.push(meta);
         await store.put(i, [b]); // now: U and C leave memory before the next linear's SVD
+        opts.memory?.afterLinear(b.rows, b.cols);
       }
       kept.push({ inputNorm: block.inputNorm, postNorm: block.postNorm, bias });
+      opts.memory?.dropped(blockBytes); // the block's weights and its Gram matrices
       opts.sample?.();
       opts.onProgress?.({ stage: "bases", block: i, done: i + 1, total: spec.numLayers });
     }
@@ -391,6 +397,7 @@ export async function socoPass(
     };
     let scores: readonly Float64Array[] = info.map((b) => new Float64Array(b.rank).fill(1));
     const blockAt = (i: number): LlamaBlock => {
+      opts.memory?.dropped(2 * blockBytes); // the previous block's W'(s) (or reference weights) and bases
       const bases = basesOf(i);
       const lin = (l: LinearName): Linear => {
         const k = LINEAR_NAMES.indexOf(l);
@@ -415,7 +422,14 @@ export async function socoPass(
     const gm: GradModel = { spec, head, block: blockAt };
     const klWeight = opts.klWeight ?? DEFAULT_KL_WEIGHT;
     const reference: GradModel | undefined = klWeight > 0
-      ? { spec, head, block: (i) => loadBlock(reader, spec, i) }
+      ? {
+        spec,
+        head,
+        block: (i) => {
+          opts.memory?.dropped(blockBytes);
+          return loadBlock(reader, spec, i);
+        },
+      }
       : undefined;
     // Held-out calibration windows: the final model must do no worse on them than the start.
     const nHold = opts.validation ? 0 : holdoutCount(windows.length, opts.holdout ?? DEFAULT_HOLDOUT);
