@@ -6,7 +6,7 @@
  * windows of 256. Each job runs in its own process, so that its time and peak RSS are its own.
  *
  * Usage: deno run -A bench/soco.ts [--shared DIR] [--models stories,brown] [--ratios 0.2,0.4,0.6] [--bases whitened,svd]
- *        [--steps 100] [--lr 0.05] [--batch 4] [--kl 10[,1,…]] [--nll 1] [--start allocation|full]
+ *        [--steps 100] [--lr 0.05] [--batch 4] [--kl 1[,10,…]] [--nll 1] [--start allocation|full]
  *        [--holdout 0.125] [--select] [--verbose]
  *
  * `--select` chooses hyper-parameters without the evaluation text: each job calibrates on the first 7/8 of the
@@ -201,7 +201,7 @@ async function main(): Promise<void> {
   const bases = arg("bases", "whitened,svd").split(",") as Job["basis"][];
   const steps = Number(arg("steps", "100")), lr = Number(arg("lr", "0.05"));
   const batch = Number(arg("batch", "4")), nll = Number(arg("nll", "1"));
-  const kls = arg("kl", "10").split(",").map(Number);
+  const kls = arg("kl", "1").split(",").map(Number);
   const start = arg("start", "allocation") as Job["start"], holdout = Number(arg("holdout", "0.125"));
   const select = process.argv.includes("--select");
   console.log(
