@@ -30,7 +30,7 @@ import { createRng } from "../linalg/random.ts";
 import { type GradModel, lossAndGrad } from "../model/backward.ts";
 import { BLOCK_FIELD, type Linear, type LlamaBlock, loadBlock, loadHead } from "../model/llama.ts";
 import { checkLayerCount } from "../model/load.ts";
-import { LINEAR_NAMES, type LinearName, linearPrefix } from "../model/names.ts";
+import { EMBED, LINEAR_NAMES, type LinearName, linearPrefix } from "../model/names.ts";
 import type { LlamaSpec } from "../model/spec.ts";
 import type { Factors } from "../methods/factors.ts";
 import { rankFor, type Ratio } from "../methods/ratio.ts";
@@ -328,7 +328,15 @@ export async function socoPass(
   let closeStore = true;
   try {
     // Bases, block by block on the original model's activations (whitened: their Gram matrices).
-    const head = await loadHead(reader, spec);
+    // The bases need only the embedding (read, used, dropped); the head (embedding + lm_head) is loaded for the
+    // training after them, so the two peaks do not add up.
+    const h = kind === "whitened"
+      ? embedWindows(
+        spec,
+        { rows: spec.vocabSize, cols: spec.hiddenSize, data: await reader.read(EMBED) },
+        windows,
+      )
+      : undefined;
     const info: {
       name: string;
       rows: number;
@@ -339,7 +347,6 @@ export async function socoPass(
     }[] = [];
     const kept: { inputNorm: Float32Array; postNorm: Float32Array; bias: Map<LinearName, Float32Array> }[] =
       [];
-    const h = kind === "whitened" ? embedWindows(spec, head, windows) : undefined;
     const batchFwd = Math.max(1, Math.floor(1024 / windows[0].length));
     for (let i = 0; i < spec.numLayers; i++) {
       opts.signal?.throwIfAborted();
@@ -385,6 +392,7 @@ export async function socoPass(
       opts.onProgress?.({ stage: "bases", block: i, done: i + 1, total: spec.numLayers });
     }
     const tBases = performance.now();
+    const head = await loadHead(reader, spec);
 
     // One block's bases in memory at a time: the training's forward reads blocks 0 … L−1, its backward
     // L−1 … 0 and the gradient hook wants the block the backward is in.
