@@ -67,9 +67,11 @@ export {
 } from "./src/pipeline/soco.ts";
 export type {
   BudgetLinear,
+  FactorSource,
   SocoPassProgress,
   SocoPassResult,
   SocoRunOptions,
+  SocoStart,
 } from "./src/pipeline/soco_pass.ts";
 export { type InspectedLinear, inspectModel, type InspectReport } from "./src/pipeline/inspect.ts";
 export {

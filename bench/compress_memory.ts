@@ -10,12 +10,17 @@
  * count doubles (peak(2N) / peak(N) ≈ 1).
  *
  * Run: `node_modules/.bin/deno run -A bench/compress_memory.ts [--layers N] [--hidden H] [--intermediate F]
- * [--vocab V] [--heads H] [--kv-heads K] [--method svd|asvd|svdllm] [--samples S] [--seqlen T] [--keep]
+ * [--vocab V] [--heads H] [--kv-heads K] [--method svd|asvd|svdllm|soco[,…]] [--soco-steps 3 (at least 3: one per stage)] [--samples S]
+ * [--seqlen T] [--keep]
  * [--json] [--verbose] [--gc] [--single] [--model DIR]` (defaults: 13 and 26 layers of hidden 1024, intermediate 2816, 16/8 heads, vocab 32000:
  * 26 layers ≈ 1.47 GB; svdllm, 20 % removed, 8 × 128 random calibration tokens). `--layers N` runs N and 2N.
  * `--single`: N only. `--keep` keeps the generated checkpoints (their folder is printed); `--model DIR`
  * compresses such a kept checkpoint instead of generating one (generating 1.5 GB takes a while).
  * `--verbose` prints every progress event, `--gc` collects garbage before each (what is retained).
+ * Several methods (`--method svdllm,soco`) run one after the other on the same checkpoint; with svdllm and
+ * soco both, SoCo's peak is compared with svdllm's (issue 16's goal: at most 2×). SoCo trains `--soco-steps`
+ * steps (its peak does not depend on their number: every step does the same work) and the time per step is
+ * printed.
  * Linux only (reads /proc).
  *
  * @module
@@ -90,6 +95,10 @@ export interface RunResult {
   childSeconds: number;
   /** The child's progress log. */
   stages: StageSample[];
+  /** Method compressed with. */
+  method?: string;
+  /** SoCo: seconds per training step (from the child's progress events). */
+  secondsPerStep?: number;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -210,6 +219,8 @@ export interface ChildJob {
   gc?: boolean;
   /** Linears to compress (default all seven). */
   linears?: string[];
+  /** SoCo: training steps. */
+  socoSteps?: number;
 }
 
 async function child(
@@ -261,7 +272,8 @@ async function child(
       { spec, reader, config, name: "random-llama" },
       job.output,
       {
-        method: job.method as "svd" | "asvd" | "svdllm",
+        method: job.method as "svd" | "asvd" | "svdllm" | "soco",
+        soco: job.method === "soco" ? { steps: job.socoSteps ?? 3 } : undefined,
         ratio: { removed: 0.2 },
         calibration: { ids, samples: job.samples, seqlen: job.seqlen },
         overwrite: true,
@@ -368,6 +380,13 @@ export async function runChild(
   };
 }
 
+/** Mean seconds per SoCo training step: between the first and the last training event of the child. */
+function stepSeconds(stages: readonly StageSample[]): number | undefined {
+  // Training events are "soco" events without a block (the bases' events name their block).
+  const train = stages.filter((s) => s.stage === "soco" && s.block === undefined);
+  return train.length >= 2 ? (train.at(-1)!.t - train[0].t) / (train.length - 1) : undefined;
+}
+
 function mb(b: number): string {
   return `${(b / 2 ** 20).toFixed(0)} MiB`;
 }
@@ -393,7 +412,8 @@ async function main() {
     kvHeads: Number(arg("kv-heads", String(Math.max(1, hidden / 128)))),
     vocab: Number(arg("vocab", "32000")),
   });
-  const method = arg("method", "svdllm");
+  const methods = arg("method", "svdllm").split(",");
+  const socoSteps = Number(arg("soco-steps", "3"));
   const samples = Number(arg("samples", "8"));
   const seqlen = Number(arg("seqlen", "128"));
   const keep = process.argv.includes("--keep");
@@ -404,7 +424,9 @@ async function main() {
   const model = arg("model", "");
   const [l1, l2] = await import("node:os").then((os) => os.loadavg());
   console.log(
-    `compress_memory: method ${method}, removed 0.2, calibration ${samples} × ${seqlen} random ids; ` +
+    `compress_memory: method ${
+      methods.join(", ")
+    }, removed 0.2, calibration ${samples} × ${seqlen} random ids; ` +
       `load average ${l1.toFixed(2)} ${l2.toFixed(2)} on ${(await import("node:os")).cpus().length} cores`,
   );
   const results: RunResult[] = [];
@@ -440,17 +462,23 @@ async function main() {
             generateSeconds.toFixed(1)
           } s`,
       );
-      const r = await runChild(
-        { input: dir, output: join(root, `out-${shape.layers}L`), method, samples, seqlen, gc },
-        { quiet: json, verbose },
-      );
-      results.push({ shape, fileBytes, generateSeconds, ...r });
-      console.log(
-        `  peak RSS (VmHWM) ${mb(r.peakHwm)}, sampled ${mb(r.peakSampled)} (${r.peakStage}), report ${
-          mb(r.reportPeak)
-        }, ${r.seconds.toFixed(0)} s`,
-      );
-      if (!keep) await rm(join(root, `out-${shape.layers}L`), { recursive: true, force: true });
+      for (const method of methods) {
+        const out = join(root, `out-${shape.layers}L-${method}`);
+        const r = await runChild(
+          { input: dir, output: out, method, samples, seqlen, gc, socoSteps },
+          { quiet: json, verbose },
+        );
+        const secondsPerStep = method === "soco" ? stepSeconds(r.stages) : undefined;
+        results.push({ shape, fileBytes, generateSeconds, ...r, method, secondsPerStep });
+        console.log(
+          `  ${method}: peak RSS (VmHWM) ${mb(r.peakHwm)}, sampled ${
+            mb(r.peakSampled)
+          } (${r.peakStage}), report ${mb(r.reportPeak)}, ${r.seconds.toFixed(0)} s${
+            secondsPerStep !== undefined ? `, ${secondsPerStep.toFixed(1)} s per training step` : ""
+          }`,
+        );
+        if (!keep) await rm(out, { recursive: true, force: true });
+      }
       if (!keep && !model) await rm(dir, { recursive: true, force: true });
     }
   } finally {
@@ -461,16 +489,32 @@ async function main() {
     console.log(JSON.stringify(results.map(({ stages: _s, ...r }) => r)));
     return;
   }
-  console.log("\n| layers | file size | peak RSS (VmHWM) | RSS / file | report peak | compress time |");
-  console.log("|---:|---:|---:|---:|---:|---:|");
+  console.log(
+    "\n| method | layers | file size | peak RSS (VmHWM) | RSS / file | report peak | compress time |",
+  );
+  console.log("|---|---:|---:|---:|---:|---:|---:|");
   for (const r of results) {
     console.log(
-      `| ${r.shape.layers} | ${(r.fileBytes / 1e9).toFixed(3)} GB | ${mb(r.peakHwm)} | ${
+      `| ${r.method} | ${r.shape.layers} | ${(r.fileBytes / 1e9).toFixed(3)} GB | ${mb(r.peakHwm)} | ${
         (100 * r.peakHwm / r.fileBytes).toFixed(1)
       } % | ${mb(r.reportPeak)} | ${r.seconds.toFixed(0)} s |`,
     );
   }
-  if (results.length < 2) return;
+  for (const layers of new Set(results.map((r) => r.shape.layers))) {
+    const of = (m: string) => results.find((r) => r.method === m && r.shape.layers === layers);
+    const svdllm = of("svdllm"), soco = of("soco");
+    if (!svdllm || !soco) continue;
+    const x = soco.peakHwm / svdllm.peakHwm;
+    console.log(
+      `SoCo (${socoSteps} steps, ${
+        soco.secondsPerStep?.toFixed(1)
+      } s per step) against svdllm, ${layers} layers, ` +
+        `same run: peak ${mb(soco.peakHwm)} / ${mb(svdllm.peakHwm)} = ${x.toFixed(2)}× → ${
+          x <= 2 ? "MET" : "NOT MET"
+        } (goal ≤ 2×)`,
+    );
+  }
+  if (results.length < 2 || methods.length > 1) return;
   const big = results[results.length - 1];
   const ratio = results[1].peakHwm / results[0].peakHwm;
   const share = big.peakHwm / big.fileBytes;

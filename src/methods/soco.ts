@@ -12,7 +12,8 @@
  *   inputs the layer's output error is exactly Σ σ_i² (1 − s_i)² per token ({@link layerError}).
  *
  * Both bases are stored the same way, as U and C = Uᵀ·W (true for both, since UᵀU = I), so the model needs
- * neither L⁻¹ nor a triangular solve. For the layer's input x (tokens×in) and the loss gradient dy with
+ * neither L⁻¹ nor a triangular solve. They are computed in float64 and kept in float32 (as the weights are):
+ * for square linears U and C hold twice the weight's values, so float64 would quadruple the model. For the layer's input x (tokens×in) and the loss gradient dy with
  * respect to its output y = x·W'ᵀ = (x·Cᵀ)·diag(s)·Uᵀ (tokens×out):
  *
  *   ∂L/∂s_i = Σ_t (x·Cᵀ)_{t,i} · (dy·U)_{t,i}   ({@link addScoreGradient})
@@ -33,8 +34,15 @@
  */
 import { NumericError, ShapeError } from "../errors.ts";
 import { cholesky, type CholeskyResult } from "../linalg/cholesky.ts";
-import { matmul64 } from "../linalg/gemm.ts";
-import { assertFinite, type FloatArray, type Matrix, type Matrix64, toFloat64 } from "../linalg/matrix.ts";
+import { matmul, matmul64 } from "../linalg/gemm.ts";
+import {
+  assertFinite,
+  type FloatArray,
+  type Matrix,
+  type Matrix64,
+  toFloat32,
+  toFloat64,
+} from "../linalg/matrix.ts";
 import { svd } from "../linalg/svd.ts";
 import { breakEvenRank } from "./ratio.ts";
 
@@ -53,10 +61,10 @@ export interface SpectralBasis {
   readonly cols: number;
   /** Components r = min(m, n). */
   readonly rank: number;
-  /** Left singular vectors: m×r, orthonormal columns. */
-  readonly u: Matrix64;
-  /** C = diag(σ)·R = Uᵀ·W: r×n. */
-  readonly c: Matrix64;
+  /** Left singular vectors: m×r, orthonormal columns (float32). */
+  readonly u: Matrix;
+  /** C = diag(σ)·R = Uᵀ·W: r×n (float32). */
+  readonly c: Matrix;
   /** σ: r singular values of W (svd) or W·L (whitened), descending. */
   readonly sigma: Float64Array;
   /** The most components worth keeping: the largest k with k·(m+n) < m·n (a larger rank saves nothing). */
@@ -83,9 +91,9 @@ export function svdBasis(name: string, w: Matrix<FloatArray>): SpectralBasis {
   checkW(w, name, "svd basis");
   const { u, s, vt } = svd(w);
   const r = s.length, n = w.cols;
-  const c = new Float64Array(r * n);
+  const c = new Float32Array(r * n);
   for (let i = 0; i < r; i++) for (let j = 0; j < n; j++) c[i * n + j] = s[i] * vt.data[i * n + j];
-  return basis(name, "svd", w, u, { rows: r, cols: n, data: c }, s, 0);
+  return basis(name, "svd", w, toFloat32(u), { rows: r, cols: n, data: c }, s, 0);
 }
 
 /**
@@ -111,15 +119,15 @@ export function whitenedBasis(
   const w64 = toFloat64(w);
   const { u, s } = svd(matmul64(w64, chol.factor)); // W·L = U Σ Vᵀ
   const c = matmul64(u, w64, { transA: true }); // Uᵀ·W = Σ Vᵀ L⁻¹
-  return basis(name, "whitened", w, u, c, s, chol.shift);
+  return basis(name, "whitened", w, toFloat32(u), toFloat32(c), s, chol.shift);
 }
 
 function basis(
   name: string,
   kind: SocoBasisKind,
   w: Matrix<FloatArray>,
-  u: Matrix64,
-  c: Matrix64,
+  u: Matrix,
+  c: Matrix,
   sigma: Float64Array,
   shift: number,
 ): SpectralBasis {
@@ -146,11 +154,10 @@ function checkScores(b: SpectralBasis, s: ArrayLike<number>, what: string): void
 /** W'(s) = U·diag(s)·C as a dense float32 out×in matrix (for the forward and backward passes). */
 export function spectralWeight(b: SpectralBasis, s: ArrayLike<number>): Matrix {
   checkScores(b, s, "weight");
-  const m = b.rows, n = b.cols, r = b.rank;
-  const us = new Float64Array(m * r);
+  const m = b.rows, r = b.rank;
+  const us = new Float32Array(m * r);
   for (let i = 0; i < m; i++) for (let k = 0; k < r; k++) us[i * r + k] = b.u.data[i * r + k] * s[k];
-  const w = matmul64({ rows: m, cols: r, data: us }, b.c);
-  return { rows: m, cols: n, data: Float32Array.from(w.data) };
+  return matmul({ rows: m, cols: r, data: us }, b.c);
 }
 
 /**
@@ -204,8 +211,12 @@ export function addScoreGradient(
       `soco gradient ${b.name}: x ${x.rows}×${x.cols}, dy ${dy.rows}×${dy.cols}, ${grad.length} scores do not fit a ${b.rows}×${b.cols} linear of ${b.rank} components`,
     );
   }
-  const p = matmul64(toFloat64(x), b.c, { transB: true }); // tokens×r
-  const q = matmul64(toFloat64(dy), b.u); // tokens×r
+  // float32 products (the bases are float32), summed in float64
+  const f32 = (
+    m: Matrix<FloatArray>,
+  ): Matrix => (m.data instanceof Float32Array ? m as Matrix : toFloat32(m));
+  const p = matmul(f32(x), b.c, { transB: true }); // tokens×r
+  const q = matmul(f32(dy), b.u); // tokens×r
   const r = b.rank;
   for (let t = 0; t < x.rows; t++) {
     for (let i = 0; i < r; i++) grad[i] += p.data[t * r + i] * q.data[t * r + i];
@@ -222,11 +233,12 @@ export function layerError(b: SpectralBasis, gram: Matrix64): Float64Array {
   if (gram.rows !== b.cols || gram.cols !== b.cols) {
     throw new ShapeError(`soco layer error ${b.name}: Gram ${gram.rows}×${gram.cols}, needs ${b.cols}²`);
   }
-  const cg = matmul64(b.c, gram); // r×n
+  const c = toFloat64(b.c);
+  const cg = matmul64(c, gram); // r×n
   const q = new Float64Array(b.rank), n = b.cols;
   for (let i = 0; i < b.rank; i++) {
     let t = 0;
-    for (let j = 0; j < n; j++) t += cg.data[i * n + j] * b.c.data[i * n + j];
+    for (let j = 0; j < n; j++) t += cg.data[i * n + j] * c.data[i * n + j];
     q[i] = t;
   }
   return q;

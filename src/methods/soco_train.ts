@@ -120,6 +120,11 @@ export interface SocoTrainOptions {
   lr?: number;
   /** Initial sparsity weight κ (default 1). */
   sparsity?: number;
+  /**
+   * Initial scores per linear (default all 1: W' = W). E.g. 1 on the components a rank allocation keeps and 0
+   * elsewhere, so the training starts from that truncated model (step 0's loss is that model's).
+   */
+  init?: readonly Float64Array[];
   /** Resume from this state (a checkpoint); the other options must describe the same run. */
   resume?: SocoState;
   /** Called with the state every `checkpointEvery` steps and at the end. */
@@ -205,8 +210,19 @@ function validate(o: SocoTrainOptions): { steps: number; lr: number } {
   return r;
 }
 
-/** A fresh state: every score 1 (W' = W), Adam's moments 0. */
-export function initialState(ranks: readonly number[], steps: number, lr: number, kappa = 1): SocoState {
+/** A fresh state: every score 1 (W' = W) or `init`, Adam's moments 0. */
+export function initialState(
+  ranks: readonly number[],
+  steps: number,
+  lr: number,
+  kappa = 1,
+  init?: readonly Float64Array[],
+): SocoState {
+  if (init && (init.length !== ranks.length || init.some((s, l) => s.length !== ranks[l]))) {
+    throw new OptionError(
+      `soco: initial scores for ${init.length} linears do not fit the ${ranks.length} given`,
+    );
+  }
   return {
     version: 1,
     step: 0,
@@ -217,7 +233,7 @@ export function initialState(ranks: readonly number[], steps: number, lr: number
     recoveries: 0,
     pruneFrom: 0,
     over: true,
-    s: ranks.map((r) => new Float64Array(r).fill(1)),
+    s: ranks.map((r, l) => (init ? Float64Array.from(init[l]) : new Float64Array(r).fill(1))),
     m: ranks.map((r) => new Float64Array(r)),
     v: ranks.map((r) => new Float64Array(r)),
     mask: null,
@@ -345,7 +361,9 @@ export async function trainSpectrum(
   const { steps, lr } = validate(opts);
   const { linears, budget } = opts;
   const ranks = opts.ranks;
-  let st = opts.resume ? cloneState(opts.resume) : initialState(ranks, steps, lr, opts.sparsity ?? 1);
+  let st = opts.resume
+    ? cloneState(opts.resume)
+    : initialState(ranks, steps, lr, opts.sparsity ?? 1, opts.init);
   if (st.steps !== steps || st.s.length !== ranks.length || st.s.some((s, l) => s.length !== ranks[l])) {
     throw new OptionError(
       `soco: the checkpoint is of a run of ${st.steps} steps over ${st.s.length} linears, this run has ${steps} over ${ranks.length}`,

@@ -83,7 +83,7 @@ export interface BlockStepContext {
   /** SVD-LLM Cholesky damping. */
   damping?: "none" | "auto" | number;
   /** SoCo: the factors the model-level pass learned, by linear prefix (the step only writes them). */
-  learned?: ReadonlyMap<string, Factors>;
+  learned?: { get(prefix: string): Factors | undefined };
   /** FWSVD: each linear's Fisher information on the weighted side (by prefix), from the run's Fisher pass. */
   fisher?: { side: FisherSide; byPrefix: ReadonlyMap<string, Float64Array> };
   /** SVD-LLM update of A on the compressed prefix's activations. */

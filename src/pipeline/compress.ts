@@ -180,7 +180,7 @@ async function compressBlocks(
   ranks: Record<string, number | null>,
   shapes: readonly LayerShape[],
   windows: Int32Array[] | undefined,
-  pass: { fisher?: RunFisher; learned?: ReadonlyMap<string, Factors> } = {},
+  pass: { fisher?: RunFisher; learned?: { get(prefix: string): Factors | undefined } } = {},
 ): Promise<LayerReport[]> {
   const { spec, reader, memory, clock, emit } = run;
   const out = planOutput(reader, spec, ranks, { factorDtype: run.opts.dtype ?? "F32", gguf: run.gguf });
@@ -245,7 +245,7 @@ function blockContext(
   shapes: readonly LayerShape[],
   orig: HiddenStates | undefined,
   comp: HiddenStates | undefined,
-  pass: { fisher?: RunFisher; learned?: ReadonlyMap<string, Factors> },
+  pass: { fisher?: RunFisher; learned?: { get(prefix: string): Factors | undefined } },
   write: BlockStepContext["write"],
 ): BlockStepContext {
   const { spec, opts } = run;

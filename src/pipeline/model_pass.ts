@@ -64,6 +64,7 @@ export async function socoRun(
         seed,
         signal: opts.signal,
         sample: () => run.memory.sample(),
+        memory: run.memory,
         onProgress: (e) => {
           opts.onSoco?.(e);
           if (e.stage === "bases") run.emit({ stage: "soco", block: e.block, done: e.done, total: e.total });

@@ -2,8 +2,13 @@
  * SoCo at model level, through the compress driver: calibration windows → the spectral basis of every block
  * linear → the scores trained on the model's own next-token loss → the kept components written as a
  * compressed model folder (`svd_a`/`svd_b` per linear, ranks per matrix) that `loadModel` reads like any
- * other. The pass itself is `soco_pass.ts`; the folder is written by the driver's one output side
- * (`compress(…, { method: "soco" })`). This module keeps SoCo's own report (loss history, spectra, scores).
+ * other.
+ *
+ * One job per file: this module is the public entry only — SoCo's options in one object, turned into the
+ * driver's (`compress(…, { method: "soco" })`, which writes the folder through its one output side), and the
+ * driver's report turned back into SoCo's ({@link SocoReport}: the pass's result plus the written model's
+ * figures). Everything SoCo computes — bases, start, training, held-out guard, factors — is the pass the
+ * driver runs, `soco_pass.ts`; the bases' storage is `soco_bases.ts`.
  *
  * @example
  * ```ts ignore
@@ -20,7 +25,6 @@
  */
 import { OptionError } from "../errors.ts";
 import type { ParamSummary, Ratio } from "../methods/ratio.ts";
-import type { SocoBasisKind } from "../methods/soco.ts";
 import {
   type CalibrationOptions,
   compress,
@@ -29,7 +33,14 @@ import {
   type CompressReport,
   type ModelInput,
 } from "./compress.ts";
-import type { SocoPassProgress, SocoRunOptions } from "./soco_pass.ts";
+import {
+  checkSocoOptions,
+  DEFAULT_HOLDOUT,
+  holdoutSplit,
+  type SocoPassProgress,
+  type SocoPassResult,
+  type SocoRunOptions,
+} from "./soco_pass.ts";
 
 export type { SocoRunOptions } from "./soco_pass.ts";
 
@@ -50,32 +61,20 @@ export interface SocoOptions extends SocoRunOptions {
 /** A progress event of {@link compressSoco}. */
 export type SocoPipelineProgress = SocoPassProgress | { stage: "write"; done: number; total: number };
 
-/** What {@link compressSoco} did. */
-export interface SocoReport {
+/** What {@link compressSoco} did: the pass's own findings (see `SocoPassResult`) and the written model's. */
+export interface SocoReport extends Omit<SocoPassResult, "factors" | "seconds"> {
   /** Output folder. */
   output: string;
   /** Always "soco". */
   method: "soco";
-  /** The basis used. */
-  basis: SocoBasisKind;
-  /** The ratio as given, and its label. */
+  /** The ratio as given. */
   ratio: Ratio;
   /** Human label of the ratio. */
   ratioLabel: string;
-  /** Target parameter count of the block linears (uniform ranks at the ratio) and what was kept. */
-  budget: { target: number; kept: number };
-  /** Rank kept per linear (tensor prefix). */
-  ranks: Record<string, number>;
   /** Parameter counts. */
   params: ParamSummary;
-  /** Per step: stage, loss, budget (kept over target). */
-  history: { step: number; stage: string; loss: number; budget: number }[];
-  /** Per linear: its shape, the basis's σ and the learned scores (0 where pruned), for plots. */
-  spectra: { name: string; rows: number; cols: number; sigma: Float64Array; scores: Float64Array }[];
-  /** Divergences recovered from (learning-rate halvings). */
-  recoveries: number;
-  /** Seconds: bases, training, writing (and the rest of the driver's work), total. */
-  seconds: { bases: number; train: number; write: number; total: number };
+  /** Seconds: bases, training, the held-out guard, writing (and the rest of the driver's work), total. */
+  seconds: { bases: number; train: number; validate: number; write: number; total: number };
   /** Peak resident memory seen, bytes. */
   peakRssBytes: number;
 }
@@ -98,9 +97,20 @@ export async function compressSocoModel(
 /** The driver's options for a SoCo run. */
 function driverOptions(opts: SocoOptions): CompressOptions {
   if (!opts || typeof opts !== "object") throw new OptionError("soco: options are required");
-  const { ratio, calibration, overwrite, onProgress, signal, ...soco } = opts;
-  if (!calibration || (!calibration.ids && calibration.text === undefined)) {
+  const { ratio, calibration: given, overwrite, onProgress, signal, ...soco } = opts;
+  if (!given || (!given.ids && given.text === undefined)) {
     throw new OptionError(`soco: calibration text or ids are required (the scores are trained on them)`);
+  }
+  checkSocoOptions(soco); // before splitting anything
+  let calibration = given;
+  // With ids, the held-out guard gets text of its own: the ids' last fraction, which no training window sees.
+  const holdout = soco.holdout ?? DEFAULT_HOLDOUT;
+  if (given.ids && holdout > 0 && !soco.validation) {
+    const split = holdoutSplit(given.ids, holdout, given.samples ?? 32, given.seqlen ?? 256);
+    if (split.validation.length > 0) {
+      calibration = { ...given, ids: split.calib };
+      soco.validation = split.validation;
+    }
   }
   return {
     method: "soco",
@@ -119,23 +129,17 @@ function driverOptions(opts: SocoOptions): CompressOptions {
 }
 
 function socoReport(r: CompressReport): SocoReport {
-  const s = r.soco!;
+  const { seconds, ...pass } = r.soco!;
   return {
+    ...pass,
     output: r.output,
     method: "soco",
-    basis: s.basis,
     ratio: r.ratio,
     ratioLabel: r.ratioLabel,
-    budget: s.budget,
-    ranks: s.ranks,
     params: r.params,
-    history: s.history,
-    spectra: s.spectra,
-    recoveries: s.recoveries,
     seconds: {
-      bases: s.seconds.bases,
-      train: s.seconds.train,
-      write: Math.max(0, r.seconds - s.seconds.bases - s.seconds.train),
+      ...seconds,
+      write: Math.max(0, r.seconds - seconds.bases - seconds.train - seconds.validate),
       total: r.seconds,
     },
     peakRssBytes: r.peakRssBytes,

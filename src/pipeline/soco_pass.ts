@@ -9,11 +9,16 @@
  * stores: Σ k·(m+n) with k = ⌊m·n·(1−r)/(m+n)⌋), so a SoCo model is never larger than the SVD-LLM model it is
  * compared with; SoCo spends those parameters where its learned scores say.
  *
- * Memory: the bases of all linears are held together (U and C = UᵀW in float64: r·(m+n) values each, about
- * 4× the float32 weights of the block linears for square ones), plus the training's peak, which is
- * `lossAndGrad`'s: one block's dense W'(s) (formed per call from the basis, never cached) and intermediates
- * plus the block-boundary checkpoints (layers × tokens × hidden). The weights themselves are streamed: each
- * block is read once, for its basis.
+ * The training starts by default where per-matrix-rank SVD-LLM ends (`start: "allocation"`: scores 1 on the
+ * components `--allocation global` keeps, 0 elsewhere), and a slice of the calibration windows is held out:
+ * if the trained model's NLL on it is worse than the start's, the start is kept (and reported).
+ *
+ * Memory: the bases (U and C = UᵀW in float32: r·(m+n) values per linear, about 1.3× the block linears'
+ * weights) are spilled to a temporary file block by block (`soco_bases.ts`) and read back one block at a
+ * time, so memory holds one block's bases, plus the training's peak, which is `lossAndGrad`'s: one block's
+ * dense W'(s) (formed per call from the basis, never cached) and intermediates, the reference model's block
+ * for the KL term, the head, and the block-boundary checkpoints (layers × tokens × hidden). The weights are
+ * streamed from the reader. The factors are formed from the store when the driver writes each block.
  *
  * @module
  */
@@ -25,7 +30,7 @@ import { createRng } from "../linalg/random.ts";
 import { type GradModel, lossAndGrad } from "../model/backward.ts";
 import { BLOCK_FIELD, type Linear, type LlamaBlock, loadBlock, loadHead } from "../model/llama.ts";
 import { checkLayerCount } from "../model/load.ts";
-import { LINEAR_NAMES, type LinearName, linearPrefix } from "../model/names.ts";
+import { EMBED, LINEAR_NAMES, type LinearName, linearPrefix } from "../model/names.ts";
 import type { LlamaSpec } from "../model/spec.ts";
 import type { Factors } from "../methods/factors.ts";
 import { rankFor, type Ratio } from "../methods/ratio.ts";
@@ -40,6 +45,8 @@ import {
   whitenedBasis,
 } from "../methods/soco.ts";
 import { type BudgetLinear, checkBudget } from "../methods/soco_budget.ts";
+import { allocateRanks } from "../methods/allocation.ts";
+import { openBasisStore } from "./soco_bases.ts";
 
 export type { BudgetLinear } from "../methods/soco_budget.ts";
 import {
@@ -66,9 +73,10 @@ export interface SocoRunOptions {
   /** Calibration windows per step (default 4, at most the number of windows). */
   batch?: number;
   /**
-   * Weight of a KL(original ‖ compressed) term, the paper's deviation from the original model (default 10: on
-   * stories260K it regularises the fit to a small calibration set — 20 % removed: ppl 58.57 without, 39.98 at
-   * weight 1, 36.75 at 10; 0 turns it off).
+   * Weight of a KL(original ‖ compressed) term, the paper's deviation from the original model (default 1; 0
+   * turns it off). Chosen without the evaluation text (`bench/soco.ts --select`: calibrated on the first 7/8
+   * of stories260K's calibration text, perplexity on its last 1/8): weight 1 beat 10 at 20, 40 and 60 %
+   * removed (11.98 / 18.39 / 36.04 against 12.69 / 19.18 / 36.27).
    */
   klWeight?: number;
   /** Weight of the next-token loss (default 1; 0 with `klWeight` > 0 trains on the original's outputs only). */
@@ -80,6 +88,38 @@ export interface SocoRunOptions {
   checkpoint?: string;
   /** Steps between checkpoints (default 25). */
   checkpointEvery?: number;
+  /**
+   * Where the training starts: "allocation" (default: the components per-matrix-rank SVD-LLM keeps, see
+   * {@link allocationStart}) or "full" (every score 1, the paper's start).
+   */
+  start?: SocoStart;
+  /**
+   * Fraction held out of training (default 0.125; 0: none): the trained model is kept only if its NLL on the
+   * held-out windows is no worse than the start's. `compressSoco` with calibration ids holds out the ids' last
+   * fraction (text no training window contains, see {@link holdoutSplit}); otherwise (and through
+   * `compress()`) it is that fraction of the calibration windows, which are random starts in the same text,
+   * so they may share text with training windows and the guard is then weaker.
+   */
+  holdout?: number;
+  /** Held-out windows of text the calibration windows do not contain (replaces the window split of `holdout`). */
+  validation?: readonly Int32Array[];
+  /** Spill the bases to a temporary file (default "auto": when `node:fs` exists), see `soco_bases.ts`. */
+  spill?: boolean | "auto";
+}
+
+/** Where SoCo's training starts (see {@link SocoRunOptions.start}). */
+export type SocoStart = "allocation" | "full";
+
+/** KL weight by default (see {@link SocoRunOptions.klWeight}). */
+export const DEFAULT_KL_WEIGHT = 1;
+const DEFAULT_START: SocoStart = "allocation";
+/** Fraction held out for the guard by default (see {@link SocoRunOptions.holdout}). */
+export const DEFAULT_HOLDOUT = 0.125;
+
+/** The factors of the kept components, formed on demand (block by block, from the spilled bases). */
+export interface FactorSource {
+  /** The factors of the linear `prefix` (undefined when SoCo did not compress it). */
+  get(prefix: string): Factors | undefined;
 }
 
 /** A progress event of the SoCo pass: the bases (per block), then every training step. */
@@ -89,8 +129,8 @@ export type SocoPassProgress =
 
 /** What the SoCo pass found: the factors of every block linear and how they were learned. */
 export interface SocoPassResult {
-  /** Linear prefix → its factors (rank = components kept, possibly 0). */
-  factors: Map<string, Factors>;
+  /** Linear prefix → its factors (each asked for once, in block order: the store closes after the last). */
+  factors: FactorSource;
   /** Rank kept per linear prefix. */
   ranks: Record<string, number>;
   /** The basis used. */
@@ -103,10 +143,28 @@ export interface SocoPassResult {
   spectra: { name: string; rows: number; cols: number; sigma: Float64Array; scores: Float64Array }[];
   /** Divergences recovered from (learning-rate halvings). */
   recoveries: number;
+  /**
+   * The held-out guard: mean NLL on the held-out calibration windows of the start (when it was an
+   * allocation) and of the trained model, and which one was kept. Undefined without held-out windows.
+   */
+  validation?: { windows: number; start?: number; trained: number; kept: "trained" | "start" };
+  /** With `start: "allocation"`: the ranks the training started from (per-matrix-rank SVD-LLM's). */
+  startRanks?: Record<string, number>;
   /** Resolved training settings, as recorded in config.json. */
-  settings: { steps: number; lr: number; batch: number; klWeight: number; nllWeight: number };
-  /** Seconds: bases, training. */
-  seconds: { bases: number; train: number };
+  settings: {
+    steps: number;
+    lr: number;
+    batch: number;
+    klWeight: number;
+    nllWeight: number;
+    start: SocoStart;
+    /** Held-out windows the guard used (0: none). */
+    holdout: number;
+  };
+  /** Bytes of bases spilled to the temporary file (0 when kept in memory). */
+  spilledBytes: number;
+  /** Seconds: bases, training, the held-out guard. */
+  seconds: { bases: number; train: number; validate: number };
 }
 
 /**
@@ -128,7 +186,25 @@ export function checkSocoOptions(opts: SocoRunOptions): { steps: number; lr: num
       throw new OptionError(`soco: ${key} must be a finite number ≥ 0, got ${v}`);
     }
   }
-  if ((opts.nllWeight ?? 1) === 0 && !((opts.klWeight ?? 10) > 0)) {
+  if (opts.start !== undefined && opts.start !== "allocation" && opts.start !== "full") {
+    throw new OptionError(`soco: start must be "allocation" or "full", got ${JSON.stringify(opts.start)}`);
+  }
+  const h = opts.holdout;
+  if (h !== undefined && !(typeof h === "number" && h >= 0 && h < 1)) {
+    throw new OptionError(`soco: holdout must be a fraction in [0, 1), got ${h}`);
+  }
+  if (opts.spill !== undefined && opts.spill !== true && opts.spill !== false && opts.spill !== "auto") {
+    throw new OptionError(`soco: spill must be true, false or "auto", got ${JSON.stringify(opts.spill)}`);
+  }
+  const v = opts.validation;
+  if (
+    v !== undefined &&
+    (!Array.isArray(v) ||
+      v.some((w) => !(w instanceof Int32Array) || w.length < 2 || w.length !== v[0].length))
+  ) {
+    throw new OptionError(`soco: validation must be windows of token ids (Int32Array), of one length ≥ 2`);
+  }
+  if ((opts.nllWeight ?? 1) === 0 && !((opts.klWeight ?? DEFAULT_KL_WEIGHT) > 0)) {
     throw new OptionError(`soco: nllWeight 0 needs a klWeight > 0 (the objective would be empty)`);
   }
   return trainOpts;
@@ -192,6 +268,37 @@ export function socoBudget(spec: LlamaSpec, ratio: Ratio): { linears: BudgetLine
 }
 
 /**
+ * The start of the training: 1 on the components SVD-LLM's global allocation keeps (`--allocation global`:
+ * each linear's relative σ² tail, least total loss within each kind of linear, each kind keeping the target
+ * share — `allocateRanks`), 0 elsewhere. In the whitened basis that is exactly per-matrix-rank SVD-LLM on the
+ * original model's activations; a linear the allocation leaves dense starts at its cap.
+ */
+export function allocationStart(
+  linears: readonly { name: string; rows: number; cols: number; sigma: Float64Array; cap: number }[],
+  kept: number,
+): Float64Array[] {
+  const curves = linears.map((l) => {
+    const c = l.sigma.map((v) => v * v);
+    let total = 0;
+    for (const v of c) total += v;
+    const loss = new Float64Array(c.length);
+    for (let k = c.length - 1, t = 0; k >= 0; k--) {
+      loss[k] = total > 0 ? t / total : 0; // rank k + 1 drops components k + 1 …
+      t += c[k];
+    }
+    return { name: l.name, rows: l.rows, cols: l.cols, loss };
+  });
+  const { ranks } = allocateRanks(curves, kept, {
+    rule: "marginal",
+    groupOf: (name) => name.replace(/^model\.layers\.\d+\./, ""),
+  });
+  return linears.map((l) => {
+    const k = Math.min(ranks[l.name] ?? l.cap, l.cap);
+    return Float64Array.from(l.sigma, (_, i) => (i < k ? 1 : 0));
+  });
+}
+
+/**
  * The SoCo pass over `windows` (equal lengths): bases, training, factors. `seed` picks the training batches;
  * `sample` is called at the memory peaks (for the driver's peak-memory figure).
  */
@@ -204,6 +311,8 @@ export async function socoPass(
     onProgress?: (e: SocoPassProgress) => void;
     signal?: AbortSignal;
     sample?: () => void;
+    /** The driver's memory hooks (`memory_policy.ts`): told what became garbage, they collect it in time. */
+    memory?: { afterLinear(rows: number, cols: number): void; dropped(bytes: number): void };
   },
 ): Promise<SocoPassResult> {
   const t0 = performance.now();
@@ -212,168 +321,330 @@ export async function socoPass(
   const kind = opts.basis ?? "whitened";
   const { steps, lr } = checkSocoOptions(opts);
   const { linears, target } = socoBudget(spec, ratio);
-
-  // Bases, block by block on the original model's activations (whitened: their Gram matrices).
-  const head = await loadHead(reader, spec);
-  const bases: SpectralBasis[] = [];
-  const kept: { inputNorm: Float32Array; postNorm: Float32Array; bias: Map<LinearName, Float32Array> }[] = [];
-  const h = kind === "whitened" ? embedWindows(spec, head, windows) : undefined;
-  const batchFwd = Math.max(1, Math.floor(1024 / windows[0].length));
-  for (let i = 0; i < spec.numLayers; i++) {
-    opts.signal?.throwIfAborted();
-    const block = await loadBlock(reader, spec, i);
-    const grams = new Map<LinearName, GramObserver>();
-    if (h) {
-      runBlock(spec, block, h, batchFwd, (lin, x) => {
-        if (GROUP[lin] !== lin) return; // q/k/v and gate/up share one input
-        let o = grams.get(lin);
-        if (!o) {
-          grams.set(lin, o = new GramObserver(linearPrefix(i, lin), x.cols, { precision: "float64" }));
-        }
-        o.addBatch(x);
-      }, i < spec.numLayers - 1 ? "inplace" : "discard");
-    }
-    const chol = new Map<LinearName, CholeskyResult>();
-    const bias = new Map<LinearName, Float32Array>();
-    for (const l of LINEAR_NAMES) {
-      const lin = block[BLOCK_FIELD[l]] as Linear;
-      if (lin.kind !== "dense") {
-        throw new OptionError(`soco: ${linearPrefix(i, l)} is already low-rank in the input`);
-      }
-      if (lin.bias) bias.set(l, lin.bias);
-      if (!h) {
-        bases.push(svdBasis(linearPrefix(i, l), lin.weight));
-        continue;
-      }
-      let f = chol.get(GROUP[l]);
-      if (!f) chol.set(GROUP[l], f = cholesky(grams.get(GROUP[l])!.gram(), { damping: "auto" }));
-      bases.push(whitenedBasis(linearPrefix(i, l), lin.weight, { cholesky: f }));
-    }
-    kept.push({ inputNorm: block.inputNorm, postNorm: block.postNorm, bias });
-    opts.sample?.();
-    opts.onProgress?.({ stage: "bases", block: i, done: i + 1, total: spec.numLayers });
-  }
-  const tBases = performance.now();
-
-  // Training on the model's own loss.
   const per = LINEAR_NAMES.length;
-  let scores: readonly Float64Array[] = bases.map((b) => new Float64Array(b.rank).fill(1));
-  const blockAt = (i: number): LlamaBlock => {
-    const lin = (l: LinearName): Linear => {
-      const j = i * per + LINEAR_NAMES.indexOf(l);
-      return { kind: "dense", weight: spectralWeight(bases[j], scores[j]), bias: kept[i].bias.get(l) };
+  // float32 bytes of one block's linears (what a block's weights, or its W'(s), take)
+  const blockBytes = 4 * LINEAR_NAMES.reduce((t, l) => t + linearShape(spec, l).reduce((a, b) => a * b), 0);
+  const store = await openBasisStore({ spill: opts.spill ?? "auto" });
+  let closeStore = true;
+  try {
+    // Bases, block by block on the original model's activations (whitened: their Gram matrices).
+    // The bases need only the embedding (read, used, dropped); the head (embedding + lm_head) is loaded for the
+    // training after them, so the two peaks do not add up.
+    const h = kind === "whitened"
+      ? embedWindows(
+        spec,
+        { rows: spec.vocabSize, cols: spec.hiddenSize, data: await reader.read(EMBED) },
+        windows,
+      )
+      : undefined;
+    const info: {
+      name: string;
+      rows: number;
+      cols: number;
+      rank: number;
+      sigma: Float64Array;
+      cap: number;
+    }[] = [];
+    const kept: { inputNorm: Float32Array; postNorm: Float32Array; bias: Map<LinearName, Float32Array> }[] =
+      [];
+    const batchFwd = Math.max(1, Math.floor(1024 / windows[0].length));
+    for (let i = 0; i < spec.numLayers; i++) {
+      opts.signal?.throwIfAborted();
+      const block = await loadBlock(reader, spec, i);
+      const grams = new Map<LinearName, GramObserver>();
+      if (h) {
+        runBlock(spec, block, h, batchFwd, (lin, x) => {
+          if (GROUP[lin] !== lin) return; // q/k/v and gate/up share one input
+          let o = grams.get(lin);
+          if (!o) {
+            grams.set(lin, o = new GramObserver(linearPrefix(i, lin), x.cols, { precision: "float64" }));
+          }
+          o.addBatch(x);
+        }, i < spec.numLayers - 1 ? "inplace" : "discard");
+      }
+      const chol = new Map<LinearName, CholeskyResult>();
+      const bias = new Map<LinearName, Float32Array>();
+      for (const l of LINEAR_NAMES) {
+        const lin = block[BLOCK_FIELD[l]] as Linear;
+        if (lin.kind !== "dense") {
+          throw new OptionError(`soco: ${linearPrefix(i, l)} is already low-rank in the input`);
+        }
+        if (lin.bias) bias.set(l, lin.bias);
+        let b: SpectralBasis;
+        if (!h) b = svdBasis(linearPrefix(i, l), lin.weight);
+        else {
+          let f = chol.get(GROUP[l]);
+          if (!f) {
+            chol.set(GROUP[l], f = cholesky(grams.get(GROUP[l])!.gram(), { damping: "auto" }));
+            grams.delete(GROUP[l]); // its factor is all the group needs now
+          }
+          if (l === lastOfGroup(l)) chol.delete(GROUP[l]);
+          b = whitenedBasis(linearPrefix(i, l), lin.weight, { cholesky: f });
+        }
+        const { u: _u, c: _c, ...meta } = b;
+        info.push(meta);
+        await store.put(i, [b]); // now: U and C leave memory before the next linear's SVD
+        opts.memory?.afterLinear(b.rows, b.cols);
+      }
+      kept.push({ inputNorm: block.inputNorm, postNorm: block.postNorm, bias });
+      opts.memory?.dropped(blockBytes); // the block's weights and its Gram matrices
+      opts.sample?.();
+      opts.onProgress?.({ stage: "bases", block: i, done: i + 1, total: spec.numLayers });
+    }
+    const tBases = performance.now();
+    const head = await loadHead(reader, spec);
+
+    // One block's bases in memory at a time: the training's forward reads blocks 0 … L−1, its backward
+    // L−1 … 0 and the gradient hook wants the block the backward is in.
+    let cur: { i: number; bases: SpectralBasis[] } | undefined;
+    const basesOf = (i: number): SpectralBasis[] => {
+      if (cur?.i !== i) {
+        cur = undefined; // the previous block's bases can go before the next are read
+        cur = { i, bases: store.get(i) };
+      }
+      return cur.bases;
     };
-    return {
-      inputNorm: kept[i].inputNorm,
-      q: lin("self_attn.q_proj"),
-      k: lin("self_attn.k_proj"),
-      v: lin("self_attn.v_proj"),
-      o: lin("self_attn.o_proj"),
-      postNorm: kept[i].postNorm,
-      gate: lin("mlp.gate_proj"),
-      up: lin("mlp.up_proj"),
-      down: lin("mlp.down_proj"),
+    let scores: readonly Float64Array[] = info.map((b) => new Float64Array(b.rank).fill(1));
+    const blockAt = (i: number): LlamaBlock => {
+      opts.memory?.dropped(2 * blockBytes); // the previous block's W'(s) (or reference weights) and bases
+      const bases = basesOf(i);
+      const lin = (l: LinearName): Linear => {
+        const k = LINEAR_NAMES.indexOf(l);
+        return {
+          kind: "dense",
+          weight: spectralWeight(bases[k], scores[i * per + k]),
+          bias: kept[i].bias.get(l),
+        };
+      };
+      return {
+        inputNorm: kept[i].inputNorm,
+        q: lin("self_attn.q_proj"),
+        k: lin("self_attn.k_proj"),
+        v: lin("self_attn.v_proj"),
+        o: lin("self_attn.o_proj"),
+        postNorm: kept[i].postNorm,
+        gate: lin("mlp.gate_proj"),
+        up: lin("mlp.up_proj"),
+        down: lin("mlp.down_proj"),
+      };
     };
-  };
-  const gm: GradModel = { spec, head, block: blockAt };
-  const klWeight = opts.klWeight ?? 10;
-  const reference: GradModel | undefined = klWeight > 0
-    ? { spec, head, block: (i) => loadBlock(reader, spec, i) }
-    : undefined;
-  const batch = Math.min(opts.batch ?? 4, windows.length);
-  const pick = batchPicker(windows.length, batch, opts.seed ?? 0);
-  let resume: SocoState | undefined;
-  if (opts.checkpoint) {
-    const fs = await import("node:fs/promises");
-    let text: string | undefined;
-    try {
-      text = await fs.readFile(opts.checkpoint, "utf8");
-    } catch (e) {
-      if ((e as { code?: string }).code !== "ENOENT") throw e;
+    const gm: GradModel = { spec, head, block: blockAt };
+    const klWeight = opts.klWeight ?? DEFAULT_KL_WEIGHT;
+    const reference: GradModel | undefined = klWeight > 0
+      ? {
+        spec,
+        head,
+        block: (i) => {
+          opts.memory?.dropped(blockBytes);
+          return loadBlock(reader, spec, i);
+        },
+      }
+      : undefined;
+    // Held-out calibration windows: the final model must do no worse on them than the start.
+    const nHold = opts.validation ? 0 : holdoutCount(windows.length, opts.holdout ?? DEFAULT_HOLDOUT);
+    const train = windows.slice(0, windows.length - nHold);
+    const held = opts.validation ?? windows.slice(windows.length - nHold);
+    const batch = Math.min(opts.batch ?? 4, train.length);
+    const pick = batchPicker(train.length, batch, opts.seed ?? 0);
+    const heldLoss = async (s: readonly Float64Array[]): Promise<number> => {
+      scores = s;
+      let sum = 0;
+      for (let j = 0; j < held.length; j += batch) {
+        const r = await lossAndGrad(gm, held.slice(j, j + batch), { klWeight: 0, signal: opts.signal });
+        sum += r.nll * r.tokens;
+      }
+      opts.sample?.();
+      return sum / (held.length * (held[0].length - 1));
+    };
+    const start = (opts.start ?? DEFAULT_START) === "allocation"
+      ? allocationStart(info, target / maximumDense(info))
+      : undefined;
+    let resume: SocoState | undefined;
+    if (opts.checkpoint) {
+      const fs = await import("node:fs/promises");
+      let text: string | undefined;
+      try {
+        text = await fs.readFile(opts.checkpoint, "utf8");
+      } catch (e) {
+        if ((e as { code?: string }).code !== "ENOENT") throw e;
+      }
+      if (text !== undefined) {
+        resume = stateFromJson(text, info.map((b) => b.rank), `checkpoint ${opts.checkpoint}`);
+      }
     }
-    if (text !== undefined) {
-      resume = stateFromJson(
-        text,
-        bases.map((b) => b.rank),
-        `checkpoint ${opts.checkpoint}`,
-      );
-    }
-  }
-  const saveCheckpoint = opts.checkpoint
-    ? async (st: SocoState) => {
-      const { writeFileAtomic } = await import("../io/atomic_write.ts");
-      await writeFileAtomic(opts.checkpoint!, stateToJson(st), { overwrite: true });
-    }
-    : undefined;
-  const trained = await trainSpectrum(async (s, grads, step) => {
-    scores = s;
-    const wins = pick(step).map((k) => windows[k]);
-    const r = await lossAndGrad(gm, wins, {
-      onLinearGrad: (layer, lin, x, dy) => {
-        const j = layer * per + LINEAR_NAMES.indexOf(lin);
-        addScoreGradient(bases[j], x, dy, grads[j]);
-      },
-      reference,
-      klWeight: reference ? klWeight : undefined,
-      nllWeight: opts.nllWeight,
+    const saveCheckpoint = opts.checkpoint
+      ? async (st: SocoState) => {
+        const { writeFileAtomic } = await import("../io/atomic_write.ts");
+        await writeFileAtomic(opts.checkpoint!, stateToJson(st), { overwrite: true });
+      }
+      : undefined;
+    const trained = await trainSpectrum(async (s, grads, step) => {
+      scores = s;
+      const wins = pick(step).map((k) => train[k]);
+      const r = await lossAndGrad(gm, wins, {
+        onLinearGrad: (layer, lin, x, dy) => {
+          const k = LINEAR_NAMES.indexOf(lin);
+          addScoreGradient(basesOf(layer)[k], x, dy, grads[layer * per + k]);
+        },
+        reference,
+        klWeight: reference ? klWeight : undefined,
+        nllWeight: opts.nllWeight,
+        signal: opts.signal,
+      });
+      opts.sample?.();
+      return r.loss;
+    }, {
+      linears,
+      ranks: info.map((b) => b.rank),
+      budget: target,
+      steps,
+      lr,
+      sparsity: opts.sparsity,
+      init: start,
+      resume,
+      onCheckpoint: saveCheckpoint,
+      checkpointEvery: opts.checkpointEvery,
+      onProgress: (e) => opts.onProgress?.({ stage: "train", train: e }),
       signal: opts.signal,
     });
-    opts.sample?.();
-    return r.loss;
-  }, {
-    linears,
-    ranks: bases.map((b) => b.rank),
-    budget: target,
-    steps,
-    lr,
-    sparsity: opts.sparsity,
-    resume,
-    onCheckpoint: saveCheckpoint,
-    checkpointEvery: opts.checkpointEvery,
-    onProgress: (e) => opts.onProgress?.({ stage: "train", train: e }),
-    signal: opts.signal,
-  });
-  const tTrain = performance.now();
+    const tTrain = performance.now();
 
-  const factors = new Map<string, Factors>();
-  const ranks: Record<string, number> = {};
-  bases.forEach((b, j) => {
-    const s = trained.scores[j], keep = trained.keep[j];
-    for (const i of keep) {
-      if (!Number.isFinite(s[i])) {
-        throw new NumericError(`soco: ${b.name} component ${i} has score ${s[i]}`);
+    // The held-out guard: keep the start (when it is a model of the target size) if training made it worse.
+    let final = { scores: trained.scores, keep: trained.keep, params: trained.params };
+    let validation: SocoPassResult["validation"];
+    if (held.length > 0) {
+      const end = await heldLoss(final.scores);
+      let begin: number | undefined;
+      if (start) {
+        begin = await heldLoss(start);
+        const keep = start.map((s) => [...s.keys()].filter((i) => s[i] !== 0));
+        if (begin < end) {
+          const params = keep.reduce((t, k, l) => t + k.length * linears[l].cost, 0);
+          final = { scores: start.map((s) => s.slice()), keep, params };
+        }
       }
+      validation = {
+        windows: held.length,
+        start: begin,
+        trained: end,
+        kept: final.scores === trained.scores ? "trained" : "start",
+      };
     }
-    const f = spectralFactors(b, s, keep);
-    ranks[b.name] = keep.length;
-    factors.set(b.name, {
-      ...f,
-      report: {
-        method: "soco",
-        rank: keep.length,
+    const tValid = performance.now();
+
+    const ranks: Record<string, number> = {};
+    const where = new Map<string, number>();
+    info.forEach((b, j) => {
+      const s = final.scores[j];
+      for (const i of final.keep[j]) {
+        if (!Number.isFinite(s[i])) {
+          throw new NumericError(`soco: ${b.name} component ${i} has score ${s[i]}`);
+        }
+      }
+      ranks[b.name] = final.keep[j].length;
+      where.set(b.name, j);
+    });
+    // The factors, computed when the writer asks for them, block by block from the store.
+    let left = info.length;
+    const factors = {
+      get(prefix: string): Factors | undefined {
+        const j = where.get(prefix);
+        if (j === undefined) return undefined;
+        const b = basesOf(Math.floor(j / per))[j % per];
+        const f = spectralFactors(b, final.scores[j], final.keep[j]);
+        if (--left === 0) {
+          cur = undefined;
+          store.close();
+        }
+        return {
+          ...f,
+          report: {
+            method: "soco",
+            rank: final.keep[j].length,
+            rows: b.rows,
+            cols: b.cols,
+            singularValues: b.sigma,
+            energyKept: NaN,
+            seconds: 0,
+          },
+        };
+      },
+    };
+    closeStore = false; // the factors read it; it closes after the last one
+    return {
+      factors,
+      ranks,
+      basis: kind,
+      budget: { target, kept: final.params },
+      history: trained.history,
+      spectra: info.map((b, j) => ({
+        name: b.name,
         rows: b.rows,
         cols: b.cols,
-        singularValues: b.sigma,
-        energyKept: NaN,
-        seconds: 0,
+        sigma: b.sigma,
+        scores: final.scores[j],
+      })),
+      recoveries: trained.state.recoveries,
+      validation,
+      startRanks: start &&
+        Object.fromEntries(info.map((b, j) => [b.name, start[j].reduce((t, x) => t + (x !== 0 ? 1 : 0), 0)])),
+      settings: {
+        steps,
+        lr,
+        batch,
+        klWeight,
+        nllWeight: opts.nllWeight ?? 1,
+        start: start ? "allocation" : "full",
+        holdout: held.length,
       },
-    });
-  });
-  return {
-    factors,
-    ranks,
-    basis: kind,
-    budget: { target, kept: trained.params },
-    history: trained.history,
-    spectra: bases.map((b, j) => ({
-      name: b.name,
-      rows: b.rows,
-      cols: b.cols,
-      sigma: b.sigma,
-      scores: trained.scores[j],
-    })),
-    recoveries: trained.state.recoveries,
-    settings: { steps, lr, batch, klWeight, nllWeight: opts.nllWeight ?? 1 },
-    seconds: { bases: (tBases - t0) / 1000, train: (tTrain - tBases) / 1000 },
-  };
+      spilledBytes: store.spilled ? store.bytes() : 0,
+      seconds: {
+        bases: (tBases - t0) / 1000,
+        train: (tTrain - tBases) / 1000,
+        validate: (tValid - tTrain) / 1000,
+      },
+    };
+  } finally {
+    if (closeStore) await store.close();
+  }
+}
+
+/**
+ * Calibration ids split for the held-out guard: the last `holdout` fraction of `ids` becomes validation windows
+ * (consecutive, `seqlen` tokens each, at most max(1, round(holdout·samples)) of them, the last ones), the rest
+ * is the calibration text. No validation window shares a token position with the calibration text. When not
+ * even one window fits, nothing is held out.
+ */
+export function holdoutSplit(
+  ids: ArrayLike<number>,
+  holdout: number,
+  samples: number,
+  seqlen: number,
+): { calib: Int32Array; validation: Int32Array[] } {
+  const all = Int32Array.from(ids);
+  const cut = Math.floor(all.length * (1 - holdout));
+  const fit = Math.floor((all.length - cut) / seqlen);
+  const n = Math.min(fit, Math.max(1, Math.round(holdout * samples)));
+  if (!(holdout > 0) || n < 1) return { calib: all, validation: [] };
+  const validation: Int32Array[] = [];
+  for (let j = n; j >= 1; j--) {
+    validation.push(all.slice(all.length - j * seqlen, all.length - (j - 1) * seqlen));
+  }
+  return { calib: all.slice(0, cut), validation };
+}
+
+/** Held-out windows for a fraction `holdout` of `n` (none when 0; at least one training window stays). */
+export function holdoutCount(n: number, holdout: number): number {
+  if (!(holdout > 0) || n < 2) return 0;
+  return Math.min(n - 1, Math.max(1, Math.round(holdout * n)));
+}
+
+/** Dense parameter count of the linears. */
+function maximumDense(info: readonly { rows: number; cols: number }[]): number {
+  return info.reduce((t, b) => t + b.rows * b.cols, 0);
+}
+
+/** The last linear of `l`'s input group in LINEAR_NAMES order (its Cholesky factor can go after it). */
+function lastOfGroup(l: LinearName): LinearName {
+  return LINEAR_NAMES.filter((x) => GROUP[x] === GROUP[l]).at(-1)!;
 }

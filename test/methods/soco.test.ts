@@ -143,7 +143,8 @@ test("the score gradient from (x, dy) equals finite differences of ½‖X·W'(s)
           sp[i] += h;
           sm[i] -= h;
           const fd = (loss(sp) - loss(sm)) / (2 * h);
-          assert.ok(Math.abs(fd - g[i]) <= 1e-6 * (1 + Math.abs(fd)), `component ${i}: ${g[i]} vs ${fd}`);
+          // the hook's products run in float32 (as the bases are stored): float32 precision, not float64's
+          assert.ok(Math.abs(fd - g[i]) <= 5e-5 * (1 + Math.abs(fd)), `component ${i}: ${g[i]} vs ${fd}`);
         }
       },
     ),

@@ -31,6 +31,9 @@ const base = (ids: number[]): SocoOptions => ({
   steps: 8,
   lr: 0.1,
   batch: 2,
+  // The paper's start (every score 1) on every window: these tests are about W'(1) = W.
+  start: "full",
+  holdout: 0,
 });
 
 test("soco on stories260K: loss at s = 1 is the model's NLL, the folder reloads at the budget with per-matrix ranks, deterministic", async () => {
@@ -120,6 +123,10 @@ test("soco refuses bad options before writing anything", async () => {
       [{ nllWeight: NaN }, /nllWeight must be a finite number/],
       [{ nllWeight: 0, klWeight: 0 }, /nllWeight 0 needs a klWeight > 0/],
       [{ basis: "pca" as "svd" }, /basis must be "svd" or "whitened"/],
+      [{ start: "middle" as "full" }, /start must be "allocation" or "full", got "middle"/],
+      [{ holdout: 1 }, /holdout must be a fraction in \[0, 1\), got 1/],
+      [{ holdout: -0.1 }, /holdout/],
+      [{ spill: "yes" as "auto" }, /spill must be true, false or "auto", got "yes"/],
       [{ ratio: { removed: 0.999 } }, /nothing would be left/],
       [{ ratio: { removed: 1.5 } }, /strictly between 0 and 1/],
     ];
