@@ -35,8 +35,8 @@ import { createSafetensorsStreamWriter } from "../io/safetensors_writer.ts";
 import { checkedReader, type TensorReader } from "../io/tensor_reader.ts";
 import type { OpenUrlOptions } from "../io/url_source.ts";
 import { checkText } from "../calib/text.ts";
-import type { FisherSide } from "../methods/fwsvd.ts";
-import { fisherInformation } from "./fwsvd.ts";
+import type { FwsvdWeighting } from "../methods/fwsvd.ts";
+import { fwsvdFactors, WEIGHTINGS } from "./fwsvd.ts";
 import {
   checkSocoOptions,
   socoBudget,
@@ -159,10 +159,12 @@ export interface CompressOptions {
    */
   kvCache?: boolean;
   /**
-   * FWSVD: which side of each linear the Fisher information weights (default "input": per input feature,
-   * the better of the two on stories260K; "output": per output row, the paper's row weighting).
+   * FWSVD: how the Fisher information weights each linear (default "kfac": both sides, with the K-FAC factors
+   * E[dy dyᵀ] and E[x xᵀ]; "both": both sides, diagonal; "input": per input feature; "output": per output
+   * row, the paper's row weighting). With `sequential` (the default) block i's Fisher is taken on the
+   * compressed blocks before it.
    */
-  fisherSide?: FisherSide;
+  fisherSide?: FwsvdWeighting;
   /** FWSVD: calibration windows per gradient (default 1: each window's own gradient squared, as the paper). */
   fisherBatch?: number;
   /** SoCo: the basis and the training (steps, learning rate, batch, loss weights, checkpoint / resume). */
@@ -214,7 +216,7 @@ export interface CompressReport {
   /** SoCo: what its pass learned (basis, budget, loss history, spectra and scores, seconds). */
   soco?: Omit<SocoPassResult, "factors">;
   /** FWSVD: the Fisher pass (batches averaged, mean calibration loss in nats per token). */
-  fisher?: { side: FisherSide; batches: number; meanLoss: number };
+  fisher?: { side: FwsvdWeighting; batches: number; meanLoss: number };
   /** KV-cache mode: cache bytes per token, full versus latent (fp16 values). */
   kvCache?: KvCacheReport;
   /** Wall time, seconds. */
@@ -295,13 +297,13 @@ export async function compressModel(
     const { ranks, sensitivity } = await allocateRanks(run, shapes, windows);
     // FWSVD: one Fisher pass (forward and backward) over the windows; SoCo: its bases and training, whose
     // scores choose the ranks. Neither needs calibration streams in the block loop.
-    const fisher = opts.method === "fwsvd" ? await fisherPass(run, windows!) : undefined;
+    const fisher = opts.method === "fwsvd" ? await fisherPass(run, windows!, ranks) : undefined;
     const soco = opts.method === "soco" ? await socoRun(run, windows!, calibration!.seed) : undefined;
     if (soco) Object.assign(ranks, soco.ranks);
     const modelPass = fisher !== undefined || soco !== undefined;
     const layers = await compressBlocks(run, sink, ranks, shapes, modelPass ? undefined : windows, {
       fisher,
-      learned: soco?.factors,
+      learned: soco?.factors ?? fisher?.factors,
     });
     const params = summarizeParams(
       shapes.map((s) => layerParams(s.name, s.rows, s.cols, ranks[s.name])),
@@ -507,7 +509,6 @@ function blockContext(
     ranks,
     alpha: opts.alpha,
     damping: opts.damping,
-    fisher: pass.fisher,
     learned: pass.learned,
     update: run.update,
     sequential: run.sequential,
@@ -529,26 +530,32 @@ function blockContext(
 /** The methods {@link compress} runs. */
 const METHODS: readonly CompressMethod[] = ["svd", "asvd", "svdllm", "fwsvd", "soco"];
 
-/** FWSVD's Fisher information of a run: the weighted side of every compressed linear, by prefix. */
+/** FWSVD's pass of a run: every compressed linear's factors, and how the Fisher was measured. */
 interface RunFisher {
-  /** Side weighted. */
-  side: FisherSide;
-  /** Linear prefix → Fisher information per input feature ("input") or output row ("output"). */
-  byPrefix: ReadonlyMap<string, Float64Array>;
-  /** Batches averaged. */
+  /** How the Fisher information weighted each linear. */
+  side: FwsvdWeighting;
+  /** Linear prefix → its factors (the block loop only writes them). */
+  factors: ReadonlyMap<string, Factors>;
+  /** Batches averaged (per block, when sequential). */
   batches: number;
   /** Mean calibration loss over the batches, nats per token. */
   meanLoss: number;
 }
 
-/** FWSVD's one Fisher pass over the calibration windows (the whole model, forward and backward, per batch). */
-async function fisherPass(run: Run, windows: readonly Int32Array[]): Promise<RunFisher> {
+/**
+ * FWSVD's Fisher passes and factors (the whole model, forward and backward, per batch; with `sequential`, one
+ * pass per block from that block on, on the compressed prefix's activations).
+ */
+async function fisherPass(run: Run, windows: readonly Int32Array[], ranks: Record<string, number | null>): Promise<RunFisher> {
   const { opts } = run;
-  const side = opts.fisherSide ?? "input";
+  const side = opts.fisherSide ?? "kfac";
   const f = await run.clock.time(
     "fisher",
     () =>
-      fisherInformation({ spec: run.spec, reader: run.reader }, windows, {
+      fwsvdFactors({ spec: run.spec, reader: run.reader }, windows, {
+        ranks,
+        side,
+        sequential: run.sequential,
         batchWindows: opts.fisherBatch,
         linears: run.linears,
         signal: opts.signal,
@@ -558,12 +565,7 @@ async function fisherPass(run: Run, windows: readonly Int32Array[]): Promise<Run
         },
       }),
   );
-  return {
-    side,
-    byPrefix: side === "input" ? f.cols : f.rows,
-    batches: f.batches,
-    meanLoss: f.meanLoss,
-  };
+  return { side, factors: f.factors, batches: f.fisher.batches, meanLoss: f.fisher.meanLoss };
 }
 
 /** SoCo's pass on the run's model and windows, its events reported as "soco" progress. */
@@ -605,9 +607,9 @@ function validate(opts: CompressOptions): void {
       }`,
     );
   }
-  if (opts.fisherSide !== undefined && opts.fisherSide !== "input" && opts.fisherSide !== "output") {
+  if (opts.fisherSide !== undefined && !WEIGHTINGS.includes(opts.fisherSide)) {
     throw new OptionError(
-      `compress: fisherSide must be "input" or "output", got ${JSON.stringify(opts.fisherSide)}`,
+      `compress: fisherSide must be "kfac", "both", "input" or "output", got ${JSON.stringify(opts.fisherSide)}`,
     );
   }
   const fb = opts.fisherBatch ?? 1;

@@ -40,6 +40,7 @@ import { INPUT_GROUP } from "./block_step.ts";
 import { layerParams, rankFor, type Ratio, summarizeParams } from "../methods/ratio.ts";
 import { blockForward, lossAndGrad } from "../model/backward.ts";
 import { embeddingForward } from "../model/backward_ops.ts";
+import type { Factors } from "../methods/factors.ts";
 import { BLOCK_FIELD, type Linear, type LlamaBlock, loadBlock, loadHead, type ModelWeights } from "../model/llama.ts";
 import { checkLayerCount } from "../model/load.ts";
 import { LINEAR_NAMES, type LinearName, linearPrefix, SVD_A, SVD_B } from "../model/names.ts";
@@ -195,7 +196,8 @@ export interface FwsvdOptions extends FisherOptions {
   /**
    * Take block i's Fisher on the model whose blocks before i are already compressed (their outputs feed
    * block i, the blocks after it stay dense): one forward + backward from block i to the head per block
-   * (about (L+1)/2 dense passes in all). Default false: one pass on the dense model. Not with `fisher`.
+   * (about (L+1)/2 dense passes in all). Default true, as the compress driver's `sequential`; false (or a
+   * `fisher` given): one pass on the dense model.
    */
   sequential?: boolean;
   /** Accept ranks that save nothing. */
@@ -256,15 +258,6 @@ export async function fwsvdModel(model: ModelWeights, opts: FwsvdOptions): Promi
   const t0 = performance.now(), peak = createPeakMemory(), { spec } = model;
   try {
     if (!opts || !opts.ratio) throw new OptionError("fwsvd: a ratio is required, e.g. { removed: 0.2 }");
-    const side = opts.side ?? DEFAULT_WEIGHTING;
-    if (!WEIGHTINGS.includes(side)) {
-      throw new OptionError(
-        `fwsvd: side must be one of ${WEIGHTINGS.map((w) => `"${w}"`).join(", ")}, got ${JSON.stringify(side)}`,
-      );
-    }
-    if (opts.sequential && opts.fisher) {
-      throw new OptionError("fwsvd: a sequential run measures its own Fisher per block; do not pass `fisher`");
-    }
     const linears = opts.linears ?? LINEAR_NAMES;
     const ranks: Record<string, number> = {};
     for (let i = 0; i < spec.numLayers; i++) {
@@ -273,42 +266,26 @@ export async function fwsvdModel(model: ModelWeights, opts: FwsvdOptions): Promi
         ranks[prefix] = rankFor(m, n, opts.ratio, { force: opts.force, layer: prefix });
       }
     }
-    const reader = checkedReader(model.reader);
-    const factors = new Map<string, { a: Matrix; b: Matrix }>();
     const layers: FwsvdLayer[] = [];
     const total = Object.keys(ranks).length;
-    const factorBlock = (i: number, block: LlamaBlock, fisher: Pick<FisherInfo, "rows" | "cols" | "kfac">) => {
-      for (const name of linears) {
-        const prefix = linearPrefix(i, name), lin = block[BLOCK_FIELD[name]];
-        if (lin.kind !== "dense") throw new OptionError(`fwsvd: ${prefix} is already low-rank in the input`);
-        const f = factorLinear(lin.weight, prefix, fisher, ranks[prefix], side, opts.damping);
-        factors.set(prefix, { a: f.a, b: f.b });
-        setLinear(block, name, { kind: "lowrank", a: f.a, b: f.b, bias: lin.bias });
+    const r = await fwsvdFactors(model, opts.fisher ? [] : windowsOf(spec, opts.calibration), {
+      ...opts,
+      sequential: opts.sequential ?? !opts.fisher,
+      ranks,
+      onFactor: (prefix, f) => {
         layers.push({ name: prefix, rows: f.a.rows, cols: f.b.cols, rank: f.report.rank, energyKept: f.report.energyKept });
         opts.onLayer?.({ layer: prefix, done: layers.length, total });
-      }
-      peak.sample();
-    };
-    const kfac = side === "kfac";
-    let facts: Omit<FisherInfo, "rows" | "cols" | "kfac">;
-    if (opts.sequential) {
-      facts = await sequentialFisher(model, windowsOf(spec, opts.calibration), { ...opts, kfac }, factorBlock);
-    } else {
-      const fisher = opts.fisher ?? await fisherInformation(model, windowsOf(spec, opts.calibration), { ...opts, kfac });
-      if (kfac && !fisher.kfac) throw new OptionError(`fwsvd: side "kfac" needs a Fisher pass made with kfac: true`);
-      peak.sample();
-      for (let i = 0; i < spec.numLayers; i++) factorBlock(i, await loadBlock(reader, spec, i), fisher);
-      const { rows: _rows, cols: _cols, kfac: _kfac, ...rest } = fisher;
-      facts = rest;
-    }
-    const other = reader.tensors().filter((t) => !(t.name.replace(/\.weight$/, "") in ranks))
+        peak.sample();
+      },
+    });
+    const other = model.reader.tensors().filter((t) => !(t.name.replace(/\.weight$/, "") in ranks))
       .reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);
     const summary = summarizeParams(layers.map((l) => layerParams(l.name, l.rows, l.cols, l.rank)), other);
     return {
       spec,
-      reader: factoredReader(model.reader, factors),
+      reader: factoredReader(model.reader, r.factors),
       layers,
-      fisher: facts,
+      fisher: r.fisher,
       ranks,
       removed: { linears: summary.linears.removed, model: summary.model.removed },
       seconds: (performance.now() - t0) / 1000,
@@ -319,6 +296,66 @@ export async function fwsvdModel(model: ModelWeights, opts: FwsvdOptions): Promi
   }
 }
 
+/** Options of {@link fwsvdFactors}. */
+export interface FwsvdFactorOptions extends FisherOptions {
+  /** Rank of each linear prefix (null or absent: left dense). */
+  ranks: Readonly<Record<string, number | null | undefined>>;
+  /** How the Fisher information weights W (default {@link DEFAULT_WEIGHTING}). */
+  side?: FwsvdWeighting;
+  /** K-FAC damping relative to each factor's mean diagonal (default `KFAC_DAMPING`). */
+  damping?: number;
+  /** Block i's Fisher from the compressed prefix (see {@link FwsvdOptions.sequential}). */
+  sequential?: boolean;
+  /** A Fisher pass already made on this model (not with `sequential`). */
+  fisher?: FisherInfo;
+  /** Called after each factored linear. */
+  onFactor?: (prefix: string, f: Factors) => void;
+}
+
+/**
+ * The FWSVD factors of every linear `opts.ranks` names: the Fisher pass (one on the dense model, or one per
+ * block with `sequential`), then each linear factored as `opts.side` says. What `fwsvdModel` and the compress
+ * driver run. Throws OptionError on a bad weighting, NumericError on a non-finite calibration loss.
+ */
+export async function fwsvdFactors(
+  model: ModelWeights,
+  windows: readonly Int32Array[],
+  opts: FwsvdFactorOptions,
+): Promise<{ factors: Map<string, Factors>; fisher: Omit<FisherInfo, "rows" | "cols" | "kfac"> }> {
+  const { spec } = model;
+  const side = opts.side ?? DEFAULT_WEIGHTING;
+  if (!WEIGHTINGS.includes(side)) {
+    throw new OptionError(
+      `fwsvd: side must be one of ${WEIGHTINGS.map((w) => `"${w}"`).join(", ")}, got ${JSON.stringify(side)}`,
+    );
+  }
+  if (opts.sequential && opts.fisher) {
+    throw new OptionError("fwsvd: a sequential run measures its own Fisher per block; do not pass `fisher`");
+  }
+  const reader = checkedReader(model.reader);
+  const factors = new Map<string, Factors>();
+  const factorBlock = (i: number, block: LlamaBlock, fisher: Pick<FisherInfo, "rows" | "cols" | "kfac">) => {
+    for (const name of opts.linears ?? LINEAR_NAMES) {
+      const prefix = linearPrefix(i, name), lin = block[BLOCK_FIELD[name]], rank = opts.ranks[prefix];
+      if (rank === null || rank === undefined) continue;
+      if (lin.kind !== "dense") throw new OptionError(`fwsvd: ${prefix} is already low-rank in the input`);
+      const f = factorLinear(lin.weight, prefix, fisher, rank, side, opts.damping);
+      factors.set(prefix, f);
+      setLinear(block, name, { kind: "lowrank", a: f.a, b: f.b, bias: lin.bias });
+      opts.onFactor?.(prefix, f);
+    }
+  };
+  const kfac = side === "kfac";
+  if (opts.sequential) {
+    return { factors, fisher: await sequentialFisher(model, windows, { ...opts, kfac }, factorBlock) };
+  }
+  const fisher = opts.fisher ?? await fisherInformation(model, windows, { ...opts, kfac });
+  if (kfac && !fisher.kfac) throw new OptionError(`fwsvd: side "kfac" needs a Fisher pass made with kfac: true`);
+  for (let i = 0; i < spec.numLayers; i++) factorBlock(i, await loadBlock(reader, spec, i), fisher);
+  const { rows: _rows, cols: _cols, kfac: _kfac, ...facts } = fisher;
+  return { factors, fisher: facts };
+}
+
 /** FWSVD's default weighting (see the README proposal for the measurements that chose it). */
 export const DEFAULT_WEIGHTING: FwsvdWeighting = "kfac";
 
@@ -327,7 +364,7 @@ function setLinear(block: LlamaBlock, name: LinearName, lin: Linear): void {
 }
 
 /** The weightings {@link fwsvdModel} accepts. */
-const WEIGHTINGS: readonly FwsvdWeighting[] = ["kfac", "both", "input", "output"];
+export const WEIGHTINGS: readonly FwsvdWeighting[] = ["kfac", "both", "input", "output"];
 
 /** FWSVD factors of one linear from a Fisher pass, weighted as `side` says. */
 function factorLinear(
