@@ -161,8 +161,8 @@ export interface CompressOptions {
   /**
    * FWSVD: how the Fisher information weights each linear (default "kfac": both sides, with the K-FAC factors
    * E[dy dyᵀ] and E[x xᵀ]; "both": both sides, diagonal; "input": per input feature; "output": per output
-   * row, the paper's row weighting). With `sequential` (the default) block i's Fisher is taken on the
-   * compressed blocks before it.
+   * row, the paper's row weighting). With "kfac" and `sequential` (the default), block i's input factor is
+   * taken on the compressed blocks before it.
    */
   fisherSide?: FwsvdWeighting;
   /** FWSVD: calibration windows per gradient (default 1: each window's own gradient squared, as the paper). */
@@ -543,8 +543,8 @@ interface RunFisher {
 }
 
 /**
- * FWSVD's Fisher passes and factors (the whole model, forward and backward, per batch; with `sequential`, one
- * pass per block from that block on, on the compressed prefix's activations).
+ * FWSVD's Fisher pass and factors (the whole model, forward and backward, per batch; with K-FAC and
+ * `sequential`, then a forward pass over the compressed prefix for the input factors).
  */
 async function fisherPass(run: Run, windows: readonly Int32Array[], ranks: Record<string, number | null>): Promise<RunFisher> {
   const { opts } = run;
@@ -555,7 +555,9 @@ async function fisherPass(run: Run, windows: readonly Int32Array[], ranks: Recor
       fwsvdFactors({ spec: run.spec, reader: run.reader }, windows, {
         ranks,
         side,
-        sequential: run.sequential,
+        // K-FAC's input factors follow the compressed prefix as SVD-LLM's whitening does; the diagonal sides
+        // come from the dense model (their sequential form costs a backward pass per block).
+        sequential: run.sequential && side === "kfac" ? "inputs" : false,
         batchWindows: opts.fisherBatch,
         linears: run.linears,
         signal: opts.signal,

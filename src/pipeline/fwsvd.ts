@@ -39,6 +39,7 @@ import { GramObserver } from "../calib/gram.ts";
 import { INPUT_GROUP } from "./block_step.ts";
 import { layerParams, rankFor, type Ratio, summarizeParams } from "../methods/ratio.ts";
 import { blockForward, lossAndGrad } from "../model/backward.ts";
+import { BLOCK_PROGRAM } from "../model/block_def.ts";
 import { embeddingForward } from "../model/backward_ops.ts";
 import type { Factors } from "../methods/factors.ts";
 import { BLOCK_FIELD, type Linear, type LlamaBlock, loadBlock, loadHead, type ModelWeights } from "../model/llama.ts";
@@ -194,12 +195,16 @@ export interface FwsvdOptions extends FisherOptions {
   /** K-FAC damping relative to each factor's mean diagonal (default `KFAC_DAMPING`). */
   damping?: number;
   /**
-   * Take block i's Fisher on the model whose blocks before i are already compressed (their outputs feed
-   * block i, the blocks after it stay dense): one forward + backward from block i to the head per block
-   * (about (L+1)/2 dense passes in all). Default true, as the compress driver's `sequential`; false (or a
-   * `fisher` given): one pass on the dense model.
+   * Take block i's statistics on the model whose blocks before i are already compressed (their outputs feed
+   * block i):
+   * - "inputs" (the default for side "kfac", which it needs): one dense Fisher pass gives every E[dy dyᵀ], and
+   *   block i's E[x xᵀ] is taken on the compressed prefix's outputs (forward only, as SVD-LLM's sequential
+   *   whitening): about 1.3 dense passes in all, and a given `fisher` is reused;
+   * - true: block i's whole Fisher from a forward + backward that starts at block i on the compressed
+   *   prefix's outputs, the later blocks dense: about (L+1)/2 dense passes (not with `fisher`);
+   * - false (the default for the diagonal sides): everything from one pass on the dense model.
    */
-  sequential?: boolean;
+  sequential?: boolean | "inputs";
   /** Accept ranks that save nothing. */
   force?: boolean;
   /** A Fisher pass already made on this model ({@link fisherInformation}): reused (e.g. for several ratios). */
@@ -270,7 +275,7 @@ export async function fwsvdModel(model: ModelWeights, opts: FwsvdOptions): Promi
     const total = Object.keys(ranks).length;
     const r = await fwsvdFactors(model, opts.fisher ? [] : windowsOf(spec, opts.calibration), {
       ...opts,
-      sequential: opts.sequential ?? !opts.fisher,
+      sequential: opts.sequential ?? ((opts.side ?? DEFAULT_WEIGHTING) === "kfac" ? "inputs" : false),
       ranks,
       onFactor: (prefix, f) => {
         layers.push({ name: prefix, rows: f.a.rows, cols: f.b.cols, rank: f.report.rank, energyKept: f.report.energyKept });
@@ -304,9 +309,9 @@ export interface FwsvdFactorOptions extends FisherOptions {
   side?: FwsvdWeighting;
   /** K-FAC damping relative to each factor's mean diagonal (default `KFAC_DAMPING`). */
   damping?: number;
-  /** Block i's Fisher from the compressed prefix (see {@link FwsvdOptions.sequential}). */
-  sequential?: boolean;
-  /** A Fisher pass already made on this model (not with `sequential`). */
+  /** Block i's statistics from the compressed prefix (see {@link FwsvdOptions.sequential}; default false). */
+  sequential?: boolean | "inputs";
+  /** A Fisher pass already made on this model (not with `sequential: true`). */
   fisher?: FisherInfo;
   /** Called after each factored linear. */
   onFactor?: (prefix: string, f: Factors) => void;
@@ -329,7 +334,7 @@ export async function fwsvdFactors(
       `fwsvd: side must be one of ${WEIGHTINGS.map((w) => `"${w}"`).join(", ")}, got ${JSON.stringify(side)}`,
     );
   }
-  if (opts.sequential && opts.fisher) {
+  if (opts.sequential === true && opts.fisher) {
     throw new OptionError("fwsvd: a sequential run measures its own Fisher per block; do not pass `fisher`");
   }
   const reader = checkedReader(model.reader);
@@ -346,12 +351,19 @@ export async function fwsvdFactors(
     }
   };
   const kfac = side === "kfac";
-  if (opts.sequential) {
+  if (opts.sequential === "inputs" && !kfac) {
+    throw new OptionError(`fwsvd: sequential "inputs" applies to side "kfac" only, got side "${side}"`);
+  }
+  if (opts.sequential === true) {
     return { factors, fisher: await sequentialFisher(model, windows, { ...opts, kfac }, factorBlock) };
   }
   const fisher = opts.fisher ?? await fisherInformation(model, windows, { ...opts, kfac });
   if (kfac && !fisher.kfac) throw new OptionError(`fwsvd: side "kfac" needs a Fisher pass made with kfac: true`);
-  for (let i = 0; i < spec.numLayers; i++) factorBlock(i, await loadBlock(reader, spec, i), fisher);
+  if (opts.sequential === "inputs") {
+    await sequentialInputs(model, windows, opts, fisher.kfac!, factorBlock);
+  } else {
+    for (let i = 0; i < spec.numLayers; i++) factorBlock(i, await loadBlock(reader, spec, i), fisher);
+  }
   const { rows: _rows, cols: _cols, kfac: _kfac, ...facts } = fisher;
   return { factors, fisher: facts };
 }
@@ -378,6 +390,52 @@ function factorLinear(
   if (side === "kfac") return compressFwsvdKfac(w, fisher.kfac!.get(prefix)!, rank, { damping });
   const rows = fisher.rows.get(prefix)!, cols = fisher.cols.get(prefix)!;
   return side === "input" ? compressFwsvd(w, cols, rank, "input") : compressFwsvd(w, rows, rank, side, cols);
+}
+
+/**
+ * K-FAC with the input factors taken sequentially: block i's E[x xᵀ] from the compressed prefix's outputs
+ * run through the dense block i (forward only, as SVD-LLM's sequential whitening), its E[dy dyᵀ] from the
+ * dense pass in `kfac` (replaced in place), then `factor` compresses block i, which advances the inputs.
+ */
+async function sequentialInputs(
+  model: ModelWeights,
+  windows: readonly Int32Array[],
+  opts: FisherOptions,
+  kfac: Map<string, KfacFactors>,
+  factor: (i: number, block: LlamaBlock, fisher: Pick<FisherInfo, "rows" | "cols" | "kfac">) => void,
+): Promise<void> {
+  const { spec } = model;
+  const reader = checkedReader(model.reader);
+  const head = await loadHead(reader, spec);
+  const per = opts.batchWindows ?? 1;
+  const batches: Int32Array[][] = [];
+  for (let b = 0; b * per < windows.length; b++) batches.push(windows.slice(b * per, (b + 1) * per));
+  let hidden = batches.map((b) => embeddingForward(head.embed, b));
+  const linears = opts.linears ?? LINEAR_NAMES;
+  for (let i = 0; i < spec.numLayers; i++) {
+    opts.signal?.throwIfAborted();
+    const block = await loadBlock(reader, spec, i);
+    const grams = new Map<string, GramObserver>(); // input value name → E[x xᵀ]
+    for (let b = 0; b < batches.length; b++) {
+      const layout = { batch: batches[b].length, seq: batches[b][0].length };
+      const values = blockForward(spec, block, hidden[b], layout, true);
+      for (const op of BLOCK_PROGRAM) {
+        if (op.op !== "linear" || !linears.includes(op.lin)) continue;
+        let g = grams.get(op.x);
+        if (!g) grams.set(op.x, g = new GramObserver(`${linearPrefix(i, op.lin)} input`, values[op.x]!.cols));
+        if (firstOfGroup(op.lin, new Set(linears))) g.addBatch(values[op.x]!);
+      }
+    }
+    for (const op of BLOCK_PROGRAM) {
+      if (op.op !== "linear" || !linears.includes(op.lin)) continue;
+      const key = linearPrefix(i, op.lin);
+      kfac.set(key, { input: grams.get(op.x)!.gram(), output: kfac.get(key)!.output });
+    }
+    factor(i, block, { rows: new Map(), cols: new Map(), kfac });
+    hidden = hidden.map((h, b) =>
+      blockForward(spec, block, h, { batch: batches[b].length, seq: batches[b][0].length }, false).out!
+    );
+  }
 }
 
 /**

@@ -71,7 +71,7 @@ test("fwsvd kfac: the pass's factors are E[x xᵀ] and E[dy dyᵀ] over all toke
   }
 });
 
-test("fwsvd sequential: block 0's factors equal the dense pass's, block 1's see the compressed block 0", async () => {
+test("fwsvd sequential (full, and K-FAC's input factors only): block 0's factors equal the dense pass's, block 1's see the compressed block 0", async () => {
   const m = await loadModel(TINY);
   try {
     const windows = calibrationWindows(ids, { samples: 3, seqlen: 24, seed: 2 });
@@ -82,16 +82,24 @@ test("fwsvd sequential: block 0's factors equal the dense pass's, block 1's see 
         ranks[linearPrefix(i, n)] = rankFor(rows, cols, { removed: 0.5 });
       }
     }
-    for (const side of ["kfac", "input"] as const) {
+    for (const [side, sequential] of [["kfac", true], ["input", true], ["kfac", "inputs"]] as const) {
       const dense = await fwsvdFactors(m, windows, { ranks, side, sequential: false });
-      const seq = await fwsvdFactors(m, windows, { ranks, side, sequential: true });
+      const seq = await fwsvdFactors(m, windows, { ranks, side, sequential });
       for (const n of LINEAR_NAMES) {
         const a = dense.factors.get(linearPrefix(0, n))!, b = seq.factors.get(linearPrefix(0, n))!;
-        assert.ok(relDiff(b.a.data, a.a.data) < 1e-6 && relDiff(b.b.data, a.b.data) < 1e-6, `${side} block 0 ${n}`);
+        assert.ok(relDiff(b.a.data, a.a.data) < 1e-6 && relDiff(b.b.data, a.b.data) < 1e-6, `${side} ${sequential} block 0 ${n}`);
         const c = dense.factors.get(linearPrefix(1, n))!, d = seq.factors.get(linearPrefix(1, n))!;
-        assert.ok(relDiff(d.a.data, c.a.data) > 1e-4, `${side} block 1 ${n} should differ`);
+        assert.ok(relDiff(d.a.data, c.a.data) > 1e-4, `${side} ${sequential} block 1 ${n} should differ`);
       }
     }
+    await assert.rejects(
+      fwsvdFactors(m, windows, { ranks, side: "input", sequential: "inputs" }),
+      /sequential "inputs" applies to side "kfac" only, got side "input"/,
+    );
+    await assert.rejects(
+      fwsvdFactors(m, windows, { ranks, side: "input", sequential: "inputs" }),
+      /sequential "inputs" applies to side "kfac" only, got side "input"/,
+    );
   } finally {
     await m.close();
   }
