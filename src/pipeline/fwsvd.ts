@@ -273,7 +273,7 @@ export async function fwsvdModel(model: ModelWeights, opts: FwsvdOptions): Promi
     }
     const layers: FwsvdLayer[] = [];
     const total = Object.keys(ranks).length;
-    const r = await fwsvdFactors(model, opts.fisher ? [] : windowsOf(spec, opts.calibration), {
+    const r = await fwsvdFactors(model, windowsOf(spec, opts.calibration), {
       ...opts,
       sequential: opts.sequential ?? ((opts.side ?? DEFAULT_WEIGHTING) === "kfac" ? "inputs" : false),
       ranks,
@@ -401,10 +401,12 @@ async function sequentialInputs(
   model: ModelWeights,
   windows: readonly Int32Array[],
   opts: FisherOptions,
-  kfac: Map<string, KfacFactors>,
+  dense: ReadonlyMap<string, KfacFactors>,
   factor: (i: number, block: LlamaBlock, fisher: Pick<FisherInfo, "rows" | "cols" | "kfac">) => void,
 ): Promise<void> {
   const { spec } = model;
+  if (!windows.length) throw new OptionError("fwsvd: no calibration windows");
+  const kfac = new Map<string, KfacFactors>();
   const reader = checkedReader(model.reader);
   const head = await loadHead(reader, spec);
   const per = opts.batchWindows ?? 1;
@@ -429,7 +431,7 @@ async function sequentialInputs(
     for (const op of BLOCK_PROGRAM) {
       if (op.op !== "linear" || !linears.includes(op.lin)) continue;
       const key = linearPrefix(i, op.lin);
-      kfac.set(key, { input: grams.get(op.x)!.gram(), output: kfac.get(key)!.output });
+      kfac.set(key, { input: grams.get(op.x)!.gram(), output: dense.get(key)!.output });
     }
     factor(i, block, { rows: new Map(), cols: new Map(), kfac });
     hidden = hidden.map((h, b) =>
