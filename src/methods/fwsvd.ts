@@ -1,25 +1,30 @@
 /**
- * FWSVD (Hsu et al. 2022, "Language model compression with weighted low-rank factorization"): weight the
- * features of W by their Fisher information before truncating, so those the loss is most sensitive to are
+ * FWSVD (Hsu et al. 2022, "Language model compression with weighted low-rank factorization"): weight W by the
+ * Fisher information of its entries before truncating, so that what the loss is most sensitive to is
  * reconstructed best.
  *
  * The Fisher information of a weight is the mean over calibration batches of its squared loss gradient
- * (∂L/∂W = dyᵀ·x per batch, summed over the batch's tokens: {@link addFisherBatch}); FWSVD sums it along
- * one side of W (out×in here, as PyTorch stores it) and weights that side by its square root:
- * - `"input"` (the default): J_j = Σ_i (∂L/∂W_ij)² per input feature; W·S = U Σ Vᵀ with S = diag(√J),
- *   A = U_k Σ_k^½, B = Σ_k^½ V_kᵀ S⁻¹. This is what the public PyTorch port of FWSVD computes (the weight
- *   gradient transposed to in×out, squared, summed per input feature).
- * - `"output"`: I_i = Σ_j (∂L/∂W_ij)² per output row; S·W = U Σ Vᵀ with S = diag(√I), A = S⁻¹ U_k Σ_k^½,
- *   B = Σ_k^½ V_kᵀ (the formula of `docs/methods.md` read with W out×in). Measured worse than plain SVD on
- *   stories260K (ppl 496 vs 220 at 20 % removed), while "input" beats it (133): see the README proposal.
+ * (∂L/∂W = dyᵀ·x, x the layer's inputs and dy the loss gradient at its outputs). The paper sums it per output
+ * row of W and truncates the SVD of diag(√I)·W: a diagonal weighting of one side. This module has that and
+ * its generalisations (W out×in, as PyTorch stores it):
+ * - `compressFwsvdKfac`, the library's default: the Kronecker-factored Fisher F ≈ E[x xᵀ] ⊗ E[dy dyᵀ] (as
+ *   K-FAC approximates it), whose weighted error tr(ΔWᵀ·G_out·ΔW·G_in) = ‖L_oᵀ·ΔW·L_i‖²_F is minimised by the
+ *   truncated SVD of L_oᵀ·W·L_i (L the Cholesky factors). It generalises the paper's row weighting (the
+ *   diagonal of G_out) to both sides and to correlated features; G_out = I is SVD-LLM's whitening, so the
+ *   output side is what Fisher weighting adds to it. Measured far better than every diagonal form on
+ *   stories260K and tinylm-brown (see the README proposal).
+ * - `compressFwsvd` with `"input"`: J_j = Σ_i (∂L/∂W_ij)² per input feature, SVD of W·diag(√J) (what the
+ *   public PyTorch port of FWSVD computes: the gradient transposed to in×out, summed per input feature);
+ *   `"output"`: I_i per output row, SVD of diag(√I)·W (the paper's, and `docs/methods.md`'s, row weighting;
+ *   measured worse than plain SVD on both models); `"both"`: diag(√I)·W·diag(√J).
  *
- * Either way A·B minimises the Fisher-weighted error (‖(W − AB)·S‖_F or ‖S·(W − AB)‖_F) over all rank-k
- * products, and equals sqrt(Σ_{i>k} σ_i²) of the weighted matrix (Eckart–Young); a uniform Fisher gives the
- * plain SVD.
+ * Every form's A·B minimises its Fisher-weighted error over all rank-k products, and that error is
+ * sqrt(Σ_{i>k} σ_i²) of the weighted matrix (Eckart–Young); a uniform Fisher gives the plain SVD.
  *
- * A feature whose Fisher information is 0 (never reached by the loss on the calibration data, or underflow)
- * would make S singular: every value is floored at {@link FISHER_FLOOR} × their mean before the square root,
- * so such a feature is still approximated, with the least weight (and an all-zero vector gives plain SVD).
+ * A diagonal Fisher value of 0 (a feature the loss never reaches on the calibration data, or underflow) would
+ * make the weighting singular: every value is floored at {@link FISHER_FLOOR} × their mean before the square
+ * root (an all-zero vector gives plain SVD). K-FAC factors are damped: G + λ·mean(diag G)·I
+ * ({@link KFAC_DAMPING}).
  *
  * @example
  * ```ts
