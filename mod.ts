@@ -92,10 +92,10 @@ export {
   factoredReader,
   type FisherInfo,
   fisherInformation,
+  fwsvdFactors,
   type FwsvdModel,
   fwsvdModel,
   type FwsvdOptions,
-  fwsvdFactors,
 } from "./src/pipeline/fwsvd.ts";
 export {
   type ExportDtype,

@@ -80,7 +80,8 @@ async function child(model: string): Promise<void> {
   const baseMB = process.memoryUsage().rss / 2 ** 20; // the loaded model and the token streams
   const peak = createPeakMemory(10);
   const windows = calibrationWindows(calib, { samples, seqlen: 256, seed: 0 });
-  let c0 = cpu(), t0 = performance.now();
+  const t0 = performance.now();
+  let c0 = cpu();
   const fisher = await fisherInformation(m, windows, { kfac: true });
   const fisherCpu = cpu() - c0, fisherWall = (performance.now() - t0) / 1000;
   const ppl = async (x: Parameters<typeof perplexity>[0]) => (await perplexity(x, evalIds, { window })).ppl;
@@ -89,7 +90,14 @@ async function child(model: string): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "bench-fwsvd-"));
   try {
     for (const r of ratios) {
-      const row: Record<string, number | string> = { model, removed: r, dense, fisherCpu, fisherWall, samples };
+      const row: Record<string, number | string> = {
+        model,
+        removed: r,
+        dense,
+        fisherCpu,
+        fisherWall,
+        samples,
+      };
       const ratio = { removed: r };
       for (const v of VARIANTS) {
         c0 = cpu();
@@ -174,7 +182,9 @@ else {
       );
     }
     console.log(
-      `(dense ppl ${f(rows[0].dense)}; ${rows[0].samples} calibration windows of 256; dense Fisher pass with K-FAC factors ${
+      `(dense ppl ${f(rows[0].dense)}; ${
+        rows[0].samples
+      } calibration windows of 256; dense Fisher pass with K-FAC factors ${
         rows[0].fisherCpu.toFixed(1)
       } CPU-s, ${rows[0].fisherWall.toFixed(1)} s wall, shared by every ratio and variant; peak RSS ${
         peakRssMB.toFixed(0)

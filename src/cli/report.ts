@@ -70,9 +70,7 @@ export function formatCompressReport(r: CompressReport): string {
               (r.soco.history.at(-1)?.loss ?? NaN).toFixed(3)
             })`
             : r.fisher
-            ? `Fisher (${FISHER_WEIGHTING[r.fisher.side]}, mean loss ${
-              r.fisher.meanLoss.toFixed(3)
-            })`
+            ? `Fisher (${FISHER_WEIGHTING[r.fisher.side]}, mean loss ${r.fisher.meanLoss.toFixed(3)})`
             : r.sequential
             ? "sequential"
             : "original-activation"

@@ -132,12 +132,16 @@ export function compressFwsvd(
   cols?: Float64Array,
 ): Factors {
   if (!SIDES.includes(side)) {
-    throw new ShapeError(`fwsvd compress: side must be "input", "output" or "both", got ${JSON.stringify(side)}`);
+    throw new ShapeError(
+      `fwsvd compress: side must be "input", "output" or "both", got ${JSON.stringify(side)}`,
+    );
   }
   checkWeight(w, rank, "fwsvd compress");
   const rowFisher = side === "input" ? undefined : fisher;
   const colFisher = side === "input" ? fisher : side === "both" ? cols : undefined;
-  if (side === "both" && !cols) throw new ShapeError(`fwsvd compress: side "both" needs the input features' Fisher`);
+  if (side === "both" && !cols) {
+    throw new ShapeError(`fwsvd compress: side "both" needs the input features' Fisher`);
+  }
   if (rowFisher && rowFisher.length !== w.rows) {
     throw new ShapeError(`fwsvd compress: ${rowFisher.length} Fisher values for a weight of ${w.rows} rows`);
   }
@@ -150,7 +154,12 @@ export function compressFwsvd(
 }
 
 /** Truncated SVD of diag(r)·W·diag(c) (a missing side: ones), the weights folded back into A and B. */
-function weighted(w: Matrix<FloatArray>, r: Float64Array | undefined, c: Float64Array | undefined, rank: number): Factors {
+function weighted(
+  w: Matrix<FloatArray>,
+  r: Float64Array | undefined,
+  c: Float64Array | undefined,
+  rank: number,
+): Factors {
   const t0 = performance.now();
   const m = w.rows, n = w.cols;
   const sw = new Float64Array(m * n); // diag(r)·W·diag(c)
@@ -161,8 +170,8 @@ function weighted(w: Matrix<FloatArray>, r: Float64Array | undefined, c: Float64
   const f = svdPart({ rows: m, cols: n, data: sw }, { left: rank, right: rank });
   // A = diag(r)⁻¹ U_k Σ_k^½, B = Σ_k^½ V_kᵀ diag(c)⁻¹.
   const u = f.u!, vt = f.vt!;
-  if (r) for (let i = 0; i < m; i++) for (let j = 0; j < u.cols; j++) u.data[i * u.cols + j] /= r[i];
-  if (c) for (let i = 0; i < vt.rows; i++) for (let j = 0; j < n; j++) vt.data[i * n + j] /= c[j];
+  if (r) { for (let i = 0; i < m; i++) for (let j = 0; j < u.cols; j++) u.data[i * u.cols + j] /= r[i]; }
+  if (c) { for (let i = 0; i < vt.rows; i++) for (let j = 0; j < n; j++) vt.data[i * n + j] /= c[j]; }
   const a = leftFactor(u, f.s, rank);
   const b = toF32Checked(rightFactor64(vt, f.s, rank), "fwsvd compress");
   for (const v of a.data) {

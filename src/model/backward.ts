@@ -312,7 +312,9 @@ function checkFrom<T extends FloatArray>(
 ): void {
   const { layer, x } = from;
   if (!Number.isInteger(layer) || layer < 0 || layer >= spec.numLayers) {
-    throw new OptionError(`lossAndGrad: from.layer must be a block index in 0…${spec.numLayers - 1}, got ${layer}`);
+    throw new OptionError(
+      `lossAndGrad: from.layer must be a block index in 0…${spec.numLayers - 1}, got ${layer}`,
+    );
   }
   if (!x || x.rows !== tokens || x.cols !== spec.hiddenSize || x.data.length !== tokens * spec.hiddenSize) {
     throw new ShapeError(

@@ -546,7 +546,11 @@ interface RunFisher {
  * FWSVD's Fisher pass and factors (the whole model, forward and backward, per batch; with K-FAC and
  * `sequential`, then a forward pass over the compressed prefix for the input factors).
  */
-async function fisherPass(run: Run, windows: readonly Int32Array[], ranks: Record<string, number | null>): Promise<RunFisher> {
+async function fisherPass(
+  run: Run,
+  windows: readonly Int32Array[],
+  ranks: Record<string, number | null>,
+): Promise<RunFisher> {
   const { opts } = run;
   const side = opts.fisherSide ?? "kfac";
   const f = await run.clock.time(
@@ -611,7 +615,9 @@ function validate(opts: CompressOptions): void {
   }
   if (opts.fisherSide !== undefined && !WEIGHTINGS.includes(opts.fisherSide)) {
     throw new OptionError(
-      `compress: fisherSide must be "kfac", "both", "input" or "output", got ${JSON.stringify(opts.fisherSide)}`,
+      `compress: fisherSide must be "kfac", "both", "input" or "output", got ${
+        JSON.stringify(opts.fisherSide)
+      }`,
     );
   }
   const fb = opts.fisherBatch ?? 1;

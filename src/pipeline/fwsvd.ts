@@ -42,7 +42,14 @@ import { blockForward, lossAndGrad } from "../model/backward.ts";
 import { BLOCK_PROGRAM } from "../model/block_def.ts";
 import { embeddingForward } from "../model/backward_ops.ts";
 import type { Factors } from "../methods/factors.ts";
-import { BLOCK_FIELD, type Linear, type LlamaBlock, loadBlock, loadHead, type ModelWeights } from "../model/llama.ts";
+import {
+  BLOCK_FIELD,
+  type Linear,
+  type LlamaBlock,
+  loadBlock,
+  loadHead,
+  type ModelWeights,
+} from "../model/llama.ts";
 import { checkLayerCount } from "../model/load.ts";
 import { LINEAR_NAMES, type LinearName, linearPrefix, SVD_A, SVD_B } from "../model/names.ts";
 import type { LlamaSpec } from "../model/spec.ts";
@@ -113,12 +120,19 @@ export async function fisherInformation(
     lossSum += checkedLoss(r.loss, b);
     opts.onProgress?.({ stage: "fisher", done: b + 1, total, loss: r.loss });
   }
-  return { ...acc.result(total), batches: total, meanLoss: lossSum / total, seconds: (performance.now() - t0) / 1000 };
+  return {
+    ...acc.result(total),
+    batches: total,
+    meanLoss: lossSum / total,
+    seconds: (performance.now() - t0) / 1000,
+  };
 }
 
 function checkedLoss(loss: number, batch: number): number {
   if (!Number.isFinite(loss)) {
-    throw new NumericError(`fwsvd: the calibration loss of batch ${batch} is ${loss} (check the model and the data)`);
+    throw new NumericError(
+      `fwsvd: the calibration loss of batch ${batch} is ${loss} (check the model and the data)`,
+    );
   }
   return loss;
 }
@@ -161,7 +175,9 @@ class FisherAccumulator {
 
   /** The sums divided by the number of batches, and the K-FAC factors. */
   result(batches: number): Pick<FisherInfo, "rows" | "cols" | "kfac"> {
-    for (const v of [...this.rows.values(), ...this.cols.values()]) for (let i = 0; i < v.length; i++) v[i] /= batches;
+    for (const v of [...this.rows.values(), ...this.cols.values()]) {
+      for (let i = 0; i < v.length; i++) v[i] /= batches;
+    }
     if (!this.#kfac) return { rows: this.rows, cols: this.cols };
     const kfac = new Map<string, KfacFactors>();
     for (const [key, go] of this.#outputs) {
@@ -278,7 +294,13 @@ export async function fwsvdModel(model: ModelWeights, opts: FwsvdOptions): Promi
       sequential: opts.sequential ?? ((opts.side ?? DEFAULT_WEIGHTING) === "kfac" ? "inputs" : false),
       ranks,
       onFactor: (prefix, f) => {
-        layers.push({ name: prefix, rows: f.a.rows, cols: f.b.cols, rank: f.report.rank, energyKept: f.report.energyKept });
+        layers.push({
+          name: prefix,
+          rows: f.a.rows,
+          cols: f.b.cols,
+          rank: f.report.rank,
+          energyKept: f.report.energyKept,
+        });
         opts.onLayer?.({ layer: prefix, done: layers.length, total });
         peak.sample();
       },
@@ -358,7 +380,9 @@ export async function fwsvdFactors(
     return { factors, fisher: await sequentialFisher(model, windows, { ...opts, kfac }, factorBlock) };
   }
   const fisher = opts.fisher ?? await fisherInformation(model, windows, { ...opts, kfac });
-  if (kfac && !fisher.kfac) throw new OptionError(`fwsvd: side "kfac" needs a Fisher pass made with kfac: true`);
+  if (kfac && !fisher.kfac) {
+    throw new OptionError(`fwsvd: side "kfac" needs a Fisher pass made with kfac: true`);
+  }
   if (opts.sequential === "inputs") {
     await sequentialInputs(model, windows, opts, fisher.kfac!, factorBlock);
   } else {
@@ -475,11 +499,18 @@ async function sequentialFisher(
         onLinearGrad: (layer, lin, x, dy) => layer === i && acc.add(layer, lin, x, dy),
       });
       lossSum += checkedLoss(r.loss, b);
-      opts.onProgress?.({ stage: "fisher", done: i * batches.length + b + 1, total: spec.numLayers * batches.length, loss: r.loss });
+      opts.onProgress?.({
+        stage: "fisher",
+        done: i * batches.length + b + 1,
+        total: spec.numLayers * batches.length,
+        loss: r.loss,
+      });
     }
     const block = await loadBlock(reader, spec, i);
     factor(i, block, acc.result(batches.length));
-    hidden = hidden.map((h, b) => blockForward(spec, block, h, { batch: batches[b].length, seq: batches[b][0].length }, false).out!);
+    hidden = hidden.map((h, b) =>
+      blockForward(spec, block, h, { batch: batches[b].length, seq: batches[b][0].length }, false).out!
+    );
   }
   return {
     batches: batches.length,

@@ -118,8 +118,13 @@ test("fwsvd kfac: damping λ weights with G + λ·mean(diag G)·I; bad factors a
   assert.ok(relDiff(product(a.a, a.b), product(b.a, b.b)) < 1e-5);
   assert.throws(
     () => compressFwsvdKfac(w, { input: f.output, output: f.input }, 2),
-    (e) => e instanceof ShapeError && /K-FAC factors 5×5 \(output\) and 6×6 \(input\) for a weight of 6×5/.test(e.message),
+    (e) =>
+      e instanceof ShapeError &&
+      /K-FAC factors 5×5 \(output\) and 6×6 \(input\) for a weight of 6×5/.test(e.message),
   );
-  assert.throws(() => compressFwsvdKfac(w, f, 2, { damping: -1 }), /damping must be a finite number ≥ 0, got -1/);
+  assert.throws(
+    () => compressFwsvdKfac(w, f, 2, { damping: -1 }),
+    /damping must be a finite number ≥ 0, got -1/,
+  );
   assert.throws(() => compressFwsvd(w, new Float64Array(6), 2, "both"), /needs the input features' Fisher/);
 });

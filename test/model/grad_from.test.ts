@@ -11,11 +11,23 @@ import { blockForward, type GradBlock, type GradModel, lossAndGrad } from "../..
 import { embeddingForward } from "../../src/model/backward_ops.ts";
 import type { Matrix } from "../../src/linalg/matrix.ts";
 import { OptionError, ShapeError } from "../../src/errors.ts";
-import { dot, rand64, randomBlock64, randomHead64, randomWindows, relErr, specOf, specShape } from "./grad_helpers.ts";
+import {
+  dot,
+  rand64,
+  randomBlock64,
+  randomHead64,
+  randomWindows,
+  relErr,
+  specOf,
+  specShape,
+} from "./grad_helpers.ts";
 
 type M64 = Matrix<Float64Array>;
 
-function model64(spec: ReturnType<typeof specOf>, seed: number): GradModel<Float64Array> & { blocks: GradBlock<Float64Array>[] } {
+function model64(
+  spec: ReturnType<typeof specOf>,
+  seed: number,
+): GradModel<Float64Array> & { blocks: GradBlock<Float64Array>[] } {
   const rng = createRng(seed), head = randomHead64(spec, rng);
   const blocks = Array.from({ length: spec.numLayers }, () => randomBlock64(spec, rng));
   return { spec, head, blocks, block: (i) => blocks[i] };
@@ -28,7 +40,9 @@ test("lossAndGrad from block i: same loss and hooks as the full pass for blocks 
       const m = model64(spec, seed), layer = seed % spec.numLayers;
       const windows = randomWindows(2, 5, spec.vocabSize, seed + 1), layout = { batch: 2, seq: 5 };
       const full = new Map<string, [M64, M64]>();
-      const r0 = await lossAndGrad(m, windows, { onLinearGrad: (l, lin, x, dy) => full.set(`${l}.${lin}`, [x, dy]) });
+      const r0 = await lossAndGrad(m, windows, {
+        onLinearGrad: (l, lin, x, dy) => full.set(`${l}.${lin}`, [x, dy]),
+      });
       let x = embeddingForward(m.head.embed, windows);
       for (let i = 0; i < layer; i++) x = blockForward(spec, m.blocks[i], x, layout, false).out!;
       const seen = new Map<string, [M64, M64]>();
@@ -48,7 +62,9 @@ test("lossAndGrad from block i: same loss and hooks as the full pass for blocks 
       // dL/dx at the start: central differences along a random direction.
       const dir = rand64(x.rows, x.cols, createRng(seed + 2)).data, h = 1e-6;
       const at = async (t: number) =>
-        (await lossAndGrad(m, windows, { from: { layer, x: { ...x, data: x.data.map((v, i) => v + t * dir[i]) } } })).loss;
+        (await lossAndGrad(m, windows, {
+          from: { layer, x: { ...x, data: x.data.map((v, i) => v + t * dir[i]) } },
+        })).loss;
       const fd = ((await at(h)) - (await at(-h))) / (2 * h);
       const an = dot(dx!.data, dir);
       assert.ok(Math.abs(fd - an) <= 1e-5 * Math.max(1e-3, Math.abs(fd)), `fd ${fd} vs ${an}`);
@@ -58,12 +74,27 @@ test("lossAndGrad from block i: same loss and hooks as the full pass for blocks 
 });
 
 test("lossAndGrad from: a block index out of range or an input of the wrong shape is refused", async () => {
-  const spec = specOf({ kvHeads: 1, group: 2, halfHead: 1, hidden: 4, inter: 5, vocab: 7, layers: 2, style: "halves", bias: false });
+  const spec = specOf({
+    kvHeads: 1,
+    group: 2,
+    halfHead: 1,
+    hidden: 4,
+    inter: 5,
+    vocab: 7,
+    layers: 2,
+    style: "halves",
+    bias: false,
+  });
   const m = model64(spec, 1), windows = randomWindows(2, 3, 7, 1);
   const x = embeddingForward(m.head.embed, windows);
-  await assert.rejects(lossAndGrad(m, windows, { from: { layer: 2, x } }), (e) => e instanceof OptionError && /from.layer must be a block index in 0…1, got 2/.test(e.message));
+  await assert.rejects(
+    lossAndGrad(m, windows, { from: { layer: 2, x } }),
+    (e) => e instanceof OptionError && /from.layer must be a block index in 0…1, got 2/.test(e.message),
+  );
   await assert.rejects(
     lossAndGrad(m, windows, { from: { layer: 1, x: { ...x, rows: 5, data: x.data.subarray(0, 20) } } }),
-    (e) => e instanceof ShapeError && /from.x must be 6×4 \(the windows' tokens × hidden\), got 5×4/.test(e.message),
+    (e) =>
+      e instanceof ShapeError &&
+      /from.x must be 6×4 \(the windows' tokens × hidden\), got 5×4/.test(e.message),
   );
 });

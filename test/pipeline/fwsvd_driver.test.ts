@@ -25,7 +25,11 @@ test("compress fwsvd: refusals come before the Fisher pass, and nothing is writt
     await mkdir(taken);
     const cases: [CompressOptions, string, RegExp][] = [
       [{ ...base, calibration: undefined }, "out", /method "fwsvd" needs calibration data/],
-      [{ ...base, fisherSide: "rows" as never }, "out", /fisherSide must be "kfac", "both", "input" or "output", got "rows"/],
+      [
+        { ...base, fisherSide: "rows" as never },
+        "out",
+        /fisherSide must be "kfac", "both", "input" or "output", got "rows"/,
+      ],
       [{ ...base, fisherBatch: 0 }, "out", /fisherBatch must be a positive integer/],
       [{ ...base, method: "svdllm", fisherSide: "input" }, "out", /apply to method "fwsvd" only/],
       [{ ...base, ratio: { removed: 1.5 } }, "out", /removed/],

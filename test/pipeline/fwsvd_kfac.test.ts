@@ -52,7 +52,9 @@ test("fwsvd kfac: the pass's factors are E[x xᵀ] and E[dy dyᵀ] over all toke
       await lossAndGrad({ spec: m.spec, head, block: (i) => loadBlock(m.reader, m.spec, i) }, [w], {
         onLinearGrad: (layer, lin, x, dy) => {
           const key = linearPrefix(layer, lin);
-          if (!xs.has(key)) xs.set(key, new Float64Array(x.cols ** 2)), dys.set(key, new Float64Array(dy.cols ** 2));
+          if (!xs.has(key)) {
+            xs.set(key, new Float64Array(x.cols ** 2)), dys.set(key, new Float64Array(dy.cols ** 2));
+          }
           addOuter(xs.get(key)!, x);
           addOuter(dys.get(key)!, dy);
         },
@@ -64,7 +66,8 @@ test("fwsvd kfac: the pass's factors are E[x xᵀ] and E[dy dyᵀ] over all toke
       assert.ok(relDiff(k.input.data, xs.get(key)!.map((v) => v / tokens)) < 1e-5, `${key} input`);
       assert.ok(relDiff(k.output.data, dys.get(key)!.map((v) => v / tokens)) < 1e-5, `${key} output`);
     }
-    const q = f.kfac!.get(linearPrefix(0, "self_attn.q_proj"))!, v = f.kfac!.get(linearPrefix(0, "self_attn.v_proj"))!;
+    const q = f.kfac!.get(linearPrefix(0, "self_attn.q_proj"))!,
+      v = f.kfac!.get(linearPrefix(0, "self_attn.v_proj"))!;
     assert.equal(q.input, v.input); // one Gram for the three attention projections
   } finally {
     await m.close();
@@ -87,7 +90,10 @@ test("fwsvd sequential (full, and K-FAC's input factors only): block 0's factors
       const seq = await fwsvdFactors(m, windows, { ranks, side, sequential });
       for (const n of LINEAR_NAMES) {
         const a = dense.factors.get(linearPrefix(0, n))!, b = seq.factors.get(linearPrefix(0, n))!;
-        assert.ok(relDiff(b.a.data, a.a.data) < 1e-6 && relDiff(b.b.data, a.b.data) < 1e-6, `${side} ${sequential} block 0 ${n}`);
+        assert.ok(
+          relDiff(b.a.data, a.a.data) < 1e-6 && relDiff(b.b.data, a.b.data) < 1e-6,
+          `${side} ${sequential} block 0 ${n}`,
+        );
         const c = dense.factors.get(linearPrefix(1, n))!, d = seq.factors.get(linearPrefix(1, n))!;
         assert.ok(relDiff(d.a.data, c.a.data) > 1e-4, `${side} ${sequential} block 1 ${n} should differ`);
       }
