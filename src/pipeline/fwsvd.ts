@@ -1,15 +1,20 @@
 /**
- * FWSVD over a whole model: one Fisher pass over the calibration windows with the streaming backward pass
- * ({@link lossAndGrad}; each linear's Σ (∂L/∂W_ij)² per input feature and per output row, accumulated in
- * float64 from its hook's x and dy), then each linear factored by {@link compressFwsvd} at the rank the ratio
- * gives (Fisher per input feature by default), the result kept in memory as a reader of the compressed model
- * ({@link fwsvdModel}, for evaluation). To write a model folder, `compress(…, { method: "fwsvd" })` runs the
- * same Fisher pass and factors through the driver and its one output side.
+ * FWSVD over a whole model ({@link fwsvdFactors}): one Fisher pass over the calibration windows with the
+ * streaming backward pass ({@link lossAndGrad}: each linear's x and dy), accumulating per linear the diagonal
+ * Fisher sums Σ (∂L/∂W_ij)² per input feature and per output row and, for the default K-FAC weighting, the
+ * factors E[dy dyᵀ] and E[x xᵀ]; then each linear factored at the rank the ratio gives. By default (K-FAC,
+ * `sequential: "inputs"`) block i's E[x xᵀ] is re-taken on the outputs of the already-compressed blocks
+ * before it (a forward pass, as SVD-LLM's sequential whitening), its E[dy dyᵀ] kept from the dense pass;
+ * `sequential: true` re-takes block i's whole Fisher with a backward pass from block i on the compressed
+ * prefix (the later blocks dense). {@link fwsvdModel} keeps the result in memory as a reader of the
+ * compressed model, for evaluation; `compress(…, { method: "fwsvd" })` runs the same passes and writes the
+ * factors through the driver's one output side.
  *
  * Memory: the Fisher pass holds one block's weights and intermediates plus the block-boundary checkpoints of
- * one batch (see `backward.ts`), and the Fisher sums (one float64 per input feature and output row of every
- * linear); the factoring holds one dense linear at a time and the factors (smaller than the dense model).
- * Measured (one window of 256 per batch): stories260K 72 → 149 MB RSS, tinylm-brown 113 → 206 MB.
+ * one batch (see `backward.ts`), the diagonal sums (one float64 per input feature and output row of every
+ * linear) and, for K-FAC, the factors of every linear (in² per input group and out² per linear, float64:
+ * about 70 MB for tinylm-brown); the factoring holds one dense block at a time and the factors (smaller than
+ * the dense model).
  *
  * @example
  * ```ts ignore
