@@ -13,7 +13,7 @@
  * Memory: the Fisher pass holds one block's weights and intermediates plus the block-boundary checkpoints of
  * one batch (see `backward.ts`), the diagonal sums (one float64 per input feature and output row of every
  * linear) and, for K-FAC, the factors of every linear (in² per input group and out² per linear, float64:
- * about 70 MB for tinylm-brown); the factoring holds one dense block at a time and the factors (smaller than
+ * about 90 MB for tinylm-brown); the factoring holds one dense block at a time and the factors (smaller than
  * the dense model).
  *
  * @example
@@ -215,6 +215,8 @@ export interface FwsvdOptions extends FisherOptions {
   side?: FwsvdWeighting;
   /** K-FAC damping relative to each factor's mean diagonal (default `KFAC_DAMPING`). */
   damping?: number;
+  /** K-FAC damping of the output factor alone (default `damping`; see `KfacOptions.outputDamping`). */
+  outputDamping?: number;
   /**
    * Take block i's statistics on the model whose blocks before i are already compressed (their outputs feed
    * block i):
@@ -336,6 +338,8 @@ export interface FwsvdFactorOptions extends FisherOptions {
   side?: FwsvdWeighting;
   /** K-FAC damping relative to each factor's mean diagonal (default `KFAC_DAMPING`). */
   damping?: number;
+  /** K-FAC damping of the output factor alone (default `damping`; see `KfacOptions.outputDamping`). */
+  outputDamping?: number;
   /** Block i's statistics from the compressed prefix (see {@link FwsvdOptions.sequential}; default false). */
   sequential?: boolean | "inputs";
   /** A Fisher pass already made on this model (not with `sequential: true`). */
@@ -371,7 +375,7 @@ export async function fwsvdFactors(
       const prefix = linearPrefix(i, name), lin = block[BLOCK_FIELD[name]], rank = opts.ranks[prefix];
       if (rank === null || rank === undefined) continue;
       if (lin.kind !== "dense") throw new OptionError(`fwsvd: ${prefix} is already low-rank in the input`);
-      const f = factorLinear(lin.weight, prefix, fisher, rank, side, opts.damping);
+      const f = factorLinear(lin.weight, prefix, fisher, rank, side, opts.damping, opts.outputDamping);
       factors.set(prefix, f);
       setLinear(block, name, { kind: "lowrank", a: f.a, b: f.b, bias: lin.bias });
       opts.onFactor?.(prefix, f);
@@ -415,8 +419,11 @@ function factorLinear(
   rank: number,
   side: FwsvdWeighting,
   damping?: number,
+  outputDamping?: number,
 ) {
-  if (side === "kfac") return compressFwsvdKfac(w, fisher.kfac!.get(prefix)!, rank, { damping });
+  if (side === "kfac") {
+    return compressFwsvdKfac(w, fisher.kfac!.get(prefix)!, rank, { damping, outputDamping });
+  }
   const rows = fisher.rows.get(prefix)!, cols = fisher.cols.get(prefix)!;
   return side === "input" ? compressFwsvd(w, cols, rank, "input") : compressFwsvd(w, rows, rank, side, cols);
 }

@@ -44,7 +44,7 @@ test("fwsvd kfac: the weighted error is the σ tail of L_oᵀ·W·L_i and no ran
   fc.assert(
     fc.property(shapes, ([m, n, seed]) => {
       const w = randomWeight(m, n, seed), k = 1 + (seed % Math.min(m, n)), f = factorsOf(m, n, seed);
-      const r = compressFwsvdKfac(w, f, k, { damping: 0 });
+      const r = compressFwsvdKfac(w, f, k, { damping: 0, outputDamping: 0 });
       assert.equal(r.report.shift, 0);
       const best = fisherError(w, product(r.a, r.b), f);
       const s = r.report.singularValues;
@@ -90,13 +90,19 @@ test("fwsvd kfac: G_out = I is SVD-LLM; diagonal factors are the diagonal two-si
   fc.assert(
     fc.property(shapes, ([m, n, seed]) => {
       const w = randomWeight(m, n, seed), k = 1 + (seed % Math.min(m, n)), f = factorsOf(m, n, seed);
-      const kf = compressFwsvdKfac(w, { input: f.input, output: identity(m) }, k, { damping: 0 });
+      const kf = compressFwsvdKfac(w, { input: f.input, output: identity(m) }, k, {
+        damping: 0,
+        outputDamping: 0,
+      });
       const sl = compressSvdLlm(w, { gram: f.input }, k);
       assert.ok(relDiff(product(kf.a, kf.b), product(sl.a, sl.b)) < 1e-4);
       const rng = createRng(seed);
       const dOut = Float64Array.from({ length: m }, () => Math.exp(2 * rng.normal()));
       const dIn = Float64Array.from({ length: n }, () => Math.exp(2 * rng.normal()));
-      const kd = compressFwsvdKfac(w, { input: diagonal(dIn), output: diagonal(dOut) }, k, { damping: 0 });
+      const kd = compressFwsvdKfac(w, { input: diagonal(dIn), output: diagonal(dOut) }, k, {
+        damping: 0,
+        outputDamping: 0,
+      });
       const fd = compressFwsvd(w, dOut, k, "both", dIn);
       assert.ok(relDiff(product(kd.a, kd.b), product(fd.a, fd.b)) < 1e-4);
     }),
@@ -113,9 +119,23 @@ test("fwsvd kfac: damping λ weights with G + λ·mean(diag G)·I; bad factors a
     for (let i = 0; i < g.rows; i++) d.data[i * g.cols + i] += lambda * mean;
     return d;
   };
-  const a = compressFwsvdKfac(w, f, 2, { damping: lambda });
-  const b = compressFwsvdKfac(w, { input: damped(f.input), output: damped(f.output) }, 2, { damping: 0 });
+  const a = compressFwsvdKfac(w, f, 2, { damping: lambda, outputDamping: lambda });
+  const b = compressFwsvdKfac(w, { input: damped(f.input), output: damped(f.output) }, 2, {
+    damping: 0,
+    outputDamping: 0,
+  });
   assert.ok(relDiff(product(a.a, a.b), product(b.a, b.b)) < 1e-5);
+  // The output damping alone moves the weighting towards SVD-LLM's whitening (G_out ∝ I) as it grows.
+  const sl = product(
+    compressSvdLlm(w, { gram: f.input }, 2, { damping: 0 }).a,
+    compressSvdLlm(w, { gram: f.input }, 2, { damping: 0 }).b,
+  );
+  const towards = [0, 1, 100, 1e6].map((od) => {
+    const k = compressFwsvdKfac(w, f, 2, { damping: 0, outputDamping: od });
+    return relDiff(product(k.a, k.b), sl);
+  });
+  assert.ok(towards[3] < 1e-4 && towards[0] > 1e-2, `${towards}`);
+  assert.ok(towards[0] > towards[1] && towards[1] > towards[2], `${towards}`);
   assert.throws(
     () => compressFwsvdKfac(w, { input: f.output, output: f.input }, 2),
     (e) =>
