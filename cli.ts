@@ -46,7 +46,7 @@ usage:
   cli.ts generate MODEL [--prompt TEXT] [--tokens N]
   cli.ts compress IN OUT --method svd|asvd|svdllm|fwsvd|soco (--ratio R | --kept P) [--calib FILE]
                   [--samples N] [--seqlen L] [--seed S] [--update] [--original-activations]
-                  [--fisher-side input|output] [--basis svd|whitened] [--steps N] [--lr X]
+                  [--fisher-side kfac|both|input|output] [--basis svd|whitened] [--steps N] [--lr X]
                   [--checkpoint FILE]
                   [--alpha A] [--allocation uniform|sensitivity|sweep|global] [--kv-cache] [--dtype F32|F16|BF16]
                   [--force] [--overwrite]
@@ -94,7 +94,8 @@ Compress IN (a .gguf file, a Hugging Face folder, or an http(s) URL of either) i
   --update                 svdllm: closed-form update of A on the compressed prefix's activations
   --original-activations   calibrate every block on the original model's activations (not sequentially)
   --alpha A                asvd: scaling exponent (default 0.5)
-  --fisher-side S          fwsvd: weight each input feature (default "input") or each output row ("output")
+  --fisher-side S          fwsvd: "kfac" (default: both sides, K-FAC factors E[dy dyᵀ], E[x xᵀ]), "both"
+                           (both sides, diagonal), "input" (per input feature) or "output" (per row, the paper's)
   --basis B                soco: "whitened" (default, SVD-LLM's basis) or "svd" (the weights' own)
   --steps N                soco: training steps (default 100)
   --lr X                   soco: learning rate of the scores (default 0.05)

@@ -94,6 +94,7 @@ export {
   factoredReader,
   type FisherInfo,
   fisherInformation,
+  fwsvdFactors,
   type FwsvdModel,
   fwsvdModel,
   type FwsvdOptions,
@@ -116,6 +117,13 @@ export {
 export { asvd, type LayerCompressor, svdLayer, svdllm, type Target } from "./src/methods/layer.ts";
 export { compressSvd } from "./src/methods/svd.ts";
 export { addFisherBatch, compressFwsvd, type FisherSide } from "./src/methods/fwsvd.ts";
+export {
+  compressFwsvdKfac,
+  type FwsvdWeighting,
+  KFAC_DAMPING,
+  type KfacFactors,
+  type KfacOptions,
+} from "./src/methods/fwsvd.ts";
 export { type AsvdOptions, type AsvdStats, compressAsvd } from "./src/methods/asvd.ts";
 export { compressSvdLlm, type SvdLlmOptions, type SvdLlmStats, updateA } from "./src/methods/svdllm.ts";
 export type { Factors, MethodReport } from "./src/methods/factors.ts";
@@ -179,6 +187,7 @@ export { FormatError, NumericError, OptionError, ShapeError } from "./src/errors
 // Types the public functions above take or return.
 export type { CalibrationOptions, ModelInput } from "./src/pipeline/compress.ts";
 export type { FisherOptions, FwsvdCalibration, FwsvdLayer } from "./src/pipeline/fwsvd.ts";
+export type { FwsvdFactorOptions } from "./src/pipeline/fwsvd.ts";
 export type {
   BlockBackwardOptions,
   BlockGrads,

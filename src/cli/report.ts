@@ -7,6 +7,14 @@
 import type { CompressPhases, CompressReport } from "../pipeline/compress.ts";
 import type { InspectReport } from "../pipeline/inspect.ts";
 
+/** How the report names FWSVD's weightings. */
+const FISHER_WEIGHTING = {
+  kfac: "K-FAC, both sides",
+  both: "both sides, diagonal",
+  input: "per input feature",
+  output: "per output row",
+} as const;
+
 export { type InspectedLinear, inspectModel, type InspectReport } from "../pipeline/inspect.ts";
 
 /** Bytes as a short human string (KiB/MiB/GiB). */
@@ -62,9 +70,7 @@ export function formatCompressReport(r: CompressReport): string {
               (r.soco.history.at(-1)?.loss ?? NaN).toFixed(3)
             })`
             : r.fisher
-            ? `Fisher (per ${r.fisher.side === "input" ? "input feature" : "output row"}, mean loss ${
-              r.fisher.meanLoss.toFixed(3)
-            })`
+            ? `Fisher (${FISHER_WEIGHTING[r.fisher.side]}, mean loss ${r.fisher.meanLoss.toFixed(3)})`
             : r.sequential
             ? "sequential"
             : "original-activation"

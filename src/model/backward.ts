@@ -278,6 +278,13 @@ export interface LossAndGradOptions<T extends FloatArray = Float32Array> {
   onInputGrad?: (dx: Matrix<T>) => void;
   /** Checked between blocks. */
   signal?: AbortSignal;
+  /**
+   * Start at block `layer` with `x` its input (tokens×d, the windows' rows in order) instead of at the
+   * embedding: the blocks before are neither fetched nor run, the hook sees blocks `layer`… only, and
+   * `onInputGrad` sees dL/dx at `x`. (A caller feeding `x` from a compressed prefix gets the gradients of the
+   * later blocks' linears on that prefix's activations, without a backward pass through the prefix.)
+   */
+  from?: { layer: number; x: Matrix<T> };
 }
 
 /** What {@link lossAndGrad} returns. */
@@ -295,6 +302,24 @@ export interface LossAndGrad {
 function checkWeight(what: string, v: number | undefined): void {
   if (v !== undefined && !(Number.isFinite(v) && v >= 0)) {
     throw new OptionError(`lossAndGrad: ${what} must be a finite number ≥ 0, got ${v}`);
+  }
+}
+
+function checkFrom<T extends FloatArray>(
+  spec: LlamaSpec,
+  from: { layer: number; x: Matrix<T> },
+  tokens: number,
+): void {
+  const { layer, x } = from;
+  if (!Number.isInteger(layer) || layer < 0 || layer >= spec.numLayers) {
+    throw new OptionError(
+      `lossAndGrad: from.layer must be a block index in 0…${spec.numLayers - 1}, got ${layer}`,
+    );
+  }
+  if (!x || x.rows !== tokens || x.cols !== spec.hiddenSize || x.data.length !== tokens * spec.hiddenSize) {
+    throw new ShapeError(
+      `lossAndGrad: from.x must be ${tokens}×${spec.hiddenSize} (the windows' tokens × hidden), got ${x?.rows}×${x?.cols}`,
+    );
   }
 }
 
@@ -377,9 +402,12 @@ export async function lossAndGrad<T extends FloatArray = Float32Array>(
   }
 
   // Forward, keeping each block's input only.
+  const from = opts.from?.layer ?? 0;
+  if (opts.from) checkFrom(spec, opts.from, windows.length * seq);
   const checkpoints: (Matrix<T> | undefined)[] = [];
-  let x = embeddingForward(head.embed, windows);
-  for (let i = 0; i < spec.numLayers; i++) {
+  let x = opts.from ? opts.from.x : embeddingForward(head.embed, windows);
+  for (let i = 0; i < from; i++) checkpoints.push(undefined);
+  for (let i = from; i < spec.numLayers; i++) {
     opts.signal?.throwIfAborted();
     checkpoints.push(x);
     x = blockForward(spec, await model.block(i), x, layout, false).out!;
@@ -396,7 +424,7 @@ export async function lossAndGrad<T extends FloatArray = Float32Array>(
 
   // Backward, block by block from the last, recomputing each block's intermediates from its checkpoint.
   let dh = lossAt.dh;
-  for (let i = spec.numLayers - 1; i >= 0; i--) {
+  for (let i = spec.numLayers - 1; i >= from; i--) {
     opts.signal?.throwIfAborted();
     const block = await model.block(i);
     const values = blockForward(spec, block, checkpoints[i]!, layout, true);

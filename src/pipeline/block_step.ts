@@ -19,7 +19,6 @@ import type { Matrix } from "../linalg/matrix.ts";
 import { compressAsvd } from "../methods/asvd.ts";
 import type { Factors, MethodReport } from "../methods/factors.ts";
 import { type LayerParams, layerParams } from "../methods/ratio.ts";
-import { compressFwsvd, type FisherSide } from "../methods/fwsvd.ts";
 import { compressSvd } from "../methods/svd.ts";
 import { compressSvdLlm, crossFromLayer, type SvdLlmStats, updateA } from "../methods/svdllm.ts";
 import {
@@ -82,10 +81,8 @@ export interface BlockStepContext {
   alpha?: number;
   /** SVD-LLM Cholesky damping. */
   damping?: "none" | "auto" | number;
-  /** SoCo: the factors the model-level pass learned, by linear prefix (the step only writes them). */
+  /** SoCo and FWSVD: the factors their model-level pass made, by linear prefix (the step only writes them). */
   learned?: { get(prefix: string): Factors | undefined };
-  /** FWSVD: each linear's Fisher information on the weighted side (by prefix), from the run's Fisher pass. */
-  fisher?: { side: FisherSide; byPrefix: ReadonlyMap<string, Float64Array> };
   /** SVD-LLM update of A on the compressed prefix's activations. */
   update: boolean;
   /** Feed the statistics from the compressed prefix's outputs. */
@@ -159,8 +156,7 @@ export async function compressBlock(ctx: BlockStepContext, i: number): Promise<L
       () =>
         clock.time("factor", (): Factors & { updateShift?: number } => {
           if (method === "svd") return compressSvd(w, rank);
-          if (method === "soco") return ctx.learned!.get(prefix)!;
-          if (method === "fwsvd") return compressFwsvd(w, fisherOf(ctx, prefix), rank, ctx.fisher!.side);
+          if (method === "soco" || method === "fwsvd") return ctx.learned!.get(prefix)!;
           if (method === "asvd") {
             const o = groups.get(g) as AbsMeanObserver;
             return compressAsvd(w, { absMean: o.mean(), absMax: o.max() }, rank, { alpha: ctx.alpha });
@@ -373,11 +369,4 @@ export function named<T>(label: string, f: () => T): T {
     err.cause = e;
     throw err;
   }
-}
-
-/** The Fisher information of linear `prefix` from the run's pass (every compressed linear has one). */
-function fisherOf(ctx: BlockStepContext, prefix: string): Float64Array {
-  const f = ctx.fisher?.byPrefix.get(prefix);
-  if (!f) throw new Error(`compress: no Fisher information for ${prefix} (an internal error)`);
-  return f;
 }

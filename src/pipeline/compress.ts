@@ -121,13 +121,13 @@ export async function compressModel(
     const { ranks, sensitivity } = await allocateRanks(run, shapes, windows);
     // FWSVD: one Fisher pass (forward and backward) over the windows; SoCo: its bases and training, whose
     // scores choose the ranks. Neither needs calibration streams in the block loop.
-    const fisher = opts.method === "fwsvd" ? await fisherPass(run, windows!) : undefined;
+    const fisher = opts.method === "fwsvd" ? await fisherPass(run, windows!, ranks) : undefined;
     const soco = opts.method === "soco" ? await socoRun(run, windows!, calibration!.seed) : undefined;
     if (soco) Object.assign(ranks, soco.ranks);
     const modelPass = fisher !== undefined || soco !== undefined;
     const layers = await compressBlocks(run, sink, ranks, shapes, modelPass ? undefined : windows, {
       fisher,
-      learned: soco?.factors,
+      learned: soco?.factors ?? fisher?.factors,
     });
     const params = summarizeParams(
       shapes.map((s) => layerParams(s.name, s.rows, s.cols, ranks[s.name])),
@@ -263,7 +263,6 @@ function blockContext(
     ranks,
     alpha: opts.alpha,
     damping: opts.damping,
-    fisher: pass.fisher,
     learned: pass.learned,
     update: run.update,
     sequential: run.sequential,

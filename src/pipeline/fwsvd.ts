@@ -1,15 +1,20 @@
 /**
- * FWSVD over a whole model: one Fisher pass over the calibration windows with the streaming backward pass
- * ({@link lossAndGrad}; each linear's Σ (∂L/∂W_ij)² per input feature and per output row, accumulated in
- * float64 from its hook's x and dy), then each linear factored by {@link compressFwsvd} at the rank the ratio
- * gives (Fisher per input feature by default), the result kept in memory as a reader of the compressed model
- * ({@link fwsvdModel}, for evaluation). To write a model folder, `compress(…, { method: "fwsvd" })` runs the
- * same Fisher pass and factors through the driver and its one output side.
+ * FWSVD over a whole model ({@link fwsvdFactors}): one Fisher pass over the calibration windows with the
+ * streaming backward pass ({@link lossAndGrad}: each linear's x and dy), accumulating per linear the diagonal
+ * Fisher sums Σ (∂L/∂W_ij)² per input feature and per output row and, for the default K-FAC weighting, the
+ * factors E[dy dyᵀ] and E[x xᵀ]; then each linear factored at the rank the ratio gives. By default (K-FAC,
+ * `sequential: "inputs"`) block i's E[x xᵀ] is re-taken on the outputs of the already-compressed blocks
+ * before it (a forward pass, as SVD-LLM's sequential whitening), its E[dy dyᵀ] kept from the dense pass;
+ * `sequential: true` re-takes block i's whole Fisher with a backward pass from block i on the compressed
+ * prefix (the later blocks dense). {@link fwsvdModel} keeps the result in memory as a reader of the
+ * compressed model, for evaluation; `compress(…, { method: "fwsvd" })` runs the same passes and writes the
+ * factors through the driver's one output side.
  *
  * Memory: the Fisher pass holds one block's weights and intermediates plus the block-boundary checkpoints of
- * one batch (see `backward.ts`), and the Fisher sums (one float64 per input feature and output row of every
- * linear); the factoring holds one dense linear at a time and the factors (smaller than the dense model).
- * Measured (one window of 256 per batch): stories260K 72 → 149 MB RSS, tinylm-brown 113 → 206 MB.
+ * one batch (see `backward.ts`), the diagonal sums (one float64 per input feature and output row of every
+ * linear) and, for K-FAC, the factors of every linear (in² per input group and out² per linear, float64:
+ * about 90 MB for tinylm-brown); the factoring holds one dense block at a time and the factors (smaller than
+ * the dense model).
  *
  * @example
  * ```ts ignore
@@ -28,10 +33,28 @@ import { NumericError, OptionError } from "../errors.ts";
 import { checkedReader, type TensorInfo, type TensorReader } from "../io/tensor_reader.ts";
 import { calibrationWindows } from "../calib/windows.ts";
 import type { Matrix } from "../linalg/matrix.ts";
-import { addFisherBatch, compressFwsvd, type FisherSide } from "../methods/fwsvd.ts";
+import {
+  addFisherBatch,
+  compressFwsvd,
+  compressFwsvdKfac,
+  type FwsvdWeighting,
+  type KfacFactors,
+} from "../methods/fwsvd.ts";
+import { GramObserver } from "../calib/gram.ts";
+import { INPUT_GROUP } from "./block_step.ts";
 import { layerParams, rankFor, type Ratio, summarizeParams } from "../methods/ratio.ts";
-import { lossAndGrad } from "../model/backward.ts";
-import { BLOCK_FIELD, loadBlock, loadHead, type ModelWeights } from "../model/llama.ts";
+import { blockForward, lossAndGrad } from "../model/backward.ts";
+import { BLOCK_PROGRAM } from "../model/block_def.ts";
+import { embeddingForward } from "../model/backward_ops.ts";
+import type { Factors } from "../methods/factors.ts";
+import {
+  BLOCK_FIELD,
+  type Linear,
+  type LlamaBlock,
+  loadBlock,
+  loadHead,
+  type ModelWeights,
+} from "../model/llama.ts";
 import { checkLayerCount } from "../model/load.ts";
 import { LINEAR_NAMES, type LinearName, linearPrefix, SVD_A, SVD_B } from "../model/names.ts";
 import type { LlamaSpec } from "../model/spec.ts";
@@ -44,6 +67,11 @@ export interface FisherOptions {
   batchWindows?: number;
   /** Linears to accumulate (default all seven). */
   linears?: readonly LinearName[];
+  /**
+   * Also accumulate the K-FAC factors of every linear (E[x xᵀ] per input, E[dy dyᵀ] per output, over all
+   * tokens: `FisherInfo.kfac`). Default false.
+   */
+  kfac?: boolean;
   /** Called after each batch. */
   onProgress?: (e: { stage: "fisher"; done: number; total: number; loss: number }) => void;
   /** Checked between blocks. */
@@ -56,6 +84,8 @@ export interface FisherInfo {
   rows: Map<string, Float64Array>;
   /** Linear prefix → per input feature j: mean over batches of Σ_i (∂L/∂W_ij)². */
   cols: Map<string, Float64Array>;
+  /** Linear prefix → its K-FAC factors (with `kfac`). Linears reading the same input share one `input`. */
+  kfac?: Map<string, KfacFactors>;
   /** Batches averaged. */
   batches: number;
   /** Mean calibration loss over the batches (nats per token). */
@@ -80,37 +110,91 @@ export async function fisherInformation(
     throw new OptionError(`fwsvd: batchWindows must be a positive integer, got ${per}`);
   }
   if (!windows.length) throw new OptionError("fwsvd: no calibration windows");
-  const wanted = new Set(opts.linears ?? LINEAR_NAMES);
   const reader = checkedReader(model.reader);
   checkLayerCount(reader, spec);
   const head = await loadHead(reader, spec);
-  const rows = new Map<string, Float64Array>(), cols = new Map<string, Float64Array>();
+  const acc = new FisherAccumulator(opts.linears ?? LINEAR_NAMES, opts.kfac ?? false);
   const total = Math.ceil(windows.length / per);
   let lossSum = 0;
   for (let b = 0; b < total; b++) {
     const batch = windows.slice(b * per, (b + 1) * per);
     const r = await lossAndGrad({ spec, head, block: (i) => loadBlock(reader, spec, i) }, batch, {
       signal: opts.signal,
-      onLinearGrad: (layer, lin, x, dy) => {
-        if (!wanted.has(lin)) return;
-        const key = linearPrefix(layer, lin);
-        if (!rows.has(key)) {
-          rows.set(key, new Float64Array(dy.cols));
-          cols.set(key, new Float64Array(x.cols));
-        }
-        addFisherBatch(rows.get(key), x, dy, cols.get(key));
-      },
+      onLinearGrad: (layer, lin, x, dy) => acc.add(layer, lin, x, dy),
     });
-    if (!Number.isFinite(r.loss)) {
-      throw new NumericError(
-        `fwsvd: the calibration loss of batch ${b} is ${r.loss} (check the model and the data)`,
-      );
-    }
-    lossSum += r.loss;
+    lossSum += checkedLoss(r.loss, b);
     opts.onProgress?.({ stage: "fisher", done: b + 1, total, loss: r.loss });
   }
-  for (const v of [...rows.values(), ...cols.values()]) for (let i = 0; i < v.length; i++) v[i] /= total;
-  return { rows, cols, batches: total, meanLoss: lossSum / total, seconds: (performance.now() - t0) / 1000 };
+  return {
+    ...acc.result(total),
+    batches: total,
+    meanLoss: lossSum / total,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+function checkedLoss(loss: number, batch: number): number {
+  if (!Number.isFinite(loss)) {
+    throw new NumericError(
+      `fwsvd: the calibration loss of batch ${batch} is ${loss} (check the model and the data)`,
+    );
+  }
+  return loss;
+}
+
+/** The Fisher sums of the linears a pass sees (and their K-FAC factors when asked), accumulated per batch. */
+class FisherAccumulator {
+  readonly rows = new Map<string, Float64Array>();
+  readonly cols = new Map<string, Float64Array>();
+  readonly #inputs = new Map<string, GramObserver>(); // `${layer}:${input group}` → E[x xᵀ]
+  readonly #outputs = new Map<string, GramObserver>(); // prefix → E[dy dyᵀ]
+  readonly #inputOf = new Map<string, string>(); // prefix → its input's key
+  readonly #wanted: ReadonlySet<LinearName>;
+  readonly #kfac: boolean;
+
+  constructor(linears: readonly LinearName[], kfac: boolean) {
+    this.#wanted = new Set(linears);
+    this.#kfac = kfac;
+  }
+
+  /** One linear's x (tokens×in) and dy (tokens×out) from one batch. */
+  add(layer: number, lin: LinearName, x: Matrix, dy: Matrix): void {
+    if (!this.#wanted.has(lin)) return;
+    const key = linearPrefix(layer, lin);
+    if (!this.rows.has(key)) {
+      this.rows.set(key, new Float64Array(dy.cols));
+      this.cols.set(key, new Float64Array(x.cols));
+    }
+    addFisherBatch(this.rows.get(key), x, dy, this.cols.get(key));
+    if (!this.#kfac) return;
+    // q/k/v (and gate/up) see the same x in each batch: its Gram is accumulated once, by the first of them.
+    const group = `${layer}:${INPUT_GROUP[lin]}`;
+    if (!this.#inputOf.has(key)) this.#inputOf.set(key, group);
+    let gi = this.#inputs.get(group);
+    if (!gi) this.#inputs.set(group, gi = new GramObserver(`${key} input`, x.cols));
+    if (firstOfGroup(lin, this.#wanted)) gi.addBatch(x);
+    let go = this.#outputs.get(key);
+    if (!go) this.#outputs.set(key, go = new GramObserver(`${key} output gradient`, dy.cols));
+    go.addBatch(dy);
+  }
+
+  /** The sums divided by the number of batches, and the K-FAC factors. */
+  result(batches: number): Pick<FisherInfo, "rows" | "cols" | "kfac"> {
+    for (const v of [...this.rows.values(), ...this.cols.values()]) {
+      for (let i = 0; i < v.length; i++) v[i] /= batches;
+    }
+    if (!this.#kfac) return { rows: this.rows, cols: this.cols };
+    const kfac = new Map<string, KfacFactors>();
+    for (const [key, go] of this.#outputs) {
+      kfac.set(key, { input: this.#inputs.get(this.#inputOf.get(key)!)!.gram(), output: go.gram() });
+    }
+    return { rows: this.rows, cols: this.cols, kfac };
+  }
+}
+
+/** Whether `lin` is the first of the accumulated linears reading its input (in the model's order). */
+function firstOfGroup(lin: LinearName, wanted: ReadonlySet<LinearName>): boolean {
+  return LINEAR_NAMES.find((l) => wanted.has(l) && INPUT_GROUP[l] === INPUT_GROUP[lin]) === lin;
 }
 
 /** Calibration of {@link fwsvdModel}: token ids cut into windows (as `compress` does), or the windows themselves. */
@@ -124,8 +208,26 @@ export interface FwsvdOptions extends FisherOptions {
   ratio: Ratio;
   /** Calibration data (default windows: 32 × min(256, context), random starts, seed 0); unused with `fisher`. */
   calibration: FwsvdCalibration;
-  /** Which features the Fisher information weights (default "input"; see `FisherSide`). */
-  side?: FisherSide;
+  /**
+   * How the Fisher information weights W (default {@link DEFAULT_WEIGHTING}; see `FwsvdWeighting`): "kfac"
+   * (two-sided, full K-FAC factors), "both" (two-sided, diagonal), "input", "output" (the paper's rows).
+   */
+  side?: FwsvdWeighting;
+  /** K-FAC damping relative to each factor's mean diagonal (default `KFAC_DAMPING`). */
+  damping?: number;
+  /** K-FAC damping of the output factor alone (default `damping`; see `KfacOptions.outputDamping`). */
+  outputDamping?: number;
+  /**
+   * Take block i's statistics on the model whose blocks before i are already compressed (their outputs feed
+   * block i):
+   * - "inputs" (the default for side "kfac", which it needs): one dense Fisher pass gives every E[dy dyᵀ], and
+   *   block i's E[x xᵀ] is taken on the compressed prefix's outputs (forward only, as SVD-LLM's sequential
+   *   whitening): about 1.3 dense passes in all, and a given `fisher` is reused;
+   * - true: block i's whole Fisher from a forward + backward that starts at block i on the compressed
+   *   prefix's outputs, the later blocks dense: about (L+1)/2 dense passes (not with `fisher`);
+   * - false (the default for the diagonal sides): everything from one pass on the dense model.
+   */
+  sequential?: boolean | "inputs";
   /** Accept ranks that save nothing. */
   force?: boolean;
   /** A Fisher pass already made on this model ({@link fisherInformation}): reused (e.g. for several ratios). */
@@ -184,9 +286,6 @@ export async function fwsvdModel(model: ModelWeights, opts: FwsvdOptions): Promi
   const t0 = performance.now(), peak = createPeakMemory(), { spec } = model;
   try {
     if (!opts || !opts.ratio) throw new OptionError("fwsvd: a ratio is required, e.g. { removed: 0.2 }");
-    if (opts.side !== undefined && opts.side !== "input" && opts.side !== "output") {
-      throw new OptionError(`fwsvd: side must be "input" or "output", got ${JSON.stringify(opts.side)}`);
-    }
     const linears = opts.linears ?? LINEAR_NAMES;
     const ranks: Record<string, number> = {};
     for (let i = 0; i < spec.numLayers; i++) {
@@ -195,25 +294,13 @@ export async function fwsvdModel(model: ModelWeights, opts: FwsvdOptions): Promi
         ranks[prefix] = rankFor(m, n, opts.ratio, { force: opts.force, layer: prefix });
       }
     }
-    const fisher = opts.fisher ?? await fisherInformation(model, windowsOf(spec, opts.calibration), opts);
-    peak.sample();
-    const reader = checkedReader(model.reader);
-    const factors = new Map<string, { a: Matrix; b: Matrix }>();
     const layers: FwsvdLayer[] = [];
     const total = Object.keys(ranks).length;
-    for (let i = 0; i < spec.numLayers; i++) {
-      const block = await loadBlock(reader, spec, i);
-      for (const name of linears) {
-        const prefix = linearPrefix(i, name), lin = block[BLOCK_FIELD[name]];
-        if (lin.kind !== "dense") throw new OptionError(`fwsvd: ${prefix} is already low-rank in the input`);
-        const side = opts.side ?? "input";
-        const f = compressFwsvd(
-          lin.weight,
-          (side === "input" ? fisher.cols : fisher.rows).get(prefix)!,
-          ranks[prefix],
-          side,
-        );
-        factors.set(prefix, { a: f.a, b: f.b });
+    const r = await fwsvdFactors(model, windowsOf(spec, opts.calibration), {
+      ...opts,
+      sequential: opts.sequential ?? ((opts.side ?? DEFAULT_WEIGHTING) === "kfac" ? "inputs" : false),
+      ranks,
+      onFactor: (prefix, f) => {
         layers.push({
           name: prefix,
           rows: f.a.rows,
@@ -222,18 +309,17 @@ export async function fwsvdModel(model: ModelWeights, opts: FwsvdOptions): Promi
           energyKept: f.report.energyKept,
         });
         opts.onLayer?.({ layer: prefix, done: layers.length, total });
-      }
-      peak.sample();
-    }
-    const other = reader.tensors().filter((t) => !(t.name.replace(/\.weight$/, "") in ranks))
+        peak.sample();
+      },
+    });
+    const other = model.reader.tensors().filter((t) => !(t.name.replace(/\.weight$/, "") in ranks))
       .reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);
     const summary = summarizeParams(layers.map((l) => layerParams(l.name, l.rows, l.cols, l.rank)), other);
-    const { rows: _rows, cols: _cols, ...fisherFacts } = fisher;
     return {
       spec,
-      reader: factoredReader(model.reader, factors),
+      reader: factoredReader(model.reader, r.factors),
       layers,
-      fisher: fisherFacts,
+      fisher: r.fisher,
       ranks,
       removed: { linears: summary.linears.removed, model: summary.model.removed },
       seconds: (performance.now() - t0) / 1000,
@@ -242,6 +328,207 @@ export async function fwsvdModel(model: ModelWeights, opts: FwsvdOptions): Promi
   } finally {
     peak.stop();
   }
+}
+
+/** Options of {@link fwsvdFactors}. */
+export interface FwsvdFactorOptions extends FisherOptions {
+  /** Rank of each linear prefix (null or absent: left dense). */
+  ranks: Readonly<Record<string, number | null | undefined>>;
+  /** How the Fisher information weights W (default {@link DEFAULT_WEIGHTING}). */
+  side?: FwsvdWeighting;
+  /** K-FAC damping relative to each factor's mean diagonal (default `KFAC_DAMPING`). */
+  damping?: number;
+  /** K-FAC damping of the output factor alone (default `damping`; see `KfacOptions.outputDamping`). */
+  outputDamping?: number;
+  /** Block i's statistics from the compressed prefix (see {@link FwsvdOptions.sequential}; default false). */
+  sequential?: boolean | "inputs";
+  /** A Fisher pass already made on this model (not with `sequential: true`). */
+  fisher?: FisherInfo;
+  /** Called after each factored linear. */
+  onFactor?: (prefix: string, f: Factors) => void;
+}
+
+/**
+ * The FWSVD factors of every linear `opts.ranks` names: the Fisher pass (one on the dense model, or one per
+ * block with `sequential`), then each linear factored as `opts.side` says. What `fwsvdModel` and the compress
+ * driver run. Throws OptionError on a bad weighting, NumericError on a non-finite calibration loss.
+ */
+export async function fwsvdFactors(
+  model: ModelWeights,
+  windows: readonly Int32Array[],
+  opts: FwsvdFactorOptions,
+): Promise<{ factors: Map<string, Factors>; fisher: Omit<FisherInfo, "rows" | "cols" | "kfac"> }> {
+  const { spec } = model;
+  const side = opts.side ?? DEFAULT_WEIGHTING;
+  if (!WEIGHTINGS.includes(side)) {
+    throw new OptionError(
+      `fwsvd: side must be one of ${WEIGHTINGS.map((w) => `"${w}"`).join(", ")}, got ${JSON.stringify(side)}`,
+    );
+  }
+  if (opts.sequential === true && opts.fisher) {
+    throw new OptionError("fwsvd: a sequential run measures its own Fisher per block; do not pass `fisher`");
+  }
+  const reader = checkedReader(model.reader);
+  const factors = new Map<string, Factors>();
+  const factorBlock = (i: number, block: LlamaBlock, fisher: Pick<FisherInfo, "rows" | "cols" | "kfac">) => {
+    for (const name of opts.linears ?? LINEAR_NAMES) {
+      const prefix = linearPrefix(i, name), lin = block[BLOCK_FIELD[name]], rank = opts.ranks[prefix];
+      if (rank === null || rank === undefined) continue;
+      if (lin.kind !== "dense") throw new OptionError(`fwsvd: ${prefix} is already low-rank in the input`);
+      const f = factorLinear(lin.weight, prefix, fisher, rank, side, opts.damping, opts.outputDamping);
+      factors.set(prefix, f);
+      setLinear(block, name, { kind: "lowrank", a: f.a, b: f.b, bias: lin.bias });
+      opts.onFactor?.(prefix, f);
+    }
+  };
+  const kfac = side === "kfac";
+  if (opts.sequential === "inputs" && !kfac) {
+    throw new OptionError(`fwsvd: sequential "inputs" applies to side "kfac" only, got side "${side}"`);
+  }
+  if (opts.sequential === true) {
+    return { factors, fisher: await sequentialFisher(model, windows, { ...opts, kfac }, factorBlock) };
+  }
+  const fisher = opts.fisher ?? await fisherInformation(model, windows, { ...opts, kfac });
+  if (kfac && !fisher.kfac) {
+    throw new OptionError(`fwsvd: side "kfac" needs a Fisher pass made with kfac: true`);
+  }
+  if (opts.sequential === "inputs") {
+    await sequentialInputs(model, windows, opts, fisher.kfac!, factorBlock);
+  } else {
+    for (let i = 0; i < spec.numLayers; i++) factorBlock(i, await loadBlock(reader, spec, i), fisher);
+  }
+  const { rows: _rows, cols: _cols, kfac: _kfac, ...facts } = fisher;
+  return { factors, fisher: facts };
+}
+
+/** FWSVD's default weighting (see the README proposal for the measurements that chose it). */
+export const DEFAULT_WEIGHTING: FwsvdWeighting = "kfac";
+
+function setLinear(block: LlamaBlock, name: LinearName, lin: Linear): void {
+  (block as unknown as Record<string, Linear>)[BLOCK_FIELD[name]] = lin;
+}
+
+/** The weightings {@link fwsvdModel} accepts. */
+export const WEIGHTINGS: readonly FwsvdWeighting[] = ["kfac", "both", "input", "output"];
+
+/** FWSVD factors of one linear from a Fisher pass, weighted as `side` says. */
+function factorLinear(
+  w: Matrix,
+  prefix: string,
+  fisher: Pick<FisherInfo, "rows" | "cols" | "kfac">,
+  rank: number,
+  side: FwsvdWeighting,
+  damping?: number,
+  outputDamping?: number,
+) {
+  if (side === "kfac") {
+    return compressFwsvdKfac(w, fisher.kfac!.get(prefix)!, rank, { damping, outputDamping });
+  }
+  const rows = fisher.rows.get(prefix)!, cols = fisher.cols.get(prefix)!;
+  return side === "input" ? compressFwsvd(w, cols, rank, "input") : compressFwsvd(w, rows, rank, side, cols);
+}
+
+/**
+ * K-FAC with the input factors taken sequentially: block i's E[x xᵀ] from the compressed prefix's outputs
+ * run through the dense block i (forward only, as SVD-LLM's sequential whitening), its E[dy dyᵀ] from the
+ * dense pass in `kfac` (replaced in place), then `factor` compresses block i, which advances the inputs.
+ */
+async function sequentialInputs(
+  model: ModelWeights,
+  windows: readonly Int32Array[],
+  opts: FisherOptions,
+  dense: ReadonlyMap<string, KfacFactors>,
+  factor: (i: number, block: LlamaBlock, fisher: Pick<FisherInfo, "rows" | "cols" | "kfac">) => void,
+): Promise<void> {
+  const { spec } = model;
+  if (!windows.length) throw new OptionError("fwsvd: no calibration windows");
+  const kfac = new Map<string, KfacFactors>();
+  const reader = checkedReader(model.reader);
+  const head = await loadHead(reader, spec);
+  const per = opts.batchWindows ?? 1;
+  const batches: Int32Array[][] = [];
+  for (let b = 0; b * per < windows.length; b++) batches.push(windows.slice(b * per, (b + 1) * per));
+  let hidden = batches.map((b) => embeddingForward(head.embed, b));
+  const linears = opts.linears ?? LINEAR_NAMES;
+  for (let i = 0; i < spec.numLayers; i++) {
+    opts.signal?.throwIfAborted();
+    const block = await loadBlock(reader, spec, i);
+    const grams = new Map<string, GramObserver>(); // input value name → E[x xᵀ]
+    for (let b = 0; b < batches.length; b++) {
+      const layout = { batch: batches[b].length, seq: batches[b][0].length };
+      const values = blockForward(spec, block, hidden[b], layout, true);
+      for (const op of BLOCK_PROGRAM) {
+        if (op.op !== "linear" || !linears.includes(op.lin)) continue;
+        let g = grams.get(op.x);
+        if (!g) grams.set(op.x, g = new GramObserver(`${linearPrefix(i, op.lin)} input`, values[op.x]!.cols));
+        if (firstOfGroup(op.lin, new Set(linears))) g.addBatch(values[op.x]!);
+      }
+    }
+    for (const op of BLOCK_PROGRAM) {
+      if (op.op !== "linear" || !linears.includes(op.lin)) continue;
+      const key = linearPrefix(i, op.lin);
+      kfac.set(key, { input: grams.get(op.x)!.gram(), output: dense.get(key)!.output });
+    }
+    factor(i, block, { rows: new Map(), cols: new Map(), kfac });
+    hidden = hidden.map((h, b) =>
+      blockForward(spec, block, h, { batch: batches[b].length, seq: batches[b][0].length }, false).out!
+    );
+  }
+}
+
+/**
+ * The sequential Fisher passes: for each block i, the Fisher of its linears (and K-FAC factors with `kfac`)
+ * from a forward + backward that starts at block i on the compressed prefix's outputs (the later blocks dense),
+ * then `factor(i, block, fisher)` compresses block i in place, and the compressed block advances the inputs.
+ */
+async function sequentialFisher(
+  model: ModelWeights,
+  windows: readonly Int32Array[],
+  opts: FisherOptions,
+  factor: (i: number, block: LlamaBlock, fisher: Pick<FisherInfo, "rows" | "cols" | "kfac">) => void,
+): Promise<Omit<FisherInfo, "rows" | "cols" | "kfac">> {
+  const t0 = performance.now(), { spec } = model;
+  const per = opts.batchWindows ?? 1;
+  if (!Number.isInteger(per) || per < 1) {
+    throw new OptionError(`fwsvd: batchWindows must be a positive integer, got ${per}`);
+  }
+  if (!windows.length) throw new OptionError("fwsvd: no calibration windows");
+  const reader = checkedReader(model.reader);
+  checkLayerCount(reader, spec);
+  const head = await loadHead(reader, spec);
+  const batches: Int32Array[][] = [];
+  for (let b = 0; b * per < windows.length; b++) batches.push(windows.slice(b * per, (b + 1) * per));
+  // Each batch's input to the current block: tokens×d, from the compressed prefix.
+  let hidden = batches.map((b) => embeddingForward(head.embed, b));
+  const dense = { spec, head, block: (j: number) => loadBlock(reader, spec, j) };
+  let lossSum = 0;
+  for (let i = 0; i < spec.numLayers; i++) {
+    const acc = new FisherAccumulator(opts.linears ?? LINEAR_NAMES, opts.kfac ?? false);
+    for (let b = 0; b < batches.length; b++) {
+      const r = await lossAndGrad(dense, batches[b], {
+        signal: opts.signal,
+        from: { layer: i, x: hidden[b] },
+        onLinearGrad: (layer, lin, x, dy) => layer === i && acc.add(layer, lin, x, dy),
+      });
+      lossSum += checkedLoss(r.loss, b);
+      opts.onProgress?.({
+        stage: "fisher",
+        done: i * batches.length + b + 1,
+        total: spec.numLayers * batches.length,
+        loss: r.loss,
+      });
+    }
+    const block = await loadBlock(reader, spec, i);
+    factor(i, block, acc.result(batches.length));
+    hidden = hidden.map((h, b) =>
+      blockForward(spec, block, h, { batch: batches[b].length, seq: batches[b][0].length }, false).out!
+    );
+  }
+  return {
+    batches: batches.length,
+    meanLoss: lossSum / (batches.length * spec.numLayers),
+    seconds: (performance.now() - t0) / 1000,
+  };
 }
 
 /**

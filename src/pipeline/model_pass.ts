@@ -5,31 +5,44 @@
  *
  * @module
  */
-import type { FisherSide } from "../methods/fwsvd.ts";
-import { fisherInformation } from "./fwsvd.ts";
+import type { Factors } from "../methods/factors.ts";
+import type { FwsvdWeighting } from "../methods/fwsvd.ts";
+import { fwsvdFactors } from "./fwsvd.ts";
 import type { Run } from "./run.ts";
 import { socoPass, type SocoPassResult } from "./soco_pass.ts";
 
-/** FWSVD's Fisher information of a run: the weighted side of every compressed linear, by prefix. */
+/** FWSVD's pass of a run: every compressed linear's factors, and how the Fisher was measured. */
 export interface RunFisher {
-  /** Side weighted. */
-  side: FisherSide;
-  /** Linear prefix → Fisher information per input feature ("input") or output row ("output"). */
-  byPrefix: ReadonlyMap<string, Float64Array>;
-  /** Batches averaged. */
+  /** How the Fisher information weighted each linear. */
+  side: FwsvdWeighting;
+  /** Linear prefix → its factors (the block loop only writes them). */
+  factors: ReadonlyMap<string, Factors>;
+  /** Batches averaged (per block, when sequential). */
   batches: number;
   /** Mean calibration loss over the batches, nats per token. */
   meanLoss: number;
 }
 
-/** FWSVD's one Fisher pass over the calibration windows (the whole model, forward and backward, per batch). */
-export async function fisherPass(run: Run, windows: readonly Int32Array[]): Promise<RunFisher> {
+/**
+ * FWSVD's Fisher pass and factors (the whole model, forward and backward, per batch; with K-FAC and
+ * `sequential`, then a forward pass over the compressed prefix for the input factors).
+ */
+export async function fisherPass(
+  run: Run,
+  windows: readonly Int32Array[],
+  ranks: Record<string, number | null>,
+): Promise<RunFisher> {
   const { opts } = run;
-  const side = opts.fisherSide ?? "input";
+  const side = opts.fisherSide ?? "kfac";
   const f = await run.clock.time(
     "fisher",
     () =>
-      fisherInformation({ spec: run.spec, reader: run.reader }, windows, {
+      fwsvdFactors({ spec: run.spec, reader: run.reader }, windows, {
+        ranks,
+        side,
+        // K-FAC's input factors follow the compressed prefix as SVD-LLM's whitening does; the diagonal sides
+        // come from the dense model (their sequential form costs a backward pass per block).
+        sequential: run.sequential && side === "kfac" ? "inputs" : false,
         batchWindows: opts.fisherBatch,
         linears: run.linears,
         signal: opts.signal,
@@ -39,12 +52,7 @@ export async function fisherPass(run: Run, windows: readonly Int32Array[]): Prom
         },
       }),
   );
-  return {
-    side,
-    byPrefix: side === "input" ? f.cols : f.rows,
-    batches: f.batches,
-    meanLoss: f.meanLoss,
-  };
+  return { side, factors: f.factors, batches: f.fisher.batches, meanLoss: f.fisher.meanLoss };
 }
 
 /** SoCo's pass on the run's model and windows, its events reported as "soco" progress. */

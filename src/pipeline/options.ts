@@ -20,7 +20,7 @@
 import type { WritableDType } from "../io/dtype.ts";
 import type { TensorReader } from "../io/tensor_reader.ts";
 import type { OpenUrlOptions } from "../io/url_source.ts";
-import type { FisherSide } from "../methods/fwsvd.ts";
+import type { FwsvdWeighting } from "../methods/fwsvd.ts";
 import type { KvCacheReport } from "../methods/kvcache.ts";
 import type { ParamSummary, Ratio } from "../methods/ratio.ts";
 import type { LinearName } from "../model/names.ts";
@@ -122,10 +122,12 @@ export interface CompressOptions {
    */
   kvCache?: boolean;
   /**
-   * FWSVD: which side of each linear the Fisher information weights (default "input": per input feature,
-   * the better of the two on stories260K; "output": per output row, the paper's row weighting).
+   * FWSVD: how the Fisher information weights each linear (default "kfac": both sides, with the K-FAC factors
+   * E[dy dyᵀ] and E[x xᵀ]; "both": both sides, diagonal; "input": per input feature; "output": per output
+   * row, the paper's row weighting). With "kfac" and `sequential` (the default), block i's input factor is
+   * taken on the compressed blocks before it.
    */
-  fisherSide?: FisherSide;
+  fisherSide?: FwsvdWeighting;
   /** FWSVD: calibration windows per gradient (default 1: each window's own gradient squared, as the paper). */
   fisherBatch?: number;
   /** SoCo: the basis and the training (steps, learning rate, batch, loss weights, checkpoint / resume). */
@@ -177,7 +179,7 @@ export interface CompressReport {
   /** SoCo: what its pass learned (basis, budget, loss history, spectra and scores, seconds). */
   soco?: Omit<SocoPassResult, "factors">;
   /** FWSVD: the Fisher pass (batches averaged, mean calibration loss in nats per token). */
-  fisher?: { side: FisherSide; batches: number; meanLoss: number };
+  fisher?: { side: FwsvdWeighting; batches: number; meanLoss: number };
   /** KV-cache mode: cache bytes per token, full versus latent (fp16 values). */
   kvCache?: KvCacheReport;
   /** Wall time, seconds. */

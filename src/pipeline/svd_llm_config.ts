@@ -60,7 +60,12 @@ export interface SvdLlmConfig {
   /** ISO date of the run. */
   date: string;
   /** FWSVD: the Fisher pass (which side weights the SVD, batches averaged, windows per batch, mean loss). */
-  fisher?: { side: "input" | "output"; batches: number; batch_windows: number; mean_loss: number };
+  fisher?: {
+    side: "kfac" | "both" | "input" | "output";
+    batches: number;
+    batch_windows: number;
+    mean_loss: number;
+  };
   /** SoCo: the basis and the training (steps, learning rate, batch, loss weights, budget and what was kept). */
   soco?: {
     basis: "svd" | "whitened";

@@ -21,6 +21,7 @@ import { keptFraction } from "../methods/ratio.ts";
 import { LINEAR_NAMES } from "../model/names.ts";
 import type { LlamaSpec } from "../model/spec.ts";
 import { type CompressOptions, type CompressOutput, MAX_SAMPLES, MAX_STREAM_BYTES } from "./options.ts";
+import { WEIGHTINGS } from "./fwsvd.ts";
 import { checkSocoOptions } from "./soco_pass.ts";
 import type { CompressMethod } from "./svd_llm_config.ts";
 
@@ -48,9 +49,11 @@ export function validate(opts: CompressOptions): void {
       }`,
     );
   }
-  if (opts.fisherSide !== undefined && opts.fisherSide !== "input" && opts.fisherSide !== "output") {
+  if (opts.fisherSide !== undefined && !WEIGHTINGS.includes(opts.fisherSide)) {
     throw new OptionError(
-      `compress: fisherSide must be "input" or "output", got ${JSON.stringify(opts.fisherSide)}`,
+      `compress: fisherSide must be "kfac", "both", "input" or "output", got ${
+        JSON.stringify(opts.fisherSide)
+      }`,
     );
   }
   const fb = opts.fisherBatch ?? 1;

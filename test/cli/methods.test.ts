@@ -61,7 +61,7 @@ test("cli: compress --method fwsvd writes a model that eval loads", { timeout: 6
     assert.equal(bad.code, 1);
     assert.match(
       bad.err.trim(),
-      /^error: OptionError: compress: --fisher-side must be "input" or "output", got "rows"$/,
+      /^error: OptionError: compress: --fisher-side must be "kfac", "both", "input" or "output", got "rows"$/,
     );
     const wrong = cli(
       "compress",

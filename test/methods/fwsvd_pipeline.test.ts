@@ -45,7 +45,7 @@ test("fwsvd pipeline: compress() writes a folder that loads and equals the in-me
     assert.notEqual(a.ppl, dense.ppl);
     const config = JSON.parse(await readFile(join(out, "config.json"), "utf8"));
     assert.equal(config.svd_llm.method, "fwsvd");
-    assert.equal(config.svd_llm.fisher.side, "input");
+    assert.equal(config.svd_llm.fisher.side, "kfac");
     assert.equal(config.svd_llm.fisher.batches, 4);
     assert.equal(Object.keys(config.svd_llm.ranks).length, 2 * 7);
     assert.ok(Math.abs(config.svd_llm.achieved.linears_removed - 0.4) < 0.05);

@@ -1,4 +1,4 @@
-// method "fwsvd" through the driver: one Fisher pass, then per-linear factors written by the one output side;
+// method "fwsvd" through the driver: the Fisher passes (sequential K-FAC by default) and the factors, written by the one output side;
 // every refusal comes before the Fisher pass (no "fisher" progress event, nothing written).
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -25,7 +25,11 @@ test("compress fwsvd: refusals come before the Fisher pass, and nothing is writt
     await mkdir(taken);
     const cases: [CompressOptions, string, RegExp][] = [
       [{ ...base, calibration: undefined }, "out", /method "fwsvd" needs calibration data/],
-      [{ ...base, fisherSide: "rows" as never }, "out", /fisherSide must be "input" or "output", got "rows"/],
+      [
+        { ...base, fisherSide: "rows" as never },
+        "out",
+        /fisherSide must be "kfac", "both", "input" or "output", got "rows"/,
+      ],
       [{ ...base, fisherBatch: 0 }, "out", /fisherBatch must be a positive integer/],
       [{ ...base, method: "svdllm", fisherSide: "input" }, "out", /apply to method "fwsvd" only/],
       [{ ...base, ratio: { removed: 1.5 } }, "out", /removed/],
@@ -61,7 +65,7 @@ test("compress fwsvd: stories260K at 20 % loads, and beats plain svd on held-out
       onProgress: (e) => stages.add(e.stage),
     });
     assert.ok(stages.has("fisher") && stages.has("done"), [...stages].join());
-    assert.equal(fw.fisher?.side, "input");
+    assert.equal(fw.fisher?.side, "kfac");
     assert.equal(fw.fisher?.batches, 8);
     assert.ok(fw.phases.fisher > 0);
     await compress(STORIES, join(dir, "svd"), { method: "svd", ratio: { removed: 0.2 } });
