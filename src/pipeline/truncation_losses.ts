@@ -259,7 +259,7 @@ export async function fisherLosses(
   // the end. The compression run's own policy never trims on blocks this small, so without these the stage's
   // heap holes stayed resident under the compression pass: on tinylm-brown the whole run peaked at 160.8 MiB
   // in the compression pass (144.5 after uniform ranks); with them the stage ends at ~115 MiB, below where
-  // the compression pass begins, and the run peaks at ~151 MiB in the compression pass.
+  // the compression pass begins, and the run peaks at 150–153 MiB in the compression pass.
   const trim = findMemoryTrimmer();
   trim?.(); // the last pass's progress above ran the caller's collection, so the trim finds the holes
   const out: LinearLosses[] = [];
