@@ -22,6 +22,7 @@ import { keptRank, lowRankParams } from "../../src/methods/ratio.ts";
 import { randomBlock64, randomHead64, randomWindows, specOf } from "../model/grad_helpers.ts";
 import { ShapeError } from "../../src/errors.ts";
 import { storiesText } from "../pipeline/_helpers.ts";
+import { findGarbageCollector } from "../../src/pipeline/memory.ts";
 
 const STORIES = new URL("../../models/stories260K/stories260K.gguf", import.meta.url).pathname;
 
@@ -181,6 +182,36 @@ test("on stories260K the Fisher losses rank the linears as the full sensitivity 
     await m.close();
   }
 });
+
+test(
+  "fisherLosses: collecting on every progress event (and its trims) changes no loss; progress climbs to its total",
+  {
+    timeout: 600_000,
+  },
+  async () => {
+    const m = await loadModel(STORIES);
+    try {
+      const ids = m.tokenizer.encode(await storiesText(), { bos: true });
+      const windows = calibrationWindows(ids, { samples: 4, seqlen: 64, seed: 1 });
+      const plain = await fisherLosses(m, windows, { gradSamples: 2 });
+      const collect = await findGarbageCollector();
+      const events: { done: number; total: number }[] = [];
+      const hooked = await fisherLosses(m, windows, {
+        gradSamples: 2,
+        onProgress: (e) => {
+          events.push(e);
+          collect?.(); // as compress's memory policy does at each event
+        },
+      });
+      assert.deepEqual(hooked, plain);
+      const total = events[0].total;
+      assert.ok(events.every((e, i) => e.total === total && (i === 0 || e.done >= events[i - 1].done)));
+      assert.equal(events.at(-1)!.done, total);
+    } finally {
+      await m.close();
+    }
+  },
+);
 
 function spearman(a: number[], b: number[]): number {
   const rank = (v: number[]) => {
