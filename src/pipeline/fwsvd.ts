@@ -484,6 +484,8 @@ export interface FwsvdFactorOptions extends FisherOptions {
   fisher?: FisherInfo;
   /** Called after each factored linear. */
   onFactor?: (prefix: string, f: Factors) => void;
+  /** Keep every factor in the returned map (default true; false: `onFactor` alone sees them). */
+  keep?: boolean;
 }
 
 /**
@@ -514,7 +516,7 @@ export async function fwsvdFactors(
       if (rank === null || rank === undefined) continue;
       if (lin.kind !== "dense") throw new OptionError(`fwsvd: ${prefix} is already low-rank in the input`);
       const f = factorLinear(lin.weight, prefix, fisher, rank, side, opts.damping, opts.outputDamping);
-      factors.set(prefix, f);
+      if (opts.keep ?? true) factors.set(prefix, f);
       setLinear(block, name, { kind: "lowrank", a: f.a, b: f.b, bias: lin.bias });
       opts.onFactor?.(prefix, f);
     }
