@@ -188,6 +188,7 @@ export { FormatError, NumericError, OptionError, ShapeError } from "./src/errors
 export type { CalibrationOptions, ModelInput } from "./src/pipeline/compress.ts";
 export type { FisherOptions, FwsvdCalibration, FwsvdLayer } from "./src/pipeline/fwsvd.ts";
 export type { FwsvdFactorOptions } from "./src/pipeline/fwsvd.ts";
+export type { KfacStore } from "./src/pipeline/fwsvd.ts";
 export type {
   BlockBackwardOptions,
   BlockGrads,

@@ -10,7 +10,7 @@
  * count doubles (peak(2N) / peak(N) ≈ 1).
  *
  * Run: `node_modules/.bin/deno run -A bench/compress_memory.ts [--layers N] [--hidden H] [--intermediate F]
- * [--vocab V] [--heads H] [--kv-heads K] [--method svd|asvd|svdllm|soco[,…]] [--soco-steps 3 (at least 3: one per stage)] [--samples S]
+ * [--vocab V] [--heads H] [--kv-heads K] [--method svd|asvd|svdllm|fwsvd|soco[,…]] [--soco-steps 3 (at least 3: one per stage)] [--samples S]
  * [--seqlen T] [--keep]
  * [--json] [--verbose] [--gc] [--single] [--model DIR]` (defaults: 13 and 26 layers of hidden 1024, intermediate 2816, 16/8 heads, vocab 32000:
  * 26 layers ≈ 1.47 GB; svdllm, 20 % removed, 8 × 128 random calibration tokens). `--layers N` runs N and 2N.
@@ -272,7 +272,7 @@ async function child(
       { spec, reader, config, name: "random-llama" },
       job.output,
       {
-        method: job.method as "svd" | "asvd" | "svdllm" | "soco",
+        method: job.method as "svd" | "asvd" | "svdllm" | "soco" | "fwsvd",
         soco: job.method === "soco" ? { steps: job.socoSteps ?? 3 } : undefined,
         ratio: { removed: 0.2 },
         calibration: { ids, samples: job.samples, seqlen: job.seqlen },

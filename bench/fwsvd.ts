@@ -138,6 +138,7 @@ async function child(model: string): Promise<void> {
       out.push(row);
     }
   } finally {
+    await fisher.kfac?.close();
     await rm(dir, { recursive: true, force: true });
   }
   peak.stop();

@@ -323,6 +323,19 @@ function checkFrom<T extends FloatArray>(
   }
 }
 
+/**
+ * The next-token targets of `windows` (equal lengths), row by row as the forward pass stacks them: row b·seq + t
+ * predicts window b's token t + 1, and each window's last row predicts nothing (−1).
+ */
+export function nextTokenTargets(windows: readonly Int32Array[]): Int32Array {
+  const seq = windows[0]?.length ?? 0;
+  const targets = new Int32Array(windows.length * seq).fill(-1);
+  windows.forEach((w, b) => {
+    for (let t = 0; t + 1 < seq; t++) targets[b * seq + t] = w[t + 1];
+  });
+  return targets;
+}
+
 /** Final hidden states of a model (tokens×d): the forward pass alone, keeping nothing. */
 async function finalHidden<T extends FloatArray>(
   model: GradModel<T>,
@@ -360,10 +373,7 @@ export async function lossAndGrad<T extends FloatArray = Float32Array>(
   checkWeight("nllWeight", opts.nllWeight);
   const layout: Layout = { batch: windows.length, seq };
   const tokens = windows.length * (seq - 1);
-  const targets = new Int32Array(windows.length * seq).fill(-1);
-  windows.forEach((w, b) => {
-    for (let t = 0; t + 1 < seq; t++) targets[b * seq + t] = w[t + 1];
-  });
+  const targets = nextTokenTargets(windows);
 
   // Reference logits, a chunk of rows at a time, for the KL term.
   let reference: ((row0: number, rows: number) => Matrix<T>) | undefined;

@@ -10,11 +10,15 @@
  * compressed model, for evaluation; `compress(…, { method: "fwsvd" })` runs the same passes and writes the
  * factors through the driver's one output side.
  *
- * Memory: the Fisher pass holds one block's weights and intermediates plus the block-boundary checkpoints of
- * one batch (see `backward.ts`), the diagonal sums (one float64 per input feature and output row of every
- * linear) and, for K-FAC, the factors of every linear (in² per input group and out² per linear, float64:
- * about 90 MB for tinylm-brown); the factoring holds one dense block at a time and the factors (smaller than
- * the dense model).
+ * Memory: the diagonal Fisher pass holds one block's weights and intermediates plus the block-boundary
+ * checkpoints of one batch (see `backward.ts`) and the diagonal sums (one float64 per input feature and output
+ * row of every linear). The K-FAC pass runs block-major instead — forward over every batch, then the backward
+ * of block L−1 over every batch, then block L−2, … — so that each block's factors (in² per input group and
+ * out² per linear) are complete before the next block's start: they are spilled to a temporary file (float64,
+ * exact) with the block-boundary checkpoints (float32), and read back one block at a time by the factoring
+ * (see `spill.ts`; without `node:fs` they stay in memory). Memory is then one block's weights, intermediates
+ * and factors plus every batch's hidden state and gradient at one block boundary (tokens × d each), flat in
+ * depth; the factoring holds one dense block at a time and the factors (smaller than the dense model).
  *
  * @example
  * ```ts ignore
@@ -32,7 +36,7 @@
 import { NumericError, OptionError } from "../errors.ts";
 import { checkedReader, type TensorInfo, type TensorReader } from "../io/tensor_reader.ts";
 import { calibrationWindows } from "../calib/windows.ts";
-import type { Matrix } from "../linalg/matrix.ts";
+import type { Matrix, Matrix64 } from "../linalg/matrix.ts";
 import {
   addFisherBatch,
   compressFwsvd,
@@ -43,9 +47,10 @@ import {
 import { GramObserver } from "../calib/gram.ts";
 import { INPUT_GROUP } from "./block_step.ts";
 import { layerParams, rankFor, type Ratio, summarizeParams } from "../methods/ratio.ts";
-import { blockForward, lossAndGrad } from "../model/backward.ts";
+import { blockBackward, blockForward, lossAndGrad, nextTokenTargets } from "../model/backward.ts";
 import { BLOCK_PROGRAM } from "../model/block_def.ts";
-import { embeddingForward } from "../model/backward_ops.ts";
+import { embeddingForward, headLossBackward } from "../model/backward_ops.ts";
+import { openSpillStore, type SpillStore } from "./spill.ts";
 import type { Factors } from "../methods/factors.ts";
 import {
   BLOCK_FIELD,
@@ -72,7 +77,12 @@ export interface FisherOptions {
    * tokens: `FisherInfo.kfac`). Default false.
    */
   kfac?: boolean;
-  /** Called after each batch. */
+  /**
+   * Where the K-FAC pass keeps its block-boundary checkpoints and finished factors (see `spill.ts`): "auto"
+   * (default) a temporary file where `node:fs` exists, true a file (an error without), false memory.
+   */
+  spill?: boolean | "auto";
+  /** Called after each batch (the K-FAC pass: after each block of its backward, `done` counting blocks). */
   onProgress?: (e: { stage: "fisher"; done: number; total: number; loss: number }) => void;
   /** Checked between blocks. */
   signal?: AbortSignal;
@@ -84,8 +94,8 @@ export interface FisherInfo {
   rows: Map<string, Float64Array>;
   /** Linear prefix → per input feature j: mean over batches of Σ_i (∂L/∂W_ij)². */
   cols: Map<string, Float64Array>;
-  /** Linear prefix → its K-FAC factors (with `kfac`). Linears reading the same input share one `input`. */
-  kfac?: Map<string, KfacFactors>;
+  /** The K-FAC factors of every linear, block by block (with `kfac`; release them with `close()`). */
+  kfac?: KfacStore;
   /** Batches averaged. */
   batches: number;
   /** Mean calibration loss over the batches (nats per token). */
@@ -94,10 +104,26 @@ export interface FisherInfo {
   seconds: number;
 }
 
+/** The K-FAC factors of a Fisher pass, read back one block at a time. */
+export interface KfacStore {
+  /** Whether the factors are in a temporary file (else in memory). */
+  readonly spilled: boolean;
+  /**
+   * Block i's factors: linear prefix → E[x xᵀ] (in×in) and E[dy dyᵀ] (out×out), fresh copies when spilled;
+   * linears reading the same input share one `input` matrix.
+   */
+  block(i: number): Map<string, KfacFactors>;
+  /** Bytes stored (factors and checkpoints). */
+  bytes(): number;
+  /** Release the file or the arrays (idempotent). */
+  close(): Promise<void>;
+}
+
 /**
  * One Fisher pass over `windows` (equal lengths ≥ 2): per batch, the mean next-token loss's gradient, and for
- * each linear Σ_j (dyᵀ·x)_ij² added per row; finally divided by the number of batches. Throws NumericError
- * when a batch's loss is not finite (a NaN model would give NaN Fisher rows).
+ * each linear Σ_j (dyᵀ·x)_ij² added per row; finally divided by the number of batches. With `kfac`, also the
+ * K-FAC factors, block-major and spilled (see the module doc; the same sums in the same order as batch by
+ * batch). Throws NumericError when a batch's loss is not finite (a NaN model would give NaN Fisher rows).
  */
 export async function fisherInformation(
   model: ModelWeights,
@@ -113,7 +139,8 @@ export async function fisherInformation(
   const reader = checkedReader(model.reader);
   checkLayerCount(reader, spec);
   const head = await loadHead(reader, spec);
-  const acc = new FisherAccumulator(opts.linears ?? LINEAR_NAMES, opts.kfac ?? false);
+  if (opts.kfac) return await kfacFisher({ spec, reader }, head, batchesOf(windows, per), opts, t0);
+  const acc = new FisherAccumulator(opts.linears ?? LINEAR_NAMES, false);
   const total = Math.ceil(windows.length / per);
   let lossSum = 0;
   for (let b = 0; b < total; b++) {
@@ -125,11 +152,119 @@ export async function fisherInformation(
     lossSum += checkedLoss(r.loss, b);
     opts.onProgress?.({ stage: "fisher", done: b + 1, total, loss: r.loss });
   }
+  const { rows, cols } = acc.result(total);
   return {
-    ...acc.result(total),
+    rows,
+    cols,
     batches: total,
     meanLoss: lossSum / total,
     seconds: (performance.now() - t0) / 1000,
+  };
+}
+
+function batchesOf(windows: readonly Int32Array[], per: number): Int32Array[][] {
+  const batches: Int32Array[][] = [];
+  for (let b = 0; b * per < windows.length; b++) batches.push(windows.slice(b * per, (b + 1) * per));
+  return batches;
+}
+
+const layoutOf = (batch: readonly Int32Array[]) => ({ batch: batch.length, seq: batch[0].length });
+
+/**
+ * The Fisher pass with K-FAC factors, block-major (see the module doc): every batch forward, its block inputs
+ * spilled; the head's loss and dL/dh per batch; then for i = L−1 … 0 every batch's backward through block i
+ * (recomputed from its checkpoint), after which block i's factors are final and spilled too.
+ */
+async function kfacFisher(
+  model: ModelWeights,
+  head: Awaited<ReturnType<typeof loadHead>>,
+  batches: readonly Int32Array[][],
+  opts: FisherOptions,
+  t0: number,
+): Promise<FisherInfo> {
+  const { spec, reader } = model, d = spec.hiddenSize, L = spec.numLayers;
+  const wanted = opts.linears ?? LINEAR_NAMES;
+  const store = await openSpillStore({ what: "fwsvd K-FAC factors", spill: opts.spill });
+  try {
+    // Forward: each batch's input to block i (tokens×d, float32) is kept under `x i b`.
+    let hidden = batches.map((b) => embeddingForward(head.embed, b));
+    for (let i = 0; i < L; i++) {
+      opts.signal?.throwIfAborted();
+      const block = await loadBlock(reader, spec, i);
+      hidden = hidden.map((h, b) => {
+        store.put(`x ${i} ${b}`, h.data);
+        return blockForward(spec, block, h, layoutOf(batches[b]), false).out!;
+      });
+    }
+    // The head: each batch's mean next-token loss and dL/dh (tokens×d).
+    let lossSum = 0;
+    const dh = hidden.map((h, b) => {
+      const tokens = batches[b].length * (batches[b][0].length - 1);
+      const r = headLossBackward(spec, head, h, nextTokenTargets(batches[b]), { scale: 1 / tokens });
+      lossSum += checkedLoss(r.nllSum / tokens, b);
+      return r.dh;
+    });
+    hidden = [];
+    const rows = new Map<string, Float64Array>(), cols = new Map<string, Float64Array>();
+    for (let i = L - 1; i >= 0; i--) {
+      opts.signal?.throwIfAborted();
+      const block = await loadBlock(reader, spec, i);
+      const acc = new FisherAccumulator(wanted, true);
+      for (let b = 0; b < batches.length; b++) {
+        const layout = layoutOf(batches[b]), n = layout.batch * layout.seq;
+        const x = { rows: n, cols: d, data: store.get(`x ${i} ${b}`) as Float32Array };
+        const values = blockForward(spec, block, x, layout, true);
+        dh[b] = blockBackward(spec, block, values, dh[b], layout, {
+          onLinear: (lin, xi, dy) => acc.add(i, lin, xi, dy),
+        }).dx;
+      }
+      const r = acc.result(batches.length);
+      for (const [k, v] of r.rows) rows.set(k, v);
+      for (const [k, v] of r.cols) cols.set(k, v);
+      for (const lin of wanted) {
+        const key = linearPrefix(i, lin), f = r.kfac!.get(key)!, group = `${i} input ${INPUT_GROUP[lin]}`;
+        if (!store.has(group)) store.put(group, f.input.data); // q/k/v (gate/up) share one E[x xᵀ]
+        store.put(`${key} output`, f.output.data);
+      }
+      opts.onProgress?.({ stage: "fisher", done: L - i, total: L, loss: lossSum / batches.length });
+    }
+    return {
+      rows,
+      cols,
+      kfac: kfacStore(store, spec, wanted),
+      batches: batches.length,
+      meanLoss: lossSum / batches.length,
+      seconds: (performance.now() - t0) / 1000,
+    };
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
+}
+
+/** The factors a {@link kfacFisher} pass left in `store`, served one block at a time. */
+function kfacStore(store: SpillStore, spec: LlamaSpec, linears: readonly LinearName[]): KfacStore {
+  const square = (data: Float64Array): Matrix64 => {
+    const n = Math.round(Math.sqrt(data.length));
+    return { rows: n, cols: n, data };
+  };
+  return {
+    spilled: store.spilled,
+    block(i) {
+      if (!Number.isInteger(i) || i < 0 || i >= spec.numLayers) {
+        throw new OptionError(`fwsvd: no K-FAC factors for block ${i} (blocks 0…${spec.numLayers - 1})`);
+      }
+      const inputs = new Map<string, Matrix64>(), out = new Map<string, KfacFactors>();
+      for (const lin of linears) {
+        const group = `${i} input ${INPUT_GROUP[lin]}`, key = linearPrefix(i, lin);
+        let input = inputs.get(group);
+        if (!input) inputs.set(group, input = square(store.get(group) as Float64Array));
+        out.set(key, { input, output: square(store.get(`${key} output`) as Float64Array) });
+      }
+      return out;
+    },
+    bytes: () => store.bytes(),
+    close: () => store.close(),
   };
 }
 
@@ -179,7 +314,7 @@ class FisherAccumulator {
   }
 
   /** The sums divided by the number of batches, and the K-FAC factors. */
-  result(batches: number): Pick<FisherInfo, "rows" | "cols" | "kfac"> {
+  result(batches: number): BlockFisher {
     for (const v of [...this.rows.values(), ...this.cols.values()]) {
       for (let i = 0; i < v.length; i++) v[i] /= batches;
     }
@@ -191,6 +326,9 @@ class FisherAccumulator {
     return { rows: this.rows, cols: this.cols, kfac };
   }
 }
+
+/** The Fisher statistics one block is factored with: the diagonal sums, and the K-FAC factors by prefix. */
+type BlockFisher = Pick<FisherInfo, "rows" | "cols"> & { kfac?: ReadonlyMap<string, KfacFactors> };
 
 /** Whether `lin` is the first of the accumulated linears reading its input (in the model's order). */
 function firstOfGroup(lin: LinearName, wanted: ReadonlySet<LinearName>): boolean {
@@ -346,6 +484,8 @@ export interface FwsvdFactorOptions extends FisherOptions {
   fisher?: FisherInfo;
   /** Called after each factored linear. */
   onFactor?: (prefix: string, f: Factors) => void;
+  /** Keep every factor in the returned map (default true; false: `onFactor` alone sees them). */
+  keep?: boolean;
 }
 
 /**
@@ -370,13 +510,13 @@ export async function fwsvdFactors(
   }
   const reader = checkedReader(model.reader);
   const factors = new Map<string, Factors>();
-  const factorBlock = (i: number, block: LlamaBlock, fisher: Pick<FisherInfo, "rows" | "cols" | "kfac">) => {
+  const factorBlock = (i: number, block: LlamaBlock, fisher: BlockFisher) => {
     for (const name of opts.linears ?? LINEAR_NAMES) {
       const prefix = linearPrefix(i, name), lin = block[BLOCK_FIELD[name]], rank = opts.ranks[prefix];
       if (rank === null || rank === undefined) continue;
       if (lin.kind !== "dense") throw new OptionError(`fwsvd: ${prefix} is already low-rank in the input`);
       const f = factorLinear(lin.weight, prefix, fisher, rank, side, opts.damping, opts.outputDamping);
-      factors.set(prefix, f);
+      if (opts.keep ?? true) factors.set(prefix, f);
       setLinear(block, name, { kind: "lowrank", a: f.a, b: f.b, bias: lin.bias });
       opts.onFactor?.(prefix, f);
     }
@@ -389,13 +529,24 @@ export async function fwsvdFactors(
     return { factors, fisher: await sequentialFisher(model, windows, { ...opts, kfac }, factorBlock) };
   }
   const fisher = opts.fisher ?? await fisherInformation(model, windows, { ...opts, kfac });
-  if (kfac && !fisher.kfac) {
-    throw new OptionError(`fwsvd: side "kfac" needs a Fisher pass made with kfac: true`);
-  }
-  if (opts.sequential === "inputs") {
-    await sequentialInputs(model, windows, opts, fisher.kfac!, factorBlock);
-  } else {
-    for (let i = 0; i < spec.numLayers; i++) factorBlock(i, await loadBlock(reader, spec, i), fisher);
+  try {
+    if (kfac && !fisher.kfac) {
+      throw new OptionError(`fwsvd: side "kfac" needs a Fisher pass made with kfac: true`);
+    }
+    if (opts.sequential === "inputs") {
+      await sequentialInputs(model, windows, opts, fisher.kfac!, factorBlock);
+    } else {
+      for (let i = 0; i < spec.numLayers; i++) {
+        const block = await loadBlock(reader, spec, i);
+        factorBlock(i, block, {
+          rows: fisher.rows,
+          cols: fisher.cols,
+          kfac: kfac ? fisher.kfac!.block(i) : undefined,
+        });
+      }
+    }
+  } finally {
+    if (!opts.fisher) await fisher.kfac?.close(); // a pass made here; a given one is the caller's
   }
   const { rows: _rows, cols: _cols, kfac: _kfac, ...facts } = fisher;
   return { factors, fisher: facts };
@@ -415,7 +566,7 @@ export const WEIGHTINGS: readonly FwsvdWeighting[] = ["kfac", "both", "input", "
 function factorLinear(
   w: Matrix,
   prefix: string,
-  fisher: Pick<FisherInfo, "rows" | "cols" | "kfac">,
+  fisher: BlockFisher,
   rank: number,
   side: FwsvdWeighting,
   damping?: number,
@@ -431,23 +582,20 @@ function factorLinear(
 /**
  * K-FAC with the input factors taken sequentially: block i's E[x xᵀ] from the compressed prefix's outputs
  * run through the dense block i (forward only, as SVD-LLM's sequential whitening), its E[dy dyᵀ] from the
- * dense pass in `kfac` (replaced in place), then `factor` compresses block i, which advances the inputs.
+ * dense pass (read back from `dense` one block at a time), then `factor` compresses block i, which advances the inputs.
  */
 async function sequentialInputs(
   model: ModelWeights,
   windows: readonly Int32Array[],
   opts: FisherOptions,
-  dense: ReadonlyMap<string, KfacFactors>,
-  factor: (i: number, block: LlamaBlock, fisher: Pick<FisherInfo, "rows" | "cols" | "kfac">) => void,
+  dense: KfacStore,
+  factor: (i: number, block: LlamaBlock, fisher: BlockFisher) => void,
 ): Promise<void> {
   const { spec } = model;
   if (!windows.length) throw new OptionError("fwsvd: no calibration windows");
-  const kfac = new Map<string, KfacFactors>();
   const reader = checkedReader(model.reader);
   const head = await loadHead(reader, spec);
-  const per = opts.batchWindows ?? 1;
-  const batches: Int32Array[][] = [];
-  for (let b = 0; b * per < windows.length; b++) batches.push(windows.slice(b * per, (b + 1) * per));
+  const batches = batchesOf(windows, opts.batchWindows ?? 1);
   let hidden = batches.map((b) => embeddingForward(head.embed, b));
   const linears = opts.linears ?? LINEAR_NAMES;
   for (let i = 0; i < spec.numLayers; i++) {
@@ -464,10 +612,11 @@ async function sequentialInputs(
         if (firstOfGroup(op.lin, new Set(linears))) g.addBatch(values[op.x]!);
       }
     }
+    const outputs = dense.block(i), kfac = new Map<string, KfacFactors>(); // block i's only
     for (const op of BLOCK_PROGRAM) {
       if (op.op !== "linear" || !linears.includes(op.lin)) continue;
       const key = linearPrefix(i, op.lin);
-      kfac.set(key, { input: grams.get(op.x)!.gram(), output: dense.get(key)!.output });
+      kfac.set(key, { input: grams.get(op.x)!.gram(), output: outputs.get(key)!.output });
     }
     factor(i, block, { rows: new Map(), cols: new Map(), kfac });
     hidden = hidden.map((h, b) =>
@@ -485,7 +634,7 @@ async function sequentialFisher(
   model: ModelWeights,
   windows: readonly Int32Array[],
   opts: FisherOptions,
-  factor: (i: number, block: LlamaBlock, fisher: Pick<FisherInfo, "rows" | "cols" | "kfac">) => void,
+  factor: (i: number, block: LlamaBlock, fisher: BlockFisher) => void,
 ): Promise<Omit<FisherInfo, "rows" | "cols" | "kfac">> {
   const t0 = performance.now(), { spec } = model;
   const per = opts.batchWindows ?? 1;

@@ -8,6 +8,7 @@
 import type { Factors } from "../methods/factors.ts";
 import type { FwsvdWeighting } from "../methods/fwsvd.ts";
 import { fwsvdFactors } from "./fwsvd.ts";
+import { openSpillStore } from "./spill.ts";
 import type { Run } from "./run.ts";
 import { socoPass, type SocoPassResult } from "./soco_pass.ts";
 
@@ -15,8 +16,11 @@ import { socoPass, type SocoPassResult } from "./soco_pass.ts";
 export interface RunFisher {
   /** How the Fisher information weighted each linear. */
   side: FwsvdWeighting;
-  /** Linear prefix → its factors (the block loop only writes them). */
-  factors: ReadonlyMap<string, Factors>;
+  /**
+   * Linear prefix → its factors (the block loop only writes them; each asked for once, in block order: they
+   * are read back from a temporary file where `node:fs` exists, which closes after the last).
+   */
+  factors: { get(prefix: string): Factors | undefined };
   /** Batches averaged (per block, when sequential). */
   batches: number;
   /** Mean calibration loss over the batches, nats per token. */
@@ -24,8 +28,9 @@ export interface RunFisher {
 }
 
 /**
- * FWSVD's Fisher pass and factors (the whole model, forward and backward, per batch; with K-FAC and
- * `sequential`, then a forward pass over the compressed prefix for the input factors).
+ * FWSVD's Fisher pass and factors (the whole model, forward and backward; with K-FAC and `sequential`, then a
+ * forward pass over the compressed prefix for the input factors). The factors are spilled as they are made
+ * (see `spill.ts`), so that the pass's memory stays near one block's whatever the model's depth.
  */
 export async function fisherPass(
   run: Run,
@@ -34,25 +39,56 @@ export async function fisherPass(
 ): Promise<RunFisher> {
   const { opts } = run;
   const side = opts.fisherSide ?? "kfac";
-  const f = await run.clock.time(
-    "fisher",
-    () =>
-      fwsvdFactors({ spec: run.spec, reader: run.reader }, windows, {
-        ranks,
-        side,
-        // K-FAC's input factors follow the compressed prefix as SVD-LLM's whitening does; the diagonal sides
-        // come from the dense model (their sequential form costs a backward pass per block).
-        sequential: run.sequential && side === "kfac" ? "inputs" : false,
-        batchWindows: opts.fisherBatch,
-        linears: run.linears,
-        signal: opts.signal,
-        onProgress: (e) => {
-          run.memory.boundary();
-          run.emit({ stage: "fisher", done: e.done, total: e.total });
-        },
-      }),
-  );
-  return { side, factors: f.factors, batches: f.fisher.batches, meanLoss: f.fisher.meanLoss };
+  // The factors go to a temporary file as they are made and come back one at a time when the block loop
+  // writes them: memory holds one block's, not the whole compressed model.
+  const store = await openSpillStore({ what: "fwsvd factors" });
+  const made = new Map<string, Omit<Factors, "a" | "b"> & { a: [number, number]; b: [number, number] }>();
+  let f: Awaited<ReturnType<typeof fwsvdFactors>>;
+  try {
+    f = await run.clock.time(
+      "fisher",
+      () =>
+        fwsvdFactors({ spec: run.spec, reader: run.reader }, windows, {
+          ranks,
+          side,
+          // K-FAC's input factors follow the compressed prefix as SVD-LLM's whitening does; the diagonal sides
+          // come from the dense model (their sequential form costs a backward pass per block).
+          sequential: run.sequential && side === "kfac" ? "inputs" : false,
+          batchWindows: opts.fisherBatch,
+          linears: run.linears,
+          signal: opts.signal,
+          keep: false,
+          onFactor: (prefix, { a, b, ...rest }) => {
+            store.put(`${prefix} a`, a.data);
+            store.put(`${prefix} b`, b.data);
+            made.set(prefix, { ...rest, a: [a.rows, a.cols], b: [b.rows, b.cols] });
+          },
+          onProgress: (e) => {
+            run.memory.boundary();
+            run.emit({ stage: "fisher", done: e.done, total: e.total });
+          },
+        }),
+    );
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
+  let left = made.size;
+  const factors = {
+    get(prefix: string): Factors | undefined {
+      const m = made.get(prefix);
+      if (!m) return undefined;
+      const read = (part: "a" | "b") => ({
+        rows: m[part][0],
+        cols: m[part][1],
+        data: store.get(`${prefix} ${part}`) as Float32Array,
+      });
+      const out = { ...m, a: read("a"), b: read("b") };
+      if (--left === 0) store.close();
+      return out;
+    },
+  };
+  return { side, factors, batches: f.fisher.batches, meanLoss: f.fisher.meanLoss };
 }
 
 /** SoCo's pass on the run's model and windows, its events reported as "soco" progress. */

@@ -4,9 +4,10 @@
  * spilled to one temporary file and read back one block at a time, so that memory holds one block's bases
  * whatever the model's depth. σ and the shape stay in memory (r values per linear).
  *
- * The file is created in the system's temporary folder and unlinked right after it is opened where the
- * platform allows (POSIX), so nothing is left behind even when the process is killed; otherwise it is removed
- * on {@link BasisStore.close}. Without `node:fs` (browsers, workerd) the store keeps the bases in memory.
+ * The file is `spill.ts`'s (shared with FWSVD's factors): created in the system's temporary folder and
+ * unlinked right after it is opened where the platform allows (POSIX), so nothing is left behind even when the
+ * process is killed; otherwise it is removed on {@link BasisStore.close}. Without `node:fs` (browsers,
+ * workerd) the store keeps the bases in memory.
  *
  * @example
  * ```ts
@@ -24,6 +25,7 @@
  */
 import { OptionError } from "../errors.ts";
 import type { SpectralBasis } from "../methods/soco.ts";
+import { openSpillStore } from "./spill.ts";
 
 /** Block-indexed storage of spectral bases. */
 export interface BasisStore {
@@ -50,117 +52,42 @@ export interface BasisStoreOptions {
   dir?: string;
 }
 
-type Meta = Omit<SpectralBasis, "u" | "c"> & { offset: number };
+type Meta = Omit<SpectralBasis, "u" | "c">;
 
 /** A store of bases (see the module doc). */
 export async function openBasisStore(opts: BasisStoreOptions = {}): Promise<BasisStore> {
-  const spill = opts.spill ?? "auto";
-  if (spill === false) return memoryStore();
-  let fs: typeof import("node:fs") | undefined;
-  try {
-    fs = await import("node:fs");
-  } catch (e) {
-    if (spill === true) {
-      throw new OptionError(
-        `soco: cannot spill the bases to a file here (no node:fs: ${(e as Error).message})`,
-      );
-    }
-    return memoryStore();
-  }
-  const { tmpdir } = await import("node:os");
-  const { join } = await import("node:path");
-  const dir = fs.mkdtempSync(join(opts.dir ?? tmpdir(), "soco-bases-"));
-  const path = join(dir, "bases.f32");
-  const fd = fs.openSync(path, "w+");
-  let removed = false;
-  const remove = () => {
-    if (removed) return;
-    try {
-      fs.rmSync(dir, { recursive: true, force: true });
-      removed = true;
-    } catch { /* Windows: an open file cannot be removed; close() retries */ }
-  };
-  remove(); // POSIX: the open descriptor keeps the data; the name is gone
+  const store = await openSpillStore({ what: "soco bases", spill: opts.spill ?? "auto", dir: opts.dir });
   const blocks: Meta[][] = [];
-  let end = 0, open = true;
+  let open = true;
   const check = (block: number) => {
     if (!open) throw new OptionError(`soco: the basis store is closed (block ${block})`);
     if (!blocks[block]) throw new OptionError(`soco: no bases stored for block ${block}`);
   };
   return {
-    spilled: true,
+    spilled: store.spilled,
     put(block, bases) {
       if (!open) return Promise.reject(new OptionError(`soco: the basis store is closed (block ${block})`));
-      const metas: Meta[] = [];
-      for (const b of bases) {
-        const { u, c, ...meta } = b;
-        metas.push({ ...meta, offset: end });
-        for (const m of [u, c]) {
-          const bytes = new Uint8Array(m.data.buffer, m.data.byteOffset, m.data.byteLength);
-          let done = 0;
-          while (done < bytes.length) done += fs.writeSync(fd, bytes, done, bytes.length - done, end + done);
-          end += bytes.length;
-        }
+      const metas = blocks[block] ??= [];
+      for (const { u, c, ...meta } of bases) {
+        store.put(`${block} ${metas.length} u`, u.data);
+        store.put(`${block} ${metas.length} c`, c.data);
+        metas.push(meta);
       }
-      (blocks[block] ??= []).push(...metas);
       return Promise.resolve();
     },
     get(block) {
       check(block);
-      return blocks[block].map(({ offset, ...meta }) => {
-        const u = new Float32Array(meta.rows * meta.rank), c = new Float32Array(meta.rank * meta.cols);
-        let at = offset;
-        for (const a of [u, c]) {
-          const bytes = new Uint8Array(a.buffer);
-          let done = 0;
-          while (done < bytes.length) {
-            const n = fs.readSync(fd, bytes, done, bytes.length - done, at + done);
-            if (n <= 0) {
-              throw new OptionError(`soco: the bases file ended early (block ${block}, ${meta.name})`);
-            }
-            done += n;
-          }
-          at += bytes.length;
-        }
-        return {
-          ...meta,
-          u: { rows: meta.rows, cols: meta.rank, data: u },
-          c: { rows: meta.rank, cols: meta.cols, data: c },
-        };
-      });
+      return blocks[block].map((meta, j) => ({
+        ...meta,
+        u: { rows: meta.rows, cols: meta.rank, data: store.get(`${block} ${j} u`) as Float32Array },
+        c: { rows: meta.rank, cols: meta.cols, data: store.get(`${block} ${j} c`) as Float32Array },
+      }));
     },
-    bytes: () => end,
-    close() {
-      if (open) {
-        open = false;
-        fs.closeSync(fd);
-      }
-      remove();
-      return Promise.resolve();
-    },
-  };
-}
-
-function memoryStore(): BasisStore {
-  const blocks: SpectralBasis[][] = [];
-  let bytes = 0, open = true;
-  return {
-    spilled: false,
-    put(block, bases) {
-      (blocks[block] ??= []).push(...bases);
-      for (const b of bases) bytes += b.u.data.byteLength + b.c.data.byteLength;
-      return Promise.resolve();
-    },
-    get(block) {
-      if (!open) throw new OptionError(`soco: the basis store is closed (block ${block})`);
-      if (!blocks[block]) throw new OptionError(`soco: no bases stored for block ${block}`);
-      return blocks[block];
-    },
-    bytes: () => bytes,
+    bytes: () => store.bytes(),
     close() {
       open = false;
       blocks.length = 0;
-      return Promise.resolve();
+      return store.close();
     },
   };
 }

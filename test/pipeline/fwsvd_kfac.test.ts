@@ -44,7 +44,6 @@ test("fwsvd kfac: the pass's factors are E[x xᵀ] and E[dy dyᵀ] over all toke
   const m = await loadModel(TINY);
   try {
     const windows = calibrationWindows(ids, { samples: 3, seqlen: 24, seed: 1 });
-    const f = await fisherInformation(m, windows, { kfac: true });
     const head = await loadHead(m.reader, m.spec);
     const xs = new Map<string, Float64Array>(), dys = new Map<string, Float64Array>();
     let tokens = 0;
@@ -61,14 +60,32 @@ test("fwsvd kfac: the pass's factors are E[x xᵀ] and E[dy dyᵀ] over all toke
       });
       tokens += w.length;
     }
-    assert.equal(f.kfac!.size, 7 * m.spec.numLayers);
-    for (const [key, k] of f.kfac!) {
-      assert.ok(relDiff(k.input.data, xs.get(key)!.map((v) => v / tokens)) < 1e-5, `${key} input`);
-      assert.ok(relDiff(k.output.data, dys.get(key)!.map((v) => v / tokens)) < 1e-5, `${key} output`);
+    const diag = await fisherInformation(m, windows); // batch by batch, no K-FAC
+    // The block-major K-FAC pass, its factors spilled to a file or kept in memory: the same statistics.
+    for (const spill of [true, false]) {
+      const f = await fisherInformation(m, windows, { kfac: true, spill });
+      assert.equal(f.kfac!.spilled, spill);
+      assert.equal(f.batches, diag.batches);
+      assert.ok(Math.abs(f.meanLoss - diag.meanLoss) < 1e-12 * diag.meanLoss);
+      for (const [key, r] of diag.rows) {
+        assert.ok(relDiff(f.rows.get(key)!, r) < 1e-12, `${key} rows`);
+        assert.ok(relDiff(f.cols.get(key)!, diag.cols.get(key)!) < 1e-12, `${key} cols`);
+      }
+      for (let i = 0; i < m.spec.numLayers; i++) {
+        const block = f.kfac!.block(i);
+        assert.deepEqual([...block.keys()], LINEAR_NAMES.map((n) => linearPrefix(i, n)));
+        for (const [key, k] of block) {
+          assert.ok(relDiff(k.input.data, xs.get(key)!.map((v) => v / tokens)) < 1e-5, `${key} input`);
+          assert.ok(relDiff(k.output.data, dys.get(key)!.map((v) => v / tokens)) < 1e-5, `${key} output`);
+        }
+        const q = block.get(linearPrefix(i, "self_attn.q_proj"))!,
+          v = block.get(linearPrefix(i, "self_attn.v_proj"))!;
+        assert.equal(q.input, v.input); // one Gram for the three attention projections
+      }
+      assert.throws(() => f.kfac!.block(m.spec.numLayers), /no K-FAC factors for block 2/);
+      await f.kfac!.close();
+      assert.throws(() => f.kfac!.block(0), /spill store is closed/);
     }
-    const q = f.kfac!.get(linearPrefix(0, "self_attn.q_proj"))!,
-      v = f.kfac!.get(linearPrefix(0, "self_attn.v_proj"))!;
-    assert.equal(q.input, v.input); // one Gram for the three attention projections
   } finally {
     await m.close();
   }
