@@ -35,6 +35,23 @@ interface Job {
   holdout: number;
   /** Hyper-parameter selection: calibrate on the first 7/8 of the calibration text, evaluate on its last 1/8. */
   select: boolean;
+  /**
+   * The guard's held-out text: "story" holds out one whole document of the calibration text (the last one that
+   * ends before the text does, documents split at line breaks), so that no training window shares a story with
+   * it; "tail" is compressSoco's default (the ids' last `holdout` fraction, which continues a training story).
+   */
+  guard: "story" | "tail";
+}
+
+/**
+ * The last whole document of `ids` (from after a `newline` id to its next `newline`, inclusive) of at least
+ * `min` tokens, as [start, end); undefined when there is none. TinyStories puts one story per line.
+ */
+export function lastDocument(ids: Int32Array, newline: number, min: number): [number, number] | undefined {
+  const at: number[] = [];
+  ids.forEach((t, i) => t === newline && at.push(i));
+  for (let k = at.length - 1; k > 0; k--) if (at[k] - at[k - 1] >= min) return [at[k - 1] + 1, at[k] + 1];
+  return undefined;
 }
 
 async function runOne(job: Job): Promise<void> {
@@ -49,6 +66,28 @@ async function runOne(job: Job): Promise<void> {
     const cut = Math.floor(d.calib.length * 7 / 8);
     selectIds = d.calib.slice(cut);
     d.calib = d.calib.slice(0, cut);
+  }
+  const fullCalib = d.calib;
+  let validation: Int32Array[] | undefined;
+  if (job.guard === "story") {
+    const tm = await loadModel(d.path);
+    const newline = tm.tokenizer.encode("\n", { bos: false }).at(-1)!;
+    await tm.close();
+    const doc = lastDocument(d.calib, newline, 256);
+    if (!doc) throw new Error(`bench/soco: no whole document of ≥ 256 tokens in the calibration text`);
+    // The held-out story is the guard's text and the selection text; training sees the other stories.
+    selectIds = d.calib.slice(doc[0], doc[1]);
+    validation = [];
+    for (let s = 0; s + 256 <= selectIds.length; s += 256) validation.push(selectIds.slice(s, s + 256));
+    const rest = new Int32Array(d.calib.length - selectIds.length);
+    rest.set(d.calib.subarray(0, doc[0]));
+    rest.set(d.calib.subarray(doc[1]), doc[0]);
+    d.calib = rest;
+    console.error(
+      `guard: story [${doc[0]}, ${
+        doc[1]
+      }) held out, ${validation.length} windows; training on ${rest.length} tokens`,
+    );
   }
   const dir = await mkdtemp(join(tmpdir(), "bench-soco-"));
   try {
@@ -65,6 +104,7 @@ async function runOne(job: Job): Promise<void> {
       nllWeight: job.nll,
       start: job.start,
       holdout: job.holdout,
+      validation,
       onProgress: (e) => {
         if (e.stage !== "train") return;
         const t = e.train;
@@ -97,7 +137,8 @@ async function runOne(job: Job): Promise<void> {
       method: "svdllm",
       ratio: { kept: rep.budget.target / rep.params.linears.before },
       allocation: "global",
-      calibration: { ids: d.calib, samples: d.samples, seqlen: 256, seed: 0 },
+      // the protocol's whole calibration half, also when SoCo holds a story out
+      calibration: { ids: fullCalib, samples: d.samples, seqlen: 256, seed: 0 },
     });
     const bm = await loadModel(join(dir, "svdllm"));
     const baseline = {
@@ -146,14 +187,15 @@ async function main(): Promise<void> {
   const kls = arg("kl", "1").split(",").map(Number);
   const start = arg("start", "allocation") as Job["start"], holdout = Number(arg("holdout", "0.125"));
   const select = process.argv.includes("--select");
+  const guard = arg("guard", "story") as Job["guard"];
   console.log(
     `| model | basis | KL | % removed | ppl |${
-      select ? " selection ppl (calibration text's last 1/8) |" : ""
+      select || guard === "story" ? " selection ppl (held-out calibration text) |" : ""
     } svdllm global, same budget: ppl${
-      select ? " / selection ppl" : ""
+      select || guard === "story" ? " / selection ppl" : ""
     } | calib NLL | held-out NLL start → trained (kept) | loss first → last | time s (bases / train) | peak RSS MB |`,
   );
-  console.log(`|---|---|---|---|---|${select ? "---|" : ""}---|---|---|---|---|---|`);
+  console.log(`|---|---|---|---|---|${select || guard === "story" ? "---|" : ""}---|---|---|---|---|---|`);
   for (const model of models) {
     for (const removed of ratios) {
       for (const [basis, kl] of bases.flatMap((b) => kls.map((k) => [b, k] as const))) {
@@ -169,6 +211,7 @@ async function main(): Promise<void> {
           start,
           holdout,
           select,
+          guard,
         }) as {
           ppl: number;
           selectPpl?: number;
@@ -181,13 +224,13 @@ async function main(): Promise<void> {
           lastLoss: number;
           validation?: { start?: number; trained: number; kept: string };
         };
-        const v = r.validation;
+        const v = r.validation, sel = select || guard === "story";
         console.log(
           `| ${model === "brown" ? "tinylm-brown" : "stories260K"} | ${basis} | ${kl} | ${
             (100 * r.linearsRemoved).toFixed(1)
-          } | ${r.ppl.toFixed(2)} |${select ? ` ${r.selectPpl!.toFixed(2)} |` : ""} ${
+          } | ${r.ppl.toFixed(2)} |${sel ? ` ${r.selectPpl!.toFixed(2)} |` : ""} ${
             r.baseline.ppl.toFixed(2)
-          }${select ? ` / ${r.baseline.selectPpl!.toFixed(2)}` : ""} | ${r.calibNll.toFixed(3)} | ${
+          }${sel ? ` / ${r.baseline.selectPpl!.toFixed(2)}` : ""} | ${r.calibNll.toFixed(3)} | ${
             v ? `${v.start?.toFixed(3) ?? "—"} → ${v.trained.toFixed(3)} (${v.kept})` : "—"
           } | ${r.firstLoss.toFixed(3)} → ${r.lastLoss.toFixed(3)} | ${r.seconds.total.toFixed(1)} (${
             r.seconds.bases.toFixed(1)

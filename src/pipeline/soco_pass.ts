@@ -338,6 +338,8 @@ export async function socoPass(
         windows,
       )
       : undefined;
+    // The embedding table (vocab×d) is garbage now: collect it before the first block is read.
+    if (h) opts.memory?.dropped(4 * spec.vocabSize * spec.hiddenSize);
     const info: {
       name: string;
       rows: number;
@@ -496,6 +498,7 @@ export async function socoPass(
         signal: opts.signal,
       });
       opts.sample?.();
+      opts.memory?.dropped(2 * blockBytes); // the step's last W'(s), reference block and intermediates
       return r.loss;
     }, {
       linears,
