@@ -28,6 +28,7 @@
  * @module
  */
 import { OptionError, ShapeError } from "../errors.ts";
+import { gemmInto } from "../linalg/gemm.ts";
 import type { FloatArray, Matrix } from "../linalg/matrix.ts";
 import { BLOCK_PROGRAM, opInputs, type ValueName } from "./block_def.ts";
 
@@ -43,13 +44,13 @@ import {
   linearBackward,
   linearForward,
   type LinearGrads,
-  mm,
   rmsnormBackward,
   rmsnormForward,
   ropeBackward,
   ropeForward,
   swigluBackward,
   swigluForward,
+  zerosLike,
 } from "./backward_ops.ts";
 import { BLOCK_FIELD, type Layout } from "./llama.ts";
 import type { LinearName } from "./names.ts";
@@ -404,9 +405,16 @@ export async function lossAndGrad<T extends FloatArray = Float32Array>(
     } else {
       const rm = ref as GradModel<T>;
       const hRef = await finalHidden(rm, windows, layout, opts.signal); // tokens×d
+      // One buffer for every chunk's reference logits (n×vocab), as the head loss does for its own.
+      let buf: T | undefined;
       reference = (r0, n) => {
         const d = hRef.cols, rows = { rows: n, cols: d, data: hRef.data.subarray(r0 * d, (r0 + n) * d) as T };
-        return mm(rmsnormForward(rows, rm.head.norm, rm.spec.rmsNormEps), rm.head.lmHead, { transB: true });
+        const V = rm.head.lmHead.rows;
+        if (!buf || buf.length < n * V) buf = zerosLike(hRef.data, n, V).data;
+        const out: Matrix<T> = { rows: n, cols: V, data: buf.subarray(0, n * V) as T };
+        return gemmInto(rmsnormForward(rows, rm.head.norm, rm.spec.rmsNormEps), rm.head.lmHead, out, {
+          transB: true,
+        });
       };
     }
   }

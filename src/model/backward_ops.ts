@@ -476,12 +476,16 @@ export function headLossBackward<T extends FloatArray>(
   const V = head.lmHead.rows, d = h.cols, step = opts.chunkRows ?? lossChunkRows(V), scale = opts.scale ?? 1;
   const wNll = opts.nllWeight ?? 1, wKl = opts.reference ? (opts.klWeight ?? 1) : 0;
   const dh = zerosLike(h.data, h.rows, d);
+  // One logits buffer for every chunk: a fresh chunk.rows×V array per chunk is garbage the collector is slow to
+  // free (at vocab 32000, 16 MB a chunk), and it set the peak of a SoCo step.
+  const buf = zerosLike(h.data, Math.min(step, h.rows), V).data;
   let nllSum = 0, klSum = 0, count = 0;
   for (let r0 = 0; r0 < h.rows; r0 += step) {
     const n = Math.min(step, h.rows - r0);
     const hc: Matrix<T> = { rows: n, cols: d, data: h.data.subarray(r0 * d, (r0 + n) * d) as T };
     const normed = rmsnormForward(hc, head.norm, spec.rmsNormEps); // n×d
-    const logits = mm(normed, head.lmHead, { transB: true }); // n×V, becomes dL/dlogits in place
+    const logits: Matrix<T> = { rows: n, cols: V, data: buf.subarray(0, n * V) as T }; // becomes dL/dlogits
+    gemmInto(normed, head.lmHead, logits, { transB: true });
     const ref = wKl ? opts.reference!(r0, n) : undefined;
     if (ref && (ref.rows !== n || ref.cols !== V)) {
       throw new ShapeError(`loss: reference logits are ${ref.rows}×${ref.cols}, expected ${n}×${V}`);

@@ -28,7 +28,7 @@ import type { TensorReader } from "../io/tensor_reader.ts";
 import { cholesky, type CholeskyResult } from "../linalg/cholesky.ts";
 import { createRng } from "../linalg/random.ts";
 import { type GradModel, lossAndGrad } from "../model/backward.ts";
-import { BLOCK_FIELD, type Linear, type LlamaBlock, loadBlock, loadHead } from "../model/llama.ts";
+import { BLOCK_FIELD, type Linear, type LlamaBlock, loadBlock } from "../model/llama.ts";
 import { checkLayerCount } from "../model/load.ts";
 import { EMBED, LINEAR_NAMES, type LinearName, linearPrefix } from "../model/names.ts";
 import type { LlamaSpec } from "../model/spec.ts";
@@ -47,6 +47,7 @@ import {
 import { type BudgetLinear, checkBudget } from "../methods/soco_budget.ts";
 import { allocateRanks } from "../methods/allocation.ts";
 import { openBasisStore } from "./soco_bases.ts";
+import { compactHead } from "./soco_head.ts";
 
 export type { BudgetLinear } from "../methods/soco_budget.ts";
 import {
@@ -337,6 +338,8 @@ export async function socoPass(
         windows,
       )
       : undefined;
+    // The embedding table (vocab×d) is garbage now: collect it before the first block is read.
+    if (h) opts.memory?.dropped(4 * spec.vocabSize * spec.hiddenSize);
     const info: {
       name: string;
       rows: number;
@@ -392,7 +395,10 @@ export async function socoPass(
       opts.onProgress?.({ stage: "bases", block: i, done: i + 1, total: spec.numLayers });
     }
     const tBases = performance.now();
-    const head = await loadHead(reader, spec);
+    // The head over the ids the windows use only (a K×d embedding, lm_head reordered): see soco_head.ts.
+    const { head, remap } = await compactHead(reader, spec, [...windows, ...(opts.validation ?? [])]);
+    opts.memory?.dropped(4 * spec.vocabSize * spec.hiddenSize); // the full embedding read for the gather
+    const ids = windows.map(remap);
 
     // One block's bases in memory at a time: the training's forward reads blocks 0 … L−1, its backward
     // L−1 … 0 and the gradient hook wants the block the backward is in.
@@ -442,8 +448,8 @@ export async function socoPass(
       : undefined;
     // Held-out calibration windows: the final model must do no worse on them than the start.
     const nHold = opts.validation ? 0 : holdoutCount(windows.length, opts.holdout ?? DEFAULT_HOLDOUT);
-    const train = windows.slice(0, windows.length - nHold);
-    const held = opts.validation ?? windows.slice(windows.length - nHold);
+    const train = ids.slice(0, ids.length - nHold);
+    const held = opts.validation?.map(remap) ?? ids.slice(ids.length - nHold);
     const batch = Math.min(opts.batch ?? 4, train.length);
     const pick = batchPicker(train.length, batch, opts.seed ?? 0);
     const heldLoss = async (s: readonly Float64Array[]): Promise<number> => {
@@ -492,6 +498,7 @@ export async function socoPass(
         signal: opts.signal,
       });
       opts.sample?.();
+      opts.memory?.dropped(2 * blockBytes); // the step's last W'(s), reference block and intermediates
       return r.loss;
     }, {
       linears,
