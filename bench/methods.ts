@@ -1,6 +1,7 @@
 /**
- * Methods benchmark: perplexity, compression time and peak RSS of plain SVD, ASVD, SVD-LLM (whitening) and
- * SVD-LLM (+ update) at 20 / 40 / 60 % removed, on the bundled stories260K and on ../shared's tinylm-brown.
+ * Methods benchmark: perplexity, compression time (wall and CPU) and peak RSS of plain SVD, ASVD, SVD-LLM
+ * (whitening) and SVD-LLM (+ update) — and on request FWSVD, per-matrix-rank SVD-LLM and SoCo — at 20 / 40 /
+ * 60 % removed, on the bundled stories260K and on ../shared's tinylm-brown.
  * Each compression runs in its own process so that its time and peak RSS are its own.
  *
  * Protocols.
@@ -22,7 +23,12 @@
  * The protocol set-up (paths, tokens, windows, one child per job) is bench/protocol.ts, shared with
  * bench/soco.ts and bench/fwsvd.ts.
  *
+ * - FWSVD (K-FAC, its default), per-matrix-rank SVD-LLM (`allocation: "global"`) and SoCo (both bases), each
+ *   with the library's defaults, on the same protocol (`--methods fwsvd,svdllm-global,soco,soco-svd`).
+ *
  * Usage: deno run -A bench/methods.ts [--models stories,brown] [--ratios 0.2,0.4,0.6] [--threads N]
+ *        [--methods svd,asvd,svdllm-orig,svdllm,svdllm-update,svdllm-global,fwsvd,soco,soco-svd,asvd-sweep]
+ *        [--no-sweep]
  *
  * @module
  */
@@ -36,13 +42,17 @@ import { arg, childJson, protocolData, SHARED } from "./protocol.ts";
 
 interface Job {
   model: "stories" | "brown";
-  method: "svd" | "asvd" | "svdllm";
+  method: "svd" | "asvd" | "svdllm" | "fwsvd" | "soco";
+  /** Key for `--methods`: svd, asvd, svdllm-orig, svdllm, svdllm-update, svdllm-global, fwsvd, soco, soco-svd, asvd-sweep. */
+  key: string;
   label: string;
   ratio: { removed: number } | { kept: number };
   update?: boolean;
   /** false: statistics from the original model's activations (the references' protocol). */
   sequential?: boolean;
-  allocation?: "uniform" | "sweep";
+  allocation?: "uniform" | "sweep" | "global";
+  /** SoCo's basis (library default: whitened). */
+  basis?: "whitened" | "svd";
   samples: number;
 }
 
@@ -51,6 +61,8 @@ interface JobResult {
   ppl: number;
   densePpl: number;
   seconds: number;
+  /** The child's user + system CPU seconds for the compression alone (all threads). */
+  cpuSeconds: number;
   sweepSeconds?: number;
   peakRssMB: number;
   linearsRemoved: number;
@@ -71,6 +83,7 @@ async function runOne(job: Job): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "bench-methods-"));
   try {
     const out = join(dir, "out");
+    const cpu0 = process.cpuUsage();
     const rep = await compress(d.path, out, {
       method: job.method,
       ratio: job.ratio,
@@ -83,6 +96,7 @@ async function runOne(job: Job): Promise<void> {
           samples: Number(arg("sweep-samples", "8")),
         }
         : undefined,
+      soco: job.method === "soco" ? { basis: job.basis } : undefined,
       calibration: { ids: d.calib, samples: job.samples, seqlen: 256, seed: 0 },
       onProgress: (e) => {
         if (e.stage === "sensitivity") {
@@ -90,6 +104,7 @@ async function runOne(job: Job): Promise<void> {
         }
       },
     });
+    const cpu = process.cpuUsage(cpu0);
     const config = JSON.parse(await readFile(join(out, "config.json"), "utf8"));
     const reader = await openModelWeights(out);
     const ppl =
@@ -103,6 +118,7 @@ async function runOne(job: Job): Promise<void> {
       ppl,
       densePpl,
       seconds: rep.seconds,
+      cpuSeconds: (cpu.user + cpu.system) / 1e6,
       sweepSeconds: rep.sensitivity?.seconds,
       peakRssMB: rep.peakRssBytes / 2 ** 20,
       linearsRemoved: rep.params.linears.removed,
@@ -138,39 +154,64 @@ async function main(): Promise<void> {
     }
     const svdSamples = model === "brown" ? 64 : 32, asvdSamples = 32;
     for (const r of ratios) {
-      const ratio = { removed: r };
-      jobs.push({ model, method: "svd", label: "svd", ratio, samples: svdSamples });
-      jobs.push({ model, method: "asvd", label: "asvd (uniform)", ratio, samples: asvdSamples });
+      const ratio = { removed: r }, samples = svdSamples;
+      jobs.push({ model, method: "svd", key: "svd", label: "svd", ratio, samples });
+      jobs.push({ model, method: "asvd", key: "asvd", label: "asvd (uniform)", ratio, samples: asvdSamples });
       // The paper's SVD-LLM (W) whitens with the original model's activations; "+ update" also starts from
       // that whitening. Sequential whitening (our default) is a third, stronger variant, not the paper's.
       jobs.push({
         model,
         method: "svdllm",
+        key: "svdllm-orig",
         label: "svdllm (whitening, original activations)",
         ratio,
         sequential: false,
-        samples: svdSamples,
+        samples,
       });
       jobs.push({
         model,
         method: "svdllm",
+        key: "svdllm",
         label: "svdllm (whitening, sequential)",
         ratio,
-        samples: svdSamples,
+        samples,
       });
       jobs.push({
         model,
         method: "svdllm",
+        key: "svdllm-update",
         label: "svdllm (+update)",
         ratio,
         update: true,
-        samples: svdSamples,
+        samples,
+      });
+      jobs.push({
+        model,
+        method: "svdllm",
+        key: "svdllm-global",
+        label: "svdllm, per-matrix ranks (global)",
+        ratio,
+        allocation: "global",
+        samples,
+      });
+      jobs.push({ model, method: "fwsvd", key: "fwsvd", label: "fwsvd (K-FAC)", ratio, samples });
+      // SoCo with the library's defaults (start from per-matrix SVD-LLM, 100 steps of 4 × 256, KL 1).
+      jobs.push({ model, method: "soco", key: "soco", label: "soco (whitened basis)", ratio, samples });
+      jobs.push({
+        model,
+        method: "soco",
+        key: "soco-svd",
+        label: "soco (svd basis)",
+        ratio,
+        basis: "svd",
+        samples,
       });
     }
-    if (model === "brown" && !process.argv.includes("--no-sweep")) {
+    if (model === "brown") {
       jobs.push({
         model,
         method: "asvd",
+        key: "asvd-sweep",
         label: "asvd (sensitivity, kept 0.8)",
         ratio: { kept: 0.8 },
         allocation: "sweep",
@@ -178,8 +219,11 @@ async function main(): Promise<void> {
       });
     }
   }
+  // The default keeps the paper-method table's set; `--methods` picks any (see Job.key).
+  const keys = arg("methods", "svd,asvd,svdllm-orig,svdllm,svdllm-update,asvd-sweep").split(",")
+    .filter((k) => !(k === "asvd-sweep" && process.argv.includes("--no-sweep")));
   const rows: JobResult[] = [];
-  for (const job of jobs) {
+  for (const job of jobs.filter((j) => keys.includes(j.key))) {
     const r = await child(job);
     rows.push(r);
     console.error(
@@ -189,9 +233,9 @@ async function main(): Promise<void> {
     );
   }
   console.log(
-    "| model | method | ratio | linears removed | model removed | ppl (dense) | time s | peak RSS MB |",
+    "| model | method | ratio | linears removed | model removed | ppl (dense) | time s | CPU s | peak RSS MB |",
   );
-  console.log("|---|---|---|---|---|---|---|---|");
+  console.log("|---|---|---|---|---|---|---|---|---|");
   for (const r of rows) {
     const ratio = "removed" in r.job.ratio ? `removed ${r.job.ratio.removed}` : `kept ${r.job.ratio.kept}`;
     const time = r.sweepSeconds !== undefined
@@ -202,7 +246,7 @@ async function main(): Promise<void> {
         (100 * r.linearsRemoved).toFixed(1)
       } % | ${(100 * r.modelRemoved).toFixed(1)} % | ${r.ppl.toFixed(2)} (${
         r.densePpl.toFixed(2)
-      }) | ${time} | ${r.peakRssMB.toFixed(0)} |`,
+      }) | ${time} | ${r.cpuSeconds.toFixed(1)} | ${r.peakRssMB.toFixed(0)} |`,
     );
   }
 }
