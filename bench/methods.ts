@@ -239,7 +239,9 @@ async function main(): Promise<void> {
   for (const r of rows) {
     const ratio = "removed" in r.job.ratio ? `removed ${r.job.ratio.removed}` : `kept ${r.job.ratio.kept}`;
     const time = r.sweepSeconds !== undefined
-      ? `${r.seconds.toFixed(2)} (sweep ${r.sweepSeconds.toFixed(1)})`
+      ? `${r.seconds.toFixed(2)} (${r.job.allocation === "sweep" ? "sweep" : "ranks pass"} ${
+        r.sweepSeconds.toFixed(1)
+      })`
       : r.seconds.toFixed(2);
     console.log(
       `| ${r.job.model === "brown" ? "tinylm-brown" : "stories260K"} | ${r.job.label} | ${ratio} | ${
