@@ -19,7 +19,7 @@ import { allocateRanks } from "../../src/methods/allocation.ts";
 import { sensitivitySweep } from "../../src/pipeline/sensitivity.ts";
 import { fisherLosses, lossCurves } from "../../src/pipeline/truncation_losses.ts";
 import { keptRank, lowRankParams } from "../../src/methods/ratio.ts";
-import { randomBlock64, randomHead64, randomWindows, specOf } from "../model/grad_helpers.ts";
+import { fdDirectional, randomBlock64, randomHead64, randomWindows, specOf } from "../model/grad_helpers.ts";
 import { ShapeError } from "../../src/errors.ts";
 import { storiesText } from "../pipeline/_helpers.ts";
 import { findGarbageCollector } from "../../src/pipeline/memory.ts";
@@ -126,13 +126,12 @@ test("the gradient pass's (x, dy) give the loss's derivative along each componen
           hook -= dy!.data[t * m + o] * v;
         }
       }
-      const orig = weight.data.slice(), h = 1e-6;
-      const lossAt = async (eps: number) => {
-        for (let q = 0; q < orig.length; q++) weight.data[q] = orig[q] - eps * dw[q];
-        return (await lossAndGrad(model, windows)).loss;
-      };
-      const fd = (await lossAt(h) - await lossAt(-h)) / (2 * h);
-      weight.data.set(orig);
+      const minusDw = dw.map((v) => -v); // the direction of ε in L(W − ε ΔW_j)
+      const fd = await fdDirectional(
+        async () => (await lossAndGrad(model, windows)).loss,
+        weight.data,
+        minusDw,
+      );
       assert.ok(Math.abs(fd - hook) <= 1e-6 * (1 + Math.abs(fd)), `${lin} j ${j}: fd ${fd} vs hook ${hook}`);
     }
   }

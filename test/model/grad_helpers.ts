@@ -1,4 +1,5 @@
 /** Shared by the gradient checks: random float64 models of any small shape, finite differences, errors. */
+import assert from "node:assert/strict";
 import fc from "fast-check";
 import { createRng, type Rng } from "../../src/linalg/random.ts";
 import type { Matrix } from "../../src/linalg/matrix.ts";
@@ -135,15 +136,41 @@ export function fdGrad(f: () => number, data: Float64Array, h = 1e-6): Float64Ar
   return g;
 }
 
-/** Central difference of f along direction `dir` of `data` (perturbed in place, then restored). */
-export function fdDirectional(f: () => number, data: Float64Array, dir: Float64Array, h = 1e-6): number {
+/**
+ * Central difference (f(p + h·dir) − f(p − h·dir)) / 2h of f along direction `dir` of `data` (perturbed in
+ * place, then restored; f may be async).
+ */
+export async function fdDirectional(
+  f: () => number | Promise<number>,
+  data: Float64Array,
+  dir: ArrayLike<number>,
+  h = 1e-6,
+): Promise<number> {
   const v = data.slice();
   for (let i = 0; i < data.length; i++) data[i] = v[i] + h * dir[i];
-  const up = f();
+  const up = await f();
   for (let i = 0; i < data.length; i++) data[i] = v[i] - h * dir[i];
-  const down = f();
+  const down = await f();
   data.set(v);
   return (up - down) / (2 * h);
+}
+
+/**
+ * FD-check gradient `grad` of the loss `f` in `param` (what it claims is df/dparam) along a direction drawn
+ * from `rng` (N(0, 1) per element): |fd − grad·dir| ≤ tol · max(1e-3, |fd|), the floor keeping a near-zero
+ * derivative's round-off from counting. `what` names the parameter in the failure message.
+ */
+export async function assertDirectionalGrad(
+  what: string,
+  f: () => number | Promise<number>,
+  param: Float64Array,
+  grad: ArrayLike<number>,
+  rng: Rng,
+  tol: number,
+): Promise<void> {
+  const dir = rand64(1, param.length, rng).data;
+  const fd = await fdDirectional(f, param, dir), an = dot(grad, dir);
+  assert.ok(Math.abs(fd - an) <= tol * Math.max(1e-3, Math.abs(fd)), `${what}: ${an} vs fd ${fd}`);
 }
 
 /** ‖a − b‖ / max(‖a‖, ‖b‖, floor): the floor keeps round-off of near-zero gradients (~1e-10) from counting. */

@@ -21,7 +21,7 @@ import { loadModel } from "../../src/model/load.ts";
 import { LINEAR_NAMES, type LinearName } from "../../src/model/names.ts";
 import { OptionError, ShapeError } from "../../src/errors.ts";
 import {
-  dot,
+  assertDirectionalGrad,
   rand64,
   randomBlock64,
   randomHead64,
@@ -54,21 +54,6 @@ async function lossOf(
     klWeight: opts?.klWeight,
     nllWeight: opts?.nllWeight,
   })).loss;
-}
-
-async function fdAsync(
-  f: () => Promise<number>,
-  data: Float64Array,
-  dir: Float64Array,
-  h = 1e-6,
-): Promise<number> {
-  const v = data.slice();
-  for (let i = 0; i < data.length; i++) data[i] = v[i] + h * dir[i];
-  const up = await f();
-  for (let i = 0; i < data.length; i++) data[i] = v[i] - h * dir[i];
-  const down = await f();
-  data.set(v);
-  return (up - down) / (2 * h);
 }
 
 test("grad: model loss gradient (hooks and embedding) against finite differences, with and without KL", async () => {
@@ -107,11 +92,8 @@ test("grad: model loss gradient (hooks and embedding) against finite differences
         if (kl) assert.ok(r.kl > 0);
         assert.equal(dW.size, spec.numLayers * LINEAR_NAMES.length);
         const rng = createRng(seed + 3), f = () => lossOf(m, windows, opts);
-        const check = async (what: string, p: Float64Array, g: Float64Array) => {
-          const dir = rand64(1, p.length, rng).data;
-          const fd = await fdAsync(f, p, dir), an = dot(g, dir);
-          assert.ok(Math.abs(fd - an) <= TOL * Math.max(1e-3, Math.abs(fd)), `${what}: ${an} vs ${fd}`);
-        };
+        const check = (what: string, p: Float64Array, g: Float64Array) =>
+          assertDirectionalGrad(what, f, p, g, rng, TOL);
         for (let i = 0; i < spec.numLayers; i++) {
           for (const name of LINEAR_NAMES) {
             const lin = m.blocks[i][BLOCK_FIELD[name]];
@@ -151,9 +133,7 @@ test("grad: a compressed model's factor gradients from the hook (dA = dyᵀ·(x�
         const l = m.blocks[Number(layer)][BLOCK_FIELD[lin]];
         if (l.kind !== "lowrank") continue;
         for (const [p, gp] of [[l.a.data, g.a], [l.b.data, g.b]] as const) {
-          const dir = rand64(1, p.length, rng).data;
-          const fd = await fdAsync(f, p, dir), an = dot(gp, dir);
-          assert.ok(Math.abs(fd - an) <= TOL * Math.max(1e-3, Math.abs(fd)), `${key}: ${an} vs ${fd}`);
+          await assertDirectionalGrad(key, f, p, gp, rng, TOL);
         }
       }
     }),
