@@ -211,7 +211,10 @@ export function makeWorker(wasmModule?: WebAssembly.Module): ModuleWorker {
       const headers = { "x-svd-llm-kernels": note, "x-svd-llm-report": summary(report, note) };
       if (!env.BUCKET) {
         // The library's archive: the files under `<out>/`, which `loadModel` and `tar -xf` read as a folder.
-        return new Response(tarBlob(files, job.out), {
+        // workerd's Blob copies its parts: drop ours at once, so the output is held twice only briefly.
+        const tar = tarBlob(files, job.out);
+        files.clear();
+        return new Response(tar, {
           headers: {
             ...headers,
             "content-type": "application/x-tar",

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { createRng, type Rng } from "../../src/linalg/random.ts";
 import type { Matrix } from "../../src/linalg/matrix.ts";
-import type { GradBlock } from "../../src/model/backward.ts";
+import type { GradBlock, GradModel } from "../../src/model/backward.ts";
 import type { GradHead, GradLinear } from "../../src/model/backward_ops.ts";
 import type { LlamaSpec } from "../../src/model/spec.ts";
 
@@ -98,6 +98,17 @@ export function randomBlock64(spec: LlamaSpec, rng: Rng, lowrank = false): GradB
     up: randLinear(f, d, rng, false, false),
     down: randLinear(d, f, rng, lowrank, false),
   };
+}
+
+/** A random float64 model of `spec` from `seed` (its head, then its blocks; `lowrank` as in {@link randomBlock64}). */
+export function randomModel64(
+  spec: LlamaSpec,
+  seed: number,
+  lowrank = false,
+): GradModel<Float64Array> & { blocks: GradBlock<Float64Array>[] } {
+  const rng = createRng(seed), head = randomHead64(spec, rng);
+  const blocks = Array.from({ length: spec.numLayers }, () => randomBlock64(spec, rng, lowrank));
+  return { spec, head, blocks, block: (i) => blocks[i] };
 }
 
 export function randomHead64(spec: LlamaSpec, rng: Rng): GradHead<Float64Array> {

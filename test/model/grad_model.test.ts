@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { createRng } from "../../src/linalg/random.ts";
 import { matmul64 } from "../../src/linalg/gemm.ts";
-import { blockForward, type GradBlock, type GradModel, lossAndGrad } from "../../src/model/backward.ts";
+import { blockForward, type GradModel, lossAndGrad } from "../../src/model/backward.ts";
 import {
   embeddingBackward,
   embeddingForward,
@@ -23,8 +23,7 @@ import { OptionError, ShapeError } from "../../src/errors.ts";
 import {
   assertDirectionalGrad,
   rand64,
-  randomBlock64,
-  randomHead64,
+  randomModel64,
   randomWindows,
   specOf,
   specShape,
@@ -32,16 +31,6 @@ import {
 
 const STORIES = new URL("../../models/stories260K/stories260K.gguf", import.meta.url).pathname;
 const TOL = 1e-5;
-
-function model64(
-  spec: ReturnType<typeof specOf>,
-  seed: number,
-  lowrank = false,
-): GradModel<Float64Array> & { blocks: GradBlock<Float64Array>[] } {
-  const rng = createRng(seed), head = randomHead64(spec, rng);
-  const blocks = Array.from({ length: spec.numLayers }, () => randomBlock64(spec, rng, lowrank));
-  return { spec, head, blocks, block: (i) => blocks[i] };
-}
 
 /** The loss as a plain function (for finite differences): the same call, no hooks. */
 async function lossOf(
@@ -66,9 +55,9 @@ test("grad: model loss gradient (hooks and embedding) against finite differences
       fc.nat(),
       async (s, batch, seq, kl, seed) => {
         const spec = specOf(s),
-          m = model64(spec, seed),
+          m = randomModel64(spec, seed),
           windows = randomWindows(batch, seq, spec.vocabSize, seed + 1);
-        const reference = kl ? model64(spec, seed + 2) : undefined;
+        const reference = kl ? randomModel64(spec, seed + 2) : undefined;
         const opts = { reference, klWeight: kl ? 0.6 : undefined };
         const dW = new Map<string, Float64Array>();
         let dEmbedIn: Float64Array | undefined;
@@ -112,7 +101,7 @@ test("grad: a compressed model's factor gradients from the hook (dA = dyᵀ·(x�
   await fc.assert(
     fc.asyncProperty(specShape, fc.integer({ min: 2, max: 5 }), fc.nat(), async (s, seq, seed) => {
       const spec = specOf(s),
-        m = model64(spec, seed, true),
+        m = randomModel64(spec, seed, true),
         windows = randomWindows(2, seq, spec.vocabSize, seed);
       const grads = new Map<string, { a: Float64Array; b: Float64Array }>();
       await lossAndGrad(m, windows, {
@@ -153,7 +142,7 @@ test("grad: KL to an identical reference is 0 and its gradient vanishes (nllWeig
     style: "halves",
     bias: false,
   });
-  const m = model64(spec, 4), windows = randomWindows(2, 6, 9, 5);
+  const m = randomModel64(spec, 4), windows = randomWindows(2, 6, 9, 5);
   let maxDy = 0;
   const r = await lossAndGrad(m, windows, {
     reference: m,
@@ -165,7 +154,7 @@ test("grad: KL to an identical reference is 0 and its gradient vanishes (nllWeig
   assert.ok(Math.abs(r.kl) < 1e-12 && Math.abs(r.loss) < 1e-12);
   assert.ok(maxDy < 1e-12);
   // per-window reference logits (of another model) give the same objective as that model as the reference
-  const other = model64(spec, 6);
+  const other = randomModel64(spec, 6);
   const logits = windows.map((w) => {
     let x = embeddingForward(other.head.embed, [w]);
     for (const blk of other.blocks) x = blockForward(spec, blk, x, { batch: 1, seq: w.length }).out!;
@@ -233,7 +222,7 @@ test("grad: lossAndGrad refuses bad options before any work", async () => {
     style: "halves",
     bias: false,
   });
-  const m = model64(spec, 1);
+  const m = randomModel64(spec, 1);
   let fetched = 0;
   const counting: GradModel<Float64Array> = { ...m, block: (i) => (fetched++, m.block(i)) };
   await assert.rejects(lossAndGrad(counting, []), OptionError);
