@@ -1,11 +1,8 @@
 /**
  * FWSVD benchmark: perplexity of FWSVD's weightings against plain SVD (and SVD-LLM for context) at 20 / 40 /
  * 60 % removed, with the CPU time of the Fisher passes and the peak RSS, on the bundled stories260K and on
- * ../shared's tinylm-brown — the protocols of bench/methods.ts:
- * - stories260K: TinyStories validation text tokenized once with one BOS; calibration windows (32 × 256, random,
- *   seed 0) from its first half; evaluation on its second half in windows of 512.
- * - tinylm-brown: calibration from brown-calib.txt (64 × 256, random, seed 0); evaluation on the first 20,000
- *   tokens of brown-valid.txt in windows of 256, whole windows only.
+ * ../shared's tinylm-brown — the protocol of bench/methods.ts, set up by bench/protocol.ts (calibration
+ * windows of 256 drawn at random, seed 0; 32 on stories260K, 64 on tinylm-brown).
  * Variants (`--variants`, default all): `svd`; `svdllm` (the library's default, sequential whitening, written
  * by compress() and reloaded); `kfac-seq` (FWSVD's default: K-FAC two-sided, input factors on the compressed
  * prefix); `kfac` (K-FAC from the dense model); `both` (diagonal two-sided); `input`; `output` (the paper's
@@ -18,22 +15,14 @@
  *
  * @module
  */
-import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import { arg, childJson, modelPath, type ProtocolModel, protocolTokens, SHARED } from "./protocol.ts";
 
-const ROOT = fileURLToPath(new URL("../", import.meta.url));
-function arg(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : fallback;
-}
-
-/** The shared material (models, texts): `--shared DIR`, default ../shared beside the checkout. */
-const SHARED = arg("shared", join(ROOT, "../shared"));
 const ALL = ["svd", "svdllm", "kfac-seq", "kfac", "both", "input", "output"];
 const VARIANTS = arg("variants", ALL.join(",")).split(",");
 
@@ -43,7 +32,7 @@ function cpu(): number {
   return (u.user + u.system) / 1e6;
 }
 
-async function child(model: string): Promise<void> {
+async function child(model: ProtocolModel): Promise<void> {
   const { loadModel } = await import("../src/model/load.ts");
   const { perplexity } = await import("../src/eval/perplexity.ts");
   const { calibrationWindows } = await import("../src/calib/windows.ts");
@@ -54,28 +43,10 @@ async function child(model: string): Promise<void> {
   const { rankFor } = await import("../src/methods/ratio.ts");
   const { BLOCK_FIELD, loadBlock } = await import("../src/model/llama.ts");
   const { LINEAR_NAMES, linearPrefix } = await import("../src/model/names.ts");
-  const stories = model === "stories";
-  const path = stories
-    ? join(ROOT, "models/stories260K/stories260K.gguf")
-    : join(SHARED, "models/tinylm-brown");
+  const path = modelPath(model);
   const m = await loadModel(path);
-  let calib: number[] | Int32Array, evalIds: Int32Array | number[], window: number, samples: number;
-  if (stories) {
-    const shared = join(SHARED, "data/tinystories-valid.part1.txt");
-    const text = await readFile(
-      existsSync(shared) ? shared : join(ROOT, "data/tinystories-valid.part1.txt"),
-      "utf8",
-    );
-    const ids = m.tokenizer.encode(text, { bos: true }), half = Math.floor(ids.length / 2);
-    [calib, evalIds, window, samples] = [ids.slice(0, half), ids.slice(half), 512, 32];
-  } else {
-    calib = m.tokenizer.encode(await readFile(join(SHARED, "data/brown-calib.txt"), "utf8"), { bos: true });
-    const valid = m.tokenizer.encode(await readFile(join(SHARED, "data/brown-valid.txt"), "utf8"), {
-      bos: true,
-    });
-    [evalIds, window, samples] = [valid.slice(0, Math.floor(20000 / 256) * 256), 256, 64];
-  }
-  samples = Number(arg("samples", String(samples)));
+  const { calib, evalIds, window, samples: protocolSamples } = await protocolTokens(model, m.tokenizer);
+  const samples = Number(arg("samples", String(protocolSamples)));
   const ratios = arg("ratios", "0.2,0.4,0.6").split(",").map(Number);
   const baseMB = process.memoryUsage().rss / 2 ** 20; // the loaded model and the token streams
   const peak = createPeakMemory(10);
@@ -146,30 +117,19 @@ async function child(model: string): Promise<void> {
   await m.close();
 }
 
+/** One model's rows in a child process of its own (its time and peak RSS are its own; its log is echoed). */
 function runChild(
-  model: string,
+  model: ProtocolModel,
 ): Promise<{ rows: Record<string, number>[]; peakRssMB: number; baseMB: number }> {
-  return new Promise((resolve, reject) => {
-    const args = ["run", "-A", fileURLToPath(import.meta.url), "--child", model, ...process.argv.slice(2)];
-    const p = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
-    let s = "";
-    p.stdout.on("data", (d) => (s += d));
-    p.on(
-      "close",
-      (code) =>
-        code === 0
-          ? resolve(JSON.parse(s.trim().split("\n").pop()!))
-          : reject(new Error(`${model}: exit ${code}`)),
-    );
-  });
+  return childJson([fileURLToPath(import.meta.url), "--child", model, ...process.argv.slice(2)], true);
 }
 
-if (process.argv.includes("--child")) await child(arg("child", "stories"));
+if (process.argv.includes("--child")) await child(arg("child", "stories") as ProtocolModel);
 else {
   const f = (v: number | undefined) => v === undefined ? "—" : v >= 1000 ? v.toFixed(0) : v.toFixed(2);
   console.log(`| model · % removed | ${VARIANTS.join(" | ")} | CPU s (${VARIANTS.join(" · ")}) |`);
   console.log(`| --- | ${VARIANTS.map(() => "---").join(" | ")} | --- |`);
-  for (const model of arg("models", "stories,brown").split(",")) {
+  for (const model of arg("models", "stories,brown").split(",") as ProtocolModel[]) {
     if (model === "brown" && !existsSync(join(SHARED, "models/tinylm-brown"))) {
       console.log(`(tinylm-brown skipped: ${join(SHARED, "models/tinylm-brown")} absent; --shared DIR)`);
       continue;

@@ -3,10 +3,11 @@
  * [&ratio=0.2][&samples=16][&seqlen=256]`. The model (a `.gguf` file or a Hugging Face folder URL) is read by
  * HTTP Range, block by block; the calibration text is fetched whole. The answer is the compressed folder as a
  * `multipart/mixed` body streamed as it is written (default; see `multipart.ts`: the Worker never holds the
- * output), or `&format=tar` for a tar archive built once the output is complete (held in memory), or, when the Worker has an R2 bucket bound as
- * `BUCKET`, the files are put under `<out>/` in it (`&out=NAME`, default the model's name) and the answer is a
- * JSON list of them; `<out>/COMPLETE` is written last, so a folder without it is a partial one. Bad input
- * (a file that is not a model, a missing parameter) gets a 400 with a one-line message, never a hang.
+ * output), or `&format=tar` for a tar archive of the folder (the library's `tarBlob`: the files under
+ * `<out>/`, built once the output is complete, so held in memory), or, when the Worker has an R2 bucket bound
+ * as `BUCKET`, the files are put under `<out>/` in it (`&out=NAME`, default the model's name) and the answer
+ * is a JSON list of them; `<out>/COMPLETE` is written last, so a folder without it is a partial one. Bad
+ * input (a file that is not a model, a missing parameter) gets a 400 with a one-line message, never a hang.
  *
  * workerd forbids compiling WebAssembly from bytes at run time, so the kernels come in precompiled:
  * the entry module (see `build.ts`) imports `svd_llm.wasm` as a module (workerd's CompiledWasm rule) and hands it to
@@ -24,9 +25,15 @@
  *
  * @module
  */
-import { compress, type CompressReport, initLinalg, type LinalgInfo, memorySink } from "../../mod.ts";
+import {
+  compress,
+  type CompressReport,
+  initLinalg,
+  type LinalgInfo,
+  memorySink,
+  tarBlob,
+} from "../../mod.ts";
 import { multipartSink } from "./multipart.ts";
-import { tarStream } from "./tar.ts";
 
 /** The part of an R2 bucket binding this Worker uses. */
 export interface R2BucketLike {
@@ -203,7 +210,11 @@ export function makeWorker(wasmModule?: WebAssembly.Module): ModuleWorker {
       const files = await sink.files;
       const headers = { "x-svd-llm-kernels": note, "x-svd-llm-report": summary(report, note) };
       if (!env.BUCKET) {
-        return new Response(tarStream(files), {
+        // The library's archive: the files under `<out>/`, which `loadModel` and `tar -xf` read as a folder.
+        // workerd's Blob copies its parts: drop ours at once, so the output is held twice only briefly.
+        const tar = tarBlob(files, job.out);
+        files.clear();
+        return new Response(tar, {
           headers: {
             ...headers,
             "content-type": "application/x-tar",

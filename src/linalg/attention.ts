@@ -44,6 +44,23 @@ const QUERY_BLOCK = 64;
 const ATTEND_THREAD_WORK = 1 << 22;
 
 /**
+ * One attention's operands: `batch` windows stacked in the rows, q (batch·nq)×(heads·headDim), k and v
+ * (batch·nk)×(kvHeads·headDim).
+ */
+interface Operands {
+  readonly shape: AttentionShape;
+  readonly q: Matrix;
+  readonly k: Matrix;
+  readonly v: Matrix;
+  /** Windows. */
+  readonly batch: number;
+  /** Queries per window (its last nq positions). */
+  readonly nq: number;
+  /** Keys per window. */
+  readonly nk: number;
+}
+
+/**
  * Causal attention softmax(q·kᵀ/√headDim)·v per head, windows independent. q: (batch·nq)×(heads·headDim);
  * k, v: (batch·nk)×(kvHeads·headDim), nk ≥ nq. Returns (batch·nq)×(heads·headDim), into `out` when given
  * (that length; it must not alias q, k or v).
@@ -69,35 +86,20 @@ export function causalAttention(
       } do not fit ${batch} window(s) of ${nq} queries over ${nk} keys, ${H} heads (${KV} key/value) of ${hd}`,
     );
   }
-  const rt = modelKernels();
-  if (rt && hd % 4 === 0) return attendWasm(rt, shape, q, k, v, batch, nq, nk, out);
-  const r = attendTs(shape, q, k, v, batch, nq, nk);
-  if (!out) return r;
-  out.set(r.data);
-  return { rows: r.rows, cols: r.cols, data: out };
+  const data = out ?? new Float32Array(q.rows * q.cols);
+  const rt = modelKernels(), ops: Operands = { shape, q, k, v, batch, nq, nk };
+  if (rt && hd % 4 === 0) attendWasm(rt, ops, data);
+  else attendTs(ops, data);
+  return { rows: q.rows, cols: q.cols, data };
 }
 
-/** {@link causalAttention} in one fused wasm call per share of the windows (`sattend`). */
-function attendWasm(
-  rt: WasmRuntime,
-  shape: AttentionShape,
-  q: Matrix,
-  k: Matrix,
-  v: Matrix,
-  batch: number,
-  nq: number,
-  nk: number,
-  out?: Float32Array,
-): Matrix {
-  const len = batch * nq * shape.heads * shape.headDim;
-  const data = rt.scoped((s) => {
-    const pq = s.putF32(q.data), pk = s.putF32(k.data), pv = s.putF32(v.data), po = s.allocF32(len);
+/** {@link causalAttention} into `out` in one fused wasm call per share of the windows (`sattend`). */
+function attendWasm(rt: WasmRuntime, { shape, q, k, v, batch, nq, nk }: Operands, out: Float32Array): void {
+  rt.scoped((s) => {
+    const pq = s.putF32(q.data), pk = s.putF32(k.data), pv = s.putF32(v.data), po = s.allocF32(out.length);
     causalAttentionAt(rt, s, shape, pq, pk, pv, po, batch, nq, nk);
-    if (!out) return rt.getF32(po, len);
-    out.set(rt.f32(po, len));
-    return out;
+    out.set(rt.f32(po, out.length));
   });
-  return { rows: batch * nq, cols: shape.heads * shape.headDim, data };
 }
 
 /**
@@ -177,19 +179,10 @@ function softmaxRow(d: Float32Array, off: number, n: number, scale: number): voi
   for (let j = off; j < off + n; j++) d[j] *= inv;
 }
 
-/** {@link causalAttention} in TypeScript: per query block, scores by GEMM, softmax, values by GEMM. */
-function attendTs(
-  shape: AttentionShape,
-  q: Matrix,
-  k: Matrix,
-  v: Matrix,
-  batch: number,
-  nq: number,
-  nk: number,
-): Matrix {
+/** {@link causalAttention} into `out` in TypeScript: per query block, scores by GEMM, softmax, values by GEMM. */
+function attendTs({ shape, q, k, v, batch, nq, nk }: Operands, out: Float32Array): void {
   const { heads: H, kvHeads: KV, headDim: hd } = shape, group = H / KV, past = nk - nq;
   const scale = 1 / Math.sqrt(hd), slide = shape.slidingWindow ?? Infinity;
-  const out = new Float32Array(batch * nq * H * hd);
   for (let b = 0; b < batch; b++) {
     for (let kh = 0; kh < KV; kh++) {
       const kb = gatherHead(k, b * nk, nk, kh, hd); // nk×hd
@@ -216,5 +209,4 @@ function attendTs(
       }
     }
   }
-  return { rows: batch * nq, cols: H * hd, data: out };
 }

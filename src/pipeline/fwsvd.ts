@@ -56,6 +56,7 @@ import {
   BLOCK_FIELD,
   type Linear,
   type LlamaBlock,
+  type LlamaHead,
   loadBlock,
   loadHead,
   type ModelWeights,
@@ -131,21 +132,13 @@ export async function fisherInformation(
   opts: FisherOptions = {},
 ): Promise<FisherInfo> {
   const t0 = performance.now(), { spec } = model;
-  const per = opts.batchWindows ?? 1;
-  if (!Number.isInteger(per) || per < 1) {
-    throw new OptionError(`fwsvd: batchWindows must be a positive integer, got ${per}`);
-  }
-  if (!windows.length) throw new OptionError("fwsvd: no calibration windows");
-  const reader = checkedReader(model.reader);
-  checkLayerCount(reader, spec);
-  const head = await loadHead(reader, spec);
-  if (opts.kfac) return await kfacFisher({ spec, reader }, head, batchesOf(windows, per), opts, t0);
+  const { reader, head, batches } = await startFisher(model, windows, opts);
+  if (opts.kfac) return await kfacFisher({ spec, reader }, head, batches, opts, t0);
   const acc = new FisherAccumulator(opts.linears ?? LINEAR_NAMES, false);
-  const total = Math.ceil(windows.length / per);
+  const total = batches.length;
   let lossSum = 0;
   for (let b = 0; b < total; b++) {
-    const batch = windows.slice(b * per, (b + 1) * per);
-    const r = await lossAndGrad({ spec, head, block: (i) => loadBlock(reader, spec, i) }, batch, {
+    const r = await lossAndGrad({ spec, head, block: (i) => loadBlock(reader, spec, i) }, batches[b], {
       signal: opts.signal,
       onLinearGrad: (layer, lin, x, dy) => acc.add(layer, lin, x, dy),
     });
@@ -160,6 +153,25 @@ export async function fisherInformation(
     meanLoss: lossSum / total,
     seconds: (performance.now() - t0) / 1000,
   };
+}
+
+/**
+ * What every Fisher pass starts with, checked before any work: the batches of `opts.batchWindows` windows
+ * (default 1), the model's reader (checked) and its head.
+ */
+async function startFisher(
+  model: ModelWeights,
+  windows: readonly Int32Array[],
+  opts: FisherOptions,
+): Promise<{ reader: TensorReader; head: LlamaHead; batches: Int32Array[][] }> {
+  const per = opts.batchWindows ?? 1;
+  if (!Number.isInteger(per) || per < 1) {
+    throw new OptionError(`fwsvd: batchWindows must be a positive integer, got ${per}`);
+  }
+  if (!windows.length) throw new OptionError("fwsvd: no calibration windows");
+  const reader = checkedReader(model.reader);
+  checkLayerCount(reader, model.spec);
+  return { reader, head: await loadHead(reader, model.spec), batches: batchesOf(windows, per) };
 }
 
 function batchesOf(windows: readonly Int32Array[], per: number): Int32Array[][] {
@@ -603,8 +615,7 @@ async function sequentialInputs(
     const block = await loadBlock(reader, spec, i);
     const grams = new Map<string, GramObserver>(); // input value name → E[x xᵀ]
     for (let b = 0; b < batches.length; b++) {
-      const layout = { batch: batches[b].length, seq: batches[b][0].length };
-      const values = blockForward(spec, block, hidden[b], layout, true);
+      const values = blockForward(spec, block, hidden[b], layoutOf(batches[b]), true);
       for (const op of BLOCK_PROGRAM) {
         if (op.op !== "linear" || !linears.includes(op.lin)) continue;
         let g = grams.get(op.x);
@@ -619,9 +630,7 @@ async function sequentialInputs(
       kfac.set(key, { input: grams.get(op.x)!.gram(), output: outputs.get(key)!.output });
     }
     factor(i, block, { rows: new Map(), cols: new Map(), kfac });
-    hidden = hidden.map((h, b) =>
-      blockForward(spec, block, h, { batch: batches[b].length, seq: batches[b][0].length }, false).out!
-    );
+    hidden = hidden.map((h, b) => blockForward(spec, block, h, layoutOf(batches[b]), false).out!);
   }
 }
 
@@ -637,16 +646,7 @@ async function sequentialFisher(
   factor: (i: number, block: LlamaBlock, fisher: BlockFisher) => void,
 ): Promise<Omit<FisherInfo, "rows" | "cols" | "kfac">> {
   const t0 = performance.now(), { spec } = model;
-  const per = opts.batchWindows ?? 1;
-  if (!Number.isInteger(per) || per < 1) {
-    throw new OptionError(`fwsvd: batchWindows must be a positive integer, got ${per}`);
-  }
-  if (!windows.length) throw new OptionError("fwsvd: no calibration windows");
-  const reader = checkedReader(model.reader);
-  checkLayerCount(reader, spec);
-  const head = await loadHead(reader, spec);
-  const batches: Int32Array[][] = [];
-  for (let b = 0; b * per < windows.length; b++) batches.push(windows.slice(b * per, (b + 1) * per));
+  const { reader, head, batches } = await startFisher(model, windows, opts);
   // Each batch's input to the current block: tokens×d, from the compressed prefix.
   let hidden = batches.map((b) => embeddingForward(head.embed, b));
   const dense = { spec, head, block: (j: number) => loadBlock(reader, spec, j) };
@@ -669,9 +669,7 @@ async function sequentialFisher(
     }
     const block = await loadBlock(reader, spec, i);
     factor(i, block, acc.result(batches.length));
-    hidden = hidden.map((h, b) =>
-      blockForward(spec, block, h, { batch: batches[b].length, seq: batches[b][0].length }, false).out!
-    );
+    hidden = hidden.map((h, b) => blockForward(spec, block, h, layoutOf(batches[b]), false).out!);
   }
   return {
     batches: batches.length,

@@ -17,7 +17,7 @@
 import { OptionError } from "../errors.ts";
 import { type GgufValue, openGguf } from "../io/gguf.ts";
 import type { ByteSource } from "../io/byte_source.ts";
-import type { FileSet } from "../io/file_set.ts";
+import { type FileSet, isTarHeader } from "../io/file_set.ts";
 import { openUrl, type OpenUrlOptions } from "../io/url_source.ts";
 import {
   type LoadedModel,
@@ -114,10 +114,9 @@ export async function openModelSource(
   return { model: await loadModel(r.folder), origin: { sideFiles: setSideFiles(r.folder) } };
 }
 
-/** True when a Blob holds a ustar archive (magic at byte 257). */
+/** True when a Blob holds a tar archive, by the loader's own test ({@link isTarHeader}). */
 async function isTar(blob: Blob): Promise<boolean> {
-  const m = new Uint8Array(await blob.slice(257, 262).arrayBuffer());
-  return String.fromCharCode(...m) === "ustar";
+  return isTarHeader(new Uint8Array(await blob.slice(0, 263).arrayBuffer()));
 }
 
 /** Side files of a folder given as a {@link FileSet}. */

@@ -29,6 +29,7 @@ import { whitenedComponentLosses } from "../methods/svdllm.ts";
 import { BLOCK_FIELD, type Linear, loadBlock, loadHead } from "../model/llama.ts";
 import { LINEAR_NAMES, type LinearName, linearPrefix } from "../model/names.ts";
 import type { LlamaSpec } from "../model/spec.ts";
+import { INPUT_GROUP } from "./block_step.ts";
 import { embedWindows, runBlock } from "./hidden.ts";
 import { findMemoryTrimmer } from "./memory.ts";
 
@@ -61,24 +62,10 @@ export interface LinearLosses {
   components: Float64Array;
 }
 
-/** Linears reading the same input share its statistics. */
-const INPUT: Readonly<Record<LinearName, string>> = {
-  "self_attn.q_proj": "attn",
-  "self_attn.k_proj": "attn",
-  "self_attn.v_proj": "attn",
-  "self_attn.o_proj": "o",
-  "mlp.gate_proj": "mlp",
-  "mlp.up_proj": "mlp",
-  "mlp.down_proj": "down",
-};
-
-/** The linear that first sees each input in a block's forward pass. */
-const FIRST_OF_INPUT: ReadonlySet<LinearName> = new Set<LinearName>([
-  "self_attn.q_proj",
-  "self_attn.o_proj",
-  "mlp.gate_proj",
-  "mlp.down_proj",
-]);
+/** The linear that first sees each input in a block's forward pass (the linears reading it share its statistics). */
+const FIRST_OF_INPUT: ReadonlySet<LinearName> = new Set(
+  LINEAR_NAMES.filter((l, i) => LINEAR_NAMES.findIndex((m) => INPUT_GROUP[m] === INPUT_GROUP[l]) === i),
+);
 
 /**
  * Per-component truncation losses of every listed linear of the model, from one streamed pass over `windows`
@@ -137,9 +124,9 @@ async function observeLinears(
   for (let i = 0; i < spec.numLayers; i++) {
     const block = await loadBlock(reader, spec, i);
     const abs = new Map<string, AbsMeanObserver>(), gram = new Map<string, GramObserver>();
-    const wanted = new Set(linears.map((l) => INPUT[l]));
+    const wanted = new Set(linears.map((l) => INPUT_GROUP[l]));
     h = runBlock(spec, block, h, batch, (linear: LinearName, x: Matrix) => {
-      const g = INPUT[linear];
+      const g = INPUT_GROUP[linear];
       // q/k/v (gate/up) see the same input: observe it once, at the first of them.
       if (!wanted.has(g) || !FIRST_OF_INPUT.has(linear)) return;
       let o = gram.get(g);
@@ -155,7 +142,7 @@ async function observeLinears(
       const lin = block[BLOCK_FIELD[l]] as Linear;
       const name = linearPrefix(i, l);
       if (lin.kind !== "dense") throw new OptionError(`truncation losses: ${name} is already low-rank`);
-      const g = INPUT[l];
+      const g = INPUT_GROUP[l];
       if (!grams.has(g)) grams.set(g, gram.get(g)!.gram());
       visit(name, lin.weight, { gram: grams.get(g)!, absMean: abs.get(g)?.mean() });
       // After every linear: a caller collecting garbage on progress (compress does) frees its spectra now.

@@ -8,8 +8,13 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { cp, mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import { createServer as createTcpServer, type Socket } from "node:net";
+import {
+  createServer,
+  type IncomingMessage,
+  type Server as HttpServer,
+  type ServerResponse,
+} from "node:http";
+import { createServer as createTcpServer, type Server as TcpServer, type Socket } from "node:net";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -264,17 +269,7 @@ export async function startFileServer(lifetimeMs = 600_000): Promise<FileServer>
     });
     res.end(part);
   });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  let closed = false;
-  const close = async () => {
-    if (closed) return;
-    closed = true;
-    clearTimeout(auto);
-    for (const res of open) res.destroy();
-    await new Promise<void>((r) => server.close(() => r()));
-  };
-  const auto = setTimeout(close, lifetimeMs);
+  const { base, close } = await listenLocal(server, open, lifetimeMs);
   return {
     base,
     log,
@@ -297,6 +292,18 @@ export async function startSilentServer(
     s.on("error", () => {});
     s.on("close", () => sockets.delete(s));
   });
+  return await listenLocal(server, sockets, lifetimeMs);
+}
+
+/**
+ * Listen on a free port of 127.0.0.1; `close` (idempotent) destroys the live connections in `conns`, then
+ * closes `server`, and runs by itself after `lifetimeMs` so that a test that forgets it leaves nothing behind.
+ */
+async function listenLocal(
+  server: HttpServer | TcpServer,
+  conns: ReadonlySet<{ destroy(): void }>,
+  lifetimeMs: number,
+): Promise<{ base: string; close(): Promise<void> }> {
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   let closed = false;
@@ -304,7 +311,7 @@ export async function startSilentServer(
     if (closed) return;
     closed = true;
     clearTimeout(auto);
-    for (const s of sockets) s.destroy();
+    for (const c of conns) c.destroy();
     await new Promise<void>((r) => server.close(() => r()));
   };
   const auto = setTimeout(close, lifetimeMs);

@@ -1,8 +1,8 @@
 // Helpers of the edge tests: the repository root, the project's Deno binary (tests run under Bun too), a
 // child process runner, and a static file server on 127.0.0.1 (what a JSR or CDN user's runtime fetches).
 import { spawn } from "node:child_process";
-import { existsSync, readFileSync, statSync } from "node:fs";
-import { createServer, type Server } from "node:http";
+import { existsSync, readFileSync } from "node:fs";
+import { createServer, type Server, type ServerResponse } from "node:http";
 import { extname, join, normalize, sep } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
@@ -110,34 +110,11 @@ export function serveFiles(
       return;
     }
     const type = TYPES[extname(file)] ?? "application/octet-stream";
-    const size = statSync(file).size;
     const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");
     const held = range ? hold?.(path, Number(range[1])) : undefined;
-    if (held) {
-      held.then(() => answer());
-      return;
-    }
-    answer();
-    function answer(): void {
-      if (range) {
-        const start = Number(range[1]), end = Math.min(size - 1, range[2] ? Number(range[2]) : size - 1);
-        if (start >= size || end < start) {
-          res.writeHead(416, { "content-range": `bytes */${size}`, ...headers });
-          res.end();
-          return;
-        }
-        res.writeHead(206, {
-          "content-type": type,
-          "content-range": `bytes ${start}-${end}/${size}`,
-          "content-length": String(end - start + 1),
-          ...headers,
-        });
-        res.end(readFileSync(file).subarray(start, end + 1));
-        return;
-      }
-      res.writeHead(200, { "content-type": type, "content-length": String(size), ...headers });
-      res.end(readFileSync(file));
-    }
+    const answer = () => sendBytes(res, readFileSync(file), type, req.headers.range, headers);
+    if (held) held.then(answer);
+    else answer();
   });
   return new Promise((resolve) => {
     server.listen(0, "127.0.0.1", () => {
@@ -148,4 +125,36 @@ export function serveFiles(
       });
     });
   });
+}
+
+/**
+ * Answer with `body`: whole (200), or the single byte range `range` asks for (`bytes=a-b` or `bytes=a-`: 206,
+ * or 416 when it lies outside), as `loadModel(URL)` reads; `headers` go on every answer.
+ */
+export function sendBytes(
+  res: ServerResponse,
+  body: Uint8Array,
+  type: string,
+  range: string | undefined,
+  headers: Record<string, string> = {},
+): void {
+  const r = /^bytes=(\d+)-(\d*)$/.exec(range ?? "");
+  if (!r) {
+    res.writeHead(200, { "content-type": type, "content-length": String(body.length), ...headers });
+    res.end(body);
+    return;
+  }
+  const start = Number(r[1]), end = Math.min(body.length - 1, r[2] ? Number(r[2]) : body.length - 1);
+  if (start >= body.length || end < start) {
+    res.writeHead(416, { "content-range": `bytes */${body.length}`, ...headers });
+    res.end();
+    return;
+  }
+  res.writeHead(206, {
+    "content-type": type,
+    "content-range": `bytes ${start}-${end}/${body.length}`,
+    "content-length": String(end - start + 1),
+    ...headers,
+  });
+  res.end(body.subarray(start, end + 1));
 }

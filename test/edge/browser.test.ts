@@ -11,13 +11,14 @@
 // examples/web/screenshot.png).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { Buffer } from "node:buffer";
-import type { Page } from "playwright-core";
-import { deno, root, run, serveFiles } from "./_deno.ts";
+import type { Browser, Page } from "playwright-core";
+import { root, serveFiles } from "./_deno.ts";
+import { browserBundle, chromiumSkip as skip, ISOLATED, openChromium } from "./_chromium.ts";
 import { loadModel } from "../../src/model/load.ts";
 import { compress } from "../../src/pipeline/compress.ts";
 import { memorySink } from "../../src/pipeline/sink.ts";
@@ -26,22 +27,6 @@ import { tarBlob } from "../../src/io/file_set.ts";
 import { openGguf } from "../../src/io/gguf.ts";
 import type { ByteSource } from "../../src/io/byte_source.ts";
 import { openFile } from "../../src/io/byte_source.ts";
-
-/** The browser binary itself where known (Debian's /usr/bin/chromium* are shell scripts around it). */
-function findChromium(): string | null {
-  const candidates = [
-    process.env.CHROMIUM,
-    "/usr/lib/chromium/chromium-headless-shell",
-    "/usr/bin/chromium-headless-shell",
-    "/usr/lib/chromium/chromium",
-    "/usr/bin/chromium",
-  ];
-  return candidates.find((c) => c && existsSync(c)) ?? null;
-}
-const chromium = findChromium();
-const skip = chromium
-  ? false
-  : "no Chromium installed (apt-get install chromium-headless-shell, or set CHROMIUM)";
 
 const STORIES = "models/stories260K/stories260K.gguf";
 const TEXT = "data/tinystories-valid.part1.txt";
@@ -55,30 +40,8 @@ const PAGE_FILES = [
   STORIES,
   TEXT,
 ];
-const ISOLATED = {
-  "cross-origin-opener-policy": "same-origin",
-  "cross-origin-embedder-policy": "require-corp",
-  "cross-origin-resource-policy": "same-origin",
-};
 const OPTS = { method: "svdllm", ratio: { removed: 0.2 }, samples: 16, seqlen: 256 } as const;
 const WAIT = { timeout: 600_000 }; // a bound on hangs only: every wait is on an event
-
-let bundled: Promise<Uint8Array> | undefined;
-/** The browser bundle of mod.ts, built once per run. */
-function bundle(): Promise<Uint8Array> {
-  bundled ??= (async () => {
-    const dir = mkdtempSync(join(tmpdir(), "svd-llm-bundle-"));
-    try {
-      const out = join(dir, "svd_llm.js");
-      const b = await run(deno, ["bundle", "--platform", "browser", "-o", out, join(root, "mod.ts")]);
-      assert.equal(b.code, 0, `deno bundle mod.ts failed:\n${b.err}`);
-      return readFileSync(out);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  })();
-  return bundled;
-}
 
 /**
  * Serve the page, open it in a fresh headless Chromium and run `fn`; the browser (all its processes: it is
@@ -89,31 +52,25 @@ async function withPage(
   fn: (page: Page, tmp: string) => Promise<void>,
   hold?: (path: string, start: number) => Promise<void> | undefined,
 ): Promise<void> {
-  const { chromium: pw } = await import("playwright-core");
   const tmp = mkdtempSync(join(tmpdir(), "svd-llm-browser-"));
   const server = await serveFiles(
     root,
     PAGE_FILES,
-    { "/examples/web/svd_llm.js": { type: "text/javascript", body: await bundle() } },
+    { "/examples/web/svd_llm.js": { type: "text/javascript", body: await browserBundle() } },
     ISOLATED,
     undefined,
     hold,
   );
-  const browser = await pw.launch({
-    executablePath: chromium!,
-    args: ["--no-sandbox", "--enable-unsafe-webgpu"],
-    timeout: WAIT.timeout,
-  });
+  let browser: Browser | undefined;
   try {
-    const page = await (await browser.newContext({ acceptDownloads: true })).newPage();
-    page.setDefaultTimeout(WAIT.timeout);
-    const errors: string[] = [];
-    page.on("pageerror", (e) => errors.push(e.message));
-    await page.goto(`${server.origin}/examples/web/index.html?gpu=0`);
-    await fn(page, tmp);
-    assert.deepEqual(errors, [], "uncaught errors on the page");
+    const opened = await openChromium(`${server.origin}/examples/web/index.html?gpu=0`, WAIT.timeout, {
+      context: { acceptDownloads: true },
+    });
+    browser = opened.browser;
+    await fn(opened.page, tmp);
+    assert.deepEqual(opened.errors, [], "uncaught errors on the page");
   } finally {
-    await browser.close();
+    await browser?.close();
     await server.close();
     rmSync(tmp, { recursive: true, force: true });
   }

@@ -10,14 +10,15 @@
 // timeouts only bound hangs. Skipped with a message where no Chromium is installed or it offers no adapter.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { Buffer } from "node:buffer";
-import type { Browser, Page } from "playwright-core";
-import { deno, root, run } from "./_deno.ts";
+import type { Browser } from "playwright-core";
+import { root, sendBytes } from "./_deno.ts";
+import { browserBundle, chromiumSkip, ISOLATED, openChromium } from "./_chromium.ts";
 import { loadModel } from "../../src/model/load.ts";
 import { perplexity } from "../../src/eval/perplexity.ts";
 import { compress } from "../../src/pipeline/compress.ts";
@@ -30,19 +31,6 @@ const WAIT_MS = 900_000; // bounds a hang per answer; a software adapter on a lo
 const GPU_MIN_WORK = 1 << 16;
 /** Both runs as the page runs: worker threads beside the GPU (bit-identical to one thread, as here). */
 const THREADS = 2;
-
-/** The browser binary itself where known (Debian's /usr/bin/chromium* are shell scripts around it). */
-function findChromium(): string | null {
-  const candidates = [
-    process.env.CHROMIUM,
-    "/usr/lib/chromium/chromium-headless-shell",
-    "/usr/bin/chromium-headless-shell",
-    "/usr/lib/chromium/chromium",
-    "/usr/bin/chromium",
-  ];
-  return candidates.find((c) => c && existsSync(c)) ?? null;
-}
-const chromium = findChromium();
 
 interface Evaluated {
   ppl: number;
@@ -81,11 +69,6 @@ async function servePage(bundle: Uint8Array) {
   ]);
   const type = (p: string) =>
     p.endsWith(".html") ? "text/html" : p.endsWith(".js") ? "text/javascript" : "application/octet-stream";
-  const isolated = {
-    "cross-origin-opener-policy": "same-origin",
-    "cross-origin-embedder-policy": "require-corp",
-    "cross-origin-resource-policy": "same-origin",
-  };
   const server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname);
     if (req.method === "PUT" && /^\/out\/\w+\/[\w.-]+$/.test(path)) {
@@ -93,37 +76,18 @@ async function servePage(bundle: Uint8Array) {
       req.on("data", (d: Uint8Array) => parts.push(d));
       req.on("end", () => {
         files.set(path, new Uint8Array(Buffer.concat(parts)));
-        res.writeHead(201, isolated);
+        res.writeHead(201, ISOLATED);
         res.end();
       });
       return;
     }
     const body = files.get(path);
     if (req.method !== "GET" || !body) {
-      res.writeHead(404, isolated);
+      res.writeHead(404, ISOLATED);
       res.end(`not served: ${req.method} ${path}`);
       return;
     }
-    const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");
-    if (range) {
-      const start = Number(range[1]);
-      const end = Math.min(body.length - 1, range[2] ? Number(range[2]) : body.length - 1);
-      if (start >= body.length || end < start) {
-        res.writeHead(416, { "content-range": `bytes */${body.length}`, ...isolated });
-        res.end();
-        return;
-      }
-      res.writeHead(206, {
-        "content-type": type(path),
-        "content-range": `bytes ${start}-${end}/${body.length}`,
-        "content-length": String(end - start + 1),
-        ...isolated,
-      });
-      res.end(body.subarray(start, end + 1));
-      return;
-    }
-    res.writeHead(200, { "content-type": type(path), "content-length": String(body.length), ...isolated });
-    res.end(body);
+    sendBytes(res, body, type(path), req.headers.range, ISOLATED);
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const { port } = server.address() as { port: number };
@@ -166,19 +130,6 @@ function childrenCpuSeconds(): number {
   }
 }
 
-/** The browser bundle of mod.ts. */
-async function bundleMod(): Promise<Uint8Array> {
-  const dir = mkdtempSync(join(tmpdir(), "svd-llm-webgpu-bundle-"));
-  try {
-    const out = join(dir, "svd_llm.js");
-    const b = await run(deno, ["bundle", "--platform", "browser", "-o", out, join(root, "mod.ts")]);
-    assert.equal(b.code, 0, `deno bundle mod.ts failed:\n${b.err}`);
-    return readFileSync(out);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
 /** The same run as the page's wasm path, here: dense and compressed perplexity. */
 async function runHere(): Promise<{ dense: number; compressed: number }> {
   const text = readFileSync(join(root, TEXT), "utf8");
@@ -207,27 +158,16 @@ async function runHere(): Promise<{ dense: number; compressed: number }> {
 test(
   "Chromium + WebGPU (SwiftShader): stories260K and its svdllm 20 % model, perplexity equal to wasm to 1e-4",
   {
-    skip: chromium
-      ? false
-      : "no Chromium installed (apt-get install chromium-headless-shell, or set CHROMIUM)",
+    skip: chromiumSkip,
     timeout: 3 * WAIT_MS,
   },
   async () => {
-    const { chromium: pw } = await import("playwright-core");
-    const server = await servePage(await bundleMod());
-    let browser: Browser | null = null;
+    const server = await servePage(await browserBundle());
+    let browser: Browser | undefined;
     try {
-      browser = await pw.launch({
-        executablePath: chromium!,
-        args: ["--no-sandbox", "--enable-unsafe-webgpu"],
-        timeout: WAIT_MS,
-      });
-      const page: Page = await browser.newPage();
-      page.setDefaultTimeout(WAIT_MS);
-      const errors: string[] = [];
-      page.on("pageerror", (e) => errors.push(e.message));
-      page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
-      await page.goto(`${server.origin}/index.html`);
+      const opened = await openChromium(`${server.origin}/index.html`, WAIT_MS, { consoleErrors: true });
+      browser = opened.browser;
+      const { page, errors } = opened;
       await page.waitForSelector("html[data-ready]");
       assert.equal(
         await page.getAttribute("html", "data-ready"),

@@ -2,61 +2,22 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { NumericError, OptionError } from "../../src/errors.ts";
-import { type Matrix64, toFloat32 } from "../../src/linalg/matrix.ts";
+import { toFloat32 } from "../../src/linalg/matrix.ts";
 import { orthonormalityError, reconstruct } from "../../src/linalg/qr.ts";
 import { createRng, randomNormal } from "../../src/linalg/random.ts";
-import { svd, type SvdResult } from "../../src/linalg/svd.ts";
+import { svd } from "../../src/linalg/svd.ts";
 import { svdTruncated, truncate } from "../../src/linalg/svd_truncated.ts";
 import {
   BACKENDS,
+  checkSigma,
+  checkSvd,
   diffNorm,
-  EPS,
   fro,
   rowsAsColumns,
+  tail,
   withBackend,
   withSingularValues,
 } from "./factor_helpers.ts";
-
-/** Every structural property of a thin SVD of `a`, with tolerances scaled by size. */
-function checkSvd(a: Matrix64, res: SvdResult, label: string): void {
-  const m = a.rows, n = a.cols, r = Math.min(m, n);
-  const tol = 20 * Math.max(m, n) * EPS;
-  assert.equal(res.u.rows, m);
-  assert.equal(res.u.cols, r);
-  assert.equal(res.s.length, r);
-  assert.equal(res.vt.rows, r);
-  assert.equal(res.vt.cols, n);
-  const norm = fro(a);
-  assert.ok(
-    diffNorm(a, reconstruct(res.u, res.s, res.vt)) <= tol * Math.max(norm, 1e-300),
-    `${label}: A ≠ UΣVᵀ`,
-  );
-  assert.ok(orthonormalityError(res.u) <= tol, `${label}: UᵀU ≠ I (${orthonormalityError(res.u)})`);
-  assert.ok(orthonormalityError(rowsAsColumns(res.vt)) <= tol, `${label}: VᵀV ≠ I`);
-  for (let i = 0; i < r; i++) {
-    assert.ok(res.s[i] >= 0, `${label}: σ${i} < 0`);
-    if (i > 0) assert.ok(res.s[i] <= res.s[i - 1], `${label}: σ not descending at ${i}`);
-  }
-}
-
-/** Known σ: relative accuracy for the big ones, absolute ~ε·‖A‖ for the small ones. */
-function checkSigma(got: Float64Array, want: number[], label: string, absTol = 1e-12, relTol = 1e-10): void {
-  const s1 = want[0];
-  for (let i = 0; i < want.length; i++) {
-    const err = Math.abs(got[i] - want[i]);
-    assert.ok(err <= absTol * s1, `${label}: σ${i} = ${got[i]}, want ${want[i]} (abs)`);
-    if (want[i] >= 1e-3 * s1) {
-      assert.ok(err <= relTol * want[i], `${label}: σ${i} = ${got[i]}, want ${want[i]}`);
-    }
-  }
-}
-
-/** sqrt(Σ_{i≥k} σ_i²). */
-function tail(s: ArrayLike<number>, k: number): number {
-  let t = 0;
-  for (let i = k; i < s.length; i++) t += s[i] * s[i];
-  return Math.sqrt(t);
-}
 
 for (const backend of BACKENDS) {
   test(`svd (${backend}): random shapes, fast-check properties`, async () => {

@@ -9,42 +9,16 @@ import fc from "fast-check";
 import type { Matrix64 } from "../../src/linalg/matrix.ts";
 import { orthonormalityError, reconstruct } from "../../src/linalg/qr.ts";
 import { createRng, randomNormal } from "../../src/linalg/random.ts";
-import { svd, type SvdResult } from "../../src/linalg/svd.ts";
+import { svd } from "../../src/linalg/svd.ts";
 import {
   BACKENDS,
-  diffNorm,
-  EPS,
+  checkSigma,
+  checkSvd,
   fro,
   rowsAsColumns,
   withBackend,
   withSingularValues,
 } from "./factor_helpers.ts";
-
-function checkSvd(a: Matrix64, res: SvdResult, label: string): void {
-  const m = a.rows, n = a.cols, r = Math.min(m, n);
-  const tol = 20 * Math.max(m, n) * EPS;
-  assert.equal(res.s.length, r);
-  assert.ok(
-    diffNorm(a, reconstruct(res.u, res.s, res.vt)) <= tol * Math.max(fro(a), 1e-300),
-    `${label}: A ≠ UΣVᵀ (${diffNorm(a, reconstruct(res.u, res.s, res.vt)) / fro(a)})`,
-  );
-  assert.ok(orthonormalityError(res.u) <= tol, `${label}: UᵀU ≠ I (${orthonormalityError(res.u)})`);
-  assert.ok(orthonormalityError(rowsAsColumns(res.vt)) <= tol, `${label}: VᵀV ≠ I`);
-  for (let i = 0; i < r; i++) {
-    assert.ok(res.s[i] >= 0, `${label}: σ${i} < 0`);
-    if (i > 0) assert.ok(res.s[i] <= res.s[i - 1], `${label}: σ not descending at ${i}`);
-  }
-}
-
-/** |got − want| ≤ absTol·σ₁ for all, and ≤ relTol·σᵢ for σᵢ ≥ 1e-3·σ₁. */
-function checkSigma(got: Float64Array, want: number[], label: string, absTol = 1e-12, relTol = 1e-10) {
-  const sorted = [...want].sort((x, y) => y - x);
-  for (let i = 0; i < sorted.length; i++) {
-    const err = Math.abs(got[i] - sorted[i]);
-    assert.ok(err <= absTol * sorted[0], `${label}: σ${i} = ${got[i]}, want ${sorted[i]} (abs)`);
-    if (sorted[i] >= 1e-3 * sorted[0]) assert.ok(err <= relTol * sorted[i], `${label}: σ${i} = ${got[i]}`);
-  }
-}
 
 /** An m×n (m ≥ n) upper bidiagonal matrix from d and e (zero rows below). */
 function bidiagonal(m: number, d: number[], e: number[]): Matrix64 {

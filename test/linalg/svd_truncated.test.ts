@@ -13,19 +13,13 @@ import {
   EPS,
   fro,
   rowsAsColumns,
+  tail,
   withBackend,
   withSingularValues,
 } from "./factor_helpers.ts";
 
 /** Unit roundoff of float32. */
 const EPS32 = 2 ** -24;
-
-/** sqrt(Σ_{i≥k} σ_i²). */
-function tail(s: ArrayLike<number>, k: number): number {
-  let t = 0;
-  for (let i = k; i < s.length; i++) t += s[i] * s[i];
-  return Math.sqrt(t);
-}
 
 /**
  * Shapes, float64 outputs, orthonormal U and V, Eckart–Young within `excess` of the optimum of `a`, whose

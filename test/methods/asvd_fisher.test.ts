@@ -11,7 +11,7 @@ import { createRng } from "../../src/linalg/random.ts";
 import type { Matrix, Matrix64 } from "../../src/linalg/matrix.ts";
 import { asvdSpectrum } from "../../src/methods/asvd.ts";
 import { asvdFisherLosses, OutputFisherObserver } from "../../src/methods/asvd_fisher.ts";
-import { type GradModel, lossAndGrad } from "../../src/model/backward.ts";
+import { lossAndGrad } from "../../src/model/backward.ts";
 import { BLOCK_FIELD } from "../../src/model/llama.ts";
 import { loadModel } from "../../src/model/load.ts";
 import { calibrationWindows } from "../../src/calib/windows.ts";
@@ -19,7 +19,7 @@ import { allocateRanks } from "../../src/methods/allocation.ts";
 import { sensitivitySweep } from "../../src/pipeline/sensitivity.ts";
 import { fisherLosses, lossCurves } from "../../src/pipeline/truncation_losses.ts";
 import { keptRank, lowRankParams } from "../../src/methods/ratio.ts";
-import { randomBlock64, randomHead64, randomWindows, specOf } from "../model/grad_helpers.ts";
+import { fdDirectional, randomModel64, randomWindows, specOf } from "../model/grad_helpers.ts";
 import { ShapeError } from "../../src/errors.ts";
 import { storiesText } from "../pipeline/_helpers.ts";
 import { findGarbageCollector } from "../../src/pipeline/memory.ts";
@@ -99,10 +99,7 @@ test("the gradient pass's (x, dy) give the loss's derivative along each componen
     style: "halves",
     bias: false,
   });
-  const rng = createRng(7);
-  const head = randomHead64(spec, rng);
-  const blocks = Array.from({ length: spec.numLayers }, () => randomBlock64(spec, rng));
-  const model: GradModel<Float64Array> = { spec, head, block: (i) => blocks[i] };
+  const model = randomModel64(spec, 7), { blocks } = model;
   const windows = randomWindows(2, 6, spec.vocabSize, 3);
   for (const [layer, lin] of [[0, "mlp.down_proj"], [1, "self_attn.q_proj"]] as const) {
     const weight = (blocks[layer][BLOCK_FIELD[lin]] as { weight: Matrix64 }).weight;
@@ -126,13 +123,12 @@ test("the gradient pass's (x, dy) give the loss's derivative along each componen
           hook -= dy!.data[t * m + o] * v;
         }
       }
-      const orig = weight.data.slice(), h = 1e-6;
-      const lossAt = async (eps: number) => {
-        for (let q = 0; q < orig.length; q++) weight.data[q] = orig[q] - eps * dw[q];
-        return (await lossAndGrad(model, windows)).loss;
-      };
-      const fd = (await lossAt(h) - await lossAt(-h)) / (2 * h);
-      weight.data.set(orig);
+      const minusDw = dw.map((v) => -v); // the direction of ε in L(W − ε ΔW_j)
+      const fd = await fdDirectional(
+        async () => (await lossAndGrad(model, windows)).loss,
+        weight.data,
+        minusDw,
+      );
       assert.ok(Math.abs(fd - hook) <= 1e-6 * (1 + Math.abs(fd)), `${lin} j ${j}: fd ${fd} vs hook ${hook}`);
     }
   }

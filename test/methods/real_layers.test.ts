@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { loadModel } from "../../src/model/load.ts";
-import { embed, forwardBlock, loadBlock, loadHead } from "../../src/model/llama.ts";
+import { BLOCK_FIELD, embed, forwardBlock, loadBlock, loadHead } from "../../src/model/llama.ts";
 import { LINEAR_NAMES, type LinearName } from "../../src/model/names.ts";
 import { GramObserver } from "../../src/calib/gram.ts";
 import { calibrationWindows } from "../../src/calib/windows.ts";
@@ -11,16 +11,6 @@ import { rankFor } from "../../src/methods/ratio.ts";
 import type { Matrix } from "../../src/linalg/matrix.ts";
 import { dataLoss } from "./_synthetic.ts";
 import { STORIES, storiesText } from "../pipeline/_helpers.ts";
-
-const KEY = {
-  "self_attn.q_proj": "q",
-  "self_attn.k_proj": "k",
-  "self_attn.v_proj": "v",
-  "self_attn.o_proj": "o",
-  "mlp.gate_proj": "gate",
-  "mlp.up_proj": "up",
-  "mlp.down_proj": "down",
-} as const;
 
 // Every linear of every block of stories260K, with the real activations the model feeds it (observe hook):
 // SVD-LLM's layer loss ‖(W − AB)Xᵀ‖_F equals √T·sqrt(Σ_{i>k} σ_i²(W·L)) to 1e-4 relative.
@@ -43,7 +33,7 @@ test("SVD-LLM loss theorem on stories260K's real layers and activations", { time
         grams.set(linear, g);
       });
       for (const name of LINEAR_NAMES) {
-        const lin = block[KEY[name]];
+        const lin = block[BLOCK_FIELD[name]];
         assert.equal(lin.kind, "dense");
         if (lin.kind !== "dense") continue;
         const w = lin.weight, xi = inputs.get(name)!;

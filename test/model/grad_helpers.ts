@@ -1,8 +1,9 @@
 /** Shared by the gradient checks: random float64 models of any small shape, finite differences, errors. */
+import assert from "node:assert/strict";
 import fc from "fast-check";
 import { createRng, type Rng } from "../../src/linalg/random.ts";
 import type { Matrix } from "../../src/linalg/matrix.ts";
-import type { GradBlock } from "../../src/model/backward.ts";
+import type { GradBlock, GradModel } from "../../src/model/backward.ts";
 import type { GradHead, GradLinear } from "../../src/model/backward_ops.ts";
 import type { LlamaSpec } from "../../src/model/spec.ts";
 
@@ -99,6 +100,17 @@ export function randomBlock64(spec: LlamaSpec, rng: Rng, lowrank = false): GradB
   };
 }
 
+/** A random float64 model of `spec` from `seed` (its head, then its blocks; `lowrank` as in {@link randomBlock64}). */
+export function randomModel64(
+  spec: LlamaSpec,
+  seed: number,
+  lowrank = false,
+): GradModel<Float64Array> & { blocks: GradBlock<Float64Array>[] } {
+  const rng = createRng(seed), head = randomHead64(spec, rng);
+  const blocks = Array.from({ length: spec.numLayers }, () => randomBlock64(spec, rng, lowrank));
+  return { spec, head, blocks, block: (i) => blocks[i] };
+}
+
 export function randomHead64(spec: LlamaSpec, rng: Rng): GradHead<Float64Array> {
   const d = spec.hiddenSize, V = spec.vocabSize;
   return {
@@ -135,15 +147,41 @@ export function fdGrad(f: () => number, data: Float64Array, h = 1e-6): Float64Ar
   return g;
 }
 
-/** Central difference of f along direction `dir` of `data` (perturbed in place, then restored). */
-export function fdDirectional(f: () => number, data: Float64Array, dir: Float64Array, h = 1e-6): number {
+/**
+ * Central difference (f(p + h·dir) − f(p − h·dir)) / 2h of f along direction `dir` of `data` (perturbed in
+ * place, then restored; f may be async).
+ */
+export async function fdDirectional(
+  f: () => number | Promise<number>,
+  data: Float64Array,
+  dir: ArrayLike<number>,
+  h = 1e-6,
+): Promise<number> {
   const v = data.slice();
   for (let i = 0; i < data.length; i++) data[i] = v[i] + h * dir[i];
-  const up = f();
+  const up = await f();
   for (let i = 0; i < data.length; i++) data[i] = v[i] - h * dir[i];
-  const down = f();
+  const down = await f();
   data.set(v);
   return (up - down) / (2 * h);
+}
+
+/**
+ * FD-check gradient `grad` of the loss `f` in `param` (what it claims is df/dparam) along a direction drawn
+ * from `rng` (N(0, 1) per element): |fd − grad·dir| ≤ tol · max(1e-3, |fd|), the floor keeping a near-zero
+ * derivative's round-off from counting. `what` names the parameter in the failure message.
+ */
+export async function assertDirectionalGrad(
+  what: string,
+  f: () => number | Promise<number>,
+  param: Float64Array,
+  grad: ArrayLike<number>,
+  rng: Rng,
+  tol: number,
+): Promise<void> {
+  const dir = rand64(1, param.length, rng).data;
+  const fd = await fdDirectional(f, param, dir), an = dot(grad, dir);
+  assert.ok(Math.abs(fd - an) <= tol * Math.max(1e-3, Math.abs(fd)), `${what}: ${an} vs fd ${fd}`);
 }
 
 /** ‖a − b‖ / max(‖a‖, ‖b‖, floor): the floor keeps round-off of near-zero gradients (~1e-10) from counting. */

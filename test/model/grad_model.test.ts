@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { createRng } from "../../src/linalg/random.ts";
 import { matmul64 } from "../../src/linalg/gemm.ts";
-import { blockForward, type GradBlock, type GradModel, lossAndGrad } from "../../src/model/backward.ts";
+import { blockForward, type GradModel, lossAndGrad } from "../../src/model/backward.ts";
 import {
   embeddingBackward,
   embeddingForward,
@@ -21,10 +21,9 @@ import { loadModel } from "../../src/model/load.ts";
 import { LINEAR_NAMES, type LinearName } from "../../src/model/names.ts";
 import { OptionError, ShapeError } from "../../src/errors.ts";
 import {
-  dot,
+  assertDirectionalGrad,
   rand64,
-  randomBlock64,
-  randomHead64,
+  randomModel64,
   randomWindows,
   specOf,
   specShape,
@@ -32,16 +31,6 @@ import {
 
 const STORIES = new URL("../../models/stories260K/stories260K.gguf", import.meta.url).pathname;
 const TOL = 1e-5;
-
-function model64(
-  spec: ReturnType<typeof specOf>,
-  seed: number,
-  lowrank = false,
-): GradModel<Float64Array> & { blocks: GradBlock<Float64Array>[] } {
-  const rng = createRng(seed), head = randomHead64(spec, rng);
-  const blocks = Array.from({ length: spec.numLayers }, () => randomBlock64(spec, rng, lowrank));
-  return { spec, head, blocks, block: (i) => blocks[i] };
-}
 
 /** The loss as a plain function (for finite differences): the same call, no hooks. */
 async function lossOf(
@@ -56,21 +45,6 @@ async function lossOf(
   })).loss;
 }
 
-async function fdAsync(
-  f: () => Promise<number>,
-  data: Float64Array,
-  dir: Float64Array,
-  h = 1e-6,
-): Promise<number> {
-  const v = data.slice();
-  for (let i = 0; i < data.length; i++) data[i] = v[i] + h * dir[i];
-  const up = await f();
-  for (let i = 0; i < data.length; i++) data[i] = v[i] - h * dir[i];
-  const down = await f();
-  data.set(v);
-  return (up - down) / (2 * h);
-}
-
 test("grad: model loss gradient (hooks and embedding) against finite differences, with and without KL", async () => {
   await fc.assert(
     fc.asyncProperty(
@@ -81,9 +55,9 @@ test("grad: model loss gradient (hooks and embedding) against finite differences
       fc.nat(),
       async (s, batch, seq, kl, seed) => {
         const spec = specOf(s),
-          m = model64(spec, seed),
+          m = randomModel64(spec, seed),
           windows = randomWindows(batch, seq, spec.vocabSize, seed + 1);
-        const reference = kl ? model64(spec, seed + 2) : undefined;
+        const reference = kl ? randomModel64(spec, seed + 2) : undefined;
         const opts = { reference, klWeight: kl ? 0.6 : undefined };
         const dW = new Map<string, Float64Array>();
         let dEmbedIn: Float64Array | undefined;
@@ -107,11 +81,8 @@ test("grad: model loss gradient (hooks and embedding) against finite differences
         if (kl) assert.ok(r.kl > 0);
         assert.equal(dW.size, spec.numLayers * LINEAR_NAMES.length);
         const rng = createRng(seed + 3), f = () => lossOf(m, windows, opts);
-        const check = async (what: string, p: Float64Array, g: Float64Array) => {
-          const dir = rand64(1, p.length, rng).data;
-          const fd = await fdAsync(f, p, dir), an = dot(g, dir);
-          assert.ok(Math.abs(fd - an) <= TOL * Math.max(1e-3, Math.abs(fd)), `${what}: ${an} vs ${fd}`);
-        };
+        const check = (what: string, p: Float64Array, g: Float64Array) =>
+          assertDirectionalGrad(what, f, p, g, rng, TOL);
         for (let i = 0; i < spec.numLayers; i++) {
           for (const name of LINEAR_NAMES) {
             const lin = m.blocks[i][BLOCK_FIELD[name]];
@@ -130,7 +101,7 @@ test("grad: a compressed model's factor gradients from the hook (dA = dyᵀ·(x�
   await fc.assert(
     fc.asyncProperty(specShape, fc.integer({ min: 2, max: 5 }), fc.nat(), async (s, seq, seed) => {
       const spec = specOf(s),
-        m = model64(spec, seed, true),
+        m = randomModel64(spec, seed, true),
         windows = randomWindows(2, seq, spec.vocabSize, seed);
       const grads = new Map<string, { a: Float64Array; b: Float64Array }>();
       await lossAndGrad(m, windows, {
@@ -151,9 +122,7 @@ test("grad: a compressed model's factor gradients from the hook (dA = dyᵀ·(x�
         const l = m.blocks[Number(layer)][BLOCK_FIELD[lin]];
         if (l.kind !== "lowrank") continue;
         for (const [p, gp] of [[l.a.data, g.a], [l.b.data, g.b]] as const) {
-          const dir = rand64(1, p.length, rng).data;
-          const fd = await fdAsync(f, p, dir), an = dot(gp, dir);
-          assert.ok(Math.abs(fd - an) <= TOL * Math.max(1e-3, Math.abs(fd)), `${key}: ${an} vs ${fd}`);
+          await assertDirectionalGrad(key, f, p, gp, rng, TOL);
         }
       }
     }),
@@ -173,7 +142,7 @@ test("grad: KL to an identical reference is 0 and its gradient vanishes (nllWeig
     style: "halves",
     bias: false,
   });
-  const m = model64(spec, 4), windows = randomWindows(2, 6, 9, 5);
+  const m = randomModel64(spec, 4), windows = randomWindows(2, 6, 9, 5);
   let maxDy = 0;
   const r = await lossAndGrad(m, windows, {
     reference: m,
@@ -185,7 +154,7 @@ test("grad: KL to an identical reference is 0 and its gradient vanishes (nllWeig
   assert.ok(Math.abs(r.kl) < 1e-12 && Math.abs(r.loss) < 1e-12);
   assert.ok(maxDy < 1e-12);
   // per-window reference logits (of another model) give the same objective as that model as the reference
-  const other = model64(spec, 6);
+  const other = randomModel64(spec, 6);
   const logits = windows.map((w) => {
     let x = embeddingForward(other.head.embed, [w]);
     for (const blk of other.blocks) x = blockForward(spec, blk, x, { batch: 1, seq: w.length }).out!;
@@ -253,7 +222,7 @@ test("grad: lossAndGrad refuses bad options before any work", async () => {
     style: "halves",
     bias: false,
   });
-  const m = model64(spec, 1);
+  const m = randomModel64(spec, 1);
   let fetched = 0;
   const counting: GradModel<Float64Array> = { ...m, block: (i) => (fetched++, m.block(i)) };
   await assert.rejects(lossAndGrad(counting, []), OptionError);

@@ -3,12 +3,14 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { rm, writeFile } from "node:fs/promises";
+import { readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { FormatError, NumericError } from "../../src/errors.ts";
 import { compress, compressModel } from "../../src/pipeline/compress.ts";
 import { merge } from "../../src/pipeline/merge.ts";
 import { named } from "../../src/pipeline/block_step.ts";
+import { memorySink } from "../../src/pipeline/sink.ts";
+import { tarBlob } from "../../src/io/file_set.ts";
 import { openModelInput, STORIES, syntheticFolder, tempDir } from "./_helpers.ts";
 
 test("compress: binary calibration.text is refused before any work, naming the option", async () => {
@@ -97,4 +99,25 @@ test("named: a NumericError gets the tensor and file in front; other errors pass
       throw plain;
     }), (e) => e === plain);
   assert.equal(named(label, () => 7), 7);
+});
+
+test("compress: a tar of a model folder given as a Blob compresses as the folder does; other bytes are named", async () => {
+  const folder = new URL("../fixtures/models/llama-gqa-tiny/", import.meta.url).pathname;
+  const files = new Map<string, Uint8Array[]>();
+  for (const name of ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]) {
+    files.set(name, [new Uint8Array(await readFile(join(folder, name)))]);
+  }
+  const opts = { method: "svd", ratio: { removed: 0.3 } } as const;
+  const fromFolder = memorySink(), fromTar = memorySink();
+  await compress(folder, fromFolder, opts);
+  await compress(new File([tarBlob(files, "tiny")], "tiny.tar"), fromTar, opts);
+  const [a, b] = [await fromFolder.files, await fromTar.files];
+  assert.deepEqual(b.get("model.safetensors"), a.get("model.safetensors"));
+  // Neither GGUF nor tar (the tar magic one byte off): refused, naming the Blob.
+  const bytes = new Uint8Array(await tarBlob(files, "tiny").arrayBuffer());
+  bytes[257] ^= 1;
+  await assert.rejects(
+    compress(new File([bytes], "odd.tar"), memorySink(), opts),
+    (e: Error) => /odd\.tar is not a GGUF file/.test(e.message),
+  );
 });
