@@ -24,6 +24,8 @@ import type { TensorReader } from "../io/tensor_reader.ts";
 import type { GradHead } from "../model/backward_ops.ts";
 import { EMBED, FINAL_NORM, LM_HEAD } from "../model/names.ts";
 import type { LlamaSpec } from "../model/spec.ts";
+import type { Matrix } from "../linalg/matrix.ts";
+import type { SpillStore } from "./spill.ts";
 
 /** A head over renumbered ids, and the renumbering. */
 export interface CompactHead {
@@ -35,11 +37,23 @@ export interface CompactHead {
   remap: (w: Int32Array) => Int32Array;
 }
 
+/** Options of {@link compactHead}. */
+export interface CompactHeadOptions {
+  /**
+   * Keep lm_head in this store (e.g. a temporary file, `spill.ts`) instead of in memory: see
+   * {@link leasedRows}. A store that keeps arrays in memory changes nothing.
+   */
+  store?: SpillStore;
+  /** Called before each read of lm_head back from the store (e.g. to collect what the blocks left behind). */
+  beforeRead?: () => void;
+}
+
 /** The compact head for `windows` (original ids; each id must be < vocab). */
 export async function compactHead(
   reader: TensorReader,
   spec: LlamaSpec,
   windows: readonly Int32Array[],
+  opts: CompactHeadOptions = {},
 ): Promise<CompactHead> {
   const V = spec.vocabSize, d = spec.hiddenSize;
   const newId = new Int32Array(V).fill(-1);
@@ -80,9 +94,44 @@ export async function compactHead(
     lm.set(tmp, u * d);
   }
   const norm = await reader.read(FINAL_NORM) as Float32Array; // d
+  let lmHead: Matrix = { rows: V, cols: d, data: lm };
+  if (opts.store?.spilled) {
+    opts.store.put(LM_HEAD, lm);
+    lmHead = leasedRows(V, d, () => {
+      opts.beforeRead?.();
+      return opts.store!.get(LM_HEAD) as Float32Array;
+    });
+  }
   return {
-    head: { embed: { rows: K, cols: d, data: embed }, norm, lmHead: { rows: V, cols: d, data: lm } },
+    head: { embed: { rows: K, cols: d, data: embed }, norm, lmHead },
     used,
     remap: (w) => w.map((id) => newId[id]),
+  };
+}
+
+/**
+ * A rows×cols matrix whose `data` is read (`read()`) when first asked for and kept only while something else
+ * holds it: a WeakRef. Within one synchronous run of code (a job) a WeakRef's target stays alive once
+ * dereferenced (ECMAScript's KeepDuringJob), so every access of one head-loss call — itself synchronous — sees
+ * one array, read once; after the training's next `await` nothing holds it and the next collection frees it.
+ * So lm_head (vocab×d, 125 MiB at 32000×1024) is resident during the head's loss only, not beside the blocks'
+ * weights and bases, at the price of one read of it per loss (from the system's file cache).
+ */
+export function leasedRows(rows: number, cols: number, read: () => Float32Array): Matrix {
+  let held: WeakRef<Float32Array> | undefined;
+  return {
+    rows,
+    cols,
+    get data(): Float32Array {
+      let a = held?.deref();
+      if (!a) {
+        a = read();
+        if (a.length !== rows * cols) {
+          throw new ShapeError(`soco: a leased ${rows}×${cols} matrix read back ${a.length} values`);
+        }
+        held = new WeakRef(a);
+      }
+      return a;
+    },
   };
 }

@@ -48,6 +48,7 @@ import { type BudgetLinear, checkBudget } from "../methods/soco_budget.ts";
 import { allocateRanks } from "../methods/allocation.ts";
 import { openBasisStore } from "./soco_bases.ts";
 import { compactHead } from "./soco_head.ts";
+import { openSpillStore, type SpillStore } from "./spill.ts";
 
 export type { BudgetLinear } from "../methods/soco_budget.ts";
 import {
@@ -336,6 +337,7 @@ export async function socoPass(
   // float32 bytes of one block's linears (what a block's weights, or its W'(s), take)
   const blockBytes = 4 * LINEAR_NAMES.reduce((t, l) => t + linearShape(spec, l).reduce((a, b) => a * b), 0);
   const store = await openBasisStore({ spill: opts.spill ?? "auto" });
+  let headStore: SpillStore | undefined;
   let closeStore = true;
   try {
     // Bases, block by block on the original model's activations (whitened: their Gram matrices).
@@ -388,7 +390,8 @@ export async function socoPass(
         else {
           let f = chol.get(GROUP[l]);
           if (!f) {
-            chol.set(GROUP[l], f = cholesky(grams.get(GROUP[l])!.gram(), { damping: "auto" }));
+            // In place: the factor takes the Gram matrix's own array (at d 1024, f 2816 the MLP's is 63 MB).
+            chol.set(GROUP[l], f = cholesky(grams.get(GROUP[l])!.gram(), { damping: "auto", inPlace: true }));
             grams.delete(GROUP[l]); // its factor is all the group needs now
           }
           if (l === lastOfGroup(l)) chol.delete(GROUP[l]);
@@ -406,7 +409,13 @@ export async function socoPass(
     }
     const tBases = performance.now();
     // The head over the ids the windows use only (a K×d embedding, lm_head reordered): see soco_head.ts.
-    const { head, remap } = await compactHead(reader, spec, [...windows, ...(opts.validation ?? [])]);
+    // lm_head waits in the temporary file between losses (read back for each, see soco_head.ts `leasedRows`);
+    // before each read the blocks' last W'(s) and reference weights are garbage: collect them first.
+    headStore = await openSpillStore({ what: "soco head", spill: opts.spill ?? "auto" });
+    const { head, remap } = await compactHead(reader, spec, [...windows, ...(opts.validation ?? [])], {
+      store: headStore,
+      beforeRead: () => opts.memory?.dropped(2 * blockBytes),
+    });
     opts.memory?.dropped(4 * spec.vocabSize * spec.hiddenSize); // the full embedding read for the gather
     const ids = windows.map(remap);
 
@@ -421,6 +430,8 @@ export async function socoPass(
       return cur.bases;
     };
     let scores: readonly Float64Array[] = info.map((b) => new Float64Array(b.rank).fill(1));
+    // U·diag(s) of every W'(s) formed in one reused array (rows×rank of the largest linear).
+    const scratch = new Float32Array(Math.max(...info.map((b) => b.rows * b.rank)));
     const blockAt = (i: number): LlamaBlock => {
       opts.memory?.dropped(2 * blockBytes); // the previous block's W'(s) (or reference weights) and bases
       const bases = basesOf(i);
@@ -428,7 +439,7 @@ export async function socoPass(
         const k = LINEAR_NAMES.indexOf(l);
         return {
           kind: "dense",
-          weight: spectralWeight(bases[k], scores[i * per + k]),
+          weight: spectralWeight(bases[k], scores[i * per + k], scratch),
           bias: kept[i].bias.get(l),
         };
       };
@@ -622,6 +633,7 @@ export async function socoPass(
       },
     };
   } finally {
+    await headStore?.close(); // the training and the held-out guard are done: lm_head is no longer read
     if (closeStore) await store.close();
   }
 }
