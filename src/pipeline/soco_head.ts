@@ -33,6 +33,8 @@ export interface CompactHead {
   head: GradHead<Float32Array>;
   /** Used ids, ascending (K): new id k is original id `used[k]`. */
   used: Int32Array;
+  /** With lm_head in a store: let its copy in memory go (the next use reads it again); else a no-op. */
+  dropLmHead: () => void;
   /** A window in original ids → the same window in new ids. */
   remap: (w: Int32Array) => Int32Array;
 }
@@ -40,8 +42,9 @@ export interface CompactHead {
 /** Options of {@link compactHead}. */
 export interface CompactHeadOptions {
   /**
-   * Keep lm_head in this store (e.g. a temporary file, `spill.ts`) instead of in memory: see
-   * {@link leasedRows}. A store that keeps arrays in memory changes nothing.
+   * Keep lm_head in this store (e.g. a temporary file, `spill.ts`) instead of in memory, read back at its
+   * first use after each {@link CompactHead.dropLmHead} (see {@link leasedRows}). A store that keeps arrays in
+   * memory changes nothing.
    */
   store?: SpillStore;
   /** Called before each read of lm_head back from the store (e.g. to collect what the blocks left behind). */
@@ -94,44 +97,55 @@ export async function compactHead(
     lm.set(tmp, u * d);
   }
   const norm = await reader.read(FINAL_NORM) as Float32Array; // d
-  let lmHead: Matrix = { rows: V, cols: d, data: lm };
+  let lease: Lease = { matrix: { rows: V, cols: d, data: lm }, drop: () => {} };
   if (opts.store?.spilled) {
     opts.store.put(LM_HEAD, lm);
-    lmHead = leasedRows(V, d, () => {
+    lease = leasedRows(V, d, () => {
       opts.beforeRead?.();
       return opts.store!.get(LM_HEAD) as Float32Array;
     });
   }
   return {
-    head: { embed: { rows: K, cols: d, data: embed }, norm, lmHead },
+    head: { embed: { rows: K, cols: d, data: embed }, norm, lmHead: lease.matrix },
+    dropLmHead: lease.drop,
     used,
     remap: (w) => w.map((id) => newId[id]),
   };
 }
 
+/** A matrix read back when first used, and let go on demand (see {@link leasedRows}). */
+export interface Lease {
+  /** rows×cols; `data` is read (once) at its first access after a {@link Lease.drop}. */
+  matrix: Matrix;
+  /** Let the array go (the next collection frees it unless someone else holds it); the next access reads again. */
+  drop(): void;
+}
+
 /**
- * A rows×cols matrix whose `data` is read (`read()`) when first asked for and kept only while something else
- * holds it: a WeakRef. Within one synchronous run of code (a job) a WeakRef's target stays alive once
- * dereferenced (ECMAScript's KeepDuringJob), so every access of one head-loss call — itself synchronous — sees
- * one array, read once; after the training's next `await` nothing holds it and the next collection frees it.
- * So lm_head (vocab×d, 125 MiB at 32000×1024) is resident during the head's loss only, not beside the blocks'
- * weights and bases, at the price of one read of it per loss (from the system's file cache).
+ * A rows×cols matrix whose `data` is read (`read()`) when first asked for and kept until {@link Lease.drop}.
+ * SoCo drops lm_head (vocab×d, 125 MiB at 32000×1024) before each block of the training, so it is resident
+ * during the head's loss only, not beside the blocks' weights and bases, at the price of one read of it per
+ * loss (from the system's file cache).
  */
-export function leasedRows(rows: number, cols: number, read: () => Float32Array): Matrix {
-  let held: WeakRef<Float32Array> | undefined;
+export function leasedRows(rows: number, cols: number, read: () => Float32Array): Lease {
+  let held: Float32Array | undefined;
   return {
-    rows,
-    cols,
-    get data(): Float32Array {
-      let a = held?.deref();
-      if (!a) {
-        a = read();
-        if (a.length !== rows * cols) {
-          throw new ShapeError(`soco: a leased ${rows}×${cols} matrix read back ${a.length} values`);
+    matrix: {
+      rows,
+      cols,
+      get data(): Float32Array {
+        if (!held) {
+          const a = read();
+          if (a.length !== rows * cols) {
+            throw new ShapeError(`soco: a leased ${rows}×${cols} matrix read back ${a.length} values`);
+          }
+          held = a;
         }
-        held = new WeakRef(a);
-      }
-      return a;
+        return held;
+      },
+    },
+    drop() {
+      held = undefined;
     },
   };
 }

@@ -324,7 +324,11 @@ export async function socoPass(
     signal?: AbortSignal;
     sample?: () => void;
     /** The driver's memory hooks (`memory_policy.ts`): told what became garbage, they collect it in time. */
-    memory?: { afterLinear(rows: number, cols: number): void; dropped(bytes: number): void };
+    memory?: {
+      afterLinear(rows: number, cols: number): void;
+      dropped(bytes: number): void;
+      boundary?(): void;
+    };
   },
 ): Promise<SocoPassResult> {
   const t0 = performance.now();
@@ -409,13 +413,28 @@ export async function socoPass(
     }
     const tBases = performance.now();
     // The head over the ids the windows use only (a K×d embedding, lm_head reordered): see soco_head.ts.
+    // Between the training's phases (a block, the head): collect what the last one left and hand its pages
+    // back. W'(s), the bases and the reference weights are arrays below glibc's mmap threshold, carved from its
+    // heap, whose freed holes stay resident until trimmed (measured: 533 MiB resident after a step of the
+    // 1-layer compress_memory model, 204 MiB before it).
+    // lm_head too: it is read back for each head loss (below) and let go before the next block.
+    let dropLmHead = () => {};
+    const release = () => {
+      dropLmHead();
+      if (opts.memory?.boundary) opts.memory.boundary();
+      else opts.memory?.dropped(2 * blockBytes);
+    };
     // lm_head waits in the temporary file between losses (read back for each, see soco_head.ts `leasedRows`);
     // before each read the blocks' last W'(s) and reference weights are garbage: collect them first.
     headStore = await openSpillStore({ what: "soco head", spill: opts.spill ?? "auto" });
-    const { head, remap } = await compactHead(reader, spec, [...windows, ...(opts.validation ?? [])], {
+    const { head, remap, dropLmHead: dropHead } = await compactHead(reader, spec, [
+      ...windows,
+      ...(opts.validation ?? []),
+    ], {
       store: headStore,
-      beforeRead: () => opts.memory?.dropped(2 * blockBytes),
+      beforeRead: release,
     });
+    dropLmHead = dropHead;
     opts.memory?.dropped(4 * spec.vocabSize * spec.hiddenSize); // the full embedding read for the gather
     const ids = windows.map(remap);
 
@@ -433,7 +452,7 @@ export async function socoPass(
     // U·diag(s) of every W'(s) formed in one reused array (rows×rank of the largest linear).
     const scratch = new Float32Array(Math.max(...info.map((b) => b.rows * b.rank)));
     const blockAt = (i: number): LlamaBlock => {
-      opts.memory?.dropped(2 * blockBytes); // the previous block's W'(s) (or reference weights) and bases
+      release(); // the previous block's W'(s) (or reference weights) and bases
       const bases = basesOf(i);
       const lin = (l: LinearName): Linear => {
         const k = LINEAR_NAMES.indexOf(l);
@@ -462,7 +481,7 @@ export async function socoPass(
         spec,
         head,
         block: (i) => {
-          opts.memory?.dropped(blockBytes);
+          release();
           return loadBlock(reader, spec, i);
         },
       }
