@@ -49,6 +49,8 @@ export interface CompactHeadOptions {
   store?: SpillStore;
   /** Called before each read of lm_head back from the store (e.g. to collect what the blocks left behind). */
   beforeRead?: () => void;
+  /** Told that `bytes` of arrays became garbage (the full embedding, before lm_head is read): collect them. */
+  dropped?: (bytes: number) => void;
 }
 
 /** The compact head for `windows` (original ids; each id must be < vocab). */
@@ -84,6 +86,7 @@ export async function compactHead(
     const full = await read(EMBED);
     for (let k = 0; k < K; k++) embed.set(full.subarray(used[k] * d, (used[k] + 1) * d), k * d);
   }
+  opts.dropped?.(4 * V * d); // the full embedding: not beside lm_head
   // lm_head (a fresh copy even when tied): row k ↔ row used[k], in place. used is ascending and used[k] ≥ k,
   // so the row at used[k] is still the original one when step k swaps it up (earlier steps touched only rows
   // j < k and used[j] < used[k]).

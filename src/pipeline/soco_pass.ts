@@ -412,11 +412,13 @@ export async function socoPass(
       opts.onProgress?.({ stage: "bases", block: i, done: i + 1, total: spec.numLayers });
     }
     const tBases = performance.now();
-    // The head over the ids the windows use only (a K×d embedding, lm_head reordered): see soco_head.ts.
     // Between the training's phases (a block, the head): collect what the last one left and hand its pages
     // back. W'(s), the bases and the reference weights are arrays below glibc's mmap threshold, carved from its
     // heap, whose freed holes stay resident until trimmed (measured: 533 MiB resident after a step of the
     // 1-layer compress_memory model, 204 MiB before it).
+    // One block's bases in memory at a time: the training's forward reads blocks 0 … L−1, its backward
+    // L−1 … 0 and the gradient hook wants the block the backward is in.
+    let cur: { i: number; bases: SpectralBasis[] } | undefined;
     // lm_head too: it is read back for each head loss (below) and let go before the next block.
     let dropLmHead = () => {};
     const release = () => {
@@ -424,6 +426,7 @@ export async function socoPass(
       if (opts.memory?.boundary) opts.memory.boundary();
       else opts.memory?.dropped(2 * blockBytes);
     };
+    // The head over the ids the windows use only (a K×d embedding, lm_head reordered): see soco_head.ts.
     // lm_head waits in the temporary file between losses (read back for each, see soco_head.ts `leasedRows`);
     // before each read the blocks' last W'(s) and reference weights are garbage: collect them first.
     headStore = await openSpillStore({ what: "soco head", spill: opts.spill ?? "auto" });
@@ -432,15 +435,18 @@ export async function socoPass(
       ...(opts.validation ?? []),
     ], {
       store: headStore,
-      beforeRead: release,
+      // The head's loss comes between the forward and the backward: the block's bases (kept for the backward,
+      // 67 MiB at d 1024) are read again after it rather than held beside lm_head.
+      beforeRead: () => {
+        cur = undefined;
+        release();
+      },
+      dropped: (bytes) => opts.memory?.dropped(bytes),
     });
     dropLmHead = dropHead;
-    opts.memory?.dropped(4 * spec.vocabSize * spec.hiddenSize); // the full embedding read for the gather
+    opts.memory?.dropped(4 * spec.vocabSize * spec.hiddenSize); // lm_head's copy now in the file (or used)
     const ids = windows.map(remap);
 
-    // One block's bases in memory at a time: the training's forward reads blocks 0 … L−1, its backward
-    // L−1 … 0 and the gradient hook wants the block the backward is in.
-    let cur: { i: number; bases: SpectralBasis[] } | undefined;
     const basesOf = (i: number): SpectralBasis[] => {
       if (cur?.i !== i) {
         cur = undefined; // the previous block's bases can go before the next are read
