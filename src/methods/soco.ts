@@ -43,7 +43,7 @@ import {
   toFloat32,
   toFloat64,
 } from "../linalg/matrix.ts";
-import { svd } from "../linalg/svd.ts";
+import { svd, svdPart } from "../linalg/svd.ts";
 import { breakEvenRank } from "./ratio.ts";
 
 /** Which basis the spectrum is learned in. */
@@ -117,7 +117,9 @@ export function whitenedBasis(
     );
   }
   const w64 = toFloat64(w);
-  const { u, s } = svd(matmul64(w64, chol.factor)); // W·L = U Σ Vᵀ
+  // W·L = U Σ Vᵀ; V is not needed (C comes from W), so it is never formed (r×n float64 saved).
+  const f = svdPart(matmul64(w64, chol.factor), { left: Math.min(w.rows, n), label: name });
+  const u = f.u!, s = f.s;
   const c = matmul64(u, w64, { transA: true }); // Uᵀ·W = Σ Vᵀ L⁻¹
   return basis(name, "whitened", w, toFloat32(u), toFloat32(c), s, chol.shift);
 }
@@ -151,11 +153,15 @@ function checkScores(b: SpectralBasis, s: ArrayLike<number>, what: string): void
   }
 }
 
-/** W'(s) = U·diag(s)·C as a dense float32 out×in matrix (for the forward and backward passes). */
-export function spectralWeight(b: SpectralBasis, s: ArrayLike<number>): Matrix {
+/**
+ * W'(s) = U·diag(s)·C as a dense float32 out×in matrix (for the forward and backward passes). `scratch`: an
+ * array of at least out·r values to hold U·diag(s) (a caller forming many weights reuses one instead of leaving
+ * an out×r temporary per call to the collector); its contents are overwritten.
+ */
+export function spectralWeight(b: SpectralBasis, s: ArrayLike<number>, scratch?: Float32Array): Matrix {
   checkScores(b, s, "weight");
   const m = b.rows, r = b.rank;
-  const us = new Float32Array(m * r);
+  const us = scratch && scratch.length >= m * r ? scratch.subarray(0, m * r) : new Float32Array(m * r);
   for (let i = 0; i < m; i++) for (let k = 0; k < r; k++) us[i * r + k] = b.u.data[i * r + k] * s[k];
   return matmul({ rows: m, cols: r, data: us }, b.c);
 }

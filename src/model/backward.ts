@@ -28,7 +28,6 @@
  * @module
  */
 import { OptionError, ShapeError } from "../errors.ts";
-import { gemmInto } from "../linalg/gemm.ts";
 import type { FloatArray, Matrix } from "../linalg/matrix.ts";
 import { BLOCK_PROGRAM, opInputs, type ValueName } from "./block_def.ts";
 
@@ -40,6 +39,7 @@ import {
   embeddingForward,
   type GradHead,
   type GradLinear,
+  headLogitsInto,
   headLossBackward,
   linearBackward,
   linearForward,
@@ -412,9 +412,7 @@ export async function lossAndGrad<T extends FloatArray = Float32Array>(
         const V = rm.head.lmHead.rows;
         if (!buf || buf.length < n * V) buf = zerosLike(hRef.data, n, V).data;
         const out: Matrix<T> = { rows: n, cols: V, data: buf.subarray(0, n * V) as T };
-        return gemmInto(rmsnormForward(rows, rm.head.norm, rm.spec.rmsNormEps), rm.head.lmHead, out, {
-          transB: true,
-        });
+        return headLogitsInto(rmsnormForward(rows, rm.head.norm, rm.spec.rmsNormEps), rm.head.lmHead, out);
       };
     }
   }

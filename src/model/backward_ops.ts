@@ -433,6 +433,70 @@ export function lossChunkRows(vocab: number): number {
   return Math.max(1, Math.floor((1 << 22) / vocab));
 }
 
+/**
+ * Vocabulary rows of lm_head in one product (about 2M values, 8 MiB in float32, whatever d). The wasm kernels
+ * copy their operands into wasm memory, so a product with the whole lm_head (vocab×d) copied all of it there
+ * each time, where its pages stayed resident beside the JavaScript copy (125 MiB at vocab 32000, d 1024).
+ */
+export function headChunkRows(d: number): number {
+  return Math.max(1, Math.floor((1 << 21) / d));
+}
+
+/**
+ * out (n×V) = x (n×d) · lm_headᵀ (lm_head V×d), `vocabRows` rows of lm_head per product (default
+ * {@link headChunkRows}). Each logit is the same dot product as in one whole-vocabulary product.
+ */
+export function headLogitsInto<T extends FloatArray>(
+  x: Matrix<T>,
+  lmHead: Matrix<T>,
+  out: Matrix<T>,
+  vocabRows: number = headChunkRows(lmHead.cols),
+): Matrix<T> {
+  const V = lmHead.rows, d = lmHead.cols, n = x.rows;
+  if (out.rows !== n || out.cols !== V || x.cols !== d) {
+    throw new ShapeError(
+      `head logits: x ${n}×${x.cols}, lm_head ${V}×${d}, out ${out.rows}×${out.cols} do not fit`,
+    );
+  }
+  if (vocabRows >= V) return gemmInto(x, lmHead, out, { transB: true });
+  const part = zerosLike(out.data, n, vocabRows); // n×vc, reused
+  for (let v0 = 0; v0 < V; v0 += vocabRows) {
+    const vc = Math.min(vocabRows, V - v0);
+    const p: Matrix<T> = { rows: n, cols: vc, data: part.data.subarray(0, n * vc) as T };
+    gemmInto(x, rowsOf(lmHead, v0, vc), p, { transB: true });
+    for (let i = 0; i < n; i++) out.data.set(p.data.subarray(i * vc, (i + 1) * vc), i * V + v0);
+  }
+  return out;
+}
+
+/**
+ * dx (n×d) = g (n×V) · lm_head (V×d), `vocabRows` rows of lm_head per product (default {@link headChunkRows}),
+ * accumulated chunk after chunk (float32 sums in another order than one product: equal to rounding).
+ */
+export function headBackward<T extends FloatArray>(
+  g: Matrix<T>,
+  lmHead: Matrix<T>,
+  vocabRows: number = headChunkRows(lmHead.cols),
+): Matrix<T> {
+  const V = lmHead.rows, d = lmHead.cols, n = g.rows;
+  if (g.cols !== V) throw new ShapeError(`head backward: g is ${n}×${g.cols}, lm_head ${V}×${d}`);
+  const dx = zerosLike(g.data, n, d);
+  if (vocabRows >= V) return gemmInto(g, lmHead, dx);
+  const part = zerosLike(g.data, n, vocabRows); // n×vc, reused
+  for (let v0 = 0; v0 < V; v0 += vocabRows) {
+    const vc = Math.min(vocabRows, V - v0);
+    const p: Matrix<T> = { rows: n, cols: vc, data: part.data.subarray(0, n * vc) as T };
+    for (let i = 0; i < n; i++) p.data.set(g.data.subarray(i * V + v0, i * V + v0 + vc), i * vc);
+    gemmInto(p, rowsOf(lmHead, v0, vc), dx, { beta: v0 === 0 ? 0 : 1 });
+  }
+  return dx;
+}
+
+/** Rows [r0, r0+n) of m, without a copy. */
+function rowsOf<T extends FloatArray>(m: Matrix<T>, r0: number, n: number): Matrix<T> {
+  return { rows: n, cols: m.cols, data: m.data.subarray(r0 * m.cols, (r0 + n) * m.cols) as T };
+}
+
 /** What {@link headLossBackward} returns. */
 export interface HeadLoss<T extends FloatArray> {
   /** Σ over predicted rows of −log p(target) (natural log). */
@@ -457,12 +521,15 @@ export interface HeadLossOptions<T extends FloatArray> {
   nllWeight?: number;
   /** Rows of logits at once (default {@link lossChunkRows}). */
   chunkRows?: number;
+  /** Rows of lm_head per product (default {@link headChunkRows}; ≥ vocab: one product). */
+  vocabRows?: number;
 }
 
 /**
  * Next-token cross-entropy (and KL(p_ref ‖ p) to reference logits) at the head, with its gradient dL/dh:
  * logits = RMSNorm(h)·lm_headᵀ, computed a chunk of rows at a time ({@link lossChunkRows}) so that a large
- * vocabulary never holds all its logits. `targets[r] < 0`: row r predicts nothing (no loss, zero gradient).
+ * vocabulary never holds all its logits, each product over a chunk of lm_head's rows ({@link headChunkRows}) so
+ * that the kernels never copy all of lm_head. `targets[r] < 0`: row r predicts nothing (no loss, zero gradient).
  * d(nll)/dlogits = p − onehot, d(KL)/dlogits = p − p_ref.
  */
 export function headLossBackward<T extends FloatArray>(
@@ -474,6 +541,7 @@ export function headLossBackward<T extends FloatArray>(
 ): HeadLoss<T> {
   if (targets.length !== h.rows) throw new ShapeError(`loss: ${targets.length} targets for ${h.rows} rows`);
   const V = head.lmHead.rows, d = h.cols, step = opts.chunkRows ?? lossChunkRows(V), scale = opts.scale ?? 1;
+  const vocabRows = opts.vocabRows ?? headChunkRows(head.lmHead.cols);
   const wNll = opts.nllWeight ?? 1, wKl = opts.reference ? (opts.klWeight ?? 1) : 0;
   const dh = zerosLike(h.data, h.rows, d);
   // One logits buffer for every chunk: a fresh chunk.rows×V array per chunk is garbage the collector is slow to
@@ -485,7 +553,7 @@ export function headLossBackward<T extends FloatArray>(
     const hc: Matrix<T> = { rows: n, cols: d, data: h.data.subarray(r0 * d, (r0 + n) * d) as T };
     const normed = rmsnormForward(hc, head.norm, spec.rmsNormEps); // n×d
     const logits: Matrix<T> = { rows: n, cols: V, data: buf.subarray(0, n * V) as T }; // becomes dL/dlogits
-    gemmInto(normed, head.lmHead, logits, { transB: true });
+    headLogitsInto(normed, head.lmHead, logits, vocabRows);
     const ref = wKl ? opts.reference!(r0, n) : undefined;
     if (ref && (ref.rows !== n || ref.cols !== V)) {
       throw new ShapeError(`loss: reference logits are ${ref.rows}×${ref.cols}, expected ${n}×${V}`);
@@ -513,7 +581,7 @@ export function headLossBackward<T extends FloatArray>(
       }
       l[o + tgt] -= wNll * scale;
     }
-    const dn = mm(logits, head.lmHead); // n×d
+    const dn = headBackward(logits, head.lmHead, vocabRows); // n×d
     dh.data.set(rmsnormBackward(hc, head.norm, spec.rmsNormEps, dn).data, r0 * d);
   }
   return { nllSum, klSum, count, dh };

@@ -24,6 +24,8 @@ import type { TensorReader } from "../io/tensor_reader.ts";
 import type { GradHead } from "../model/backward_ops.ts";
 import { EMBED, FINAL_NORM, LM_HEAD } from "../model/names.ts";
 import type { LlamaSpec } from "../model/spec.ts";
+import type { Matrix } from "../linalg/matrix.ts";
+import type { SpillStore } from "./spill.ts";
 
 /** A head over renumbered ids, and the renumbering. */
 export interface CompactHead {
@@ -31,8 +33,24 @@ export interface CompactHead {
   head: GradHead<Float32Array>;
   /** Used ids, ascending (K): new id k is original id `used[k]`. */
   used: Int32Array;
+  /** With lm_head in a store: let its copy in memory go (the next use reads it again); else a no-op. */
+  dropLmHead: () => void;
   /** A window in original ids → the same window in new ids. */
   remap: (w: Int32Array) => Int32Array;
+}
+
+/** Options of {@link compactHead}. */
+export interface CompactHeadOptions {
+  /**
+   * Keep lm_head in this store (e.g. a temporary file, `spill.ts`) instead of in memory, read back at its
+   * first use after each {@link CompactHead.dropLmHead} (see {@link leasedRows}). A store that keeps arrays in
+   * memory changes nothing.
+   */
+  store?: SpillStore;
+  /** Called before each read of lm_head back from the store (e.g. to collect what the blocks left behind). */
+  beforeRead?: () => void;
+  /** Told that `bytes` of arrays became garbage (the full embedding, before lm_head is read): collect them. */
+  dropped?: (bytes: number) => void;
 }
 
 /** The compact head for `windows` (original ids; each id must be < vocab). */
@@ -40,6 +58,7 @@ export async function compactHead(
   reader: TensorReader,
   spec: LlamaSpec,
   windows: readonly Int32Array[],
+  opts: CompactHeadOptions = {},
 ): Promise<CompactHead> {
   const V = spec.vocabSize, d = spec.hiddenSize;
   const newId = new Int32Array(V).fill(-1);
@@ -67,6 +86,7 @@ export async function compactHead(
     const full = await read(EMBED);
     for (let k = 0; k < K; k++) embed.set(full.subarray(used[k] * d, (used[k] + 1) * d), k * d);
   }
+  opts.dropped?.(4 * V * d); // the full embedding: not beside lm_head
   // lm_head (a fresh copy even when tied): row k ↔ row used[k], in place. used is ascending and used[k] ≥ k,
   // so the row at used[k] is still the original one when step k swaps it up (earlier steps touched only rows
   // j < k and used[j] < used[k]).
@@ -80,9 +100,55 @@ export async function compactHead(
     lm.set(tmp, u * d);
   }
   const norm = await reader.read(FINAL_NORM) as Float32Array; // d
+  let lease: Lease = { matrix: { rows: V, cols: d, data: lm }, drop: () => {} };
+  if (opts.store?.spilled) {
+    opts.store.put(LM_HEAD, lm);
+    lease = leasedRows(V, d, () => {
+      opts.beforeRead?.();
+      return opts.store!.get(LM_HEAD) as Float32Array;
+    });
+  }
   return {
-    head: { embed: { rows: K, cols: d, data: embed }, norm, lmHead: { rows: V, cols: d, data: lm } },
+    head: { embed: { rows: K, cols: d, data: embed }, norm, lmHead: lease.matrix },
+    dropLmHead: lease.drop,
     used,
     remap: (w) => w.map((id) => newId[id]),
+  };
+}
+
+/** A matrix read back when first used, and let go on demand (see {@link leasedRows}). */
+export interface Lease {
+  /** rows×cols; `data` is read (once) at its first access after a {@link Lease.drop}. */
+  matrix: Matrix;
+  /** Let the array go (the next collection frees it unless someone else holds it); the next access reads again. */
+  drop(): void;
+}
+
+/**
+ * A rows×cols matrix whose `data` is read (`read()`) when first asked for and kept until {@link Lease.drop}.
+ * SoCo drops lm_head (vocab×d, 125 MiB at 32000×1024) before each block of the training, so it is resident
+ * during the head's loss only, not beside the blocks' weights and bases, at the price of one read of it per
+ * loss (from the system's file cache).
+ */
+export function leasedRows(rows: number, cols: number, read: () => Float32Array): Lease {
+  let held: Float32Array | undefined;
+  return {
+    matrix: {
+      rows,
+      cols,
+      get data(): Float32Array {
+        if (!held) {
+          const a = read();
+          if (a.length !== rows * cols) {
+            throw new ShapeError(`soco: a leased ${rows}×${cols} matrix read back ${a.length} values`);
+          }
+          held = a;
+        }
+        return held;
+      },
+    },
+    drop() {
+      held = undefined;
+    },
   };
 }

@@ -18,7 +18,10 @@
  * time, so memory holds one block's bases, plus the training's peak, which is `lossAndGrad`'s: one block's
  * dense W'(s) (formed per call from the basis, never cached) and intermediates, the reference model's block
  * for the KL term, the head, and the block-boundary checkpoints (layers × tokens × hidden). The weights are
- * streamed from the reader. The factors are formed from the store when the driver writes each block.
+ * streamed from the reader. lm_head (vocab × hidden) waits in a temporary file too and is read back for each
+ * head loss only, when no block's bases or W'(s) are held (`soco_head.ts`); between phases the pass collects
+ * and trims (the driver's memory policy). The factors are formed from the store when the driver writes each
+ * block. Measured on `bench/compress_memory.ts` (d 1024, 1 layer): 515 MiB against svdllm's 282 MiB.
  *
  * @module
  */
@@ -48,6 +51,7 @@ import { type BudgetLinear, checkBudget } from "../methods/soco_budget.ts";
 import { allocateRanks } from "../methods/allocation.ts";
 import { openBasisStore } from "./soco_bases.ts";
 import { compactHead } from "./soco_head.ts";
+import { openSpillStore, type SpillStore } from "./spill.ts";
 
 export type { BudgetLinear } from "../methods/soco_budget.ts";
 import {
@@ -323,7 +327,11 @@ export async function socoPass(
     signal?: AbortSignal;
     sample?: () => void;
     /** The driver's memory hooks (`memory_policy.ts`): told what became garbage, they collect it in time. */
-    memory?: { afterLinear(rows: number, cols: number): void; dropped(bytes: number): void };
+    memory?: {
+      afterLinear(rows: number, cols: number): void;
+      dropped(bytes: number): void;
+      boundary?(): void;
+    };
   },
 ): Promise<SocoPassResult> {
   const t0 = performance.now();
@@ -336,6 +344,7 @@ export async function socoPass(
   // float32 bytes of one block's linears (what a block's weights, or its W'(s), take)
   const blockBytes = 4 * LINEAR_NAMES.reduce((t, l) => t + linearShape(spec, l).reduce((a, b) => a * b), 0);
   const store = await openBasisStore({ spill: opts.spill ?? "auto" });
+  let headStore: SpillStore | undefined;
   let closeStore = true;
   try {
     // Bases, block by block on the original model's activations (whitened: their Gram matrices).
@@ -388,7 +397,8 @@ export async function socoPass(
         else {
           let f = chol.get(GROUP[l]);
           if (!f) {
-            chol.set(GROUP[l], f = cholesky(grams.get(GROUP[l])!.gram(), { damping: "auto" }));
+            // In place: the factor takes the Gram matrix's own array (at d 1024, f 2816 the MLP's is 63 MB).
+            chol.set(GROUP[l], f = cholesky(grams.get(GROUP[l])!.gram(), { damping: "auto", inPlace: true }));
             grams.delete(GROUP[l]); // its factor is all the group needs now
           }
           if (l === lastOfGroup(l)) chol.delete(GROUP[l]);
@@ -405,14 +415,41 @@ export async function socoPass(
       opts.onProgress?.({ stage: "bases", block: i, done: i + 1, total: spec.numLayers });
     }
     const tBases = performance.now();
-    // The head over the ids the windows use only (a K×d embedding, lm_head reordered): see soco_head.ts.
-    const { head, remap } = await compactHead(reader, spec, [...windows, ...(opts.validation ?? [])]);
-    opts.memory?.dropped(4 * spec.vocabSize * spec.hiddenSize); // the full embedding read for the gather
-    const ids = windows.map(remap);
-
+    // Between the training's phases (a block, the head): collect what the last one left and hand its pages
+    // back. W'(s), the bases and the reference weights are arrays below glibc's mmap threshold, carved from its
+    // heap, whose freed holes stay resident until trimmed (measured: 533 MiB resident after a step of the
+    // 1-layer compress_memory model, 204 MiB before it).
     // One block's bases in memory at a time: the training's forward reads blocks 0 … L−1, its backward
     // L−1 … 0 and the gradient hook wants the block the backward is in.
     let cur: { i: number; bases: SpectralBasis[] } | undefined;
+    // lm_head too: it is read back for each head loss (below) and let go before the next block.
+    let dropLmHead = () => {};
+    const release = () => {
+      dropLmHead();
+      if (opts.memory?.boundary) opts.memory.boundary();
+      else opts.memory?.dropped(2 * blockBytes);
+    };
+    // The head over the ids the windows use only (a K×d embedding, lm_head reordered): see soco_head.ts.
+    // lm_head waits in the temporary file between losses (read back for each, see soco_head.ts `leasedRows`);
+    // before each read the blocks' last W'(s) and reference weights are garbage: collect them first.
+    headStore = await openSpillStore({ what: "soco head", spill: opts.spill ?? "auto" });
+    const { head, remap, dropLmHead: dropHead } = await compactHead(reader, spec, [
+      ...windows,
+      ...(opts.validation ?? []),
+    ], {
+      store: headStore,
+      // The head's loss comes between the forward and the backward: the block's bases (kept for the backward,
+      // 67 MiB at d 1024) are read again after it rather than held beside lm_head.
+      beforeRead: () => {
+        cur = undefined;
+        release();
+      },
+      dropped: (bytes) => opts.memory?.dropped(bytes),
+    });
+    dropLmHead = dropHead;
+    opts.memory?.dropped(4 * spec.vocabSize * spec.hiddenSize); // lm_head's copy now in the file (or used)
+    const ids = windows.map(remap);
+
     const basesOf = (i: number): SpectralBasis[] => {
       if (cur?.i !== i) {
         cur = undefined; // the previous block's bases can go before the next are read
@@ -421,14 +458,19 @@ export async function socoPass(
       return cur.bases;
     };
     let scores: readonly Float64Array[] = info.map((b) => new Float64Array(b.rank).fill(1));
+    // U·diag(s) of every W'(s) formed in one reused array (rows×rank of the largest linear).
+    const scratch = new Float32Array(Math.max(...info.map((b) => b.rows * b.rank)));
     const blockAt = (i: number): LlamaBlock => {
-      opts.memory?.dropped(2 * blockBytes); // the previous block's W'(s) (or reference weights) and bases
+      // The previous block's bases must be let go before the collection, not after it: else two blocks' bases
+      // are resident while the next are read (measured: +50 MiB per step from 1 to 2 layers).
+      if (cur?.i !== i) cur = undefined;
+      release(); // the previous block's W'(s) (or reference weights) and bases
       const bases = basesOf(i);
       const lin = (l: LinearName): Linear => {
         const k = LINEAR_NAMES.indexOf(l);
         return {
           kind: "dense",
-          weight: spectralWeight(bases[k], scores[i * per + k]),
+          weight: spectralWeight(bases[k], scores[i * per + k], scratch),
           bias: kept[i].bias.get(l),
         };
       };
@@ -451,7 +493,8 @@ export async function socoPass(
         spec,
         head,
         block: (i) => {
-          opts.memory?.dropped(blockBytes);
+          cur = undefined; // the reference's forward needs no bases (the model's forward reads them again)
+          release();
           return loadBlock(reader, spec, i);
         },
       }
@@ -622,6 +665,7 @@ export async function socoPass(
       },
     };
   } finally {
+    await headStore?.close(); // the training and the held-out guard are done: lm_head is no longer read
     if (closeStore) await store.close();
   }
 }

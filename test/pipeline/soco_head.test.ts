@@ -83,3 +83,47 @@ test("soco compact head: an id outside the vocabulary is named", async () => {
     await m.close();
   }
 });
+
+test("soco compact head with lm_head in a temporary file: bit-identical loss and gradients, one read per loss", async () => {
+  const { openSpillStore } = await import("../../src/pipeline/spill.ts");
+  const m = await loadModel(STORIES);
+  const store = await openSpillStore({ what: "soco head test", spill: true });
+  try {
+    const { spec, reader } = m;
+    const windows = [Int32Array.of(5, 9, 300, 5, 7, 11, 2), Int32Array.of(1, 2, 3, 4, 5, 6, 7)];
+    const mem = await compactHead(reader, spec, windows);
+    let reads = 0;
+    const spilled = await compactHead(reader, spec, windows, { store, beforeRead: () => reads++ });
+    assert.equal(reads, 0); // nothing read back yet
+    assert.equal(spilled.head.lmHead.rows, spec.vocabSize);
+    const block = (i: number) => loadBlock(reader, spec, i);
+    const run = async (head: typeof mem.head) => {
+      const grads: number[] = [];
+      const r = await lossAndGrad({ spec, head, block }, windows.map(mem.remap), {
+        reference: {
+          spec,
+          head,
+          block: async (i) => ({
+            ...(await block(i)),
+            postNorm: new Float32Array(spec.hiddenSize).fill(0.5),
+          }),
+        },
+        klWeight: 0.5,
+        onLinearGrad: (_l, _lin, _x, dy) => grads.push(...dy.data),
+      });
+      return { ...r, grads };
+    };
+    const a = await run(mem.head), b = await run(spilled.head);
+    assert.equal(reads, 1, `lm_head read ${reads} times in one loss`);
+    spilled.dropLmHead(); // let it go: the next use reads it again
+    assert.deepEqual(spilled.head.lmHead.data, mem.head.lmHead.data);
+    assert.equal(reads, 2);
+    assert.ok(a.kl > 1e-6, `KL ${a.kl}`);
+    assert.equal(b.loss, a.loss);
+    assert.equal(b.kl, a.kl);
+    assert.deepEqual(b.grads, a.grads);
+  } finally {
+    await store.close();
+    await m.close();
+  }
+});
