@@ -31,5 +31,9 @@ const products = linalgInfo().gpu?.products ?? 0;
 const t0 = performance.now();
 await closeLinalg();
 const closeMs = performance.now() - t0;
-console.log(`${info.gpu.adapter}: ${products} GPU products, max |gpu - cpu| ${diff.toExponential(1)}; closeLinalg ${closeMs.toFixed(0)} ms`);
+console.log(
+  `${info.gpu.adapter}: ${products} GPU products, max |gpu - cpu| ${diff.toExponential(1)}; closeLinalg ${
+    closeMs.toFixed(0)
+  } ms`,
+);
 if (products < 1 || !(diff < 1e-3)) Deno.exitCode = 1;

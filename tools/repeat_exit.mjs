@@ -21,13 +21,19 @@ const tally = {};
 const outs = new Map();
 for (let i = 1; i <= n; i++) {
   const t0 = Date.now();
-  const r = spawnSync(cmd, args, { encoding: "utf8", env: { ...process.env, NO_COLOR: "1" }, timeout: 600_000 });
+  const r = spawnSync(cmd, args, {
+    encoding: "utf8",
+    env: { ...process.env, NO_COLOR: "1" },
+    timeout: 600_000,
+  });
   const end = r.signal ? `signal ${r.signal}` : `exit ${r.status}`;
   const last = (r.stdout ?? "").trim().split("\n").pop() ?? "";
   const bad = expect && !expect.test(r.stdout ?? "") ? " (output missing)" : "";
   tally[end + bad] = (tally[end + bad] ?? 0) + 1;
   outs.set(last, (outs.get(last) ?? 0) + 1);
-  const err = r.status === 0 && !r.signal ? "" : ` | stderr: ${(r.stderr ?? "").trim().split("\n").slice(-2).join(" / ")}`;
+  const err = r.status === 0 && !r.signal
+    ? ""
+    : ` | stderr: ${(r.stderr ?? "").trim().split("\n").slice(-2).join(" / ")}`;
   console.log(`${i}/${n} ${end}${bad} ${((Date.now() - t0) / 1000).toFixed(1)} s | ${last}${err}`);
 }
 console.log(JSON.stringify({ runs: n, ends: tally, distinctLastLines: outs.size }));
