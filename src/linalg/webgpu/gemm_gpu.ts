@@ -171,10 +171,12 @@ export async function gpuInfo(): Promise<GpuInfo | null> {
 
 /**
  * Release the GPU device (tests; long-lived programs may keep it). A later call sets it up again. Waits for
- * the device's queue first. This device lives on the calling thread, whose GPU instance is never torn down
- * while the process exits, so it has no exit crash: that one (glibc aborts, SIGSEGV) came from a *worker's*
- * instance being torn down during exit, which `gpu_worker.ts` now waits for (0 crashes in 90 exits of a
- * main-thread device on lavapipe, against 10 in 150 for a device in a worker).
+ * the device's queue first. The device lives on the calling thread. On a process's main thread (`deno run`)
+ * its GPU instance outlives the exit: 0 crashes in 90 exits on lavapipe. On a thread the runtime tears down
+ * while the process exits (a Worker; a `deno test` module, which runs on a runtime thread) the exit can run
+ * an exit handler of the Vulkan driver being unloaded: SIGSEGV or "corrupted size vs. prev_size", about one
+ * exit in thirty (2 in 60 under `deno test`). `gpu_worker.ts` waits for its worker's thread to end for
+ * that reason; Deno gives no way to wait for a test module's thread.
  */
 export async function closeGpu(): Promise<void> {
   const s = state ? await state : null;
