@@ -171,9 +171,12 @@ export async function gpuInfo(): Promise<GpuInfo | null> {
 
 /**
  * Release the GPU device (tests; long-lived programs may keep it). A later call sets it up again. Waits for
- * the device's queue first: a device destroyed (or a process exiting) while the driver's threads still run
- * submitted work is the likeliest cause of the one glibc abort seen at Deno's exit ("corrupted size vs.
- * prev_size", lavapipe; not reproduced in 60 runs since).
+ * the device's queue first. The device lives on the calling thread. On a process's main thread (`deno run`)
+ * its GPU instance outlives the exit: 0 crashes in 90 exits on lavapipe. On a thread the runtime tears down
+ * while the process exits (a Worker; a `deno test` module, which runs on a runtime thread) the exit can run
+ * an exit handler of the Vulkan driver being unloaded: SIGSEGV or "corrupted size vs. prev_size", about one
+ * exit in thirty (2 in 60 under `deno test`). `gpu_worker.ts` waits for its worker's thread to end for
+ * that reason; Deno gives no way to wait for a test module's thread.
  */
 export async function closeGpu(): Promise<void> {
   const s = state ? await state : null;

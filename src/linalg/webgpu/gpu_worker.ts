@@ -9,6 +9,13 @@
  * thread) and a WebGPU adapter in a worker (Deno; browsers). {@link GpuWorker.start} resolves to a reason
  * string where either is missing.
  *
+ * Closing waits for the worker's thread to end, not only for `terminate()`: under Deno, `terminate()` resolves
+ * while the thread is still tearing down its runtime (30–60 ms here), and that teardown drops the wgpu
+ * instance, which unloads the Vulkan driver. A process `exit()` racing with it runs an exit handler of the
+ * half-unloaded driver (lavapipe: SIGSEGV, or glibc's "corrupted double-linked list"), about one exit in
+ * twenty to thirty. Where the thread id is known (Linux, read permission) {@link GpuWorker.close} waits until
+ * `/proc/self/task/<tid>` is gone; elsewhere it cannot, and the race remains.
+ *
  * @module
  */
 import { canBlock } from "../threads/pool.ts";
@@ -30,6 +37,28 @@ export interface LinalgGpuInfo {
 /** Longest wait for one job before it is declared lost (a software adapter on a busy machine is slow). */
 const JOB_TIMEOUT_MS = 600_000;
 const CTRL_BYTES = 8 + 1024;
+/** Longest wait for the worker's thread to end after `terminate()` (it unloads the GPU driver meanwhile). */
+const THREAD_END_MS = 10_000;
+
+/**
+ * Resolve once the OS thread `tid` of this process has ended (Linux: `/proc/self/task/<tid>` is gone), or
+ * after {@link THREAD_END_MS}; at once where that cannot be observed (no `node:fs`, no read permission).
+ */
+async function threadEnded(tid: string | null): Promise<void> {
+  if (tid === null || !/^[0-9]+$/.test(tid)) return;
+  let exists: (path: string) => boolean;
+  try {
+    exists = (await import("node:fs")).existsSync;
+  } catch {
+    return;
+  }
+  const path = `/proc/self/task/${tid}`, deadline = Date.now() + THREAD_END_MS;
+  try {
+    while (exists(path) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  } catch {
+    return; // e.g. Deno without --allow-read: nothing to wait on
+  }
+}
 
 /** A started GPU worker; synchronous {@link GpuWorker.gemm} and {@link GpuWorker.gram}. */
 export class GpuWorker {
@@ -40,9 +69,11 @@ export class GpuWorker {
   #maxBinding: number;
   #waiting: ((m: { type: string }) => void) | null = null;
   #closed = false;
+  #tid: string | null;
 
   private constructor(port: WorkerPort, ctrl: Int32Array<SharedArrayBuffer>, ready: ReadyMessage) {
     this.#port = port;
+    this.#tid = ready.tid;
     this.#ctrl = ctrl;
     this.#maxBinding = ready.maxBinding;
     this.#info = { adapter: ready.description, fallback: ready.fallback, products: 0, grams: 0 };
@@ -69,9 +100,11 @@ export class GpuWorker {
       return `the GPU worker failed to start: ${e instanceof Error ? e.message : e}`;
     }
     port.post({ type: "init", ctrl });
-    const m = await first as ReadyMessage | { type: "none"; reason: string };
+    const m = await first as ReadyMessage | { type: "none"; reason: string; tid?: string | null };
     if (m.type !== "ready") {
+      // Asking for an adapter already created the worker's GPU instance: wait for its teardown too.
       await port.terminate();
+      await threadEnded(m.tid ?? null);
       return (m as { reason: string }).reason;
     }
     port.unref();
@@ -124,7 +157,10 @@ export class GpuWorker {
     return new Float64Array(sab, sOff, n * n);
   }
 
-  /** Destroy the device (in the worker's thread, after its queue drained), then end the worker. Idempotent. */
+  /**
+   * Destroy the device (in the worker's thread, after its queue drained), end the worker, and wait until its
+   * thread has ended (see the module doc: a process exit during that teardown crashes). Idempotent.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
@@ -132,6 +168,7 @@ export class GpuWorker {
     this.#port.post({ type: "close" });
     await Promise.race([closed, new Promise((r) => setTimeout(r, 10_000))]);
     await this.#port.terminate();
+    await threadEnded(this.#tid);
   }
 
   #onMessage(m: { type: string }): void {
@@ -171,4 +208,6 @@ interface ReadyMessage {
   description: string;
   fallback: boolean;
   maxBinding: number;
+  /** The worker's OS thread id, where it could read it. */
+  tid: string | null;
 }

@@ -6,7 +6,9 @@
  *
  * Messages (main → worker): `{type: "init", ctrl}`; `{type: "gemm", sab, m, n, k, flags, a, b, c}`;
  * `{type: "gram", sab, t, n, x, s}`; `{type: "close"}`. Replies: `init` and `close` by message
- * (`{type: "ready", description, fallback, maxBinding}` / `{type: "none", reason}` / `{type: "closed"}`), jobs
+ * (`{type: "ready", description, fallback, maxBinding, tid}` / `{type: "none", reason, tid}` /
+ * `{type: "closed"}`; `tid` is this worker's OS thread id where `/proc/thread-self` is readable, else null, so
+ * the caller can wait for the thread to end after terminating it), jobs
  * through `ctrl` (Int32Array: word 0 ← 1 done or 2 failed, then notify; the failure's text, UTF-8, from byte
  * 8 with its length in word 1).
  *
@@ -36,6 +38,15 @@ if (browser) self.onmessage = (e) => onMessage(e.data);
 const port = browser ? null : (await import("node:worker_threads")).parentPort;
 if (port) port.on("message", (m) => onMessage(m));
 const send = port ? (m) => port.postMessage(m) : (m) => self.postMessage(m);
+// This thread's id (Linux), for the caller's wait until the thread has ended: see threadEnded in gpu_worker.ts.
+let tid = null;
+if (port) {
+  try {
+    tid = (await import("node:fs")).readlinkSync("/proc/thread-self").split("/").pop();
+  } catch {
+    tid = null; // not Linux, or no read permission: the caller cannot wait for the thread
+  }
+}
 
 async function init() {
   const gpu = globalThis.navigator?.gpu;
@@ -169,9 +180,9 @@ async function onMessage(m) {
   if (m.type === "init") {
     ctrl = m.ctrl;
     try {
-      send(await init());
+      send({ ...(await init()), tid });
     } catch (e) {
-      send({ type: "none", reason: String(e?.message ?? e) });
+      send({ type: "none", reason: String(e?.message ?? e), tid });
     }
   } else if (m.type === "gemm" || m.type === "gram") {
     try {
