@@ -12,13 +12,19 @@ import type { LlamaSpec } from "../model/spec.ts";
 import { embedWindows, type HiddenStates } from "./hidden.ts";
 import type { MemoryPolicy } from "./memory_policy.ts";
 import type { CompressOptions, CompressReport, ModelInput } from "./options.ts";
+import { DEFAULT_HOLDOUT, holdoutSplit } from "./soco_pass.ts";
 
-/** Tokenise and cut the calibration windows (none for svd). */
+/**
+ * Tokenise and cut the calibration windows (none for svd). For SoCo without given validation windows, the
+ * text's last `soco.holdout` fraction is held out first (see `holdoutSplit`): its windows guard the training
+ * and no training window contains their text, whether the calibration came as text or ids, through
+ * `compress`, `compressSoco` or the CLI.
+ */
 export function calibrate(
   model: ModelInput,
   spec: LlamaSpec,
   opts: CompressOptions,
-): { windows?: Int32Array[]; calibration?: CompressReport["calibration"] } {
+): { windows?: Int32Array[]; validation?: Int32Array[]; calibration?: CompressReport["calibration"] } {
   if (opts.method === "svd") return {};
   const c = opts.calibration!;
   const seqlen = c.seqlen ?? Math.min(256, spec.maxPositions);
@@ -29,9 +35,14 @@ export function calibrate(
     if (!model.tokenizer) throw new OptionError(`compress: calibration.text needs the model's tokenizer`);
     ids = model.tokenizer.encode(c.text!, { bos: true });
   }
+  let validation: Int32Array[] | undefined;
+  if (opts.method === "soco" && !opts.soco?.validation) {
+    const split = holdoutSplit(ids, opts.soco?.holdout ?? DEFAULT_HOLDOUT, samples, seqlen);
+    if (split.validation.length > 0) [ids, validation] = [split.calib, split.validation];
+  }
   const seed = c.seed ?? 0, layout = c.layout ?? "random";
   const windows = calibrationWindows(ids, { samples, seqlen, seed, layout });
-  for (const w of windows) {
+  for (const w of [...windows, ...(validation ?? [])]) {
     for (const id of w) {
       if (!(id >= 0 && id < spec.vocabSize)) {
         throw new OptionError(
@@ -40,7 +51,7 @@ export function calibrate(
       }
     }
   }
-  return { windows, calibration: { samples, seqlen, tokens: ids.length, seed, layout } };
+  return { windows, validation, calibration: { samples, seqlen, tokens: ids.length, seed, layout } };
 }
 
 /**

@@ -116,13 +116,15 @@ export async function compressModel(
   const run = await startRun(model, opts, origin);
   const sink = await openSink(output, opts, origin); // a bad destination is refused before any expensive work
   try {
-    const { windows, calibration } = calibrate(model, run.spec, opts);
+    const { windows, validation, calibration } = calibrate(model, run.spec, opts);
     const shapes = layerShapes(run.spec, run.linears);
     const { ranks, sensitivity } = await allocateRanks(run, shapes, windows);
     // FWSVD: one Fisher pass (forward and backward) over the windows; SoCo: its bases and training, whose
     // scores choose the ranks. Neither needs calibration streams in the block loop.
     const fisher = opts.method === "fwsvd" ? await fisherPass(run, windows!, ranks) : undefined;
-    const soco = opts.method === "soco" ? await socoRun(run, windows!, calibration!.seed) : undefined;
+    const soco = opts.method === "soco"
+      ? await socoRun(run, windows!, calibration!.seed, validation)
+      : undefined;
     if (soco) Object.assign(ranks, soco.ranks);
     const modelPass = fisher !== undefined || soco !== undefined;
     const layers = await compressBlocks(run, sink, ranks, shapes, modelPass ? undefined : windows, {

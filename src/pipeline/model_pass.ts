@@ -91,11 +91,12 @@ export async function fisherPass(
   return { side, factors, batches: f.fisher.batches, meanLoss: f.fisher.meanLoss };
 }
 
-/** SoCo's pass on the run's model and windows, its events reported as "soco" progress. */
+/** SoCo's pass on the run's model and windows (the guard on `validation`), its events reported as "soco" progress. */
 export async function socoRun(
   run: Run,
   windows: readonly Int32Array[],
   seed: number,
+  validation?: readonly Int32Array[],
 ): Promise<SocoPassResult> {
   const { opts } = run;
   const o = opts.soco ?? {};
@@ -105,6 +106,7 @@ export async function socoRun(
     () =>
       socoPass({ spec: run.spec, reader: run.reader }, windows, opts.ratio, {
         ...o,
+        validation: o.validation ?? validation,
         seed,
         signal: opts.signal,
         sample: () => run.memory.sample(),

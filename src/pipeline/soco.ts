@@ -35,8 +35,6 @@ import {
 } from "./compress.ts";
 import {
   checkSocoOptions,
-  DEFAULT_HOLDOUT,
-  holdoutSplit,
   type SocoPassProgress,
   type SocoPassResult,
   type SocoRunOptions,
@@ -101,21 +99,11 @@ function driverOptions(opts: SocoOptions): CompressOptions {
   if (!given || (!given.ids && given.text === undefined)) {
     throw new OptionError(`soco: calibration text or ids are required (the scores are trained on them)`);
   }
-  checkSocoOptions(soco); // before splitting anything
-  let calibration = given;
-  // With ids, the held-out guard gets text of its own: the ids' last fraction, which no training window sees.
-  const holdout = soco.holdout ?? DEFAULT_HOLDOUT;
-  if (given.ids && holdout > 0 && !soco.validation) {
-    const split = holdoutSplit(given.ids, holdout, given.samples ?? 32, given.seqlen ?? 256);
-    if (split.validation.length > 0) {
-      calibration = { ...given, ids: split.calib };
-      soco.validation = split.validation;
-    }
-  }
+  checkSocoOptions(soco); // before any work
   return {
     method: "soco",
     ratio,
-    calibration,
+    calibration: given, // compress holds the text's last `holdout` fraction out for the guard
     soco,
     overwrite,
     signal,

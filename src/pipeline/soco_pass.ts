@@ -105,10 +105,10 @@ export interface SocoRunOptions {
   start?: SocoStart;
   /**
    * Fraction held out of training (default 0.125; 0: none): the trained model is kept only if its NLL on the
-   * held-out windows is no worse than the start's. `compressSoco` with calibration ids holds out the ids' last
-   * fraction (text no training window contains, see {@link holdoutSplit}); otherwise (and through
-   * `compress()`) it is that fraction of the calibration windows, which are random starts in the same text,
-   * so they may share text with training windows and the guard is then weaker.
+   * held-out windows is no worse than the start's. `compress` (and so `compressSoco` and the CLI) holds out the
+   * calibration text's last fraction (text no training window contains, see {@link holdoutSplit}); `socoPass`
+   * called directly without `validation` holds out that fraction of its windows, which are random starts in
+   * the same text, so they may share text with training windows and the guard is then weaker.
    */
   holdout?: number;
   /** Held-out windows of text the calibration windows do not contain (replaces the window split of `holdout`). */

@@ -8,6 +8,8 @@ import { join } from "node:path";
 import { compress, type CompressOptions } from "../../src/pipeline/compress.ts";
 import { loadModel } from "../../src/model/load.ts";
 import { perplexity } from "../../src/eval/perplexity.ts";
+import { compressSoco } from "../../src/pipeline/soco.ts";
+import { DEFAULT_HOLDOUT, holdoutSplit } from "../../src/pipeline/soco_pass.ts";
 import { STORIES, storiesText, tempDir } from "./_helpers.ts";
 
 test("compress soco: refusals come before its pass, and nothing is written", async () => {
@@ -79,6 +81,39 @@ test("compress soco: the folder loads at the budget; its ranks are per matrix; c
     } finally {
       await m.close();
     }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("compress soco: the guard holds out the calibration text's last eighth, the same from text, ids or compressSoco", async () => {
+  const dir = await tempDir();
+  try {
+    const text = (await storiesText()).slice(0, 12_000);
+    const m = await loadModel(STORIES);
+    const ids = Int32Array.from(m.tokenizer.encode(text, { bos: true }));
+    await m.close();
+    const calib = { samples: 4, seqlen: 64, seed: 3 };
+    const want = holdoutSplit(ids, DEFAULT_HOLDOUT, calib.samples, calib.seqlen);
+    assert.ok(want.validation.length >= 1);
+    const write = async (name: string, c: CompressOptions["calibration"]) => {
+      const r = await compress(STORIES, join(dir, name), { method: "soco", ratio, calibration: c, soco });
+      // training saw only the text before the cut; the guard measured the windows after it
+      assert.equal(r.calibration!.tokens, want.calib.length);
+      assert.equal(r.soco!.validation!.windows, want.validation.length);
+      return await readFile(join(dir, name, "model.safetensors"));
+    };
+    const ratio = { removed: 0.3 }, soco = { steps: 3 };
+    const fromText = await write("text", { text, ...calib }), fromIds = await write("ids", { ids, ...calib });
+    const r = await compressSoco(STORIES, join(dir, "soco"), {
+      ratio,
+      calibration: { ids, ...calib },
+      ...soco,
+    });
+    assert.equal(r.validation!.windows, want.validation.length);
+    const fromSoco = await readFile(join(dir, "soco", "model.safetensors"));
+    assert.ok(fromIds.equals(fromText), "text and its ids give the same model");
+    assert.ok(fromSoco.equals(fromIds), "compressSoco and compress give the same model");
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
