@@ -13,7 +13,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { realpathSync, rmSync } from "node:fs";
+import { existsSync, realpathSync, rmSync } from "node:fs";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type BarEvent, formatDuration, progressBar } from "./src/cli/progress.ts";
@@ -570,7 +570,7 @@ function exitOnSignal(signal: "SIGINT" | "SIGTERM" | "SIGHUP", code: number): vo
     const pending = pendingTempPaths();
     for (const p of pending) {
       try {
-        rmSync(p, { recursive: true, force: true });
+        removeNow(p);
         // name only the outermost (a compress output folder holds its own temporary model.safetensors)
         if (!pending.some((q) => p.startsWith(q + "/") || p.startsWith(q + "\\"))) removed.push(p);
       } catch (e) {
@@ -582,6 +582,24 @@ function exitOnSignal(signal: "SIGINT" | "SIGTERM" | "SIGHUP", code: number): vo
     );
     process.exit(code);
   });
+}
+
+/**
+ * Remove `p` and everything under it, synchronously (a signal handler exits right after). An asynchronous
+ * write still in flight on the runtime's I/O threads can add a file between the removal's listing and its
+ * final rmdir (ENOTEMPTY, seen under load): so try again, a few milliseconds apart, up to half a second.
+ */
+function removeNow(p: string): void {
+  for (let attempt = 0;; attempt++) {
+    try {
+      rmSync(p, { recursive: true, force: true });
+      if (!existsSync(p)) return;
+    } catch (e) {
+      if (attempt >= 100) throw e;
+    }
+    if (attempt >= 100) throw new Error(`${p} is still there after ${attempt} removals`);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+  }
 }
 
 /**
