@@ -444,7 +444,9 @@ export function headChunkRows(d: number): number {
 
 /**
  * out (n×V) = x (n×d) · lm_headᵀ (lm_head V×d), `vocabRows` rows of lm_head per product (default
- * {@link headChunkRows}). Each logit is the same dot product as in one whole-vocabulary product.
+ * {@link headChunkRows}). Each logit is the same dot product as in one whole-vocabulary product, equal to
+ * float32 rounding: the kernels may sum a small product in another order than a large one (a 7×1 product and
+ * a 7×2 one differ in the last bit), so chunked and whole logits are not always bit-identical.
  */
 export function headLogitsInto<T extends FloatArray>(
   x: Matrix<T>,
