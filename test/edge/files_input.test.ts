@@ -3,7 +3,7 @@
 // (only the folder's name in place of its path), and compressed to the same bytes.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { spawnSync } from "node:child_process";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";

@@ -18,7 +18,7 @@ import { startWorkerd, type Workerd, workerdBinary } from "../../examples/worker
 import { type FileServer, serveFiles } from "../../examples/workerd/serve_files.ts";
 import { parseMultipart } from "../../examples/workerd/multipart.ts";
 import { multipartSink } from "../../examples/workerd/multipart.ts";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 
 const repo = (p: string) => fileURLToPath(new URL(`../../${p}`, import.meta.url));
 const binary = workerdBinary();

@@ -1,7 +1,7 @@
 /** Perplexity windowing and KL on a tiny random model: the protocol's arithmetic, non-finite counting, KL ≥ 0. */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { memoryReader, randomWeights, TINY } from "../model/_random_model.ts";
 import { perplexity, windowNll } from "../../src/eval/perplexity.ts";
 import { klDivergence } from "../../src/eval/kl.ts";

@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { openGguf } from "../../src/io/gguf.ts";
 import { tokenizerFromGguf } from "../../src/tokenize/from_gguf.ts";

@@ -2,7 +2,7 @@
 // independent decoder (sizes announced before writing equal the bytes written; deferred bytes stream in place).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { encode, Message } from "../../src/export/protobuf.ts";
 
 test("protobuf: known encodings (varint 150, negative int64, string, nested, float)", async () => {

@@ -4,7 +4,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { readFileSync } from "node:fs";
 import { openGguf } from "../../src/io/gguf.ts";
 import { FormatError } from "../../src/errors.ts";

@@ -1,7 +1,7 @@
 /** firstDuplicateKey: the top-level duplicate detector behind "tensor … appears twice in the header". */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { firstDuplicateKey } from "../../src/io/safetensors_reader.ts";
 
 test("firstDuplicateKey: escapes decoded, nested keys and string values ignored", () => {

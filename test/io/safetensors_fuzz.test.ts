@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { buildSafetensorsHeader } from "../../src/io/safetensors_writer.ts";
 import { openSafetensors } from "../../src/io/safetensors_reader.ts";
 import { openBytes } from "../../src/io/memory_source.ts";

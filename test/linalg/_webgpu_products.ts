@@ -5,7 +5,7 @@
 // On the main thread of `deno run` the instance outlives the exit: 0 crashes in 90.
 // Prints "webgpu products: ok (ADAPTER)" or "skip: REASON"; an assertion failure exits non-zero.
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { fillUniform as fill } from "../../src/linalg/random.ts";
 import { closeGpu, gpuAvailable, gpuInfo, matmulGpu } from "../../src/linalg/webgpu/gemm_gpu.ts";
 import { matmul, matmulAsync } from "../../src/linalg/gemm.ts";

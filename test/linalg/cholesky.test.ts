@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { NumericError, OptionError, ShapeError } from "../../src/errors.ts";
 import { cholesky } from "../../src/linalg/cholesky.ts";
 import { matmul64 } from "../../src/linalg/gemm.ts";

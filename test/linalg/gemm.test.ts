@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { gemmInto, matmul, matmul64 } from "../../src/linalg/gemm.ts";
 import { linalgInfo } from "../../src/linalg/backend.ts";
 import { type FloatArray, type Matrix, matrix, matrix64, transpose } from "../../src/linalg/matrix.ts";

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { NumericError, ShapeError } from "../../src/errors.ts";
 import { matmul64 } from "../../src/linalg/gemm.ts";
 import { gramAccumulate } from "../../src/linalg/gram.ts";

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { NumericError, OptionError } from "../../src/errors.ts";
 import { toFloat32 } from "../../src/linalg/matrix.ts";
 import { orthonormalityError, reconstruct } from "../../src/linalg/qr.ts";

@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { wasmRuntime } from "../../src/linalg/wasm/runtime.ts";
 import { wasmBytes, withSharedMemoryImport } from "../../src/linalg/wasm/module.ts";
 import { WASM_BYTE_LENGTH, WASM_CLANG_VERSION } from "../../src/linalg/wasm/kernels_wasm.ts";

@@ -7,7 +7,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { compressFwsvd, compressFwsvdKfac, type KfacFactors } from "../../src/methods/fwsvd.ts";
 import { compressSvd } from "../../src/methods/svd.ts";
 import { compressSvdLlm } from "../../src/methods/svdllm.ts";

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { asvd, svdLayer, svdllm } from "../../src/methods/layer.ts";
 import { rankFor } from "../../src/methods/ratio.ts";
 import { matmul } from "../../src/linalg/gemm.ts";

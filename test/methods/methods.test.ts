@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { compressSvd } from "../../src/methods/svd.ts";
 import { compressAsvd } from "../../src/methods/asvd.ts";
 import { compressSvdLlm, crossFromLayer, layerLoss, updateA } from "../../src/methods/svdllm.ts";

@@ -2,7 +2,7 @@
 // (a single linear's output error, quadratics): the model-level run is in soco_pipeline.test.ts.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import {
   addScoreGradient,
   layerError,

@@ -5,7 +5,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { gemmInto } from "../../src/linalg/gemm.ts";
 import type { FloatArray, Matrix } from "../../src/linalg/matrix.ts";
 import { createRng, type Rng } from "../../src/linalg/random.ts";

@@ -6,7 +6,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { createRng } from "../../src/linalg/random.ts";
 import type { Matrix } from "../../src/linalg/matrix.ts";
 import { blockBackward, blockForward, type BlockValues, type GradBlock } from "../../src/model/backward.ts";

@@ -1,6 +1,6 @@
 /** Shared by the gradient checks: random float64 models of any small shape, finite differences, errors. */
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { createRng, type Rng } from "../../src/linalg/random.ts";
 import type { Matrix } from "../../src/linalg/matrix.ts";
 import type { GradBlock, GradModel } from "../../src/model/backward.ts";

@@ -6,7 +6,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { createRng } from "../../src/linalg/random.ts";
 import { matmul64 } from "../../src/linalg/gemm.ts";
 import { blockForward, type GradModel, lossAndGrad } from "../../src/model/backward.ts";

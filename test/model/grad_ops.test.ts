@@ -5,7 +5,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { createRng } from "../../src/linalg/random.ts";
 import {
   attentionBackward,

@@ -6,7 +6,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { memoryReader, randomWeights, TINY } from "./_random_model.ts";
 import {
   BLOCK_PROGRAM,

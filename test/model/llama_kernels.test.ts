@@ -4,7 +4,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { type AttentionShape, causalAttention } from "../../src/linalg/attention.ts";
 import { logSumExp, rowsLogSumExp } from "../../src/linalg/logsumexp.ts";
 import { silu, siluMulInto } from "../../src/linalg/swiglu.ts";

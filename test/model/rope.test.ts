@@ -4,7 +4,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { applyRope, cachedRopeTables, permuteQK, ropeFrequencies, ropeTables } from "../../src/model/rope.ts";
 import { ShapeError } from "../../src/errors.ts";
 import type { Matrix } from "../../src/linalg/matrix.ts";

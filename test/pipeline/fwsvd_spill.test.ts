@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { openSpillStore } from "../../src/pipeline/spill.ts";
 
 test("spill store: float32 and float64 arrays come back bit for bit, from the file as from memory", async () => {

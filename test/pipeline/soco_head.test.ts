@@ -2,7 +2,7 @@
 // loss, KL and gradients as the full head, on random windows of arbitrary ids (a real model: stories260K).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { loadModel } from "../../src/model/load.ts";
 import { loadBlock, loadHead } from "../../src/model/llama.ts";
 import { type GradModel, lossAndGrad } from "../../src/model/backward.ts";

@@ -1,7 +1,7 @@
 /** The GGUF SentencePiece-style tokenizer of stories260K: known counts, merges by score, byte fallback. */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fc from "fast-check";
+import fc from "../_fc.ts";
 import { readFileSync } from "node:fs";
 import { openGguf } from "../../src/io/gguf.ts";
 import { GgufSentencePieceTokenizer, sentencePieceFromJson } from "../../src/tokenize/sentencepiece.ts";
