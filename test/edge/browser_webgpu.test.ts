@@ -27,6 +27,8 @@ const MODEL = "models/stories260K/stories260K.gguf";
 const TEXT = "data/tinystories-valid.part1.txt";
 const FIXTURES = join(root, "test/edge/fixtures/webgpu");
 const WAIT_MS = 900_000; // bounds a hang per answer; a software adapter on a loaded machine is slow
+/** The probe starts and stops the GPU path only; the library gives up on an adapter after 120 s. */
+const PROBE_WAIT_MS = 300_000;
 /** Products of 2¹⁶ multiply-adds and more go to the GPU: the linears, attention, head and every Gram. */
 const GPU_MIN_WORK = 1 << 16;
 /** Both runs as the page runs: worker threads beside the GPU (bit-identical to one thread, as here). */
@@ -165,37 +167,57 @@ test(
     const server = await servePage(await browserBundle());
     let browser: Browser | undefined;
     try {
-      const opened = await openChromium(`${server.origin}/index.html`, WAIT_MS, { consoleErrors: true });
-      browser = opened.browser;
-      const { page, errors } = opened;
-      await page.waitForSelector("html[data-ready]");
-      assert.equal(
-        await page.getAttribute("html", "data-ready"),
-        "true",
-        "the page is not cross-origin isolated",
-      );
-      /** The Worker's answer to `m`; rejects rather than hangs when none comes in WAIT_MS (cleanup runs). */
-      const ask = async <T>(m: Record<string, unknown>): Promise<T> => {
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        try {
-          return await Promise.race([
-            page.evaluate(
-              (msg) => (globalThis as unknown as { ask(m: unknown): Promise<unknown> }).ask(msg),
-              m,
-            ) as Promise<T>,
-            new Promise<never>((_, reject) => {
-              timer = setTimeout(
-                () => reject(new Error(`no answer from the page in ${WAIT_MS} ms to ${JSON.stringify(m)}`)),
-                WAIT_MS,
-              );
-            }),
-          ]);
-        } finally {
-          clearTimeout(timer);
-        }
+      /** A fresh Chromium on the page, and `ask`: the Worker's answer to a message, bounded by `waitMs`. */
+      const openPage = async () => {
+        const opened = await openChromium(`${server.origin}/index.html`, WAIT_MS, { consoleErrors: true });
+        browser = opened.browser;
+        const { page, errors } = opened;
+        await page.waitForSelector("html[data-ready]");
+        assert.equal(
+          await page.getAttribute("html", "data-ready"),
+          "true",
+          "the page is not cross-origin isolated",
+        );
+        /** The Worker's answer to `m`; rejects rather than hangs when none comes in time (cleanup runs). */
+        const ask = async <T>(m: Record<string, unknown>, waitMs = WAIT_MS): Promise<T> => {
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          try {
+            return await Promise.race([
+              page.evaluate(
+                (msg) => (globalThis as unknown as { ask(m: unknown): Promise<unknown> }).ask(msg),
+                m,
+              ) as Promise<T>,
+              new Promise<never>((_, reject) => {
+                timer = setTimeout(
+                  () => reject(new Error(`no answer from the page in ${waitMs} ms to ${JSON.stringify(m)}`)),
+                  waitMs,
+                );
+              }),
+            ]);
+          } finally {
+            clearTimeout(timer);
+          }
+        };
+        return { errors, ask };
       };
 
-      const probe = await ask<ProbeAnswer>({ type: "probe" });
+      // Chromium's GPU process once left the adapter request of a fresh browser unanswered (1 of ≈ 10 suites,
+      // at load ≈ 12; the page idle for 900 s). The library bounds that wait (the probe then answers "no
+      // adapter and device in 120 s"); the probe itself is bounded too. Either way, one fresh browser more:
+      // an unanswered start-up is Chromium's, not the library's, and the parity below is what is tested.
+      let opened = await openPage();
+      let probe = await opened.ask<ProbeAnswer>({ type: "probe" }, PROBE_WAIT_MS).catch((e: Error) => e);
+      if (probe instanceof Error || (!probe.gpu && /no adapter and device in/.test(probe.gpuNote ?? ""))) {
+        console.log(
+          `note: Chromium's first probe: ${
+            probe instanceof Error ? probe.message : probe.gpuNote
+          }; a fresh browser`,
+        );
+        await browser?.close();
+        opened = await openPage();
+        probe = await opened.ask<ProbeAnswer>({ type: "probe" }, PROBE_WAIT_MS);
+      }
+      const { errors, ask } = opened;
       assert.equal(probe.type, "done", `the page's probe failed: ${probe.message}`);
       if (!probe.gpu) {
         console.log(`skip: Chromium offers no WebGPU adapter here (${probe.gpuNote})`);

@@ -39,6 +39,21 @@ const JOB_TIMEOUT_MS = 600_000;
 const CTRL_BYTES = 8 + 1024;
 /** Longest wait for the worker's thread to end after `terminate()` (it unloads the GPU driver meanwhile). */
 const THREAD_END_MS = 10_000;
+/** Longest wait for the worker's device to be ready, and for its answer to "close". */
+const START_MS = 120_000, CLOSE_MS = 10_000;
+
+/**
+ * `p`, or `late` after `ms` if `p` has not settled by then. The timer is cleared either way, so a settled wait
+ * keeps no process alive.
+ */
+async function within<T>(p: Promise<T>, ms: number, late: T): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([p, new Promise<T>((r) => timer = setTimeout(() => r(late), ms))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /**
  * Resolve once the OS thread `tid` of this process has ended (Linux: `/proc/self/task/<tid>` is gone), or
@@ -100,7 +115,12 @@ export class GpuWorker {
       return `the GPU worker failed to start: ${e instanceof Error ? e.message : e}`;
     }
     port.post({ type: "init", ctrl });
-    const m = await first as ReadyMessage | { type: "none"; reason: string; tid?: string | null };
+    // A browser's GPU process can leave an adapter or device request unanswered: bound the wait, so the
+    // caller gets a reason instead of a hang.
+    const late = { type: "none", reason: `the GPU worker got no adapter and device in ${START_MS / 1000} s` };
+    const m = await within(first, START_MS, late) as
+      | ReadyMessage
+      | { type: "none"; reason: string; tid?: string | null };
     if (m.type !== "ready") {
       // Asking for an adapter already created the worker's GPU instance: wait for its teardown too.
       await port.terminate();
@@ -166,7 +186,7 @@ export class GpuWorker {
     this.#closed = true;
     const closed = new Promise<void>((r) => this.#waiting = (m) => m.type === "closed" && r());
     this.#port.post({ type: "close" });
-    await Promise.race([closed, new Promise((r) => setTimeout(r, 10_000))]);
+    await within(closed, CLOSE_MS, undefined);
     await this.#port.terminate();
     await threadEnded(this.#tid);
   }
