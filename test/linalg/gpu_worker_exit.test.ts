@@ -8,10 +8,8 @@
 // navigator.gpu).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import process from "node:process";
-import { fileURLToPath } from "node:url";
 import { closeLinalg, initLinalg } from "../../src/linalg/backend.ts";
+import { runDenoChild } from "./_deno_child.ts";
 
 test(
   "closeLinalg: the GPU worker's thread and the driver's threads have ended when it returns",
@@ -25,16 +23,10 @@ test(
       t.skip(info.gpuNote ?? "no GPU");
       return;
     }
-    const script = fileURLToPath(new URL("./_gpu_exit_threads.ts", import.meta.url));
-    const r = spawnSync(process.execPath, ["run", "-A", script], {
-      encoding: "utf8",
-      env: { ...process.env, NO_COLOR: "1" },
-      timeout: 600_000,
-    });
-    const ended = r.signal ? `signal ${r.signal}` : `exit ${r.status}`;
-    assert.equal(ended, "exit 0", `${script}: ${r.stdout}\n${r.stderr}`);
-    const line = r.stdout.trim().split("\n").pop() ?? "";
-    assert.match(line, /^(gpu worker exit: ok \(.+\)|skip: .+)$/, r.stdout);
+    const line = runDenoChild(
+      new URL("./_gpu_exit_threads.ts", import.meta.url),
+      /^gpu worker exit: ok \(.+\)$/,
+    );
     console.log(line);
     if (line.startsWith("skip: ")) t.skip(line.slice(6));
   },

@@ -5,12 +5,10 @@
 // Deno about one exit in thirty on lavapipe after every test passed. The child's crash fails this test.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import process from "node:process";
-import { fileURLToPath } from "node:url";
 import { fillUniform as fill } from "../../src/linalg/random.ts";
 import { matmul, matmulAsync } from "../../src/linalg/gemm.ts";
 import { matrix } from "../../src/linalg/matrix.ts";
+import { runDenoChild } from "./_deno_child.ts";
 
 test("matmulAsync: the CPU result for small products", async () => {
   const a = matrix(33, 20, fill(new Float32Array(660), 1));
@@ -34,16 +32,10 @@ test(
       t.skip("no navigator.gpu outside Deno");
       return;
     }
-    const script = fileURLToPath(new URL("./_webgpu_products.ts", import.meta.url));
-    const r = spawnSync(process.execPath, ["run", "-A", script], {
-      encoding: "utf8",
-      env: { ...process.env, NO_COLOR: "1" },
-      timeout: 600_000,
-    });
-    const ended = r.signal ? `signal ${r.signal}` : `exit ${r.status}`;
-    assert.equal(ended, "exit 0", `${script}: ${r.stdout}\n${r.stderr}`);
-    const line = r.stdout.trim().split("\n").pop() ?? "";
-    assert.match(line, /^(webgpu products: ok \(.+\)|skip: .+)$/, r.stdout);
+    const line = runDenoChild(
+      new URL("./_webgpu_products.ts", import.meta.url),
+      /^webgpu products: ok \(.+\)$/,
+    );
     if (line.startsWith("skip: ")) {
       console.log(line);
       t.skip(line.slice(6));
